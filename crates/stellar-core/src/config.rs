@@ -1,0 +1,562 @@
+//! Node configuration: a TOML file, then `STELLAR_*` environment variables, then flags.
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+
+use crate::{ConfigError, NodeId};
+
+/// The server token every node starts with unless told otherwise. Allowed only on the embedded
+/// in-memory backend, where nothing leaves the process.
+pub const DEFAULT_SERVER_TOKEN: &str = "change-me";
+
+/// One documented configuration key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDoc {
+    /// The key as written in the TOML file, e.g. `redis_url`.
+    pub name: &'static str,
+    /// The environment variable that sets it, e.g. `STELLAR_REDIS_URL`.
+    pub env: &'static str,
+    /// The `stellar` flag that sets it, if there is one.
+    pub flag: Option<&'static str>,
+    /// The default, as text.
+    pub default: &'static str,
+    /// The form a value must have.
+    pub expected: &'static str,
+}
+
+const MS: &str = "a positive whole number of milliseconds";
+
+/// Every configuration key, in the order `docs/configuration.md` lists them.
+pub const KEYS: &[KeyDoc] = &[
+    KeyDoc {
+        name: "id",
+        env: "STELLAR_ID",
+        flag: Some("--id"),
+        default: "<hostname>-<pid>",
+        expected: "1 to 128 printable characters without whitespace",
+    },
+    KeyDoc {
+        name: "server_token",
+        env: "STELLAR_SERVER_TOKEN",
+        flag: Some("--server-token"),
+        default: DEFAULT_SERVER_TOKEN,
+        expected: "a non-empty string",
+    },
+    KeyDoc {
+        name: "redis_url",
+        env: "STELLAR_REDIS_URL",
+        flag: Some("--redis"),
+        default: "(none: embedded in-memory backend)",
+        expected: "a redis://, rediss:// or unix:// URL",
+    },
+    KeyDoc {
+        name: "redis_pool_size",
+        env: "STELLAR_REDIS_POOL_SIZE",
+        flag: None,
+        default: "16",
+        expected: "a whole number from 1 to 1024",
+    },
+    KeyDoc {
+        name: "redis_connect_timeout_ms",
+        env: "STELLAR_REDIS_CONNECT_TIMEOUT_MS",
+        flag: None,
+        default: "2000",
+        expected: MS,
+    },
+    KeyDoc {
+        name: "redis_op_timeout_ms",
+        env: "STELLAR_REDIS_OP_TIMEOUT_MS",
+        flag: None,
+        default: "2000",
+        expected: MS,
+    },
+    KeyDoc {
+        name: "shutdown_timeout_ms",
+        env: "STELLAR_SHUTDOWN_TIMEOUT_MS",
+        flag: Some("--shutdown-timeout-ms"),
+        default: "10000",
+        expected: MS,
+    },
+    KeyDoc {
+        name: "log",
+        env: "STELLAR_LOG",
+        flag: Some("--log"),
+        default: "info",
+        expected: "a tracing filter such as `info` or `stellar_bus=debug,info`",
+    },
+];
+
+/// A secret shared by every node of a cluster. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerToken(String);
+
+impl ServerToken {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The secret itself. Pass it to whatever signs messages; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is the well-known [`DEFAULT_SERVER_TOKEN`].
+    pub fn is_default(&self) -> bool {
+        self.0 == DEFAULT_SERVER_TOKEN
+    }
+}
+
+impl Default for ServerToken {
+    fn default() -> Self {
+        Self::new(DEFAULT_SERVER_TOKEN)
+    }
+}
+
+impl fmt::Debug for ServerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServerToken(<hidden>)")
+    }
+}
+
+/// The configuration of one node. Each field is documented in `docs/configuration.md`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This node's id; `None` means `<hostname>-<pid>`, see [`Config::node_id`].
+    pub id: Option<NodeId>,
+    /// The cluster's shared secret.
+    pub server_token: ServerToken,
+    /// Where the shared Redis is; `None` runs the embedded in-memory backend.
+    pub redis_url: Option<String>,
+    /// How many pooled Redis connections a node may open for commands.
+    pub redis_pool_size: usize,
+    /// How long to wait for a new Redis connection.
+    pub redis_connect_timeout: Duration,
+    /// How long to wait for one Redis command (or for a pooled connection).
+    pub redis_op_timeout: Duration,
+    /// How long a graceful stop may take before the node gives up on its tasks.
+    pub shutdown_timeout: Duration,
+    /// The log filter.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            id: None,
+            server_token: ServerToken::default(),
+            redis_url: None,
+            redis_pool_size: 16,
+            redis_connect_timeout: Duration::from_millis(2000),
+            redis_op_timeout: Duration::from_millis(2000),
+            shutdown_timeout: Duration::from_millis(10_000),
+            log: "info".to_owned(),
+        }
+    }
+}
+
+/// Where configuration values come from, in rising order of precedence: `file`, `env`, `flags`.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSources {
+    /// A TOML file; `None` means no file.
+    pub file: Option<PathBuf>,
+    /// Environment variables; only `STELLAR_*` names matter.
+    pub env: Vec<(String, String)>,
+    /// Values given as flags, by config key name (e.g. `("redis_url", "redis://…")`).
+    pub flags: Vec<(&'static str, String)>,
+}
+
+impl ConfigSources {
+    /// Sources from this process's environment: the `STELLAR_*` variables, and the file named by
+    /// `STELLAR_CONFIG` if set.
+    pub fn from_process_env() -> Self {
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(name, _)| name.starts_with("STELLAR_"))
+            .collect();
+        let file = env
+            .iter()
+            .find(|(name, value)| name == "STELLAR_CONFIG" && !value.is_empty())
+            .map(|(_, value)| PathBuf::from(value));
+        Self {
+            file,
+            env,
+            flags: Vec::new(),
+        }
+    }
+
+    /// Sets the config file, overriding `STELLAR_CONFIG`.
+    pub fn with_file(mut self, file: impl Into<PathBuf>) -> Self {
+        self.file = Some(file.into());
+        self
+    }
+
+    /// Adds a flag value for the config key `key`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `key` is not one of [`KEYS`]: that is a programming error in the caller.
+    pub fn with_flag(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        assert!(
+            KEYS.iter().any(|k| k.name == key),
+            "unknown config key {key}"
+        );
+        self.flags.push((key, value.into()));
+        self
+    }
+}
+
+/// One raw value and where it came from, before it is parsed.
+struct Raw {
+    value: String,
+    origin: String,
+}
+
+impl Config {
+    /// Loads the configuration from `sources`: defaults, then the file, then environment
+    /// variables, then flags.
+    ///
+    /// # Errors
+    ///
+    /// Returns a [`ConfigError`] naming the key, its origin and the expected form when a value is
+    /// invalid, and when the file cannot be read, is not TOML, or holds an unknown key.
+    pub fn load(sources: &ConfigSources) -> Result<Self, ConfigError> {
+        let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
+        if let Some(path) = &sources.file {
+            read_file(path, &mut raw)?;
+        }
+        for key in KEYS {
+            if let Some((_, value)) = sources.env.iter().rev().find(|(name, _)| name == key.env) {
+                let origin = format!("environment variable {}", key.env);
+                raw.insert(
+                    key.name,
+                    Raw {
+                        value: value.clone(),
+                        origin,
+                    },
+                );
+            }
+        }
+        for (name, value) in &sources.flags {
+            let key = key_doc(name);
+            let origin = format!("flag {}", key.flag.unwrap_or(key.name));
+            raw.insert(
+                key.name,
+                Raw {
+                    value: value.clone(),
+                    origin,
+                },
+            );
+        }
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: BTreeMap<&'static str, Raw>) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        for (name, raw) in raw {
+            let key = key_doc(name);
+            let invalid = |got: String| ConfigError::Invalid {
+                key: key.name,
+                origin: raw.origin.clone(),
+                expected: key.expected,
+                got,
+            };
+            let value = raw.value.trim();
+            match name {
+                "id" => config.id = Some(NodeId::new(value).map_err(|_| invalid(quote(value)))?),
+                "server_token" if value.is_empty() => {
+                    return Err(invalid("an empty string".into()));
+                }
+                "server_token" => config.server_token = ServerToken::new(value),
+                "redis_url" if value.is_empty() => config.redis_url = None,
+                "redis_url" => {
+                    let schemes = ["redis://", "rediss://", "unix://", "redis+unix://"];
+                    if !schemes.iter().any(|scheme| value.starts_with(scheme)) {
+                        return Err(invalid(quote(&redact_url(value))));
+                    }
+                    config.redis_url = Some(value.to_owned());
+                }
+                "redis_pool_size" => {
+                    config.redis_pool_size = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=1024).contains(n))
+                        .ok_or_else(|| invalid(quote(value)))?;
+                }
+                "redis_connect_timeout_ms" => {
+                    config.redis_connect_timeout =
+                        millis(value).ok_or_else(|| invalid(quote(value)))?;
+                }
+                "redis_op_timeout_ms" => {
+                    config.redis_op_timeout = millis(value).ok_or_else(|| invalid(quote(value)))?;
+                }
+                "shutdown_timeout_ms" => {
+                    config.shutdown_timeout = millis(value).ok_or_else(|| invalid(quote(value)))?;
+                }
+                "log" if value.is_empty() => return Err(invalid("an empty string".into())),
+                "log" => config.log = value.to_owned(),
+                _ => unreachable!("every key in KEYS is handled above"),
+            }
+        }
+        Ok(config)
+    }
+
+    /// This node's id: the configured one, or `<hostname>-<pid>`.
+    pub fn node_id(&self) -> NodeId {
+        self.id.clone().unwrap_or_else(NodeId::from_host)
+    }
+
+    /// Checks that this configuration may join a shared backend.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`ConfigError::DefaultTokenOnSharedBackend`] when a Redis URL is set and the
+    /// server token is still the default `change-me`.
+    pub fn check_shared_backend(&self) -> Result<(), ConfigError> {
+        match &self.redis_url {
+            Some(url) if self.server_token.is_default() => {
+                Err(ConfigError::DefaultTokenOnSharedBackend {
+                    redis_url: redact_url(url),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn key_doc(name: &str) -> &'static KeyDoc {
+    KEYS.iter()
+        .find(|k| k.name == name)
+        .expect("callers pass only names from KEYS")
+}
+
+fn read_file(path: &PathBuf, raw: &mut BTreeMap<&'static str, Raw>) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.clone(),
+        source,
+    })?;
+    let table: toml::Table =
+        text.parse()
+            .map_err(|err: toml::de::Error| ConfigError::ParseFile {
+                path: path.clone(),
+                message: err.to_string().trim().to_owned(),
+            })?;
+    for (name, value) in table {
+        let Some(key) = KEYS.iter().find(|k| k.name == name) else {
+            let known: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+            return Err(ConfigError::UnknownKey {
+                key: name,
+                path: path.clone(),
+                known: known.join(", "),
+            });
+        };
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => format!("a TOML {}", other.type_str()),
+        };
+        let origin = format!("`{}` in {}", key.name, path.display());
+        raw.insert(key.name, Raw { value, origin });
+    }
+    Ok(())
+}
+
+fn millis(value: &str) -> Option<Duration> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+}
+
+fn quote(value: &str) -> String {
+    format!("{value:?}")
+}
+
+/// Hides the password in a `scheme://user:password@host` URL, so the URL can be logged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+    let hidden = if userinfo.contains(':') || !userinfo.is_empty() {
+        ":***"
+    } else {
+        ""
+    };
+    // `redis://secret@host` carries the password alone, without a user.
+    let user = if userinfo.contains(':') { user } else { "" };
+    format!("{scheme}://{user}{hidden}@{}", &rest[at + 1..])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(text.as_bytes()).expect("write temp file");
+        file
+    }
+
+    #[test]
+    fn defaults_without_any_source() {
+        let config = Config::load(&ConfigSources::default()).expect("defaults load");
+        assert_eq!(config.id, None);
+        assert!(config.server_token.is_default());
+        assert_eq!(config.redis_url, None);
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn flags_beat_env_and_env_beats_file() {
+        let toml = file(
+            "id = \"from-file\"\nserver_token = \"file-token\"\nredis_url = \"redis://file\"\nshutdown_timeout_ms = 100\n",
+        );
+        let sources = ConfigSources {
+            file: Some(toml.path().to_owned()),
+            env: env(&[
+                ("STELLAR_ID", "from-env"),
+                ("STELLAR_REDIS_URL", "redis://env"),
+            ]),
+            flags: vec![("id", "from-flag".into())],
+        };
+        let config = Config::load(&sources).expect("valid config");
+        assert_eq!(config.id.as_ref().map(NodeId::as_str), Some("from-flag"));
+        assert_eq!(config.redis_url.as_deref(), Some("redis://env"));
+        assert_eq!(config.server_token.expose(), "file-token");
+        assert_eq!(config.shutdown_timeout, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn invalid_values_name_key_origin_and_expected_form() {
+        let sources = ConfigSources {
+            env: env(&[("STELLAR_SHUTDOWN_TIMEOUT_MS", "soon")]),
+            ..ConfigSources::default()
+        };
+        let err = Config::load(&sources)
+            .expect_err("not a number")
+            .to_string();
+        assert!(err.contains("`shutdown_timeout_ms`"), "{err}");
+        assert!(err.contains("STELLAR_SHUTDOWN_TIMEOUT_MS"), "{err}");
+        assert!(err.contains("milliseconds"), "{err}");
+        assert!(err.contains("\"soon\""), "{err}");
+
+        let zero = ConfigSources::default().with_flag("shutdown_timeout_ms", "0");
+        assert!(Config::load(&zero).is_err());
+        let bad_id = ConfigSources::default().with_flag("id", "has space");
+        assert!(
+            Config::load(&bad_id)
+                .expect_err("bad id")
+                .to_string()
+                .contains("flag --id")
+        );
+    }
+
+    #[test]
+    fn file_errors_name_the_file_and_key() {
+        let toml = file("idd = \"typo\"\n");
+        let err = Config::load(&ConfigSources::default().with_file(toml.path()))
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("unknown key `idd`"), "{err}");
+
+        let toml = file("redis_pool_size = true\n");
+        let err = Config::load(&ConfigSources::default().with_file(toml.path())).expect_err("bool");
+        assert!(err.to_string().contains("`redis_pool_size`"), "{err}");
+
+        let toml = file("id = \n");
+        let err =
+            Config::load(&ConfigSources::default().with_file(toml.path())).expect_err("syntax");
+        assert!(matches!(err, ConfigError::ParseFile { .. }), "{err}");
+
+        let missing = ConfigSources::default().with_file("/nonexistent/stellar.toml");
+        assert!(matches!(
+            Config::load(&missing),
+            Err(ConfigError::ReadFile { .. })
+        ));
+    }
+
+    #[test]
+    fn empty_redis_url_means_embedded_and_bad_scheme_is_rejected() {
+        let empty = ConfigSources {
+            env: env(&[("STELLAR_REDIS_URL", "")]),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::load(&empty).expect("empty is unset").redis_url,
+            None
+        );
+        let http = ConfigSources::default().with_flag("redis_url", "http://user:pw@host");
+        let err = Config::load(&http).expect_err("wrong scheme").to_string();
+        assert!(err.contains("redis://"), "{err}");
+        assert!(!err.contains("pw"), "password leaked: {err}");
+    }
+
+    #[test]
+    fn default_token_is_refused_only_with_redis() {
+        let mut config = Config::default();
+        assert!(config.check_shared_backend().is_ok());
+        config.redis_url = Some("redis://:hunter2@127.0.0.1:6379".into());
+        let err = config
+            .check_shared_backend()
+            .expect_err("default token")
+            .to_string();
+        assert!(
+            err.contains("STELLAR_SERVER_TOKEN") && err.contains("--server-token"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        config.server_token = ServerToken::new("s3cret");
+        assert!(config.check_shared_backend().is_ok());
+    }
+
+    #[test]
+    fn token_never_shows_in_debug_output() {
+        let config = Config {
+            server_token: ServerToken::new("s3cret"),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn redact_url_hides_passwords_only() {
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://user:pw@host:1/2"),
+            "redis://user:***@host:1/2"
+        );
+        assert_eq!(redact_url("rediss://:pw@host"), "rediss://:***@host");
+        assert_eq!(redact_url("redis://pw@host"), "redis://:***@host");
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for key in KEYS {
+            assert!(
+                doc.contains(&format!("`{}`", key.name)),
+                "{} missing from docs",
+                key.name
+            );
+            assert!(doc.contains(key.env), "{} missing from docs", key.env);
+        }
+    }
+}
