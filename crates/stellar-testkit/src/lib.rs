@@ -1,1 +1,14 @@
-//! placeholder
+//! Test support for Stellar: a real `redis-server` per test.
+//!
+//! [`RedisServer::start`] runs `redis-server --port <free> --save ""` in a temporary directory,
+//! waits until it answers `PING`, and kills it when dropped. A test can [`RedisServer::kill`] it
+//! and [`RedisServer::restart`] it on the same port to exercise reconnects. One server per test
+//! keeps tests isolated and parallel: no shared state, no `FLUSHALL`.
+//!
+//! The binary is `redis-server` from `PATH`, or the path in `STELLAR_REDIS_SERVER`. If it is
+//! missing, [`RedisServer::start`] panics with instructions, so a missing dependency never looks
+//! like a pass.
+
+mod redis_server;
+
+pub use crate::redis_server::RedisServer;

@@ -1,0 +1,269 @@
+//! The one place where Redis connections are made: URL parsing, credentials, database, pool and
+//! timeouts. The bus, the cache and the task stores all connect through [`RedisPool`].
+
+use std::{fmt, future::Future, sync::Arc, time::Duration};
+
+use deadpool_redis::{Manager, Pool, PoolError, Runtime};
+use redis::{AsyncConnectionConfig, FromRedisValue, IntoConnectionInfo};
+use stellar_core::redact_url;
+
+use crate::{DEFAULT_SUBSCRIPTION_CAPACITY, TransportError};
+
+/// How to reach Redis, and how long to wait for it.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]`, or `unix:///path/to.sock`.
+    pub url: String,
+    /// The most pooled command connections.
+    pub pool_size: usize,
+    /// How long to wait for a new connection.
+    pub connect_timeout: Duration,
+    /// How long to wait for one command, or for a free pooled connection.
+    pub op_timeout: Duration,
+    /// How many messages each subscription buffers before it drops new ones.
+    pub subscription_capacity: usize,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("op_timeout", &self.op_timeout)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// Settings for `url` with the defaults of [`stellar_core::Config`].
+    pub fn new(url: impl Into<String>) -> Self {
+        let defaults = stellar_core::Config::default();
+        Self {
+            url: url.into(),
+            pool_size: defaults.redis_pool_size,
+            connect_timeout: defaults.redis_connect_timeout,
+            op_timeout: defaults.redis_op_timeout,
+            subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
+        }
+    }
+
+    /// The Redis settings of a node's configuration, or `None` if it runs without Redis.
+    pub fn from_config(config: &stellar_core::Config) -> Option<Self> {
+        let url = config.redis_url.clone()?;
+        Some(Self {
+            pool_size: config.redis_pool_size,
+            connect_timeout: config.redis_connect_timeout,
+            op_timeout: config.redis_op_timeout,
+            ..Self::new(url)
+        })
+    }
+
+    /// Sets the operation timeout.
+    pub fn with_op_timeout(mut self, op_timeout: Duration) -> Self {
+        self.op_timeout = op_timeout;
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Sets the per-subscription buffer.
+    pub fn with_subscription_capacity(mut self, capacity: usize) -> Self {
+        self.subscription_capacity = capacity;
+        self
+    }
+}
+
+/// A pool of Redis connections with a timeout on every operation. Cloning it is cheap.
+#[derive(Clone)]
+pub struct RedisPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: RedisConfig,
+    /// The URL with any password hidden: the only form that is logged or put in errors.
+    redacted_url: String,
+    pool: Pool,
+    /// Opens the dedicated subscriber connections, which cannot come from the pool.
+    client: redis::Client,
+}
+
+impl fmt::Debug for RedisPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisPool")
+            .field("url", &self.inner.redacted_url)
+            .field("status", &self.inner.pool.status())
+            .finish()
+    }
+}
+
+impl RedisPool {
+    /// Parses the URL, builds the pool and checks that Redis answers `PING`.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::InvalidUrl`] for a malformed URL (or `rediss://`, which this build does
+    /// not support), [`TransportError::Connect`] or [`TransportError::Timeout`] when Redis does
+    /// not answer in time. Every error names the URL with its password hidden.
+    pub async fn connect(config: RedisConfig) -> Result<Self, TransportError> {
+        let redacted_url = redact_url(&config.url);
+        let invalid = |reason: String| TransportError::InvalidUrl {
+            url: redacted_url.clone(),
+            reason,
+        };
+        if config.url.starts_with("rediss://") {
+            return Err(invalid(
+                "TLS (rediss://) is not supported by this build; connect over a TLS tunnel or use redis://"
+                    .into(),
+            ));
+        }
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|err| invalid(err.to_string()))?;
+        let connection_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            // Every command gets its own deadline from `RedisPool::run`, so blocking commands
+            // can wait longer than the default.
+            .set_response_timeout(None);
+        let manager = Manager::new_with_config(info.clone(), connection_config)
+            .map_err(|err| invalid(err.to_string()))?;
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.op_timeout))
+            .create_timeout(Some(config.connect_timeout))
+            .recycle_timeout(Some(config.op_timeout))
+            .build()
+            .map_err(|err| invalid(err.to_string()))?;
+        let client = redis::Client::open(info).map_err(|err| invalid(err.to_string()))?;
+        let pool = Self {
+            inner: Arc::new(Inner {
+                config,
+                redacted_url,
+                pool,
+                client,
+            }),
+        };
+        let pong: String = pool.query("PING", &redis::cmd("PING")).await?;
+        debug_assert_eq!(pong, "PONG");
+        Ok(pool)
+    }
+
+    /// The settings this pool was built with.
+    pub fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
+    /// The URL with any password hidden, for logs and errors.
+    pub fn redacted_url(&self) -> &str {
+        &self.inner.redacted_url
+    }
+
+    /// Runs one command on a pooled connection, within the operation timeout.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Timeout`] naming `op`, [`TransportError::Connect`] if no connection can
+    /// be made, or [`TransportError::Backend`] if Redis answers with an error.
+    pub async fn query<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, TransportError> {
+        self.run(op, self.config().op_timeout, async |conn| {
+            cmd.query_async(conn).await
+        })
+        .await
+    }
+
+    /// Runs `f` on a pooled connection with a deadline of `timeout` for the whole operation,
+    /// including waiting for the connection. Use it for pipelines, scripts and blocking commands.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisPool::query`].
+    pub async fn run<T, F>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        f: F,
+    ) -> Result<T, TransportError>
+    where
+        F: AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
+    {
+        let work = async {
+            let mut conn = self.connection(op).await?;
+            f(&mut conn)
+                .await
+                .map_err(|err| self.backend_error(op, err))
+        };
+        with_timeout(op, timeout, work).await
+    }
+
+    /// Opens a dedicated connection for SUBSCRIBE, outside the pool (a subscribed connection
+    /// can run no other command).
+    pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub, TransportError> {
+        let connect = async {
+            self.inner
+                .client
+                .get_async_pubsub()
+                .await
+                .map_err(|err| self.connect_error(err))
+        };
+        with_timeout("SUBSCRIBE connect", self.config().connect_timeout, connect).await
+    }
+
+    async fn connection(
+        &self,
+        op: &'static str,
+    ) -> Result<deadpool_redis::Connection, TransportError> {
+        self.inner.pool.get().await.map_err(|err| match err {
+            PoolError::Backend(err) => self.connect_error(err),
+            PoolError::Timeout(_) => TransportError::Timeout {
+                op,
+                after: self.config().op_timeout,
+            },
+            PoolError::Closed => TransportError::Closed,
+            other => TransportError::Connect {
+                url: self.inner.redacted_url.clone(),
+                source: Box::new(other),
+            },
+        })
+    }
+
+    fn connect_error(&self, err: redis::RedisError) -> TransportError {
+        TransportError::Connect {
+            url: self.inner.redacted_url.clone(),
+            source: Box::new(err),
+        }
+    }
+
+    fn backend_error(&self, op: &'static str, err: redis::RedisError) -> TransportError {
+        if err.is_connection_refusal() || err.is_io_error() {
+            self.connect_error(err)
+        } else {
+            TransportError::Backend {
+                op,
+                source: Box::new(err),
+            }
+        }
+    }
+}
+
+async fn with_timeout<T>(
+    op: &'static str,
+    after: Duration,
+    work: impl Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    tokio::time::timeout(after, work)
+        .await
+        .unwrap_or(Err(TransportError::Timeout { op, after }))
+}

@@ -1,0 +1,198 @@
+//! The `Transport` seam: publish and subscribe opaque bytes.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+/// How many undelivered messages a subscription buffers before it drops new ones.
+pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 4096;
+
+/// Moves opaque bytes between nodes. Knows nothing about envelopes, tokens, node ids or methods.
+#[async_trait]
+pub trait Transport: fmt::Debug + Send + Sync + 'static {
+    /// Publishes `payload` on `channel`, to every current subscriber of any node.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the backend cannot be reached within its operation timeout.
+    async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<(), TransportError>;
+
+    /// Delivers messages published on `channel` after this returns. Dropping the returned
+    /// subscription unsubscribes it.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the backend cannot confirm the subscription within its operation timeout.
+    async fn subscribe(&self, channel: &str) -> Result<RawSubscription, TransportError>;
+}
+
+/// A transport operation failed. Backend errors are kept as the source, so no dependency type
+/// shows in this crate's API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The Redis URL or connection settings are not valid.
+    #[error("invalid redis url {url}: {reason}")]
+    InvalidUrl {
+        /// The URL, with any password hidden.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Redis could not be reached.
+    #[error("cannot connect to redis at {url}")]
+    Connect {
+        /// The URL, with any password hidden.
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A Redis operation did not finish in time.
+    #[error("redis {op} timed out after {after:?}")]
+    Timeout {
+        /// The operation, e.g. `PUBLISH` or `SUBSCRIBE`.
+        op: &'static str,
+        /// The limit that passed.
+        after: Duration,
+    },
+    /// A Redis operation failed.
+    #[error("redis {op} failed")]
+    Backend {
+        /// The operation, e.g. `PUBLISH`.
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The transport has been shut down.
+    #[error("transport is shut down")]
+    Closed,
+}
+
+/// A subscription to one channel. Dropping it unsubscribes.
+pub struct RawSubscription {
+    channel: String,
+    receiver: mpsc::Receiver<Vec<u8>>,
+    dropped: Arc<AtomicU64>,
+    on_drop: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl fmt::Debug for RawSubscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawSubscription")
+            .field("channel", &self.channel)
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawSubscription {
+    /// Builds a subscription for a [`Transport`] implementation: `receiver` yields the messages,
+    /// `dropped` counts those the transport had to discard, and `on_drop` runs once when the
+    /// subscription is dropped, to unsubscribe.
+    pub fn new(
+        channel: impl Into<String>,
+        receiver: mpsc::Receiver<Vec<u8>>,
+        dropped: Arc<AtomicU64>,
+        on_drop: impl FnOnce() + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            channel: channel.into(),
+            receiver,
+            dropped,
+            on_drop: Some(Box::new(on_drop)),
+        }
+    }
+
+    /// The channel this subscription listens to.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Waits for the next message; `None` once the transport has shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a message is never lost by dropping this future.
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        self.receiver.recv().await
+    }
+
+    /// Returns the next message if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Vec<u8>> {
+        self.receiver.try_recv().ok()
+    }
+
+    /// How many messages were discarded because this subscription's buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for RawSubscription {
+    fn drop(&mut self) {
+        if let Some(on_drop) = self.on_drop.take() {
+            on_drop();
+        }
+    }
+}
+
+/// The sending half of one subscription, as transports keep it.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscriber {
+    pub(crate) id: u64,
+    sender: mpsc::Sender<Vec<u8>>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// What happened when a message was offered to a subscriber.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    Delivered,
+    /// The buffer was full; the message was discarded and counted.
+    Dropped,
+    /// The subscription is gone.
+    Closed,
+}
+
+impl Subscriber {
+    /// A connected pair: the transport keeps the `Subscriber`, the caller gets the parts of a
+    /// [`RawSubscription`].
+    pub(crate) fn pair(
+        id: u64,
+        capacity: usize,
+    ) -> (Self, mpsc::Receiver<Vec<u8>>, Arc<AtomicU64>) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        (
+            Self {
+                id,
+                sender,
+                dropped: dropped.clone(),
+            },
+            receiver,
+            dropped,
+        )
+    }
+
+    /// Offers `payload` without waiting: a slow subscriber loses messages, never blocks others.
+    pub(crate) fn offer(&self, payload: Vec<u8>) -> Delivery {
+        match self.sender.try_send(payload) {
+            Ok(()) => Delivery::Delivered,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                Delivery::Dropped
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
+        }
+    }
+}
