@@ -43,6 +43,6 @@ pub use crate::{
     config::{Config, ConfigSources, DEFAULT_SERVER_TOKEN, KEYS, KeyDoc, ServerToken, redact_url},
     error::{ConfigError, ShutdownError},
     node_id::{InvalidNodeId, NodeId},
-    signal::{StopSignal, stop_signal},
+    signal::{StopSignal, StopSignals},
 };
 pub use tokio_util::sync::CancellationToken;

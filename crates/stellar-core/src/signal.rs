@@ -2,7 +2,7 @@
 
 use std::{fmt, io};
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// The signal that asked the process to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,23 +22,38 @@ impl fmt::Display for StopSignal {
     }
 }
 
-/// Waits for `SIGINT` or `SIGTERM` and says which arrived.
+/// Handlers for `SIGINT` and `SIGTERM`.
 ///
-/// The handlers are installed when this function is first polled, and stay installed for the
-/// life of the process, so a second call catches a second signal.
-///
-/// # Errors
-///
-/// Fails if the signal handlers cannot be installed.
-///
-/// # Cancel safety
-///
-/// Cancel safe: dropping the future loses no signal that it did not already return.
-pub async fn stop_signal() -> io::Result<StopSignal> {
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = interrupt.recv() => Ok(StopSignal::Interrupt),
-        _ = terminate.recv() => Ok(StopSignal::Terminate),
+/// Install them before announcing readiness: from then on a stop signal is caught instead of
+/// killing the process outright.
+#[derive(Debug)]
+pub struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers. Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the operating system refuses the handlers.
+    pub fn install() -> io::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for the next `SIGINT` or `SIGTERM` and says which arrived.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a signal not returned stays pending for the next call.
+    pub async fn recv(&mut self) -> StopSignal {
+        tokio::select! {
+            _ = self.interrupt.recv() => StopSignal::Interrupt,
+            _ = self.terminate.recv() => StopSignal::Terminate,
+        }
     }
 }

@@ -8,7 +8,11 @@
 //! The binary is `redis-server` from `PATH`, or the path in `STELLAR_REDIS_SERVER`. If it is
 //! missing, [`RedisServer::start`] panics with instructions, so a missing dependency never looks
 //! like a pass.
+//!
+//! [`Process`] owns a spawned process (a `stellar` node, say), collects its output lines, sends
+//! it signals, and kills it on drop.
 
+mod process;
 mod redis_server;
 
-pub use crate::redis_server::RedisServer;
+pub use crate::{process::Process, redis_server::RedisServer};

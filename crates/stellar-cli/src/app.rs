@@ -1,0 +1,107 @@
+//! The library entry point behind the `stellar` binary.
+
+use std::{ffi::OsString, fmt, process::ExitCode, sync::Arc};
+
+use anyhow::Result;
+use clap::Parser;
+use stellar_bus::Transport;
+use stellar_core::{Api, Config};
+
+use crate::{
+    cli::{Cli, Command},
+    logging, node,
+};
+
+/// A set-up hook: runs on every node this process starts, before the node is ready.
+pub(crate) type Setup = Box<dyn Fn(&NodeContext) -> Result<()> + Send + Sync>;
+
+/// The `stellar` command line. Add your components with [`App::setup`], then call
+/// [`App::main`] from `main`.
+#[derive(Default)]
+pub struct App {
+    setups: Vec<Setup>,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("setups", &self.setups.len())
+            .finish()
+    }
+}
+
+/// What a set-up hook gets: the node's [`Api`] and its transport.
+#[derive(Debug, Clone)]
+pub struct NodeContext {
+    pub(crate) api: Api,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) shared: bool,
+}
+
+impl NodeContext {
+    /// The node's handle: id, config, components, cancellation and task tracking.
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// The transport the node's bus runs on.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    /// Whether the node shares state with others (Redis) or runs embedded (memory).
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+}
+
+impl App {
+    /// An app with no hooks: exactly the `stellar` binary.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a hook that runs on each node start, after its backend is connected and before it is
+    /// ready. A hook error stops the start-up with that error.
+    pub fn setup(
+        mut self,
+        hook: impl Fn(&NodeContext) -> Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.setups.push(Box::new(hook));
+        self
+    }
+
+    /// Runs with this process's arguments, prints any error, and returns the exit code.
+    pub fn main(self) -> ExitCode {
+        match self.run(std::env::args_os()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("stellar: error: {err:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Parses `args` (the first is the program name) and runs the command.
+    ///
+    /// # Errors
+    ///
+    /// Any error of the command: invalid flags or configuration, an unreachable backend, a
+    /// failed hook, or a shutdown that passed its deadline. Usage errors and `--help` exit the
+    /// process through clap, as a command line should.
+    pub fn run<I, T>(self, args: I) -> Result<()>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let cli = Cli::parse_from(args);
+        let config = Config::load(&cli.config_sources())?;
+        logging::init(&config.log)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        match cli.command {
+            Command::Run(_) => runtime.block_on(node::run(config, &self.setups)),
+        }
+    }
+}
