@@ -1,1 +1,68 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>` (see matklad's cargo-xtask).
+//!
+//! - `cargo xtask test`: the whole test suite, as CI runs it: format check, clippy with warnings
+//!   denied, then every test of the workspace (unit, integration against real `redis-server`s,
+//!   end-to-end against the real `stellar` binary, doc tests).
+
+mod tidy;
+
+use std::{
+    env,
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> ExitCode {
+    match run(env::args().skip(1).collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("help" | "--help" | "-h") | None => {
+            println!("usage: cargo xtask test    fmt check, clippy -D warnings, all tests");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command `{other}`; try `cargo xtask help`"),
+    }
+}
+
+fn test() -> Result<()> {
+    let started = Instant::now();
+    cargo(&["fmt", "--all", "--", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&["test", "--workspace", "--locked"])?;
+    eprintln!("xtask: test passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// Runs `cargo ARGS…` from the workspace root, failing if it fails.
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(tidy::workspace_root())
+        .status()
+        .with_context(|| format!("running {cargo}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

@@ -185,7 +185,7 @@ async fn credentials_and_database_from_the_url_are_used() {
         .await
         .expect("set");
     let db: String = pool
-        .query("CLIENT INFO", &redis::cmd("CLIENT").arg("INFO"))
+        .query("CLIENT INFO", redis::cmd("CLIENT").arg("INFO"))
         .await
         .expect("client info");
     assert!(db.contains(" db=3 "), "{db}");

@@ -1,0 +1,151 @@
+//! Checks of the workspace's shape, run by `cargo test -p xtask`: dependency edges between our
+//! crates point one way (ARCHITECTURE.md), and manifests follow the workspace conventions.
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root: the parent of this crate's directory.
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Which of our crates each crate may depend on (normal dependencies).
+    const ALLOWED: &[(&str, &[&str])] = &[
+        ("stellar-core", &[]),
+        ("stellar-bus", &["stellar-core"]),
+        ("stellar-rpc", &["stellar-core", "stellar-bus"]),
+        ("stellar-cache", &["stellar-core", "stellar-bus"]),
+        ("stellar-tasks", &["stellar-core", "stellar-bus"]),
+        (
+            "stellar-cli",
+            &[
+                "stellar-core",
+                "stellar-bus",
+                "stellar-rpc",
+                "stellar-cache",
+                "stellar-tasks",
+            ],
+        ),
+        ("stellar-testkit", &[]),
+    ];
+
+    /// Crates that must not depend on Redis, and the binaries allowed to use anyhow.
+    const NO_REDIS: &[&str] = &["stellar-core", "stellar-rpc", "stellar-testkit"];
+    const ANYHOW_OK: &[&str] = &["stellar-cli", "xtask"];
+
+    fn manifests() -> BTreeMap<String, toml::Table> {
+        let root = workspace_root();
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("crates"))
+            .expect("crates/ exists")
+            .map(|entry| entry.expect("dir entry").path())
+            .collect();
+        dirs.push(root.join("xtask"));
+        dirs.push(root.join("tests"));
+        dirs.into_iter()
+            .map(|dir| {
+                let text =
+                    std::fs::read_to_string(dir.join("Cargo.toml")).expect("member manifest");
+                let table: toml::Table = text.parse().expect("manifest is TOML");
+                let name = table["package"]["name"]
+                    .as_str()
+                    .expect("package name")
+                    .to_owned();
+                (name, table)
+            })
+            .collect()
+    }
+
+    fn deps<'a>(manifest: &'a toml::Table, section: &str) -> Vec<&'a str> {
+        manifest
+            .get(section)
+            .and_then(toml::Value::as_table)
+            .map_or_else(Vec::new, |t| t.keys().map(String::as_str).collect())
+    }
+
+    #[test]
+    fn crate_dependencies_point_one_way() {
+        let manifests = manifests();
+        for (name, allowed) in ALLOWED {
+            let manifest = manifests
+                .get(*name)
+                .unwrap_or_else(|| panic!("{name} is missing from crates/"));
+            for dep in deps(manifest, "dependencies")
+                .into_iter()
+                .filter(|d| d.starts_with("stellar-"))
+            {
+                assert!(
+                    allowed.contains(&dep),
+                    "{name} depends on {dep}: not an allowed edge (see ARCHITECTURE.md)"
+                );
+            }
+        }
+        let known: Vec<&str> = ALLOWED.iter().map(|(name, _)| *name).collect();
+        for name in manifests
+            .keys()
+            .filter(|n| n.starts_with("stellar-") && *n != "stellar-tests")
+        {
+            assert!(
+                known.contains(&name.as_str()),
+                "new crate {name}: add its edges here and to ARCHITECTURE.md"
+            );
+        }
+    }
+
+    #[test]
+    fn redis_and_anyhow_stay_where_they_belong() {
+        for (name, manifest) in manifests() {
+            let normal = deps(&manifest, "dependencies");
+            if NO_REDIS.contains(&name.as_str()) {
+                assert!(
+                    !normal.iter().any(|d| d.contains("redis")),
+                    "{name} must not depend on Redis"
+                );
+            }
+            if !ANYHOW_OK.contains(&name.as_str()) {
+                assert!(
+                    !normal.contains(&"anyhow"),
+                    "{name} is a library: use thiserror, not anyhow"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn members_inherit_lints_and_dependency_versions() {
+        for (name, manifest) in manifests() {
+            let lints = manifest
+                .get("lints")
+                .and_then(|l| l.get("workspace"))
+                .and_then(toml::Value::as_bool);
+            assert_eq!(lints, Some(true), "{name}: add `[lints] workspace = true`");
+            for section in ["dependencies", "dev-dependencies"] {
+                let Some(table) = manifest.get(section).and_then(toml::Value::as_table) else {
+                    continue;
+                };
+                for (dep, spec) in table {
+                    let inherited =
+                        spec.get("workspace").and_then(toml::Value::as_bool) == Some(true);
+                    assert!(
+                        inherited,
+                        "{name}: {dep} must be declared in [workspace.dependencies] and use `workspace = true`"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn toolchain_is_pinned() {
+        let text = std::fs::read_to_string(workspace_root().join("rust-toolchain.toml"))
+            .expect("rust-toolchain.toml");
+        assert!(text.contains("channel = \"1.95.0\""), "{text}");
+    }
+}
