@@ -30,12 +30,18 @@
 //! # }
 //! ```
 
+mod bus;
+mod envelope;
+mod error;
 mod memory_transport;
 mod redis_pool;
 mod redis_transport;
+mod replay;
 mod transport;
 
 pub use crate::{
+    bus::{Bus, BusConfig, BusStats, HandlerId, Message},
+    error::{Error, HandlerError, Result},
     memory_transport::MemoryTransport,
     redis_pool::{RedisConfig, RedisPool},
     redis_transport::RedisTransport,

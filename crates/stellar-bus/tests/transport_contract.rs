@@ -1,87 +1,13 @@
 //! One contract, two backends: every case runs against `MemoryTransport` and against
 //! `RedisTransport` on a real `redis-server` started for that test.
 
+#[macro_use]
+mod support;
+
 use std::{sync::Arc, time::Duration};
 
-use stellar_bus::{
-    MemoryTransport, RawSubscription, RedisConfig, RedisPool, RedisTransport, Transport,
-};
-use stellar_core::CancellationToken;
-use stellar_testkit::RedisServer;
-
-/// How long a test waits for a message that should arrive.
-const ARRIVES_WITHIN: Duration = Duration::from_secs(5);
-/// How long a test waits to be fairly sure a message will not arrive.
-const QUIET_FOR: Duration = Duration::from_millis(200);
-
-/// Makes the nodes of one cluster on one backend.
-enum Backend {
-    Memory(MemoryTransport),
-    Redis {
-        server: RedisServer,
-        cancel: CancellationToken,
-    },
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        if let Self::Redis { cancel, .. } = self {
-            cancel.cancel();
-        }
-    }
-}
-
-impl Backend {
-    fn memory() -> Self {
-        Self::Memory(MemoryTransport::new())
-    }
-
-    fn redis() -> Self {
-        Self::Redis {
-            server: RedisServer::start(),
-            cancel: CancellationToken::new(),
-        }
-    }
-
-    /// A new node of this cluster (for memory: a clone sharing the same channels).
-    async fn node(&self) -> Arc<dyn Transport> {
-        self.node_with_capacity(stellar_bus::DEFAULT_SUBSCRIPTION_CAPACITY)
-            .await
-    }
-
-    async fn node_with_capacity(&self, capacity: usize) -> Arc<dyn Transport> {
-        match self {
-            Self::Memory(shared) if capacity == stellar_bus::DEFAULT_SUBSCRIPTION_CAPACITY => {
-                Arc::new(shared.clone())
-            }
-            Self::Memory(_) => panic!("memory nodes of one cluster share one capacity"),
-            Self::Redis { server, cancel } => {
-                let config = RedisConfig::new(server.url()).with_subscription_capacity(capacity);
-                let pool = RedisPool::connect(config)
-                    .await
-                    .expect("connect to the test redis");
-                Arc::new(
-                    RedisTransport::connect(pool, cancel.clone())
-                        .await
-                        .expect("subscriber connects"),
-                )
-            }
-        }
-    }
-}
-
-async fn recv(sub: &mut RawSubscription) -> Vec<u8> {
-    tokio::time::timeout(ARRIVES_WITHIN, sub.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no message on {} within {ARRIVES_WITHIN:?}", sub.channel()))
-        .expect("transport still open")
-}
-
-async fn assert_quiet(sub: &mut RawSubscription) {
-    if let Ok(message) = tokio::time::timeout(QUIET_FOR, sub.recv()).await {
-        panic!("unexpected message on {}: {message:?}", sub.channel());
-    }
-}
+use stellar_bus::{MemoryTransport, Transport};
+use support::{ARRIVES_WITHIN, Backend, assert_quiet, recv};
 
 async fn delivers_in_publish_order_per_publisher(backend: Backend) {
     let (a, b, listener) = (
@@ -223,27 +149,6 @@ async fn a_full_subscriber_drops_and_counts_without_blocking_others(backend: Bac
         );
     }
     assert_quiet(&mut slow).await;
-}
-
-macro_rules! contract {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(super::Backend::memory()).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Backend::redis()).await;
-                }
-            )*
-        }
-    };
 }
 
 contract!(

@@ -1,0 +1,450 @@
+//! The authenticated bus: typed messages between nodes, sealed with the server token.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use futures_util::FutureExt;
+use serde::{Serialize, de::DeserializeOwned};
+use stellar_core::{Api, CancellationToken, NodeId, ServerToken};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use crate::{
+    Error, HandlerError, RawSubscription, Result, Transport,
+    envelope::{Envelope, Rejection, Sealer, VERSION},
+    replay::{ReplayGuard, Verdict},
+};
+
+/// Settings of a [`Bus`].
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    /// The broadcast channel; each node also listens on `<channel>:node:<id>`.
+    pub channel: String,
+    /// Sealed messages larger than this are refused on send and dropped on receipt.
+    pub max_message_bytes: usize,
+    /// Messages whose timestamp is further than this from the local clock are dropped.
+    pub clock_window: Duration,
+    /// How many handler calls may run at once.
+    pub handler_concurrency: usize,
+    /// Older tokens still accepted (never used to sign) while a cluster rolls to a new one.
+    pub previous_tokens: Vec<ServerToken>,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            channel: "stellar:bus".to_owned(),
+            max_message_bytes: 1024 * 1024,
+            clock_window: Duration::from_secs(30),
+            handler_concurrency: 64,
+            previous_tokens: Vec::new(),
+        }
+    }
+}
+
+/// A verified message, as handlers receive it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    message_type: String,
+    sender: NodeId,
+    sent_at: SystemTime,
+    own: bool,
+    direct: bool,
+    body: Arc<[u8]>,
+}
+
+impl Message {
+    /// The message type handlers are registered for.
+    pub fn message_type(&self) -> &str {
+        &self.message_type
+    }
+
+    /// The node that sent it (verified by the signature).
+    pub fn sender(&self) -> &NodeId {
+        &self.sender
+    }
+
+    /// The sender's clock when it sent the message.
+    pub fn sent_at(&self) -> SystemTime {
+        self.sent_at
+    }
+
+    /// Whether this node sent it: a node receives its own broadcasts.
+    pub fn is_own(&self) -> bool {
+        self.own
+    }
+
+    /// Whether it was sent to this node alone rather than broadcast.
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Decodes the JSON body.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] if the body does not match `T`.
+    pub fn body<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.body)
+            .map_err(|source| Error::Decode { message_type: self.message_type.clone(), source })
+    }
+}
+
+/// Identifies a registered handler, to remove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HandlerId(u64);
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+type Handler = Arc<dyn Fn(Message) -> BoxFuture + Send + Sync>;
+
+/// Counters of what the bus received, by outcome. Every message received is counted exactly
+/// once in `accepted` or in one rejection counter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BusStats {
+    /// Messages that passed every check.
+    pub accepted: u64,
+    /// Larger than `max_message_bytes`.
+    pub oversized: u64,
+    /// Not a valid envelope.
+    pub malformed: u64,
+    /// Signed with no accepted token.
+    pub bad_signature: u64,
+    /// Timestamp outside the clock window.
+    pub outside_window: u64,
+    /// Seen before.
+    pub replayed: u64,
+    /// Gaps in senders' sequence numbers: messages probably lost in transit.
+    pub possibly_lost: u64,
+    /// Accepted messages no handler was registered for.
+    pub unhandled: u64,
+    /// Handler calls that returned an error or panicked.
+    pub handler_failures: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    oversized: AtomicU64,
+    malformed: AtomicU64,
+    bad_signature: AtomicU64,
+    outside_window: AtomicU64,
+    replayed: AtomicU64,
+    possibly_lost: AtomicU64,
+    unhandled: AtomicU64,
+    handler_failures: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Authenticated pub/sub between the nodes of a cluster. Cloning it is cheap.
+///
+/// Every message is sealed with an HMAC-SHA256 tag keyed from the server token; receivers drop
+/// (and count, see [`BusStats`]) messages that are oversized, malformed, badly signed, outside
+/// the clock window or replayed. Handlers run concurrently, up to a bound, each in its own task:
+/// a slow or failing handler holds up no other.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: NodeId,
+    config: BusConfig,
+    transport: Arc<dyn Transport>,
+    sealer: Sealer,
+    /// Identifies this run of the node, so a restarted node's sequence numbers are new.
+    incarnation: u64,
+    seq: AtomicU64,
+    handlers: RwLock<HashMap<String, Vec<(HandlerId, Handler)>>>,
+    next_handler: AtomicU64,
+    counters: Counters,
+    replay: Mutex<(ReplayGuard, u64)>,
+    /// Bounds concurrent handler calls.
+    limiter: Arc<Semaphore>,
+    api: Api,
+}
+
+impl fmt::Debug for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bus")
+            .field("node_id", &self.inner.node_id)
+            .field("channel", &self.inner.config.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// Starts the bus of the node `api`: subscribes to the broadcast channel and to this node's
+    /// own channel, and spawns their receive loops on the node (they stop with it).
+    ///
+    /// # Errors
+    ///
+    /// Fails if the transport cannot subscribe.
+    pub async fn start(api: &Api, transport: Arc<dyn Transport>, config: BusConfig) -> Result<Self> {
+        let sealer = Sealer::new(&api.config().server_token, &config.previous_tokens);
+        let inner = Arc::new(Inner {
+            node_id: api.node_id().clone(),
+            limiter: Arc::new(Semaphore::new(config.handler_concurrency.max(1))),
+            config,
+            transport,
+            sealer,
+            incarnation: incarnation(),
+            seq: AtomicU64::new(0),
+            handlers: RwLock::new(HashMap::new()),
+            next_handler: AtomicU64::new(0),
+            counters: Counters::default(),
+            replay: Mutex::new((ReplayGuard::default(), 0)),
+            api: api.clone(),
+        });
+        let broadcast = inner.transport.subscribe(&inner.config.channel).await?;
+        let direct = inner.transport.subscribe(&inner.node_channel(&inner.node_id)).await?;
+        for (subscription, is_direct) in [(broadcast, false), (direct, true)] {
+            let cancel = api.cancellation_token();
+            api.spawn(receive_loop(inner.clone(), subscription, is_direct, cancel));
+        }
+        Ok(Self { inner })
+    }
+
+    /// This node's id: the sender of everything it publishes.
+    pub fn node_id(&self) -> &NodeId {
+        &self.inner.node_id
+    }
+
+    /// The node this bus belongs to.
+    pub fn api(&self) -> &Api {
+        &self.inner.api
+    }
+
+    /// Broadcasts a message to every node, this one included.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] if `body` cannot be JSON, [`Error::TooLarge`] past the cap, or
+    /// [`Error::Transport`].
+    pub async fn publish<T: Serialize + ?Sized>(&self, message_type: &str, body: &T) -> Result<()> {
+        let channel = self.inner.config.channel.clone();
+        self.send(&channel, message_type, body).await
+    }
+
+    /// Sends a message to one node only.
+    ///
+    /// # Errors
+    ///
+    /// As [`Bus::publish`]. Sending to a node that is not listening is not an error: the message
+    /// is lost, as any pub/sub message without a subscriber.
+    pub async fn send_to<T: Serialize + ?Sized>(&self, node: &NodeId, message_type: &str, body: &T) -> Result<()> {
+        let channel = self.inner.node_channel(node);
+        self.send(&channel, message_type, body).await
+    }
+
+    async fn send<T: Serialize + ?Sized>(&self, channel: &str, message_type: &str, body: &T) -> Result<()> {
+        let body = serde_json::to_vec(body)
+            .map_err(|source| Error::Encode { message_type: message_type.to_owned(), source })?;
+        let mut envelope = Envelope {
+            version: VERSION,
+            sender: self.inner.node_id.to_string(),
+            incarnation: self.inner.incarnation,
+            seq: self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            sent_at_ms: now_ms(),
+            message_type: message_type.to_owned(),
+            body,
+            tag: [0; 32],
+        };
+        self.inner.sealer.seal(channel, &mut envelope);
+        let bytes = envelope.encode();
+        let max = self.inner.config.max_message_bytes;
+        if bytes.len() > max {
+            return Err(Error::TooLarge { message_type: message_type.to_owned(), size: bytes.len(), max });
+        }
+        debug!(node_id = %self.inner.node_id, channel, message_type, "publish");
+        self.inner.transport.publish(channel, bytes).await?;
+        Ok(())
+    }
+
+    /// Registers `handler` for messages of `message_type`. Several handlers of one type all run.
+    pub fn subscribe_handler<F, Fut>(&self, message_type: impl Into<String>, handler: F) -> HandlerId
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let id = HandlerId(self.inner.next_handler.fetch_add(1, Ordering::Relaxed));
+        let handler: Handler = Arc::new(move |message| Box::pin(handler(message)));
+        self.inner.handlers_mut().entry(message_type.into()).or_default().push((id, handler));
+        id
+    }
+
+    /// Removes a handler; false if it was not registered.
+    pub fn remove_handler(&self, id: HandlerId) -> bool {
+        let mut handlers = self.inner.handlers_mut();
+        let mut removed = false;
+        handlers.retain(|_, list| {
+            let before = list.len();
+            list.retain(|(handler_id, _)| *handler_id != id);
+            removed |= list.len() != before;
+            !list.is_empty()
+        });
+        removed
+    }
+
+    /// What the bus has received so far, by outcome.
+    pub fn stats(&self) -> BusStats {
+        let c = &self.inner.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        BusStats {
+            accepted: get(&c.accepted),
+            oversized: get(&c.oversized),
+            malformed: get(&c.malformed),
+            bad_signature: get(&c.bad_signature),
+            outside_window: get(&c.outside_window),
+            replayed: get(&c.replayed),
+            possibly_lost: get(&c.possibly_lost),
+            unhandled: get(&c.unhandled),
+            handler_failures: get(&c.handler_failures),
+        }
+    }
+}
+
+impl Inner {
+    fn node_channel(&self, node: &NodeId) -> String {
+        format!("{}:node:{node}", self.config.channel)
+    }
+
+    fn handlers_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<(HandlerId, Handler)>>> {
+        // Critical sections are single map updates: a poisoned lock is still consistent.
+        self.handlers.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Checks raw bytes from `channel`; the message if it passes, counting it either way.
+    fn admit(&self, channel: &str, bytes: &[u8], direct: bool) -> Option<Message> {
+        let c = &self.counters;
+        let envelope = match Envelope::decode(bytes, self.config.max_message_bytes) {
+            Ok(envelope) => envelope,
+            Err(rejection) => return self.reject(rejection, channel),
+        };
+        if let Err(rejection) = self.sealer.verify(channel, &envelope) {
+            return self.reject(rejection, channel);
+        }
+        let Ok(sender) = NodeId::new(envelope.sender) else {
+            return self.reject(Rejection::Malformed, channel);
+        };
+        let now = now_ms();
+        let window = self.config.clock_window.as_millis() as u64;
+        if envelope.sent_at_ms.abs_diff(now) > window {
+            bump(&c.outside_window);
+            debug!(channel, sender = %sender, "message outside the clock window dropped");
+            return None;
+        }
+        let verdict = {
+            let mut guard = self.replay.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let (replay, last_prune) = &mut *guard;
+            if now.saturating_sub(*last_prune) > window {
+                replay.prune(now, self.config.clock_window * 3);
+                *last_prune = now;
+            }
+            replay.check(sender.as_str(), envelope.incarnation, envelope.seq, now)
+        };
+        match verdict {
+            Verdict::Replayed => {
+                bump(&c.replayed);
+                debug!(channel, sender = %sender, "replayed message dropped");
+                return None;
+            }
+            Verdict::Fresh { gap, late } => {
+                if gap > 0 {
+                    c.possibly_lost.fetch_add(gap, Ordering::Relaxed);
+                    warn!(channel, sender = %sender, gap, "gap in a sender's messages: some were probably lost");
+                }
+                if late {
+                    let _ = c.possibly_lost.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+                }
+            }
+        }
+        bump(&c.accepted);
+        Some(Message {
+            message_type: envelope.message_type,
+            own: sender == self.node_id,
+            sender,
+            sent_at: UNIX_EPOCH + Duration::from_millis(envelope.sent_at_ms),
+            direct,
+            body: envelope.body.into(),
+        })
+    }
+
+    fn reject(&self, rejection: Rejection, channel: &str) -> Option<Message> {
+        let counter = match rejection {
+            Rejection::Oversized => &self.counters.oversized,
+            Rejection::Malformed => &self.counters.malformed,
+            Rejection::BadSignature => &self.counters.bad_signature,
+        };
+        bump(counter);
+        debug!(channel, ?rejection, "bus message dropped");
+        None
+    }
+
+    fn handlers_for(&self, message_type: &str) -> Vec<Handler> {
+        let handlers = self.handlers.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        handlers.get(message_type).map_or_else(Vec::new, |list| list.iter().map(|(_, h)| h.clone()).collect())
+    }
+}
+
+async fn receive_loop(inner: Arc<Inner>, mut subscription: RawSubscription, direct: bool, cancel: CancellationToken) {
+    let channel = subscription.channel().to_owned();
+    loop {
+        let bytes = tokio::select! {
+            () = cancel.cancelled() => break,
+            bytes = subscription.recv() => match bytes {
+                Some(bytes) => bytes,
+                None => break,
+            },
+        };
+        let Some(message) = inner.admit(&channel, &bytes, direct) else { continue };
+        let handlers = inner.handlers_for(&message.message_type);
+        if handlers.is_empty() {
+            bump(&inner.counters.unhandled);
+            continue;
+        }
+        for handler in handlers {
+            let permit = tokio::select! {
+                () = cancel.cancelled() => return,
+                permit = inner.limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
+            };
+            let (inner, message) = (inner.clone(), message.clone());
+            inner.api.clone().spawn(async move {
+                let message_type = message.message_type.clone();
+                let outcome = AssertUnwindSafe(handler(message)).catch_unwind().await;
+                drop(permit);
+                let failure = match outcome {
+                    Ok(Ok(())) => return,
+                    Ok(Err(err)) => err.to_string(),
+                    Err(_) => "handler panicked".to_owned(),
+                };
+                bump(&inner.counters.handler_failures);
+                warn!(node_id = %inner.node_id, message_type, error = %failure, "bus handler failed");
+            });
+        }
+    }
+    debug!(channel, "bus receive loop ended");
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A value unlikely to repeat across runs of one node id: the start time in nanoseconds mixed
+/// with the process id. Uniqueness, not secrecy, is what matters here.
+fn incarnation() -> u64 {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 40)
+}

@@ -1,0 +1,219 @@
+//! The wire format of bus messages: a bincode-encoded envelope sealed with HMAC-SHA256.
+//! `docs/wire-format.md` describes it byte by byte.
+
+use bincode::{Decode, Encode};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use stellar_core::ServerToken;
+
+/// The envelope version this build writes and reads.
+pub(crate) const VERSION: u8 = 1;
+/// Bincode's own allocation limit while decoding; the configured cap is checked before this.
+const DECODE_LIMIT: usize = 64 * 1024 * 1024;
+/// What the signing key is derived with, so the token itself never keys anything on the wire.
+const KEY_CONTEXT: &[u8] = b"stellar bus v1 signing key";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// One message as it travels.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub(crate) struct Envelope {
+    pub(crate) version: u8,
+    pub(crate) sender: String,
+    /// Distinguishes runs of one sender id, so sequence numbers can restart.
+    pub(crate) incarnation: u64,
+    /// Per-sender, per-incarnation counter starting at 1.
+    pub(crate) seq: u64,
+    /// The sender's wall clock, in milliseconds since the Unix epoch.
+    pub(crate) sent_at_ms: u64,
+    pub(crate) message_type: String,
+    /// The JSON body.
+    pub(crate) body: Vec<u8>,
+    /// HMAC-SHA256 over the channel and every field above.
+    pub(crate) tag: [u8; 32],
+}
+
+/// Why bytes from the transport were not accepted as an envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    Oversized,
+    Malformed,
+    BadSignature,
+}
+
+impl Envelope {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        bincode::encode_to_vec(self, config()).expect("encoding into a Vec cannot fail")
+    }
+
+    /// Decodes and checks the size and version, but not the signature.
+    pub(crate) fn decode(bytes: &[u8], max_bytes: usize) -> Result<Self, Rejection> {
+        if bytes.len() > max_bytes {
+            return Err(Rejection::Oversized);
+        }
+        let (envelope, read): (Self, usize) =
+            bincode::decode_from_slice(bytes, config()).map_err(|_| Rejection::Malformed)?;
+        if read != bytes.len() || envelope.version != VERSION {
+            return Err(Rejection::Malformed);
+        }
+        Ok(envelope)
+    }
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<DECODE_LIMIT>()
+}
+
+/// Signs with the current key and verifies with the current or an older one (key rotation).
+#[derive(Clone)]
+pub(crate) struct Sealer {
+    /// Keyed MACs, current first; cloned per message so the key schedule runs once.
+    keys: Vec<HmacSha256>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer").field("keys", &self.keys.len()).finish()
+    }
+}
+
+impl Sealer {
+    pub(crate) fn new(current: &ServerToken, previous: &[ServerToken]) -> Self {
+        let keys = std::iter::once(current).chain(previous).map(derive_key).collect();
+        Self { keys }
+    }
+
+    pub(crate) fn seal(&self, channel: &str, envelope: &mut Envelope) {
+        let mac = self.mac(&self.keys[0], channel, envelope);
+        envelope.tag.copy_from_slice(&mac.finalize().into_bytes());
+    }
+
+    pub(crate) fn verify(&self, channel: &str, envelope: &Envelope) -> Result<(), Rejection> {
+        let valid = self
+            .keys
+            .iter()
+            .any(|key| self.mac(key, channel, envelope).verify_slice(&envelope.tag).is_ok());
+        if valid { Ok(()) } else { Err(Rejection::BadSignature) }
+    }
+
+    fn mac(&self, key: &HmacSha256, channel: &str, envelope: &Envelope) -> HmacSha256 {
+        let mut mac = key.clone();
+        // Each variable-length field is length-prefixed, so no two messages share an input.
+        let mut field = |bytes: &[u8]| {
+            mac.update(&(bytes.len() as u64).to_be_bytes());
+            mac.update(bytes);
+        };
+        field(&[envelope.version]);
+        field(channel.as_bytes());
+        field(envelope.sender.as_bytes());
+        field(&envelope.incarnation.to_be_bytes());
+        field(&envelope.seq.to_be_bytes());
+        field(&envelope.sent_at_ms.to_be_bytes());
+        field(envelope.message_type.as_bytes());
+        field(&envelope.body);
+        mac
+    }
+}
+
+fn derive_key(token: &ServerToken) -> HmacSha256 {
+    let mut kdf = HmacSha256::new_from_slice(token.expose().as_bytes()).expect("HMAC takes keys of any length");
+    kdf.update(KEY_CONTEXT);
+    let key = kdf.finalize().into_bytes();
+    HmacSha256::new_from_slice(&key).expect("HMAC takes keys of any length")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> Envelope {
+        Envelope {
+            version: VERSION,
+            sender: "node-a".into(),
+            incarnation: 7,
+            seq: 1,
+            sent_at_ms: 1_700_000_000_000,
+            message_type: "greeting".into(),
+            body: br#"{"hello":"world"}"#.to_vec(),
+            tag: [0; 32],
+        }
+    }
+
+    #[test]
+    fn sealed_envelopes_round_trip_and_verify() {
+        let sealer = Sealer::new(&ServerToken::new("token"), &[]);
+        let mut sent = envelope();
+        sealer.seal("stellar:bus", &mut sent);
+        let bytes = sent.encode();
+        let got = Envelope::decode(&bytes, 1 << 20).expect("decodes");
+        assert_eq!(got, sent);
+        assert_eq!(sealer.verify("stellar:bus", &got), Ok(()));
+        assert!(!bytes.windows(5).any(|w| w == b"token"), "the token is on the wire");
+    }
+
+    #[test]
+    fn any_change_breaks_the_signature() {
+        let sealer = Sealer::new(&ServerToken::new("token"), &[]);
+        let mut sent = envelope();
+        sealer.seal("stellar:bus", &mut sent);
+        assert_eq!(sealer.verify("stellar:other", &sent), Err(Rejection::BadSignature), "channel is signed");
+        let tampered = [
+            Envelope { seq: 2, ..sent.clone() },
+            Envelope { sender: "node-b".into(), ..sent.clone() },
+            Envelope { sent_at_ms: sent.sent_at_ms + 1, ..sent.clone() },
+            Envelope { body: b"{}".to_vec(), ..sent.clone() },
+            Envelope { message_type: "other".into(), ..sent.clone() },
+        ];
+        for envelope in tampered {
+            assert_eq!(sealer.verify("stellar:bus", &envelope), Err(Rejection::BadSignature), "{envelope:?}");
+        }
+        let other = Sealer::new(&ServerToken::new("other token"), &[]);
+        assert_eq!(other.verify("stellar:bus", &sent), Err(Rejection::BadSignature));
+    }
+
+    #[test]
+    fn a_previous_token_still_verifies_during_rotation() {
+        let old = Sealer::new(&ServerToken::new("old"), &[]);
+        let rolling = Sealer::new(&ServerToken::new("new"), &[ServerToken::new("old")]);
+        let mut from_old = envelope();
+        old.seal("c", &mut from_old);
+        assert_eq!(rolling.verify("c", &from_old), Ok(()));
+        let mut from_new = envelope();
+        rolling.seal("c", &mut from_new);
+        assert_eq!(old.verify("c", &from_new), Err(Rejection::BadSignature), "old nodes reject the new key");
+    }
+
+    #[test]
+    fn garbage_truncated_and_oversized_input_is_rejected_without_panic() {
+        let sealer = Sealer::new(&ServerToken::new("token"), &[]);
+        let mut sent = envelope();
+        sealer.seal("c", &mut sent);
+        let bytes = sent.encode();
+        for cut in 0..bytes.len() {
+            assert_eq!(Envelope::decode(&bytes[..cut], 1 << 20), Err(Rejection::Malformed), "cut at {cut}");
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert_eq!(Envelope::decode(&trailing, 1 << 20), Err(Rejection::Malformed));
+        assert_eq!(Envelope::decode(&bytes, bytes.len() - 1), Err(Rejection::Oversized));
+        // A length prefix claiming a huge string must not allocate it.
+        let mut huge = vec![VERSION, 253];
+        huge.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(Envelope::decode(&huge, 1 << 20), Err(Rejection::Malformed));
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..2000 {
+            let len = (state % 300) as usize;
+            let noise: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            if let Ok(decoded) = Envelope::decode(&noise, 1 << 20) {
+                assert_eq!(sealer.verify("c", &decoded), Err(Rejection::BadSignature));
+            }
+        }
+    }
+}
