@@ -448,3 +448,71 @@ fn incarnation() -> u64 {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     nanos ^ (u64::from(std::process::id()) << 40)
 }
+
+#[cfg(test)]
+mod tests {
+    use stellar_core::Config;
+
+    use super::*;
+    use crate::MemoryTransport;
+
+    const CHANNEL: &str = "stellar:bus";
+
+    fn crafted(seq: u64, sent_at_ms: u64) -> Vec<u8> {
+        let mut envelope = Envelope {
+            version: VERSION,
+            sender: "crafted".into(),
+            incarnation: 1,
+            seq,
+            sent_at_ms,
+            message_type: "x".into(),
+            body: b"null".to_vec(),
+            tag: [0; 32],
+        };
+        Sealer::new(&ServerToken::new("t"), &[]).seal(CHANNEL, &mut envelope);
+        envelope.encode()
+    }
+
+    async fn bus() -> (Bus, MemoryTransport) {
+        let transport = MemoryTransport::new();
+        let api = Api::new(Config { server_token: ServerToken::new("t"), ..Config::default() });
+        let bus = Bus::start(&api, Arc::new(transport.clone()), BusConfig::default()).await.expect("start");
+        bus.subscribe_handler("x", |_| async { Ok(()) });
+        (bus, transport)
+    }
+
+    async fn settle(bus: &Bus, total: u64) -> BusStats {
+        for _ in 0..500 {
+            let stats = bus.stats();
+            if stats.accepted + stats.outside_window + stats.replayed >= total {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("messages not processed: {:?}", bus.stats());
+    }
+
+    #[tokio::test]
+    async fn messages_outside_the_clock_window_are_dropped() {
+        let (bus, transport) = bus().await;
+        let now = now_ms();
+        for (seq, sent_at) in [(1, now - 31_000), (2, now + 31_000), (3, now - 29_000), (4, now + 29_000)] {
+            transport.publish(CHANNEL, crafted(seq, sent_at)).await.expect("publish");
+        }
+        let stats = settle(&bus, 4).await;
+        assert_eq!((stats.accepted, stats.outside_window), (2, 2), "{stats:?}");
+    }
+
+    #[tokio::test]
+    async fn gaps_in_a_senders_sequence_count_as_possibly_lost_until_filled() {
+        let (bus, transport) = bus().await;
+        let now = now_ms();
+        for seq in [1, 2, 6] {
+            transport.publish(CHANNEL, crafted(seq, now)).await.expect("publish");
+        }
+        assert_eq!(settle(&bus, 3).await.possibly_lost, 3);
+        transport.publish(CHANNEL, crafted(4, now)).await.expect("publish");
+        let stats = settle(&bus, 4).await;
+        assert_eq!((stats.accepted, stats.possibly_lost), (4, 2), "{stats:?}");
+    }
+}
