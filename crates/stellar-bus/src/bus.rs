@@ -95,8 +95,10 @@ impl Message {
     ///
     /// [`Error::Decode`] if the body does not match `T`.
     pub fn body<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(&self.body)
-            .map_err(|source| Error::Decode { message_type: self.message_type.clone(), source })
+        serde_json::from_slice(&self.body).map_err(|source| Error::Decode {
+            message_type: self.message_type.clone(),
+            source,
+        })
     }
 }
 
@@ -192,8 +194,14 @@ impl Bus {
     /// # Errors
     ///
     /// Fails if the transport cannot subscribe.
-    pub async fn start(api: &Api, transport: Arc<dyn Transport>, config: BusConfig) -> Result<Self> {
-        let sealer = Sealer::new(&api.config().server_token, &config.previous_tokens);
+    pub async fn start(
+        api: &Api,
+        transport: Arc<dyn Transport>,
+        config: BusConfig,
+    ) -> Result<Self> {
+        let mut previous = config.previous_tokens.clone();
+        previous.extend(api.config().previous_server_token.clone());
+        let sealer = Sealer::new(&api.config().server_token, &previous);
         let inner = Arc::new(Inner {
             node_id: api.node_id().clone(),
             limiter: Arc::new(Semaphore::new(config.handler_concurrency.max(1))),
@@ -209,7 +217,10 @@ impl Bus {
             api: api.clone(),
         });
         let broadcast = inner.transport.subscribe(&inner.config.channel).await?;
-        let direct = inner.transport.subscribe(&inner.node_channel(&inner.node_id)).await?;
+        let direct = inner
+            .transport
+            .subscribe(&inner.node_channel(&inner.node_id))
+            .await?;
         for (subscription, is_direct) in [(broadcast, false), (direct, true)] {
             let cancel = api.cancellation_token();
             api.spawn(receive_loop(inner.clone(), subscription, is_direct, cancel));
@@ -244,14 +255,26 @@ impl Bus {
     ///
     /// As [`Bus::publish`]. Sending to a node that is not listening is not an error: the message
     /// is lost, as any pub/sub message without a subscriber.
-    pub async fn send_to<T: Serialize + ?Sized>(&self, node: &NodeId, message_type: &str, body: &T) -> Result<()> {
+    pub async fn send_to<T: Serialize + ?Sized>(
+        &self,
+        node: &NodeId,
+        message_type: &str,
+        body: &T,
+    ) -> Result<()> {
         let channel = self.inner.node_channel(node);
         self.send(&channel, message_type, body).await
     }
 
-    async fn send<T: Serialize + ?Sized>(&self, channel: &str, message_type: &str, body: &T) -> Result<()> {
-        let body = serde_json::to_vec(body)
-            .map_err(|source| Error::Encode { message_type: message_type.to_owned(), source })?;
+    async fn send<T: Serialize + ?Sized>(
+        &self,
+        channel: &str,
+        message_type: &str,
+        body: &T,
+    ) -> Result<()> {
+        let body = serde_json::to_vec(body).map_err(|source| Error::Encode {
+            message_type: message_type.to_owned(),
+            source,
+        })?;
         let mut envelope = Envelope {
             version: VERSION,
             sender: self.inner.node_id.to_string(),
@@ -266,7 +289,11 @@ impl Bus {
         let bytes = envelope.encode();
         let max = self.inner.config.max_message_bytes;
         if bytes.len() > max {
-            return Err(Error::TooLarge { message_type: message_type.to_owned(), size: bytes.len(), max });
+            return Err(Error::TooLarge {
+                message_type: message_type.to_owned(),
+                size: bytes.len(),
+                max,
+            });
         }
         debug!(node_id = %self.inner.node_id, channel, message_type, "publish");
         self.inner.transport.publish(channel, bytes).await?;
@@ -274,14 +301,22 @@ impl Bus {
     }
 
     /// Registers `handler` for messages of `message_type`. Several handlers of one type all run.
-    pub fn subscribe_handler<F, Fut>(&self, message_type: impl Into<String>, handler: F) -> HandlerId
+    pub fn subscribe_handler<F, Fut>(
+        &self,
+        message_type: impl Into<String>,
+        handler: F,
+    ) -> HandlerId
     where
         F: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         let id = HandlerId(self.inner.next_handler.fetch_add(1, Ordering::Relaxed));
         let handler: Handler = Arc::new(move |message| Box::pin(handler(message)));
-        self.inner.handlers_mut().entry(message_type.into()).or_default().push((id, handler));
+        self.inner
+            .handlers_mut()
+            .entry(message_type.into())
+            .or_default()
+            .push((id, handler));
         id
     }
 
@@ -321,9 +356,13 @@ impl Inner {
         format!("{}:node:{node}", self.config.channel)
     }
 
-    fn handlers_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<(HandlerId, Handler)>>> {
+    fn handlers_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<(HandlerId, Handler)>>> {
         // Critical sections are single map updates: a poisoned lock is still consistent.
-        self.handlers.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.handlers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Checks raw bytes from `channel`; the message if it passes, counting it either way.
@@ -347,7 +386,10 @@ impl Inner {
             return None;
         }
         let verdict = {
-            let mut guard = self.replay.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut guard = self
+                .replay
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let (replay, last_prune) = &mut *guard;
             if now.saturating_sub(*last_prune) > window {
                 replay.prune(now, self.config.clock_window * 3);
@@ -367,7 +409,11 @@ impl Inner {
                     warn!(channel, sender = %sender, gap, "gap in a sender's messages: some were probably lost");
                 }
                 if late {
-                    let _ = c.possibly_lost.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
+                    let _ =
+                        c.possibly_lost
+                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                                Some(n.saturating_sub(1))
+                            });
                 }
             }
         }
@@ -394,12 +440,22 @@ impl Inner {
     }
 
     fn handlers_for(&self, message_type: &str) -> Vec<Handler> {
-        let handlers = self.handlers.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        handlers.get(message_type).map_or_else(Vec::new, |list| list.iter().map(|(_, h)| h.clone()).collect())
+        let handlers = self
+            .handlers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        handlers.get(message_type).map_or_else(Vec::new, |list| {
+            list.iter().map(|(_, h)| h.clone()).collect()
+        })
     }
 }
 
-async fn receive_loop(inner: Arc<Inner>, mut subscription: RawSubscription, direct: bool, cancel: CancellationToken) {
+async fn receive_loop(
+    inner: Arc<Inner>,
+    mut subscription: RawSubscription,
+    direct: bool,
+    cancel: CancellationToken,
+) {
     let channel = subscription.channel().to_owned();
     loop {
         let bytes = tokio::select! {
@@ -409,7 +465,9 @@ async fn receive_loop(inner: Arc<Inner>, mut subscription: RawSubscription, dire
                 None => break,
             },
         };
-        let Some(message) = inner.admit(&channel, &bytes, direct) else { continue };
+        let Some(message) = inner.admit(&channel, &bytes, direct) else {
+            continue;
+        };
         let handlers = inner.handlers_for(&message.message_type);
         if handlers.is_empty() {
             bump(&inner.counters.unhandled);
@@ -439,13 +497,17 @@ async fn receive_loop(inner: Arc<Inner>, mut subscription: RawSubscription, dire
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A value unlikely to repeat across runs of one node id: the start time in nanoseconds mixed
 /// with the process id. Uniqueness, not secrecy, is what matters here.
 fn incarnation() -> u64 {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     nanos ^ (u64::from(std::process::id()) << 40)
 }
 
@@ -475,8 +537,13 @@ mod tests {
 
     async fn bus() -> (Bus, MemoryTransport) {
         let transport = MemoryTransport::new();
-        let api = Api::new(Config { server_token: ServerToken::new("t"), ..Config::default() });
-        let bus = Bus::start(&api, Arc::new(transport.clone()), BusConfig::default()).await.expect("start");
+        let api = Api::new(Config {
+            server_token: ServerToken::new("t"),
+            ..Config::default()
+        });
+        let bus = Bus::start(&api, Arc::new(transport.clone()), BusConfig::default())
+            .await
+            .expect("start");
         bus.subscribe_handler("x", |_| async { Ok(()) });
         (bus, transport)
     }
@@ -496,8 +563,16 @@ mod tests {
     async fn messages_outside_the_clock_window_are_dropped() {
         let (bus, transport) = bus().await;
         let now = now_ms();
-        for (seq, sent_at) in [(1, now - 31_000), (2, now + 31_000), (3, now - 29_000), (4, now + 29_000)] {
-            transport.publish(CHANNEL, crafted(seq, sent_at)).await.expect("publish");
+        for (seq, sent_at) in [
+            (1, now - 31_000),
+            (2, now + 31_000),
+            (3, now - 29_000),
+            (4, now + 29_000),
+        ] {
+            transport
+                .publish(CHANNEL, crafted(seq, sent_at))
+                .await
+                .expect("publish");
         }
         let stats = settle(&bus, 4).await;
         assert_eq!((stats.accepted, stats.outside_window), (2, 2), "{stats:?}");
@@ -508,10 +583,16 @@ mod tests {
         let (bus, transport) = bus().await;
         let now = now_ms();
         for seq in [1, 2, 6] {
-            transport.publish(CHANNEL, crafted(seq, now)).await.expect("publish");
+            transport
+                .publish(CHANNEL, crafted(seq, now))
+                .await
+                .expect("publish");
         }
         assert_eq!(settle(&bus, 3).await.possibly_lost, 3);
-        transport.publish(CHANNEL, crafted(4, now)).await.expect("publish");
+        transport
+            .publish(CHANNEL, crafted(4, now))
+            .await
+            .expect("publish");
         let stats = settle(&bus, 4).await;
         assert_eq!((stats.accepted, stats.possibly_lost), (4, 2), "{stats:?}");
     }

@@ -73,13 +73,18 @@ pub(crate) struct Sealer {
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sealer").field("keys", &self.keys.len()).finish()
+        f.debug_struct("Sealer")
+            .field("keys", &self.keys.len())
+            .finish()
     }
 }
 
 impl Sealer {
     pub(crate) fn new(current: &ServerToken, previous: &[ServerToken]) -> Self {
-        let keys = std::iter::once(current).chain(previous).map(derive_key).collect();
+        let keys = std::iter::once(current)
+            .chain(previous)
+            .map(derive_key)
+            .collect();
         Self { keys }
     }
 
@@ -89,11 +94,16 @@ impl Sealer {
     }
 
     pub(crate) fn verify(&self, channel: &str, envelope: &Envelope) -> Result<(), Rejection> {
-        let valid = self
-            .keys
-            .iter()
-            .any(|key| self.mac(key, channel, envelope).verify_slice(&envelope.tag).is_ok());
-        if valid { Ok(()) } else { Err(Rejection::BadSignature) }
+        let valid = self.keys.iter().any(|key| {
+            self.mac(key, channel, envelope)
+                .verify_slice(&envelope.tag)
+                .is_ok()
+        });
+        if valid {
+            Ok(())
+        } else {
+            Err(Rejection::BadSignature)
+        }
     }
 
     fn mac(&self, key: &HmacSha256, channel: &str, envelope: &Envelope) -> HmacSha256 {
@@ -116,7 +126,8 @@ impl Sealer {
 }
 
 fn derive_key(token: &ServerToken) -> HmacSha256 {
-    let mut kdf = HmacSha256::new_from_slice(token.expose().as_bytes()).expect("HMAC takes keys of any length");
+    let mut kdf = HmacSha256::new_from_slice(token.expose().as_bytes())
+        .expect("HMAC takes keys of any length");
     kdf.update(KEY_CONTEXT);
     let key = kdf.finalize().into_bytes();
     HmacSha256::new_from_slice(&key).expect("HMAC takes keys of any length")
@@ -148,7 +159,10 @@ mod tests {
         let got = Envelope::decode(&bytes, 1 << 20).expect("decodes");
         assert_eq!(got, sent);
         assert_eq!(sealer.verify("stellar:bus", &got), Ok(()));
-        assert!(!bytes.windows(5).any(|w| w == b"token"), "the token is on the wire");
+        assert!(
+            !bytes.windows(5).any(|w| w == b"token"),
+            "the token is on the wire"
+        );
     }
 
     #[test]
@@ -156,19 +170,45 @@ mod tests {
         let sealer = Sealer::new(&ServerToken::new("token"), &[]);
         let mut sent = envelope();
         sealer.seal("stellar:bus", &mut sent);
-        assert_eq!(sealer.verify("stellar:other", &sent), Err(Rejection::BadSignature), "channel is signed");
+        assert_eq!(
+            sealer.verify("stellar:other", &sent),
+            Err(Rejection::BadSignature),
+            "channel is signed"
+        );
         let tampered = [
-            Envelope { seq: 2, ..sent.clone() },
-            Envelope { sender: "node-b".into(), ..sent.clone() },
-            Envelope { sent_at_ms: sent.sent_at_ms + 1, ..sent.clone() },
-            Envelope { body: b"{}".to_vec(), ..sent.clone() },
-            Envelope { message_type: "other".into(), ..sent.clone() },
+            Envelope {
+                seq: 2,
+                ..sent.clone()
+            },
+            Envelope {
+                sender: "node-b".into(),
+                ..sent.clone()
+            },
+            Envelope {
+                sent_at_ms: sent.sent_at_ms + 1,
+                ..sent.clone()
+            },
+            Envelope {
+                body: b"{}".to_vec(),
+                ..sent.clone()
+            },
+            Envelope {
+                message_type: "other".into(),
+                ..sent.clone()
+            },
         ];
         for envelope in tampered {
-            assert_eq!(sealer.verify("stellar:bus", &envelope), Err(Rejection::BadSignature), "{envelope:?}");
+            assert_eq!(
+                sealer.verify("stellar:bus", &envelope),
+                Err(Rejection::BadSignature),
+                "{envelope:?}"
+            );
         }
         let other = Sealer::new(&ServerToken::new("other token"), &[]);
-        assert_eq!(other.verify("stellar:bus", &sent), Err(Rejection::BadSignature));
+        assert_eq!(
+            other.verify("stellar:bus", &sent),
+            Err(Rejection::BadSignature)
+        );
     }
 
     #[test]
@@ -180,7 +220,11 @@ mod tests {
         assert_eq!(rolling.verify("c", &from_old), Ok(()));
         let mut from_new = envelope();
         rolling.seal("c", &mut from_new);
-        assert_eq!(old.verify("c", &from_new), Err(Rejection::BadSignature), "old nodes reject the new key");
+        assert_eq!(
+            old.verify("c", &from_new),
+            Err(Rejection::BadSignature),
+            "old nodes reject the new key"
+        );
     }
 
     #[test]
@@ -190,12 +234,22 @@ mod tests {
         sealer.seal("c", &mut sent);
         let bytes = sent.encode();
         for cut in 0..bytes.len() {
-            assert_eq!(Envelope::decode(&bytes[..cut], 1 << 20), Err(Rejection::Malformed), "cut at {cut}");
+            assert_eq!(
+                Envelope::decode(&bytes[..cut], 1 << 20),
+                Err(Rejection::Malformed),
+                "cut at {cut}"
+            );
         }
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert_eq!(Envelope::decode(&trailing, 1 << 20), Err(Rejection::Malformed));
-        assert_eq!(Envelope::decode(&bytes, bytes.len() - 1), Err(Rejection::Oversized));
+        assert_eq!(
+            Envelope::decode(&trailing, 1 << 20),
+            Err(Rejection::Malformed)
+        );
+        assert_eq!(
+            Envelope::decode(&bytes, bytes.len() - 1),
+            Err(Rejection::Oversized)
+        );
         // A length prefix claiming a huge string must not allocate it.
         let mut huge = vec![VERSION, 253];
         huge.extend_from_slice(&u64::MAX.to_le_bytes());

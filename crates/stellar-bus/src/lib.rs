@@ -33,6 +33,8 @@
 mod bus;
 mod envelope;
 mod error;
+mod keys;
+mod membership;
 mod memory_transport;
 mod redis_pool;
 mod redis_transport;
@@ -42,6 +44,9 @@ mod transport;
 pub use crate::{
     bus::{Bus, BusConfig, BusStats, HandlerId, Message},
     error::{Error, HandlerError, Result},
+    membership::{
+        Membership, MembershipStore, MemoryMembershipStore, NodeInfo, RedisMembershipStore,
+    },
     memory_transport::MemoryTransport,
     redis_pool::{RedisConfig, RedisPool},
     redis_transport::RedisTransport,

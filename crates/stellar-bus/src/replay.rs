@@ -32,19 +32,42 @@ pub(crate) struct ReplayGuard {
 
 impl ReplayGuard {
     /// Checks `seq` from `(sender, incarnation)` at local time `now_ms`, and records it.
-    pub(crate) fn check(&mut self, sender: &str, incarnation: u64, seq: u64, now_ms: u64) -> Verdict {
+    pub(crate) fn check(
+        &mut self,
+        sender: &str,
+        incarnation: u64,
+        seq: u64,
+        now_ms: u64,
+    ) -> Verdict {
         let key = (sender.to_owned(), incarnation);
         let Some(window) = self.windows.get_mut(&key) else {
             // A sender we join midway: nothing before this message is counted as lost.
-            self.windows.insert(key, Window { highest: seq, seen: 1, last_seen_ms: now_ms });
-            return Verdict::Fresh { gap: 0, late: false };
+            self.windows.insert(
+                key,
+                Window {
+                    highest: seq,
+                    seen: 1,
+                    last_seen_ms: now_ms,
+                },
+            );
+            return Verdict::Fresh {
+                gap: 0,
+                late: false,
+            };
         };
         window.last_seen_ms = now_ms;
         if seq > window.highest {
             let shift = seq - window.highest;
-            window.seen = if shift >= WINDOW { 1 } else { (window.seen << shift) | 1 };
+            window.seen = if shift >= WINDOW {
+                1
+            } else {
+                (window.seen << shift) | 1
+            };
             window.highest = seq;
-            return Verdict::Fresh { gap: shift - 1, late: false };
+            return Verdict::Fresh {
+                gap: shift - 1,
+                late: false,
+            };
         }
         let age = window.highest - seq;
         if age >= WINDOW || window.seen & (1 << age) != 0 {
@@ -58,7 +81,8 @@ impl ReplayGuard {
     /// clock window: an older replay is rejected by its timestamp alone.
     pub(crate) fn prune(&mut self, now_ms: u64, keep: Duration) {
         let keep_ms = keep.as_millis() as u64;
-        self.windows.retain(|_, window| now_ms.saturating_sub(window.last_seen_ms) <= keep_ms);
+        self.windows
+            .retain(|_, window| now_ms.saturating_sub(window.last_seen_ms) <= keep_ms);
     }
 
     #[cfg(test)]
@@ -75,7 +99,13 @@ mod tests {
     fn in_order_messages_are_fresh_and_repeats_are_replays() {
         let mut guard = ReplayGuard::default();
         for seq in 1..=10 {
-            assert_eq!(guard.check("a", 1, seq, 0), Verdict::Fresh { gap: 0, late: false });
+            assert_eq!(
+                guard.check("a", 1, seq, 0),
+                Verdict::Fresh {
+                    gap: 0,
+                    late: false
+                }
+            );
         }
         assert_eq!(guard.check("a", 1, 10, 0), Verdict::Replayed);
         assert_eq!(guard.check("a", 1, 3, 0), Verdict::Replayed);
@@ -85,19 +115,51 @@ mod tests {
     fn gaps_are_reported_and_late_arrivals_fill_them_once() {
         let mut guard = ReplayGuard::default();
         guard.check("a", 1, 1, 0);
-        assert_eq!(guard.check("a", 1, 5, 0), Verdict::Fresh { gap: 3, late: false });
-        assert_eq!(guard.check("a", 1, 3, 0), Verdict::Fresh { gap: 0, late: true });
+        assert_eq!(
+            guard.check("a", 1, 5, 0),
+            Verdict::Fresh {
+                gap: 3,
+                late: false
+            }
+        );
+        assert_eq!(
+            guard.check("a", 1, 3, 0),
+            Verdict::Fresh { gap: 0, late: true }
+        );
         assert_eq!(guard.check("a", 1, 3, 0), Verdict::Replayed);
-        assert_eq!(guard.check("a", 1, 5 + WINDOW, 0), Verdict::Fresh { gap: WINDOW - 1, late: false });
-        assert_eq!(guard.check("a", 1, 5, 0), Verdict::Replayed, "older than the window");
+        assert_eq!(
+            guard.check("a", 1, 5 + WINDOW, 0),
+            Verdict::Fresh {
+                gap: WINDOW - 1,
+                late: false
+            }
+        );
+        assert_eq!(
+            guard.check("a", 1, 5, 0),
+            Verdict::Replayed,
+            "older than the window"
+        );
     }
 
     #[test]
     fn senders_and_incarnations_are_independent() {
         let mut guard = ReplayGuard::default();
         guard.check("a", 1, 1, 0);
-        assert_eq!(guard.check("b", 1, 1, 0), Verdict::Fresh { gap: 0, late: false });
-        assert_eq!(guard.check("a", 2, 1, 0), Verdict::Fresh { gap: 0, late: false }, "a restarted sender");
+        assert_eq!(
+            guard.check("b", 1, 1, 0),
+            Verdict::Fresh {
+                gap: 0,
+                late: false
+            }
+        );
+        assert_eq!(
+            guard.check("a", 2, 1, 0),
+            Verdict::Fresh {
+                gap: 0,
+                late: false
+            },
+            "a restarted sender"
+        );
     }
 
     #[test]

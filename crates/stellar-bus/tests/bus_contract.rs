@@ -45,27 +45,56 @@ async fn start(backend: &Backend, id: &str, token: &str) -> Bus {
 }
 
 async fn start_with(backend: &Backend, id: &str, token: &str, config: BusConfig) -> Bus {
-    Bus::start(&api(id, token), backend.node().await, config).await.expect("bus starts")
+    Bus::start(&api(id, token), backend.node().await, config)
+        .await
+        .expect("bus starts")
 }
 
 async fn broadcasts_reach_every_node_and_the_sender_knows_its_own(backend: Backend) {
-    let (a, b, c) = (start(&backend, "a", "t").await, start(&backend, "b", "t").await, start(&backend, "c", "t").await);
-    let seen: Vec<_> = [&a, &b, &c].iter().map(|bus| collect(bus, "greeting")).collect();
-    a.publish("greeting", &Greeting { text: "hi".into(), n: 1 }).await.expect("publish");
+    let (a, b, c) = (
+        start(&backend, "a", "t").await,
+        start(&backend, "b", "t").await,
+        start(&backend, "c", "t").await,
+    );
+    let seen: Vec<_> = [&a, &b, &c]
+        .iter()
+        .map(|bus| collect(bus, "greeting"))
+        .collect();
+    a.publish(
+        "greeting",
+        &Greeting {
+            text: "hi".into(),
+            n: 1,
+        },
+    )
+    .await
+    .expect("publish");
     for (i, seen) in seen.iter().enumerate() {
         eventually("every node gets the broadcast", || count(seen) == 1).await;
         let message = seen.lock().expect("collector")[0].clone();
         assert_eq!(message.sender().as_str(), "a");
         assert_eq!(message.is_own(), i == 0);
         assert!(!message.is_direct());
-        assert_eq!(message.body::<Greeting>().expect("typed body"), Greeting { text: "hi".into(), n: 1 });
+        assert_eq!(
+            message.body::<Greeting>().expect("typed body"),
+            Greeting {
+                text: "hi".into(),
+                n: 1
+            }
+        );
     }
 }
 
 async fn send_to_reaches_only_that_node(backend: Backend) {
-    let (a, b, c) = (start(&backend, "a", "t").await, start(&backend, "b", "t").await, start(&backend, "c", "t").await);
+    let (a, b, c) = (
+        start(&backend, "a", "t").await,
+        start(&backend, "b", "t").await,
+        start(&backend, "c", "t").await,
+    );
     let (at_b, at_c) = (collect(&b, "direct"), collect(&c, "direct"));
-    a.send_to(b.node_id(), "direct", &"just for b").await.expect("send");
+    a.send_to(b.node_id(), "direct", &"just for b")
+        .await
+        .expect("send");
     eventually("b gets it", || count(&at_b) == 1).await;
     assert!(at_b.lock().expect("collector")[0].is_direct());
     tokio::time::sleep(QUIET_FOR).await;
@@ -73,43 +102,73 @@ async fn send_to_reaches_only_that_node(backend: Backend) {
 }
 
 async fn handlers_are_per_type_and_can_be_removed(backend: Backend) {
-    let (a, b) = (start(&backend, "a", "t").await, start(&backend, "b", "t").await);
+    let (a, b) = (
+        start(&backend, "a", "t").await,
+        start(&backend, "b", "t").await,
+    );
     let first = collect(&b, "kind");
     let second = collect(&b, "kind");
     let other = collect(&b, "other-kind");
     a.publish("kind", &1).await.expect("publish");
-    eventually("both handlers of the type run", || count(&first) == 1 && count(&second) == 1).await;
+    eventually("both handlers of the type run", || {
+        count(&first) == 1 && count(&second) == 1
+    })
+    .await;
     assert_eq!(count(&other), 0);
 
     let removable = b.subscribe_handler("kind", |_| async { Ok(()) });
     assert!(b.remove_handler(removable));
     assert!(!b.remove_handler(removable), "removing twice reports false");
     a.publish("nobody-listens", &0).await.expect("publish");
-    eventually("an unhandled message is counted", || b.stats().unhandled == 1).await;
+    eventually("an unhandled message is counted", || {
+        b.stats().unhandled == 1
+    })
+    .await;
 }
 
 async fn a_node_with_another_token_sees_none_of_the_traffic(backend: Backend) {
-    let (a, b) = (start(&backend, "a", "right").await, start(&backend, "b", "right").await);
+    let (a, b) = (
+        start(&backend, "a", "right").await,
+        start(&backend, "b", "right").await,
+    );
     let intruder = start(&backend, "intruder", "wrong").await;
     let (at_b, at_intruder) = (collect(&b, "x"), collect(&intruder, "x"));
     a.publish("x", &"secret").await.expect("publish");
     intruder.publish("x", &"forged").await.expect("publish");
-    eventually("the intruder's copy is rejected", || intruder.stats().bad_signature == 1).await;
+    eventually("the intruder's copy is rejected", || {
+        intruder.stats().bad_signature == 1
+    })
+    .await;
     eventually("b rejects the forged one", || b.stats().bad_signature == 1).await;
     eventually("b gets the real one", || count(&at_b) == 1).await;
     tokio::time::sleep(QUIET_FOR).await;
     assert_eq!(count(&at_b), 1, "b accepted the forged message");
-    let read: Vec<String> = at_intruder.lock().expect("collector").iter().map(|m| m.sender().to_string()).collect();
-    assert_eq!(read, ["intruder"], "the intruder read the cluster's traffic (it sees only its own)");
+    let read: Vec<String> = at_intruder
+        .lock()
+        .expect("collector")
+        .iter()
+        .map(|m| m.sender().to_string())
+        .collect();
+    assert_eq!(
+        read,
+        ["intruder"],
+        "the intruder read the cluster's traffic (it sees only its own)"
+    );
 }
 
 async fn a_previous_token_is_accepted_while_the_cluster_rolls(backend: Backend) {
     let old = start(&backend, "old", "token-1").await;
-    let config = BusConfig { previous_tokens: vec![ServerToken::new("token-1")], ..BusConfig::default() };
+    let config = BusConfig {
+        previous_tokens: vec![ServerToken::new("token-1")],
+        ..BusConfig::default()
+    };
     let rolled = start_with(&backend, "rolled", "token-2", config).await;
     let at_rolled = collect(&rolled, "x");
     old.publish("x", &1).await.expect("publish");
-    eventually("the rolled node accepts the old token", || count(&at_rolled) == 1).await;
+    eventually("the rolled node accepts the old token", || {
+        count(&at_rolled) == 1
+    })
+    .await;
 }
 
 async fn garbage_and_oversized_bytes_are_counted_and_dropped(backend: Backend) {
@@ -117,34 +176,58 @@ async fn garbage_and_oversized_bytes_are_counted_and_dropped(backend: Backend) {
     let a = start(&backend, "a", "t").await;
     let seen = collect(&b, "x");
     let raw = backend.node().await;
-    raw.publish("stellar:bus", b"not an envelope".to_vec()).await.expect("publish garbage");
-    raw.publish("stellar:bus", Vec::new()).await.expect("publish nothing");
-    raw.publish("stellar:bus", vec![0xff; 2 * 1024 * 1024]).await.expect("publish oversized");
+    raw.publish("stellar:bus", b"not an envelope".to_vec())
+        .await
+        .expect("publish garbage");
+    raw.publish("stellar:bus", Vec::new())
+        .await
+        .expect("publish nothing");
+    raw.publish("stellar:bus", vec![0xff; 2 * 1024 * 1024])
+        .await
+        .expect("publish oversized");
     let nested = "[".repeat(100_000);
-    raw.publish("stellar:bus", nested.into_bytes()).await.expect("publish nested");
-    eventually("garbage counted", || b.stats().malformed == 3 && b.stats().oversized == 1).await;
+    raw.publish("stellar:bus", nested.into_bytes())
+        .await
+        .expect("publish nested");
+    eventually("garbage counted", || {
+        b.stats().malformed == 3 && b.stats().oversized == 1
+    })
+    .await;
     a.publish("x", &"still works").await.expect("publish");
     eventually("the bus still works", || count(&seen) == 1).await;
     let too_big = "x".repeat(2 * 1024 * 1024);
-    assert!(matches!(a.publish("x", &too_big).await, Err(stellar_bus::Error::TooLarge { .. })));
+    assert!(matches!(
+        a.publish("x", &too_big).await,
+        Err(stellar_bus::Error::TooLarge { .. })
+    ));
 }
 
 async fn a_replayed_message_is_rejected(backend: Backend) {
-    let (a, b) = (start(&backend, "a", "t").await, start(&backend, "b", "t").await);
+    let (a, b) = (
+        start(&backend, "a", "t").await,
+        start(&backend, "b", "t").await,
+    );
     let seen = collect(&b, "pay");
     let spy = backend.node().await;
     let mut tap = spy.subscribe("stellar:bus").await.expect("tap the bus");
     a.publish("pay", &100).await.expect("publish");
     let captured = recv(&mut tap).await;
     eventually("the original arrives", || count(&seen) == 1).await;
-    spy.publish("stellar:bus", captured.clone()).await.expect("replay");
-    spy.publish("stellar:bus", captured).await.expect("replay again");
+    spy.publish("stellar:bus", captured.clone())
+        .await
+        .expect("replay");
+    spy.publish("stellar:bus", captured)
+        .await
+        .expect("replay again");
     eventually("replays are counted", || b.stats().replayed == 2).await;
     assert_eq!(count(&seen), 1, "a replay reached the handler");
 }
 
 async fn a_slow_or_failing_handler_holds_up_no_other(backend: Backend) {
-    let (a, b) = (start(&backend, "a", "t").await, start(&backend, "b", "t").await);
+    let (a, b) = (
+        start(&backend, "a", "t").await,
+        start(&backend, "b", "t").await,
+    );
     b.subscribe_handler("slow", |_| async {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         Ok(())
@@ -158,13 +241,19 @@ async fn a_slow_or_failing_handler_holds_up_no_other(backend: Backend) {
     for n in 0..20 {
         a.publish("fast", &n).await.expect("publish");
     }
-    eventually("fast messages flow past the slow handler", || count(&fast) == 20).await;
+    eventually("fast messages flow past the slow handler", || {
+        count(&fast) == 20
+    })
+    .await;
     eventually("failures are counted", || b.stats().handler_failures == 2).await;
 }
 
 async fn handlers_run_concurrently_up_to_the_bound(backend: Backend) {
     let a = start(&backend, "a", "t").await;
-    let config = BusConfig { handler_concurrency: 4, ..BusConfig::default() };
+    let config = BusConfig {
+        handler_concurrency: 4,
+        ..BusConfig::default()
+    };
     let b = start_with(&backend, "b", "t", config).await;
     let (running, peak) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let done = Arc::new(AtomicU64::new(0));
@@ -199,4 +288,3 @@ contract!(
     a_slow_or_failing_handler_holds_up_no_other,
     handlers_run_concurrently_up_to_the_bound,
 );
-

@@ -42,6 +42,13 @@ pub const KEYS: &[KeyDoc] = &[
         expected: "a non-empty string",
     },
     KeyDoc {
+        name: "previous_server_token",
+        env: "STELLAR_PREVIOUS_SERVER_TOKEN",
+        flag: None,
+        default: "(none)",
+        expected: "a non-empty string",
+    },
+    KeyDoc {
         name: "redis_url",
         env: "STELLAR_REDIS_URL",
         flag: Some("--redis"),
@@ -67,6 +74,27 @@ pub const KEYS: &[KeyDoc] = &[
         env: "STELLAR_REDIS_OP_TIMEOUT_MS",
         flag: None,
         default: "2000",
+        expected: MS,
+    },
+    KeyDoc {
+        name: "rpc_timeout_ms",
+        env: "STELLAR_RPC_TIMEOUT_MS",
+        flag: None,
+        default: "5000",
+        expected: MS,
+    },
+    KeyDoc {
+        name: "heartbeat_interval_ms",
+        env: "STELLAR_HEARTBEAT_INTERVAL_MS",
+        flag: None,
+        default: "1000",
+        expected: MS,
+    },
+    KeyDoc {
+        name: "heartbeat_ttl_ms",
+        env: "STELLAR_HEARTBEAT_TTL_MS",
+        flag: None,
+        default: "5000",
         expected: MS,
     },
     KeyDoc {
@@ -125,6 +153,8 @@ pub struct Config {
     pub id: Option<NodeId>,
     /// The cluster's shared secret.
     pub server_token: ServerToken,
+    /// An older secret still accepted (never used to sign) while a cluster rolls to a new one.
+    pub previous_server_token: Option<ServerToken>,
     /// Where the shared Redis is; `None` runs the embedded in-memory backend.
     pub redis_url: Option<String>,
     /// How many pooled Redis connections a node may open for commands.
@@ -133,6 +163,13 @@ pub struct Config {
     pub redis_connect_timeout: Duration,
     /// How long to wait for one Redis command (or for a pooled connection).
     pub redis_op_timeout: Duration,
+    /// How long an RPC call waits for replies unless the call says otherwise.
+    pub rpc_timeout: Duration,
+    /// How often a node renews its membership record.
+    pub heartbeat_interval: Duration,
+    /// How long a membership record lives without renewal: a node that dies unannounced drops
+    /// out of the cluster after this long.
+    pub heartbeat_ttl: Duration,
     /// How long a graceful stop may take before the node gives up on its tasks.
     pub shutdown_timeout: Duration,
     /// The log filter.
@@ -144,10 +181,14 @@ impl Default for Config {
         Self {
             id: None,
             server_token: ServerToken::default(),
+            previous_server_token: None,
             redis_url: None,
             redis_pool_size: 16,
             redis_connect_timeout: Duration::from_millis(2000),
             redis_op_timeout: Duration::from_millis(2000),
+            rpc_timeout: Duration::from_millis(5000),
+            heartbeat_interval: Duration::from_millis(1000),
+            heartbeat_ttl: Duration::from_millis(5000),
             shutdown_timeout: Duration::from_millis(10_000),
             log: "info".to_owned(),
         }
@@ -266,6 +307,12 @@ impl Config {
                     return Err(invalid("an empty string".into()));
                 }
                 "server_token" => config.server_token = ServerToken::new(value),
+                "previous_server_token" if value.is_empty() => {
+                    return Err(invalid("an empty string".into()));
+                }
+                "previous_server_token" => {
+                    config.previous_server_token = Some(ServerToken::new(value))
+                }
                 "redis_url" if value.is_empty() => config.redis_url = None,
                 "redis_url" => {
                     let schemes = ["redis://", "rediss://", "unix://", "redis+unix://"];
@@ -287,6 +334,16 @@ impl Config {
                 }
                 "redis_op_timeout_ms" => {
                     config.redis_op_timeout = millis(value).ok_or_else(|| invalid(quote(value)))?;
+                }
+                "rpc_timeout_ms" => {
+                    config.rpc_timeout = millis(value).ok_or_else(|| invalid(quote(value)))?;
+                }
+                "heartbeat_interval_ms" => {
+                    config.heartbeat_interval =
+                        millis(value).ok_or_else(|| invalid(quote(value)))?;
+                }
+                "heartbeat_ttl_ms" => {
+                    config.heartbeat_ttl = millis(value).ok_or_else(|| invalid(quote(value)))?;
                 }
                 "shutdown_timeout_ms" => {
                     config.shutdown_timeout = millis(value).ok_or_else(|| invalid(quote(value)))?;

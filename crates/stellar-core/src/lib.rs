@@ -42,7 +42,7 @@ pub use crate::{
     api::{Api, NodeState},
     config::{Config, ConfigSources, DEFAULT_SERVER_TOKEN, KEYS, KeyDoc, ServerToken, redact_url},
     error::{ConfigError, ShutdownError},
-    node_id::{InvalidNodeId, NodeId},
+    node_id::{InvalidNodeId, NodeId, hostname},
     signal::{StopSignal, StopSignals},
 };
 pub use tokio_util::sync::CancellationToken;

@@ -51,8 +51,7 @@ impl NodeId {
 
     /// The default id of this process: `<hostname>-<pid>`.
     pub fn from_host() -> Self {
-        let host = gethostname::gethostname().to_string_lossy().into_owned();
-        let host: String = host
+        let host: String = hostname()
             .chars()
             .filter(|c| !c.is_whitespace() && !c.is_control())
             .take(100)
@@ -69,6 +68,11 @@ impl NodeId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// This machine's host name, or an empty string if it has none.
+pub fn hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
 }
 
 impl fmt::Display for NodeId {

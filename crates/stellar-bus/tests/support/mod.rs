@@ -4,7 +4,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use stellar_bus::{MemoryTransport, RawSubscription, RedisConfig, RedisPool, RedisTransport, Transport};
+use stellar_bus::{
+    MemoryTransport, RawSubscription, RedisConfig, RedisPool, RedisTransport, Transport,
+};
 use stellar_core::{Api, CancellationToken, Config, NodeId, ServerToken};
 use stellar_testkit::RedisServer;
 
@@ -16,7 +18,10 @@ pub const QUIET_FOR: Duration = Duration::from_millis(200);
 /// Makes the nodes of one cluster on one backend.
 pub enum Backend {
     Memory(MemoryTransport),
-    Redis { server: RedisServer, cancel: CancellationToken },
+    Redis {
+        server: RedisServer,
+        cancel: CancellationToken,
+    },
 }
 
 impl Drop for Backend {
@@ -33,7 +38,10 @@ impl Backend {
     }
 
     pub fn redis() -> Self {
-        Self::Redis { server: RedisServer::start(), cancel: CancellationToken::new() }
+        Self::Redis {
+            server: RedisServer::start(),
+            cancel: CancellationToken::new(),
+        }
     }
 
     pub fn is_memory(&self) -> bool {
@@ -42,17 +50,26 @@ impl Backend {
 
     /// A new node of this cluster (for memory: a clone sharing the same channels).
     pub async fn node(&self) -> Arc<dyn Transport> {
-        self.node_with_capacity(stellar_bus::DEFAULT_SUBSCRIPTION_CAPACITY).await
+        self.node_with_capacity(stellar_bus::DEFAULT_SUBSCRIPTION_CAPACITY)
+            .await
     }
 
     pub async fn node_with_capacity(&self, capacity: usize) -> Arc<dyn Transport> {
         match self {
-            Self::Memory(shared) if capacity == stellar_bus::DEFAULT_SUBSCRIPTION_CAPACITY => Arc::new(shared.clone()),
+            Self::Memory(shared) if capacity == stellar_bus::DEFAULT_SUBSCRIPTION_CAPACITY => {
+                Arc::new(shared.clone())
+            }
             Self::Memory(_) => panic!("memory nodes of one cluster share one capacity"),
             Self::Redis { server, cancel } => {
                 let config = RedisConfig::new(server.url()).with_subscription_capacity(capacity);
-                let pool = RedisPool::connect(config).await.expect("connect to the test redis");
-                Arc::new(RedisTransport::connect(pool, cancel.clone()).await.expect("subscriber connects"))
+                let pool = RedisPool::connect(config)
+                    .await
+                    .expect("connect to the test redis");
+                Arc::new(
+                    RedisTransport::connect(pool, cancel.clone())
+                        .await
+                        .expect("subscriber connects"),
+                )
             }
         }
     }
@@ -61,7 +78,11 @@ impl Backend {
     pub async fn redis_pool(&self) -> Option<RedisPool> {
         match self {
             Self::Memory(_) => None,
-            Self::Redis { server, .. } => Some(RedisPool::connect(RedisConfig::new(server.url())).await.expect("connect")),
+            Self::Redis { server, .. } => Some(
+                RedisPool::connect(RedisConfig::new(server.url()))
+                    .await
+                    .expect("connect"),
+            ),
         }
     }
 }
@@ -93,7 +114,10 @@ pub async fn assert_quiet(sub: &mut RawSubscription) {
 pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + ARRIVES_WITHIN;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: not within {ARRIVES_WITHIN:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {ARRIVES_WITHIN:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

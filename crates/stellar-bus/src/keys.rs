@@ -1,0 +1,18 @@
+//! Every Redis key this crate uses. All start with `stellar:`.
+
+use stellar_core::NodeId;
+
+/// ZSET of live node ids, scored by when their record expires (Redis time, ms).
+pub(crate) fn nodes() -> &'static str {
+    "stellar:nodes"
+}
+
+/// The prefix of [`node`] keys, for scripts that build them.
+pub(crate) fn node_prefix() -> &'static str {
+    "stellar:node:"
+}
+
+/// HASH of one node's record: `info` (JSON) and `last_seen` (ms).
+pub(crate) fn node(id: &NodeId) -> String {
+    format!("{}{id}", node_prefix())
+}
