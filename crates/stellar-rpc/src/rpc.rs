@@ -1,0 +1,417 @@
+//! Calls, replies and the pending-call table.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc, Mutex, MutexGuard, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::Value;
+use stellar_bus::{Bus, HandlerError, Membership, Message};
+use stellar_core::{Api, NodeId};
+use tokio::sync::oneshot;
+use tracing::{debug, instrument, warn};
+
+use crate::{Error, RemoteError, Result};
+
+const REQUEST: &str = "stellar.rpc.request";
+const REPLY: &str = "stellar.rpc.reply";
+
+/// Which nodes a call goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every node, this one included.
+    All,
+    /// One node, by id.
+    Node(NodeId),
+}
+
+/// How long a call waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Publish and return at once.
+    None,
+    /// Return the first reply.
+    First,
+    /// Return one result per live node targeted, as soon as all have answered or at the timeout.
+    All,
+}
+
+/// One node's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The node that answered (or failed to, for [`RemoteError::Timeout`]).
+    pub node_id: NodeId,
+    /// Its value or its error.
+    pub result: Result<Value, RemoteError>,
+}
+
+/// What a method handler learns about the call.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// The node that called.
+    pub caller: NodeId,
+    /// This node.
+    pub api: Api,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    request_id: u64,
+    method: String,
+    args: Value,
+    wants_reply: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ReplyBody {
+    request_id: u64,
+    result: Result<Value, RemoteError>,
+}
+
+type MethodFuture = Pin<Box<dyn Future<Output = Result<Value, RemoteError>> + Send>>;
+type Method = Arc<dyn Fn(CallContext, Value) -> MethodFuture + Send + Sync>;
+
+/// A call waiting for replies.
+struct Pending {
+    wait: Wait,
+    /// The nodes whose replies complete a [`Wait::All`] call.
+    expected: BTreeSet<NodeId>,
+    replies: Vec<Reply>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// Calls methods on the nodes of a cluster, and serves this node's methods. Cloning it is cheap.
+#[derive(Clone)]
+pub struct Rpc {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bus: Bus,
+    membership: Membership,
+    methods: RwLock<HashMap<String, Method>>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    next_request: AtomicU64,
+}
+
+impl fmt::Debug for Rpc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rpc")
+            .field("node_id", self.inner.bus.node_id())
+            .field("pending", &self.pending_calls())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rpc {
+    /// A caller on `bus`. It can call other nodes at once; call [`Rpc::serve`] to answer calls.
+    pub fn new(bus: Bus, membership: Membership) -> Self {
+        // Request ids start from the clock, so a restarted caller's ids do not meet late replies
+        // to its previous run.
+        let first = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
+            << 8;
+        let rpc = Self {
+            inner: Arc::new(Inner {
+                bus,
+                membership,
+                methods: RwLock::new(HashMap::new()),
+                pending: Mutex::new(HashMap::new()),
+                next_request: AtomicU64::new(first),
+            }),
+        };
+        let weak = Arc::downgrade(&rpc.inner);
+        rpc.inner.bus.subscribe_handler(REPLY, move |message| {
+            let inner = weak.upgrade();
+            async move {
+                if let Some(inner) = inner {
+                    inner.on_reply(&message)?;
+                }
+                Ok(())
+            }
+        });
+        rpc
+    }
+
+    /// Answers calls from now on, with the built-in methods and every registered one.
+    pub fn serve(&self) {
+        crate::builtins::register(self);
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.bus.subscribe_handler(REQUEST, move |message| {
+            let inner = weak.upgrade();
+            async move {
+                match inner {
+                    Some(inner) => inner.on_request(message).await,
+                    None => Ok(()),
+                }
+            }
+        });
+    }
+
+    /// The bus calls travel on.
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    /// The cluster's membership, as calls see it.
+    pub fn membership(&self) -> &Membership {
+        &self.inner.membership
+    }
+
+    /// Registers `method` (replacing any earlier handler of that name). Its arguments are decoded
+    /// from JSON into `A`; its value is encoded into JSON.
+    pub fn register<A, R, F, Fut>(&self, method: impl Into<String>, handler: F)
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(CallContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
+    {
+        let method = method.into();
+        let name = method.clone();
+        let handler = Arc::new(handler);
+        let erased: Method = Arc::new(move |ctx, args| {
+            let (handler, name) = (handler.clone(), name.clone());
+            Box::pin(async move {
+                let args: A =
+                    serde_json::from_value(args).map_err(|err| RemoteError::InvalidArgs {
+                        method: name,
+                        message: err.to_string(),
+                    })?;
+                let value = handler(ctx, args)
+                    .await
+                    .map_err(|err| RemoteError::Handler {
+                        message: err.to_string(),
+                    })?;
+                serde_json::to_value(value).map_err(|err| RemoteError::Handler {
+                    message: err.to_string(),
+                })
+            })
+        });
+        self.inner
+            .methods
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(method, erased);
+    }
+
+    /// How many calls are waiting for replies.
+    pub fn pending_calls(&self) -> usize {
+        self.inner.pending().len()
+    }
+
+    /// Calls `method` on one node and returns its value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownNode`] if `node` is not live, [`Error::NoSuchMethod`],
+    /// [`Error::InvalidArgs`] or [`Error::Remote`] as the node answered, [`Error::Timeout`] after
+    /// `rpc_timeout`.
+    pub async fn call(&self, node: &NodeId, method: &str, args: Value) -> Result<Value> {
+        let timeout = self.inner.bus.api().config().rpc_timeout;
+        let mut replies = self
+            .do_cluster(
+                method,
+                args,
+                Target::Node(node.clone()),
+                Wait::First,
+                Some(timeout),
+            )
+            .await?;
+        let reply = replies
+            .pop()
+            .expect("a first-reply call returns one reply or an error");
+        reply
+            .result
+            .map_err(|err| Error::from_remote(reply.node_id, method, err, timeout))
+    }
+
+    /// Calls `method` on every node and returns one result per live node.
+    ///
+    /// # Errors
+    ///
+    /// See [`Rpc::do_cluster`].
+    pub async fn call_all(&self, method: &str, args: Value) -> Result<Vec<Reply>> {
+        self.do_cluster(method, args, Target::All, Wait::All, None)
+            .await
+    }
+
+    /// Calls `method` with `args` on `target` and waits as `wait` says, at most `timeout`
+    /// (default `rpc_timeout`).
+    ///
+    /// - [`Wait::None`]: returns no replies once the request is published.
+    /// - [`Wait::First`]: returns the first reply, whatever it is, or [`Error::Timeout`].
+    /// - [`Wait::All`]: returns one reply per live node targeted, ordered by node id, as soon as
+    ///   every one has answered; nodes that did not answer in time get
+    ///   [`RemoteError::Timeout`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownNode`] for a target that is not live, [`Error::Timeout`] for a first-reply
+    /// call with no reply, [`Error::Bus`] or [`Error::Membership`] when the backend fails.
+    #[instrument(skip_all, fields(node_id = %self.inner.bus.node_id(), method = %method))]
+    pub async fn do_cluster(
+        &self,
+        method: &str,
+        args: Value,
+        target: Target,
+        wait: Wait,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Reply>> {
+        let after = timeout.unwrap_or(self.inner.bus.api().config().rpc_timeout);
+        let live: BTreeSet<NodeId> = self
+            .inner
+            .membership
+            .nodes()
+            .await
+            .map_err(Error::Membership)?
+            .into_iter()
+            .map(|n| n.id)
+            .collect();
+        let expected = match &target {
+            Target::All => live,
+            Target::Node(node) if live.contains(node) => BTreeSet::from([node.clone()]),
+            Target::Node(node) => return Err(Error::UnknownNode { node: node.clone() }),
+        };
+        let request_id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let request = Request {
+            request_id,
+            method: method.to_owned(),
+            args,
+            wants_reply: wait != Wait::None,
+        };
+        let (done, completed) = oneshot::channel();
+        if wait != Wait::None {
+            // Registered before publishing: a fast reply must find its call (ActionHero #1244).
+            let pending = Pending {
+                wait,
+                expected: expected.clone(),
+                replies: Vec::new(),
+                done: Some(done),
+            };
+            self.inner.pending().insert(request_id, pending);
+        }
+        let sent = match &target {
+            Target::All => self.inner.bus.publish(REQUEST, &request).await,
+            Target::Node(node) => self.inner.bus.send_to(node, REQUEST, &request).await,
+        };
+        if let Err(err) = sent {
+            self.inner.pending().remove(&request_id);
+            return Err(err.into());
+        }
+        if wait == Wait::None {
+            return Ok(Vec::new());
+        }
+        let in_time = tokio::time::timeout(after, completed).await.is_ok();
+        let pending = self
+            .inner
+            .pending()
+            .remove(&request_id)
+            .expect("only this call removes its entry");
+        let mut replies = pending.replies;
+        debug!(request_id, replies = replies.len(), in_time, "call ended");
+        match wait {
+            Wait::First if replies.is_empty() => Err(Error::Timeout {
+                method: method.to_owned(),
+                after,
+                replies,
+            }),
+            Wait::First => {
+                replies.truncate(1);
+                Ok(replies)
+            }
+            Wait::All | Wait::None => {
+                let answered: BTreeSet<NodeId> =
+                    replies.iter().map(|r| r.node_id.clone()).collect();
+                let after_ms = after.as_millis() as u64;
+                for node_id in expected.difference(&answered) {
+                    replies.push(Reply {
+                        node_id: node_id.clone(),
+                        result: Err(RemoteError::Timeout { after_ms }),
+                    });
+                }
+                replies.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+                Ok(replies)
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn pending(&self) -> MutexGuard<'_, HashMap<u64, Pending>> {
+        // Each critical section is one map update: a poisoned lock is still consistent.
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn on_reply(&self, message: &Message) -> Result<(), HandlerError> {
+        let body: ReplyBody = message.body()?;
+        let mut pending = self.pending();
+        // A late reply finds no entry: its call has ended.
+        let Some(call) = pending.get_mut(&body.request_id) else {
+            debug!(request_id = body.request_id, from = %message.sender(), "late reply ignored");
+            return Ok(());
+        };
+        if call.replies.iter().any(|r| &r.node_id == message.sender()) {
+            debug!(request_id = body.request_id, from = %message.sender(), "duplicate reply ignored");
+            return Ok(());
+        }
+        call.replies.push(Reply {
+            node_id: message.sender().clone(),
+            result: body.result,
+        });
+        let complete = match call.wait {
+            Wait::First => true,
+            Wait::All => call
+                .expected
+                .iter()
+                .all(|node| call.replies.iter().any(|r| &r.node_id == node)),
+            Wait::None => false,
+        };
+        if complete && let Some(done) = call.done.take() {
+            let _ = done.send(());
+        }
+        Ok(())
+    }
+
+    async fn on_request(&self, message: Message) -> Result<(), HandlerError> {
+        let request: Request = message.body()?;
+        let method = self
+            .methods
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&request.method)
+            .cloned();
+        let ctx = CallContext {
+            caller: message.sender().clone(),
+            api: self.bus.api().clone(),
+        };
+        let result = match method {
+            Some(method) => method(ctx, request.args).await,
+            None => {
+                warn!(node_id = %self.bus.node_id(), method = %request.method, caller = %message.sender(), "call of an unknown method");
+                Err(RemoteError::NoSuchMethod {
+                    method: request.method.clone(),
+                })
+            }
+        };
+        if request.wants_reply {
+            let reply = ReplyBody {
+                request_id: request.request_id,
+                result,
+            };
+            self.bus.send_to(message.sender(), REPLY, &reply).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,368 @@
+//! `do_cluster` on both backends: three nodes in one process, on memory or on a real Redis.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Value, json};
+use stellar_bus::{
+    Bus, BusConfig, Membership, MembershipStore, MemoryMembershipStore, MemoryTransport,
+    RedisConfig, RedisMembershipStore, RedisPool, RedisTransport, Transport,
+};
+use stellar_core::{Api, CancellationToken, Config, NodeId, ServerToken};
+use stellar_rpc::{Error, RemoteError, Rpc, Target, Wait, builtins::NodeStatus};
+use stellar_testkit::RedisServer;
+
+/// One cluster's shared backend.
+enum Cluster {
+    Memory {
+        transport: MemoryTransport,
+        store: MemoryMembershipStore,
+    },
+    Redis {
+        server: RedisServer,
+        cancel: CancellationToken,
+    },
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Self::Redis { cancel, .. } = self {
+            cancel.cancel();
+        }
+    }
+}
+
+impl Cluster {
+    fn memory() -> Self {
+        Self::Memory {
+            transport: MemoryTransport::new(),
+            store: MemoryMembershipStore::new(),
+        }
+    }
+
+    fn redis() -> Self {
+        Self::Redis {
+            server: RedisServer::start(),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    async fn backend(&self) -> (Arc<dyn Transport>, Arc<dyn MembershipStore>) {
+        match self {
+            Self::Memory { transport, store } => {
+                (Arc::new(transport.clone()), Arc::new(store.clone()))
+            }
+            Self::Redis { server, cancel } => {
+                let pool = RedisPool::connect(RedisConfig::new(server.url()))
+                    .await
+                    .expect("redis");
+                let transport = RedisTransport::connect(pool.clone(), cancel.clone())
+                    .await
+                    .expect("subscriber");
+                (
+                    Arc::new(transport),
+                    Arc::new(RedisMembershipStore::new(pool)),
+                )
+            }
+        }
+    }
+
+    /// A node that joined the cluster and serves calls.
+    async fn node(&self, id: &str) -> (Api, Rpc) {
+        let api = Api::new(Config {
+            id: Some(NodeId::new(id).expect("valid id")),
+            server_token: ServerToken::new("t"),
+            rpc_timeout: Duration::from_millis(1500),
+            heartbeat_interval: Duration::from_millis(100),
+            heartbeat_ttl: Duration::from_millis(1000),
+            shutdown_timeout: Duration::from_secs(2),
+            ..Config::default()
+        });
+        let (transport, store) = self.backend().await;
+        let bus = Bus::start(&api, transport, BusConfig::default())
+            .await
+            .expect("bus");
+        let membership = Membership::new(store);
+        membership.join(&api).await.expect("join");
+        let rpc = Rpc::new(bus, membership);
+        rpc.serve();
+        rpc.register("test.echo", |ctx, args: Value| async move {
+            Ok(json!({ "from": ctx.api.node_id(), "args": args }))
+        });
+        rpc.register("test.fail", |_, _: Value| async move {
+            Err::<Value, _>("it broke".into())
+        });
+        rpc.register("test.add", |_, (a, b): (i64, i64)| async move { Ok(a + b) });
+        (api, rpc)
+    }
+
+    async fn three(&self) -> Vec<(Api, Rpc)> {
+        vec![
+            self.node("n1").await,
+            self.node("n2").await,
+            self.node("n3").await,
+        ]
+    }
+}
+
+fn id(s: &str) -> NodeId {
+    NodeId::new(s).expect("valid id")
+}
+
+async fn wait_all_returns_one_reply_per_live_node_early(cluster: Cluster) {
+    let nodes = cluster.three().await;
+    let rpc = &nodes[0].1;
+    let started = tokio::time::Instant::now();
+    let replies = rpc
+        .do_cluster(
+            "api.ping",
+            Value::Null,
+            Target::All,
+            Wait::All,
+            Some(Duration::from_secs(10)),
+        )
+        .await
+        .expect("call");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "did not return early: {:?}",
+        started.elapsed()
+    );
+    let ids: Vec<&str> = replies.iter().map(|r| r.node_id.as_str()).collect();
+    assert_eq!(ids, ["n1", "n2", "n3"]);
+    for reply in &replies {
+        assert_eq!(
+            reply.result.as_ref().expect("pong")["node_id"],
+            json!(reply.node_id)
+        );
+    }
+    assert_eq!(rpc.pending_calls(), 0);
+}
+
+async fn a_node_target_hits_exactly_that_node(cluster: Cluster) {
+    let nodes = cluster.three().await;
+    let rpc = &nodes[0].1;
+    let value = rpc
+        .call(&id("n2"), "test.echo", json!([1, "two"]))
+        .await
+        .expect("call");
+    assert_eq!(value, json!({ "from": "n2", "args": [1, "two"] }));
+    let replies = rpc
+        .do_cluster(
+            "test.add",
+            json!([2, 3]),
+            Target::Node(id("n3")),
+            Wait::All,
+            None,
+        )
+        .await
+        .expect("call");
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].node_id.as_str(), "n3");
+    assert_eq!(replies[0].result, Ok(json!(5)));
+}
+
+async fn first_reply_returns_as_soon_as_one_arrives(cluster: Cluster) {
+    let nodes = cluster.three().await;
+    let replies = nodes[1]
+        .1
+        .do_cluster("api.ping", Value::Null, Target::All, Wait::First, None)
+        .await
+        .expect("call");
+    assert_eq!(replies.len(), 1);
+    assert!(replies[0].result.is_ok());
+    assert_eq!(nodes[1].1.pending_calls(), 0);
+}
+
+async fn errors_are_typed_and_distinct(cluster: Cluster) {
+    let nodes = cluster.three().await;
+    let rpc = &nodes[0].1;
+    let missing = rpc
+        .call(&id("n2"), "no.such", Value::Null)
+        .await
+        .expect_err("unknown method");
+    assert!(
+        matches!(&missing, Error::NoSuchMethod { node, method } if node.as_str() == "n2" && method == "no.such"),
+        "{missing:?}"
+    );
+    let failed = rpc
+        .call(&id("n3"), "test.fail", Value::Null)
+        .await
+        .expect_err("handler error");
+    assert!(
+        matches!(&failed, Error::Remote { message, .. } if message == "it broke"),
+        "{failed:?}"
+    );
+    let bad_args = rpc
+        .call(&id("n2"), "test.add", json!("not a pair"))
+        .await
+        .expect_err("bad args");
+    assert!(
+        matches!(bad_args, Error::InvalidArgs { .. }),
+        "{bad_args:?}"
+    );
+    let unknown = rpc
+        .call(&id("ghost"), "api.ping", Value::Null)
+        .await
+        .expect_err("no such node");
+    assert!(matches!(unknown, Error::UnknownNode { .. }), "{unknown:?}");
+    let all = rpc
+        .do_cluster("no.such", Value::Null, Target::All, Wait::All, None)
+        .await
+        .expect("replies");
+    assert!(
+        all.iter()
+            .all(|r| matches!(r.result, Err(RemoteError::NoSuchMethod { .. }))),
+        "{all:?}"
+    );
+    assert_eq!(rpc.pending_calls(), 0);
+}
+
+async fn a_call_times_out_with_partial_results_when_a_node_is_silent(cluster: Cluster) {
+    let nodes = cluster.three().await;
+    // n3 answers test.slow only after the call's timeout.
+    nodes[2].1.register("test.slow", |_, _: Value| async move {
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        Ok(json!("late"))
+    });
+    for (_, rpc) in &nodes[..2] {
+        rpc.register(
+            "test.slow",
+            |_, _: Value| async move { Ok(json!("prompt")) },
+        );
+    }
+    let rpc = &nodes[0].1;
+    let started = tokio::time::Instant::now();
+    let replies = rpc
+        .do_cluster(
+            "test.slow",
+            Value::Null,
+            Target::All,
+            Wait::All,
+            Some(Duration::from_millis(500)),
+        )
+        .await
+        .expect("partial");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(500) && elapsed < Duration::from_millis(1400),
+        "{elapsed:?}"
+    );
+    let results: Vec<_> = replies
+        .iter()
+        .map(|r| (r.node_id.as_str(), r.result.clone()))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("n1", Ok(json!("prompt"))),
+            ("n2", Ok(json!("prompt"))),
+            ("n3", Err(RemoteError::Timeout { after_ms: 500 }))
+        ]
+    );
+    let n3 = id("n3");
+    let timeout = rpc.call(&n3, "test.slow", Value::Null);
+    let timeout = tokio::time::timeout(Duration::from_secs(5), timeout)
+        .await
+        .expect("ends at its timeout");
+    assert!(matches!(timeout, Err(Error::Timeout { .. })), "{timeout:?}");
+    // The late replies arrive after their calls ended: ignored, nothing left pending.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(rpc.pending_calls(), 0);
+}
+
+async fn wait_none_returns_at_once_and_the_call_still_runs(cluster: Cluster) {
+    let nodes = cluster.three().await;
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+    nodes[1].1.register("test.record", move |_, n: u32| {
+        let sender = sender.clone();
+        async move {
+            sender.send(n)?;
+            Ok(())
+        }
+    });
+    let replies = nodes[0]
+        .1
+        .do_cluster(
+            "test.record",
+            json!(7),
+            Target::Node(id("n2")),
+            Wait::None,
+            None,
+        )
+        .await
+        .expect("sent");
+    assert!(replies.is_empty());
+    assert_eq!(nodes[0].1.pending_calls(), 0);
+    let got = tokio::time::timeout(Duration::from_secs(5), received.recv())
+        .await
+        .expect("ran");
+    assert_eq!(got, Some(7));
+}
+
+async fn status_and_stop_are_built_in(cluster: Cluster) {
+    let nodes = cluster.three().await;
+    let rpc = &nodes[0].1;
+    let status: NodeStatus = serde_json::from_value(
+        rpc.call(&id("n2"), "api.status", Value::Null)
+            .await
+            .expect("status"),
+    )
+    .expect("shape");
+    assert_eq!(status.node_id, "n2");
+    assert_eq!(status.pid, std::process::id());
+    assert!(status.bus.accepted > 0);
+    let logged = rpc
+        .call(
+            &id("n2"),
+            "api.log",
+            json!({ "message": "hello from n1", "level": "warn" }),
+        )
+        .await
+        .expect("log");
+    assert_eq!(logged, json!(true));
+
+    let stopping = rpc
+        .call(&id("n3"), "api.stop", Value::Null)
+        .await
+        .expect("stop");
+    assert_eq!(stopping, json!({ "stopping": true }));
+    let n3 = &nodes[2].0;
+    tokio::time::timeout(Duration::from_secs(5), n3.stop_requested())
+        .await
+        .expect("n3 stops");
+    n3.shutdown().await.expect("clean stop");
+    let live = rpc.membership().nodes().await.expect("list");
+    let ids: Vec<&str> = live.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["n1", "n2"], "a stopped node leaves the membership");
+}
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Cluster::memory()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Cluster::redis()).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    wait_all_returns_one_reply_per_live_node_early,
+    a_node_target_hits_exactly_that_node,
+    first_reply_returns_as_soon_as_one_arrives,
+    errors_are_typed_and_distinct,
+    a_call_times_out_with_partial_results_when_a_node_is_silent,
+    wait_none_returns_at_once_and_the_call_still_runs,
+    status_and_stop_are_built_in,
+);
