@@ -1,8 +1,8 @@
 -- Registers or renews one node's membership record, on Redis time.
 -- KEYS[1]  stellar:nodes          ZSET  node id -> expiry (ms, Redis time)
--- KEYS[2]  stellar:node:<id>      HASH  info (JSON), last_seen (ms)
+-- KEYS[2]  stellar:node:<id>      HASH  info (the signed record), last_seen (ms)
 -- ARGV[1]  node id
--- ARGV[2]  node info as JSON
+-- ARGV[2]  the signed record (JSON)
 -- ARGV[3]  ttl in ms
 -- Returns the Redis time in ms.
 local t = redis.call('TIME')

@@ -1,7 +1,7 @@
--- Lists live nodes and forgets expired ones, on Redis time.
+-- Lists live node records and forgets expired ones, on Redis time.
 -- KEYS[1]  stellar:nodes          ZSET  node id -> expiry (ms, Redis time)
 -- ARGV[1]  the prefix of node records, "stellar:node:"
--- Returns a flat array: info JSON, last_seen ms, for each live node.
+-- Returns a flat array: id, record, last_seen ms, for each live node.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -9,6 +9,7 @@ local out = {}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local record = redis.call('HMGET', ARGV[1] .. id, 'info', 'last_seen')
   if record[1] then
+    table.insert(out, id)
     table.insert(out, record[1])
     table.insert(out, record[2])
   end

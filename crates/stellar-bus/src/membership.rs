@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use stellar_core::{Api, NodeId};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::{RedisPool, TransportError, keys};
+use crate::{RedisPool, TransportError, envelope::Sealer, keys};
 
 const HEARTBEAT_SCRIPT: &str = include_str!("../lua/heartbeat.lua");
 const LIVE_NODES_SCRIPT: &str = include_str!("../lua/live_nodes.lua");
@@ -55,21 +55,40 @@ impl NodeInfo {
     }
 }
 
-/// Where membership records live: Redis for a cluster, memory for one process.
+/// One stored membership record: opaque text written by [`Membership`], and when the store last
+/// saw it renewed (the store's clock, ms since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// The node the record belongs to.
+    pub id: NodeId,
+    /// The record as [`Membership`] wrote it.
+    pub record: String,
+    /// When it was last renewed.
+    pub last_seen_ms: u64,
+}
+
+/// Where membership records live: Redis for a cluster, memory for one process. A store keeps
+/// records and their expiry; what a record says, and whether to trust it, is [`Membership`]'s
+/// business.
 #[async_trait]
 pub trait MembershipStore: fmt::Debug + Send + Sync + 'static {
     /// Creates or renews `node`'s record for `ttl`.
-    async fn heartbeat(&self, node: &NodeInfo, ttl: Duration) -> Result<(), TransportError>;
+    async fn heartbeat(
+        &self,
+        node: &NodeId,
+        record: &str,
+        ttl: Duration,
+    ) -> Result<(), TransportError>;
     /// Removes `node`'s record now.
     async fn leave(&self, node: &NodeId) -> Result<(), TransportError>;
-    /// Every node whose record has not expired, ordered by id.
-    async fn live(&self) -> Result<Vec<NodeInfo>, TransportError>;
+    /// Every record that has not expired.
+    async fn live(&self) -> Result<Vec<MemberRecord>, TransportError>;
 }
 
 /// Membership records in this process's memory.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryMembershipStore {
-    records: Arc<Mutex<HashMap<NodeId, (NodeInfo, Instant)>>>,
+    records: Arc<Mutex<HashMap<NodeId, (MemberRecord, Instant)>>>,
 }
 
 impl MemoryMembershipStore {
@@ -78,7 +97,7 @@ impl MemoryMembershipStore {
         Self::default()
     }
 
-    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, (NodeInfo, Instant)>> {
+    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, (MemberRecord, Instant)>> {
         // Each critical section is one map update: a poisoned lock is still consistent.
         self.records
             .lock()
@@ -88,13 +107,19 @@ impl MemoryMembershipStore {
 
 #[async_trait]
 impl MembershipStore for MemoryMembershipStore {
-    async fn heartbeat(&self, node: &NodeInfo, ttl: Duration) -> Result<(), TransportError> {
-        let record = NodeInfo {
+    async fn heartbeat(
+        &self,
+        node: &NodeId,
+        record: &str,
+        ttl: Duration,
+    ) -> Result<(), TransportError> {
+        let record = MemberRecord {
+            id: node.clone(),
+            record: record.to_owned(),
             last_seen_ms: now_ms(),
-            ..node.clone()
         };
         self.records()
-            .insert(node.id.clone(), (record, Instant::now() + ttl));
+            .insert(node.clone(), (record, Instant::now() + ttl));
         Ok(())
     }
 
@@ -103,13 +128,11 @@ impl MembershipStore for MemoryMembershipStore {
         Ok(())
     }
 
-    async fn live(&self) -> Result<Vec<NodeInfo>, TransportError> {
+    async fn live(&self) -> Result<Vec<MemberRecord>, TransportError> {
         let now = Instant::now();
         let mut records = self.records();
         records.retain(|_, (_, expires)| *expires > now);
-        let mut live: Vec<NodeInfo> = records.values().map(|(info, _)| info.clone()).collect();
-        live.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(live)
+        Ok(records.values().map(|(record, _)| record.clone()).collect())
     }
 }
 
@@ -137,15 +160,19 @@ impl RedisMembershipStore {
 
 #[async_trait]
 impl MembershipStore for RedisMembershipStore {
-    async fn heartbeat(&self, node: &NodeInfo, ttl: Duration) -> Result<(), TransportError> {
-        let info = serde_json::to_string(node).expect("NodeInfo serialises to JSON");
+    async fn heartbeat(
+        &self,
+        node: &NodeId,
+        record: &str,
+        ttl: Duration,
+    ) -> Result<(), TransportError> {
         let timeout = self.pool.config().op_timeout;
         self.pool
             .run("membership heartbeat", timeout, async |conn| {
                 let mut call = self.heartbeat.key(keys::nodes());
-                call.key(keys::node(&node.id))
-                    .arg(node.id.as_str())
-                    .arg(info)
+                call.key(keys::node(node))
+                    .arg(node.as_str())
+                    .arg(record)
                     .arg(ttl.as_millis() as u64);
                 call.invoke_async::<u64>(conn).await.map(drop)
             })
@@ -163,7 +190,7 @@ impl MembershipStore for RedisMembershipStore {
             .await
     }
 
-    async fn live(&self) -> Result<Vec<NodeInfo>, TransportError> {
+    async fn live(&self) -> Result<Vec<MemberRecord>, TransportError> {
         let timeout = self.pool.config().op_timeout;
         let flat: Vec<String> = self
             .pool
@@ -175,40 +202,103 @@ impl MembershipStore for RedisMembershipStore {
                     .await
             })
             .await?;
-        let mut live = Vec::with_capacity(flat.len() / 2);
-        for pair in flat.chunks_exact(2) {
-            // A record another client wrote in another shape is skipped, not fatal.
-            let Ok(mut info) = serde_json::from_str::<NodeInfo>(&pair[0]) else {
-                warn!("unreadable membership record skipped");
-                continue;
-            };
-            info.last_seen_ms = pair[1].parse().unwrap_or(info.last_seen_ms);
-            live.push(info);
-        }
-        live.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(live)
+        Ok(flat
+            .chunks_exact(3)
+            .filter_map(|triple| {
+                let id = NodeId::new(triple[0].as_str()).ok()?;
+                let last_seen_ms = triple[2].parse().ok()?;
+                Some(MemberRecord {
+                    id,
+                    record: triple[1].clone(),
+                    last_seen_ms,
+                })
+            })
+            .collect())
     }
+}
+
+/// What [`Membership`] writes: the node's info and a tag signing it with the server token.
+#[derive(Debug, Serialize, Deserialize)]
+struct SignedRecord {
+    info: NodeInfo,
+    tag: String,
 }
 
 /// A node's view of the cluster's members. Cloning it is cheap.
+///
+/// Records are signed with the server token like bus messages: a process with another token can
+/// write to the same Redis, but never shows up as a member, and `nodes()` skips its records.
 #[derive(Debug, Clone)]
 pub struct Membership {
     store: Arc<dyn MembershipStore>,
+    sealer: Sealer,
 }
 
+const RECORD_CONTEXT: &str = "stellar membership record v1";
+
 impl Membership {
-    /// Membership over `store`. Until [`Membership::join`], this node only reads.
-    pub fn new(store: Arc<dyn MembershipStore>) -> Self {
-        Self { store }
+    /// Membership over `store`, trusting records signed with `api`'s server token (or its
+    /// previous one). Until [`Membership::join`], this node only reads.
+    pub fn new(store: Arc<dyn MembershipStore>, api: &Api) -> Self {
+        let config = api.config();
+        let previous: Vec<_> = config.previous_server_token.iter().cloned().collect();
+        Self {
+            store,
+            sealer: Sealer::new(&config.server_token, &previous),
+        }
     }
 
-    /// Every live node, ordered by id.
+    /// Every live node with a valid record, ordered by id.
     ///
     /// # Errors
     ///
     /// Fails if the store cannot be reached.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, TransportError> {
-        self.store.live().await
+        let mut nodes: Vec<NodeInfo> = self
+            .store
+            .live()
+            .await?
+            .into_iter()
+            .filter_map(|stored| {
+                let mut info = self.open(&stored)?;
+                info.last_seen_ms = stored.last_seen_ms;
+                Some(info)
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    fn seal(&self, info: &NodeInfo) -> String {
+        let json = serde_json::to_vec(info).expect("NodeInfo serialises to JSON");
+        let tag = self.sealer.sign_bytes(RECORD_CONTEXT, &json);
+        let tag: String = tag.iter().map(|byte| format!("{byte:02x}")).collect();
+        serde_json::to_string(&SignedRecord {
+            info: info.clone(),
+            tag,
+        })
+        .expect("records serialise to JSON")
+    }
+
+    /// The record's info if its tag verifies and it names the node it is stored under.
+    fn open(&self, stored: &MemberRecord) -> Option<NodeInfo> {
+        let record: SignedRecord = serde_json::from_str(&stored.record).ok()?;
+        let tag: Vec<u8> = (0..record.tag.len())
+            .step_by(2)
+            .map(|i| {
+                record
+                    .tag
+                    .get(i..i + 2)
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            })
+            .collect::<Option<_>>()?;
+        let json = serde_json::to_vec(&record.info).ok()?;
+        let valid =
+            self.sealer.verify_bytes(RECORD_CONTEXT, &json, &tag) && record.info.id == stored.id;
+        if !valid {
+            debug!(member = %stored.id, "membership record with a bad signature skipped");
+        }
+        valid.then_some(record.info)
     }
 
     /// Registers the node `api` and keeps its record alive (every `heartbeat_interval`, for
@@ -220,16 +310,22 @@ impl Membership {
     /// Fails if the first heartbeat cannot be written: a node does not claim to be up when the
     /// others cannot see it.
     pub async fn join(&self, api: &Api) -> Result<(), TransportError> {
-        let ttl = api.config().heartbeat_ttl;
-        self.store.heartbeat(&NodeInfo::of(api), ttl).await?;
+        self.beat(api).await?;
         let known: BTreeSet<NodeId> = self.nodes().await?.into_iter().map(|n| n.id).collect();
         info!(node_id = %api.node_id(), members = known.len(), "joined the cluster");
-        api.spawn(heartbeat_loop(self.store.clone(), api.clone(), known));
+        api.spawn(heartbeat_loop(self.clone(), api.clone(), known));
         Ok(())
+    }
+
+    async fn beat(&self, api: &Api) -> Result<(), TransportError> {
+        let record = self.seal(&NodeInfo::of(api));
+        self.store
+            .heartbeat(api.node_id(), &record, api.config().heartbeat_ttl)
+            .await
     }
 }
 
-async fn heartbeat_loop(store: Arc<dyn MembershipStore>, api: Api, mut known: BTreeSet<NodeId>) {
+async fn heartbeat_loop(membership: Membership, api: Api, mut known: BTreeSet<NodeId>) {
     let cancel = api.cancellation_token();
     let config = api.config();
     let mut tick = tokio::time::interval(config.heartbeat_interval);
@@ -240,9 +336,7 @@ async fn heartbeat_loop(store: Arc<dyn MembershipStore>, api: Api, mut known: BT
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let beat = store
-            .heartbeat(&NodeInfo::of(&api), config.heartbeat_ttl)
-            .await;
+        let beat = membership.beat(&api).await;
         match (&beat, healthy) {
             (Err(err), true) => {
                 warn!(node_id = %api.node_id(), error = %err, "membership heartbeat failed")
@@ -251,7 +345,7 @@ async fn heartbeat_loop(store: Arc<dyn MembershipStore>, api: Api, mut known: BT
             _ => {}
         }
         healthy = beat.is_ok();
-        let Ok(live) = store.live().await else {
+        let Ok(live) = membership.nodes().await else {
             continue;
         };
         let live: BTreeSet<NodeId> = live.into_iter().map(|n| n.id).collect();
@@ -263,7 +357,7 @@ async fn heartbeat_loop(store: Arc<dyn MembershipStore>, api: Api, mut known: BT
         }
         known = live;
     }
-    match store.leave(api.node_id()).await {
+    match membership.store.leave(api.node_id()).await {
         Ok(()) => info!(node_id = %api.node_id(), "left the cluster"),
         Err(err) => {
             warn!(node_id = %api.node_id(), error = %err, "could not remove the membership record; it expires by itself")

@@ -4,12 +4,13 @@ use std::{ffi::OsString, fmt, process::ExitCode, sync::Arc};
 
 use anyhow::Result;
 use clap::Parser;
-use stellar_bus::Transport;
+use stellar_bus::{Bus, Membership, Transport};
 use stellar_core::{Api, Config};
+use stellar_rpc::Rpc;
 
 use crate::{
     cli::{Cli, Command},
-    logging, node,
+    cluster, logging, node,
 };
 
 /// A set-up hook: runs on every node this process starts, before the node is ready.
@@ -30,11 +31,14 @@ impl fmt::Debug for App {
     }
 }
 
-/// What a set-up hook gets: the node's [`Api`] and its transport.
+/// What a set-up hook gets: the node's [`Api`], bus, membership and RPC.
 #[derive(Debug, Clone)]
 pub struct NodeContext {
     pub(crate) api: Api,
     pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) bus: Bus,
+    pub(crate) membership: Membership,
+    pub(crate) rpc: Rpc,
     pub(crate) shared: bool,
 }
 
@@ -47,6 +51,21 @@ impl NodeContext {
     /// The transport the node's bus runs on.
     pub fn transport(&self) -> &Arc<dyn Transport> {
         &self.transport
+    }
+
+    /// The node's authenticated bus: publish messages, register handlers per message type.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The cluster's live members.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The node's RPC: register your own methods, call other nodes.
+    pub fn rpc(&self) -> &Rpc {
+        &self.rpc
     }
 
     /// Whether the node shares state with others (Redis) or runs embedded (memory).
@@ -95,13 +114,23 @@ impl App {
         T: Into<OsString> + Clone,
     {
         let cli = Cli::parse_from(args);
-        let config = Config::load(&cli.config_sources())?;
-        logging::init(&config.log)?;
+        let sources = cli.config_sources();
+        let config = Config::load(&sources)?;
+        // A client command prints results on stdout; its own lifecycle logs are noise unless the
+        // user asked for a log level.
+        let asked = sources.flags.iter().any(|(key, _)| *key == "log")
+            || sources.env.iter().any(|(name, _)| name == "STELLAR_LOG");
+        let filter = match cli.command {
+            Command::Cluster(_) if !asked => "warn",
+            _ => config.log.as_str(),
+        };
+        logging::init(filter)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
         match cli.command {
             Command::Run(_) => runtime.block_on(node::run(config, &self.setups)),
+            Command::Cluster(cluster) => runtime.block_on(cluster::run(config, cluster.command)),
         }
     }
 }

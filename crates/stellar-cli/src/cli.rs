@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use stellar_core::ConfigSources;
 
 /// Run a service as a cluster of nodes that share state through Redis.
@@ -30,6 +30,20 @@ pub(crate) struct GlobalArgs {
 pub(crate) enum Command {
     /// Run one node: embedded in-memory backend, or a shared Redis with --redis.
     Run(RunArgs),
+    /// Inspect and drive a running cluster (needs its Redis and server token).
+    Cluster(ClusterArgs),
+}
+
+/// Where the shared backend is and how to authenticate to it.
+#[derive(Debug, Args)]
+pub(crate) struct BackendArgs {
+    /// The shared Redis, e.g. redis://127.0.0.1:6379/0 (config key `redis_url`).
+    #[arg(long, value_name = "URL")]
+    pub(crate) redis: Option<String>,
+    /// The cluster's secret (config key `server_token`). Prefer STELLAR_SERVER_TOKEN: flags
+    /// show in `ps`.
+    #[arg(long, value_name = "TOKEN")]
+    pub(crate) server_token: Option<String>,
 }
 
 /// Flags of `stellar run`.
@@ -38,16 +52,68 @@ pub(crate) struct RunArgs {
     /// This node's id (config key `id`; default `<hostname>-<pid>`).
     #[arg(long, value_name = "ID")]
     pub(crate) id: Option<String>,
-    /// The shared Redis, e.g. redis://127.0.0.1:6379/0 (config key `redis_url`).
-    #[arg(long, value_name = "URL")]
-    pub(crate) redis: Option<String>,
-    /// The cluster's secret (config key `server_token`). Prefer STELLAR_SERVER_TOKEN: flags
-    /// show in `ps`.
-    #[arg(long, value_name = "TOKEN")]
-    pub(crate) server_token: Option<String>,
+    #[command(flatten)]
+    pub(crate) backend: BackendArgs,
     /// How long a graceful stop may take (config key `shutdown_timeout_ms`).
     #[arg(long, value_name = "MS")]
     pub(crate) shutdown_timeout_ms: Option<String>,
+}
+
+/// `stellar cluster …`.
+#[derive(Debug, Args)]
+pub(crate) struct ClusterArgs {
+    #[command(flatten)]
+    pub(crate) backend: BackendArgs,
+    #[command(subcommand)]
+    pub(crate) command: ClusterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// List the live nodes.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call a method on every node, or on one with --node, and print each reply.
+    Do(DoArgs),
+    /// Broadcast a message of type TYPE with a JSON body to every node.
+    Publish {
+        /// The message type handlers are registered for.
+        message_type: String,
+        /// The body, as JSON.
+        body: String,
+    },
+}
+
+/// Flags of `stellar cluster do`.
+#[derive(Debug, Args)]
+pub(crate) struct DoArgs {
+    /// The method, e.g. `api.ping`, `api.status`, `api.log`, `api.stop`.
+    pub(crate) method: String,
+    /// The arguments, as JSON (default `null`).
+    pub(crate) args: Option<String>,
+    /// Call only this node.
+    #[arg(long, value_name = "ID")]
+    pub(crate) node: Option<String>,
+    /// Wait for no reply, the first, or every live node's.
+    #[arg(long, value_enum, default_value_t = WaitArg::All)]
+    pub(crate) wait: WaitArg,
+    /// How long to wait for replies (default: config key `rpc_timeout_ms`).
+    #[arg(long, value_name = "MS")]
+    pub(crate) timeout: Option<u64>,
+    /// Print JSON instead of one line per reply.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `--wait` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum WaitArg {
+    None,
+    First,
+    All,
 }
 
 impl Cli {
@@ -63,14 +129,16 @@ impl Cli {
             }
         };
         flag("log", &self.global.log);
-        match &self.command {
+        let backend = match &self.command {
             Command::Run(run) => {
                 flag("id", &run.id);
-                flag("redis_url", &run.redis);
-                flag("server_token", &run.server_token);
                 flag("shutdown_timeout_ms", &run.shutdown_timeout_ms);
+                &run.backend
             }
-        }
+            Command::Cluster(cluster) => &cluster.backend,
+        };
+        flag("redis_url", &backend.redis);
+        flag("server_token", &backend.server_token);
         sources
     }
 }

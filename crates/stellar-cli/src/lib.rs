@@ -27,6 +27,7 @@
 
 mod app;
 mod cli;
+mod cluster;
 mod logging;
 mod node;
 

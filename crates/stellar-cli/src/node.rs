@@ -3,8 +3,12 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use stellar_bus::{MemoryTransport, RedisConfig, RedisPool, RedisTransport, Transport};
+use stellar_bus::{
+    Bus, BusConfig, Membership, MembershipStore, MemoryMembershipStore, MemoryTransport,
+    RedisConfig, RedisMembershipStore, RedisPool, RedisTransport, Transport,
+};
 use stellar_core::{Api, Config, StopSignals};
+use stellar_rpc::Rpc;
 use tracing::{error, info, warn};
 
 use crate::app::{NodeContext, Setup};
@@ -13,8 +17,7 @@ use crate::app::{NodeContext, Setup};
 pub(crate) async fn run(config: Config, setups: &[Setup]) -> Result<()> {
     config.check_shared_backend()?;
     let api = Api::new(config);
-    let node = connect(&api).await?;
-    api.insert(node.transport.clone());
+    let node = start(&api).await?;
     for setup in setups {
         setup(&node).context("node set-up hook failed")?;
     }
@@ -37,32 +40,63 @@ pub(crate) async fn run(config: Config, setups: &[Setup]) -> Result<()> {
     Ok(())
 }
 
-/// Connects the node's backend: Redis if a URL is configured, the embedded one otherwise.
-async fn connect(api: &Api) -> Result<NodeContext> {
+/// The backend of a node or client: Redis if a URL is configured, the embedded one otherwise.
+pub(crate) struct Backend {
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) store: Arc<dyn MembershipStore>,
+    pub(crate) shared: bool,
+}
+
+/// Connects the backend of `api`.
+pub(crate) async fn connect(api: &Api) -> Result<Backend> {
     let Some(redis) = RedisConfig::from_config(api.config()) else {
-        warn!(
-            node_id = %api.node_id(),
-            "running on the embedded in-memory backend: state is not shared with other nodes; \
-             to join a cluster, start every node with --redis URL (or STELLAR_REDIS_URL) and the same server token"
-        );
-        let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
-        return Ok(NodeContext {
-            api: api.clone(),
-            transport,
+        return Ok(Backend {
+            transport: Arc::new(MemoryTransport::new()),
+            store: Arc::new(MemoryMembershipStore::new()),
             shared: false,
         });
     };
     let pool = RedisPool::connect(redis)
         .await
-        .context("starting the node")?;
-    let url = pool.redacted_url().to_owned();
-    let transport = RedisTransport::connect(pool, api.cancellation_token())
+        .context("connecting to redis")?;
+    let transport = RedisTransport::connect(pool.clone(), api.cancellation_token())
         .await
-        .context("starting the node's subscriber")?;
-    info!(node_id = %api.node_id(), %url, "connected to redis");
+        .context("opening the redis subscriber connection")?;
+    info!(node_id = %api.node_id(), url = %pool.redacted_url(), "connected to redis");
+    Ok(Backend {
+        transport: Arc::new(transport),
+        store: Arc::new(RedisMembershipStore::new(pool)),
+        shared: true,
+    })
+}
+
+/// Connects the backend and starts the node's bus, membership and RPC.
+async fn start(api: &Api) -> Result<NodeContext> {
+    let backend = connect(api).await.context("starting the node")?;
+    if !backend.shared {
+        warn!(
+            node_id = %api.node_id(),
+            "running on the embedded in-memory backend: state is not shared with other nodes; \
+             to join a cluster, start every node with --redis URL (or STELLAR_REDIS_URL) and the same server token"
+        );
+    }
+    let bus = Bus::start(api, backend.transport.clone(), BusConfig::default())
+        .await
+        .context("starting the bus")?;
+    let membership = Membership::new(backend.store, api);
+    membership.join(api).await.context("joining the cluster")?;
+    let rpc = Rpc::new(bus.clone(), membership.clone());
+    rpc.serve();
+    api.insert(backend.transport.clone());
+    api.insert(bus.clone());
+    api.insert(membership.clone());
+    api.insert(rpc.clone());
     Ok(NodeContext {
         api: api.clone(),
-        transport: Arc::new(transport),
-        shared: true,
+        transport: backend.transport,
+        bus,
+        membership,
+        rpc,
+        shared: backend.shared,
     })
 }

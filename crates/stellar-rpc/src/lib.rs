@@ -23,7 +23,7 @@
 //!
 //! let api = Api::new(Config { id: Some(NodeId::new("solo")?), ..Config::default() });
 //! let bus = Bus::start(&api, Arc::new(MemoryTransport::new()), BusConfig::default()).await?;
-//! let membership = Membership::new(Arc::new(MemoryMembershipStore::new()));
+//! let membership = Membership::new(Arc::new(MemoryMembershipStore::new()), &api);
 //! membership.join(&api).await?;
 //! let rpc = Rpc::new(bus, membership);
 //! rpc.serve();

@@ -81,7 +81,7 @@ impl Cluster {
         let bus = Bus::start(&api, transport, BusConfig::default())
             .await
             .expect("bus");
-        let membership = Membership::new(store);
+        let membership = Membership::new(store, &api);
         membership.join(&api).await.expect("join");
         let rpc = Rpc::new(bus, membership);
         rpc.serve();

@@ -1,0 +1,142 @@
+//! `stellar cluster …`: a short-lived client of a running cluster. It joins the bus under its own
+//! id (`stellar-cli-<host>-<pid>`) but not the membership, so it never shows as a node.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use stellar_bus::{Bus, BusConfig, Membership, NodeInfo};
+use stellar_core::{Api, Config, NodeId};
+use stellar_rpc::{Reply, Rpc, Target, Wait};
+
+use crate::{
+    cli::{ClusterCommand, DoArgs, WaitArg},
+    node,
+};
+
+/// Runs one cluster command against the configured Redis.
+pub(crate) async fn run(config: Config, command: ClusterCommand) -> Result<()> {
+    if config.redis_url.is_none() {
+        bail!(
+            "`stellar cluster` needs the cluster's Redis: pass --redis URL or set STELLAR_REDIS_URL \
+             (a node on the embedded backend shares nothing outside its own process)"
+        );
+    }
+    config.check_shared_backend()?;
+    let client_id = NodeId::new(format!("stellar-cli-{}", NodeId::from_host()))?;
+    let api = Api::new(Config {
+        id: Some(client_id),
+        ..config
+    });
+    let backend = node::connect(&api).await?;
+    let bus = Bus::start(&api, backend.transport, BusConfig::default())
+        .await
+        .context("starting the bus")?;
+    let rpc = Rpc::new(bus.clone(), Membership::new(backend.store, &api));
+    let result = match command {
+        ClusterCommand::Status { json } => status(&rpc, json).await,
+        ClusterCommand::Do(args) => call(&rpc, args).await,
+        ClusterCommand::Publish { message_type, body } => publish(&bus, &message_type, &body).await,
+    };
+    // The client's own tasks end at once; a failed stop changes nothing for the user.
+    let _ = api.shutdown().await;
+    result
+}
+
+async fn status(rpc: &Rpc, as_json: bool) -> Result<()> {
+    let nodes = rpc
+        .membership()
+        .nodes()
+        .await
+        .context("listing the cluster's nodes")?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:<20} {:>8} {:>10} {:>10} {:<8}",
+        "ID", "HOST", "PID", "UPTIME", "SEEN", "VERSION"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    for NodeInfo {
+        id,
+        host,
+        pid,
+        started_at_ms,
+        last_seen_ms,
+        version,
+    } in &nodes
+    {
+        let uptime = format!("{}s", now.saturating_sub(*started_at_ms) / 1000);
+        let seen = format!("{}ms ago", now.saturating_sub(*last_seen_ms));
+        println!("{id:<28} {host:<20} {pid:>8} {uptime:>10} {seen:>10} {version:<8}");
+    }
+    println!("{} node(s)", nodes.len());
+    Ok(())
+}
+
+async fn call(rpc: &Rpc, args: DoArgs) -> Result<()> {
+    let call_args: Value = match &args.args {
+        Some(text) => {
+            serde_json::from_str(text).with_context(|| format!("ARGS_JSON is not JSON: {text}"))?
+        }
+        None => Value::Null,
+    };
+    let target = match &args.node {
+        Some(node) => Target::Node(NodeId::new(node.as_str())?),
+        None => Target::All,
+    };
+    let wait = match args.wait {
+        WaitArg::None => Wait::None,
+        WaitArg::First => Wait::First,
+        WaitArg::All => Wait::All,
+    };
+    let timeout = args.timeout.map(Duration::from_millis);
+    let replies = rpc
+        .do_cluster(&args.method, call_args, target, wait, timeout)
+        .await?;
+    print_replies(&replies, args.json)?;
+    if wait == Wait::None {
+        eprintln!("sent {} (no reply awaited)", args.method);
+    }
+    let failed = replies.iter().filter(|reply| reply.result.is_err()).count();
+    if failed > 0 {
+        bail!(
+            "{failed} of {} node(s) answered {} with an error or not at all",
+            replies.len(),
+            args.method
+        );
+    }
+    Ok(())
+}
+
+fn print_replies(replies: &[Reply], as_json: bool) -> Result<()> {
+    if as_json {
+        let rows: Vec<Value> = replies
+            .iter()
+            .map(|reply| match &reply.result {
+                Ok(value) => json!({ "node_id": reply.node_id, "ok": value }),
+                Err(err) => json!({ "node_id": reply.node_id, "error": err.to_string() }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for reply in replies {
+        match &reply.result {
+            Ok(value) => println!("{}: {value}", reply.node_id),
+            Err(err) => println!("{}: error: {err}", reply.node_id),
+        }
+    }
+    Ok(())
+}
+
+async fn publish(bus: &Bus, message_type: &str, body: &str) -> Result<()> {
+    let body: Value =
+        serde_json::from_str(body).with_context(|| format!("BODY_JSON is not JSON: {body}"))?;
+    bus.publish(message_type, &body).await?;
+    eprintln!("published {message_type}");
+    Ok(())
+}
