@@ -1,0 +1,360 @@
+//! Three real `stellar run` processes on a spawned Redis, driven with `stellar cluster`.
+
+use std::{
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use stellar_testkit::{Process, RedisServer};
+
+const TOKEN: &str = "cluster-test-token";
+const READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// A Redis and the nodes started on it.
+struct Cluster {
+    redis: RedisServer,
+    nodes: Vec<Process>,
+}
+
+fn stellar(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stellar"));
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("STELLAR_")) {
+        command.env_remove(name);
+    }
+    command.env_remove("RUST_LOG").args(args);
+    command
+}
+
+impl Cluster {
+    fn start(ids: &[&str]) -> Self {
+        let mut cluster = Self {
+            redis: RedisServer::start(),
+            nodes: Vec::new(),
+        };
+        for id in ids {
+            cluster.add(id, TOKEN);
+        }
+        cluster
+    }
+
+    fn add(&mut self, id: &str, token: &str) -> &mut Process {
+        let mut command = stellar(&["run", "--id", id, "--redis", &self.redis.url()]);
+        command
+            .env("STELLAR_SERVER_TOKEN", token)
+            .env("STELLAR_HEARTBEAT_INTERVAL_MS", "200")
+            .env("STELLAR_HEARTBEAT_TTL_MS", "1000");
+        let node = Process::spawn(id, command);
+        node.wait_for_line(&["node ready", id], READY_WITHIN);
+        self.nodes.push(node);
+        self.nodes.last_mut().expect("just pushed")
+    }
+
+    fn node(&mut self, id: &str) -> &mut Process {
+        let index = self
+            .nodes
+            .iter()
+            .position(|n| n.output().contains(&format!("node_id={id} ")))
+            .expect("known node");
+        &mut self.nodes[index]
+    }
+
+    /// Runs `stellar cluster ARGS…` with the cluster's token.
+    fn client(&self, args: &[&str]) -> Output {
+        self.client_with_token(TOKEN, args)
+    }
+
+    fn client_with_token(&self, token: &str, args: &[&str]) -> Output {
+        let mut full = vec!["cluster", "--redis"];
+        let url = self.redis.url();
+        full.push(&url);
+        full.extend_from_slice(args);
+        stellar(&full)
+            .env("STELLAR_SERVER_TOKEN", token)
+            .output()
+            .expect("run stellar cluster")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let output = self.client(args);
+        assert!(output.status.success(), "{}", describe(&output));
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|err| panic!("not JSON ({err}): {}", describe(&output)))
+    }
+
+    fn status_ids(&self, token: &str) -> Vec<String> {
+        let output = self.client_with_token(token, &["status", "--json"]);
+        assert!(output.status.success(), "{}", describe(&output));
+        let nodes: Value = serde_json::from_slice(&output.stdout).expect("status JSON");
+        nodes
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|n| n["id"].as_str().expect("id").to_owned())
+            .collect()
+    }
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn status_lists_every_live_node() {
+    let cluster = Cluster::start(&["n1", "n2", "n3"]);
+    assert_eq!(cluster.status_ids(TOKEN), ["n1", "n2", "n3"]);
+    let table = cluster.client(&["status"]);
+    assert!(table.status.success(), "{}", describe(&table));
+    let text = stdout(&table);
+    assert!(text.contains("3 node(s)") && text.contains("n2"), "{text}");
+}
+
+#[test]
+fn wait_all_ping_gets_one_reply_per_node() {
+    let cluster = Cluster::start(&["n1", "n2", "n3"]);
+    let replies = cluster.json(&["do", "api.ping", "--wait", "all", "--json"]);
+    let ids: Vec<&str> = replies
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["node_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["n1", "n2", "n3"]);
+    assert!(
+        replies
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|r| r["ok"]["pong"] == Value::Bool(true)),
+        "{replies}"
+    );
+    let text = stdout(&cluster.client(&["do", "api.ping"]));
+    assert_eq!(text.lines().count(), 3, "{text}");
+}
+
+#[test]
+fn a_node_target_hits_exactly_one_node() {
+    let mut cluster = Cluster::start(&["n1", "n2", "n3"]);
+    let output = cluster.client(&[
+        "do",
+        "api.log",
+        r#"{"message":"marker-for-n2","level":"warn"}"#,
+        "--node",
+        "n2",
+    ]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(stdout(&output).trim(), "n2: true");
+    cluster
+        .node("n2")
+        .wait_for_line(&["marker-for-n2"], Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    for other in ["n1", "n3"] {
+        assert!(
+            !cluster.node(other).output().contains("marker-for-n2"),
+            "{other} ran a call meant for n2"
+        );
+    }
+}
+
+#[test]
+fn api_stop_stops_one_node_and_status_shows_the_rest() {
+    let mut cluster = Cluster::start(&["n1", "n2", "n3"]);
+    let output = cluster.client(&["do", "api.stop", "--node", "n3"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    let status = cluster.node("n3").wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "n3 exited with {status:?}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while cluster.status_ids(TOKEN).len() != 2 {
+        assert!(Instant::now() < deadline, "n3 still listed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(cluster.status_ids(TOKEN), ["n1", "n2"]);
+}
+
+#[test]
+fn errors_and_timeouts_exit_non_zero() {
+    let mut cluster = Cluster::start(&["n1", "n2", "n3"]);
+    let unknown_method = cluster.client(&["do", "no.such.method"]);
+    assert!(!unknown_method.status.success());
+    assert_eq!(
+        stdout(&unknown_method).matches("no such method").count(),
+        3,
+        "{}",
+        describe(&unknown_method)
+    );
+    let unknown_node = cluster.client(&["do", "api.ping", "--node", "ghost"]);
+    assert!(!unknown_node.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown_node.stderr).contains("ghost"),
+        "{}",
+        describe(&unknown_node)
+    );
+
+    cluster.node("n2").signal("STOP");
+    let started = Instant::now();
+    let partial = cluster.client(&["do", "api.ping", "--timeout", "700"]);
+    cluster.node("n2").signal("CONT");
+    assert!(!partial.status.success(), "{}", describe(&partial));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = stdout(&partial);
+    assert!(text.contains("n1: {") && text.contains("n3: {"), "{text}");
+    assert!(text.contains("n2: error: no reply within 700 ms"), "{text}");
+}
+
+#[test]
+fn a_node_with_another_token_sees_none_of_the_traffic() {
+    let mut cluster = Cluster::start(&["n1", "n2", "n3"]);
+    cluster.add("outsider", "another-token");
+    assert_eq!(
+        cluster.status_ids(TOKEN),
+        ["n1", "n2", "n3"],
+        "the outsider is not a member"
+    );
+    assert_eq!(cluster.status_ids("another-token"), ["outsider"]);
+    let replies = cluster.json(&["do", "api.ping", "--json"]);
+    assert_eq!(replies.as_array().expect("array").len(), 3);
+
+    let output = cluster.client_with_token(
+        "another-token",
+        &["do", "api.status", "--node", "outsider", "--json"],
+    );
+    assert!(output.status.success(), "{}", describe(&output));
+    let status: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert!(
+        status[0]["ok"]["bus"]["bad_signature"]
+            .as_u64()
+            .expect("counter")
+            > 0,
+        "{status}"
+    );
+    assert!(
+        !cluster.node("outsider").output().contains("api.ping"),
+        "the outsider logged cluster traffic"
+    );
+}
+
+#[test]
+fn garbage_on_the_bus_is_counted_and_rpc_keeps_working() {
+    let cluster = Cluster::start(&["n1", "n2", "n3"]);
+    let port = cluster.redis.port().to_string();
+    for garbage in ["garbage", "", "{\"messageType\":\"api.stop\"}"] {
+        let status = Command::new("redis-cli")
+            .args(["-p", &port, "PUBLISH", "stellar:bus", garbage])
+            .output()
+            .expect("redis-cli");
+        assert!(status.status.success());
+    }
+    let replies = cluster.json(&["do", "api.status", "--node", "n1", "--json"]);
+    assert!(
+        replies[0]["ok"]["bus"]["malformed"]
+            .as_u64()
+            .expect("counter")
+            >= 3,
+        "{replies}"
+    );
+    assert_eq!(
+        cluster.status_ids(TOKEN),
+        ["n1", "n2", "n3"],
+        "a forged stop stopped a node"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_captured_message_is_rejected() {
+    let cluster = Cluster::start(&["n1", "n2", "n3"]);
+    let client = redis::Client::open(cluster.redis.url()).expect("client");
+    let (mut sink, mut stream) = client.get_async_pubsub().await.expect("pubsub").split();
+    sink.subscribe("stellar:bus").await.expect("subscribe");
+    let published = tokio::task::spawn_blocking({
+        let url = cluster.redis.url();
+        move || {
+            stellar(&[
+                "cluster",
+                "--redis",
+                &url,
+                "publish",
+                "payment",
+                r#"{"amount":100}"#,
+            ])
+            .env("STELLAR_SERVER_TOKEN", TOKEN)
+            .output()
+            .expect("publish")
+        }
+    });
+    let message = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("a message in time");
+    let captured = message.expect("stream open").get_payload_bytes().to_vec();
+    assert!(published.await.expect("joined").status.success());
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    for _ in 0..2 {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("stellar:bus")
+            .arg(&captured)
+            .query_async(&mut conn)
+            .await
+            .expect("replay");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = cluster.redis.url();
+    let replies = tokio::task::spawn_blocking(move || {
+        let output = stellar(&[
+            "cluster",
+            "--redis",
+            &url,
+            "do",
+            "api.status",
+            "--node",
+            "n1",
+            "--json",
+        ])
+        .env("STELLAR_SERVER_TOKEN", TOKEN)
+        .output()
+        .expect("status");
+        serde_json::from_slice::<Value>(&output.stdout).expect("JSON")
+    })
+    .await
+    .expect("joined");
+    assert_eq!(
+        replies[0]["ok"]["bus"]["replayed"],
+        Value::from(2),
+        "{replies}"
+    );
+}
+
+#[test]
+fn cluster_commands_need_redis_and_a_real_token() {
+    let no_redis = stellar(&["cluster", "status"]).output().expect("run");
+    assert!(!no_redis.status.success());
+    assert!(
+        String::from_utf8_lossy(&no_redis.stderr).contains("--redis"),
+        "{}",
+        describe(&no_redis)
+    );
+    let default_token = stellar(&["cluster", "--redis", "redis://127.0.0.1:1", "status"])
+        .output()
+        .expect("run");
+    assert!(!default_token.status.success());
+    assert!(
+        String::from_utf8_lossy(&default_token.stderr).contains("STELLAR_SERVER_TOKEN"),
+        "{}",
+        describe(&default_token)
+    );
+}
