@@ -8,13 +8,11 @@ use std::{
     },
 };
 
-use async_trait::async_trait;
-use tracing::debug;
-
 use crate::{
     DEFAULT_SUBSCRIPTION_CAPACITY, RawSubscription, Transport, TransportError,
-    transport::{Delivery, Subscriber},
+    transport::{Subscriber, fan_out},
 };
+use async_trait::async_trait;
 
 /// A [`Transport`] inside one process. Clones share the same channels, so each clone can play one
 /// node of an in-process cluster.
@@ -81,15 +79,7 @@ impl Transport for MemoryTransport {
         let Some(subscribers) = channels.get_mut(channel) else {
             return Ok(());
         };
-        subscribers.retain(|subscriber| match subscriber.offer(payload.clone()) {
-            Delivery::Delivered => true,
-            Delivery::Dropped => {
-                debug!(channel, "subscriber buffer full, message dropped");
-                true
-            }
-            Delivery::Closed => false,
-        });
-        if subscribers.is_empty() {
+        if fan_out(channel, subscribers, &payload) {
             channels.remove(channel);
         }
         Ok(())

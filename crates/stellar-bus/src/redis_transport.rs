@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     RawSubscription, RedisPool, Transport, TransportError,
-    transport::{Delivery, Subscriber},
+    transport::{Subscriber, fan_out},
 };
 
 /// How often the subscriber connection is checked with `PING` when no message arrives.
@@ -319,16 +319,7 @@ impl SubscriberTask {
         let Some(subscribers) = self.channels.get_mut(channel) else {
             return Ok(());
         };
-        let payload = message.get_payload_bytes();
-        subscribers.retain(|subscriber| match subscriber.offer(payload.to_vec()) {
-            Delivery::Delivered => true,
-            Delivery::Dropped => {
-                debug!(channel, "subscriber buffer full, message dropped");
-                true
-            }
-            Delivery::Closed => false,
-        });
-        if subscribers.is_empty() {
+        if fan_out(channel, subscribers, message.get_payload_bytes()) {
             let channel = channel.to_owned();
             self.channels.remove(&channel);
             self.sink_op("UNSUBSCRIBE", sink.unsubscribe(&channel))

@@ -154,6 +154,20 @@ pub(crate) struct Subscriber {
     dropped: Arc<AtomicU64>,
 }
 
+/// Offers `payload` to every subscriber of `channel`, forgetting those that are gone. Returns
+/// true if none is left.
+pub(crate) fn fan_out(channel: &str, subscribers: &mut Vec<Subscriber>, payload: &[u8]) -> bool {
+    subscribers.retain(|subscriber| match subscriber.offer(payload.to_vec()) {
+        Delivery::Delivered => true,
+        Delivery::Dropped => {
+            tracing::debug!(channel, "subscriber buffer full, message dropped");
+            true
+        }
+        Delivery::Closed => false,
+    });
+    subscribers.is_empty()
+}
+
 /// What happened when a message was offered to a subscriber.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Delivery {

@@ -5,9 +5,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod support;
+
 use futures_util::StreamExt;
 use serde_json::Value;
 use stellar_testkit::{Process, RedisServer};
+use support::stellar;
 
 const TOKEN: &str = "cluster-test-token";
 const READY_WITHIN: Duration = Duration::from_secs(10);
@@ -16,15 +19,6 @@ const READY_WITHIN: Duration = Duration::from_secs(10);
 struct Cluster {
     redis: RedisServer,
     nodes: Vec<Process>,
-}
-
-fn stellar(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stellar"));
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("STELLAR_")) {
-        command.env_remove(name);
-    }
-    command.env_remove("RUST_LOG").args(args);
-    command
 }
 
 impl Cluster {

@@ -2,20 +2,13 @@
 
 use std::{process::Command, time::Duration};
 
+mod support;
+
 use stellar_testkit::{Process, RedisServer};
+use support::{scrub, stellar};
 
 const READY_WITHIN: Duration = Duration::from_secs(10);
 const EXITS_WITHIN: Duration = Duration::from_secs(5);
-
-/// `stellar ARGS…` with a clean `STELLAR_*` environment.
-fn stellar(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_stellar"));
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("STELLAR_")) {
-        command.env_remove(name);
-    }
-    command.env_remove("RUST_LOG").args(args);
-    command
-}
 
 fn spawn(name: &str, command: Command) -> Process {
     Process::spawn(name, command)
@@ -179,9 +172,7 @@ fn draining_node(args: &[&str], drain_ms: u64) -> Command {
         binary.display()
     );
     let mut command = Command::new(binary);
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("STELLAR_")) {
-        command.env_remove(name);
-    }
+    scrub(&mut command);
     command.env("DRAIN_MS", drain_ms.to_string()).args(args);
     command
 }
