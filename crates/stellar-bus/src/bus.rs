@@ -168,7 +168,9 @@ struct Inner {
     sealer: Sealer,
     /// Identifies this run of the node, so a restarted node's sequence numbers are new.
     incarnation: u64,
-    seq: AtomicU64,
+    /// The last sequence number sent on each channel: receivers see one gap-free sequence per
+    /// channel, whatever this node sends elsewhere.
+    seqs: Mutex<HashMap<String, u64>>,
     handlers: RwLock<HashMap<String, Vec<(HandlerId, Handler)>>>,
     next_handler: AtomicU64,
     counters: Counters,
@@ -209,7 +211,7 @@ impl Bus {
             transport,
             sealer,
             incarnation: incarnation(),
-            seq: AtomicU64::new(0),
+            seqs: Mutex::new(HashMap::new()),
             handlers: RwLock::new(HashMap::new()),
             next_handler: AtomicU64::new(0),
             counters: Counters::default(),
@@ -279,7 +281,7 @@ impl Bus {
             version: VERSION,
             sender: self.inner.node_id.to_string(),
             incarnation: self.inner.incarnation,
-            seq: self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            seq: self.inner.next_seq(channel),
             sent_at_ms: now_ms(),
             message_type: message_type.to_owned(),
             body,
@@ -352,6 +354,16 @@ impl Bus {
 }
 
 impl Inner {
+    fn next_seq(&self, channel: &str) -> u64 {
+        let mut seqs = self
+            .seqs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let seq = seqs.entry(channel.to_owned()).or_insert(0);
+        *seq += 1;
+        *seq
+    }
+
     fn node_channel(&self, node: &NodeId) -> String {
         format!("{}:node:{node}", self.config.channel)
     }
@@ -395,7 +407,13 @@ impl Inner {
                 replay.prune(now, self.config.clock_window * 3);
                 *last_prune = now;
             }
-            replay.check(sender.as_str(), envelope.incarnation, envelope.seq, now)
+            replay.check(
+                sender.as_str(),
+                channel,
+                envelope.incarnation,
+                envelope.seq,
+                now,
+            )
         };
         match verdict {
             Verdict::Replayed => {

@@ -1,5 +1,6 @@
 //! Replay and loss detection per sender: a sliding window of recent sequence numbers for each
-//! (sender, incarnation), as IPsec's anti-replay window does.
+//! (sender, channel, incarnation), as IPsec's anti-replay window does. Senders number each
+//! channel separately, so messages sent to other nodes never look like gaps.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -27,19 +28,20 @@ struct Window {
 /// Remembers each sender's recent sequence numbers.
 #[derive(Debug, Default)]
 pub(crate) struct ReplayGuard {
-    windows: HashMap<(String, u64), Window>,
+    windows: HashMap<(String, String, u64), Window>,
 }
 
 impl ReplayGuard {
-    /// Checks `seq` from `(sender, incarnation)` at local time `now_ms`, and records it.
+    /// Checks `seq` from `(sender, channel, incarnation)` at local time `now_ms`, and records it.
     pub(crate) fn check(
         &mut self,
         sender: &str,
+        channel: &str,
         incarnation: u64,
         seq: u64,
         now_ms: u64,
     ) -> Verdict {
-        let key = (sender.to_owned(), incarnation);
+        let key = (sender.to_owned(), channel.to_owned(), incarnation);
         let Some(window) = self.windows.get_mut(&key) else {
             // A sender we join midway: nothing before this message is counted as lost.
             self.windows.insert(
@@ -100,42 +102,42 @@ mod tests {
         let mut guard = ReplayGuard::default();
         for seq in 1..=10 {
             assert_eq!(
-                guard.check("a", 1, seq, 0),
+                guard.check("a", "c", 1, seq, 0),
                 Verdict::Fresh {
                     gap: 0,
                     late: false
                 }
             );
         }
-        assert_eq!(guard.check("a", 1, 10, 0), Verdict::Replayed);
-        assert_eq!(guard.check("a", 1, 3, 0), Verdict::Replayed);
+        assert_eq!(guard.check("a", "c", 1, 10, 0), Verdict::Replayed);
+        assert_eq!(guard.check("a", "c", 1, 3, 0), Verdict::Replayed);
     }
 
     #[test]
     fn gaps_are_reported_and_late_arrivals_fill_them_once() {
         let mut guard = ReplayGuard::default();
-        guard.check("a", 1, 1, 0);
+        guard.check("a", "c", 1, 1, 0);
         assert_eq!(
-            guard.check("a", 1, 5, 0),
+            guard.check("a", "c", 1, 5, 0),
             Verdict::Fresh {
                 gap: 3,
                 late: false
             }
         );
         assert_eq!(
-            guard.check("a", 1, 3, 0),
+            guard.check("a", "c", 1, 3, 0),
             Verdict::Fresh { gap: 0, late: true }
         );
-        assert_eq!(guard.check("a", 1, 3, 0), Verdict::Replayed);
+        assert_eq!(guard.check("a", "c", 1, 3, 0), Verdict::Replayed);
         assert_eq!(
-            guard.check("a", 1, 5 + WINDOW, 0),
+            guard.check("a", "c", 1, 5 + WINDOW, 0),
             Verdict::Fresh {
                 gap: WINDOW - 1,
                 late: false
             }
         );
         assert_eq!(
-            guard.check("a", 1, 5, 0),
+            guard.check("a", "c", 1, 5, 0),
             Verdict::Replayed,
             "older than the window"
         );
@@ -144,16 +146,16 @@ mod tests {
     #[test]
     fn senders_and_incarnations_are_independent() {
         let mut guard = ReplayGuard::default();
-        guard.check("a", 1, 1, 0);
+        guard.check("a", "c", 1, 1, 0);
         assert_eq!(
-            guard.check("b", 1, 1, 0),
+            guard.check("b", "c", 1, 1, 0),
             Verdict::Fresh {
                 gap: 0,
                 late: false
             }
         );
         assert_eq!(
-            guard.check("a", 2, 1, 0),
+            guard.check("a", "c", 2, 1, 0),
             Verdict::Fresh {
                 gap: 0,
                 late: false
@@ -165,8 +167,8 @@ mod tests {
     #[test]
     fn silent_senders_are_forgotten() {
         let mut guard = ReplayGuard::default();
-        guard.check("old", 1, 1, 0);
-        guard.check("new", 1, 1, 50_000);
+        guard.check("old", "c", 1, 1, 0);
+        guard.check("new", "c", 1, 1, 50_000);
         guard.prune(61_000, Duration::from_secs(60));
         assert_eq!(guard.len(), 1);
     }

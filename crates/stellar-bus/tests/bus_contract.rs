@@ -99,6 +99,15 @@ async fn send_to_reaches_only_that_node(backend: Backend) {
     assert!(at_b.lock().expect("collector")[0].is_direct());
     tokio::time::sleep(QUIET_FOR).await;
     assert_eq!(count(&at_c), 0, "c got a message sent to b");
+    // Direct messages have their own sequence: c sees no gap in a's broadcasts because of them.
+    let broadcast_at_c = collect(&c, "after");
+    a.publish("after", &()).await.expect("publish");
+    a.send_to(b.node_id(), "direct", &"again")
+        .await
+        .expect("send");
+    a.publish("after", &()).await.expect("publish");
+    eventually("c gets both broadcasts", || count(&broadcast_at_c) == 2).await;
+    assert_eq!(c.stats().possibly_lost, 0, "{:?}", c.stats());
 }
 
 async fn handlers_are_per_type_and_can_be_removed(backend: Backend) {

@@ -173,6 +173,19 @@ fn api_stop_stops_one_node_and_status_shows_the_rest() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(cluster.status_ids(TOKEN), ["n1", "n2"]);
+    cluster
+        .node("n1")
+        .wait_for_line(&["member n3 has left the cluster"], Duration::from_secs(3));
+}
+
+#[test]
+fn every_node_logs_members_joining() {
+    let mut cluster = Cluster::start(&["n1"]);
+    cluster.add("n2", TOKEN);
+    cluster.node("n1").wait_for_line(
+        &["member n2 has joined the cluster"],
+        Duration::from_secs(3),
+    );
 }
 
 #[test]

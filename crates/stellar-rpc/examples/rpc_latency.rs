@@ -15,7 +15,9 @@ use std::{
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use stellar_bus::{Bus, BusConfig, Membership, RedisConfig, RedisMembershipStore, RedisPool, RedisTransport};
+use stellar_bus::{
+    Bus, BusConfig, Membership, RedisConfig, RedisMembershipStore, RedisPool, RedisTransport,
+};
 use stellar_core::{Api, Config, NodeId, ServerToken};
 use stellar_rpc::{Rpc, Target, Wait};
 use stellar_testkit::RedisServer;
@@ -31,18 +33,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let caller = &nodes[0].1;
     let n2 = NodeId::new("n2")?;
     for _ in 0..200 {
-        caller.do_cluster("api.ping", Value::Null, Target::Node(n2.clone()), Wait::First, None).await?;
+        caller
+            .do_cluster(
+                "api.ping",
+                Value::Null,
+                Target::Node(n2.clone()),
+                Wait::First,
+                None,
+            )
+            .await?;
     }
     let one = measure(calls, || async {
-        caller.do_cluster("api.ping", Value::Null, Target::Node(n2.clone()), Wait::First, None).await.map(drop)
+        caller
+            .do_cluster(
+                "api.ping",
+                Value::Null,
+                Target::Node(n2.clone()),
+                Wait::First,
+                None,
+            )
+            .await
+            .map(drop)
     })
     .await?;
-    let all = measure(calls, || async { caller.do_cluster("api.ping", Value::Null, Target::All, Wait::All, None).await.map(drop) }).await?;
+    let all = measure(calls, || async {
+        caller
+            .do_cluster("api.ping", Value::Null, Target::All, Wait::All, None)
+            .await
+            .map(drop)
+    })
+    .await?;
     let raw = raw_round_trip(&redis.url(), calls).await?;
     println!("calls per figure: {calls}");
     println!("{:<32} {:>10} {:>10}", "figure", "p50 ms", "p99 ms");
-    for (name, samples) in [("raw publish->subscribe->publish", &raw), ("rpc one node (n1 -> n2)", &one), ("rpc all 3 nodes (wait all)", &all)] {
-        println!("{name:<32} {:>10.3} {:>10.3}", percentile(samples, 50.0), percentile(samples, 99.0));
+    for (name, samples) in [
+        ("raw publish->subscribe->publish", &raw),
+        ("rpc one node (n1 -> n2)", &one),
+        ("rpc all 3 nodes (wait all)", &all),
+    ] {
+        println!(
+            "{name:<32} {:>10.3} {:>10.3}",
+            percentile(samples, 50.0),
+            percentile(samples, 99.0)
+        );
     }
     println!(
         "ratio one/raw p50: {:.2}   all/raw p50: {:.2}",
@@ -96,7 +129,11 @@ async fn raw_round_trip(url: &str, calls: usize) -> Result<Vec<f64>, Box<dyn std
     let echo = tokio::spawn(async move {
         while let Some(message) = echo_stream.next().await {
             let payload = message.get_payload_bytes().to_vec();
-            let _: redis::RedisResult<i64> = redis::cmd("PUBLISH").arg("raw:reply").arg(payload).query_async(&mut echo_conn).await;
+            let _: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg("raw:reply")
+                .arg(payload)
+                .query_async(&mut echo_conn)
+                .await;
         }
     });
     let (mut sink, mut replies) = client.get_async_pubsub().await?.split();
@@ -106,8 +143,14 @@ async fn raw_round_trip(url: &str, calls: usize) -> Result<Vec<f64>, Box<dyn std
     let mut samples = Vec::with_capacity(calls);
     for _ in 0..calls + 200 {
         let started = Instant::now();
-        let _: i64 = redis::cmd("PUBLISH").arg("raw:request").arg(&payload).query_async(&mut conn).await?;
-        tokio::time::timeout(Duration::from_secs(5), replies.next()).await?.ok_or("reply stream ended")?;
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("raw:request")
+            .arg(&payload)
+            .query_async(&mut conn)
+            .await?;
+        tokio::time::timeout(Duration::from_secs(5), replies.next())
+            .await?
+            .ok_or("reply stream ended")?;
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     echo.abort();
