@@ -163,6 +163,11 @@ fn a_node_target_hits_exactly_one_node() {
 #[test]
 fn api_stop_stops_one_node_and_status_shows_the_rest() {
     let mut cluster = Cluster::start(&["n1", "n2", "n3"]);
+    // n1 must have seen n3 before it can see it leave.
+    cluster.node("n1").wait_for_line(
+        &["member n3 has joined the cluster"],
+        Duration::from_secs(3),
+    );
     let output = cluster.client(&["do", "api.stop", "--node", "n3"]);
     assert!(output.status.success(), "{}", describe(&output));
     let status = cluster.node("n3").wait_exit(Duration::from_secs(5));
