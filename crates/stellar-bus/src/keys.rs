@@ -16,3 +16,8 @@ pub(crate) fn node_prefix() -> &'static str {
 pub(crate) fn node(id: &NodeId) -> String {
     format!("{}{id}", node_prefix())
 }
+
+/// HASH of connection id -> the node that holds the connection.
+pub(crate) fn connections() -> &'static str {
+    "stellar:connections"
+}

@@ -19,6 +19,7 @@ use crate::{RedisPool, TransportError, envelope::Sealer, keys};
 const HEARTBEAT_SCRIPT: &str = include_str!("../lua/heartbeat.lua");
 const LIVE_NODES_SCRIPT: &str = include_str!("../lua/live_nodes.lua");
 const LEAVE_SCRIPT: &str = include_str!("../lua/leave.lua");
+const RELEASE_CONNECTION_SCRIPT: &str = include_str!("../lua/release_connection.lua");
 
 /// One live node, as `stellar cluster status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,18 +84,37 @@ pub trait MembershipStore: fmt::Debug + Send + Sync + 'static {
     async fn leave(&self, node: &NodeId) -> Result<(), TransportError>;
     /// Every record that has not expired.
     async fn live(&self) -> Result<Vec<MemberRecord>, TransportError>;
+    /// Records that `node` holds `connection` (a client connection of the app), replacing any
+    /// earlier holder.
+    async fn hold_connection(&self, connection: &str, node: &NodeId) -> Result<(), TransportError>;
+    /// Forgets `connection` if `node` holds it; false if it is absent or held by another node.
+    async fn release_connection(
+        &self,
+        connection: &str,
+        node: &NodeId,
+    ) -> Result<bool, TransportError>;
+    /// The node recorded as holding `connection`, live or not.
+    async fn connection_holder(&self, connection: &str) -> Result<Option<NodeId>, TransportError>;
 }
 
 /// Membership records in this process's memory.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryMembershipStore {
     records: Arc<Mutex<HashMap<NodeId, (MemberRecord, Instant)>>>,
+    connections: Arc<Mutex<HashMap<String, NodeId>>>,
 }
 
 impl MemoryMembershipStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<String, NodeId>> {
+        // Each critical section is one map update: a poisoned lock is still consistent.
+        self.connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn records(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, (MemberRecord, Instant)>> {
@@ -134,6 +154,29 @@ impl MembershipStore for MemoryMembershipStore {
         records.retain(|_, (_, expires)| *expires > now);
         Ok(records.values().map(|(record, _)| record.clone()).collect())
     }
+
+    async fn hold_connection(&self, connection: &str, node: &NodeId) -> Result<(), TransportError> {
+        self.connections()
+            .insert(connection.to_owned(), node.clone());
+        Ok(())
+    }
+
+    async fn release_connection(
+        &self,
+        connection: &str,
+        node: &NodeId,
+    ) -> Result<bool, TransportError> {
+        let mut connections = self.connections();
+        let held = connections.get(connection) == Some(node);
+        if held {
+            connections.remove(connection);
+        }
+        Ok(held)
+    }
+
+    async fn connection_holder(&self, connection: &str) -> Result<Option<NodeId>, TransportError> {
+        Ok(self.connections().get(connection).cloned())
+    }
 }
 
 /// Membership records in Redis: a ZSET of ids scored by expiry and a HASH per node, both on Redis
@@ -144,6 +187,7 @@ pub struct RedisMembershipStore {
     heartbeat: Arc<redis::Script>,
     live: Arc<redis::Script>,
     leave: Arc<redis::Script>,
+    release_connection: Arc<redis::Script>,
 }
 
 impl RedisMembershipStore {
@@ -154,6 +198,7 @@ impl RedisMembershipStore {
             heartbeat: Arc::new(redis::Script::new(HEARTBEAT_SCRIPT)),
             live: Arc::new(redis::Script::new(LIVE_NODES_SCRIPT)),
             leave: Arc::new(redis::Script::new(LEAVE_SCRIPT)),
+            release_connection: Arc::new(redis::Script::new(RELEASE_CONNECTION_SCRIPT)),
         }
     }
 }
@@ -214,6 +259,44 @@ impl MembershipStore for RedisMembershipStore {
                 })
             })
             .collect())
+    }
+
+    async fn hold_connection(&self, connection: &str, node: &NodeId) -> Result<(), TransportError> {
+        let cmd = redis::cmd("HSET")
+            .arg(keys::connections())
+            .arg(connection)
+            .arg(node.as_str())
+            .clone();
+        self.pool
+            .query::<u64>("HSET connection", &cmd)
+            .await
+            .map(drop)
+    }
+
+    async fn release_connection(
+        &self,
+        connection: &str,
+        node: &NodeId,
+    ) -> Result<bool, TransportError> {
+        let timeout = self.pool.config().op_timeout;
+        self.pool
+            .run("release connection", timeout, async |conn| {
+                let mut call = self.release_connection.key(keys::connections());
+                call.arg(connection).arg(node.as_str());
+                call.invoke_async::<u64>(conn)
+                    .await
+                    .map(|removed| removed == 1)
+            })
+            .await
+    }
+
+    async fn connection_holder(&self, connection: &str) -> Result<Option<NodeId>, TransportError> {
+        let cmd = redis::cmd("HGET")
+            .arg(keys::connections())
+            .arg(connection)
+            .clone();
+        let holder: Option<String> = self.pool.query("HGET connection", &cmd).await?;
+        Ok(holder.and_then(|id| NodeId::new(id).ok()))
     }
 }
 
@@ -315,6 +398,50 @@ impl Membership {
         info!(node_id = %api.node_id(), members = known.len(), "joined the cluster");
         api.spawn(heartbeat_loop(self.clone(), api.clone(), known));
         Ok(())
+    }
+
+    /// Records that the node `api` holds the client connection `connection`, so calls aimed at
+    /// the connection ([`Membership::connection_holder`]) reach this node.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the store cannot be reached.
+    pub async fn hold_connection(&self, api: &Api, connection: &str) -> Result<(), TransportError> {
+        self.store.hold_connection(connection, api.node_id()).await
+    }
+
+    /// Forgets `connection` if the node `api` holds it; false if another node does.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the store cannot be reached.
+    pub async fn release_connection(
+        &self,
+        api: &Api,
+        connection: &str,
+    ) -> Result<bool, TransportError> {
+        self.store
+            .release_connection(connection, api.node_id())
+            .await
+    }
+
+    /// The live node holding `connection`; `None` if no node holds it or its holder is gone.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the store cannot be reached.
+    pub async fn connection_holder(
+        &self,
+        connection: &str,
+    ) -> Result<Option<NodeId>, TransportError> {
+        let Some(holder) = self.store.connection_holder(connection).await? else {
+            return Ok(None);
+        };
+        let live = self.nodes().await?;
+        Ok(live
+            .into_iter()
+            .any(|node| node.id == holder)
+            .then_some(holder))
     }
 
     async fn beat(&self, api: &Api) -> Result<(), TransportError> {

@@ -95,8 +95,11 @@ pub(crate) struct DoArgs {
     /// The arguments, as JSON (default `null`).
     pub(crate) args: Option<String>,
     /// Call only this node.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", conflicts_with = "connection")]
     pub(crate) node: Option<String>,
+    /// Call only the node holding this client connection.
+    #[arg(long, value_name = "ID")]
+    pub(crate) connection: Option<String>,
     /// Wait for no reply, the first, or every live node's.
     #[arg(long, value_enum, default_value_t = WaitArg::All)]
     pub(crate) wait: WaitArg,

@@ -84,9 +84,10 @@ async fn call(rpc: &Rpc, args: DoArgs) -> Result<()> {
         }
         None => Value::Null,
     };
-    let target = match &args.node {
-        Some(node) => Target::Node(NodeId::new(node.as_str())?),
-        None => Target::All,
+    let target = match (&args.node, &args.connection) {
+        (Some(node), _) => Target::Node(NodeId::new(node.as_str())?),
+        (None, Some(connection)) => Target::Connection(connection.clone()),
+        (None, None) => Target::All,
     };
     let wait = match args.wait {
         WaitArg::None => Wait::None,

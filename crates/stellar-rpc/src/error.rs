@@ -87,6 +87,12 @@ pub enum Error {
         /// The node asked for.
         node: NodeId,
     },
+    /// No live node holds the target connection.
+    #[error("no live node holds connection {connection}")]
+    UnknownConnection {
+        /// The connection asked for.
+        connection: String,
+    },
     /// The arguments could not be encoded.
     #[error("cannot encode the arguments of {method}")]
     Encode {

@@ -4,7 +4,8 @@
 //! name, so only what a node registers can be called (the original framework let any API
 //! function be called remotely). Built-ins: `api.ping`, `api.status`, `api.log` and `api.stop`.
 //!
-//! [`Rpc::do_cluster`] targets every node or one node ([`Target`]) and waits for nothing, the
+//! [`Rpc::do_cluster`] targets every node, one node, or the node holding a client connection
+//! ([`Target`]), and waits for nothing, the
 //! first reply, or every live node's reply ([`Wait`]), within a timeout. The pending call is
 //! registered before the request is published; late and duplicate replies are ignored; the
 //! pending table is empty after every call. Errors are distinct: [`Error::Timeout`],

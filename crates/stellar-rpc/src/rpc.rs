@@ -31,6 +31,8 @@ pub enum Target {
     All,
     /// One node, by id.
     Node(NodeId),
+    /// The node holding this client connection (see `Membership::hold_connection`).
+    Connection(String),
 }
 
 /// How long a call waits.
@@ -277,10 +279,27 @@ impl Rpc {
             .into_iter()
             .map(|n| n.id)
             .collect();
-        let expected = match &target {
-            Target::All => live,
-            Target::Node(node) if live.contains(node) => BTreeSet::from([node.clone()]),
-            Target::Node(node) => return Err(Error::UnknownNode { node: node.clone() }),
+        // `None` is every node; `Some` one node, however the caller named it.
+        let node = match target {
+            Target::All => None,
+            Target::Node(node) => Some(node),
+            Target::Connection(connection) => {
+                match self
+                    .inner
+                    .membership
+                    .connection_holder(&connection)
+                    .await
+                    .map_err(Error::Membership)?
+                {
+                    Some(holder) => Some(holder),
+                    None => return Err(Error::UnknownConnection { connection }),
+                }
+            }
+        };
+        let expected = match &node {
+            None => live,
+            Some(node) if live.contains(node) => BTreeSet::from([node.clone()]),
+            Some(node) => return Err(Error::UnknownNode { node: node.clone() }),
         };
         let request_id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
         let request = Request {
@@ -300,9 +319,9 @@ impl Rpc {
             };
             self.inner.pending().insert(request_id, pending);
         }
-        let sent = match &target {
-            Target::All => self.inner.bus.publish(REQUEST, &request).await,
-            Target::Node(node) => self.inner.bus.send_to(node, REQUEST, &request).await,
+        let sent = match &node {
+            Some(node) => self.inner.bus.send_to(node, REQUEST, &request).await,
+            None => self.inner.bus.publish(REQUEST, &request).await,
         };
         if let Err(err) = sent {
             self.inner.pending().remove(&request_id);

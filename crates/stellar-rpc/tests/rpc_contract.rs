@@ -336,6 +336,72 @@ async fn status_and_stop_are_built_in(cluster: Cluster) {
     assert_eq!(ids, ["n1", "n2"], "a stopped node leaves the membership");
 }
 
+async fn a_connection_target_reaches_the_node_holding_it(cluster: Cluster) {
+    let nodes = cluster.three().await;
+    let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
+    n2.1.membership()
+        .hold_connection(&n2.0, "conn-42")
+        .await
+        .expect("hold");
+    let replies =
+        n1.1.do_cluster(
+            "api.ping",
+            Value::Null,
+            Target::Connection("conn-42".into()),
+            Wait::First,
+            None,
+        )
+        .await
+        .expect("call");
+    assert_eq!(replies[0].node_id.as_str(), "n2");
+    assert!(
+        !n3.1
+            .membership()
+            .release_connection(&n3.0, "conn-42")
+            .await
+            .expect("release"),
+        "n3 released n2's connection"
+    );
+    let unknown =
+        n1.1.do_cluster(
+            "api.ping",
+            Value::Null,
+            Target::Connection("conn-7".into()),
+            Wait::First,
+            None,
+        )
+        .await;
+    assert!(
+        matches!(unknown, Err(Error::UnknownConnection { .. })),
+        "{unknown:?}"
+    );
+    // A holder that stops takes its connections with it.
+    n2.0.shutdown().await.expect("n2 stops");
+    let gone =
+        n1.1.do_cluster(
+            "api.ping",
+            Value::Null,
+            Target::Connection("conn-42".into()),
+            Wait::First,
+            None,
+        )
+        .await;
+    assert!(
+        matches!(gone, Err(Error::UnknownConnection { .. })),
+        "{gone:?}"
+    );
+    n3.1.membership()
+        .hold_connection(&n3.0, "conn-42")
+        .await
+        .expect("hold");
+    assert!(
+        n3.1.membership()
+            .release_connection(&n3.0, "conn-42")
+            .await
+            .expect("release")
+    );
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -365,4 +431,5 @@ contract!(
     a_call_times_out_with_partial_results_when_a_node_is_silent,
     wait_none_returns_at_once_and_the_call_still_runs,
     status_and_stop_are_built_in,
+    a_connection_target_reaches_the_node_holding_it,
 );

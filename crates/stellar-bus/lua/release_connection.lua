@@ -1,0 +1,9 @@
+-- Forgets which node holds a connection, only if that node still holds it.
+-- KEYS[1]  stellar:connections    HASH  connection id -> node id
+-- ARGV[1]  connection id
+-- ARGV[2]  node id
+-- Returns 1 if removed, 0 if absent or held by another node.
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
