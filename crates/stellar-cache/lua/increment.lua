@@ -1,0 +1,15 @@
+-- Adds to a counter entry, creating it at 0 (no TTL) when absent; honours locks like save.
+-- KEYS[1]  <prefix><key>          HASH  value (a JSON integer), created_at
+-- KEYS[2]  <lock prefix><key>
+-- ARGV[1]  amount (may be negative)
+-- ARGV[2]  the caller's lock token, or ""
+-- Returns { 1, new value } or { 0 } when locked by someone else.
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[2] then
+  return { 0 }
+end
+if redis.call('HEXISTS', KEYS[1], 'value') == 0 then
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'value', 0, 'created_at', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+return { 1, redis.call('HINCRBY', KEYS[1], 'value', ARGV[1]) }
