@@ -5,10 +5,12 @@ use std::{ffi::OsString, fmt, process::ExitCode, sync::Arc};
 use anyhow::Result;
 use clap::Parser;
 use stellar_bus::{Bus, Membership, Transport};
+use stellar_cache::Cache;
 use stellar_core::{Api, Config};
 use stellar_rpc::Rpc;
 
 use crate::{
+    cache_cmd,
     cli::{Cli, Command},
     cluster, logging, node,
 };
@@ -39,6 +41,7 @@ pub struct NodeContext {
     pub(crate) bus: Bus,
     pub(crate) membership: Membership,
     pub(crate) rpc: Rpc,
+    pub(crate) cache: Cache,
     pub(crate) shared: bool,
 }
 
@@ -66,6 +69,11 @@ impl NodeContext {
     /// The node's RPC: register your own methods, call other nodes.
     pub fn rpc(&self) -> &Rpc {
         &self.rpc
+    }
+
+    /// The shared cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     /// Whether the node shares state with others (Redis) or runs embedded (memory).
@@ -121,7 +129,7 @@ impl App {
         let asked = sources.flags.iter().any(|(key, _)| *key == "log")
             || sources.env.iter().any(|(name, _)| name == "STELLAR_LOG");
         let filter = match cli.command {
-            Command::Cluster(_) if !asked => "warn",
+            Command::Cluster(_) | Command::Cache(_) if !asked => "warn",
             _ => config.log.as_str(),
         };
         logging::init(filter)?;
@@ -131,6 +139,7 @@ impl App {
         match cli.command {
             Command::Run(_) => runtime.block_on(node::run(config, &self.setups)),
             Command::Cluster(cluster) => runtime.block_on(cluster::run(config, cluster.command)),
+            Command::Cache(cache) => runtime.block_on(cache_cmd::run(config, cache.command)),
         }
     }
 }

@@ -32,6 +32,79 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Inspect and drive a running cluster (needs its Redis and server token).
     Cluster(ClusterArgs),
+    /// Read and write the shared cache (needs the cluster's Redis).
+    Cache(CacheArgs),
+}
+
+/// `stellar cache …`.
+#[derive(Debug, Args)]
+pub(crate) struct CacheArgs {
+    #[command(flatten)]
+    pub(crate) backend: BackendArgs,
+    #[command(subcommand)]
+    pub(crate) command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CacheCommand {
+    /// Save a JSON value.
+    Set {
+        /// The key.
+        key: String,
+        /// The value, as JSON.
+        value: String,
+        /// Expire after this many milliseconds (default: never).
+        #[arg(long, value_name = "MS")]
+        ttl: Option<u64>,
+    },
+    /// Print a value (exit code 1 if absent).
+    Get {
+        /// The key.
+        key: String,
+        /// Print the value with its metadata as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a value (exit code 1 if absent).
+    Del {
+        /// The key.
+        key: String,
+    },
+    /// List keys matching a glob pattern.
+    Keys {
+        /// The pattern (default `*`).
+        pattern: Option<String>,
+    },
+    /// Take a lock and print its token (exit code 1 if another owner holds it).
+    Lock {
+        /// The key.
+        key: String,
+        /// Hold it this many milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        ttl: u64,
+    },
+    /// Release a lock taken with `lock`, given its token.
+    Unlock {
+        /// The key.
+        key: String,
+        /// The token `lock` printed.
+        token: String,
+    },
+    /// Delete every key matching a glob pattern (locks are kept).
+    Clear {
+        /// The pattern (default `*`).
+        pattern: Option<String>,
+    },
+    /// Write every key, with its TTL, to a file (JSON lines).
+    Dump {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Write back a file made by `dump`.
+    Restore {
+        /// The file.
+        file: PathBuf,
+    },
 }
 
 /// Where the shared backend is and how to authenticate to it.
@@ -139,6 +212,7 @@ impl Cli {
                 &run.backend
             }
             Command::Cluster(cluster) => &cluster.backend,
+            Command::Cache(cache) => &cache.backend,
         };
         flag("redis_url", &backend.redis);
         flag("server_token", &backend.server_token);

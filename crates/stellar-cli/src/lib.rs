@@ -26,6 +26,7 @@
 //! with `ready` and the node id once up, and stops gracefully on SIGINT or SIGTERM.
 
 mod app;
+mod cache_cmd;
 mod cli;
 mod cluster;
 mod logging;

@@ -7,6 +7,7 @@ use stellar_bus::{
     Bus, BusConfig, Membership, MembershipStore, MemoryMembershipStore, MemoryTransport,
     RedisConfig, RedisMembershipStore, RedisPool, RedisTransport, Transport,
 };
+use stellar_cache::{Cache, CacheConfig, CacheStore, MemoryCacheStore, RedisCacheStore};
 use stellar_core::{Api, Config, StopSignals};
 use stellar_rpc::Rpc;
 use tracing::{error, info, warn};
@@ -44,6 +45,7 @@ pub(crate) async fn run(config: Config, setups: &[Setup]) -> Result<()> {
 pub(crate) struct Backend {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) store: Arc<dyn MembershipStore>,
+    pub(crate) cache: Arc<dyn CacheStore>,
     pub(crate) shared: bool,
 }
 
@@ -53,6 +55,7 @@ pub(crate) async fn connect(api: &Api) -> Result<Backend> {
         return Ok(Backend {
             transport: Arc::new(MemoryTransport::new()),
             store: Arc::new(MemoryMembershipStore::new()),
+            cache: Arc::new(MemoryCacheStore::new()),
             shared: false,
         });
     };
@@ -65,12 +68,13 @@ pub(crate) async fn connect(api: &Api) -> Result<Backend> {
     info!(node_id = %api.node_id(), url = %pool.redacted_url(), "connected to redis");
     Ok(Backend {
         transport: Arc::new(transport),
-        store: Arc::new(RedisMembershipStore::new(pool)),
+        store: Arc::new(RedisMembershipStore::new(pool.clone())),
+        cache: Arc::new(RedisCacheStore::new(pool, &CacheConfig::default())),
         shared: true,
     })
 }
 
-/// Connects the backend and starts the node's bus, membership and RPC.
+/// Connects the backend and starts the node's bus, membership, RPC and cache.
 async fn start(api: &Api) -> Result<NodeContext> {
     let backend = connect(api).await.context("starting the node")?;
     if !backend.shared {
@@ -87,6 +91,8 @@ async fn start(api: &Api) -> Result<NodeContext> {
     membership.join(api).await.context("joining the cluster")?;
     let rpc = Rpc::new(bus.clone(), membership.clone());
     rpc.serve();
+    let cache = Cache::new(backend.cache, api.node_id().clone(), CacheConfig::default());
+    api.insert(cache.clone());
     api.insert(backend.transport.clone());
     api.insert(bus.clone());
     api.insert(membership.clone());
@@ -97,6 +103,7 @@ async fn start(api: &Api) -> Result<NodeContext> {
         bus,
         membership,
         rpc,
+        cache,
         shared: backend.shared,
     })
 }

@@ -1,0 +1,159 @@
+//! Redis-only behaviour: other clients share the data, loads never rewrite, KEYS is never used.
+
+use std::{sync::Arc, time::Duration};
+
+use stellar_bus::{RedisConfig, RedisPool};
+use stellar_cache::{Cache, CacheConfig, RedisCacheStore};
+use stellar_core::NodeId;
+use stellar_testkit::RedisServer;
+
+async fn cache(url: &str, config: CacheConfig) -> (Cache, RedisPool) {
+    let pool = RedisPool::connect(RedisConfig::new(url))
+        .await
+        .expect("redis");
+    let store = Arc::new(RedisCacheStore::new(pool.clone(), &config));
+    (
+        Cache::new(store, NodeId::new("a").expect("id"), config),
+        pool,
+    )
+}
+
+#[tokio::test]
+async fn other_clients_read_and_write_the_same_json() {
+    let server = RedisServer::start();
+    let (cache, pool) = cache(&server.url(), CacheConfig::default()).await;
+    cache
+        .save("profile", &serde_json::json!({ "name": "ada" }), None)
+        .await
+        .expect("save");
+    let raw: String = pool
+        .query(
+            "HGET",
+            redis::cmd("HGET").arg("stellar:cache:profile").arg("value"),
+        )
+        .await
+        .expect("hget");
+    assert_eq!(raw, r#"{"name":"ada"}"#);
+
+    let () = pool
+        .query::<u64>(
+            "HSET",
+            redis::cmd("HSET")
+                .arg("stellar:cache:external")
+                .arg("value")
+                .arg("[1,2,3]"),
+        )
+        .await
+        .map(drop)
+        .expect("hset");
+    let entry = cache
+        .load::<Vec<u8>>("external")
+        .await
+        .expect("load what another client wrote");
+    assert_eq!(entry.value, [1, 2, 3]);
+    assert_eq!(entry.created_at, None, "the other client did not say when");
+}
+
+#[tokio::test]
+async fn loading_never_rewrites_the_value_or_resets_its_ttl() {
+    let server = RedisServer::start();
+    let (cache, pool) = cache(&server.url(), CacheConfig::default()).await;
+    cache
+        .save("short", &"v", Some(Duration::from_millis(1500)))
+        .await
+        .expect("save");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for _ in 0..5 {
+        cache.load::<String>("short").await.expect("load");
+    }
+    let pttl: i64 = pool
+        .query("PTTL", redis::cmd("PTTL").arg("stellar:cache:short"))
+        .await
+        .expect("pttl");
+    assert!(
+        pttl > 0 && pttl <= 800,
+        "the ttl was reset or the key dropped: {pttl}"
+    );
+    // Under a second left, reading must not delete it (the original's EXPIRE 0 bug).
+    assert_eq!(
+        cache
+            .load::<String>("short")
+            .await
+            .expect("still there")
+            .value,
+        "v"
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        cache.load::<String>("short").await.is_err(),
+        "expired on time"
+    );
+}
+
+#[tokio::test]
+async fn prefixes_are_configurable_and_kept_apart() {
+    let server = RedisServer::start();
+    let config = CacheConfig {
+        prefix: "app*1:".into(),
+        lock_prefix: "app*1-lock:".into(),
+        ..CacheConfig::default()
+    };
+    let (mine, pool) = cache(&server.url(), config).await;
+    let (other, _) = cache(&server.url(), CacheConfig::default()).await;
+    mine.save("k", &1, None).await.expect("save");
+    other.save("k", &2, None).await.expect("save");
+    let _guard = mine.lock("k", Duration::from_secs(30)).await.expect("lock");
+    let exists: u64 = pool
+        .query(
+            "EXISTS",
+            redis::cmd("EXISTS").arg("app*1:k").arg("app*1-lock:k"),
+        )
+        .await
+        .expect("exists");
+    assert_eq!(exists, 2);
+    assert_eq!(
+        mine.keys("*").await.expect("keys"),
+        ["k"],
+        "a glob character in the prefix is literal"
+    );
+    assert_eq!(other.load::<i32>("k").await.expect("load").value, 2);
+    other
+        .save("k", &3, None)
+        .await
+        .expect("the other prefix's key is not locked");
+}
+
+#[tokio::test]
+async fn enumeration_works_for_a_user_denied_the_keys_command() {
+    let server = RedisServer::start();
+    let (admin, pool) = cache(&server.url(), CacheConfig::default()).await;
+    let acl = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("cache")
+        .arg("on")
+        .arg(">pw")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-keys")
+        .clone();
+    let () = pool
+        .query::<String>("ACL", &acl)
+        .await
+        .map(drop)
+        .expect("acl");
+    for n in 0..2500 {
+        admin
+            .save(&format!("bulk:{n}"), &n, None)
+            .await
+            .expect("save");
+    }
+    let url = format!("redis://cache:pw@127.0.0.1:{}", server.port());
+    let (limited, _) = cache(&url, CacheConfig::default()).await;
+    assert_eq!(
+        limited.keys("bulk:*").await.expect("SCAN, not KEYS").len(),
+        2500
+    );
+    assert_eq!(limited.clear("bulk:1*").await.expect("clear"), 1111);
+    assert_eq!(limited.size().await.expect("size"), 1389);
+}
