@@ -1,6 +1,56 @@
 //! Reliable cluster tasks for a Stellar cluster.
 //!
-//! Tasks enqueued now, at a time, after a delay or on a recurring schedule, run once by whichever node is free, with leases, fencing tokens, retries and crash recovery, behind a narrow store trait with a Redis and an in-memory implementation.
+//! Define tasks in code ([`TaskDefinition`]: name, typed async handler, queue, attempts, backoff,
+//! timeout), enqueue them from any node ([`Tasks::enqueue`], `enqueue_at`, `enqueue_in`, with an
+//! optional id as idempotency key), and every node that called [`Tasks::start`] runs them with a
+//! pool of workers.
 //!
-//! **Not built yet**: this crate is a placeholder in the workspace layout and has no public API.
-//! Issue 5 fills it. Nothing in the `stellar` binary uses it until then.
+//! Delivery is at least once, completion is accepted once: a claim moves a task atomically under a
+//! lease (on the store's clock) with a claim token; workers renew the lease; only the current
+//! token can complete, fail or hand back the task, so the late answer of a worker that lost its
+//! lease is rejected. Expired leases are returned to the queue by a reaper any node runs; delayed
+//! tasks and retries are promoted atomically. A graceful stop lets in-flight tasks finish within
+//! the shutdown deadline and hands the rest back at once without counting an attempt.
+//!
+//! A [`TaskStore`] holds the queues: [`RedisTaskStore`] (one Lua script per step, see `lua/`) or
+//! [`MemoryTaskStore`].
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::{sync::Arc, time::Duration};
+//! use stellar_core::{Api, Config};
+//! use stellar_tasks::{EnqueueOptions, MemoryTaskStore, TaskConfig, TaskDefinition, TaskState, Tasks};
+//!
+//! let api = Api::new(Config::default());
+//! let tasks = Tasks::new(Arc::new(MemoryTaskStore::new()), api.node_id().clone(), TaskConfig::default());
+//! tasks.register(TaskDefinition::new("email.send", |_ctx, to: String| async move {
+//!     assert_eq!(to, "ada@example.com");
+//!     Ok(())
+//! }));
+//! tasks.start(&api);
+//! let id = tasks.enqueue("email.send", &"ada@example.com", EnqueueOptions::default()).await?;
+//! while tasks.show(&id).await?.map(|t| t.state) != Some(TaskState::Completed) {
+//!     tokio::time::sleep(Duration::from_millis(5)).await;
+//! }
+//! api.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod memory_store;
+mod redis_store;
+mod store;
+mod tasks;
+mod worker;
+
+pub use crate::{
+    error::{Error, HandlerError, Result},
+    memory_store::MemoryTaskStore,
+    redis_store::RedisTaskStore,
+    store::{Claimed, Enqueued, FailOutcome, NewTask, Stats, TaskRecord, TaskState, TaskStore},
+    tasks::{DEFAULT_QUEUE, EnqueueOptions, TaskConfig, TaskContext, TaskDefinition, Tasks},
+};

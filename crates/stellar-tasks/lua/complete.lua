@@ -1,0 +1,20 @@
+-- Records a success, only for the current claim (a late answer from a lost lease is rejected).
+-- KEYS[1]  stellar:task:<id>
+-- KEYS[2]  stellar:tasks:inflight
+-- KEYS[3]  stellar:tasks:stats       HASH  counters
+-- ARGV[1]  id
+-- ARGV[2]  claim token
+-- ARGV[3]  how long to keep the completed record, in ms
+-- Returns 1 accepted, 0 rejected.
+if redis.call('HGET', KEYS[1], 'claims') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[1], 'state', 'completed', 'finished_at', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local name = redis.call('HGET', KEYS[1], 'name')
+redis.call('HINCRBY', KEYS[3], 'processed', 1)
+redis.call('HINCRBY', KEYS[3], 'processed:' .. name, 1)
+return 1

@@ -1,0 +1,34 @@
+-- Returns tasks whose lease expired to their queue (or to the failed set after their last attempt),
+-- invalidating the old claim so the lost worker's answer is rejected. Any node may run it.
+-- KEYS[1]  stellar:tasks:inflight
+-- KEYS[2]  stellar:tasks:failed
+-- KEYS[3]  stellar:tasks:stats
+-- ARGV[1]  task key prefix, "stellar:task:"
+-- ARGV[2]  queue key prefix, "stellar:queue:"
+-- ARGV[3]  wake-up channel prefix
+-- ARGV[4]  at most this many tasks per call
+-- Returns how many tasks were reaped.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+for _, id in ipairs(ids) do
+  local key = ARGV[1] .. id
+  redis.call('ZREM', KEYS[1], id)
+  local f = redis.call('HMGET', key, 'attempts', 'max_attempts', 'queue', 'name', 'state')
+  if f[5] == 'running' then
+    redis.call('HINCRBY', key, 'claims', 1)
+    redis.call('HSET', key, 'error', 'lease expired on node ' .. (redis.call('HGET', key, 'node') or '?'))
+    if tonumber(f[1]) < tonumber(f[2]) then
+      redis.call('HSET', key, 'state', 'queued')
+      redis.call('RPUSH', ARGV[2] .. f[3], id)
+      redis.call('PUBLISH', ARGV[3] .. f[3], f[3])
+      redis.call('HINCRBY', KEYS[3], 'retried', 1)
+    else
+      redis.call('HSET', key, 'state', 'failed', 'finished_at', now)
+      redis.call('ZADD', KEYS[2], now, id)
+      redis.call('HINCRBY', KEYS[3], 'failed', 1)
+      redis.call('HINCRBY', KEYS[3], 'failed:' .. f[4], 1)
+    end
+  end
+end
+return #ids

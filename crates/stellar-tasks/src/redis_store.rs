@@ -1,0 +1,430 @@
+//! The task queue on Redis: one HASH per task, a LIST per queue, ZSETs for delayed, in-flight
+//! (scored by lease deadline on Redis time) and failed tasks; every change one Lua script (`lua/`).
+//! Enqueues publish a wake-up on `stellar:tasks:wake:<queue>` inside the same script.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use redis::Script;
+use stellar_bus::{RedisPool, Transport, TransportError};
+use stellar_core::NodeId;
+use tokio::sync::Notify;
+use tracing::warn;
+
+use crate::store::{
+    Claimed, Enqueued, FailOutcome, NewTask, Stats, TaskRecord, TaskState, TaskStore,
+};
+
+const TASK: &str = "stellar:task:";
+const QUEUE: &str = "stellar:queue:";
+const WAKE: &str = "stellar:tasks:wake:";
+const QUEUES: &str = "stellar:tasks:queues";
+const DELAYED: &str = "stellar:tasks:delayed";
+const INFLIGHT: &str = "stellar:tasks:inflight";
+const FAILED: &str = "stellar:tasks:failed";
+const STATS: &str = "stellar:tasks:stats";
+
+#[derive(Debug)]
+struct Scripts {
+    enqueue: Script,
+    claim: Script,
+    renew: Script,
+    complete: Script,
+    fail: Script,
+    release: Script,
+    reap: Script,
+    promote: Script,
+    retry_failed: Script,
+    remove_failed: Script,
+}
+
+/// A [`TaskStore`] on a shared Redis. Wake-ups arrive over `transport`.
+#[derive(Debug, Clone)]
+pub struct RedisTaskStore {
+    pool: RedisPool,
+    transport: Arc<dyn Transport>,
+    scripts: Arc<Scripts>,
+    wake: Arc<Wake>,
+}
+
+#[derive(Debug, Default)]
+struct Wake {
+    generation: AtomicU64,
+    notify: Notify,
+    /// Queues whose wake-up channel this process listens to.
+    listening: Mutex<HashSet<String>>,
+}
+
+impl RedisTaskStore {
+    /// A store on `pool`; `transport` carries the wake-ups (the node's Redis transport).
+    pub fn new(pool: RedisPool, transport: Arc<dyn Transport>) -> Self {
+        Self {
+            pool,
+            transport,
+            scripts: Arc::new(Scripts {
+                enqueue: Script::new(include_str!("../lua/enqueue.lua")),
+                claim: Script::new(include_str!("../lua/claim.lua")),
+                renew: Script::new(include_str!("../lua/renew.lua")),
+                complete: Script::new(include_str!("../lua/complete.lua")),
+                fail: Script::new(include_str!("../lua/fail.lua")),
+                release: Script::new(include_str!("../lua/release.lua")),
+                reap: Script::new(include_str!("../lua/reap.lua")),
+                promote: Script::new(include_str!("../lua/promote.lua")),
+                retry_failed: Script::new(include_str!("../lua/retry_failed.lua")),
+                remove_failed: Script::new(include_str!("../lua/remove_failed.lua")),
+            }),
+            wake: Arc::default(),
+        }
+    }
+
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<T, TransportError> {
+        let timeout = self.pool.config().op_timeout;
+        self.pool
+            .run(op, timeout, async |conn| {
+                let mut call = script.prepare_invoke();
+                for key in keys {
+                    call.key(*key);
+                }
+                for arg in args {
+                    call.arg(*arg);
+                }
+                call.invoke_async(conn).await
+            })
+            .await
+    }
+
+    /// Starts listening to the wake-up channel of each queue not listened to yet.
+    async fn listen(&self, queues: &[String]) {
+        for queue in queues {
+            let fresh = self
+                .wake
+                .listening
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(queue.clone());
+            if !fresh {
+                continue;
+            }
+            match self.transport.subscribe(&format!("{WAKE}{queue}")).await {
+                Ok(mut subscription) => {
+                    let wake = self.wake.clone();
+                    tokio::spawn(async move {
+                        while subscription.recv().await.is_some() {
+                            wake.generation.fetch_add(1, Ordering::SeqCst);
+                            wake.notify.notify_waiters();
+                        }
+                    });
+                }
+                Err(err) => {
+                    warn!(queue, error = %err, "cannot listen for task wake-ups; polling instead");
+                    self.wake
+                        .listening
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(queue);
+                }
+            }
+        }
+    }
+
+    async fn record(&self, id: &str) -> Result<Option<TaskRecord>, TransportError> {
+        let fields: HashMap<String, String> = self
+            .pool
+            .query("HGETALL", redis::cmd("HGETALL").arg(format!("{TASK}{id}")))
+            .await?;
+        Ok(parse_record(&fields))
+    }
+}
+
+fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
+    let text = |name: &str| fields.get(name).cloned();
+    let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u64>().ok());
+    Some(TaskRecord {
+        id: text("id")?,
+        name: text("name")?,
+        queue: text("queue")?,
+        args: text("args").unwrap_or_else(|| "null".to_owned()),
+        state: TaskState::parse(fields.get("state")?)?,
+        attempts: number("attempts").unwrap_or(0) as u32,
+        max_attempts: number("max_attempts").unwrap_or(1) as u32,
+        node: text("node"),
+        enqueued_at_ms: number("enqueued_at"),
+        due_at_ms: number("due_at"),
+        started_at_ms: number("started_at"),
+        finished_at_ms: number("finished_at"),
+        error: text("error"),
+    })
+}
+
+fn ms(duration: Duration) -> String {
+    duration.as_millis().max(1).to_string()
+}
+
+#[async_trait]
+impl TaskStore for RedisTaskStore {
+    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, TransportError> {
+        let (key, queue) = (
+            format!("{TASK}{}", task.id),
+            format!("{QUEUE}{}", task.queue),
+        );
+        let (max, due, wake) = (
+            task.max_attempts.to_string(),
+            task.due_at_ms.unwrap_or(0).to_string(),
+            format!("{WAKE}{}", task.queue),
+        );
+        let reply: Vec<String> = self
+            .script(
+                "task enqueue",
+                &self.scripts.enqueue,
+                &[&key, &queue, DELAYED, QUEUES],
+                &[
+                    &task.id,
+                    &task.name,
+                    &task.queue,
+                    &task.args,
+                    &max,
+                    &due,
+                    &wake,
+                ],
+            )
+            .await?;
+        Ok(match reply.as_slice() {
+            [added] if added == "1" => Enqueued::Added,
+            [_, state] => Enqueued::Exists(TaskState::parse(state).unwrap_or(TaskState::Queued)),
+            _ => Enqueued::Added,
+        })
+    }
+
+    async fn claim(
+        &self,
+        queues: &[String],
+        node: &NodeId,
+        lease: Duration,
+    ) -> Result<Option<Claimed>, TransportError> {
+        let queue_keys: Vec<String> = queues.iter().map(|q| format!("{QUEUE}{q}")).collect();
+        let mut keys: Vec<&str> = vec![INFLIGHT];
+        keys.extend(queue_keys.iter().map(String::as_str));
+        let lease = ms(lease);
+        let reply: Option<(String, u64, String, String, String, u32, u32)> = self
+            .script(
+                "task claim",
+                &self.scripts.claim,
+                &keys,
+                &[&lease, node.as_str(), TASK],
+            )
+            .await?;
+        Ok(reply.map(
+            |(id, token, name, queue, args, attempt, max_attempts)| Claimed {
+                id,
+                token,
+                name,
+                queue,
+                args,
+                attempt,
+                max_attempts,
+            },
+        ))
+    }
+
+    async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, TransportError> {
+        let key = format!("{TASK}{}", claimed.id);
+        let (token, lease) = (claimed.token.to_string(), ms(lease));
+        let renewed: u8 = self
+            .script(
+                "task renew",
+                &self.scripts.renew,
+                &[&key, INFLIGHT],
+                &[&claimed.id, &token, &lease],
+            )
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, TransportError> {
+        let key = format!("{TASK}{}", claimed.id);
+        let (token, keep) = (claimed.token.to_string(), ms(keep));
+        let done: u8 = self
+            .script(
+                "task complete",
+                &self.scripts.complete,
+                &[&key, INFLIGHT, STATS],
+                &[&claimed.id, &token, &keep],
+            )
+            .await?;
+        Ok(done == 1)
+    }
+
+    async fn fail(
+        &self,
+        claimed: &Claimed,
+        error: &str,
+        retry_in: Duration,
+    ) -> Result<FailOutcome, TransportError> {
+        let key = format!("{TASK}{}", claimed.id);
+        let (token, retry_in) = (claimed.token.to_string(), retry_in.as_millis().to_string());
+        let outcome: u8 = self
+            .script(
+                "task fail",
+                &self.scripts.fail,
+                &[&key, INFLIGHT, DELAYED, FAILED, STATS],
+                &[&claimed.id, &token, error, &retry_in],
+            )
+            .await?;
+        Ok(match outcome {
+            1 => FailOutcome::Retrying,
+            2 => FailOutcome::Dead,
+            _ => FailOutcome::Rejected,
+        })
+    }
+
+    async fn release(&self, claimed: &Claimed) -> Result<bool, TransportError> {
+        let (key, queue, wake) = (
+            format!("{TASK}{}", claimed.id),
+            format!("{QUEUE}{}", claimed.queue),
+            format!("{WAKE}{}", claimed.queue),
+        );
+        let token = claimed.token.to_string();
+        let released: u8 = self
+            .script(
+                "task release",
+                &self.scripts.release,
+                &[&key, INFLIGHT, &queue],
+                &[&claimed.id, &token, &wake, &claimed.queue],
+            )
+            .await?;
+        Ok(released == 1)
+    }
+
+    async fn reap(&self, limit: u32) -> Result<u64, TransportError> {
+        let limit = limit.to_string();
+        self.script(
+            "task reap",
+            &self.scripts.reap,
+            &[INFLIGHT, FAILED, STATS],
+            &[TASK, QUEUE, WAKE, &limit],
+        )
+        .await
+    }
+
+    async fn promote(&self, limit: u32) -> Result<u64, TransportError> {
+        let limit = limit.to_string();
+        self.script(
+            "task promote",
+            &self.scripts.promote,
+            &[DELAYED],
+            &[TASK, QUEUE, WAKE, &limit],
+        )
+        .await
+    }
+
+    fn wake_generation(&self) -> u64 {
+        self.wake.generation.load(Ordering::SeqCst)
+    }
+
+    async fn wait_for_work(&self, queues: &[String], seen: u64, timeout: Duration) {
+        self.listen(queues).await;
+        let woken = self.wake.notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if self.wake_generation() != seen {
+            return;
+        }
+        let _ = tokio::time::timeout(timeout, woken).await;
+    }
+
+    async fn show(&self, id: &str) -> Result<Option<TaskRecord>, TransportError> {
+        self.record(id).await
+    }
+
+    async fn failed(&self) -> Result<Vec<TaskRecord>, TransportError> {
+        let ids: Vec<String> = self
+            .pool
+            .query("ZRANGE", redis::cmd("ZRANGE").arg(FAILED).arg(0).arg(-1))
+            .await?;
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.record(&id).await? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    async fn retry_failed(&self, id: &str) -> Result<bool, TransportError> {
+        let key = format!("{TASK}{id}");
+        let moved: u8 = self
+            .script(
+                "task retry",
+                &self.scripts.retry_failed,
+                &[&key, FAILED],
+                &[id, QUEUE, WAKE],
+            )
+            .await?;
+        Ok(moved == 1)
+    }
+
+    async fn remove_failed(&self, id: &str) -> Result<bool, TransportError> {
+        let key = format!("{TASK}{id}");
+        let removed: u8 = self
+            .script(
+                "task remove",
+                &self.scripts.remove_failed,
+                &[&key, FAILED],
+                &[id],
+            )
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn stats(&self) -> Result<Stats, TransportError> {
+        let counters: HashMap<String, u64> = self
+            .pool
+            .query("HGETALL", redis::cmd("HGETALL").arg(STATS))
+            .await?;
+        let queue_names: Vec<String> = self
+            .pool
+            .query("SMEMBERS", redis::cmd("SMEMBERS").arg(QUEUES))
+            .await?;
+        let mut queues = BTreeMap::new();
+        for queue in queue_names {
+            let length: u64 = self
+                .pool
+                .query("LLEN", redis::cmd("LLEN").arg(format!("{QUEUE}{queue}")))
+                .await?;
+            queues.insert(queue, length);
+        }
+        let card = |key: &'static str| async move {
+            self.pool
+                .query::<u64>("ZCARD", redis::cmd("ZCARD").arg(key))
+                .await
+        };
+        let total = |name: &str| counters.get(name).copied().unwrap_or(0);
+        Ok(Stats {
+            processed: total("processed"),
+            failed: total("failed"),
+            retried: total("retried"),
+            by_name: counters
+                .iter()
+                .filter(|(k, _)| k.contains(':'))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+            queues,
+            delayed: card(DELAYED).await?,
+            in_flight: card(INFLIGHT).await?,
+            failed_now: card(FAILED).await?,
+        })
+    }
+}

@@ -1,0 +1,191 @@
+//! The narrow storage seam of the task queue. Every method is one atomic step.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use stellar_bus::TransportError;
+use stellar_core::NodeId;
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting in its queue.
+    Queued,
+    /// Waiting for its time (a delayed task, or a retry after backoff).
+    Delayed,
+    /// Claimed by a worker under a lease.
+    Running,
+    /// Done; the record is kept for a while.
+    Completed,
+    /// Out of attempts; in the failed set until retried or removed.
+    Failed,
+}
+
+impl TaskState {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "queued" => Self::Queued,
+            "delayed" => Self::Delayed,
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A task to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    /// Its id: the idempotency key.
+    pub id: String,
+    /// The task definition's name.
+    pub name: String,
+    /// The queue it waits in.
+    pub queue: String,
+    /// Its arguments as JSON.
+    pub args: String,
+    /// How many attempts it gets.
+    pub max_attempts: u32,
+    /// When it may run, in ms since the epoch; `None`: now.
+    pub due_at_ms: Option<u64>,
+}
+
+/// What `enqueue` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The task was added.
+    Added,
+    /// A pending task already has this id; nothing was added.
+    Exists(TaskState),
+}
+
+/// A claimed task: run it, then answer with its `token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The task's id.
+    pub id: String,
+    /// This claim's token: only it can complete, fail, renew or release the task.
+    pub token: u64,
+    /// The task definition's name.
+    pub name: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its arguments as JSON.
+    pub args: String,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// How many attempts it gets.
+    pub max_attempts: u32,
+}
+
+/// What `fail` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// The claim was not current (the lease was lost): nothing changed.
+    Rejected,
+    /// Scheduled to run again after the backoff.
+    Retrying,
+    /// Out of attempts: moved to the failed set.
+    Dead,
+}
+
+/// A task record, as `show` and `failed` return it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Its id.
+    pub id: String,
+    /// The task definition's name.
+    pub name: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its arguments as JSON.
+    pub args: String,
+    /// Where it is.
+    pub state: TaskState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Attempts it gets.
+    pub max_attempts: u32,
+    /// The node running it, or that ran it last.
+    pub node: Option<String>,
+    /// When it was enqueued (ms since the epoch, store clock).
+    pub enqueued_at_ms: Option<u64>,
+    /// When it is (or was) due, if delayed.
+    pub due_at_ms: Option<u64>,
+    /// When its last attempt started.
+    pub started_at_ms: Option<u64>,
+    /// When its last attempt ended.
+    pub finished_at_ms: Option<u64>,
+    /// The last error.
+    pub error: Option<String>,
+}
+
+/// Counters and gauges of the whole queue system.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Completed tasks, in all.
+    pub processed: u64,
+    /// Tasks moved to the failed set, in all.
+    pub failed: u64,
+    /// Attempts scheduled again after a failure or a lost lease, in all.
+    pub retried: u64,
+    /// The same three counters per task name: `processed:<name>` and so on.
+    pub by_name: BTreeMap<String, u64>,
+    /// Ready tasks per queue.
+    pub queues: BTreeMap<String, u64>,
+    /// Tasks waiting for their time.
+    pub delayed: u64,
+    /// Tasks under a lease.
+    pub in_flight: u64,
+    /// Tasks in the failed set.
+    pub failed_now: u64,
+}
+
+/// Storage of the task queue: Redis for a cluster, memory for one process.
+#[async_trait]
+pub trait TaskStore: fmt::Debug + Send + Sync + 'static {
+    /// Adds `task`, unless a pending task already has its id.
+    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, TransportError>;
+    /// Claims the oldest ready task of the first non-empty queue of `queues`, leased to `node`
+    /// for `lease` (on the store's clock).
+    async fn claim(
+        &self,
+        queues: &[String],
+        node: &NodeId,
+        lease: Duration,
+    ) -> Result<Option<Claimed>, TransportError>;
+    /// Extends the lease of a claim; false if the claim is no longer current.
+    async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, TransportError>;
+    /// Records a success; false (rejected) if the claim is no longer current.
+    async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, TransportError>;
+    /// Records a failed attempt: retry after `retry_in`, or move to the failed set.
+    async fn fail(
+        &self,
+        claimed: &Claimed,
+        error: &str,
+        retry_in: Duration,
+    ) -> Result<FailOutcome, TransportError>;
+    /// Hands a claimed task back to the front of its queue without counting the attempt.
+    async fn release(&self, claimed: &Claimed) -> Result<bool, TransportError>;
+    /// Returns up to `limit` tasks whose lease expired; how many.
+    async fn reap(&self, limit: u32) -> Result<u64, TransportError>;
+    /// Moves up to `limit` due delayed tasks to their queues; how many.
+    async fn promote(&self, limit: u32) -> Result<u64, TransportError>;
+    /// A number that changes whenever work may have become ready.
+    fn wake_generation(&self) -> u64;
+    /// Waits until work may be ready on `queues` (the generation moved past `seen`) or `timeout`.
+    async fn wait_for_work(&self, queues: &[String], seen: u64, timeout: Duration);
+    /// The record of task `id`.
+    async fn show(&self, id: &str) -> Result<Option<TaskRecord>, TransportError>;
+    /// Tasks in the failed set, oldest failure first.
+    async fn failed(&self) -> Result<Vec<TaskRecord>, TransportError>;
+    /// Moves a failed task back to its queue with fresh attempts; false if it is not failed.
+    async fn retry_failed(&self, id: &str) -> Result<bool, TransportError>;
+    /// Deletes a failed task; false if it is not failed.
+    async fn remove_failed(&self, id: &str) -> Result<bool, TransportError>;
+    /// Counters and gauges.
+    async fn stats(&self) -> Result<Stats, TransportError>;
+}

@@ -1,0 +1,403 @@
+//! Task definitions and the `Tasks` handle: enqueue, inspect, start the workers.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
+use stellar_core::{Api, NodeId};
+
+use crate::{Enqueued, Error, HandlerError, NewTask, Result, Stats, TaskRecord, TaskStore, worker};
+
+/// The queue of tasks that name none.
+pub const DEFAULT_QUEUE: &str = "default";
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+type Handler = Arc<dyn Fn(TaskContext, String) -> BoxFuture + Send + Sync>;
+
+/// What a handler learns about the run.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// The task's id.
+    pub id: String,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// The node running it.
+    pub node_id: NodeId,
+}
+
+/// A task type: its name, handler and policies.
+#[derive(Clone)]
+pub struct TaskDefinition {
+    pub(crate) name: String,
+    pub(crate) queue: String,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff_base: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) handler: Handler,
+}
+
+impl fmt::Debug for TaskDefinition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskDefinition")
+            .field("name", &self.name)
+            .field("queue", &self.queue)
+            .field("max_attempts", &self.max_attempts)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskDefinition {
+    /// A task named `name` whose arguments are decoded from JSON into `A`. Defaults: queue
+    /// `default`, 5 attempts, backoff from 1 s doubling to 5 min (with jitter), timeout 5 min.
+    pub fn new<A, F, Fut>(name: impl Into<String>, handler: F) -> Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        F: Fn(TaskContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased: Handler = Arc::new(move |ctx, args| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let args: A = serde_json::from_str(&args)
+                    .map_err(|err| format!("invalid arguments: {err}"))?;
+                handler(ctx, args).await
+            })
+        });
+        Self {
+            name: name.into(),
+            queue: DEFAULT_QUEUE.to_owned(),
+            max_attempts: 5,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            timeout: Duration::from_secs(300),
+            handler: erased,
+        }
+    }
+
+    /// Puts the task in `queue`.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// Gives it `n` attempts (at least 1).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// Waits `base * 2^(attempt-1)`, at most `max`, with ±20 % jitter, before a retry.
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.backoff_base = base;
+        self.backoff_max = max.max(base);
+        self
+    }
+
+    /// Fails an attempt that runs longer than `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The task's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn retry_delay(&self, attempt: u32) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(30);
+        let delay = self
+            .backoff_base
+            .saturating_mul(1 << exponent)
+            .min(self.backoff_max);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let spread = delay.as_millis() as u64 / 5;
+        if spread == 0 {
+            return delay;
+        }
+        delay + Duration::from_millis(u64::from(nanos) % (2 * spread + 1))
+            - Duration::from_millis(spread)
+    }
+}
+
+/// How a node runs tasks.
+#[derive(Debug, Clone)]
+pub struct TaskConfig {
+    /// The queues this node's workers serve, highest priority first.
+    pub queues: Vec<String>,
+    /// How many tasks run at once on this node.
+    pub concurrency: usize,
+    /// How long a claim lasts without renewal; workers renew every third of it.
+    pub lease: Duration,
+    /// How long completed task records are kept for `show`.
+    pub keep_completed: Duration,
+    /// The longest an idle worker waits without a wake-up before it looks again.
+    pub idle_poll: Duration,
+    /// How often this node promotes due tasks and reaps expired leases.
+    pub maintenance_interval: Duration,
+    /// On a graceful stop, how long in-flight tasks may run before they are handed back.
+    pub drain_timeout: Duration,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        Self {
+            queues: vec![DEFAULT_QUEUE.to_owned()],
+            concurrency: 10,
+            lease: Duration::from_secs(30),
+            keep_completed: Duration::from_secs(3600),
+            idle_poll: Duration::from_millis(500),
+            maintenance_interval: Duration::from_millis(250),
+            drain_timeout: Duration::from_secs(8),
+        }
+    }
+}
+
+/// How to enqueue one task.
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueOptions {
+    /// The queue; default: the definition's.
+    pub queue: Option<String>,
+    /// The task id, an idempotency key: while a task with this id is pending, enqueueing it again
+    /// adds nothing and returns the id. Default: a fresh id.
+    pub id: Option<String>,
+}
+
+/// The task system of a node (or of a client that only enqueues). Cloning it is cheap.
+#[derive(Clone)]
+pub struct Tasks {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn TaskStore>,
+    pub(crate) node_id: NodeId,
+    pub(crate) config: TaskConfig,
+    definitions: RwLock<HashMap<String, TaskDefinition>>,
+    next_id: AtomicU64,
+}
+
+impl fmt::Debug for Tasks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tasks")
+            .field("node_id", &self.inner.node_id)
+            .field("store", &self.inner.store)
+            .finish()
+    }
+}
+
+impl Tasks {
+    /// Tasks on `store` for node `node_id`.
+    pub fn new(store: Arc<dyn TaskStore>, node_id: NodeId, config: TaskConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                node_id,
+                config,
+                definitions: RwLock::new(HashMap::new()),
+                next_id: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Registers a task type (replacing one of the same name).
+    pub fn register(&self, definition: TaskDefinition) {
+        let mut definitions = self
+            .inner
+            .definitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        definitions.insert(definition.name.clone(), definition);
+    }
+
+    pub(crate) fn definition(&self, name: &str) -> Option<TaskDefinition> {
+        self.inner
+            .definitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Starts this node's workers and its share of maintenance (promotion, reaping) on `api`;
+    /// they stop with the node, handing unfinished tasks back.
+    pub fn start(&self, api: &Api) {
+        worker::start(self.clone(), api);
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn TaskStore> {
+        &self.inner.store
+    }
+
+    /// Enqueues task `name` with `args`, to run now. Returns its id.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownTask`], [`Error::Encode`], [`Error::Invalid`] before anything is written;
+    /// [`Error::Store`].
+    pub async fn enqueue<A: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        args: &A,
+        options: EnqueueOptions,
+    ) -> Result<String> {
+        self.add(name, args, options, None).await
+    }
+
+    /// Enqueues a task to run at `at` (not before).
+    ///
+    /// # Errors
+    ///
+    /// As [`Tasks::enqueue`].
+    pub async fn enqueue_at<A: Serialize + ?Sized>(
+        &self,
+        at: SystemTime,
+        name: &str,
+        args: &A,
+        options: EnqueueOptions,
+    ) -> Result<String> {
+        let due = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.add(name, args, options, Some(due)).await
+    }
+
+    /// Enqueues a task to run after `delay`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tasks::enqueue`].
+    pub async fn enqueue_in<A: Serialize + ?Sized>(
+        &self,
+        delay: Duration,
+        name: &str,
+        args: &A,
+        options: EnqueueOptions,
+    ) -> Result<String> {
+        self.enqueue_at(SystemTime::now() + delay, name, args, options)
+            .await
+    }
+
+    async fn add<A: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        args: &A,
+        options: EnqueueOptions,
+        due_at_ms: Option<u64>,
+    ) -> Result<String> {
+        let definition = self.definition(name).ok_or_else(|| Error::UnknownTask {
+            name: name.to_owned(),
+        })?;
+        let args = serde_json::to_string(args).map_err(|source| Error::Encode {
+            name: name.to_owned(),
+            source,
+        })?;
+        let id = match options.id {
+            Some(id) => checked("task id", id)?,
+            None => self.new_id(),
+        };
+        let queue = checked("queue", options.queue.unwrap_or(definition.queue))?;
+        let task = NewTask {
+            id: id.clone(),
+            name: name.to_owned(),
+            queue,
+            args,
+            max_attempts: definition.max_attempts,
+            due_at_ms,
+        };
+        match self.inner.store.enqueue(&task).await? {
+            Enqueued::Added | Enqueued::Exists(_) => Ok(id),
+        }
+    }
+
+    fn new_id(&self) -> String {
+        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let digest = Sha256::new()
+            .chain_update(self.inner.node_id.as_str())
+            .chain_update(std::process::id().to_be_bytes())
+            .chain_update(n.to_be_bytes())
+            .chain_update(nanos.to_be_bytes())
+            .finalize();
+        digest[..12]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    /// The record of task `id` (completed records are kept for `keep_completed`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn show(&self, id: &str) -> Result<Option<TaskRecord>> {
+        Ok(self.inner.store.show(id).await?)
+    }
+
+    /// Tasks in the failed set, with their last error, attempts and node.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn failed(&self) -> Result<Vec<TaskRecord>> {
+        Ok(self.inner.store.failed().await?)
+    }
+
+    /// Moves a failed task back to its queue with fresh attempts; false if it is not failed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn retry_failed(&self, id: &str) -> Result<bool> {
+        Ok(self.inner.store.retry_failed(id).await?)
+    }
+
+    /// Deletes a failed task; false if it is not failed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn remove_failed(&self, id: &str) -> Result<bool> {
+        Ok(self.inner.store.remove_failed(id).await?)
+    }
+
+    /// Processed, failed and retried totals (also per task name), queue lengths, delayed, in flight.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn stats(&self) -> Result<Stats> {
+        Ok(self.inner.store.stats().await?)
+    }
+}
+
+fn checked(what: &'static str, value: String) -> Result<String> {
+    if value.is_empty()
+        || value.len() > 256
+        || value.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::Invalid {
+            what,
+            value: value.chars().take(64).collect(),
+        });
+    }
+    Ok(value)
+}

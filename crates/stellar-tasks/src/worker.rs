@@ -1,0 +1,208 @@
+//! The worker pool and the maintenance loop of one node.
+
+use std::{sync::Arc, time::Duration};
+
+use stellar_core::{Api, CancellationToken};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::{Claimed, FailOutcome, TaskContext, Tasks};
+
+/// How many due or expired tasks one maintenance step moves at most.
+const BATCH: u32 = 200;
+
+pub(crate) fn start(tasks: Tasks, api: &Api) {
+    let cancel = api.cancellation_token();
+    api.spawn(run_workers(tasks.clone(), cancel.clone()));
+    api.spawn(run_maintenance(tasks, cancel));
+}
+
+/// Claims tasks while permits are free; on cancel, drains, then hands the rest back.
+async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
+    let config = &tasks.inner.config;
+    let store = tasks.inner.store.clone();
+    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let running = TaskTracker::new();
+    let hand_back = CancellationToken::new();
+    info!(node_id = %tasks.inner.node_id, queues = ?config.queues, concurrency = config.concurrency, "task workers started");
+    let mut failures = 0_u32;
+    loop {
+        let permit = tokio::select! {
+            () = cancel.cancelled() => break,
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let seen = store.wake_generation();
+        match store
+            .claim(&config.queues, &tasks.inner.node_id, config.lease)
+            .await
+        {
+            Ok(Some(claimed)) => {
+                failures = 0;
+                running.spawn(run_claimed(
+                    tasks.clone(),
+                    claimed,
+                    permit,
+                    hand_back.clone(),
+                ));
+            }
+            Ok(None) => {
+                drop(permit);
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = store.wait_for_work(&config.queues, seen, config.idle_poll) => {}
+                }
+            }
+            Err(err) => {
+                drop(permit);
+                failures += 1;
+                if failures == 1 {
+                    warn!(node_id = %tasks.inner.node_id, error = %err, "claiming tasks failed; retrying");
+                }
+                let pause = Duration::from_millis(50 * u64::from(failures.min(20)));
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+    running.close();
+    let in_flight = running.len();
+    info!(node_id = %tasks.inner.node_id, in_flight, "task workers stopping; draining");
+    if tokio::time::timeout(config.drain_timeout, running.wait())
+        .await
+        .is_err()
+    {
+        warn!(node_id = %tasks.inner.node_id, still_running = running.len(), "drain deadline passed; handing tasks back");
+        hand_back.cancel();
+        running.wait().await;
+    }
+    info!(node_id = %tasks.inner.node_id, "task workers stopped");
+}
+
+/// What ended one attempt.
+enum Outcome {
+    Done,
+    Failed(String),
+    LeaseLost,
+    HandedBack,
+}
+
+async fn run_claimed(
+    tasks: Tasks,
+    claimed: Claimed,
+    permit: OwnedSemaphorePermit,
+    hand_back: CancellationToken,
+) {
+    let store = tasks.inner.store.clone();
+    let config = &tasks.inner.config;
+    let node_id = tasks.inner.node_id.clone();
+    let Some(definition) = tasks.definition(&claimed.name) else {
+        let error = format!("no handler for task {} on node {node_id}", claimed.name);
+        let _ = store.fail(&claimed, &error, Duration::from_secs(1)).await;
+        warn!(%node_id, task_id = %claimed.id, task = %claimed.name, "claimed a task this node has no handler for");
+        return;
+    };
+    debug!(%node_id, task_id = %claimed.id, task = %claimed.name, attempt = claimed.attempt, "task started");
+    let ctx = TaskContext {
+        id: claimed.id.clone(),
+        attempt: claimed.attempt,
+        node_id: node_id.clone(),
+    };
+    // Its own task: a panic fails this attempt, never the worker.
+    let mut handler = tokio::spawn((definition.handler)(ctx, claimed.args.clone()));
+    let deadline = tokio::time::sleep(definition.timeout);
+    tokio::pin!(deadline);
+    let mut renew = tokio::time::interval(config.lease / 3);
+    renew.reset();
+    let outcome = loop {
+        tokio::select! {
+            joined = &mut handler => break match joined {
+                Ok(Ok(())) => Outcome::Done,
+                Ok(Err(err)) => Outcome::Failed(err.to_string()),
+                Err(err) if err.is_panic() => Outcome::Failed("handler panicked".to_owned()),
+                Err(_) => Outcome::Failed("handler was cancelled".to_owned()),
+            },
+            () = &mut deadline => {
+                handler.abort();
+                break Outcome::Failed(format!("timed out after {:?}", definition.timeout));
+            }
+            _ = renew.tick() => {
+                if let Ok(false) = store.renew(&claimed, config.lease).await {
+                    handler.abort();
+                    break Outcome::LeaseLost;
+                }
+            }
+            () = hand_back.cancelled() => {
+                handler.abort();
+                break Outcome::HandedBack;
+            }
+        }
+    };
+    match outcome {
+        Outcome::Done => match store.complete(&claimed, config.keep_completed).await {
+            Ok(true) => debug!(%node_id, task_id = %claimed.id, "task completed"),
+            Ok(false) => {
+                warn!(%node_id, task_id = %claimed.id, "completion rejected: this worker lost the lease")
+            }
+            Err(err) => {
+                warn!(%node_id, task_id = %claimed.id, error = %err, "could not record completion; the lease will expire")
+            }
+        },
+        Outcome::Failed(error) => {
+            let retry_in = definition.retry_delay(claimed.attempt);
+            match store.fail(&claimed, &error, retry_in).await {
+                Ok(FailOutcome::Retrying) => {
+                    info!(%node_id, task_id = %claimed.id, attempt = claimed.attempt, %error, retry_in_ms = retry_in.as_millis() as u64, "task failed; will retry")
+                }
+                Ok(FailOutcome::Dead) => {
+                    warn!(%node_id, task_id = %claimed.id, attempt = claimed.attempt, %error, "task failed for the last time")
+                }
+                Ok(FailOutcome::Rejected) => {
+                    warn!(%node_id, task_id = %claimed.id, "failure rejected: this worker lost the lease")
+                }
+                Err(err) => {
+                    warn!(%node_id, task_id = %claimed.id, error = %err, "could not record failure; the lease will expire")
+                }
+            }
+        }
+        Outcome::LeaseLost => {
+            warn!(%node_id, task_id = %claimed.id, "lease lost while running; another node may run the task")
+        }
+        Outcome::HandedBack => match store.release(&claimed).await {
+            Ok(true) => info!(%node_id, task_id = %claimed.id, "task handed back to its queue"),
+            Ok(false) => {
+                warn!(%node_id, task_id = %claimed.id, "hand-back rejected: the lease was lost already")
+            }
+            Err(err) => {
+                warn!(%node_id, task_id = %claimed.id, error = %err, "could not hand the task back; its lease will expire")
+            }
+        },
+    }
+    drop(permit);
+}
+
+/// Promotes due tasks and reaps expired leases, on every node (the scripts are idempotent).
+async fn run_maintenance(tasks: Tasks, cancel: CancellationToken) {
+    let store = tasks.inner.store.clone();
+    let mut tick = tokio::time::interval(tasks.inner.config.maintenance_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        while let Ok(n) = store.promote(BATCH).await {
+            if n < u64::from(BATCH) {
+                break;
+            }
+        }
+        match store.reap(BATCH).await {
+            Ok(0) | Err(_) => {}
+            Ok(reaped) => {
+                warn!(node_id = %tasks.inner.node_id, reaped, "returned tasks with expired leases to their queues")
+            }
+        }
+    }
+}

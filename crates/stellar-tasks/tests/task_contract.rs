@@ -1,0 +1,574 @@
+//! One contract, two stores: memory (Tokio's clock paused) and Redis (a real `redis-server`).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
+use stellar_core::{Api, CancellationToken, Config, NodeId};
+use stellar_tasks::{
+    Claimed, EnqueueOptions, Error, FailOutcome, MemoryTaskStore, NewTask, RedisTaskStore,
+    TaskConfig, TaskDefinition, TaskState, TaskStore, Tasks,
+};
+use stellar_testkit::RedisServer;
+
+enum Backend {
+    Memory(MemoryTaskStore),
+    Redis {
+        server: RedisServer,
+        cancel: CancellationToken,
+    },
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Self::Redis { cancel, .. } = self {
+            cancel.cancel();
+        }
+    }
+}
+
+impl Backend {
+    async fn store(&self) -> Arc<dyn TaskStore> {
+        match self {
+            Self::Memory(store) => Arc::new(store.clone()),
+            Self::Redis { server, cancel } => {
+                let pool = RedisPool::connect(RedisConfig::new(server.url()))
+                    .await
+                    .expect("redis");
+                let transport: Arc<dyn Transport> = Arc::new(
+                    RedisTransport::connect(pool.clone(), cancel.clone())
+                        .await
+                        .expect("subscriber"),
+                );
+                Arc::new(RedisTaskStore::new(pool, transport))
+            }
+        }
+    }
+
+    /// A node: its Api and its Tasks, not started.
+    async fn node(&self, id: &str, config: TaskConfig) -> (Api, Tasks) {
+        let api = Api::new(Config {
+            id: Some(NodeId::new(id).expect("id")),
+            shutdown_timeout: Duration::from_secs(5),
+            ..Config::default()
+        });
+        let tasks = Tasks::new(self.store().await, api.node_id().clone(), config);
+        (api, tasks)
+    }
+}
+
+fn fast() -> TaskConfig {
+    TaskConfig {
+        lease: Duration::from_millis(600),
+        idle_poll: Duration::from_millis(100),
+        maintenance_interval: Duration::from_millis(50),
+        ..TaskConfig::default()
+    }
+}
+
+type Runs = Arc<Mutex<HashMap<String, u32>>>;
+
+/// Registers `work`, which counts runs per task id.
+fn counting(tasks: &Tasks, runs: &Runs) {
+    let runs = runs.clone();
+    tasks.register(TaskDefinition::new(
+        "work",
+        move |ctx, _: serde_json::Value| {
+            let runs = runs.clone();
+            async move {
+                *runs.lock().expect("runs").entry(ctx.id).or_default() += 1;
+                Ok(())
+            }
+        },
+    ));
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn state_of(tasks: &Tasks, id: &str) -> Option<TaskState> {
+    tasks.show(id).await.expect("show").map(|t| t.state)
+}
+
+async fn every_task_runs_exactly_once_across_three_nodes(backend: Backend) {
+    let runs = Runs::default();
+    let mut nodes = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        let (api, tasks) = backend.node(id, fast()).await;
+        counting(&tasks, &runs);
+        tasks.start(&api);
+        nodes.push((api, tasks));
+    }
+    let mut ids = Vec::new();
+    for n in 0..300 {
+        ids.push(
+            nodes[n % 3]
+                .1
+                .enqueue("work", &n, EnqueueOptions::default())
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let tasks = nodes[0].1.clone();
+    eventually("all ran", async || {
+        tasks.stats().await.expect("stats").processed == 300
+    })
+    .await;
+    let runs = runs.lock().expect("runs").clone();
+    assert_eq!(runs.len(), 300);
+    assert!(runs.values().all(|n| *n == 1), "a task ran twice");
+    let stats = tasks.stats().await.expect("stats");
+    assert_eq!(
+        (stats.failed, stats.in_flight, stats.queues["default"]),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stats.by_name["processed:work"], 300);
+    assert_eq!(state_of(&tasks, &ids[0]).await, Some(TaskState::Completed));
+    for (api, _) in nodes {
+        api.shutdown().await.expect("stops");
+    }
+}
+
+async fn an_id_is_an_idempotency_key_and_bad_input_is_refused(backend: Backend) {
+    let (_api, tasks) = backend.node("n1", fast()).await;
+    counting(&tasks, &Runs::default());
+    let options = EnqueueOptions {
+        id: Some("invoice-7".into()),
+        ..EnqueueOptions::default()
+    };
+    assert_eq!(
+        tasks
+            .enqueue("work", &1, options.clone())
+            .await
+            .expect("enqueue"),
+        "invoice-7"
+    );
+    assert_eq!(
+        tasks.enqueue("work", &2, options).await.expect("again"),
+        "invoice-7"
+    );
+    assert_eq!(
+        tasks.stats().await.expect("stats").queues["default"],
+        1,
+        "the second enqueue added nothing"
+    );
+    assert!(matches!(
+        tasks.enqueue("nope", &1, EnqueueOptions::default()).await,
+        Err(Error::UnknownTask { .. })
+    ));
+    let bad = EnqueueOptions {
+        id: Some("has space".into()),
+        ..EnqueueOptions::default()
+    };
+    assert!(matches!(
+        tasks.enqueue("work", &1, bad).await,
+        Err(Error::Invalid { .. })
+    ));
+}
+
+async fn a_delayed_task_does_not_run_early(backend: Backend) {
+    let (api, tasks) = backend.node("n1", fast()).await;
+    let runs = Runs::default();
+    counting(&tasks, &runs);
+    tasks.start(&api);
+    let started = tokio::time::Instant::now();
+    let id = tasks
+        .enqueue_in(
+            Duration::from_millis(400),
+            "work",
+            &(),
+            EnqueueOptions::default(),
+        )
+        .await
+        .expect("enqueue");
+    assert_eq!(state_of(&tasks, &id).await, Some(TaskState::Delayed));
+    eventually("it ran", async || {
+        state_of(&tasks, &id).await == Some(TaskState::Completed)
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "ran after {:?}",
+        started.elapsed()
+    );
+    api.shutdown().await.expect("stops");
+}
+
+async fn failures_retry_with_backoff_then_land_in_the_failed_set(backend: Backend) {
+    let (api, tasks) = backend.node("n1", fast()).await;
+    let attempts = Arc::new(AtomicU32::new(0));
+    let counter = attempts.clone();
+    tasks.register(
+        TaskDefinition::new("flaky", move |_, fail_until: u32| {
+            let counter = counter.clone();
+            async move {
+                let attempt = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                if attempt <= fail_until {
+                    Err(format!("attempt {attempt} broke").into())
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .max_attempts(3)
+        .backoff(Duration::from_millis(50), Duration::from_millis(100)),
+    );
+    tasks.start(&api);
+    let recovers = tasks
+        .enqueue("flaky", &2_u32, EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    eventually("third attempt succeeds", async || {
+        state_of(&tasks, &recovers).await == Some(TaskState::Completed)
+    })
+    .await;
+    assert_eq!(attempts.swap(0, Ordering::SeqCst), 3);
+
+    let poison = tasks
+        .enqueue("flaky", &99_u32, EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    eventually("out of attempts", async || {
+        state_of(&tasks, &poison).await == Some(TaskState::Failed)
+    })
+    .await;
+    let failed = tasks.failed().await.expect("failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        (failed[0].attempts, failed[0].node.as_deref()),
+        (3, Some("n1"))
+    );
+    assert_eq!(failed[0].error.as_deref(), Some("attempt 3 broke"));
+    let stats = tasks.stats().await.expect("stats");
+    assert_eq!(
+        (stats.failed, stats.retried, stats.failed_now),
+        (1, 4, 1),
+        "{stats:?}"
+    );
+
+    attempts.store(100, Ordering::SeqCst);
+    assert!(tasks.retry_failed(&poison).await.expect("retry"));
+    eventually("retried task completes", async || {
+        state_of(&tasks, &poison).await == Some(TaskState::Completed)
+    })
+    .await;
+    assert!(
+        !tasks.retry_failed(&poison).await.expect("retry"),
+        "only failed tasks are retried"
+    );
+    api.shutdown().await.expect("stops");
+}
+
+async fn panics_and_timeouts_fail_the_attempt_not_the_worker(backend: Backend) {
+    let (api, tasks) = backend.node("n1", fast()).await;
+    tasks.register(
+        TaskDefinition::new("panics", |_, _: ()| async { panic!("bug") }).max_attempts(1),
+    );
+    tasks.register(
+        TaskDefinition::new("hangs", |_, _: ()| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        })
+        .max_attempts(1)
+        .timeout(Duration::from_millis(200)),
+    );
+    let runs = Runs::default();
+    counting(&tasks, &runs);
+    tasks.start(&api);
+    let panics = tasks
+        .enqueue("panics", &(), EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    let hangs = tasks
+        .enqueue("hangs", &(), EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    for n in 0..20 {
+        tasks
+            .enqueue("work", &n, EnqueueOptions::default())
+            .await
+            .expect("enqueue");
+    }
+    eventually("good tasks flow", async || {
+        runs.lock().expect("runs").len() == 20
+    })
+    .await;
+    eventually("both bad ones failed", async || {
+        state_of(&tasks, &panics).await == Some(TaskState::Failed)
+            && state_of(&tasks, &hangs).await == Some(TaskState::Failed)
+    })
+    .await;
+    let errors: Vec<String> = tasks
+        .failed()
+        .await
+        .expect("failed")
+        .into_iter()
+        .filter_map(|t| t.error)
+        .collect();
+    assert!(
+        errors.iter().any(|e| e == "handler panicked")
+            && errors.iter().any(|e| e.starts_with("timed out")),
+        "{errors:?}"
+    );
+    api.shutdown().await.expect("stops");
+}
+
+async fn a_lost_lease_is_reaped_and_its_late_answer_rejected(backend: Backend) {
+    let store = backend.store().await;
+    let task = NewTask {
+        id: "t1".into(),
+        name: "work".into(),
+        queue: "default".into(),
+        args: "null".into(),
+        max_attempts: 3,
+        due_at_ms: None,
+    };
+    store.enqueue(&task).await.expect("enqueue");
+    let node = NodeId::new("zombie").expect("id");
+    let queues = vec!["default".to_owned()];
+    let first: Claimed = store
+        .claim(&queues, &node, Duration::from_millis(100))
+        .await
+        .expect("claim")
+        .expect("a task");
+    assert_eq!(first.attempt, 1);
+    assert!(
+        store
+            .claim(&queues, &node, Duration::from_secs(30))
+            .await
+            .expect("claim")
+            .is_none(),
+        "claimed twice"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(store.reap(100).await.expect("reap"), 1);
+    let second = store
+        .claim(
+            &queues,
+            &NodeId::new("healthy").expect("id"),
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("claim")
+        .expect("requeued");
+    assert_eq!((second.attempt, second.id.as_str()), (2, "t1"));
+    assert!(
+        !store
+            .complete(&first, Duration::from_secs(60))
+            .await
+            .expect("complete"),
+        "the zombie's answer was accepted"
+    );
+    assert_eq!(
+        store
+            .fail(&first, "late", Duration::ZERO)
+            .await
+            .expect("fail"),
+        FailOutcome::Rejected
+    );
+    assert!(
+        !store
+            .renew(&first, Duration::from_secs(30))
+            .await
+            .expect("renew")
+    );
+    assert!(
+        store
+            .complete(&second, Duration::from_secs(60))
+            .await
+            .expect("complete")
+    );
+    assert!(
+        !store
+            .complete(&second, Duration::from_secs(60))
+            .await
+            .expect("complete"),
+        "completed twice"
+    );
+    assert_eq!(store.stats().await.expect("stats").processed, 1);
+}
+
+async fn concurrent_promoters_never_duplicate_a_delayed_task(backend: Backend) {
+    let stores = [
+        backend.store().await,
+        backend.store().await,
+        backend.store().await,
+    ];
+    for n in 0..50 {
+        let due = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64
+            + 100;
+        let task = NewTask {
+            id: format!("d{n}"),
+            name: "work".into(),
+            queue: "default".into(),
+            args: "null".into(),
+            max_attempts: 1,
+            due_at_ms: Some(due),
+        };
+        stores[0].enqueue(&task).await.expect("enqueue");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let promoters: Vec<_> = stores
+        .iter()
+        .map(|store| {
+            let store = store.clone();
+            tokio::spawn(async move { store.promote(10).await })
+        })
+        .collect();
+    for promoter in promoters {
+        promoter.await.expect("joined").expect("promote");
+    }
+    while stores[1].promote(100).await.expect("promote") > 0 {}
+    let stats = stores[2].stats().await.expect("stats");
+    assert_eq!(
+        (stats.queues["default"], stats.delayed),
+        (50, 0),
+        "{stats:?}"
+    );
+}
+
+async fn a_graceful_stop_hands_unfinished_tasks_back_at_once(backend: Backend) {
+    let config = TaskConfig {
+        drain_timeout: Duration::from_millis(200),
+        lease: Duration::from_secs(30),
+        ..fast()
+    };
+    let (leaving, tasks_a) = backend.node("leaving", config.clone()).await;
+    let long_runs = Arc::new(AtomicU32::new(0));
+    let define = |tasks: &Tasks, sleep: Duration| {
+        let runs = long_runs.clone();
+        tasks.register(TaskDefinition::new("long", move |_, _: ()| {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(sleep).await;
+                Ok(())
+            }
+        }));
+    };
+    define(&tasks_a, Duration::from_secs(3600));
+    tasks_a.start(&leaving);
+    let id = tasks_a
+        .enqueue("long", &(), EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    eventually("it started", async || {
+        state_of(&tasks_a, &id).await == Some(TaskState::Running)
+    })
+    .await;
+    leaving.shutdown().await.expect("stops within its deadline");
+    let record = tasks_a.show(&id).await.expect("show").expect("record");
+    assert_eq!(
+        (record.state, record.attempts),
+        (TaskState::Queued, 0),
+        "handed back at once, attempt not counted"
+    );
+
+    let (staying, tasks_b) = backend.node("staying", config).await;
+    define(&tasks_b, Duration::from_millis(10));
+    tasks_b.start(&staying);
+    eventually("another node finishes it", async || {
+        state_of(&tasks_b, &id).await == Some(TaskState::Completed)
+    })
+    .await;
+    assert_eq!(long_runs.load(Ordering::SeqCst), 2);
+    staying.shutdown().await.expect("stops");
+}
+
+async fn queues_are_served_in_priority_order(backend: Backend) {
+    let config = TaskConfig {
+        queues: vec!["high".into(), "low".into()],
+        concurrency: 1,
+        ..fast()
+    };
+    let (api, tasks) = backend.node("n1", config).await;
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let log = order.clone();
+    tasks.register(TaskDefinition::new("record", move |_, label: String| {
+        let log = log.clone();
+        async move {
+            log.lock().expect("order").push(label);
+            Ok(())
+        }
+    }));
+    for label in ["low-1", "low-2"] {
+        tasks
+            .enqueue(
+                "record",
+                &label,
+                EnqueueOptions {
+                    queue: Some("low".into()),
+                    ..EnqueueOptions::default()
+                },
+            )
+            .await
+            .expect("enqueue");
+    }
+    tasks
+        .enqueue(
+            "record",
+            &"high-1",
+            EnqueueOptions {
+                queue: Some("high".into()),
+                ..EnqueueOptions::default()
+            },
+        )
+        .await
+        .expect("enqueue");
+    tasks.start(&api);
+    eventually("all ran", async || order.lock().expect("order").len() == 3).await;
+    assert_eq!(*order.lock().expect("order"), ["high-1", "low-1", "low-2"]);
+    api.shutdown().await.expect("stops");
+}
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $case() {
+                    super::$case(super::Backend::Memory(stellar_tasks::MemoryTaskStore::new())).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let backend = super::Backend::Redis { server: stellar_testkit::RedisServer::start(), cancel: stellar_core::CancellationToken::new() };
+                    super::$case(backend).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    every_task_runs_exactly_once_across_three_nodes,
+    an_id_is_an_idempotency_key_and_bad_input_is_refused,
+    a_delayed_task_does_not_run_early,
+    failures_retry_with_backoff_then_land_in_the_failed_set,
+    panics_and_timeouts_fail_the_attempt_not_the_worker,
+    a_lost_lease_is_reaped_and_its_late_answer_rejected,
+    concurrent_promoters_never_duplicate_a_delayed_task,
+    a_graceful_stop_hands_unfinished_tasks_back_at_once,
+    queues_are_served_in_priority_order,
+);
