@@ -17,4 +17,5 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local name = redis.call('HGET', KEYS[1], 'name')
 redis.call('HINCRBY', KEYS[3], 'processed', 1)
 redis.call('HINCRBY', KEYS[3], 'processed:' .. name, 1)
+redis.call('HINCRBY', KEYS[3], 'processed@' .. (redis.call('HGET', KEYS[1], 'node') or '?'), 1)
 return 1

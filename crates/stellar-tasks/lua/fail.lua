@@ -15,7 +15,7 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREM', KEYS[2], ARGV[1])
-local f = redis.call('HMGET', KEYS[1], 'attempts', 'max_attempts', 'name')
+local f = redis.call('HMGET', KEYS[1], 'attempts', 'max_attempts', 'name', 'node')
 redis.call('HSET', KEYS[1], 'error', ARGV[3], 'finished_at', now)
 if tonumber(f[1]) < tonumber(f[2]) then
   local due = now + tonumber(ARGV[4])
@@ -29,4 +29,5 @@ redis.call('HSET', KEYS[1], 'state', 'failed')
 redis.call('ZADD', KEYS[4], now, ARGV[1])
 redis.call('HINCRBY', KEYS[5], 'failed', 1)
 redis.call('HINCRBY', KEYS[5], 'failed:' .. f[3], 1)
+redis.call('HINCRBY', KEYS[5], 'failed@' .. (f[4] or '?'), 1)
 return 2

@@ -29,6 +29,12 @@ pub enum Error {
         /// The rejected value, cut to 64 characters.
         value: String,
     },
+    /// The task is running: a worker holds it.
+    #[error("task {id} is running; wait for it or let its lease expire")]
+    Running {
+        /// The task id.
+        id: String,
+    },
     /// The store failed.
     #[error("task store failed")]
     Store(#[from] TransportError),

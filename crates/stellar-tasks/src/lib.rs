@@ -43,6 +43,7 @@
 mod error;
 mod memory_store;
 mod redis_store;
+mod scheduler;
 mod store;
 mod tasks;
 mod worker;
@@ -51,6 +52,9 @@ pub use crate::{
     error::{Error, HandlerError, Result},
     memory_store::MemoryTaskStore,
     redis_store::RedisTaskStore,
-    store::{Claimed, Enqueued, FailOutcome, NewTask, Stats, TaskRecord, TaskState, TaskStore},
+    store::{
+        Claimed, Enqueued, FailOutcome, NewTask, Schedule, Slot, Stats, TaskRecord, TaskState,
+        TaskStore, WorkerInfo,
+    },
     tasks::{DEFAULT_QUEUE, EnqueueOptions, TaskConfig, TaskContext, TaskDefinition, Tasks},
 };

@@ -15,7 +15,8 @@ use stellar_core::NodeId;
 use tokio::{sync::Notify, time::Instant};
 
 use crate::store::{
-    Claimed, Enqueued, FailOutcome, NewTask, Stats, TaskRecord, TaskState, TaskStore,
+    Claimed, Enqueued, FailOutcome, NewTask, Schedule, Stats, TaskRecord, TaskState, TaskStore,
+    WorkerInfo,
 };
 
 #[derive(Debug)]
@@ -38,6 +39,13 @@ struct State {
     failed: BTreeMap<String, u64>,
     failures: u64,
     counters: BTreeMap<String, u64>,
+    /// Recurring slots already enqueued, until when they are remembered.
+    slots: HashMap<String, Instant>,
+    last_slots: HashMap<String, u64>,
+    schedules: BTreeMap<String, Schedule>,
+    workers: BTreeMap<String, (WorkerInfo, Instant)>,
+    leader: Option<(String, u64, Instant)>,
+    epoch: u64,
 }
 
 impl State {
@@ -47,6 +55,23 @@ impl State {
             .counters
             .entry(format!("{counter}:{name}"))
             .or_default() += 1;
+    }
+
+    fn bump_node(&mut self, counter: &str, id: &str) {
+        let node = self
+            .tasks
+            .get(id)
+            .and_then(|t| t.record.node.clone())
+            .unwrap_or_else(|| "?".to_owned());
+        *self
+            .counters
+            .entry(format!("{counter}@{node}"))
+            .or_default() += 1;
+    }
+
+    fn records<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Vec<TaskRecord> {
+        ids.filter_map(|id| self.tasks.get(id).map(|task| task.record.clone()))
+            .collect()
     }
 }
 
@@ -89,6 +114,15 @@ impl MemoryTaskStore {
         state
             .tasks
             .retain(|_, task| task.forget_at.is_none_or(|at| at > now));
+        state.slots.retain(|_, until| *until > now);
+        state.workers.retain(|_, (_, until)| *until > now);
+        if state
+            .leader
+            .as_ref()
+            .is_some_and(|(_, _, until)| *until <= now)
+        {
+            state.leader = None;
+        }
         state
     }
 
@@ -119,6 +153,15 @@ impl TaskStore for MemoryTaskStore {
                     return Ok(Enqueued::Exists(existing.record.state));
                 }
                 state.failed.remove(&task.id);
+            }
+            if let Some(slot) = &task.slot {
+                let key = format!("{}:{}", slot.schedule, slot.at_ms);
+                if state.slots.contains_key(&key) || !state.schedules.contains_key(&slot.schedule) {
+                    return Ok(Enqueued::SlotTaken);
+                }
+                state.slots.insert(key, Instant::now() + slot.remember);
+                let last = state.last_slots.entry(slot.schedule.clone()).or_insert(0);
+                *last = (*last).max(slot.at_ms);
             }
             let now = Instant::now();
             let due = task
@@ -228,6 +271,7 @@ impl TaskStore for MemoryTaskStore {
         task.record.finished_at_ms = Some(now_ms());
         task.forget_at = Some(Instant::now() + keep);
         state.bump("processed", &claimed.name);
+        state.bump_node("processed", &claimed.id);
         Ok(true)
     }
 
@@ -261,6 +305,7 @@ impl TaskStore for MemoryTaskStore {
         let order = state.failures;
         state.failed.insert(claimed.id.clone(), order);
         state.bump("failed", &claimed.name);
+        state.bump_node("failed", &claimed.id);
         Ok(FailOutcome::Dead)
     }
 
@@ -447,6 +492,12 @@ impl TaskStore for MemoryTaskStore {
                 .filter(|(k, _)| k.contains(':'))
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
+            by_node: state
+                .counters
+                .iter()
+                .filter(|(k, _)| k.contains('@'))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             queues: state
                 .queues
                 .iter()
@@ -456,5 +507,147 @@ impl TaskStore for MemoryTaskStore {
             in_flight: state.inflight.len() as u64,
             failed_now: state.failed.len() as u64,
         })
+    }
+
+    async fn queued(
+        &self,
+        queue: &str,
+        start: u64,
+        stop: u64,
+    ) -> Result<Vec<TaskRecord>, TransportError> {
+        let state = self.state();
+        let Some(ids) = state.queues.get(queue) else {
+            return Ok(Vec::new());
+        };
+        let next_first = ids
+            .iter()
+            .rev()
+            .skip(start as usize)
+            .take((stop.saturating_sub(start) + 1) as usize);
+        Ok(state.records(next_first))
+    }
+
+    async fn delayed(&self) -> Result<Vec<TaskRecord>, TransportError> {
+        let state = self.state();
+        let mut due: Vec<(&Instant, &String)> =
+            state.delayed.iter().map(|(id, at)| (at, id)).collect();
+        due.sort();
+        Ok(state.records(due.into_iter().map(|(_, id)| id)))
+    }
+
+    async fn running(&self) -> Result<Vec<TaskRecord>, TransportError> {
+        let state = self.state();
+        let mut ids: Vec<&String> = state.inflight.keys().collect();
+        ids.sort();
+        Ok(state.records(ids.into_iter()))
+    }
+
+    async fn delete(&self, id: &str) -> Result<Option<bool>, TransportError> {
+        let mut state = self.state();
+        match state.tasks.get(id).map(|task| task.record.state) {
+            None => Ok(Some(false)),
+            Some(TaskState::Running) => Ok(None),
+            Some(_) => {
+                state.tasks.remove(id);
+                state.delayed.remove(id);
+                state.failed.remove(id);
+                for ids in state.queues.values_mut() {
+                    ids.retain(|queued| queued != id);
+                }
+                Ok(Some(true))
+            }
+        }
+    }
+
+    async fn delete_queue(&self, queue: &str) -> Result<u64, TransportError> {
+        let mut state = self.state();
+        let ids = state.queues.remove(queue).unwrap_or_default();
+        for id in &ids {
+            if state
+                .tasks
+                .get(id)
+                .is_some_and(|task| task.record.state == TaskState::Queued)
+            {
+                state.tasks.remove(id);
+            }
+        }
+        Ok(ids.len() as u64)
+    }
+
+    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), TransportError> {
+        self.state()
+            .workers
+            .insert(worker.node.clone(), (worker.clone(), Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, TransportError> {
+        Ok(self
+            .state()
+            .workers
+            .values()
+            .map(|(info, _)| info.clone())
+            .collect())
+    }
+
+    async fn try_lead(
+        &self,
+        node: &NodeId,
+        lease: Duration,
+    ) -> Result<Option<u64>, TransportError> {
+        let mut state = self.state();
+        let until = Instant::now() + lease;
+        match &mut state.leader {
+            Some((holder, epoch, expires)) if holder == node.as_str() => {
+                *expires = until;
+                Ok(Some(*epoch))
+            }
+            Some(_) => Ok(None),
+            None => {
+                state.epoch += 1;
+                let epoch = state.epoch;
+                state.leader = Some((node.to_string(), epoch, until));
+                Ok(Some(epoch))
+            }
+        }
+    }
+
+    async fn resign(&self, node: &NodeId) -> Result<bool, TransportError> {
+        let mut state = self.state();
+        let holds = state
+            .leader
+            .as_ref()
+            .is_some_and(|(holder, _, _)| holder == node.as_str());
+        if holds {
+            state.leader = None;
+        }
+        Ok(holds)
+    }
+
+    async fn leader(&self) -> Result<Option<(String, u64)>, TransportError> {
+        Ok(self
+            .state()
+            .leader
+            .as_ref()
+            .map(|(holder, epoch, _)| (holder.clone(), *epoch)))
+    }
+
+    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), TransportError> {
+        self.state()
+            .schedules
+            .insert(schedule.name.clone(), schedule.clone());
+        Ok(())
+    }
+
+    async fn remove_schedule(&self, name: &str) -> Result<bool, TransportError> {
+        Ok(self.state().schedules.remove(name).is_some())
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>, TransportError> {
+        Ok(self.state().schedules.values().cloned().collect())
+    }
+
+    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, TransportError> {
+        Ok(self.state().last_slots.get(schedule).copied())
     }
 }

@@ -19,7 +19,8 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use crate::store::{
-    Claimed, Enqueued, FailOutcome, NewTask, Stats, TaskRecord, TaskState, TaskStore,
+    Claimed, Enqueued, FailOutcome, NewTask, Schedule, Stats, TaskRecord, TaskState, TaskStore,
+    WorkerInfo,
 };
 
 const TASK: &str = "stellar:task:";
@@ -30,6 +31,12 @@ const DELAYED: &str = "stellar:tasks:delayed";
 const INFLIGHT: &str = "stellar:tasks:inflight";
 const FAILED: &str = "stellar:tasks:failed";
 const STATS: &str = "stellar:tasks:stats";
+const SLOT: &str = "stellar:tasks:slot:";
+const LAST_SLOT: &str = "stellar:tasks:last-slot";
+const SCHEDULES: &str = "stellar:tasks:schedules";
+const WORKER: &str = "stellar:tasks:worker:";
+const LEADER: &str = "stellar:tasks:leader";
+const LEADER_EPOCH: &str = "stellar:tasks:leader-epoch";
 
 #[derive(Debug)]
 struct Scripts {
@@ -43,6 +50,10 @@ struct Scripts {
     promote: Script,
     retry_failed: Script,
     remove_failed: Script,
+    delete: Script,
+    delete_queue: Script,
+    lead: Script,
+    resign: Script,
 }
 
 /// A [`TaskStore`] on a shared Redis. Wake-ups arrive over `transport`.
@@ -79,6 +90,10 @@ impl RedisTaskStore {
                 promote: Script::new(include_str!("../lua/promote.lua")),
                 retry_failed: Script::new(include_str!("../lua/retry_failed.lua")),
                 remove_failed: Script::new(include_str!("../lua/remove_failed.lua")),
+                delete: Script::new(include_str!("../lua/delete.lua")),
+                delete_queue: Script::new(include_str!("../lua/delete_queue.lua")),
+                lead: Script::new(include_str!("../lua/lead.lua")),
+                resign: Script::new(include_str!("../lua/resign.lua")),
             }),
             wake: Arc::default(),
         }
@@ -147,6 +162,16 @@ impl RedisTaskStore {
             .await?;
         Ok(parse_record(&fields))
     }
+
+    async fn records(&self, ids: Vec<String>) -> Result<Vec<TaskRecord>, TransportError> {
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.record(&id).await? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
 }
 
 fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
@@ -185,24 +210,28 @@ impl TaskStore for RedisTaskStore {
             task.due_at_ms.unwrap_or(0).to_string(),
             format!("{WAKE}{}", task.queue),
         );
+        let mut keys = vec![key.as_str(), queue.as_str(), DELAYED, QUEUES];
+        let mut args = vec![
+            task.id.as_str(),
+            &task.name,
+            &task.queue,
+            &task.args,
+            &max,
+            &due,
+            &wake,
+        ];
+        let (slot_key, remember, at);
+        if let Some(slot) = &task.slot {
+            slot_key = format!("{SLOT}{}:{}", slot.schedule, slot.at_ms);
+            (remember, at) = (ms(slot.remember), slot.at_ms.to_string());
+            keys.extend([slot_key.as_str(), LAST_SLOT, SCHEDULES]);
+            args.extend([remember.as_str(), slot.schedule.as_str(), at.as_str()]);
+        }
         let reply: Vec<String> = self
-            .script(
-                "task enqueue",
-                &self.scripts.enqueue,
-                &[&key, &queue, DELAYED, QUEUES],
-                &[
-                    &task.id,
-                    &task.name,
-                    &task.queue,
-                    &task.args,
-                    &max,
-                    &due,
-                    &wake,
-                ],
-            )
+            .script("task enqueue", &self.scripts.enqueue, &keys, &args)
             .await?;
         Ok(match reply.as_slice() {
-            [added] if added == "1" => Enqueued::Added,
+            [_, state] if state == "slot" => Enqueued::SlotTaken,
             [_, state] => Enqueued::Exists(TaskState::parse(state).unwrap_or(TaskState::Queued)),
             _ => Enqueued::Added,
         })
@@ -421,10 +450,203 @@ impl TaskStore for RedisTaskStore {
                 .filter(|(k, _)| k.contains(':'))
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
+            by_node: counters
+                .iter()
+                .filter(|(k, _)| k.contains('@'))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             queues,
             delayed: card(DELAYED).await?,
             in_flight: card(INFLIGHT).await?,
             failed_now: card(FAILED).await?,
         })
+    }
+
+    async fn queued(
+        &self,
+        queue: &str,
+        start: u64,
+        stop: u64,
+    ) -> Result<Vec<TaskRecord>, TransportError> {
+        // Claims pop from the right: index -1 is next.
+        let (from, to) = (
+            -1 - i64::try_from(stop).unwrap_or(i64::MAX - 1),
+            -1 - i64::try_from(start).unwrap_or(0),
+        );
+        let mut ids: Vec<String> = self
+            .pool
+            .query(
+                "LRANGE",
+                redis::cmd("LRANGE")
+                    .arg(format!("{QUEUE}{queue}"))
+                    .arg(from)
+                    .arg(to),
+            )
+            .await?;
+        ids.reverse();
+        self.records(ids).await
+    }
+
+    async fn delayed(&self) -> Result<Vec<TaskRecord>, TransportError> {
+        let ids: Vec<String> = self
+            .pool
+            .query("ZRANGE", redis::cmd("ZRANGE").arg(DELAYED).arg(0).arg(-1))
+            .await?;
+        self.records(ids).await
+    }
+
+    async fn running(&self) -> Result<Vec<TaskRecord>, TransportError> {
+        let ids: Vec<String> = self
+            .pool
+            .query("ZRANGE", redis::cmd("ZRANGE").arg(INFLIGHT).arg(0).arg(-1))
+            .await?;
+        self.records(ids).await
+    }
+
+    async fn delete(&self, id: &str) -> Result<Option<bool>, TransportError> {
+        let key = format!("{TASK}{id}");
+        let outcome: i64 = self
+            .script(
+                "task delete",
+                &self.scripts.delete,
+                &[&key, DELAYED, FAILED],
+                &[id, QUEUE],
+            )
+            .await?;
+        Ok(match outcome {
+            -1 => None,
+            deleted => Some(deleted > 0),
+        })
+    }
+
+    async fn delete_queue(&self, queue: &str) -> Result<u64, TransportError> {
+        let key = format!("{QUEUE}{queue}");
+        self.script(
+            "queue delete",
+            &self.scripts.delete_queue,
+            &[&key, QUEUES],
+            &[TASK, queue],
+        )
+        .await
+    }
+
+    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), TransportError> {
+        let json = serde_json::to_string(worker).expect("worker info serialises");
+        let cmd = redis::cmd("SET")
+            .arg(format!("{WORKER}{}", worker.node))
+            .arg(json)
+            .arg("PX")
+            .arg(ms(ttl))
+            .clone();
+        self.pool.query::<()>("SET worker", &cmd).await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, TransportError> {
+        let mut cursor = 0_u64;
+        let mut keys = Vec::new();
+        loop {
+            let cmd = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{WORKER}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .clone();
+            let (next, batch): (u64, Vec<String>) = self.pool.query("SCAN", &cmd).await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut workers = Vec::new();
+        for key in keys {
+            let json: Option<String> = self
+                .pool
+                .query("GET worker", redis::cmd("GET").arg(&key))
+                .await?;
+            workers.extend(json.and_then(|json| serde_json::from_str::<WorkerInfo>(&json).ok()));
+        }
+        workers.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(workers)
+    }
+
+    async fn try_lead(
+        &self,
+        node: &NodeId,
+        lease: Duration,
+    ) -> Result<Option<u64>, TransportError> {
+        let lease = ms(lease);
+        let epoch: u64 = self
+            .script(
+                "lead",
+                &self.scripts.lead,
+                &[LEADER, LEADER_EPOCH],
+                &[node.as_str(), &lease],
+            )
+            .await?;
+        Ok((epoch > 0).then_some(epoch))
+    }
+
+    async fn resign(&self, node: &NodeId) -> Result<bool, TransportError> {
+        let resigned: u8 = self
+            .script("resign", &self.scripts.resign, &[LEADER], &[node.as_str()])
+            .await?;
+        Ok(resigned == 1)
+    }
+
+    async fn leader(&self) -> Result<Option<(String, u64)>, TransportError> {
+        let current: Option<String> = self
+            .pool
+            .query("GET leader", redis::cmd("GET").arg(LEADER))
+            .await?;
+        Ok(current.and_then(|value| {
+            let (node, epoch) = value.split_once(' ')?;
+            Some((node.to_owned(), epoch.parse().ok()?))
+        }))
+    }
+
+    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), TransportError> {
+        let json = serde_json::to_string(schedule).expect("schedules serialise");
+        self.pool
+            .query::<u64>(
+                "HSET schedule",
+                redis::cmd("HSET")
+                    .arg(SCHEDULES)
+                    .arg(&schedule.name)
+                    .arg(json),
+            )
+            .await
+            .map(drop)
+    }
+
+    async fn remove_schedule(&self, name: &str) -> Result<bool, TransportError> {
+        let removed: u64 = self
+            .pool
+            .query("HDEL schedule", redis::cmd("HDEL").arg(SCHEDULES).arg(name))
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>, TransportError> {
+        let all: HashMap<String, String> = self
+            .pool
+            .query("HGETALL schedules", redis::cmd("HGETALL").arg(SCHEDULES))
+            .await?;
+        let mut schedules: Vec<Schedule> = all
+            .values()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect();
+        schedules.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(schedules)
+    }
+
+    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, TransportError> {
+        self.pool
+            .query(
+                "HGET last slot",
+                redis::cmd("HGET").arg(LAST_SLOT).arg(schedule),
+            )
+            .await
     }
 }

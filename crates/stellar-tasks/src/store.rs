@@ -51,6 +51,45 @@ pub struct NewTask {
     pub max_attempts: u32,
     /// When it may run, in ms since the epoch; `None`: now.
     pub due_at_ms: Option<u64>,
+    /// For a recurring task: its schedule and slot, enqueued at most once across the cluster.
+    pub slot: Option<Slot>,
+}
+
+/// One slot of a recurring schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// The schedule's name.
+    pub schedule: String,
+    /// The slot's start, ms since the epoch (a multiple of the schedule's period).
+    pub at_ms: u64,
+    /// How long the store remembers that the slot was enqueued.
+    pub remember: Duration,
+}
+
+/// A recurring schedule: enqueue `task` with `args` once per `every_ms` slot of wall-clock time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// The schedule's name (by default the task's).
+    pub name: String,
+    /// The task to enqueue.
+    pub task: String,
+    /// Its arguments as JSON.
+    pub args: String,
+    /// Its queue.
+    pub queue: String,
+    /// The period, in ms; slots start at multiples of it since the Unix epoch.
+    pub every_ms: u64,
+}
+
+/// What a node announces about its workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// The node.
+    pub node: String,
+    /// The queues it serves, highest priority first.
+    pub queues: Vec<String>,
+    /// How many tasks it runs at once.
+    pub concurrency: usize,
 }
 
 /// What `enqueue` did.
@@ -60,6 +99,8 @@ pub enum Enqueued {
     Added,
     /// A pending task already has this id; nothing was added.
     Exists(TaskState),
+    /// This recurring slot was enqueued before, or its schedule is gone; nothing was added.
+    SlotTaken,
 }
 
 /// A claimed task: run it, then answer with its `token`.
@@ -134,6 +175,8 @@ pub struct Stats {
     pub retried: u64,
     /// The same three counters per task name: `processed:<name>` and so on.
     pub by_name: BTreeMap<String, u64>,
+    /// Processed and failed per node: `processed@<node>`, `failed@<node>`.
+    pub by_node: BTreeMap<String, u64>,
     /// Ready tasks per queue.
     pub queues: BTreeMap<String, u64>,
     /// Tasks waiting for their time.
@@ -188,4 +231,38 @@ pub trait TaskStore: fmt::Debug + Send + Sync + 'static {
     async fn remove_failed(&self, id: &str) -> Result<bool, TransportError>;
     /// Counters and gauges.
     async fn stats(&self) -> Result<Stats, TransportError>;
+    /// Ready tasks of `queue`, next to run first, from `start` to `stop` (inclusive).
+    async fn queued(
+        &self,
+        queue: &str,
+        start: u64,
+        stop: u64,
+    ) -> Result<Vec<TaskRecord>, TransportError>;
+    /// Delayed tasks (including retries waiting for their backoff), soonest first.
+    async fn delayed(&self) -> Result<Vec<TaskRecord>, TransportError>;
+    /// Running tasks, under a lease.
+    async fn running(&self) -> Result<Vec<TaskRecord>, TransportError>;
+    /// Deletes a task that is not running: `Some(true)` deleted, `Some(false)` absent, `None` running.
+    async fn delete(&self, id: &str) -> Result<Option<bool>, TransportError>;
+    /// Deletes a queue and its waiting tasks; how many.
+    async fn delete_queue(&self, queue: &str) -> Result<u64, TransportError>;
+    /// Announces this node's workers for `ttl`.
+    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), TransportError>;
+    /// Every announced worker pool that has not expired.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, TransportError>;
+    /// Takes or renews the scheduler leadership for `lease`: the epoch if this node leads.
+    async fn try_lead(&self, node: &NodeId, lease: Duration)
+    -> Result<Option<u64>, TransportError>;
+    /// Gives up the leadership if this node holds it.
+    async fn resign(&self, node: &NodeId) -> Result<bool, TransportError>;
+    /// The current leader and its epoch.
+    async fn leader(&self) -> Result<Option<(String, u64)>, TransportError>;
+    /// Adds or replaces a recurring schedule.
+    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), TransportError>;
+    /// Removes a recurring schedule; false if there was none.
+    async fn remove_schedule(&self, name: &str) -> Result<bool, TransportError>;
+    /// Every recurring schedule.
+    async fn schedules(&self) -> Result<Vec<Schedule>, TransportError>;
+    /// The latest slot enqueued for `schedule`, ms since the epoch.
+    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, TransportError>;
 }

@@ -16,7 +16,10 @@ use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 use stellar_core::{Api, NodeId};
 
-use crate::{Enqueued, Error, HandlerError, NewTask, Result, Stats, TaskRecord, TaskStore, worker};
+use crate::{
+    Enqueued, Error, HandlerError, NewTask, Result, Schedule, Stats, TaskRecord, TaskStore,
+    WorkerInfo, worker,
+};
 
 /// The queue of tasks that name none.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -44,6 +47,7 @@ pub struct TaskDefinition {
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_max: Duration,
     pub(crate) timeout: Duration,
+    pub(crate) every: Option<Duration>,
     pub(crate) handler: Handler,
 }
 
@@ -83,6 +87,7 @@ impl TaskDefinition {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             timeout: Duration::from_secs(300),
+            every: None,
             handler: erased,
         }
     }
@@ -109,6 +114,14 @@ impl TaskDefinition {
     /// Fails an attempt that runs longer than `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Runs the task (with `null` arguments) once per `every` slot of wall-clock time, cluster
+    /// wide: slots start at multiples of `every` since the Unix epoch, and each slot is enqueued
+    /// at most once whatever the number of nodes. A failing run does not stop the next slot.
+    pub fn every(mut self, every: Duration) -> Self {
+        self.every = Some(every.max(Duration::from_millis(1)));
         self
     }
 
@@ -152,6 +165,8 @@ pub struct TaskConfig {
     pub maintenance_interval: Duration,
     /// On a graceful stop, how long in-flight tasks may run before they are handed back.
     pub drain_timeout: Duration,
+    /// The scheduler leader's lease: a new leader takes over within it after the old one dies.
+    pub leader_lease: Duration,
 }
 
 impl Default for TaskConfig {
@@ -164,6 +179,7 @@ impl Default for TaskConfig {
             idle_poll: Duration::from_millis(500),
             maintenance_interval: Duration::from_millis(250),
             drain_timeout: Duration::from_secs(8),
+            leader_lease: Duration::from_secs(3),
         }
     }
 }
@@ -223,6 +239,16 @@ impl Tasks {
             .write()
             .unwrap_or_else(|p| p.into_inner());
         definitions.insert(definition.name.clone(), definition);
+    }
+
+    pub(crate) fn definitions(&self) -> Vec<TaskDefinition> {
+        self.inner
+            .definitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn definition(&self, name: &str) -> Option<TaskDefinition> {
@@ -320,9 +346,10 @@ impl Tasks {
             args,
             max_attempts: definition.max_attempts,
             due_at_ms,
+            slot: None,
         };
         match self.inner.store.enqueue(&task).await? {
-            Enqueued::Added | Enqueued::Exists(_) => Ok(id),
+            Enqueued::Added | Enqueued::Exists(_) | Enqueued::SlotTaken => Ok(id),
         }
     }
 
@@ -377,6 +404,123 @@ impl Tasks {
     /// [`Error::Store`].
     pub async fn remove_failed(&self, id: &str) -> Result<bool> {
         Ok(self.inner.store.remove_failed(id).await?)
+    }
+
+    /// Runs task `name` with `args` once per `every` slot, cluster wide, until [`Tasks::unschedule`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownTask`], [`Error::Encode`]; [`Error::Store`].
+    pub async fn schedule_recurring<A: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        args: &A,
+        every: Duration,
+    ) -> Result<()> {
+        let definition = self.definition(name).ok_or_else(|| Error::UnknownTask {
+            name: name.to_owned(),
+        })?;
+        let args = serde_json::to_string(args).map_err(|source| Error::Encode {
+            name: name.to_owned(),
+            source,
+        })?;
+        let every_ms = every.as_millis().max(1) as u64;
+        let schedule = Schedule {
+            name: name.to_owned(),
+            task: name.to_owned(),
+            args,
+            queue: definition.queue,
+            every_ms,
+        };
+        Ok(self.inner.store.set_schedule(&schedule).await?)
+    }
+
+    /// Stops the recurring schedule `name`; false if there was none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn unschedule(&self, name: &str) -> Result<bool> {
+        Ok(self.inner.store.remove_schedule(name).await?)
+    }
+
+    /// Every recurring schedule.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn schedules(&self) -> Result<Vec<Schedule>> {
+        Ok(self.inner.store.schedules().await?)
+    }
+
+    /// The scheduler leader and its fencing epoch, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn leader(&self) -> Result<Option<(String, u64)>> {
+        Ok(self.inner.store.leader().await?)
+    }
+
+    /// Ready tasks of `queue`, next first, positions `start..=stop`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn queued(&self, queue: &str, start: u64, stop: u64) -> Result<Vec<TaskRecord>> {
+        Ok(self.inner.store.queued(queue, start, stop).await?)
+    }
+
+    /// Tasks waiting for their time, soonest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn delayed(&self) -> Result<Vec<TaskRecord>> {
+        Ok(self.inner.store.delayed().await?)
+    }
+
+    /// Every node's worker pool with the tasks it is running now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn workers(&self) -> Result<Vec<(WorkerInfo, Vec<TaskRecord>)>> {
+        let running = self.inner.store.running().await?;
+        let workers = self.inner.store.workers().await?;
+        Ok(workers
+            .into_iter()
+            .map(|worker| {
+                let tasks = running
+                    .iter()
+                    .filter(|t| t.node.as_deref() == Some(worker.node.as_str()))
+                    .cloned()
+                    .collect();
+                (worker, tasks)
+            })
+            .collect())
+    }
+
+    /// Deletes a task that is not running; false if there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`], or [`Error::Running`] if a worker holds it.
+    pub async fn del(&self, id: &str) -> Result<bool> {
+        self.inner
+            .store
+            .delete(id)
+            .await?
+            .ok_or_else(|| Error::Running { id: id.to_owned() })
+    }
+
+    /// Deletes a queue and the tasks waiting in it; how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn del_queue(&self, queue: &str) -> Result<u64> {
+        Ok(self.inner.store.delete_queue(queue).await?)
     }
 
     /// Processed, failed and retried totals (also per task name), queue lengths, delayed, in flight.

@@ -7,7 +7,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::{Claimed, FailOutcome, TaskContext, Tasks};
+use crate::{Claimed, FailOutcome, TaskContext, Tasks, WorkerInfo};
 
 /// How many due or expired tasks one maintenance step moves at most.
 const BATCH: u32 = 200;
@@ -15,6 +15,7 @@ const BATCH: u32 = 200;
 pub(crate) fn start(tasks: Tasks, api: &Api) {
     let cancel = api.cancellation_token();
     api.spawn(run_workers(tasks.clone(), cancel.clone()));
+    api.spawn(crate::scheduler::run(tasks.clone(), cancel.clone()));
     api.spawn(run_maintenance(tasks, cancel));
 }
 
@@ -186,12 +187,23 @@ async fn run_claimed(
 /// Promotes due tasks and reaps expired leases, on every node (the scripts are idempotent).
 async fn run_maintenance(tasks: Tasks, cancel: CancellationToken) {
     let store = tasks.inner.store.clone();
-    let mut tick = tokio::time::interval(tasks.inner.config.maintenance_interval);
+    let config = &tasks.inner.config;
+    let mut tick = tokio::time::interval(config.maintenance_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let announcement = WorkerInfo {
+        node: tasks.inner.node_id.to_string(),
+        queues: config.queues.clone(),
+        concurrency: config.concurrency,
+    };
+    let mut next_announce = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
+        }
+        if tokio::time::Instant::now() >= next_announce {
+            next_announce = tokio::time::Instant::now() + Duration::from_secs(1);
+            let _ = store.announce(&announcement, Duration::from_secs(5)).await;
         }
         while let Ok(n) = store.promote(BATCH).await {
             if n < u64::from(BATCH) {

@@ -337,6 +337,7 @@ async fn a_lost_lease_is_reaped_and_its_late_answer_rejected(backend: Backend) {
         args: "null".into(),
         max_attempts: 3,
         due_at_ms: None,
+        slot: None,
     };
     store.enqueue(&task).await.expect("enqueue");
     let node = NodeId::new("zombie").expect("id");
@@ -422,6 +423,7 @@ async fn concurrent_promoters_never_duplicate_a_delayed_task(backend: Backend) {
             args: "null".into(),
             max_attempts: 1,
             due_at_ms: Some(due),
+            slot: None,
         };
         stores[0].enqueue(&task).await.expect("enqueue");
     }
@@ -539,6 +541,150 @@ async fn queues_are_served_in_priority_order(backend: Backend) {
     api.shutdown().await.expect("stops");
 }
 
+async fn leadership_is_a_short_lease_with_a_rising_epoch(backend: Backend) {
+    let store = backend.store().await;
+    let (a, b) = (NodeId::new("a").expect("id"), NodeId::new("b").expect("id"));
+    let first = store
+        .try_lead(&a, Duration::from_millis(300))
+        .await
+        .expect("lead")
+        .expect("a leads");
+    assert_eq!(
+        store
+            .try_lead(&b, Duration::from_millis(300))
+            .await
+            .expect("lead"),
+        None
+    );
+    assert_eq!(
+        store
+            .try_lead(&a, Duration::from_millis(300))
+            .await
+            .expect("renew"),
+        Some(first),
+        "a renewal keeps the epoch"
+    );
+    assert_eq!(
+        store.leader().await.expect("leader"),
+        Some(("a".to_owned(), first))
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = store
+        .try_lead(&b, Duration::from_millis(300))
+        .await
+        .expect("lead")
+        .expect("b takes over after the lease");
+    assert!(second > first);
+    assert_eq!(
+        store
+            .try_lead(&a, Duration::from_millis(300))
+            .await
+            .expect("lead"),
+        None,
+        "the old leader is fenced out"
+    );
+    assert!(!store.resign(&a).await.expect("resign"));
+    assert!(store.resign(&b).await.expect("resign"));
+    assert_eq!(store.leader().await.expect("leader"), None);
+}
+
+async fn inspection_shows_queues_delays_workers_and_deletes(backend: Backend) {
+    let config = TaskConfig {
+        concurrency: 1,
+        ..fast()
+    };
+    let (api, tasks) = backend.node("inspector", config).await;
+    let (release, gate) = tokio::sync::watch::channel(false);
+    tasks.register(TaskDefinition::new("blocker", move |_, _: ()| {
+        let mut gate = gate.clone();
+        async move {
+            let _ = gate.wait_for(|open| *open).await;
+            Ok(())
+        }
+    }));
+    counting(&tasks, &Runs::default());
+    let blocker = tasks
+        .enqueue("blocker", &(), EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    tasks.start(&api);
+    eventually("the blocker runs", async || {
+        state_of(&tasks, &blocker).await == Some(TaskState::Running)
+    })
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(
+            tasks
+                .enqueue("work", &n, EnqueueOptions::default())
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let later = tasks
+        .enqueue_in(
+            Duration::from_secs(3600),
+            "work",
+            &"later",
+            EnqueueOptions::default(),
+        )
+        .await
+        .expect("enqueue");
+    let queued: Vec<String> = tasks
+        .queued("default", 0, 10)
+        .await
+        .expect("queued")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(queued, ids, "next to run first");
+    assert_eq!(
+        tasks
+            .delayed()
+            .await
+            .expect("delayed")
+            .iter()
+            .map(|t| t.id.clone())
+            .collect::<Vec<_>>(),
+        [later.clone()]
+    );
+    eventually("the worker pool is announced", async || {
+        !tasks.workers().await.expect("workers").is_empty()
+    })
+    .await;
+    let workers = tasks.workers().await.expect("workers");
+    assert_eq!(workers[0].0.node, "inspector");
+    assert_eq!(
+        workers[0]
+            .1
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect::<Vec<_>>(),
+        [blocker.as_str()]
+    );
+    assert!(matches!(
+        tasks.del(&blocker).await,
+        Err(Error::Running { .. })
+    ));
+    assert!(tasks.del(&later).await.expect("del"));
+    assert!(tasks.del(&ids[0]).await.expect("del"));
+    assert!(!tasks.del(&ids[0]).await.expect("del"));
+    assert_eq!(tasks.del_queue("default").await.expect("del queue"), 2);
+    assert_eq!(tasks.show(&ids[1]).await.expect("show"), None);
+    release.send(true).expect("open the gate");
+    eventually("the blocker completes", async || {
+        state_of(&tasks, &blocker).await == Some(TaskState::Completed)
+    })
+    .await;
+    let stats = tasks.stats().await.expect("stats");
+    assert_eq!(
+        stats.by_node.get("processed@inspector"),
+        Some(&1),
+        "{stats:?}"
+    );
+    api.shutdown().await.expect("stops");
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -571,4 +717,6 @@ contract!(
     concurrent_promoters_never_duplicate_a_delayed_task,
     a_graceful_stop_hands_unfinished_tasks_back_at_once,
     queues_are_served_in_priority_order,
+    leadership_is_a_short_lease_with_a_rising_epoch,
+    inspection_shows_queues_delays_workers_and_deletes,
 );

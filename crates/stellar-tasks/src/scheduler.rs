@@ -1,0 +1,173 @@
+//! Scheduler leadership and recurring tasks. Every node is a candidate; the leader (a short lease
+//! with a fencing epoch) enqueues each recurring slot, and the slot key makes a slot run once even
+//! if two nodes briefly both believe they lead.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use stellar_core::CancellationToken;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::{NewTask, Schedule, Slot, Tasks};
+
+/// How often the scheduler looks at the clock for new slots.
+const TICK: Duration = Duration::from_millis(50);
+/// A new leader enqueues at most this many slots it finds missed since the last one enqueued.
+const CATCH_UP: u64 = 20;
+/// How often the leader checks for queues no live node serves.
+const UNSERVED_CHECK: Duration = Duration::from_secs(10);
+
+pub(crate) async fn run(tasks: Tasks, cancel: CancellationToken) {
+    let store = tasks.inner.store.clone();
+    let node = tasks.inner.node_id.clone();
+    let lease = tasks.inner.config.leader_lease;
+    register_code_schedules(&tasks).await;
+    let mut epoch: Option<u64> = None;
+    let mut next_lead = Instant::now();
+    let mut schedules: Vec<Schedule> = Vec::new();
+    let mut next_refresh = Instant::now();
+    let mut next_unserved = Instant::now() + UNSERVED_CHECK;
+    // The next slot to enqueue, per schedule; filled from the store when leadership begins.
+    let mut next_slot: HashMap<String, u64> = HashMap::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        if now >= next_lead {
+            next_lead = now + lease / 3;
+            let led = store.try_lead(&node, lease).await.ok().flatten();
+            match (epoch, led) {
+                (None, Some(new)) => {
+                    info!(node_id = %node, epoch = new, "became the scheduler leader");
+                    next_slot.clear();
+                }
+                (Some(old), None) => {
+                    warn!(node_id = %node, epoch = old, "lost the scheduler leadership")
+                }
+                _ => {}
+            }
+            epoch = led;
+        }
+        if epoch.is_none() {
+            continue;
+        }
+        if now >= next_refresh {
+            next_refresh = now + Duration::from_secs(1);
+            if let Ok(fresh) = store.schedules().await {
+                schedules = fresh;
+            }
+        }
+        for schedule in &schedules {
+            enqueue_due_slots(&tasks, schedule, &mut next_slot).await;
+        }
+        if now >= next_unserved {
+            next_unserved = now + UNSERVED_CHECK;
+            warn_about_unserved_queues(&tasks).await;
+        }
+    }
+    if epoch.is_some() && matches!(store.resign(&node).await, Ok(true)) {
+        info!(node_id = %node, "resigned the scheduler leadership");
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Code-defined recurring tasks become stored schedules (idempotent: every node writes the same).
+async fn register_code_schedules(tasks: &Tasks) {
+    for definition in tasks.definitions() {
+        let Some(every) = definition.every else {
+            continue;
+        };
+        let schedule = Schedule {
+            name: definition.name.clone(),
+            task: definition.name.clone(),
+            args: "null".to_owned(),
+            queue: definition.queue.clone(),
+            every_ms: every.as_millis().max(1) as u64,
+        };
+        if let Err(err) = tasks.inner.store.set_schedule(&schedule).await {
+            warn!(task = %definition.name, error = %err, "cannot register the recurring schedule");
+        }
+    }
+}
+
+async fn enqueue_due_slots(
+    tasks: &Tasks,
+    schedule: &Schedule,
+    next_slot: &mut HashMap<String, u64>,
+) {
+    let every = schedule.every_ms.max(1);
+    let current = now_ms() / every * every;
+    let next = match next_slot.get(&schedule.name) {
+        Some(next) => *next,
+        None => {
+            // Continue after the last slot any leader enqueued, catching up a bounded number.
+            let last = tasks
+                .inner
+                .store
+                .last_slot(&schedule.name)
+                .await
+                .ok()
+                .flatten();
+            let floor = current.saturating_sub(CATCH_UP * every);
+            last.map_or(current, |last| (last + every).max(floor))
+        }
+    };
+    let mut slot = next;
+    while slot <= current {
+        let task = NewTask {
+            id: format!("recur:{}:{slot}", schedule.name),
+            name: schedule.task.clone(),
+            queue: schedule.queue.clone(),
+            args: schedule.args.clone(),
+            max_attempts: tasks
+                .definition(&schedule.task)
+                .map_or(1, |d| d.max_attempts),
+            due_at_ms: None,
+            slot: Some(Slot {
+                schedule: schedule.name.clone(),
+                at_ms: slot,
+                remember: Duration::from_millis(every * (CATCH_UP + 10))
+                    .max(Duration::from_secs(60)),
+            }),
+        };
+        if let Err(err) = tasks.inner.store.enqueue(&task).await {
+            warn!(schedule = %schedule.name, slot, error = %err, "cannot enqueue a recurring slot; will retry");
+            break;
+        }
+        slot += every;
+    }
+    next_slot.insert(schedule.name.clone(), slot);
+}
+
+async fn warn_about_unserved_queues(tasks: &Tasks) {
+    let (Ok(stats), Ok(workers)) = (
+        tasks.inner.store.stats().await,
+        tasks.inner.store.workers().await,
+    ) else {
+        return;
+    };
+    let served: HashSet<&str> = workers
+        .iter()
+        .flat_map(|w| w.queues.iter().map(String::as_str))
+        .collect();
+    for (queue, waiting) in &stats.queues {
+        if *waiting > 0 && !served.contains(queue.as_str()) {
+            warn!(
+                queue,
+                waiting, "tasks wait in a queue that no live node serves"
+            );
+        }
+    }
+}
