@@ -66,7 +66,7 @@ fn node(store: Arc<dyn TaskStore>, id: &str, slots: &Slots, fail_even: bool) -> 
                     .and_then(|s| s.parse().ok())
                     .ok_or("not a slot id")?;
                 *slots.lock().expect("slots").entry(slot).or_default() += 1;
-                if fail_even && (slot / 200) % 2 == 0 {
+                if fail_even && (slot / 200).is_multiple_of(2) {
                     return Err("even slots fail".into());
                 }
                 Ok(())

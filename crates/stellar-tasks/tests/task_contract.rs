@@ -644,9 +644,9 @@ async fn inspection_shows_queues_delays_workers_and_deletes(backend: Backend) {
             .await
             .expect("delayed")
             .iter()
-            .map(|t| t.id.clone())
+            .map(|t| t.id.as_str().to_owned())
             .collect::<Vec<_>>(),
-        [later.clone()]
+        std::slice::from_ref(&later)
     );
     eventually("the worker pool is announced", async || {
         !tasks.workers().await.expect("workers").is_empty()
