@@ -8,11 +8,12 @@ use stellar_bus::{Bus, Membership, Transport};
 use stellar_cache::Cache;
 use stellar_core::{Api, Config};
 use stellar_rpc::Rpc;
+use stellar_tasks::{TaskDefinition, Tasks};
 
 use crate::{
     cache_cmd,
     cli::{Cli, Command},
-    cluster, logging, node,
+    cluster, logging, node, tasks_cmd,
 };
 
 /// A set-up hook: runs on every node this process starts, before the node is ready.
@@ -23,6 +24,7 @@ pub(crate) type Setup = Box<dyn Fn(&NodeContext) -> Result<()> + Send + Sync>;
 #[derive(Default)]
 pub struct App {
     setups: Vec<Setup>,
+    tasks: Vec<TaskDefinition>,
 }
 
 impl fmt::Debug for App {
@@ -42,6 +44,7 @@ pub struct NodeContext {
     pub(crate) membership: Membership,
     pub(crate) rpc: Rpc,
     pub(crate) cache: Cache,
+    pub(crate) tasks: Tasks,
     pub(crate) shared: bool,
 }
 
@@ -76,6 +79,11 @@ impl NodeContext {
         &self.cache
     }
 
+    /// The node's task system: enqueue, inspect, register more task types.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
     /// Whether the node shares state with others (Redis) or runs embedded (memory).
     pub fn is_shared(&self) -> bool {
         self.shared
@@ -95,6 +103,12 @@ impl App {
         hook: impl Fn(&NodeContext) -> Result<()> + Send + Sync + 'static,
     ) -> Self {
         self.setups.push(Box::new(hook));
+        self
+    }
+
+    /// Adds a task type: every node runs it, and `stellar tasks enqueue` accepts its name.
+    pub fn task(mut self, definition: TaskDefinition) -> Self {
+        self.tasks.push(definition);
         self
     }
 
@@ -129,7 +143,7 @@ impl App {
         let asked = sources.flags.iter().any(|(key, _)| *key == "log")
             || sources.env.iter().any(|(name, _)| name == "STELLAR_LOG");
         let filter = match cli.command {
-            Command::Cluster(_) | Command::Cache(_) if !asked => "warn",
+            Command::Cluster(_) | Command::Cache(_) | Command::Tasks(_) if !asked => "warn",
             _ => config.log.as_str(),
         };
         logging::init(filter)?;
@@ -137,7 +151,10 @@ impl App {
             .enable_all()
             .build()?;
         match cli.command {
-            Command::Run(_) => runtime.block_on(node::run(config, &self.setups)),
+            Command::Run(_) => runtime.block_on(node::run(config, &self.setups, &self.tasks)),
+            Command::Tasks(tasks) => {
+                runtime.block_on(tasks_cmd::run(config, tasks.command, &self.tasks))
+            }
             Command::Cluster(cluster) => runtime.block_on(cluster::run(config, cluster.command)),
             Command::Cache(cache) => runtime.block_on(cache_cmd::run(config, cache.command)),
         }

@@ -34,6 +34,88 @@ pub(crate) enum Command {
     Cluster(ClusterArgs),
     /// Read and write the shared cache (needs the cluster's Redis).
     Cache(CacheArgs),
+    /// Enqueue and inspect tasks (needs the cluster's Redis).
+    Tasks(TasksArgs),
+}
+
+/// `stellar tasks …`.
+#[derive(Debug, Args)]
+pub(crate) struct TasksArgs {
+    #[command(flatten)]
+    pub(crate) backend: BackendArgs,
+    #[command(subcommand)]
+    pub(crate) command: TasksCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TasksCommand {
+    /// Enqueue a task and print its id (or schedule it with --every).
+    Enqueue {
+        /// The task name, e.g. `stellar.sleep`.
+        name: String,
+        /// The arguments, as JSON (default `null`).
+        args: Option<String>,
+        /// The queue (default: the task's).
+        #[arg(long)]
+        queue: Option<String>,
+        /// Run after this many milliseconds.
+        #[arg(long = "in", value_name = "MS", conflicts_with_all = ["at", "every"])]
+        in_ms: Option<u64>,
+        /// Run at this time, RFC 3339 (e.g. 2026-11-28T09:00:00Z).
+        #[arg(long, value_name = "RFC3339", conflicts_with = "every")]
+        at: Option<String>,
+        /// Run once every this many milliseconds, cluster wide, until unscheduled.
+        #[arg(long, value_name = "MS")]
+        every: Option<u64>,
+        /// The task id: enqueueing an id that is still pending adds nothing.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Remove a recurring schedule.
+    Unschedule {
+        /// The schedule (the task name).
+        name: String,
+    },
+    /// Totals, queue lengths, delayed and in-flight tasks.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One task's record (exit code 1 if unknown).
+    Show {
+        /// The task id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tasks waiting in a queue, next first.
+    Queued {
+        /// The queue.
+        queue: String,
+        /// How many to list.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// Tasks in the failed set.
+    Failed {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a failed task back to its queue.
+    Retry {
+        /// The task id.
+        id: String,
+    },
+    /// Delete a failed task.
+    Remove {
+        /// The task id.
+        id: String,
+    },
+    /// What each node serves and is running now, and who leads the scheduler.
+    Workers,
 }
 
 /// `stellar cache …`.
@@ -213,6 +295,7 @@ impl Cli {
             }
             Command::Cluster(cluster) => &cluster.backend,
             Command::Cache(cache) => &cache.backend,
+            Command::Tasks(tasks) => &tasks.backend,
         };
         flag("redis_url", &backend.redis);
         flag("server_token", &backend.server_token);

@@ -26,10 +26,12 @@
 //! with `ready` and the node id once up, and stops gracefully on SIGINT or SIGTERM.
 
 mod app;
+mod builtin_tasks;
 mod cache_cmd;
 mod cli;
 mod cluster;
 mod logging;
 mod node;
+mod tasks_cmd;
 
 pub use crate::app::{App, NodeContext};

@@ -1,6 +1,6 @@
 //! `stellar run`: one node, from start to a graceful stop.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use stellar_bus::{
@@ -10,18 +10,27 @@ use stellar_bus::{
 use stellar_cache::{Cache, CacheConfig, CacheStore, MemoryCacheStore, RedisCacheStore};
 use stellar_core::{Api, Config, StopSignals};
 use stellar_rpc::Rpc;
+use stellar_tasks::{
+    MemoryTaskStore, RedisTaskStore, TaskConfig, TaskDefinition, TaskStore, Tasks,
+};
 use tracing::{error, info, warn};
 
 use crate::app::{NodeContext, Setup};
 
 /// Starts a node, waits for a stop signal (or a stop from inside), and stops it gracefully.
-pub(crate) async fn run(config: Config, setups: &[Setup]) -> Result<()> {
+pub(crate) async fn run(
+    config: Config,
+    setups: &[Setup],
+    definitions: &[TaskDefinition],
+) -> Result<()> {
     config.check_shared_backend()?;
     let api = Api::new(config);
-    let node = start(&api).await?;
+    let node = start(&api, definitions).await?;
     for setup in setups {
         setup(&node).context("node set-up hook failed")?;
     }
+    // After the hooks, so tasks they register run too.
+    node.tasks.start(&api);
     let mut signals = StopSignals::install().context("installing signal handlers")?;
     api.set_ready();
     let backend = if node.shared { "redis" } else { "memory" };
@@ -46,6 +55,7 @@ pub(crate) struct Backend {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) store: Arc<dyn MembershipStore>,
     pub(crate) cache: Arc<dyn CacheStore>,
+    pub(crate) tasks: Arc<dyn TaskStore>,
     pub(crate) shared: bool,
 }
 
@@ -56,6 +66,7 @@ pub(crate) async fn connect(api: &Api) -> Result<Backend> {
             transport: Arc::new(MemoryTransport::new()),
             store: Arc::new(MemoryMembershipStore::new()),
             cache: Arc::new(MemoryCacheStore::new()),
+            tasks: Arc::new(MemoryTaskStore::new()),
             shared: false,
         });
     };
@@ -66,16 +77,43 @@ pub(crate) async fn connect(api: &Api) -> Result<Backend> {
         .await
         .context("opening the redis subscriber connection")?;
     info!(node_id = %api.node_id(), url = %pool.redacted_url(), "connected to redis");
+    let transport: Arc<dyn Transport> = Arc::new(transport);
     Ok(Backend {
-        transport: Arc::new(transport),
+        transport: transport.clone(),
         store: Arc::new(RedisMembershipStore::new(pool.clone())),
-        cache: Arc::new(RedisCacheStore::new(pool, &CacheConfig::default())),
+        cache: Arc::new(RedisCacheStore::new(pool.clone(), &CacheConfig::default())),
+        tasks: Arc::new(RedisTaskStore::new(pool, transport)),
         shared: true,
     })
 }
 
-/// Connects the backend and starts the node's bus, membership, RPC and cache.
-async fn start(api: &Api) -> Result<NodeContext> {
+/// The task system of `api` on `store`, with the built-in and the app's task definitions.
+pub(crate) fn tasks(api: &Api, store: Arc<dyn TaskStore>, definitions: &[TaskDefinition]) -> Tasks {
+    let config = api.config();
+    let task_config = TaskConfig {
+        queues: config.task_queues.clone(),
+        concurrency: config.task_concurrency,
+        lease: config.task_lease,
+        // Leave a margin inside the shutdown deadline to hand unfinished tasks back.
+        drain_timeout: config
+            .shutdown_timeout
+            .saturating_sub(Duration::from_secs(1))
+            .max(config.shutdown_timeout / 2),
+        ..TaskConfig::default()
+    };
+    let tasks = Tasks::new(store, api.node_id().clone(), task_config);
+    for definition in crate::builtin_tasks::definitions()
+        .into_iter()
+        .chain(definitions.iter().cloned())
+    {
+        tasks.register(definition);
+    }
+    tasks
+}
+
+/// Connects the backend and starts the node's bus, membership, RPC and cache; tasks are made here
+/// and started once the set-up hooks ran.
+async fn start(api: &Api, definitions: &[TaskDefinition]) -> Result<NodeContext> {
     let backend = connect(api).await.context("starting the node")?;
     if !backend.shared {
         warn!(
@@ -93,6 +131,8 @@ async fn start(api: &Api) -> Result<NodeContext> {
     rpc.serve();
     let cache = Cache::new(backend.cache, api.node_id().clone(), CacheConfig::default());
     api.insert(cache.clone());
+    let tasks = tasks(api, backend.tasks, definitions);
+    api.insert(tasks.clone());
     api.insert(backend.transport.clone());
     api.insert(bus.clone());
     api.insert(membership.clone());
@@ -104,6 +144,7 @@ async fn start(api: &Api) -> Result<NodeContext> {
         membership,
         rpc,
         cache,
+        tasks,
         shared: backend.shared,
     })
 }

@@ -50,7 +50,11 @@ struct Inner {
     state: watch::Sender<NodeState>,
     /// Components by type; values are `Clone` handles so lookups hand out copies.
     components: RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
+    /// Named numbers components report for `api.status`, read when asked.
+    gauges: RwLock<Vec<(&'static str, Gauge)>>,
 }
+
+type Gauge = Box<dyn Fn() -> u64 + Send + Sync>;
 
 impl fmt::Debug for Api {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -76,6 +80,7 @@ impl Api {
                 tracker: TaskTracker::new(),
                 state,
                 components: RwLock::new(HashMap::new()),
+                gauges: RwLock::new(Vec::new()),
             }),
         }
     }
@@ -145,6 +150,32 @@ impl Api {
             .components
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a number a component reports about itself (e.g. `tasks_in_flight`), so status
+    /// reports can show it without depending on the component.
+    pub fn register_gauge(
+        &self,
+        name: &'static str,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        let mut gauges = self
+            .inner
+            .gauges
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        gauges.retain(|(existing, _)| *existing != name);
+        gauges.push((name, Box::new(read)));
+    }
+
+    /// The current value of every registered gauge.
+    pub fn gauges(&self) -> Vec<(&'static str, u64)> {
+        let gauges = self
+            .inner
+            .gauges
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        gauges.iter().map(|(name, read)| (*name, read())).collect()
     }
 
     /// The node's current state.
@@ -323,6 +354,18 @@ mod tests {
             api.get::<Arc<String>>().as_deref().map(String::as_str),
             Some("shared")
         );
+    }
+
+    #[test]
+    fn gauges_are_read_when_asked_and_replaced_by_name() {
+        let api = Api::new(Config::default());
+        let counter = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let read = counter.clone();
+        api.register_gauge("things", move || read.load(Ordering::SeqCst));
+        counter.store(5, Ordering::SeqCst);
+        assert_eq!(api.gauges(), [("things", 5)]);
+        api.register_gauge("things", || 7);
+        assert_eq!(api.gauges(), [("things", 7)]);
     }
 
     #[test]

@@ -98,6 +98,27 @@ pub const KEYS: &[KeyDoc] = &[
         expected: MS,
     },
     KeyDoc {
+        name: "task_queues",
+        env: "STELLAR_TASK_QUEUES",
+        flag: None,
+        default: "default",
+        expected: "comma-separated queue names, highest priority first",
+    },
+    KeyDoc {
+        name: "task_concurrency",
+        env: "STELLAR_TASK_CONCURRENCY",
+        flag: None,
+        default: "10",
+        expected: "a whole number from 0 to 10000 (0: this node runs no tasks)",
+    },
+    KeyDoc {
+        name: "task_lease_ms",
+        env: "STELLAR_TASK_LEASE_MS",
+        flag: None,
+        default: "30000",
+        expected: MS,
+    },
+    KeyDoc {
         name: "shutdown_timeout_ms",
         env: "STELLAR_SHUTDOWN_TIMEOUT_MS",
         flag: Some("--shutdown-timeout-ms"),
@@ -170,6 +191,12 @@ pub struct Config {
     /// How long a membership record lives without renewal: a node that dies unannounced drops
     /// out of the cluster after this long.
     pub heartbeat_ttl: Duration,
+    /// The task queues this node's workers serve, highest priority first.
+    pub task_queues: Vec<String>,
+    /// How many tasks this node runs at once; 0 runs none (an enqueue-only node).
+    pub task_concurrency: usize,
+    /// How long a task claim lasts without renewal; a task on a dead node runs again after it.
+    pub task_lease: Duration,
     /// How long a graceful stop may take before the node gives up on its tasks.
     pub shutdown_timeout: Duration,
     /// The log filter.
@@ -189,6 +216,9 @@ impl Default for Config {
             rpc_timeout: Duration::from_millis(5000),
             heartbeat_interval: Duration::from_millis(1000),
             heartbeat_ttl: Duration::from_millis(5000),
+            task_queues: vec!["default".to_owned()],
+            task_concurrency: 10,
+            task_lease: Duration::from_millis(30_000),
             shutdown_timeout: Duration::from_millis(10_000),
             log: "info".to_owned(),
         }
@@ -344,6 +374,27 @@ impl Config {
                 }
                 "heartbeat_ttl_ms" => {
                     config.heartbeat_ttl = millis(value).ok_or_else(|| invalid(quote(value)))?;
+                }
+                "task_queues" => {
+                    let queues: Vec<String> =
+                        value.split(',').map(|q| q.trim().to_owned()).collect();
+                    if queues
+                        .iter()
+                        .any(|q| q.is_empty() || q.chars().any(char::is_whitespace))
+                    {
+                        return Err(invalid(quote(value)));
+                    }
+                    config.task_queues = queues;
+                }
+                "task_concurrency" => {
+                    config.task_concurrency = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= 10_000)
+                        .ok_or_else(|| invalid(quote(value)))?;
+                }
+                "task_lease_ms" => {
+                    config.task_lease = millis(value).ok_or_else(|| invalid(quote(value)))?;
                 }
                 "shutdown_timeout_ms" => {
                     config.shutdown_timeout = millis(value).ok_or_else(|| invalid(quote(value)))?;

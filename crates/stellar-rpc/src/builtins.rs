@@ -36,6 +36,9 @@ pub struct NodeStatus {
     pub bus: BusStats,
     /// RPC calls it is waiting on.
     pub pending_calls: usize,
+    /// What the node's components report, e.g. `tasks_in_flight`.
+    #[serde(default)]
+    pub gauges: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +69,12 @@ pub(crate) fn register(rpc: &Rpc) {
                 rss_bytes: rss_bytes(),
                 bus: rpc.bus().stats(),
                 pending_calls: rpc.pending_calls(),
+                gauges: ctx
+                    .api
+                    .gauges()
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), value))
+                    .collect(),
             })
         }
     });

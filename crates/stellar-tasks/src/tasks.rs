@@ -206,6 +206,8 @@ pub(crate) struct Inner {
     pub(crate) config: TaskConfig,
     definitions: RwLock<HashMap<String, TaskDefinition>>,
     next_id: AtomicU64,
+    /// Tasks this node is running now.
+    pub(crate) running_here: AtomicU64,
 }
 
 impl fmt::Debug for Tasks {
@@ -227,6 +229,7 @@ impl Tasks {
                 config,
                 definitions: RwLock::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
+                running_here: AtomicU64::new(0),
             }),
         }
     }
@@ -263,7 +266,14 @@ impl Tasks {
     /// Starts this node's workers and its share of maintenance (promotion, reaping) on `api`;
     /// they stop with the node, handing unfinished tasks back.
     pub fn start(&self, api: &Api) {
+        let tasks = self.clone();
+        api.register_gauge("tasks_in_flight", move || tasks.running_here());
         worker::start(self.clone(), api);
+    }
+
+    /// How many tasks this node is running now.
+    pub fn running_here(&self) -> u64 {
+        self.inner.running_here.load(Ordering::Relaxed)
     }
 
     /// The store.

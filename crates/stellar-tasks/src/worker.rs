@@ -14,7 +14,9 @@ const BATCH: u32 = 200;
 
 pub(crate) fn start(tasks: Tasks, api: &Api) {
     let cancel = api.cancellation_token();
-    api.spawn(run_workers(tasks.clone(), cancel.clone()));
+    if tasks.inner.config.concurrency > 0 {
+        api.spawn(run_workers(tasks.clone(), cancel.clone()));
+    }
     api.spawn(crate::scheduler::run(tasks.clone(), cancel.clone()));
     api.spawn(run_maintenance(tasks, cancel));
 }
@@ -106,6 +108,10 @@ async fn run_claimed(
         return;
     };
     debug!(%node_id, task_id = %claimed.id, task = %claimed.name, attempt = claimed.attempt, "task started");
+    tasks
+        .inner
+        .running_here
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let ctx = TaskContext {
         id: claimed.id.clone(),
         attempt: claimed.attempt,
@@ -181,6 +187,10 @@ async fn run_claimed(
             }
         },
     }
+    tasks
+        .inner
+        .running_here
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     drop(permit);
 }
 

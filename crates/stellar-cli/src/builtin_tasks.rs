@@ -1,0 +1,44 @@
+//! Tasks the bundled `stellar` binary defines, for operators and tests.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use stellar_tasks::TaskDefinition;
+use tracing::{info, warn};
+
+#[derive(Debug, Deserialize)]
+struct SleepArgs {
+    ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct LogArgs {
+    message: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FailArgs {
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// `stellar.sleep {"ms": N}`, `stellar.log {"message": "…"}`, `stellar.fail {"message"?: "…"}`.
+pub(crate) fn definitions() -> Vec<TaskDefinition> {
+    vec![
+        TaskDefinition::new("stellar.sleep", |_, args: SleepArgs| async move {
+            tokio::time::sleep(Duration::from_millis(args.ms)).await;
+            Ok(())
+        }),
+        TaskDefinition::new("stellar.log", |ctx, args: LogArgs| async move {
+            info!(node_id = %ctx.node_id, task_id = %ctx.id, attempt = ctx.attempt, message = %args.message, "stellar.log task ran");
+            Ok(())
+        }),
+        TaskDefinition::new("stellar.fail", |ctx, args: Option<FailArgs>| async move {
+            let message = args.unwrap_or_default().message.unwrap_or_else(|| "stellar.fail always fails".to_owned());
+            warn!(node_id = %ctx.node_id, task_id = %ctx.id, attempt = ctx.attempt, "stellar.fail task failing on purpose");
+            Err(message.into())
+        })
+        .max_attempts(3)
+        .backoff(Duration::from_millis(100), Duration::from_secs(1)),
+    ]
+}

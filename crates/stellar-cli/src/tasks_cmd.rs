@@ -1,0 +1,183 @@
+//! `stellar tasks …`: enqueue and inspect the tasks of a running cluster.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use stellar_bus::{RedisConfig, RedisPool, RedisTransport};
+use stellar_core::{Api, Config, NodeId};
+use stellar_tasks::{EnqueueOptions, RedisTaskStore, TaskDefinition, TaskRecord};
+
+use crate::{cli::TasksCommand, node};
+
+/// Runs one tasks command against the configured Redis.
+pub(crate) async fn run(
+    config: Config,
+    command: TasksCommand,
+    definitions: &[TaskDefinition],
+) -> Result<()> {
+    let Some(redis) = RedisConfig::from_config(&config) else {
+        bail!(
+            "`stellar tasks` needs the cluster's Redis: pass --redis URL or set STELLAR_REDIS_URL \
+             (the embedded backend's tasks live inside its node's process)"
+        );
+    };
+    let client_id = NodeId::new(format!("stellar-cli-{}", NodeId::from_host()))?;
+    let api = Api::new(Config {
+        id: Some(client_id),
+        ..config
+    });
+    let pool = RedisPool::connect(redis)
+        .await
+        .context("connecting to redis")?;
+    let transport =
+        Arc::new(RedisTransport::connect(pool.clone(), api.cancellation_token()).await?);
+    let tasks = node::tasks(
+        &api,
+        Arc::new(RedisTaskStore::new(pool, transport)),
+        definitions,
+    );
+    let result = async {
+        match command {
+            TasksCommand::Enqueue {
+                name,
+                args,
+                queue,
+                in_ms,
+                at,
+                every,
+                id,
+            } => {
+                let args: Value = match &args {
+                    Some(text) => serde_json::from_str(text)
+                        .with_context(|| format!("ARGS_JSON is not JSON: {text}"))?,
+                    None => Value::Null,
+                };
+                if let Some(every) = every {
+                    tasks
+                        .schedule_recurring(&name, &args, Duration::from_millis(every))
+                        .await?;
+                    eprintln!("scheduled {name} every {every} ms");
+                    return Ok(());
+                }
+                let options = EnqueueOptions { queue, id };
+                let id = match (in_ms, at) {
+                    (Some(ms), _) => {
+                        tasks
+                            .enqueue_in(Duration::from_millis(ms), &name, &args, options)
+                            .await?
+                    }
+                    (None, Some(at)) => {
+                        let at: SystemTime = humantime::parse_rfc3339_weak(&at)
+                            .with_context(|| format!("--at is not an RFC 3339 time: {at}"))?;
+                        tasks.enqueue_at(at, &name, &args, options).await?
+                    }
+                    (None, None) => tasks.enqueue(&name, &args, options).await?,
+                };
+                println!("{id}");
+            }
+            TasksCommand::Unschedule { name } => {
+                if !tasks.unschedule(&name).await? {
+                    bail!("no recurring schedule named {name:?}");
+                }
+            }
+            TasksCommand::Stats { json } => {
+                let stats = tasks.stats().await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&stats)?);
+                } else {
+                    println!(
+                        "processed {}  failed {}  retried {}",
+                        stats.processed, stats.failed, stats.retried
+                    );
+                    println!(
+                        "delayed {}  in flight {}  in failed set {}",
+                        stats.delayed, stats.in_flight, stats.failed_now
+                    );
+                    for (queue, length) in &stats.queues {
+                        println!("queue {queue}: {length}");
+                    }
+                    for (counter, value) in stats.by_name.iter().chain(&stats.by_node) {
+                        println!("{counter} {value}");
+                    }
+                }
+            }
+            TasksCommand::Show { id, json } => {
+                let Some(record) = tasks.show(&id).await? else {
+                    bail!("no task with id {id:?}")
+                };
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&record)?);
+                } else {
+                    print_record(&record);
+                }
+            }
+            TasksCommand::Queued { queue, limit } => {
+                for record in tasks.queued(&queue, 0, limit.saturating_sub(1)).await? {
+                    println!("{} {} {}", record.id, record.name, record.args);
+                }
+            }
+            TasksCommand::Failed { json } => {
+                let failed = tasks.failed().await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&failed)?);
+                } else {
+                    for record in &failed {
+                        let node = record.node.as_deref().unwrap_or("-");
+                        let error = record.error.as_deref().unwrap_or("");
+                        println!(
+                            "{} {} attempts={} node={node} error={error}",
+                            record.id, record.name, record.attempts
+                        );
+                    }
+                }
+            }
+            TasksCommand::Retry { id } => {
+                if !tasks.retry_failed(&id).await? {
+                    bail!("task {id:?} is not in the failed set");
+                }
+            }
+            TasksCommand::Remove { id } => {
+                if !tasks.remove_failed(&id).await? {
+                    bail!("task {id:?} is not in the failed set");
+                }
+            }
+            TasksCommand::Workers => {
+                match tasks.leader().await? {
+                    Some((leader, epoch)) => println!("scheduler leader: {leader} (epoch {epoch})"),
+                    None => println!("scheduler leader: none"),
+                }
+                for (worker, running) in tasks.workers().await? {
+                    let ids: Vec<&str> = running.iter().map(|t| t.id.as_str()).collect();
+                    println!(
+                        "{} queues={} concurrency={} running=[{}]",
+                        worker.node,
+                        worker.queues.join(","),
+                        worker.concurrency,
+                        ids.join(",")
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    let _ = api.shutdown().await;
+    result
+}
+
+fn print_record(record: &TaskRecord) {
+    println!("id        {}", record.id);
+    println!("name      {}", record.name);
+    println!("queue     {}", record.queue);
+    println!("state     {:?}", record.state);
+    println!("attempts  {}/{}", record.attempts, record.max_attempts);
+    println!("node      {}", record.node.as_deref().unwrap_or("-"));
+    println!("args      {}", record.args);
+    if let Some(error) = &record.error {
+        println!("error     {error}");
+    }
+}
