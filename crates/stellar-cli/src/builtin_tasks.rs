@@ -30,7 +30,7 @@ pub(crate) fn definitions() -> Vec<TaskDefinition> {
             Ok(())
         }),
         TaskDefinition::new("stellar.log", |ctx, args: LogArgs| async move {
-            info!(node_id = %ctx.node_id, task_id = %ctx.id, attempt = ctx.attempt, message = %args.message, "stellar.log task ran");
+            info!(node_id = %ctx.node_id, task_id = %ctx.id, attempt = ctx.attempt, text = %args.message, "stellar.log task ran");
             Ok(())
         }),
         TaskDefinition::new("stellar.fail", |ctx, args: Option<FailArgs>| async move {
