@@ -215,10 +215,15 @@ impl TaskStore for MemoryTaskStore {
         queues: &[String],
         node: &NodeId,
         lease: Duration,
-    ) -> Result<Option<Claimed>, TransportError> {
+        max: usize,
+    ) -> Result<Vec<Claimed>, TransportError> {
         let mut state = self.state();
+        let mut claimed = Vec::new();
         for queue in queues {
-            while let Some(id) = state.queues.get_mut(queue).and_then(VecDeque::pop_back) {
+            while claimed.len() < max {
+                let Some(id) = state.queues.get_mut(queue).and_then(VecDeque::pop_back) else {
+                    break;
+                };
                 let Some(task) = state.tasks.get_mut(&id) else {
                     continue;
                 };
@@ -230,7 +235,7 @@ impl TaskStore for MemoryTaskStore {
                 task.record.state = TaskState::Running;
                 task.record.node = Some(node.to_string());
                 task.record.started_at_ms = Some(now_ms());
-                let claimed = Claimed {
+                claimed.push(Claimed {
                     id: id.clone(),
                     token: task.claims,
                     name: task.record.name.clone(),
@@ -238,12 +243,11 @@ impl TaskStore for MemoryTaskStore {
                     args: task.record.args.clone(),
                     attempt: task.record.attempts,
                     max_attempts: task.record.max_attempts,
-                };
+                });
                 state.inflight.insert(id, Instant::now() + lease);
-                return Ok(Some(claimed));
             }
         }
-        Ok(None)
+        Ok(claimed)
     }
 
     async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, TransportError> {

@@ -242,30 +242,38 @@ impl TaskStore for RedisTaskStore {
         queues: &[String],
         node: &NodeId,
         lease: Duration,
-    ) -> Result<Option<Claimed>, TransportError> {
+        max: usize,
+    ) -> Result<Vec<Claimed>, TransportError> {
         let queue_keys: Vec<String> = queues.iter().map(|q| format!("{QUEUE}{q}")).collect();
         let mut keys: Vec<&str> = vec![INFLIGHT];
         keys.extend(queue_keys.iter().map(String::as_str));
-        let lease = ms(lease);
-        let reply: Option<(String, u64, String, String, String, u32, u32)> = self
+        let (lease, max) = (ms(lease), max.to_string());
+        let flat: Vec<redis::Value> = self
             .script(
                 "task claim",
                 &self.scripts.claim,
                 &keys,
-                &[&lease, node.as_str(), TASK],
+                &[&lease, node.as_str(), TASK, &max],
             )
             .await?;
-        Ok(reply.map(
-            |(id, token, name, queue, args, attempt, max_attempts)| Claimed {
-                id,
-                token,
-                name,
-                queue,
-                args,
-                attempt,
-                max_attempts,
-            },
-        ))
+        let text = |value: &redis::Value| {
+            redis::from_redis_value::<String>(value.clone()).unwrap_or_default()
+        };
+        let number = |value: &redis::Value| {
+            redis::from_redis_value::<u64>(value.clone()).unwrap_or_default()
+        };
+        Ok(flat
+            .chunks_exact(7)
+            .map(|f| Claimed {
+                id: text(&f[0]),
+                token: number(&f[1]),
+                name: text(&f[2]),
+                queue: text(&f[3]),
+                args: text(&f[4]),
+                attempt: number(&f[5]) as u32,
+                max_attempts: number(&f[6]) as u32,
+            })
+            .collect())
     }
 
     async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, TransportError> {

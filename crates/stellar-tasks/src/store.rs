@@ -192,14 +192,15 @@ pub struct Stats {
 pub trait TaskStore: fmt::Debug + Send + Sync + 'static {
     /// Adds `task`, unless a pending task already has its id.
     async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, TransportError>;
-    /// Claims the oldest ready task of the first non-empty queue of `queues`, leased to `node`
-    /// for `lease` (on the store's clock).
+    /// Claims up to `max` of the oldest ready tasks, from `queues` in priority order, each leased to
+    /// `node` for `lease` (on the store's clock).
     async fn claim(
         &self,
         queues: &[String],
         node: &NodeId,
         lease: Duration,
-    ) -> Result<Option<Claimed>, TransportError>;
+        max: usize,
+    ) -> Result<Vec<Claimed>, TransportError>;
     /// Extends the lease of a claim; false if the claim is no longer current.
     async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, TransportError>;
     /// Records a success; false (rejected) if the claim is no longer current.

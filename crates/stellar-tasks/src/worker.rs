@@ -11,6 +11,8 @@ use crate::{Claimed, FailOutcome, TaskContext, Tasks, WorkerInfo};
 
 /// How many due or expired tasks one maintenance step moves at most.
 const BATCH: u32 = 200;
+/// How many tasks one claim takes at most.
+const MAX_CLAIM: usize = 32;
 
 pub(crate) fn start(tasks: Tasks, api: &Api) {
     let cancel = api.cancellation_token();
@@ -35,29 +37,40 @@ async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
             () = cancel.cancelled() => break,
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
+        // One permit is ours; take every other free one, to claim a batch in one round trip.
+        let mut permits_held = vec![permit];
+        while permits_held.len() < MAX_CLAIM {
+            match permits.clone().try_acquire_owned() {
+                Ok(permit) => permits_held.push(permit),
+                Err(_) => break,
+            }
+        }
         let seen = store.wake_generation();
+        let wanted = permits_held.len();
         match store
-            .claim(&config.queues, &tasks.inner.node_id, config.lease)
+            .claim(&config.queues, &tasks.inner.node_id, config.lease, wanted)
             .await
         {
-            Ok(Some(claimed)) => {
+            Ok(claimed) if !claimed.is_empty() => {
                 failures = 0;
-                running.spawn(run_claimed(
-                    tasks.clone(),
-                    claimed,
-                    permit,
-                    hand_back.clone(),
-                ));
+                for (claimed, permit) in claimed.into_iter().zip(permits_held) {
+                    running.spawn(run_claimed(
+                        tasks.clone(),
+                        claimed,
+                        permit,
+                        hand_back.clone(),
+                    ));
+                }
             }
-            Ok(None) => {
-                drop(permit);
+            Ok(_) => {
+                drop(permits_held);
                 tokio::select! {
                     () = cancel.cancelled() => break,
                     () = store.wait_for_work(&config.queues, seen, config.idle_poll) => {}
                 }
             }
             Err(err) => {
-                drop(permit);
+                drop(permits_held);
                 failures += 1;
                 if failures == 1 {
                     warn!(node_id = %tasks.inner.node_id, error = %err, "claiming tasks failed; retrying");

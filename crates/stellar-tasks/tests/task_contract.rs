@@ -343,17 +343,18 @@ async fn a_lost_lease_is_reaped_and_its_late_answer_rejected(backend: Backend) {
     let node = NodeId::new("zombie").expect("id");
     let queues = vec!["default".to_owned()];
     let first: Claimed = store
-        .claim(&queues, &node, Duration::from_millis(100))
+        .claim(&queues, &node, Duration::from_millis(100), 1)
         .await
         .expect("claim")
+        .pop()
         .expect("a task");
     assert_eq!(first.attempt, 1);
     assert!(
         store
-            .claim(&queues, &node, Duration::from_secs(30))
+            .claim(&queues, &node, Duration::from_secs(30), 8)
             .await
             .expect("claim")
-            .is_none(),
+            .is_empty(),
         "claimed twice"
     );
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -363,9 +364,11 @@ async fn a_lost_lease_is_reaped_and_its_late_answer_rejected(backend: Backend) {
             &queues,
             &NodeId::new("healthy").expect("id"),
             Duration::from_secs(30),
+            8,
         )
         .await
         .expect("claim")
+        .pop()
         .expect("requeued");
     assert_eq!((second.attempt, second.id.as_str()), (2, "t1"));
     assert!(
@@ -685,6 +688,45 @@ async fn inspection_shows_queues_delays_workers_and_deletes(backend: Backend) {
     api.shutdown().await.expect("stops");
 }
 
+async fn a_batch_claim_takes_queues_in_priority_order_up_to_its_size(backend: Backend) {
+    let store = backend.store().await;
+    for (n, queue) in ["low", "high", "low", "high", "high"].iter().enumerate() {
+        let task = NewTask {
+            id: format!("b{n}"),
+            name: "work".into(),
+            queue: (*queue).into(),
+            args: "null".into(),
+            max_attempts: 1,
+            due_at_ms: None,
+            slot: None,
+        };
+        store.enqueue(&task).await.expect("enqueue");
+    }
+    let queues = vec!["high".to_owned(), "low".to_owned()];
+    let node = NodeId::new("n").expect("id");
+    let batch = store
+        .claim(&queues, &node, Duration::from_secs(30), 4)
+        .await
+        .expect("claim");
+    let ids: Vec<&str> = batch.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["b1", "b3", "b4", "b0"]);
+    let rest = store
+        .claim(&queues, &node, Duration::from_secs(30), 4)
+        .await
+        .expect("claim");
+    assert_eq!(
+        rest.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["b2"]
+    );
+    let tokens: std::collections::HashSet<(String, u64)> = batch
+        .iter()
+        .chain(&rest)
+        .map(|c| (c.id.clone(), c.token))
+        .collect();
+    assert_eq!(tokens.len(), 5);
+    assert_eq!(store.stats().await.expect("stats").in_flight, 5);
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -719,4 +761,5 @@ contract!(
     queues_are_served_in_priority_order,
     leadership_is_a_short_lease_with_a_rising_epoch,
     inspection_shows_queues_delays_workers_and_deletes,
+    a_batch_claim_takes_queues_in_priority_order_up_to_its_size,
 );
