@@ -13,7 +13,7 @@ use stellar_tasks::{TaskDefinition, Tasks};
 use crate::{
     cache_cmd,
     cli::{Cli, Command},
-    cluster, logging, node, tasks_cmd,
+    cluster, logging, node, supervisor, tasks_cmd,
 };
 
 /// A set-up hook: runs on every node this process starts, before the node is ready.
@@ -151,6 +151,9 @@ impl App {
             .enable_all()
             .build()?;
         match cli.command {
+            Command::Run(run) if run.cluster.is_some() => {
+                runtime.block_on(supervisor::run(config, &cli.global, run))
+            }
             Command::Run(_) => runtime.block_on(node::run(config, &self.setups, &self.tasks)),
             Command::Tasks(tasks) => {
                 runtime.block_on(tasks_cmd::run(config, tasks.command, &self.tasks))

@@ -212,6 +212,25 @@ pub(crate) struct RunArgs {
     /// How long a graceful stop may take (config key `shutdown_timeout_ms`).
     #[arg(long, value_name = "MS")]
     pub(crate) shutdown_timeout_ms: Option<String>,
+    /// Run N worker nodes under a supervisor (default N: the number of CPUs). Needs Redis.
+    #[arg(long, alias = "workers", value_name = "N", num_args = 0..=1, default_missing_value = "0", conflicts_with = "id")]
+    pub(crate) cluster: Option<usize>,
+    /// Worker names are `<PREFIX>-<n>`, with the lowest free n.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "stellar-worker",
+        requires = "cluster"
+    )]
+    pub(crate) worker_prefix: String,
+    /// The supervisor's pid file: a second supervisor on the same file refuses to start.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "stellar-cluster.pid",
+        requires = "cluster"
+    )]
+    pub(crate) pid_file: std::path::PathBuf,
 }
 
 /// `stellar cluster …`.

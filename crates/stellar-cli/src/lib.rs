@@ -32,6 +32,7 @@ mod cli;
 mod cluster;
 mod logging;
 mod node;
+mod supervisor;
 mod tasks_cmd;
 
 pub use crate::app::{App, NodeContext};
