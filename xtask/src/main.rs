@@ -2,8 +2,11 @@
 //!
 //! - `cargo xtask test`: the whole test suite, as CI runs it: format check, clippy with warnings
 //!   denied, then every test of the workspace (unit, integration against real `redis-server`s,
-//!   end-to-end against the real `stellar` binary, doc tests).
+//!   end-to-end against the real `stellar` binary, doc tests), then the cluster fault suite.
+//! - `cargo xtask cluster-test [FILTER]`: the fault scenarios (`cluster/scenarios.rs`) with real
+//!   processes, a real redis-server and real signals; logs under `target/cluster-test/`.
 
+mod cluster;
 mod tidy;
 
 use std::{
@@ -27,8 +30,16 @@ fn main() -> ExitCode {
 fn run(args: Vec<String>) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(),
+        Some("cluster-test") => {
+            cluster::run(&tidy::workspace_root(), args.get(1).map(String::as_str))
+        }
         Some("help" | "--help" | "-h") | None => {
-            println!("usage: cargo xtask test    fmt check, clippy -D warnings, all tests");
+            println!(
+                "usage: cargo xtask test                     fmt check, clippy -D warnings, all tests"
+            );
+            println!(
+                "       cargo xtask cluster-test [FILTER]    fault scenarios with real processes"
+            );
             Ok(())
         }
         Some(other) => bail!("unknown command `{other}`; try `cargo xtask help`"),
@@ -48,6 +59,7 @@ fn test() -> Result<()> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace", "--locked"])?;
+    cluster::run(&tidy::workspace_root(), None)?;
     eprintln!("xtask: test passed in {:.0?}", started.elapsed());
     Ok(())
 }

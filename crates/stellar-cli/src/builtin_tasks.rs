@@ -14,6 +14,9 @@ struct SleepArgs {
 #[derive(Debug, Deserialize)]
 struct LogArgs {
     message: String,
+    /// Work for this long between "started" and "ran".
+    #[serde(default)]
+    ms: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -22,7 +25,8 @@ struct FailArgs {
     message: Option<String>,
 }
 
-/// `stellar.sleep {"ms": N}`, `stellar.log {"message": "…"}`, `stellar.fail {"message"?: "…"}`.
+/// `stellar.sleep {"ms": N}`, `stellar.log {"message": "…", "ms"?: N}` (logs when it starts and when
+/// it ends), `stellar.fail {"message"?: "…"}`.
 pub(crate) fn definitions() -> Vec<TaskDefinition> {
     vec![
         TaskDefinition::new("stellar.sleep", |_, args: SleepArgs| async move {
@@ -30,6 +34,8 @@ pub(crate) fn definitions() -> Vec<TaskDefinition> {
             Ok(())
         }),
         TaskDefinition::new("stellar.log", |ctx, args: LogArgs| async move {
+            info!(node_id = %ctx.node_id, task_id = %ctx.id, attempt = ctx.attempt, text = %args.message, "stellar.log task started");
+            tokio::time::sleep(Duration::from_millis(args.ms)).await;
             info!(node_id = %ctx.node_id, task_id = %ctx.id, attempt = ctx.attempt, text = %args.message, "stellar.log task ran");
             Ok(())
         }),

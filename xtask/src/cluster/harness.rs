@@ -1,0 +1,365 @@
+//! Real processes for the fault suite: a redis-server, `stellar` nodes and CLI calls, each owned
+//! by a guard that kills it on drop, with logs under `target/cluster-test/<scenario>/`.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use serde_json::Value;
+
+pub(crate) const TOKEN: &str = "cluster-test-token";
+
+/// Where one scenario keeps its logs, and the binary it runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Env {
+    pub(crate) bin: PathBuf,
+    pub(crate) dir: PathBuf,
+}
+
+/// A redis-server on a free port.
+pub(crate) struct Redis {
+    pub(crate) port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub(crate) fn start(env: &Env, args: &[&str]) -> Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut redis = Self {
+            port,
+            dir: env.dir.clone(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            child: None,
+        };
+        redis.spawn()?;
+        Ok(redis)
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A handle on a server another guard owns: only its URL is used, dropping it kills nothing.
+    pub(crate) fn detached(port: u16) -> Self {
+        Self {
+            port,
+            dir: PathBuf::new(),
+            args: Vec::new(),
+            child: None,
+        }
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let child = Command::new(
+            std::env::var("STELLAR_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()),
+        )
+        .args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .arg("--dir")
+        .arg(&self.dir)
+        .arg("--logfile")
+        .arg(self.dir.join("redis.log"))
+        .args(&self.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting redis-server (install it: apt-get install -y redis-server)")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                thread::sleep(Duration::from_millis(100));
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        bail!("redis-server did not listen on port {}", self.port)
+    }
+
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub(crate) fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(100)),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `stellar` process (a node or a supervisor) writing to its own log file.
+pub(crate) struct Node {
+    pub(crate) name: String,
+    pub(crate) log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// `stellar run --id NAME` on `redis`, with `extra` environment.
+    pub(crate) fn start(
+        env: &Env,
+        redis: &Redis,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Self> {
+        let mut node = Self::spawn(env, redis, name, &["run", "--id", name], extra)?;
+        node.wait_for("node ready", Duration::from_secs(15))?;
+        Ok(node)
+    }
+
+    pub(crate) fn spawn(
+        env: &Env,
+        redis: &Redis,
+        name: &str,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Result<Self> {
+        let log = env.dir.join(format!("{name}.log"));
+        let file = File::options().create(true).append(true).open(&log)?;
+        let mut command = Command::new(&env.bin);
+        command
+            .args(args)
+            .env("STELLAR_REDIS_URL", redis.url())
+            .env("STELLAR_SERVER_TOKEN", TOKEN)
+            .env("STELLAR_HEARTBEAT_INTERVAL_MS", "200")
+            .env("STELLAR_HEARTBEAT_TTL_MS", "1500")
+            .env("STELLAR_SHUTDOWN_TIMEOUT_MS", "4000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file));
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            log,
+            child: Some(child),
+        })
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub(crate) fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub(crate) fn wait_for(&mut self, needle: &str, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.output().contains(needle) {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "{} exited ({status}) before printing {needle:?}; see {}",
+                    self.name,
+                    self.log.display()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "{} did not print {needle:?} within {within:?}; see {}",
+            self.name,
+            self.log.display()
+        )
+    }
+
+    pub(crate) fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.pid().and_then(|pid| i32::try_from(pid).ok()) {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+
+    /// Waits for the process to exit; its exit code, or `None` if it died by a signal.
+    pub(crate) fn wait_exit(&mut self, within: Duration) -> Result<Option<i32>> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut().context("process already reaped")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status.code());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} still running after {within:?}; see {}",
+                    self.name,
+                    self.log.display()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `stellar ARGS…` as a client of `redis`.
+pub(crate) fn cli(env: &Env, redis: &Redis, args: &[&str]) -> Result<Output> {
+    Command::new(&env.bin)
+        .args(args)
+        .env("STELLAR_REDIS_URL", redis.url())
+        .env("STELLAR_SERVER_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .context("running the stellar CLI")
+}
+
+pub(crate) fn cli_json(env: &Env, redis: &Redis, args: &[&str]) -> Result<Value> {
+    let output = cli(env, redis, args)?;
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "`stellar {}` printed no JSON: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// Enqueues `stellar.log` tasks `<prefix>-<k>` (id and message alike), each working `ms`.
+pub(crate) fn enqueue(
+    env: &Env,
+    redis: &Redis,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+    ms: u64,
+) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for k in range {
+        let id = format!("{prefix}-{k}");
+        let args = format!(r#"{{"message":"{id}","ms":{ms}}}"#);
+        let output = cli(
+            env,
+            redis,
+            &["tasks", "enqueue", "stellar.log", &args, "--id", &id],
+        )?;
+        if !output.status.success() {
+            bail!(
+                "enqueue {id} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// What the logs and the store say about a workload.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) enqueued: usize,
+    pub(crate) completed: usize,
+    pub(crate) lost: usize,
+    pub(crate) duplicate_completions: u64,
+    pub(crate) reexecutions: usize,
+}
+
+/// Waits until every id is completed (or `within` passes), then counts.
+pub(crate) fn tally(env: &Env, redis: &Redis, ids: &[String], within: Duration) -> Result<Tally> {
+    let deadline = Instant::now() + within;
+    loop {
+        let stats = cli_json(env, redis, &["tasks", "stats", "--json"])?;
+        let processed = stats["by_name"]["processed:stellar.log"]
+            .as_u64()
+            .unwrap_or(0);
+        if processed as usize >= ids.len() || Instant::now() > deadline {
+            break;
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    let mut completed = 0;
+    for id in ids {
+        let record = cli_json(env, redis, &["tasks", "show", id, "--json"]).unwrap_or(Value::Null);
+        if record["state"] == "completed" {
+            completed += 1;
+        }
+    }
+    let stats = cli_json(env, redis, &["tasks", "stats", "--json"])?;
+    let processed = stats["by_name"]["processed:stellar.log"]
+        .as_u64()
+        .unwrap_or(0);
+    let starts = starts(&env.dir)?;
+    let reexecutions = ids
+        .iter()
+        .map(|id| starts.get(id).copied().unwrap_or(0).saturating_sub(1))
+        .sum();
+    Ok(Tally {
+        enqueued: ids.len(),
+        completed,
+        lost: ids.len() - completed,
+        duplicate_completions: processed.saturating_sub(completed as u64),
+        reexecutions,
+    })
+}
+
+/// How many times each `stellar.log` message started, across every log of the scenario.
+pub(crate) fn starts(dir: &Path) -> Result<BTreeMap<String, usize>> {
+    let mut counts = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let text = std::fs::read_to_string(entry?.path()).unwrap_or_default();
+        for line in text
+            .lines()
+            .filter(|l| l.contains("stellar.log task started"))
+        {
+            if let Some(message) = line
+                .split("text=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                *counts.entry(message.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    Ok(counts)
+}

@@ -1,0 +1,102 @@
+//! `cargo xtask cluster-test`: real `stellar` processes on a real redis-server, real signals,
+//! faults injected while a workload of uniquely identified tasks runs; then checks.
+
+mod harness;
+mod scenarios;
+
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+pub(crate) use harness::Env;
+
+/// One row of the report.
+#[derive(Debug, Default)]
+pub(crate) struct Row {
+    pub(crate) enqueued: usize,
+    pub(crate) completed: usize,
+    pub(crate) lost: usize,
+    pub(crate) duplicate_completions: u64,
+    pub(crate) reexecutions: usize,
+    pub(crate) recovery: Option<Duration>,
+    /// Why the scenario failed, if it did.
+    pub(crate) failure: Option<String>,
+}
+
+type Scenario = fn(&Env) -> Result<Row>;
+
+const SCENARIOS: &[(&str, Scenario)] = &[
+    ("1-scale-up-down", scenarios::scale_up_and_down),
+    ("2-sigkill-random", scenarios::sigkill_random_nodes),
+    ("3-sigstop-past-lease", scenarios::sigstop_past_lease),
+    ("4-redis-restart", scenarios::redis_restart),
+    ("5-leader-kill", scenarios::leader_kill),
+    ("6-poison-task", scenarios::poison_task),
+    (
+        "7-do-cluster-stopped-node",
+        scenarios::do_cluster_with_a_stopped_node,
+    ),
+    ("8-supervisor", scenarios::supervisor),
+    ("9-bad-input", scenarios::bad_input),
+];
+
+pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args(["build", "--quiet", "-p", "stellar-cli"])
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        bail!("building stellar-cli failed");
+    }
+    let bin = root.join("target/debug/stellar");
+    let base = root.join("target/cluster-test");
+    println!(
+        "{:<28} {:>8} {:>9} {:>5} {:>10} {:>7} {:>9}  verdict",
+        "scenario", "enqueued", "completed", "lost", "dup-compl", "re-exec", "recovery"
+    );
+    let (mut passed, mut failed) = (0, 0);
+    for (name, scenario) in SCENARIOS
+        .iter()
+        .filter(|(name, _)| filter.is_none_or(|f| name.contains(f)))
+    {
+        let dir = base.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let env = Env {
+            bin: bin.clone(),
+            dir: dir.clone(),
+        };
+        let started = Instant::now();
+        let row = scenario(&env).unwrap_or_else(|err| Row {
+            failure: Some(format!("{err:#}")),
+            ..Row::default()
+        });
+        let recovery = row
+            .recovery
+            .map_or_else(|| "-".to_owned(), |d| format!("{:.1}s", d.as_secs_f64()));
+        let verdict = match &row.failure {
+            None => {
+                passed += 1;
+                format!("pass ({:.0}s)", started.elapsed().as_secs_f64())
+            }
+            Some(reason) => {
+                failed += 1;
+                format!("FAIL: {reason} (logs: {})", dir.display())
+            }
+        };
+        println!(
+            "{name:<28} {:>8} {:>9} {:>5} {:>10} {:>7} {recovery:>9}  {verdict}",
+            row.enqueued, row.completed, row.lost, row.duplicate_completions, row.reexecutions
+        );
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} cluster scenario(s) failed");
+    }
+    Ok(())
+}
