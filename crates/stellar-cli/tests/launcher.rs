@@ -211,3 +211,40 @@ fn the_launcher_needs_a_shared_backend() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_crash_looping_worker_is_not_restarted_forever() {
+    let mut launched = launch("2");
+    launched.wait_for("two workers", |w| w.len() == 2);
+    for round in 0..5 {
+        let workers = launched.wait_for("worker 1 up", |w| w.contains_key("stellar-worker-1"));
+        let pid = workers["stellar-worker-1"];
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .expect("kill")
+                .success()
+        );
+        if round < 4 {
+            launched.wait_for("worker 1 restarted", |w| {
+                w.get("stellar-worker-1").is_some_and(|new| *new != pid)
+            });
+        }
+    }
+    launched.supervisor.wait_for_line(
+        &["crash-looping", "stellar-worker-1"],
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let left = launched.workers();
+    assert_eq!(
+        names(&left),
+        ["stellar-worker-2"],
+        "the others keep running"
+    );
+    assert!(
+        launched.supervisor.is_running(),
+        "the supervisor gave up on everyone"
+    );
+}
