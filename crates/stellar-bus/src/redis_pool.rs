@@ -4,7 +4,9 @@
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use deadpool_redis::{Manager, Pool, PoolError, Runtime};
-use redis::{AsyncConnectionConfig, FromRedisValue, IntoConnectionInfo};
+use redis::{
+    AsyncConnectionConfig, FromRedisValue, IntoConnectionInfo, aio::MultiplexedConnection,
+};
 use stellar_core::redact_url;
 
 use crate::{DEFAULT_SUBSCRIPTION_CAPACITY, TransportError};
@@ -89,9 +91,15 @@ struct Inner {
     config: RedisConfig,
     /// The URL with any password hidden: the only form that is logged or put in errors.
     redacted_url: String,
+    /// Connections for blocking commands (`BLPOP`), which must not share a connection.
     pool: Pool,
-    /// Opens the dedicated subscriber connections, which cannot come from the pool.
+    /// Opens the dedicated subscriber connections and the shared connection.
     client: redis::Client,
+    /// One multiplexed connection shared by every non-blocking command: redis-rs pipelines
+    /// concurrent requests on it, and unlike a pool checkout it costs no health-check `PING`.
+    /// `None` until first use and after a connection error, so the next command reconnects.
+    shared: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    connection_config: AsyncConnectionConfig,
 }
 
 impl fmt::Debug for RedisPool {
@@ -133,7 +141,7 @@ impl RedisPool {
             // Every command gets its own deadline from `RedisPool::run`, so blocking commands
             // can wait longer than the default.
             .set_response_timeout(None);
-        let manager = Manager::new_with_config(info.clone(), connection_config)
+        let manager = Manager::new_with_config(info.clone(), connection_config.clone())
             .map_err(|err| invalid(err.to_string()))?;
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
@@ -150,6 +158,8 @@ impl RedisPool {
                 redacted_url,
                 pool,
                 client,
+                shared: tokio::sync::Mutex::new(None),
+                connection_config,
             }),
         };
         let pong: String = pool.query("PING", &redis::cmd("PING")).await?;
@@ -184,8 +194,9 @@ impl RedisPool {
         .await
     }
 
-    /// Runs `f` on a pooled connection with a deadline of `timeout` for the whole operation,
-    /// including waiting for the connection. Use it for pipelines, scripts and blocking commands.
+    /// Runs `f` on the shared multiplexed connection with a deadline of `timeout` for the whole
+    /// operation. Use it for pipelines and scripts; never for blocking commands (see
+    /// [`RedisPool::run_blocking`]): they would hold up every other command on the connection.
     ///
     /// # Errors
     ///
@@ -197,7 +208,41 @@ impl RedisPool {
         f: F,
     ) -> Result<T, TransportError>
     where
-        F: AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    {
+        let work = async {
+            let mut conn = self.shared_connection().await?;
+            match f(&mut conn).await {
+                Ok(value) => Ok(value),
+                Err(err) => {
+                    if err.is_io_error()
+                        || err.is_connection_dropped()
+                        || err.is_connection_refusal()
+                    {
+                        // Reconnect on the next command instead of failing forever.
+                        self.inner.shared.lock().await.take();
+                    }
+                    Err(self.backend_error(op, err))
+                }
+            }
+        };
+        with_timeout(op, timeout, work).await
+    }
+
+    /// Runs a blocking command (`BLPOP`, `BRPOP`, …) on a pooled connection of its own, with a
+    /// deadline of `timeout` that must cover the command's own wait.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisPool::query`].
+    pub async fn run_blocking<T, F>(
+        &self,
+        op: &'static str,
+        timeout: Duration,
+        f: F,
+    ) -> Result<T, TransportError>
+    where
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
     {
         let work = async {
             let mut conn = self.connection(op).await?;
@@ -206,6 +251,21 @@ impl RedisPool {
                 .map_err(|err| self.backend_error(op, err))
         };
         with_timeout(op, timeout, work).await
+    }
+
+    async fn shared_connection(&self) -> Result<MultiplexedConnection, TransportError> {
+        let mut shared = self.inner.shared.lock().await;
+        if let Some(conn) = shared.as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = self
+            .inner
+            .client
+            .get_multiplexed_async_connection_with_config(&self.inner.connection_config)
+            .await
+            .map_err(|err| self.connect_error(err))?;
+        *shared = Some(conn.clone());
+        Ok(conn)
     }
 
     /// Opens a dedicated connection for SUBSCRIBE, outside the pool (a subscribed connection

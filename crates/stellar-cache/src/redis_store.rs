@@ -290,7 +290,7 @@ impl CacheStore for RedisCacheStore {
         let deadline = timeout + self.pool.config().op_timeout;
         let reply: Option<(String, String)> = self
             .pool
-            .run("BLPOP", deadline, async |conn| {
+            .run_blocking("BLPOP", deadline, async |conn| {
                 redis::cmd("BLPOP")
                     .arg(&entry)
                     .arg(timeout.as_secs_f64())

@@ -137,7 +137,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tokio::spawn(async move {
                 while popped.load(Ordering::Relaxed) < enqueued {
                     let item: Option<(String, String)> = pool
-                        .run("BRPOP", Duration::from_secs(2), async |conn| {
+                        .run_blocking("BRPOP", Duration::from_secs(2), async |conn| {
                             redis::cmd("BRPOP")
                                 .arg("raw:queue")
                                 .arg(0.2)
@@ -163,7 +163,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let consumer = tokio::spawn(async move {
         for _ in 0..500 {
             let item: Option<(String, String)> = consumer_pool
-                .run("BRPOP", Duration::from_secs(10), async |conn| {
+                .run_blocking("BRPOP", Duration::from_secs(10), async |conn| {
                     redis::cmd("BRPOP")
                         .arg("raw:probe")
                         .arg(5)
