@@ -3,9 +3,12 @@
 //! - `cargo xtask test`: the whole test suite, as CI runs it: format check, clippy with warnings
 //!   denied, then every test of the workspace (unit, integration against real `redis-server`s,
 //!   end-to-end against the real `stellar` binary, doc tests), then the cluster fault suite.
+//! - `cargo xtask bench [--quick] [--redis URL]`: each figure beside its raw-Redis baseline, as a
+//!   ratio; `target/bench/results.json`.
 //! - `cargo xtask cluster-test [FILTER]`: the fault scenarios (`cluster/scenarios.rs`) with real
 //!   processes, a real redis-server and real signals; logs under `target/cluster-test/`.
 
+mod bench;
 mod cluster;
 mod tidy;
 
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
 fn run(args: Vec<String>) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(),
+        Some("bench") => bench::run(&tidy::workspace_root(), &args[1..]),
         Some("cluster-test") => {
             cluster::run(&tidy::workspace_root(), args.get(1).map(String::as_str))
         }

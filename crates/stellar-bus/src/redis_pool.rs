@@ -98,7 +98,9 @@ struct Inner {
     /// One multiplexed connection shared by every non-blocking command: redis-rs pipelines
     /// concurrent requests on it, and unlike a pool checkout it costs no health-check `PING`.
     /// `None` until first use and after a connection error, so the next command reconnects.
-    shared: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    shared: std::sync::RwLock<Option<MultiplexedConnection>>,
+    /// Serialises reconnects of the shared connection, so a burst of commands opens one.
+    reconnecting: tokio::sync::Mutex<()>,
     connection_config: AsyncConnectionConfig,
 }
 
@@ -158,7 +160,8 @@ impl RedisPool {
                 redacted_url,
                 pool,
                 client,
-                shared: tokio::sync::Mutex::new(None),
+                shared: std::sync::RwLock::new(None),
+                reconnecting: tokio::sync::Mutex::new(()),
                 connection_config,
             }),
         };
@@ -220,7 +223,11 @@ impl RedisPool {
                         || err.is_connection_refusal()
                     {
                         // Reconnect on the next command instead of failing forever.
-                        self.inner.shared.lock().await.take();
+                        self.inner
+                            .shared
+                            .write()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .take();
                     }
                     Err(self.backend_error(op, err))
                 }
@@ -254,8 +261,24 @@ impl RedisPool {
     }
 
     async fn shared_connection(&self) -> Result<MultiplexedConnection, TransportError> {
-        let mut shared = self.inner.shared.lock().await;
-        if let Some(conn) = shared.as_ref() {
+        // The fast path is a read lock and a clone: no await, no contention between commands.
+        if let Some(conn) = self
+            .inner
+            .shared
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Ok(conn.clone());
+        }
+        let _turn = self.inner.reconnecting.lock().await;
+        if let Some(conn) = self
+            .inner
+            .shared
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             return Ok(conn.clone());
         }
         let conn = self
@@ -264,7 +287,7 @@ impl RedisPool {
             .get_multiplexed_async_connection_with_config(&self.inner.connection_config)
             .await
             .map_err(|err| self.connect_error(err))?;
-        *shared = Some(conn.clone());
+        *self.inner.shared.write().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         Ok(conn)
     }
 

@@ -13,14 +13,14 @@ use std::{
 use stellar_bus::{RedisConfig, RedisPool};
 use stellar_cache::{Cache, CacheConfig, RedisCacheStore};
 use stellar_core::NodeId;
-use stellar_testkit::RedisServer;
+use stellar_testkit::bench::report;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds: f64 = std::env::args().nth(1).map_or(Ok(3.0), |s| s.parse())?;
     let window = Duration::from_secs_f64(seconds);
-    let redis = RedisServer::start();
-    let pool = RedisPool::connect(RedisConfig::new(redis.url())).await?;
+    let (_owned, url) = stellar_testkit::bench::redis();
+    let pool = RedisPool::connect(RedisConfig::new(url.clone())).await?;
     let config = CacheConfig::default();
     let cache = Cache::new(
         Arc::new(RedisCacheStore::new(pool.clone(), &config)),
@@ -92,6 +92,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .await?;
+        report(
+            &format!("cache.save_c{concurrency}_per_s"),
+            "ops/s",
+            save,
+            &format!("redis.set_c{concurrency}_per_s"),
+            raw_set,
+        );
+        report(
+            &format!("cache.load_c{concurrency}_per_s"),
+            "ops/s",
+            load,
+            &format!("redis.get_c{concurrency}_per_s"),
+            raw_get,
+        );
         println!(
             "{:<22} {save:>12.0} {raw_set:>12.0} {:>8.2}",
             format!("cache.save_c{concurrency}"),

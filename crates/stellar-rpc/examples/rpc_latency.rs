@@ -20,15 +20,15 @@ use stellar_bus::{
 };
 use stellar_core::{Api, Config, NodeId, ServerToken};
 use stellar_rpc::{Rpc, Target, Wait};
-use stellar_testkit::RedisServer;
+use stellar_testkit::bench::report;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let calls: usize = std::env::args().nth(1).map_or(Ok(2000), |n| n.parse())?;
-    let redis = RedisServer::start();
+    let (_owned, url) = stellar_testkit::bench::redis();
     let mut nodes = Vec::new();
     for id in ["n1", "n2", "n3"] {
-        nodes.push(node(id, &redis.url()).await?);
+        nodes.push(node(id, &url.clone()).await?);
     }
     let caller = &nodes[0].1;
     let n2 = NodeId::new("n2")?;
@@ -63,7 +63,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(drop)
     })
     .await?;
-    let raw = raw_round_trip(&redis.url(), calls).await?;
+    let raw = raw_round_trip(&url.clone(), calls).await?;
+    let (raw50, raw99) = (percentile(&raw, 50.0), percentile(&raw, 99.0));
+    let baseline = (
+        "redis.pubsub_round_trip_p50_ms",
+        "redis.pubsub_round_trip_p99_ms",
+    );
+    report(
+        "rpc.one_p50_ms",
+        "ms",
+        percentile(&one, 50.0),
+        baseline.0,
+        raw50,
+    );
+    report(
+        "rpc.one_p99_ms",
+        "ms",
+        percentile(&one, 99.0),
+        baseline.1,
+        raw99,
+    );
+    report(
+        "rpc.all_p50_ms",
+        "ms",
+        percentile(&all, 50.0),
+        baseline.0,
+        raw50,
+    );
+    report(
+        "rpc.all_p99_ms",
+        "ms",
+        percentile(&all, 99.0),
+        baseline.1,
+        raw99,
+    );
     println!("calls per figure: {calls}");
     println!("{:<32} {:>10} {:>10}", "figure", "p50 ms", "p99 ms");
     for (name, samples) in [

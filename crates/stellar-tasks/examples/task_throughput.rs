@@ -20,7 +20,7 @@ use std::{
 use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
 use stellar_core::{Api, Config, NodeId};
 use stellar_tasks::{EnqueueOptions, RedisTaskStore, TaskConfig, TaskDefinition, Tasks};
-use stellar_testkit::RedisServer;
+use stellar_testkit::bench::report;
 use tokio::sync::mpsc;
 
 #[tokio::main]
@@ -28,8 +28,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let total: u64 = args.next().map_or(Ok(20_000), |n| n.parse())?;
     let concurrency: usize = args.next().map_or(Ok(50), |n| n.parse())?;
-    let redis = RedisServer::start();
-    let pool = RedisPool::connect(RedisConfig::new(redis.url())).await?;
+    let (_owned, url) = stellar_testkit::bench::redis();
+    let pool = RedisPool::connect(RedisConfig::new(url.clone())).await?;
     let api = Api::new(Config {
         id: Some(NodeId::new("bench")?),
         ..Config::default()
@@ -191,6 +191,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     consumer.await??;
 
+    report(
+        "tasks.enqueue_per_s",
+        "tasks/s",
+        enqueue_rate,
+        "redis.lpush_c50_per_s",
+        raw_push_rate,
+    );
+    report(
+        "tasks.drain_per_s",
+        "tasks/s",
+        run_rate,
+        "redis.brpop_drain_per_s",
+        raw_drain_rate,
+    );
+    report(
+        "tasks.pickup_p50_ms",
+        "ms",
+        percentile(&pickup, 50.0),
+        "redis.lpush_brpop_p50_ms",
+        percentile(&raw_pickup, 50.0),
+    );
+    report(
+        "tasks.pickup_p99_ms",
+        "ms",
+        percentile(&pickup, 99.0),
+        "redis.lpush_brpop_p99_ms",
+        percentile(&raw_pickup, 99.0),
+    );
     println!("tasks: {enqueued}, worker concurrency: {concurrency}, enqueue callers: 50");
     println!(
         "{:<24} {:>12} {:>12} {:>8}",

@@ -12,6 +12,7 @@
 //! [`Process`] owns a spawned process (a `stellar` node, say), collects its output lines, sends
 //! it signals, and kills it on drop.
 
+pub mod bench;
 mod process;
 mod redis_server;
 

@@ -1,7 +1,7 @@
 //! `cargo xtask cluster-test`: real `stellar` processes on a real redis-server, real signals,
 //! faults injected while a workload of uniquely identified tasks runs; then checks.
 
-mod harness;
+pub(crate) mod harness;
 mod scenarios;
 
 use std::{
