@@ -52,6 +52,7 @@ struct Scripts {
     remove_failed: Script,
     delete: Script,
     delete_queue: Script,
+    complete_many: Script,
     lead: Script,
     resign: Script,
 }
@@ -91,6 +92,7 @@ impl RedisTaskStore {
                 retry_failed: Script::new(include_str!("../lua/retry_failed.lua")),
                 remove_failed: Script::new(include_str!("../lua/remove_failed.lua")),
                 delete: Script::new(include_str!("../lua/delete.lua")),
+                complete_many: Script::new(include_str!("../lua/complete_many.lua")),
                 delete_queue: Script::new(include_str!("../lua/delete_queue.lua")),
                 lead: Script::new(include_str!("../lua/lead.lua")),
                 resign: Script::new(include_str!("../lua/resign.lua")),
@@ -302,6 +304,28 @@ impl TaskStore for RedisTaskStore {
             )
             .await?;
         Ok(done == 1)
+    }
+
+    async fn complete_many(
+        &self,
+        claimed: &[Claimed],
+        keep: Duration,
+    ) -> Result<Vec<bool>, TransportError> {
+        let keep = ms(keep);
+        let tokens: Vec<String> = claimed.iter().map(|c| c.token.to_string()).collect();
+        let mut args: Vec<&str> = vec![&keep, TASK];
+        for (one, token) in claimed.iter().zip(&tokens) {
+            args.extend([one.id.as_str(), token.as_str()]);
+        }
+        let accepted: Vec<u8> = self
+            .script(
+                "task complete many",
+                &self.scripts.complete_many,
+                &[INFLIGHT, STATS],
+                &args,
+            )
+            .await?;
+        Ok(accepted.into_iter().map(|a| a == 1).collect())
     }
 
     async fn fail(

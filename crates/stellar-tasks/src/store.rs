@@ -205,6 +205,18 @@ pub trait TaskStore: fmt::Debug + Send + Sync + 'static {
     async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, TransportError>;
     /// Records a success; false (rejected) if the claim is no longer current.
     async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, TransportError>;
+    /// Records several successes at once: one answer per claim, as `complete` would give.
+    async fn complete_many(
+        &self,
+        claimed: &[Claimed],
+        keep: Duration,
+    ) -> Result<Vec<bool>, TransportError> {
+        let mut accepted = Vec::with_capacity(claimed.len());
+        for one in claimed {
+            accepted.push(self.complete(one, keep).await?);
+        }
+        Ok(accepted)
+    }
     /// Records a failed attempt: retry after `retry_in`, or move to the failed set.
     async fn fail(
         &self,

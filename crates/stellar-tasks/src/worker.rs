@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use stellar_core::{Api, CancellationToken};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
@@ -30,6 +30,8 @@ async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let running = TaskTracker::new();
     let hand_back = CancellationToken::new();
+    let (acks, pending_acks) = mpsc::unbounded_channel();
+    let acknowledger = tokio::spawn(acknowledge(tasks.clone(), pending_acks));
     info!(node_id = %tasks.inner.node_id, queues = ?config.queues, concurrency = config.concurrency, "task workers started");
     let mut failures = 0_u32;
     loop {
@@ -59,6 +61,7 @@ async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
                         claimed,
                         permit,
                         hand_back.clone(),
+                        acks.clone(),
                     ));
                 }
             }
@@ -94,7 +97,42 @@ async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
         hand_back.cancel();
         running.wait().await;
     }
+    // Every attempt has ended, so no more acknowledgements come; let the last batch go out.
+    drop(acks);
+    let _ = acknowledger.await;
     info!(node_id = %tasks.inner.node_id, "task workers stopped");
+}
+
+/// A completion waiting to be recorded, and who waits for the answer.
+type Ack = (Claimed, oneshot::Sender<Result<bool, String>>);
+
+/// Records completions in batches: whatever accumulated while the previous batch was in flight
+/// goes in one script call, so a busy node acknowledges many tasks per round trip.
+async fn acknowledge(tasks: Tasks, mut pending: mpsc::UnboundedReceiver<Ack>) {
+    const MAX_BATCH: usize = 64;
+    let keep = tasks.inner.config.keep_completed;
+    while let Some(first) = pending.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match pending.try_recv() {
+                Ok(ack) => batch.push(ack),
+                Err(_) => break,
+            }
+        }
+        let claims: Vec<Claimed> = batch.iter().map(|(claimed, _)| claimed.clone()).collect();
+        match tasks.inner.store.complete_many(&claims, keep).await {
+            Ok(accepted) => {
+                for ((_, answer), accepted) in batch.into_iter().zip(accepted) {
+                    let _ = answer.send(Ok(accepted));
+                }
+            }
+            Err(err) => {
+                for (_, answer) in batch {
+                    let _ = answer.send(Err(err.to_string()));
+                }
+            }
+        }
+    }
 }
 
 /// What ended one attempt.
@@ -110,6 +148,7 @@ async fn run_claimed(
     claimed: Claimed,
     permit: OwnedSemaphorePermit,
     hand_back: CancellationToken,
+    acks: mpsc::UnboundedSender<Ack>,
 ) {
     let store = tasks.inner.store.clone();
     let config = &tasks.inner.config;
@@ -161,15 +200,24 @@ async fn run_claimed(
         }
     };
     match outcome {
-        Outcome::Done => match store.complete(&claimed, config.keep_completed).await {
-            Ok(true) => debug!(%node_id, task_id = %claimed.id, "task completed"),
-            Ok(false) => {
-                warn!(%node_id, task_id = %claimed.id, "completion rejected: this worker lost the lease")
+        Outcome::Done => {
+            let (answer, answered) = oneshot::channel();
+            let recorded = match acks.send((claimed.clone(), answer)) {
+                Ok(()) => answered
+                    .await
+                    .unwrap_or_else(|_| Err("the acknowledger stopped".to_owned())),
+                Err(_) => Err("the acknowledger stopped".to_owned()),
+            };
+            match recorded {
+                Ok(true) => debug!(%node_id, task_id = %claimed.id, "task completed"),
+                Ok(false) => {
+                    warn!(%node_id, task_id = %claimed.id, "completion rejected: this worker lost the lease")
+                }
+                Err(err) => {
+                    warn!(%node_id, task_id = %claimed.id, error = %err, "could not record completion; the lease will expire")
+                }
             }
-            Err(err) => {
-                warn!(%node_id, task_id = %claimed.id, error = %err, "could not record completion; the lease will expire")
-            }
-        },
+        }
         Outcome::Failed(error) => {
             let retry_in = definition.retry_delay(claimed.attempt);
             match store.fail(&claimed, &error, retry_in).await {

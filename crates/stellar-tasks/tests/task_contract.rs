@@ -727,6 +727,38 @@ async fn a_batch_claim_takes_queues_in_priority_order_up_to_its_size(backend: Ba
     assert_eq!(store.stats().await.expect("stats").in_flight, 5);
 }
 
+async fn batch_completions_accept_current_claims_and_reject_stale_ones(backend: Backend) {
+    let store = backend.store().await;
+    for n in 0..3 {
+        let task = NewTask {
+            id: format!("c{n}"),
+            name: "work".into(),
+            queue: "default".into(),
+            args: "null".into(),
+            max_attempts: 2,
+            due_at_ms: None,
+            slot: None,
+        };
+        store.enqueue(&task).await.expect("enqueue");
+    }
+    let queues = vec!["default".to_owned()];
+    let node = NodeId::new("n").expect("id");
+    let mut claims = store
+        .claim(&queues, &node, Duration::from_secs(30), 3)
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), 3);
+    let mut stale = claims[1].clone();
+    stale.token += 100;
+    claims[1] = stale;
+    let accepted = store
+        .complete_many(&claims, Duration::from_secs(60))
+        .await
+        .expect("complete many");
+    assert_eq!(accepted, [true, false, true]);
+    assert_eq!(store.stats().await.expect("stats").processed, 2);
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -762,4 +794,5 @@ contract!(
     leadership_is_a_short_lease_with_a_rising_epoch,
     inspection_shows_queues_delays_workers_and_deletes,
     a_batch_claim_takes_queues_in_priority_order_up_to_its_size,
+    batch_completions_accept_current_claims_and_reject_stale_ones,
 );

@@ -1,0 +1,28 @@
+-- Records successes of several claims at once; each only for the current claim (late answers
+-- from lost leases are rejected one by one).
+-- KEYS[1]  stellar:tasks:inflight
+-- KEYS[2]  stellar:tasks:stats
+-- ARGV[1]  how long to keep completed records, in ms
+-- ARGV[2]  task key prefix, "stellar:task:"
+-- ARGV[3..] pairs: id, claim token
+-- Returns one 1 (accepted) or 0 (rejected) per pair, in order.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 3, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local key = ARGV[2] .. id
+  local f = redis.call('HMGET', key, 'claims', 'state', 'name', 'node')
+  if f[1] == token and f[2] == 'running' then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HSET', key, 'state', 'completed', 'finished_at', now)
+    redis.call('PEXPIRE', key, ARGV[1])
+    redis.call('HINCRBY', KEYS[2], 'processed', 1)
+    redis.call('HINCRBY', KEYS[2], 'processed:' .. f[3], 1)
+    redis.call('HINCRBY', KEYS[2], 'processed@' .. (f[4] or '?'), 1)
+    table.insert(out, 1)
+  else
+    table.insert(out, 0)
+  end
+end
+return out
