@@ -4,8 +4,11 @@
 
 use std::{collections::HashMap, time::Duration};
 
-/// How far back (in sequence numbers) out-of-order messages are still accepted.
-const WINDOW: u64 = 128;
+/// How far back (in sequence numbers) out-of-order messages are still accepted. Concurrent
+/// publishers on one node can put messages on the wire out of sequence order (measured: more than
+/// 128 apart with 8 publishing tasks on 2 cores), so the window is wide.
+const WINDOW: u64 = 4096;
+const WORDS: usize = (WINDOW / 64) as usize;
 
 /// What the guard decided about one sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,9 +23,53 @@ pub(crate) enum Verdict {
 #[derive(Debug)]
 struct Window {
     highest: u64,
-    /// Bit `i` set: `highest - i` was seen.
-    seen: u128,
+    /// A ring of bits: bit `seq % WINDOW` is set when `seq` (within the window) was seen.
+    seen: Box<[u64; WORDS]>,
     last_seen_ms: u64,
+}
+
+impl Window {
+    fn new(seq: u64, now_ms: u64) -> Self {
+        let mut window = Self {
+            highest: seq,
+            seen: Box::new([0; WORDS]),
+            last_seen_ms: now_ms,
+        };
+        window.mark(seq);
+        window
+    }
+
+    fn bit(seq: u64) -> (usize, u64) {
+        let slot = seq % WINDOW;
+        ((slot / 64) as usize, 1 << (slot % 64))
+    }
+
+    fn is_marked(&self, seq: u64) -> bool {
+        let (word, mask) = Self::bit(seq);
+        self.seen[word] & mask != 0
+    }
+
+    fn mark(&mut self, seq: u64) {
+        let (word, mask) = Self::bit(seq);
+        self.seen[word] |= mask;
+    }
+
+    fn clear(&mut self, seq: u64) {
+        let (word, mask) = Self::bit(seq);
+        self.seen[word] &= !mask;
+    }
+
+    /// Moves the window up to `seq`, forgetting the slots it reuses.
+    fn advance(&mut self, seq: u64) {
+        if seq - self.highest >= WINDOW {
+            self.seen.fill(0);
+        } else {
+            for passed in self.highest + 1..=seq {
+                self.clear(passed);
+            }
+        }
+        self.highest = seq;
+    }
 }
 
 /// Remembers each sender's recent sequence numbers.
@@ -44,14 +91,7 @@ impl ReplayGuard {
         let key = (sender.to_owned(), channel.to_owned(), incarnation);
         let Some(window) = self.windows.get_mut(&key) else {
             // A sender we join midway: nothing before this message is counted as lost.
-            self.windows.insert(
-                key,
-                Window {
-                    highest: seq,
-                    seen: 1,
-                    last_seen_ms: now_ms,
-                },
-            );
+            self.windows.insert(key, Window::new(seq, now_ms));
             return Verdict::Fresh {
                 gap: 0,
                 late: false,
@@ -59,23 +99,15 @@ impl ReplayGuard {
         };
         window.last_seen_ms = now_ms;
         if seq > window.highest {
-            let shift = seq - window.highest;
-            window.seen = if shift >= WINDOW {
-                1
-            } else {
-                (window.seen << shift) | 1
-            };
-            window.highest = seq;
-            return Verdict::Fresh {
-                gap: shift - 1,
-                late: false,
-            };
+            let gap = seq - window.highest - 1;
+            window.advance(seq);
+            window.mark(seq);
+            return Verdict::Fresh { gap, late: false };
         }
-        let age = window.highest - seq;
-        if age >= WINDOW || window.seen & (1 << age) != 0 {
+        if window.highest - seq >= WINDOW || window.is_marked(seq) {
             return Verdict::Replayed;
         }
-        window.seen |= 1 << age;
+        window.mark(seq);
         Verdict::Fresh { gap: 0, late: true }
     }
 
@@ -140,6 +172,45 @@ mod tests {
             guard.check("a", "c", 1, 5, 0),
             Verdict::Replayed,
             "older than the window"
+        );
+    }
+
+    #[test]
+    fn messages_reordered_within_the_window_are_all_accepted_once() {
+        let mut guard = ReplayGuard::default();
+        guard.check("a", "c", 1, 1, 0);
+        assert_eq!(
+            guard.check("a", "c", 1, 3000, 0),
+            Verdict::Fresh {
+                gap: 2998,
+                late: false
+            }
+        );
+        for seq in 2..3000 {
+            assert_eq!(
+                guard.check("a", "c", 1, seq, 0),
+                Verdict::Fresh { gap: 0, late: true },
+                "seq {seq}"
+            );
+        }
+        for seq in [1, 2, 1500, 2999, 3000] {
+            assert_eq!(
+                guard.check("a", "c", 1, seq, 0),
+                Verdict::Replayed,
+                "seq {seq}"
+            );
+        }
+        // Slots reused by the advancing window start clean.
+        assert_eq!(
+            guard.check("a", "c", 1, 3000 + WINDOW, 0),
+            Verdict::Fresh {
+                gap: WINDOW - 1,
+                late: false
+            }
+        );
+        assert_eq!(
+            guard.check("a", "c", 1, 3001 + WINDOW - 10, 0),
+            Verdict::Fresh { gap: 0, late: true }
         );
     }
 
