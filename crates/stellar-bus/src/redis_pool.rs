@@ -236,6 +236,32 @@ impl RedisPool {
         with_timeout(op, timeout, work).await
     }
 
+    /// Runs a Lua script by SHA (loading it on `NOSCRIPT`) with `keys` and `args`, within the
+    /// operation timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisPool::query`].
+    pub async fn invoke<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<T, TransportError> {
+        self.run(op, self.config().op_timeout, async |conn| {
+            let mut call = script.prepare_invoke();
+            for key in keys {
+                call.key(*key);
+            }
+            for arg in args {
+                call.arg(*arg);
+            }
+            call.invoke_async(conn).await
+        })
+        .await
+    }
+
     /// Runs a blocking command (`BLPOP`, `BRPOP`, …) on a pooled connection of its own, with a
     /// deadline of `timeout` that must cover the command's own wait.
     ///

@@ -108,19 +108,7 @@ impl RedisTaskStore {
         keys: &[&str],
         args: &[&str],
     ) -> Result<T, TransportError> {
-        let timeout = self.pool.config().op_timeout;
-        self.pool
-            .run(op, timeout, async |conn| {
-                let mut call = script.prepare_invoke();
-                for key in keys {
-                    call.key(*key);
-                }
-                for arg in args {
-                    call.arg(*arg);
-                }
-                call.invoke_async(conn).await
-            })
-            .await
+        self.pool.invoke(op, script, keys, args).await
     }
 
     /// Starts listening to the wake-up channel of each queue not listened to yet.
