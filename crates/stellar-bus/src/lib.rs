@@ -40,6 +40,7 @@ mod redis_pool;
 mod redis_transport;
 mod replay;
 mod transport;
+mod unique;
 
 pub use crate::{
     bus::{Bus, BusConfig, BusStats, HandlerId, Message},
@@ -51,4 +52,5 @@ pub use crate::{
     redis_pool::{RedisConfig, RedisPool},
     redis_transport::RedisTransport,
     transport::{DEFAULT_SUBSCRIPTION_CAPACITY, RawSubscription, Transport, TransportError},
+    unique::unique_token,
 };

@@ -211,41 +211,41 @@ impl MembershipStore for RedisMembershipStore {
         record: &str,
         ttl: Duration,
     ) -> Result<(), TransportError> {
-        let timeout = self.pool.config().op_timeout;
+        let (key, ttl) = (keys::node(node), ttl.as_millis().to_string());
+        let args = [node.as_str(), record, ttl.as_str()];
         self.pool
-            .run("membership heartbeat", timeout, async |conn| {
-                let mut call = self.heartbeat.key(keys::nodes());
-                call.key(keys::node(node))
-                    .arg(node.as_str())
-                    .arg(record)
-                    .arg(ttl.as_millis() as u64);
-                call.invoke_async::<u64>(conn).await.map(drop)
-            })
+            .invoke::<u64>(
+                "membership heartbeat",
+                &self.heartbeat,
+                &[keys::nodes(), &key],
+                &args,
+            )
             .await
+            .map(drop)
     }
 
     async fn leave(&self, node: &NodeId) -> Result<(), TransportError> {
-        let timeout = self.pool.config().op_timeout;
+        let key = keys::node(node);
         self.pool
-            .run("membership leave", timeout, async |conn| {
-                let mut call = self.leave.key(keys::nodes());
-                call.key(keys::node(node)).arg(node.as_str());
-                call.invoke_async::<u64>(conn).await.map(drop)
-            })
+            .invoke::<u64>(
+                "membership leave",
+                &self.leave,
+                &[keys::nodes(), &key],
+                &[node.as_str()],
+            )
             .await
+            .map(drop)
     }
 
     async fn live(&self) -> Result<Vec<MemberRecord>, TransportError> {
-        let timeout = self.pool.config().op_timeout;
         let flat: Vec<String> = self
             .pool
-            .run("membership list", timeout, async |conn| {
-                self.live
-                    .key(keys::nodes())
-                    .arg(keys::node_prefix())
-                    .invoke_async(conn)
-                    .await
-            })
+            .invoke(
+                "membership list",
+                &self.live,
+                &[keys::nodes()],
+                &[keys::node_prefix()],
+            )
             .await?;
         Ok(flat
             .chunks_exact(3)
@@ -278,16 +278,16 @@ impl MembershipStore for RedisMembershipStore {
         connection: &str,
         node: &NodeId,
     ) -> Result<bool, TransportError> {
-        let timeout = self.pool.config().op_timeout;
-        self.pool
-            .run("release connection", timeout, async |conn| {
-                let mut call = self.release_connection.key(keys::connections());
-                call.arg(connection).arg(node.as_str());
-                call.invoke_async::<u64>(conn)
-                    .await
-                    .map(|removed| removed == 1)
-            })
-            .await
+        let removed: u64 = self
+            .pool
+            .invoke(
+                "release connection",
+                &self.release_connection,
+                &[keys::connections()],
+                &[connection, node.as_str()],
+            )
+            .await?;
+        Ok(removed == 1)
     }
 
     async fn connection_holder(&self, connection: &str) -> Result<Option<NodeId>, TransportError> {

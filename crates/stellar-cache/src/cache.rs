@@ -6,15 +6,11 @@ use std::{
     future::Future,
     io::{BufRead, Write},
     path::Path,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Serialize, de::DeserializeOwned};
-use sha2::{Digest, Sha256};
 use stellar_core::NodeId;
 use tracing::warn;
 
@@ -101,7 +97,6 @@ struct Inner {
     store: Arc<dyn CacheStore>,
     config: CacheConfig,
     node_id: NodeId,
-    next_token: AtomicU64,
     /// One gate per key being filled by `get_or_set_with` in this process, so local callers wait
     /// for one loader instead of all polling the store.
     fills: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -124,7 +119,6 @@ impl Cache {
             store,
             config,
             node_id,
-            next_token: AtomicU64::new(0),
             fills: Mutex::new(HashMap::new()),
         };
         Self {
@@ -307,7 +301,7 @@ impl Cache {
         E: fmt::Display,
     {
         let fill_lock = format!("{key}\u{1f}fill");
-        let token = self.new_token();
+        let token = stellar_bus::unique_token(&self.inner.node_id, 16);
         let fill_timeout = self.inner.config.fill_timeout;
         let deadline = tokio::time::Instant::now() + fill_timeout;
         let mut backoff = Duration::from_millis(5);
@@ -359,10 +353,10 @@ impl Cache {
     pub async fn lock(&self, key: &str, ttl: Duration) -> Result<LockGuard> {
         check_key(key)?;
         check_ttl(key, Some(ttl))?;
-        let token = self
-            .token
-            .as_deref()
-            .map_or_else(|| self.new_token(), str::to_owned);
+        let token = self.token.as_deref().map_or_else(
+            || stellar_bus::unique_token(&self.inner.node_id, 16),
+            str::to_owned,
+        );
         match self.inner.store.lock(key, &token, ttl).await? {
             Some(fence) => Ok(LockGuard {
                 key: key.to_owned(),
@@ -614,24 +608,6 @@ impl Cache {
             });
         }
         Ok(json)
-    }
-
-    /// A token no other caller has: this node, a counter, and a hash that makes it opaque.
-    fn new_token(&self) -> String {
-        let n = self.inner.next_token.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let digest = Sha256::new()
-            .chain_update(self.inner.node_id.as_str())
-            .chain_update(std::process::id().to_be_bytes())
-            .chain_update(n.to_be_bytes())
-            .chain_update(nanos.to_be_bytes())
-            .finalize();
-        digest[..16]
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
     }
 }
 

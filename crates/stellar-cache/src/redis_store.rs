@@ -65,16 +65,6 @@ impl RedisCacheStore {
         format!("{}{key}", self.lock_prefix)
     }
 
-    async fn script<T: redis::FromRedisValue>(
-        &self,
-        op: &'static str,
-        script: &Script,
-        keys: &[&str],
-        args: &[&str],
-    ) -> Result<T, TransportError> {
-        self.pool.invoke(op, script, keys, args).await
-    }
-
     /// Every key under `prefix` matching `pattern`, by SCAN.
     async fn scan(&self, prefix: &str, pattern: &str) -> Result<Vec<String>, TransportError> {
         let matcher = format!("{}{pattern}", escape_glob(prefix));
@@ -135,7 +125,8 @@ impl CacheStore for RedisCacheStore {
         let (entry, lock) = (self.key(key), self.lock_key(key));
         let ttl = ttl_arg(ttl);
         let done: u8 = self
-            .script(
+            .pool
+            .invoke(
                 "cache save",
                 &self.scripts.save,
                 &[&entry, &lock],
@@ -157,7 +148,8 @@ impl CacheStore for RedisCacheStore {
         let entry = self.key(key);
         let slide = ttl_arg(slide);
         let reply: Option<(String, String, String, i64, u64)> = self
-            .script("cache load", &self.scripts.load, &[&entry], &[&slide])
+            .pool
+            .invoke("cache load", &self.scripts.load, &[&entry], &[&slide])
             .await?;
         Ok(reply.map(|(json, created, read, pttl, now)| RawEntry {
             json,
@@ -174,7 +166,8 @@ impl CacheStore for RedisCacheStore {
     ) -> Result<Option<bool>, TransportError> {
         let (entry, lock) = (self.key(key), self.lock_key(key));
         let outcome: i64 = self
-            .script(
+            .pool
+            .invoke(
                 "cache destroy",
                 &self.scripts.destroy,
                 &[&entry, &lock],
@@ -196,7 +189,8 @@ impl CacheStore for RedisCacheStore {
         let (entry, lock) = (self.key(key), self.lock_key(key));
         let by = by.to_string();
         let reply: Vec<i64> = self
-            .script(
+            .pool
+            .invoke(
                 "cache increment",
                 &self.scripts.increment,
                 &[&entry, &lock],
@@ -218,7 +212,8 @@ impl CacheStore for RedisCacheStore {
         let lock = self.lock_key(key);
         let ttl = ttl_arg(Some(ttl));
         let fence: u64 = self
-            .script(
+            .pool
+            .invoke(
                 "cache lock",
                 &self.scripts.lock,
                 &[&lock, &self.fences],
@@ -231,7 +226,8 @@ impl CacheStore for RedisCacheStore {
     async fn unlock(&self, key: &str, token: &str) -> Result<bool, TransportError> {
         let lock = self.lock_key(key);
         let released: u8 = self
-            .script("cache unlock", &self.scripts.unlock, &[&lock], &[token])
+            .pool
+            .invoke("cache unlock", &self.scripts.unlock, &[&lock], &[token])
             .await?;
         Ok(released == 1)
     }
@@ -240,7 +236,8 @@ impl CacheStore for RedisCacheStore {
         let lock = self.lock_key(key);
         let ttl = ttl_arg(Some(ttl));
         let extended: u8 = self
-            .script(
+            .pool
+            .invoke(
                 "cache extend",
                 &self.scripts.extend,
                 &[&lock],

@@ -89,6 +89,16 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Up to `limit` ids whose time in `times` has come.
+fn due(times: &HashMap<String, Instant>, now: Instant, limit: u32) -> Vec<String> {
+    times
+        .iter()
+        .filter(|(_, at)| **at <= now)
+        .map(|(id, _)| id.clone())
+        .take(limit as usize)
+        .collect()
+}
+
 /// The wall-clock time of a Tokio instant, for records.
 fn wall_ms(at: Instant) -> u64 {
     let now = Instant::now();
@@ -342,13 +352,7 @@ impl TaskStore for MemoryTaskStore {
         let reaped = {
             let mut state = self.state();
             let now = Instant::now();
-            let expired: Vec<String> = state
-                .inflight
-                .iter()
-                .filter(|(_, at)| **at <= now)
-                .map(|(id, _)| id.clone())
-                .take(limit as usize)
-                .collect();
+            let expired = due(&state.inflight, now, limit);
             for id in &expired {
                 state.inflight.remove(id);
                 let Some(task) = state.tasks.get_mut(id) else {
@@ -388,13 +392,7 @@ impl TaskStore for MemoryTaskStore {
         let promoted = {
             let mut state = self.state();
             let now = Instant::now();
-            let due: Vec<String> = state
-                .delayed
-                .iter()
-                .filter(|(_, at)| **at <= now)
-                .map(|(id, _)| id.clone())
-                .take(limit as usize)
-                .collect();
+            let due = due(&state.delayed, now, limit);
             for id in &due {
                 state.delayed.remove(id);
                 let Some(task) = state.tasks.get_mut(id) else {

@@ -101,16 +101,6 @@ impl RedisTaskStore {
         }
     }
 
-    async fn script<T: redis::FromRedisValue>(
-        &self,
-        op: &'static str,
-        script: &Script,
-        keys: &[&str],
-        args: &[&str],
-    ) -> Result<T, TransportError> {
-        self.pool.invoke(op, script, keys, args).await
-    }
-
     /// Starts listening to the wake-up channel of each queue not listened to yet.
     async fn listen(&self, queues: &[String]) {
         for queue in queues {
@@ -218,7 +208,8 @@ impl TaskStore for RedisTaskStore {
             args.extend([remember.as_str(), slot.schedule.as_str(), at.as_str()]);
         }
         let reply: Vec<String> = self
-            .script("task enqueue", &self.scripts.enqueue, &keys, &args)
+            .pool
+            .invoke("task enqueue", &self.scripts.enqueue, &keys, &args)
             .await?;
         Ok(match reply.as_slice() {
             [_, state] if state == "slot" => Enqueued::SlotTaken,
@@ -239,7 +230,8 @@ impl TaskStore for RedisTaskStore {
         keys.extend(queue_keys.iter().map(String::as_str));
         let (lease, max) = (ms(lease), max.to_string());
         let flat: Vec<redis::Value> = self
-            .script(
+            .pool
+            .invoke(
                 "task claim",
                 &self.scripts.claim,
                 &keys,
@@ -270,7 +262,8 @@ impl TaskStore for RedisTaskStore {
         let key = format!("{TASK}{}", claimed.id);
         let (token, lease) = (claimed.token.to_string(), ms(lease));
         let renewed: u8 = self
-            .script(
+            .pool
+            .invoke(
                 "task renew",
                 &self.scripts.renew,
                 &[&key, INFLIGHT],
@@ -284,7 +277,8 @@ impl TaskStore for RedisTaskStore {
         let key = format!("{TASK}{}", claimed.id);
         let (token, keep) = (claimed.token.to_string(), ms(keep));
         let done: u8 = self
-            .script(
+            .pool
+            .invoke(
                 "task complete",
                 &self.scripts.complete,
                 &[&key, INFLIGHT, STATS],
@@ -306,7 +300,8 @@ impl TaskStore for RedisTaskStore {
             args.extend([one.id.as_str(), token.as_str()]);
         }
         let accepted: Vec<u8> = self
-            .script(
+            .pool
+            .invoke(
                 "task complete many",
                 &self.scripts.complete_many,
                 &[INFLIGHT, STATS],
@@ -325,7 +320,8 @@ impl TaskStore for RedisTaskStore {
         let key = format!("{TASK}{}", claimed.id);
         let (token, retry_in) = (claimed.token.to_string(), retry_in.as_millis().to_string());
         let outcome: u8 = self
-            .script(
+            .pool
+            .invoke(
                 "task fail",
                 &self.scripts.fail,
                 &[&key, INFLIGHT, DELAYED, FAILED, STATS],
@@ -347,7 +343,8 @@ impl TaskStore for RedisTaskStore {
         );
         let token = claimed.token.to_string();
         let released: u8 = self
-            .script(
+            .pool
+            .invoke(
                 "task release",
                 &self.scripts.release,
                 &[&key, INFLIGHT, &queue],
@@ -359,24 +356,26 @@ impl TaskStore for RedisTaskStore {
 
     async fn reap(&self, limit: u32) -> Result<u64, TransportError> {
         let limit = limit.to_string();
-        self.script(
-            "task reap",
-            &self.scripts.reap,
-            &[INFLIGHT, FAILED, STATS],
-            &[TASK, QUEUE, WAKE, &limit],
-        )
-        .await
+        self.pool
+            .invoke(
+                "task reap",
+                &self.scripts.reap,
+                &[INFLIGHT, FAILED, STATS],
+                &[TASK, QUEUE, WAKE, &limit],
+            )
+            .await
     }
 
     async fn promote(&self, limit: u32) -> Result<u64, TransportError> {
         let limit = limit.to_string();
-        self.script(
-            "task promote",
-            &self.scripts.promote,
-            &[DELAYED],
-            &[TASK, QUEUE, WAKE, &limit],
-        )
-        .await
+        self.pool
+            .invoke(
+                "task promote",
+                &self.scripts.promote,
+                &[DELAYED],
+                &[TASK, QUEUE, WAKE, &limit],
+            )
+            .await
     }
 
     fn wake_generation(&self) -> u64 {
@@ -415,7 +414,8 @@ impl TaskStore for RedisTaskStore {
     async fn retry_failed(&self, id: &str) -> Result<bool, TransportError> {
         let key = format!("{TASK}{id}");
         let moved: u8 = self
-            .script(
+            .pool
+            .invoke(
                 "task retry",
                 &self.scripts.retry_failed,
                 &[&key, FAILED],
@@ -428,7 +428,8 @@ impl TaskStore for RedisTaskStore {
     async fn remove_failed(&self, id: &str) -> Result<bool, TransportError> {
         let key = format!("{TASK}{id}");
         let removed: u8 = self
-            .script(
+            .pool
+            .invoke(
                 "task remove",
                 &self.scripts.remove_failed,
                 &[&key, FAILED],
@@ -526,7 +527,8 @@ impl TaskStore for RedisTaskStore {
     async fn delete(&self, id: &str) -> Result<Option<bool>, TransportError> {
         let key = format!("{TASK}{id}");
         let outcome: i64 = self
-            .script(
+            .pool
+            .invoke(
                 "task delete",
                 &self.scripts.delete,
                 &[&key, DELAYED, FAILED],
@@ -541,13 +543,14 @@ impl TaskStore for RedisTaskStore {
 
     async fn delete_queue(&self, queue: &str) -> Result<u64, TransportError> {
         let key = format!("{QUEUE}{queue}");
-        self.script(
-            "queue delete",
-            &self.scripts.delete_queue,
-            &[&key, QUEUES],
-            &[TASK, queue],
-        )
-        .await
+        self.pool
+            .invoke(
+                "queue delete",
+                &self.scripts.delete_queue,
+                &[&key, QUEUES],
+                &[TASK, queue],
+            )
+            .await
     }
 
     async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), TransportError> {
@@ -598,7 +601,8 @@ impl TaskStore for RedisTaskStore {
     ) -> Result<Option<u64>, TransportError> {
         let lease = ms(lease);
         let epoch: u64 = self
-            .script(
+            .pool
+            .invoke(
                 "lead",
                 &self.scripts.lead,
                 &[LEADER, LEADER_EPOCH],
@@ -610,7 +614,8 @@ impl TaskStore for RedisTaskStore {
 
     async fn resign(&self, node: &NodeId) -> Result<bool, TransportError> {
         let resigned: u8 = self
-            .script("resign", &self.scripts.resign, &[LEADER], &[node.as_str()])
+            .pool
+            .invoke("resign", &self.scripts.resign, &[LEADER], &[node.as_str()])
             .await?;
         Ok(resigned == 1)
     }

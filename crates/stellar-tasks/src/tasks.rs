@@ -13,7 +13,6 @@ use std::{
 };
 
 use serde::{Serialize, de::DeserializeOwned};
-use sha2::{Digest, Sha256};
 use stellar_core::{Api, NodeId};
 
 use crate::{
@@ -205,7 +204,6 @@ pub(crate) struct Inner {
     pub(crate) node_id: NodeId,
     pub(crate) config: TaskConfig,
     definitions: RwLock<HashMap<String, TaskDefinition>>,
-    next_id: AtomicU64,
     /// Tasks this node is running now.
     pub(crate) running_here: AtomicU64,
 }
@@ -228,7 +226,6 @@ impl Tasks {
                 node_id,
                 config,
                 definitions: RwLock::new(HashMap::new()),
-                next_id: AtomicU64::new(0),
                 running_here: AtomicU64::new(0),
             }),
         }
@@ -346,7 +343,7 @@ impl Tasks {
         })?;
         let id = match options.id {
             Some(id) => checked("task id", id)?,
-            None => self.new_id(),
+            None => stellar_bus::unique_token(&self.inner.node_id, 12),
         };
         let queue = checked("queue", options.queue.unwrap_or(definition.queue))?;
         let task = NewTask {
@@ -361,23 +358,6 @@ impl Tasks {
         match self.inner.store.enqueue(&task).await? {
             Enqueued::Added | Enqueued::Exists(_) | Enqueued::SlotTaken => Ok(id),
         }
-    }
-
-    fn new_id(&self) -> String {
-        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let digest = Sha256::new()
-            .chain_update(self.inner.node_id.as_str())
-            .chain_update(std::process::id().to_be_bytes())
-            .chain_update(n.to_be_bytes())
-            .chain_update(nanos.to_be_bytes())
-            .finalize();
-        digest[..12]
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
     }
 
     /// The record of task `id` (completed records are kept for `keep_completed`).
