@@ -39,6 +39,7 @@ mod memory_transport;
 mod redis_pool;
 mod redis_transport;
 mod replay;
+mod signer;
 mod transport;
 mod unique;
 
@@ -51,6 +52,7 @@ pub use crate::{
     memory_transport::MemoryTransport,
     redis_pool::{RedisConfig, RedisPool},
     redis_transport::RedisTransport,
+    signer::RecordSigner,
     transport::{DEFAULT_SUBSCRIPTION_CAPACITY, RawSubscription, Transport, TransportError},
     unique::unique_token,
 };

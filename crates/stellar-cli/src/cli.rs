@@ -67,9 +67,14 @@ pub(crate) enum TasksCommand {
         /// Run once every this many milliseconds, cluster wide, until unscheduled.
         #[arg(long, value_name = "MS")]
         every: Option<u64>,
-        /// The task id: enqueueing an id that is still pending adds nothing.
+        /// The task id, an idempotency key: while a task with this id has a record (pending,
+        /// running, failed, or completed within task_keep_completed_ms), nothing is added and
+        /// its state is reported.
         #[arg(long)]
         id: Option<String>,
+        /// With --id: run a completed or failed task with this id again (a fresh record).
+        #[arg(long, requires = "id")]
+        replace: bool,
     },
     /// Remove a recurring schedule.
     Unschedule {

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::{Context, Result};
 use stellar_bus::{
     Bus, BusConfig, Membership, MembershipStore, MemoryMembershipStore, MemoryTransport,
-    RedisConfig, RedisMembershipStore, RedisPool, RedisTransport, Transport,
+    RecordSigner, RedisConfig, RedisMembershipStore, RedisPool, RedisTransport, Transport,
 };
 use stellar_cache::{Cache, CacheConfig, CacheStore, MemoryCacheStore, RedisCacheStore};
 use stellar_core::{Api, Config, StopSignals};
@@ -94,6 +94,9 @@ pub(crate) fn tasks(api: &Api, store: Arc<dyn TaskStore>, definitions: &[TaskDef
         queues: config.task_queues.clone(),
         concurrency: config.task_concurrency,
         lease: config.task_lease,
+        keep_completed: config.task_keep_completed,
+        enqueue_retry: config.task_enqueue_retry,
+        signer: RecordSigner::new(&config.server_token, config.previous_server_token.as_ref()),
         // Leave a margin inside the shutdown deadline to hand unfinished tasks back.
         drain_timeout: config
             .shutdown_timeout

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use stellar_bus::{RedisConfig, RedisPool, RedisTransport};
 use stellar_core::{Api, Config, NodeId};
-use stellar_tasks::{EnqueueOptions, RedisTaskStore, TaskDefinition, TaskRecord};
+use stellar_tasks::{EnqueueOptions, Enqueued, RedisTaskStore, TaskDefinition, TaskRecord};
 
 use crate::{cli::TasksCommand, node};
 
@@ -50,6 +50,7 @@ pub(crate) async fn run(
                 at,
                 every,
                 id,
+                replace,
             } => {
                 let args: Value = match &args {
                     Some(text) => serde_json::from_str(text)
@@ -63,21 +64,24 @@ pub(crate) async fn run(
                     eprintln!("scheduled {name} every {every} ms");
                     return Ok(());
                 }
-                let options = EnqueueOptions { queue, id };
-                let id = match (in_ms, at) {
-                    (Some(ms), _) => {
-                        tasks
-                            .enqueue_in(Duration::from_millis(ms), &name, &args, options)
-                            .await?
-                    }
-                    (None, Some(at)) => {
-                        let at: SystemTime = humantime::parse_rfc3339_weak(&at)
-                            .with_context(|| format!("--at is not an RFC 3339 time: {at}"))?;
-                        tasks.enqueue_at(at, &name, &args, options).await?
-                    }
-                    (None, None) => tasks.enqueue(&name, &args, options).await?,
+                let options = EnqueueOptions { queue, id, replace };
+                let at = match (in_ms, at) {
+                    (Some(ms), _) => Some(SystemTime::now() + Duration::from_millis(ms)),
+                    (None, Some(at)) => Some(
+                        humantime::parse_rfc3339_weak(&at)
+                            .with_context(|| format!("--at is not an RFC 3339 time: {at}"))?,
+                    ),
+                    (None, None) => None,
                 };
-                println!("{id}");
+                let submitted = tasks.submit(&name, &args, options, at).await?;
+                println!("{}", submitted.id);
+                if let Enqueued::Exists(state) = submitted.outcome {
+                    let state = serde_json::to_value(state)?;
+                    eprintln!(
+                        "not added: a task with this id exists ({}); --replace runs a completed or failed one again",
+                        state.as_str().unwrap_or("?")
+                    );
+                }
             }
             TasksCommand::Unschedule { name } => {
                 if !tasks.unschedule(&name).await? {
@@ -99,6 +103,11 @@ pub(crate) async fn run(
                     );
                     for (queue, length) in &stats.queues {
                         println!("queue {queue}: {length}");
+                    }
+                    for (queue_and_name, waiting) in &stats.parked {
+                        println!(
+                            "waiting for a node that can run it: {queue_and_name}: {waiting}"
+                        );
                     }
                     for (counter, value) in stats.by_name.iter().chain(&stats.by_node) {
                         println!("{counter} {value}");

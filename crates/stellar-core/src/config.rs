@@ -119,6 +119,20 @@ pub const KEYS: &[KeyDoc] = &[
         expected: MS,
     },
     KeyDoc {
+        name: "task_keep_completed_ms",
+        env: "STELLAR_TASK_KEEP_COMPLETED_MS",
+        flag: None,
+        default: "3600000",
+        expected: MS,
+    },
+    KeyDoc {
+        name: "task_enqueue_retry_ms",
+        env: "STELLAR_TASK_ENQUEUE_RETRY_MS",
+        flag: None,
+        default: "10000",
+        expected: MS,
+    },
+    KeyDoc {
         name: "shutdown_timeout_ms",
         env: "STELLAR_SHUTDOWN_TIMEOUT_MS",
         flag: Some("--shutdown-timeout-ms"),
@@ -197,6 +211,10 @@ pub struct Config {
     pub task_concurrency: usize,
     /// How long a task claim lasts without renewal; a task on a dead node runs again after it.
     pub task_lease: Duration,
+    /// How long a completed task's record is kept; while it is, its id is not enqueued again.
+    pub task_keep_completed: Duration,
+    /// How long an enqueue with an id retries transient Redis errors before it fails.
+    pub task_enqueue_retry: Duration,
     /// How long a graceful stop may take before the node gives up on its tasks.
     pub shutdown_timeout: Duration,
     /// The log filter.
@@ -219,6 +237,8 @@ impl Default for Config {
             task_queues: vec!["default".to_owned()],
             task_concurrency: 10,
             task_lease: Duration::from_millis(30_000),
+            task_keep_completed: Duration::from_millis(3_600_000),
+            task_enqueue_retry: Duration::from_millis(10_000),
             shutdown_timeout: Duration::from_millis(10_000),
             log: "info".to_owned(),
         }
@@ -395,6 +415,14 @@ impl Config {
                 }
                 "task_lease_ms" => {
                     config.task_lease = millis(value).ok_or_else(|| invalid(quote(value)))?;
+                }
+                "task_keep_completed_ms" => {
+                    config.task_keep_completed =
+                        millis(value).ok_or_else(|| invalid(quote(value)))?;
+                }
+                "task_enqueue_retry_ms" => {
+                    config.task_enqueue_retry =
+                        millis(value).ok_or_else(|| invalid(quote(value)))?;
                 }
                 "shutdown_timeout_ms" => {
                     config.shutdown_timeout = millis(value).ok_or_else(|| invalid(quote(value)))?;

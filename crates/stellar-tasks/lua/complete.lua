@@ -5,8 +5,16 @@
 -- ARGV[1]  id
 -- ARGV[2]  claim token
 -- ARGV[3]  how long to keep the completed record, in ms
--- Returns 1 accepted, 0 rejected.
-if redis.call('HGET', KEYS[1], 'claims') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
+-- Returns 1 accepted (also when this very claim completed it already: a repeat after a lost reply),
+-- 0 rejected.
+local current = redis.call('HMGET', KEYS[1], 'claims', 'state')
+if current[1] ~= ARGV[2] then
+  return 0
+end
+if current[2] == 'completed' then
+  return 1
+end
+if current[2] ~= 'running' then
   return 0
 end
 local t = redis.call('TIME')

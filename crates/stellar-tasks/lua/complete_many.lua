@@ -5,7 +5,8 @@
 -- ARGV[1]  how long to keep completed records, in ms
 -- ARGV[2]  task key prefix, "stellar:task:"
 -- ARGV[3..] pairs: id, claim token
--- Returns one 1 (accepted) or 0 (rejected) per pair, in order.
+-- Returns one 1 (accepted) or 0 (rejected) per pair, in order; a pair whose claim completed the
+-- task already (a repeat after a lost reply) is accepted again without counting twice.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
@@ -20,6 +21,8 @@ for i = 3, #ARGV, 2 do
     redis.call('HINCRBY', KEYS[2], 'processed', 1)
     redis.call('HINCRBY', KEYS[2], 'processed:' .. f[3], 1)
     redis.call('HINCRBY', KEYS[2], 'processed@' .. (f[4] or '?'), 1)
+    table.insert(out, 1)
+  elseif f[1] == token and f[2] == 'completed' then
     table.insert(out, 1)
   else
     table.insert(out, 0)

@@ -1,9 +1,9 @@
--- Deletes a task that is not running (queued, delayed, failed or completed).
+-- Deletes a task that is not running (queued, delayed, failed or completed). O(1): an id left in
+-- its queue list is stale and claims drop it.
 -- KEYS[1]  stellar:task:<id>
 -- KEYS[2]  stellar:tasks:delayed
 -- KEYS[3]  stellar:tasks:failed
 -- ARGV[1]  id
--- ARGV[2]  queue key prefix, "stellar:queue:"
 -- Returns 1 deleted, 0 absent, -1 running (not deleted: its worker still holds it).
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then
@@ -11,10 +11,6 @@ if not state then
 end
 if state == 'running' then
   return -1
-end
-local queue = redis.call('HGET', KEYS[1], 'queue')
-if queue then
-  redis.call('LREM', ARGV[2] .. queue, 0, ARGV[1])
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])

@@ -1,15 +1,43 @@
--- Deletes a queue and the records of the tasks waiting in it.
--- KEYS[1]  stellar:queue:<queue>
--- KEYS[2]  stellar:tasks:queues
+-- Deletes up to ARGV[3] waiting tasks of a queue (its list first, then its parked lists); when
+-- nothing is left, forgets the queue. Bounded work per call: the caller repeats while it returns
+-- ARGV[3].
+-- KEYS[1]  stellar:queue:<queue>               LIST
+-- KEYS[2]  stellar:tasks:queues                SET
+-- KEYS[3]  stellar:tasks:parked-names:<queue>  SET  names with parked tasks in this queue
 -- ARGV[1]  task key prefix, "stellar:task:"
 -- ARGV[2]  the queue name
--- Returns how many tasks were deleted.
-local ids = redis.call('LRANGE', KEYS[1], 0, -1)
-for _, id in ipairs(ids) do
-  if redis.call('HGET', ARGV[1] .. id, 'state') == 'queued' then
-    redis.call('DEL', ARGV[1] .. id)
+-- ARGV[3]  at most this many ids per call
+-- ARGV[4]  parked list prefix, "stellar:tasks:parked:"
+-- Returns { how many ids were taken off, how many of them were tasks deleted (the rest were stale) }.
+local batch = tonumber(ARGV[3])
+local taken = 0
+local deleted = 0
+local function drop(list)
+  while taken < batch do
+    local id = redis.call('RPOP', list)
+    if not id then
+      return true
+    end
+    taken = taken + 1
+    if redis.call('HGET', ARGV[1] .. id, 'state') == 'queued' then
+      redis.call('DEL', ARGV[1] .. id)
+      deleted = deleted + 1
+    end
+  end
+  return false
+end
+local empty = drop(KEYS[1])
+if empty then
+  for _, name in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    if drop(ARGV[4] .. ARGV[2] .. ' ' .. name) then
+      redis.call('SREM', KEYS[3], name)
+    else
+      empty = false
+      break
+    end
   end
 end
-redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[2], ARGV[2])
-return #ids
+if empty then
+  redis.call('SREM', KEYS[2], ARGV[2])
+end
+return { taken, deleted }

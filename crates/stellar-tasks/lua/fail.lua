@@ -8,6 +8,8 @@
 -- ARGV[2]  claim token
 -- ARGV[3]  error message
 -- ARGV[4]  retry delay in ms (used only while attempts remain)
+-- ARGV[5]  "1": straight to the failed set whatever attempts remain (a record that fails
+--          verification)
 -- Returns 0 rejected, 1 scheduled for retry, 2 moved to the failed set.
 if redis.call('HGET', KEYS[1], 'claims') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
   return 0
@@ -17,7 +19,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREM', KEYS[2], ARGV[1])
 local f = redis.call('HMGET', KEYS[1], 'attempts', 'max_attempts', 'name', 'node')
 redis.call('HSET', KEYS[1], 'error', ARGV[3], 'finished_at', now)
-if tonumber(f[1]) < tonumber(f[2]) then
+if ARGV[5] ~= '1' and tonumber(f[1]) < tonumber(f[2]) then
   local due = now + tonumber(ARGV[4])
   redis.call('HSET', KEYS[1], 'state', 'delayed', 'due_at', due)
   redis.call('ZADD', KEYS[3], due, ARGV[1])

@@ -16,7 +16,6 @@ for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   local f = redis.call('HMGET', key, 'attempts', 'max_attempts', 'queue', 'name', 'state')
   if f[5] == 'running' then
-    redis.call('HINCRBY', key, 'claims', 1)
     redis.call('HSET', key, 'error', 'lease expired on node ' .. (redis.call('HGET', key, 'node') or '?'))
     if tonumber(f[1]) < tonumber(f[2]) then
       redis.call('HSET', key, 'state', 'queued')

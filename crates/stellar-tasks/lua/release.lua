@@ -13,7 +13,6 @@ if redis.call('HGET', KEYS[1], 'claims') ~= ARGV[2] or redis.call('HGET', KEYS[1
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'attempts', -1)
-redis.call('HINCRBY', KEYS[1], 'claims', 1)
 redis.call('HSET', KEYS[1], 'state', 'queued')
 redis.call('HDEL', KEYS[1], 'node')
 redis.call('RPUSH', KEYS[3], ARGV[1])

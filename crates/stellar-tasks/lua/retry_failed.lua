@@ -11,7 +11,6 @@ end
 local queue = redis.call('HGET', KEYS[1], 'queue')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0)
-redis.call('HINCRBY', KEYS[1], 'claims', 1)
 redis.call('LPUSH', ARGV[2] .. queue, ARGV[1])
 redis.call('PUBLISH', ARGV[3] .. queue, queue)
 return 1

@@ -53,8 +53,10 @@ pub use crate::{
     memory_store::MemoryTaskStore,
     redis_store::RedisTaskStore,
     store::{
-        Claimed, Enqueued, FailOutcome, NewTask, Schedule, Slot, Stats, TaskRecord, TaskState,
-        TaskStore, WorkerInfo,
+        ClaimRequest, Claimed, Enqueued, FailOutcome, NewTask, Schedule, Slot, Stats, TaskRecord,
+        TaskState, TaskStore, WorkerInfo, task_signature_fields,
     },
-    tasks::{DEFAULT_QUEUE, EnqueueOptions, TaskConfig, TaskContext, TaskDefinition, Tasks},
+    tasks::{
+        DEFAULT_QUEUE, EnqueueOptions, Submitted, TaskConfig, TaskContext, TaskDefinition, Tasks,
+    },
 };

@@ -15,14 +15,18 @@ use stellar_core::NodeId;
 use tokio::{sync::Notify, time::Instant};
 
 use crate::store::{
-    Claimed, Enqueued, FailOutcome, NewTask, Schedule, Stats, TaskRecord, TaskState, TaskStore,
-    WorkerInfo,
+    ClaimRequest, Claimed, Enqueued, FailOutcome, NewTask, Schedule, Stats, TaskRecord, TaskState,
+    TaskStore, WorkerInfo,
 };
 
 #[derive(Debug)]
 struct Task {
     record: TaskRecord,
+    /// The current (or last) claim's token.
     claims: u64,
+    signature: String,
+    /// Set aside in `parked` because a node that could not run its name claimed it.
+    parked: bool,
     /// When a completed record is forgotten.
     forget_at: Option<Instant>,
 }
@@ -46,6 +50,12 @@ struct State {
     workers: BTreeMap<String, (WorkerInfo, Instant)>,
     leader: Option<(String, u64, Instant)>,
     epoch: u64,
+    /// The claim token counter: tokens never repeat, whatever happens to an id.
+    claim_seq: u64,
+    /// Replies of recent claims by request id, until their lease ends, for a re-ask.
+    claim_replies: HashMap<String, (Vec<Claimed>, Instant)>,
+    /// Ready tasks set aside per (queue, name), oldest at the back.
+    parked: BTreeMap<(String, String), VecDeque<String>>,
 }
 
 impl State {
@@ -69,11 +79,42 @@ impl State {
             .or_default() += 1;
     }
 
+    /// Leases the queued task `id` under a fresh claim token.
+    fn take(&mut self, id: &str, request: &ClaimRequest) -> Option<Claimed> {
+        let task = self.tasks.get_mut(id)?;
+        if task.record.state != TaskState::Queued {
+            return None;
+        }
+        self.claim_seq += 1;
+        task.claims = self.claim_seq;
+        task.parked = false;
+        task.record.attempts += 1;
+        task.record.state = TaskState::Running;
+        task.record.node = Some(request.node.to_string());
+        task.record.started_at_ms = Some(now_ms());
+        let claimed = Claimed {
+            id: id.to_owned(),
+            token: task.claims,
+            name: task.record.name.clone(),
+            queue: task.record.queue.clone(),
+            args: task.record.args.clone(),
+            attempt: task.record.attempts,
+            max_attempts: task.record.max_attempts,
+            signature: task.signature.clone(),
+        };
+        self.inflight
+            .insert(id.to_owned(), Instant::now() + request.lease);
+        Some(claimed)
+    }
+
     fn records<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Vec<TaskRecord> {
         ids.filter_map(|id| self.tasks.get(id).map(|task| task.record.clone()))
             .collect()
     }
 }
+
+/// How many stale or parked ids one claim passes over at most (as on Redis).
+const CLAIM_SKIP_LIMIT: usize = 256;
 
 /// A [`TaskStore`] in memory. Clones share the same queues.
 #[derive(Debug, Clone, Default)]
@@ -125,6 +166,7 @@ impl MemoryTaskStore {
             .tasks
             .retain(|_, task| task.forget_at.is_none_or(|at| at > now));
         state.slots.retain(|_, until| *until > now);
+        state.claim_replies.retain(|_, (_, until)| *until > now);
         state.workers.retain(|_, (_, until)| *until > now);
         if state
             .leader
@@ -134,6 +176,43 @@ impl MemoryTaskStore {
             state.leader = None;
         }
         state
+    }
+
+    /// Records a failed attempt: retry after `retry_in` while attempts remain, else (or without
+    /// `retry_in`) move to the failed set.
+    fn record_failure(
+        &self,
+        claimed: &Claimed,
+        error: &str,
+        retry_in: Option<Duration>,
+    ) -> FailOutcome {
+        let mut state = self.state();
+        if !Self::current(&state, claimed) {
+            return FailOutcome::Rejected;
+        }
+        state.inflight.remove(&claimed.id);
+        let task = state
+            .tasks
+            .get_mut(&claimed.id)
+            .expect("current claims have a task");
+        task.record.error = Some(error.to_owned());
+        task.record.finished_at_ms = Some(now_ms());
+        if let Some(retry_in) = retry_in.filter(|_| task.record.attempts < task.record.max_attempts)
+        {
+            let due = Instant::now() + retry_in;
+            task.record.state = TaskState::Delayed;
+            task.record.due_at_ms = Some(wall_ms(due));
+            state.delayed.insert(claimed.id.clone(), due);
+            state.bump("retried", &claimed.name);
+            return FailOutcome::Retrying;
+        }
+        task.record.state = TaskState::Failed;
+        state.failures += 1;
+        let order = state.failures;
+        state.failed.insert(claimed.id.clone(), order);
+        state.bump("failed", &claimed.name);
+        state.bump_node("failed", &claimed.id);
+        FailOutcome::Dead
     }
 
     fn wake(&self) {
@@ -155,16 +234,21 @@ impl TaskStore for MemoryTaskStore {
         let added = {
             let mut state = self.state();
             if let Some(existing) = state.tasks.get(&task.id) {
-                let pending = matches!(
+                let replaceable = matches!(
                     existing.record.state,
-                    TaskState::Queued | TaskState::Delayed | TaskState::Running
+                    TaskState::Completed | TaskState::Failed
                 );
-                if pending {
+                if !(replaceable && task.replace) {
                     return Ok(Enqueued::Exists(existing.record.state));
                 }
-                state.failed.remove(&task.id);
             }
             if let Some(slot) = &task.slot {
+                let leads = state.leader.as_ref().is_some_and(|(node, epoch, _)| {
+                    (node.as_str(), *epoch) == (slot.leader.0.as_str(), slot.leader.1)
+                });
+                if !leads {
+                    return Ok(Enqueued::Fenced);
+                }
                 let key = format!("{}:{}", slot.schedule, slot.at_ms);
                 if state.slots.contains_key(&key) || !state.schedules.contains_key(&slot.schedule) {
                     return Ok(Enqueued::SlotTaken);
@@ -173,6 +257,7 @@ impl TaskStore for MemoryTaskStore {
                 let last = state.last_slots.entry(slot.schedule.clone()).or_insert(0);
                 *last = (*last).max(slot.at_ms);
             }
+            state.failed.remove(&task.id);
             let now = Instant::now();
             let due = task
                 .due_at_ms
@@ -202,6 +287,8 @@ impl TaskStore for MemoryTaskStore {
                 Task {
                     record,
                     claims: 0,
+                    signature: task.signature.clone(),
+                    parked: false,
                     forget_at: None,
                 },
             );
@@ -220,42 +307,63 @@ impl TaskStore for MemoryTaskStore {
         Ok(Enqueued::Added)
     }
 
-    async fn claim(
-        &self,
-        queues: &[String],
-        node: &NodeId,
-        lease: Duration,
-        max: usize,
-    ) -> Result<Vec<Claimed>, TransportError> {
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, TransportError> {
         let mut state = self.state();
+        if let Some((claimed, _)) = state.claim_replies.get(&request.request_id) {
+            return Ok(claimed.clone());
+        }
         let mut claimed = Vec::new();
-        for queue in queues {
-            while claimed.len() < max {
+        let mut skipped = 0;
+        let can_run = |name: &str| request.names.iter().any(|n| n == name);
+        for queue in &request.queues {
+            // Parked tasks of names this node can run, first.
+            for name in &request.names {
+                let key = (queue.clone(), name.clone());
+                while claimed.len() < request.max && skipped < CLAIM_SKIP_LIMIT {
+                    let Some(id) = state.parked.get_mut(&key).and_then(VecDeque::pop_back) else {
+                        state.parked.remove(&key);
+                        break;
+                    };
+                    match state.take(&id, request) {
+                        Some(one) => claimed.push(one),
+                        None => skipped += 1,
+                    }
+                }
+            }
+            while claimed.len() < request.max && skipped < CLAIM_SKIP_LIMIT {
                 let Some(id) = state.queues.get_mut(queue).and_then(VecDeque::pop_back) else {
                     break;
                 };
-                let Some(task) = state.tasks.get_mut(&id) else {
-                    continue;
+                let name = match state.tasks.get(&id) {
+                    Some(task) if task.record.state == TaskState::Queued => {
+                        task.record.name.clone()
+                    }
+                    // A stale id (its task was deleted, replaced or moved) is dropped.
+                    _ => {
+                        skipped += 1;
+                        continue;
+                    }
                 };
-                if task.record.state != TaskState::Queued {
+                if !can_run(&name) {
+                    skipped += 1;
+                    if let Some(task) = state.tasks.get_mut(&id) {
+                        task.parked = true;
+                    }
+                    state
+                        .parked
+                        .entry((queue.clone(), name))
+                        .or_default()
+                        .push_front(id);
                     continue;
                 }
-                task.claims += 1;
-                task.record.attempts += 1;
-                task.record.state = TaskState::Running;
-                task.record.node = Some(node.to_string());
-                task.record.started_at_ms = Some(now_ms());
-                claimed.push(Claimed {
-                    id: id.clone(),
-                    token: task.claims,
-                    name: task.record.name.clone(),
-                    queue: task.record.queue.clone(),
-                    args: task.record.args.clone(),
-                    attempt: task.record.attempts,
-                    max_attempts: task.record.max_attempts,
-                });
-                state.inflight.insert(id, Instant::now() + lease);
+                claimed.extend(state.take(&id, request));
             }
+        }
+        if !claimed.is_empty() {
+            let until = Instant::now() + request.lease;
+            state
+                .claim_replies
+                .insert(request.request_id.clone(), (claimed.clone(), until));
         }
         Ok(claimed)
     }
@@ -273,6 +381,13 @@ impl TaskStore for MemoryTaskStore {
 
     async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, TransportError> {
         let mut state = self.state();
+        let repeat = state
+            .tasks
+            .get(&claimed.id)
+            .is_some_and(|t| t.claims == claimed.token && t.record.state == TaskState::Completed);
+        if repeat {
+            return Ok(true);
+        }
         if !Self::current(&state, claimed) {
             return Ok(false);
         }
@@ -295,32 +410,11 @@ impl TaskStore for MemoryTaskStore {
         error: &str,
         retry_in: Duration,
     ) -> Result<FailOutcome, TransportError> {
-        let mut state = self.state();
-        if !Self::current(&state, claimed) {
-            return Ok(FailOutcome::Rejected);
-        }
-        state.inflight.remove(&claimed.id);
-        let task = state
-            .tasks
-            .get_mut(&claimed.id)
-            .expect("current claims have a task");
-        task.record.error = Some(error.to_owned());
-        task.record.finished_at_ms = Some(now_ms());
-        if task.record.attempts < task.record.max_attempts {
-            let due = Instant::now() + retry_in;
-            task.record.state = TaskState::Delayed;
-            task.record.due_at_ms = Some(wall_ms(due));
-            state.delayed.insert(claimed.id.clone(), due);
-            state.bump("retried", &claimed.name);
-            return Ok(FailOutcome::Retrying);
-        }
-        task.record.state = TaskState::Failed;
-        state.failures += 1;
-        let order = state.failures;
-        state.failed.insert(claimed.id.clone(), order);
-        state.bump("failed", &claimed.name);
-        state.bump_node("failed", &claimed.id);
-        Ok(FailOutcome::Dead)
+        Ok(self.record_failure(claimed, error, Some(retry_in)))
+    }
+
+    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, TransportError> {
+        Ok(self.record_failure(claimed, error, None) == FailOutcome::Dead)
     }
 
     async fn release(&self, claimed: &Claimed) -> Result<bool, TransportError> {
@@ -334,7 +428,6 @@ impl TaskStore for MemoryTaskStore {
                 .tasks
                 .get_mut(&claimed.id)
                 .expect("current claims have a task");
-            task.claims += 1;
             task.record.attempts -= 1;
             task.record.state = TaskState::Queued;
             task.record.node = None;
@@ -361,7 +454,6 @@ impl TaskStore for MemoryTaskStore {
                 if task.record.state != TaskState::Running {
                     continue;
                 }
-                task.claims += 1;
                 task.record.error = Some(format!(
                     "lease expired on node {}",
                     task.record.node.as_deref().unwrap_or("?")
@@ -458,7 +550,6 @@ impl TaskStore for MemoryTaskStore {
                 return Ok(false);
             }
             let task = state.tasks.get_mut(id).expect("failed tasks have a record");
-            task.claims += 1;
             task.record.attempts = 0;
             task.record.state = TaskState::Queued;
             let queue = task.record.queue.clone();
@@ -508,6 +599,12 @@ impl TaskStore for MemoryTaskStore {
             delayed: state.delayed.len() as u64,
             in_flight: state.inflight.len() as u64,
             failed_now: state.failed.len() as u64,
+            parked: state
+                .parked
+                .iter()
+                .filter(|(_, ids)| !ids.is_empty())
+                .map(|((queue, name), ids)| (format!("{queue} {name}"), ids.len() as u64))
+                .collect(),
         })
     }
 
@@ -553,7 +650,8 @@ impl TaskStore for MemoryTaskStore {
                 state.tasks.remove(id);
                 state.delayed.remove(id);
                 state.failed.remove(id);
-                for ids in state.queues.values_mut() {
+                let state = &mut *state;
+                for ids in state.queues.values_mut().chain(state.parked.values_mut()) {
                     ids.retain(|queued| queued != id);
                 }
                 Ok(Some(true))
@@ -563,7 +661,16 @@ impl TaskStore for MemoryTaskStore {
 
     async fn delete_queue(&self, queue: &str) -> Result<u64, TransportError> {
         let mut state = self.state();
-        let ids = state.queues.remove(queue).unwrap_or_default();
+        let mut ids = state.queues.remove(queue).unwrap_or_default();
+        let parked: Vec<(String, String)> = state
+            .parked
+            .keys()
+            .filter(|(q, _)| q == queue)
+            .cloned()
+            .collect();
+        for key in parked {
+            ids.extend(state.parked.remove(&key).unwrap_or_default());
+        }
         for id in &ids {
             if state
                 .tasks

@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use crate::store::{
-    Claimed, Enqueued, FailOutcome, NewTask, Schedule, Stats, TaskRecord, TaskState, TaskStore,
-    WorkerInfo,
+    ClaimRequest, Claimed, Enqueued, FailOutcome, NewTask, Schedule, Stats, TaskRecord, TaskState,
+    TaskStore, WorkerInfo,
 };
 
 const TASK: &str = "stellar:task:";
@@ -37,6 +37,14 @@ const SCHEDULES: &str = "stellar:tasks:schedules";
 const WORKER: &str = "stellar:tasks:worker:";
 const LEADER: &str = "stellar:tasks:leader";
 const LEADER_EPOCH: &str = "stellar:tasks:leader-epoch";
+const CLAIM_SEQ: &str = "stellar:tasks:claim-seq";
+const CLAIM_REPLY: &str = "stellar:tasks:claim-reply:";
+const PARKED: &str = "stellar:tasks:parked:";
+const PARKED_NAMES: &str = "stellar:tasks:parked-names:";
+/// How many stale or parked ids one claim passes over at most, so its work stays bounded.
+const CLAIM_SKIP_LIMIT: usize = 256;
+/// How many ids one call of the queue deletion takes off at most.
+const DELETE_BATCH: u64 = 1000;
 
 #[derive(Debug)]
 struct Scripts {
@@ -135,6 +143,26 @@ impl RedisTaskStore {
         }
     }
 
+    async fn record_failure(
+        &self,
+        claimed: &Claimed,
+        error: &str,
+        retry_in: Duration,
+        bury: bool,
+    ) -> Result<u8, TransportError> {
+        let key = format!("{TASK}{}", claimed.id);
+        let (token, retry_in) = (claimed.token.to_string(), retry_in.as_millis().to_string());
+        let bury = if bury { "1" } else { "0" };
+        self.pool
+            .invoke(
+                "task fail",
+                &self.scripts.fail,
+                &[&key, INFLIGHT, DELAYED, FAILED, STATS],
+                &[&claimed.id, &token, error, &retry_in, bury],
+            )
+            .await
+    }
+
     async fn record(&self, id: &str) -> Result<Option<TaskRecord>, TransportError> {
         let fields: HashMap<String, String> = self
             .pool
@@ -190,7 +218,8 @@ impl TaskStore for RedisTaskStore {
             task.due_at_ms.unwrap_or(0).to_string(),
             format!("{WAKE}{}", task.queue),
         );
-        let mut keys = vec![key.as_str(), queue.as_str(), DELAYED, QUEUES];
+        let mut keys = vec![key.as_str(), queue.as_str(), DELAYED, QUEUES, FAILED];
+        let replace = if task.replace { "1" } else { "0" };
         let mut args = vec![
             task.id.as_str(),
             &task.name,
@@ -199,13 +228,21 @@ impl TaskStore for RedisTaskStore {
             &max,
             &due,
             &wake,
+            &task.signature,
+            replace,
         ];
-        let (slot_key, remember, at);
+        let (slot_key, remember, at, leader);
         if let Some(slot) = &task.slot {
             slot_key = format!("{SLOT}{}:{}", slot.schedule, slot.at_ms);
             (remember, at) = (ms(slot.remember), slot.at_ms.to_string());
-            keys.extend([slot_key.as_str(), LAST_SLOT, SCHEDULES]);
-            args.extend([remember.as_str(), slot.schedule.as_str(), at.as_str()]);
+            leader = format!("{} {}", slot.leader.0, slot.leader.1);
+            keys.extend([slot_key.as_str(), LAST_SLOT, SCHEDULES, LEADER]);
+            args.extend([
+                remember.as_str(),
+                slot.schedule.as_str(),
+                at.as_str(),
+                leader.as_str(),
+            ]);
         }
         let reply: Vec<String> = self
             .pool
@@ -213,30 +250,39 @@ impl TaskStore for RedisTaskStore {
             .await?;
         Ok(match reply.as_slice() {
             [_, state] if state == "slot" => Enqueued::SlotTaken,
+            [_, state] if state == "fenced" => Enqueued::Fenced,
             [_, state] => Enqueued::Exists(TaskState::parse(state).unwrap_or(TaskState::Queued)),
             _ => Enqueued::Added,
         })
     }
 
-    async fn claim(
-        &self,
-        queues: &[String],
-        node: &NodeId,
-        lease: Duration,
-        max: usize,
-    ) -> Result<Vec<Claimed>, TransportError> {
-        let queue_keys: Vec<String> = queues.iter().map(|q| format!("{QUEUE}{q}")).collect();
-        let mut keys: Vec<&str> = vec![INFLIGHT];
-        keys.extend(queue_keys.iter().map(String::as_str));
-        let (lease, max) = (ms(lease), max.to_string());
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, TransportError> {
+        let reply_key = format!("{CLAIM_REPLY}{}", request.request_id);
+        let mut keys: Vec<String> = vec![INFLIGHT.to_owned(), CLAIM_SEQ.to_owned(), reply_key];
+        for queue in &request.queues {
+            keys.extend([format!("{QUEUE}{queue}"), format!("{PARKED_NAMES}{queue}")]);
+        }
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let (lease, max, skip, n_names) = (
+            ms(request.lease),
+            request.max.to_string(),
+            CLAIM_SKIP_LIMIT.to_string(),
+            request.names.len().to_string(),
+        );
+        let mut args: Vec<&str> = vec![
+            &lease,
+            request.node.as_str(),
+            TASK,
+            &max,
+            PARKED,
+            &skip,
+            &n_names,
+        ];
+        args.extend(request.names.iter().map(String::as_str));
+        args.extend(request.queues.iter().map(String::as_str));
         let flat: Vec<redis::Value> = self
             .pool
-            .invoke(
-                "task claim",
-                &self.scripts.claim,
-                &keys,
-                &[&lease, node.as_str(), TASK, &max],
-            )
+            .invoke("task claim", &self.scripts.claim, &keys, &args)
             .await?;
         let text = |value: &redis::Value| {
             redis::from_redis_value::<String>(value.clone()).unwrap_or_default()
@@ -245,7 +291,9 @@ impl TaskStore for RedisTaskStore {
             redis::from_redis_value::<u64>(value.clone()).unwrap_or_default()
         };
         Ok(flat
-            .chunks_exact(7)
+            .get(1..)
+            .unwrap_or_default()
+            .chunks_exact(8)
             .map(|f| Claimed {
                 id: text(&f[0]),
                 token: number(&f[1]),
@@ -254,6 +302,7 @@ impl TaskStore for RedisTaskStore {
                 args: text(&f[4]),
                 attempt: number(&f[5]) as u32,
                 max_attempts: number(&f[6]) as u32,
+                signature: text(&f[7]),
             })
             .collect())
     }
@@ -317,22 +366,20 @@ impl TaskStore for RedisTaskStore {
         error: &str,
         retry_in: Duration,
     ) -> Result<FailOutcome, TransportError> {
-        let key = format!("{TASK}{}", claimed.id);
-        let (token, retry_in) = (claimed.token.to_string(), retry_in.as_millis().to_string());
-        let outcome: u8 = self
-            .pool
-            .invoke(
-                "task fail",
-                &self.scripts.fail,
-                &[&key, INFLIGHT, DELAYED, FAILED, STATS],
-                &[&claimed.id, &token, error, &retry_in],
-            )
-            .await?;
-        Ok(match outcome {
-            1 => FailOutcome::Retrying,
-            2 => FailOutcome::Dead,
-            _ => FailOutcome::Rejected,
-        })
+        Ok(
+            match self.record_failure(claimed, error, retry_in, false).await? {
+                1 => FailOutcome::Retrying,
+                2 => FailOutcome::Dead,
+                _ => FailOutcome::Rejected,
+            },
+        )
+    }
+
+    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, TransportError> {
+        Ok(self
+            .record_failure(claimed, error, Duration::ZERO, true)
+            .await?
+            == 2)
     }
 
     async fn release(&self, claimed: &Claimed) -> Result<bool, TransportError> {
@@ -449,11 +496,31 @@ impl TaskStore for RedisTaskStore {
             .query("SMEMBERS", redis::cmd("SMEMBERS").arg(QUEUES))
             .await?;
         let mut queues = BTreeMap::new();
+        let mut parked = BTreeMap::new();
         for queue in queue_names {
             let length: u64 = self
                 .pool
                 .query("LLEN", redis::cmd("LLEN").arg(format!("{QUEUE}{queue}")))
                 .await?;
+            let names: Vec<String> = self
+                .pool
+                .query(
+                    "SMEMBERS",
+                    redis::cmd("SMEMBERS").arg(format!("{PARKED_NAMES}{queue}")),
+                )
+                .await?;
+            for name in names {
+                let waiting: u64 = self
+                    .pool
+                    .query(
+                        "LLEN",
+                        redis::cmd("LLEN").arg(format!("{PARKED}{queue} {name}")),
+                    )
+                    .await?;
+                if waiting > 0 {
+                    parked.insert(format!("{queue} {name}"), waiting);
+                }
+            }
             queues.insert(queue, length);
         }
         let card = |key: &'static str| async move {
@@ -480,6 +547,7 @@ impl TaskStore for RedisTaskStore {
             delayed: card(DELAYED).await?,
             in_flight: card(INFLIGHT).await?,
             failed_now: card(FAILED).await?,
+            parked,
         })
     }
 
@@ -532,7 +600,7 @@ impl TaskStore for RedisTaskStore {
                 "task delete",
                 &self.scripts.delete,
                 &[&key, DELAYED, FAILED],
-                &[id, QUEUE],
+                &[id],
             )
             .await?;
         Ok(match outcome {
@@ -542,15 +610,24 @@ impl TaskStore for RedisTaskStore {
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<u64, TransportError> {
-        let key = format!("{QUEUE}{queue}");
-        self.pool
-            .invoke(
-                "queue delete",
-                &self.scripts.delete_queue,
-                &[&key, QUEUES],
-                &[TASK, queue],
-            )
-            .await
+        let (key, parked_names) = (format!("{QUEUE}{queue}"), format!("{PARKED_NAMES}{queue}"));
+        let batch = DELETE_BATCH.to_string();
+        let mut deleted = 0;
+        loop {
+            let (taken, gone): (u64, u64) = self
+                .pool
+                .invoke(
+                    "queue delete",
+                    &self.scripts.delete_queue,
+                    &[&key, QUEUES, &parked_names],
+                    &[TASK, queue, &batch, PARKED],
+                )
+                .await?;
+            deleted += gone;
+            if taken < DELETE_BATCH {
+                return Ok(deleted);
+            }
+        }
     }
 
     async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), TransportError> {

@@ -11,7 +11,7 @@ use stellar_core::CancellationToken;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::{NewTask, Schedule, Slot, Tasks};
+use crate::{Enqueued, NewTask, Schedule, Slot, Tasks};
 
 /// How often the scheduler looks at the clock for new slots.
 const TICK: Duration = Duration::from_millis(50);
@@ -55,17 +55,22 @@ pub(crate) async fn run(tasks: Tasks, cancel: CancellationToken) {
             }
             epoch = led;
         }
-        if epoch.is_none() {
+        let Some(current_epoch) = epoch else {
             continue;
-        }
+        };
         if now >= next_refresh {
             next_refresh = now + Duration::from_secs(1);
             if let Ok(fresh) = store.schedules().await {
                 schedules = fresh;
             }
         }
+        let leader = (node.to_string(), current_epoch);
         for schedule in &schedules {
-            enqueue_due_slots(&tasks, schedule, &mut next_slot).await;
+            if !enqueue_due_slots(&tasks, schedule, &leader, &mut next_slot).await {
+                warn!(node_id = %node, epoch = current_epoch, "lost the scheduler leadership (fenced)");
+                epoch = None;
+                break;
+            }
         }
         if now >= next_unserved {
             next_unserved = now + UNSERVED_CHECK;
@@ -102,15 +107,20 @@ async fn register_code_schedules(tasks: &Tasks) {
     }
 }
 
+/// Enqueues the slots of `schedule` that are due, at most `CATCH_UP` + 1 of them: catch-up after
+/// a pause, a takeover or a forward clock step is always clamped. False when the store refused a
+/// slot because `leader` no longer leads.
 async fn enqueue_due_slots(
     tasks: &Tasks,
     schedule: &Schedule,
+    leader: &(String, u64),
     next_slot: &mut HashMap<String, u64>,
-) {
+) -> bool {
     let every = schedule.every_ms.max(1);
     let current = now_ms() / every * every;
+    let floor = current.saturating_sub(CATCH_UP * every);
     let next = match next_slot.get(&schedule.name) {
-        Some(next) => *next,
+        Some(next) => (*next).max(floor),
         None => {
             // Continue after the last slot any leader enqueued, catching up a bounded number.
             let last = tasks
@@ -120,35 +130,53 @@ async fn enqueue_due_slots(
                 .await
                 .ok()
                 .flatten();
-            let floor = current.saturating_sub(CATCH_UP * every);
             last.map_or(current, |last| (last + every).max(floor))
         }
     };
     let mut slot = next;
+    let max_attempts = tasks
+        .definition(&schedule.task)
+        .map_or(1, |d| d.max_attempts);
     while slot <= current {
+        let id = format!("recur:{}:{slot}", schedule.name);
+        let signature = tasks.sign(
+            &id,
+            &schedule.task,
+            &schedule.queue,
+            &schedule.args,
+            max_attempts,
+        );
         let task = NewTask {
-            id: format!("recur:{}:{slot}", schedule.name),
+            id,
             name: schedule.task.clone(),
             queue: schedule.queue.clone(),
             args: schedule.args.clone(),
-            max_attempts: tasks
-                .definition(&schedule.task)
-                .map_or(1, |d| d.max_attempts),
+            max_attempts,
             due_at_ms: None,
+            signature,
+            replace: false,
             slot: Some(Slot {
                 schedule: schedule.name.clone(),
                 at_ms: slot,
                 remember: Duration::from_millis(every * (CATCH_UP + 10))
                     .max(Duration::from_secs(60)),
+                leader: leader.clone(),
             }),
         };
-        if let Err(err) = tasks.inner.store.enqueue(&task).await {
-            warn!(schedule = %schedule.name, slot, error = %err, "cannot enqueue a recurring slot; will retry");
-            break;
+        match tasks.inner.store.enqueue(&task).await {
+            Ok(Enqueued::Fenced) => {
+                next_slot.clear();
+                return false;
+            }
+            Ok(_) => slot += every,
+            Err(err) => {
+                warn!(schedule = %schedule.name, slot, error = %err, "cannot enqueue a recurring slot; will retry");
+                break;
+            }
         }
-        slot += every;
     }
     next_slot.insert(schedule.name.clone(), slot);
+    true
 }
 
 async fn warn_about_unserved_queues(tasks: &Tasks) {
@@ -167,6 +195,22 @@ async fn warn_about_unserved_queues(tasks: &Tasks) {
             warn!(
                 queue,
                 waiting, "tasks wait in a queue that no live node serves"
+            );
+        }
+    }
+    for (queue_and_name, waiting) in &stats.parked {
+        let (queue, name) = queue_and_name
+            .split_once(' ')
+            .unwrap_or((queue_and_name, ""));
+        let runnable = workers
+            .iter()
+            .any(|w| w.queues.iter().any(|q| q == queue) && w.tasks.iter().any(|t| t == name));
+        if !runnable {
+            warn!(
+                queue,
+                task = name,
+                waiting,
+                "tasks wait that no live node can run (no handler registered); they are kept, not failed"
             );
         }
     }

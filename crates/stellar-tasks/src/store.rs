@@ -53,6 +53,28 @@ pub struct NewTask {
     pub due_at_ms: Option<u64>,
     /// For a recurring task: its schedule and slot, enqueued at most once across the cluster.
     pub slot: Option<Slot>,
+    /// The record's signature (see [`task_signature_fields`]); checked before the task runs.
+    pub signature: String,
+    /// Replace a completed or failed task with this id (run it again); a pending or running one
+    /// is never replaced.
+    pub replace: bool,
+}
+
+/// The fields a task record's signature covers, in order: id, name, queue, args, max attempts.
+pub fn task_signature_fields<'a>(
+    id: &'a str,
+    name: &'a str,
+    queue: &'a str,
+    args: &'a str,
+    max_attempts: &'a str,
+) -> [&'a [u8]; 5] {
+    [
+        id.as_bytes(),
+        name.as_bytes(),
+        queue.as_bytes(),
+        args.as_bytes(),
+        max_attempts.as_bytes(),
+    ]
 }
 
 /// One slot of a recurring schedule.
@@ -64,6 +86,9 @@ pub struct Slot {
     pub at_ms: u64,
     /// How long the store remembers that the slot was enqueued.
     pub remember: Duration,
+    /// The scheduler leader enqueueing it and its epoch: the store refuses the slot unless they
+    /// still hold the leadership (a deposed leader's late writes are fenced off).
+    pub leader: (String, u64),
 }
 
 /// A recurring schedule: enqueue `task` with `args` once per `every_ms` slot of wall-clock time.
@@ -90,6 +115,9 @@ pub struct WorkerInfo {
     pub queues: Vec<String>,
     /// How many tasks it runs at once.
     pub concurrency: usize,
+    /// The task names it can run.
+    #[serde(default)]
+    pub tasks: Vec<String>,
 }
 
 /// What `enqueue` did.
@@ -101,6 +129,27 @@ pub enum Enqueued {
     Exists(TaskState),
     /// This recurring slot was enqueued before, or its schedule is gone; nothing was added.
     SlotTaken,
+    /// The slot's leader no longer holds the leadership; nothing was added.
+    Fenced,
+}
+
+/// What a worker asks for when it claims tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// The queues to take from, highest priority first.
+    pub queues: Vec<String>,
+    /// The claiming node.
+    pub node: NodeId,
+    /// How long each claimed task is leased (on the store's clock).
+    pub lease: Duration,
+    /// At most this many tasks.
+    pub max: usize,
+    /// The task names this node can run. A ready task of another name is set aside (parked, no
+    /// attempt counted) until a node that can run it claims it.
+    pub names: Vec<String>,
+    /// Unique per claim: asking again with the same id (after a lost reply) returns the tasks the
+    /// first ask claimed, for as long as their lease, instead of claiming more.
+    pub request_id: String,
 }
 
 /// A claimed task: run it, then answer with its `token`.
@@ -120,6 +169,8 @@ pub struct Claimed {
     pub attempt: u32,
     /// How many attempts it gets.
     pub max_attempts: u32,
+    /// The record's signature, as enqueued.
+    pub signature: String,
 }
 
 /// What `fail` did.
@@ -185,22 +236,21 @@ pub struct Stats {
     pub in_flight: u64,
     /// Tasks in the failed set.
     pub failed_now: u64,
+    /// Ready tasks set aside because the nodes that claimed them cannot run their name, per
+    /// `<queue> <name>`: they wait for a node that can.
+    pub parked: BTreeMap<String, u64>,
 }
 
 /// Storage of the task queue: Redis for a cluster, memory for one process.
 #[async_trait]
 pub trait TaskStore: fmt::Debug + Send + Sync + 'static {
-    /// Adds `task`, unless a pending task already has its id.
+    /// Adds `task`, unless a task record with its id exists (pending, running, completed within
+    /// retention, or failed); with `task.replace`, a completed or failed one is replaced.
     async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, TransportError>;
-    /// Claims up to `max` of the oldest ready tasks, from `queues` in priority order, each leased to
-    /// `node` for `lease` (on the store's clock).
-    async fn claim(
-        &self,
-        queues: &[String],
-        node: &NodeId,
-        lease: Duration,
-        max: usize,
-    ) -> Result<Vec<Claimed>, TransportError>;
+    /// Claims up to `request.max` of the oldest ready tasks the node can run, from its queues in
+    /// priority order, each leased for `request.lease` under a claim token never used before for
+    /// that id. Tasks parked for a name the node can run come first.
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, TransportError>;
     /// Extends the lease of a claim; false if the claim is no longer current.
     async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, TransportError>;
     /// Records a success; false (rejected) if the claim is no longer current.
@@ -224,6 +274,9 @@ pub trait TaskStore: fmt::Debug + Send + Sync + 'static {
         error: &str,
         retry_in: Duration,
     ) -> Result<FailOutcome, TransportError>;
+    /// Moves a claimed task straight to the failed set with `error`, whatever attempts remain
+    /// (a record that fails verification); false if the claim is no longer current.
+    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, TransportError>;
     /// Hands a claimed task back to the front of its queue without counting the attempt.
     async fn release(&self, claimed: &Claimed) -> Result<bool, TransportError>;
     /// Returns up to `limit` tasks whose lease expired; how many.

@@ -13,12 +13,17 @@ use std::{
 };
 
 use serde::{Serialize, de::DeserializeOwned};
-use stellar_core::{Api, NodeId};
+use stellar_bus::{RecordSigner, TransportError};
+use stellar_core::{Api, NodeId, ServerToken};
+use tracing::warn;
 
 use crate::{
-    Enqueued, Error, HandlerError, NewTask, Result, Schedule, Stats, TaskRecord, TaskStore,
-    WorkerInfo, worker,
+    Claimed, Enqueued, Error, HandlerError, NewTask, Result, Schedule, Stats, TaskRecord,
+    TaskStore, WorkerInfo, task_signature_fields, worker,
 };
+
+/// The context of task record signatures.
+const SIGNATURE_CONTEXT: &str = "stellar task record v1";
 
 /// The queue of tasks that name none.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -156,8 +161,16 @@ pub struct TaskConfig {
     pub concurrency: usize,
     /// How long a claim lasts without renewal; workers renew every third of it.
     pub lease: Duration,
-    /// How long completed task records are kept for `show`.
+    /// How long completed task records are kept for `show`; while kept, their id is not enqueued
+    /// again (unless replaced explicitly).
     pub keep_completed: Duration,
+    /// How long an enqueue with an id (idempotent) retries transient Redis errors before it
+    /// reports failure. An enqueue without an id is never retried: a lost reply could mean it was
+    /// added, and a retry would add it twice.
+    pub enqueue_retry: Duration,
+    /// Signs task records at enqueue and verifies them before they run: a record written by
+    /// someone without the server token never reaches a handler.
+    pub signer: RecordSigner,
     /// The longest an idle worker waits without a wake-up before it looks again.
     pub idle_poll: Duration,
     /// How often this node promotes due tasks and reaps expired leases.
@@ -175,6 +188,8 @@ impl Default for TaskConfig {
             concurrency: 10,
             lease: Duration::from_secs(30),
             keep_completed: Duration::from_secs(3600),
+            enqueue_retry: Duration::from_secs(10),
+            signer: RecordSigner::new(&ServerToken::default(), None),
             idle_poll: Duration::from_millis(500),
             maintenance_interval: Duration::from_millis(250),
             drain_timeout: Duration::from_secs(8),
@@ -188,9 +203,22 @@ impl Default for TaskConfig {
 pub struct EnqueueOptions {
     /// The queue; default: the definition's.
     pub queue: Option<String>,
-    /// The task id, an idempotency key: while a task with this id is pending, enqueueing it again
-    /// adds nothing and returns the id. Default: a fresh id.
+    /// The task id, an idempotency key: while a task with this id has a record (pending, running,
+    /// completed within `keep_completed`, or failed), enqueueing it again adds nothing and reports
+    /// the existing state. Default: a fresh id.
     pub id: Option<String>,
+    /// Run a completed or failed task with this id again (a fresh record). A pending or running
+    /// task is never replaced.
+    pub replace: bool,
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The task's id.
+    pub id: String,
+    /// Whether it was added, or what already holds the id.
+    pub outcome: Enqueued,
 }
 
 /// The task system of a node (or of a client that only enqueues). Cloning it is cheap.
@@ -251,6 +279,20 @@ impl Tasks {
             .collect()
     }
 
+    /// The names of the registered task types, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .definitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
     pub(crate) fn definition(&self, name: &str) -> Option<TaskDefinition> {
         self.inner
             .definitions
@@ -290,7 +332,7 @@ impl Tasks {
         args: &A,
         options: EnqueueOptions,
     ) -> Result<String> {
-        self.add(name, args, options, None).await
+        Ok(self.add(name, args, options, None).await?.id)
     }
 
     /// Enqueues a task to run at `at` (not before).
@@ -308,7 +350,7 @@ impl Tasks {
         let due = at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        self.add(name, args, options, Some(due)).await
+        Ok(self.add(name, args, options, Some(due)).await?.id)
     }
 
     /// Enqueues a task to run after `delay`.
@@ -327,13 +369,77 @@ impl Tasks {
             .await
     }
 
+    /// Enqueues task `name` with `args`, to run at `at` (now if `None`), and reports whether it was
+    /// added or what already holds its id.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tasks::enqueue`].
+    pub async fn submit<A: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        args: &A,
+        options: EnqueueOptions,
+        at: Option<SystemTime>,
+    ) -> Result<Submitted> {
+        let due = at.map(|at| {
+            at.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        });
+        self.add(name, args, options, due).await
+    }
+
+    /// The signature of a task record.
+    pub(crate) fn sign(&self, id: &str, name: &str, queue: &str, args: &str, max: u32) -> String {
+        let max = max.to_string();
+        let fields = task_signature_fields(id, name, queue, args, &max);
+        self.inner.config.signer.sign(SIGNATURE_CONTEXT, &fields)
+    }
+
+    /// Whether a claimed task's record carries a valid signature.
+    pub(crate) fn verify(&self, claimed: &Claimed) -> bool {
+        let max = claimed.max_attempts.to_string();
+        let fields = task_signature_fields(
+            &claimed.id,
+            &claimed.name,
+            &claimed.queue,
+            &claimed.args,
+            &max,
+        );
+        self.inner
+            .config
+            .signer
+            .verify(SIGNATURE_CONTEXT, &fields, &claimed.signature)
+    }
+
+    /// Adds `task`; with an id, retries transient errors for up to `enqueue_retry`.
+    pub(crate) async fn store_enqueue(&self, task: &NewTask, idempotent: bool) -> Result<Enqueued> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.enqueue_retry;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.inner.store.enqueue(task).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(err)
+                    if idempotent
+                        && is_transient(&err)
+                        && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    warn!(task_id = %task.id, error = %err, "enqueue failed; retrying (the id makes it idempotent)");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
     async fn add<A: Serialize + ?Sized>(
         &self,
         name: &str,
         args: &A,
         options: EnqueueOptions,
         due_at_ms: Option<u64>,
-    ) -> Result<String> {
+    ) -> Result<Submitted> {
         let definition = self.definition(name).ok_or_else(|| Error::UnknownTask {
             name: name.to_owned(),
         })?;
@@ -341,11 +447,13 @@ impl Tasks {
             name: name.to_owned(),
             source,
         })?;
+        let idempotent = options.id.is_some();
         let id = match options.id {
             Some(id) => checked("task id", id)?,
             None => stellar_bus::unique_token(&self.inner.node_id, 12),
         };
         let queue = checked("queue", options.queue.unwrap_or(definition.queue))?;
+        let signature = self.sign(&id, name, &queue, &args, definition.max_attempts);
         let task = NewTask {
             id: id.clone(),
             name: name.to_owned(),
@@ -354,10 +462,11 @@ impl Tasks {
             max_attempts: definition.max_attempts,
             due_at_ms,
             slot: None,
+            signature,
+            replace: options.replace,
         };
-        match self.inner.store.enqueue(&task).await? {
-            Enqueued::Added | Enqueued::Exists(_) | Enqueued::SlotTaken => Ok(id),
-        }
+        let outcome = self.store_enqueue(&task, idempotent).await?;
+        Ok(Submitted { id, outcome })
     }
 
     /// The record of task `id` (completed records are kept for `keep_completed`).
@@ -520,6 +629,28 @@ impl Tasks {
     /// [`Error::Store`].
     pub async fn stats(&self) -> Result<Stats> {
         Ok(self.inner.store.stats().await?)
+    }
+}
+
+/// Whether `err` is a connection blip worth retrying (not a refused or malformed command).
+fn is_transient(err: &TransportError) -> bool {
+    match err {
+        TransportError::Connect { .. } | TransportError::Timeout { .. } => true,
+        TransportError::Backend { source, .. } => {
+            source.downcast_ref::<redis::RedisError>().is_some_and(|e| {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || matches!(
+                        e.kind(),
+                        redis::ErrorKind::Server(
+                            redis::ServerErrorKind::BusyLoading | redis::ServerErrorKind::TryAgain
+                        )
+                    )
+            })
+        }
+        _ => false,
     }
 }
 

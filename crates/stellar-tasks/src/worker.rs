@@ -7,7 +7,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::{Claimed, FailOutcome, TaskContext, Tasks, WorkerInfo};
+use crate::{ClaimRequest, Claimed, FailOutcome, TaskContext, Tasks, WorkerInfo};
 
 /// How many due or expired tasks one maintenance step moves at most.
 const BATCH: u32 = 200;
@@ -48,11 +48,18 @@ async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
             }
         }
         let seen = store.wake_generation();
-        let wanted = permits_held.len();
-        match store
-            .claim(&config.queues, &tasks.inner.node_id, config.lease, wanted)
-            .await
-        {
+        let request = ClaimRequest {
+            queues: config.queues.clone(),
+            node: tasks.inner.node_id.clone(),
+            lease: config.lease,
+            max: permits_held.len(),
+            names: tasks.names(),
+            request_id: stellar_bus::unique_token(&tasks.inner.node_id, 12),
+        };
+        let Some(claimed) = claim(&tasks, &request, &cancel).await else {
+            break;
+        };
+        match claimed {
             Ok(claimed) if !claimed.is_empty() => {
                 failures = 0;
                 for (claimed, permit) in claimed.into_iter().zip(permits_held) {
@@ -103,6 +110,36 @@ async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
     info!(node_id = %tasks.inner.node_id, "task workers stopped");
 }
 
+/// Claims with `request`; after a transport error, asks again with the same request id (so a
+/// claim that ran in Redis but whose reply was lost returns the same tasks) for up to a third of
+/// the lease, then reports the error. `None` when cancelled meanwhile.
+async fn claim(
+    tasks: &Tasks,
+    request: &ClaimRequest,
+    cancel: &CancellationToken,
+) -> Option<Result<Vec<Claimed>, stellar_bus::TransportError>> {
+    let store = &tasks.inner.store;
+    let deadline = tokio::time::Instant::now() + request.lease / 3;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let result = tokio::select! {
+            () = cancel.cancelled() => return None,
+            result = store.claim(request) => result,
+        };
+        match result {
+            Err(err) if tokio::time::Instant::now() + pause < deadline => {
+                debug!(node_id = %request.node, error = %err, "claim failed; asking again with the same request id");
+                tokio::select! {
+                    () = cancel.cancelled() => return None,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_millis(250));
+            }
+            result => return Some(result),
+        }
+    }
+}
+
 /// A completion waiting to be recorded, and who waits for the answer.
 type Ack = (Claimed, oneshot::Sender<Result<bool, String>>);
 
@@ -120,7 +157,7 @@ async fn acknowledge(tasks: Tasks, mut pending: mpsc::UnboundedReceiver<Ack>) {
             }
         }
         let claims: Vec<Claimed> = batch.iter().map(|(claimed, _)| claimed.clone()).collect();
-        match tasks.inner.store.complete_many(&claims, keep).await {
+        match complete_many(&tasks, &claims, keep).await {
             Ok(accepted) => {
                 for ((_, answer), accepted) in batch.into_iter().zip(accepted) {
                     let _ = answer.send(Ok(accepted));
@@ -131,6 +168,27 @@ async fn acknowledge(tasks: Tasks, mut pending: mpsc::UnboundedReceiver<Ack>) {
                     let _ = answer.send(Err(err.to_string()));
                 }
             }
+        }
+    }
+}
+
+/// Records `claims` as completed; after a transport error, tries again (a completion by the same
+/// claim is idempotent) until a third of the lease has passed.
+async fn complete_many(
+    tasks: &Tasks,
+    claims: &[Claimed],
+    keep: Duration,
+) -> Result<Vec<bool>, stellar_bus::TransportError> {
+    let deadline = tokio::time::Instant::now() + tasks.inner.config.lease / 3;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match tasks.inner.store.complete_many(claims, keep).await {
+            Err(err) if tokio::time::Instant::now() + pause < deadline => {
+                debug!(node_id = %tasks.inner.node_id, error = %err, "recording completions failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(250));
+            }
+            result => return result,
         }
     }
 }
@@ -153,10 +211,24 @@ async fn run_claimed(
     let store = tasks.inner.store.clone();
     let config = &tasks.inner.config;
     let node_id = tasks.inner.node_id.clone();
+    if !tasks.verify(&claimed) {
+        let error = "unsigned: the task record's signature does not verify (not written with the server token)";
+        match store.bury(&claimed, error).await {
+            Ok(_) => {
+                warn!(%node_id, task_id = %claimed.id, task = %claimed.name, "refused a task whose record is not signed with the server token; moved to the failed set")
+            }
+            Err(err) => {
+                warn!(%node_id, task_id = %claimed.id, error = %err, "refused an unsigned task record; could not move it to the failed set")
+            }
+        }
+        return;
+    }
     let Some(definition) = tasks.definition(&claimed.name) else {
-        let error = format!("no handler for task {} on node {node_id}", claimed.name);
-        let _ = store.fail(&claimed, &error, Duration::from_secs(1)).await;
-        warn!(%node_id, task_id = %claimed.id, task = %claimed.name, "claimed a task this node has no handler for");
+        // Only names this node can run are claimed; a definition removed meanwhile hands it back.
+        warn!(%node_id, task_id = %claimed.id, task = %claimed.name, "claimed a task this node has no handler for; handing it back");
+        if let Err(err) = store.release(&claimed).await {
+            warn!(%node_id, task_id = %claimed.id, error = %err, "could not hand the task back; its lease will expire");
+        }
         return;
     };
     debug!(%node_id, task_id = %claimed.id, task = %claimed.name, attempt = claimed.attempt, "task started");
@@ -261,11 +333,6 @@ async fn run_maintenance(tasks: Tasks, cancel: CancellationToken) {
     let config = &tasks.inner.config;
     let mut tick = tokio::time::interval(config.maintenance_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let announcement = WorkerInfo {
-        node: tasks.inner.node_id.to_string(),
-        queues: config.queues.clone(),
-        concurrency: config.concurrency,
-    };
     let mut next_announce = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -274,7 +341,15 @@ async fn run_maintenance(tasks: Tasks, cancel: CancellationToken) {
         }
         if tokio::time::Instant::now() >= next_announce {
             next_announce = tokio::time::Instant::now() + Duration::from_secs(1);
-            let _ = store.announce(&announcement, Duration::from_secs(5)).await;
+            let announcement = WorkerInfo {
+                node: tasks.inner.node_id.to_string(),
+                queues: config.queues.clone(),
+                concurrency: config.concurrency,
+                tasks: tasks.names(),
+            };
+            if let Err(err) = store.announce(&announcement, Duration::from_secs(5)).await {
+                debug!(node_id = %tasks.inner.node_id, error = %err, "cannot announce this node's workers");
+            }
         }
         while let Ok(n) = store.promote(BATCH).await {
             if n < u64::from(BATCH) {
@@ -282,7 +357,10 @@ async fn run_maintenance(tasks: Tasks, cancel: CancellationToken) {
             }
         }
         match store.reap(BATCH).await {
-            Ok(0) | Err(_) => {}
+            Ok(0) => {}
+            Err(err) => {
+                debug!(node_id = %tasks.inner.node_id, error = %err, "reaping expired leases failed; will retry")
+            }
             Ok(reaped) => {
                 warn!(node_id = %tasks.inner.node_id, reaped, "returned tasks with expired leases to their queues")
             }
