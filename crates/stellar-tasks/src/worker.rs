@@ -56,10 +56,7 @@ async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
             names: tasks.names(),
             request_id: stellar_bus::unique_token(&tasks.inner.node_id, 12),
         };
-        let Some(claimed) = claim(&tasks, &request, &cancel).await else {
-            break;
-        };
-        match claimed {
+        match claim(&tasks, &request, &cancel).await {
             Ok(claimed) if !claimed.is_empty() => {
                 failures = 0;
                 for (claimed, permit) in claimed.into_iter().zip(permits_held) {
@@ -112,30 +109,29 @@ async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
 
 /// Claims with `request`; after a transport error, asks again with the same request id (so a
 /// claim that ran in Redis but whose reply was lost returns the same tasks) for up to a third of
-/// the lease, then reports the error. `None` when cancelled meanwhile.
+/// the lease, then reports the error. A claim in flight is never abandoned (its tasks would sit
+/// leased to nobody): cancellation only ends the pauses between asks.
 async fn claim(
     tasks: &Tasks,
     request: &ClaimRequest,
     cancel: &CancellationToken,
-) -> Option<Result<Vec<Claimed>, stellar_bus::TransportError>> {
+) -> Result<Vec<Claimed>, stellar_bus::TransportError> {
     let store = &tasks.inner.store;
     let deadline = tokio::time::Instant::now() + request.lease / 3;
     let mut pause = Duration::from_millis(20);
     loop {
-        let result = tokio::select! {
-            () = cancel.cancelled() => return None,
-            result = store.claim(request) => result,
-        };
-        match result {
-            Err(err) if tokio::time::Instant::now() + pause < deadline => {
+        match store.claim(request).await {
+            Err(err)
+                if !cancel.is_cancelled() && tokio::time::Instant::now() + pause < deadline =>
+            {
                 debug!(node_id = %request.node, error = %err, "claim failed; asking again with the same request id");
                 tokio::select! {
-                    () = cancel.cancelled() => return None,
+                    () = cancel.cancelled() => {}
                     () = tokio::time::sleep(pause) => {}
                 }
                 pause = (pause * 2).min(Duration::from_millis(250));
             }
-            result => return Some(result),
+            result => return result,
         }
     }
 }

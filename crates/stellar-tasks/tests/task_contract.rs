@@ -12,7 +12,7 @@ use std::{
 use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
 use stellar_core::{Api, CancellationToken, Config, NodeId};
 use stellar_tasks::{
-    ClaimRequest, Claimed, EnqueueOptions, Error, FailOutcome, MemoryTaskStore, NewTask,
+    ClaimRequest, Claimed, EnqueueOptions, Enqueued, Error, FailOutcome, MemoryTaskStore, NewTask,
     RedisTaskStore, TaskConfig, TaskDefinition, TaskState, TaskStore, Tasks,
 };
 use stellar_testkit::RedisServer;
@@ -784,6 +784,357 @@ async fn batch_completions_accept_current_claims_and_reject_stale_ones(backend: 
     assert_eq!(store.stats().await.expect("stats").processed, 2);
 }
 
+fn plain_task(id: &str, name: &str, max_attempts: u32) -> NewTask {
+    NewTask {
+        id: id.into(),
+        name: name.into(),
+        queue: "default".into(),
+        args: "null".into(),
+        max_attempts,
+        due_at_ms: None,
+        slot: None,
+        signature: String::new(),
+        replace: false,
+    }
+}
+
+/// The chaos-run reproduction: a re-enqueued id must never hand out a claim token it used before,
+/// or a stale worker's late answer completes the new run.
+async fn claim_tokens_never_repeat_when_an_id_is_enqueued_again(backend: Backend) {
+    let store = backend.store().await;
+    let queues = vec!["default".to_owned()];
+    let (a, b) = (NodeId::new("a").expect("id"), NodeId::new("b").expect("id"));
+    store
+        .enqueue(&plain_task("x", "work", 1))
+        .await
+        .expect("enqueue");
+    let stale = store
+        .claim(&request(&queues, &a, Duration::from_millis(100), 1))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a task");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(store.reap(100).await.expect("reap"), 1);
+    let again = NewTask {
+        replace: true,
+        ..plain_task("x", "work", 1)
+    };
+    assert_eq!(
+        store.enqueue(&again).await.expect("enqueue"),
+        Enqueued::Added
+    );
+    let fresh = store
+        .claim(&request(&queues, &b, Duration::from_secs(30), 1))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("the new run");
+    assert_ne!(fresh.token, stale.token, "a claim token was reused");
+    assert!(
+        !store
+            .complete(&stale, Duration::from_secs(60))
+            .await
+            .expect("complete"),
+        "the stale worker completed the new run"
+    );
+    assert!(
+        store
+            .renew(&fresh, Duration::from_secs(30))
+            .await
+            .expect("renew")
+    );
+    assert!(
+        store
+            .complete(&fresh, Duration::from_secs(60))
+            .await
+            .expect("complete")
+    );
+    assert_eq!(store.stats().await.expect("stats").processed, 1);
+}
+
+async fn an_id_is_deduplicated_while_its_record_is_kept(backend: Backend) {
+    let store = backend.store().await;
+    let queues = vec!["default".to_owned()];
+    let node = NodeId::new("n").expect("id");
+    store
+        .enqueue(&plain_task("done", "work", 1))
+        .await
+        .expect("enqueue");
+    store
+        .enqueue(&plain_task("dead", "work", 1))
+        .await
+        .expect("enqueue");
+    let claims = store
+        .claim(&request(&queues, &node, Duration::from_secs(30), 2))
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), 2);
+    for claimed in &claims {
+        if claimed.id == "done" {
+            assert!(
+                store
+                    .complete(claimed, Duration::from_secs(60))
+                    .await
+                    .expect("complete")
+            );
+        } else {
+            let outcome = store
+                .fail(claimed, "boom", Duration::ZERO)
+                .await
+                .expect("fail");
+            assert_eq!(outcome, FailOutcome::Dead);
+        }
+    }
+    for (id, state) in [("done", TaskState::Completed), ("dead", TaskState::Failed)] {
+        assert_eq!(
+            store
+                .enqueue(&plain_task(id, "work", 1))
+                .await
+                .expect("enqueue"),
+            Enqueued::Exists(state),
+            "{id}"
+        );
+    }
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(
+        (stats.queues["default"], stats.failed_now),
+        (0, 1),
+        "{stats:?}"
+    );
+    // Explicitly running them again: a fresh record, and the failed set forgets the old one.
+    for id in ["done", "dead"] {
+        let replace = NewTask {
+            replace: true,
+            ..plain_task(id, "work", 1)
+        };
+        assert_eq!(
+            store.enqueue(&replace).await.expect("replace"),
+            Enqueued::Added
+        );
+    }
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(
+        (stats.queues["default"], stats.failed_now),
+        (2, 0),
+        "{stats:?}"
+    );
+    // A pending task is never replaced.
+    let replace = NewTask {
+        replace: true,
+        ..plain_task("done", "work", 1)
+    };
+    assert_eq!(
+        store.enqueue(&replace).await.expect("replace"),
+        Enqueued::Exists(TaskState::Queued)
+    );
+    let record = store.show("dead").await.expect("show").expect("record");
+    assert_eq!(
+        (record.state, record.attempts, record.error),
+        (TaskState::Queued, 0, None)
+    );
+}
+
+async fn a_node_parks_tasks_it_cannot_run_without_spending_attempts(backend: Backend) {
+    let store = backend.store().await;
+    let queues = vec!["default".to_owned()];
+    store
+        .enqueue(&plain_task("new-1", "brand-new", 5))
+        .await
+        .expect("enqueue");
+    store
+        .enqueue(&plain_task("old-1", "work", 5))
+        .await
+        .expect("enqueue");
+    let old_node = NodeId::new("old").expect("id");
+    // The old node takes its own task and sets the unknown one aside, many times over.
+    for _ in 0..5 {
+        let claimed = store
+            .claim(&request(&queues, &old_node, Duration::from_secs(30), 8))
+            .await
+            .expect("claim");
+        assert!(claimed.iter().all(|c| c.name == "work"), "{claimed:?}");
+    }
+    let parked = store.show("new-1").await.expect("show").expect("record");
+    assert_eq!((parked.state, parked.attempts), (TaskState::Queued, 0));
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(stats.parked.get("default brand-new"), Some(&1), "{stats:?}");
+    assert_eq!(stats.failed + stats.failed_now, 0);
+    let upgraded = ClaimRequest {
+        names: vec!["brand-new".to_owned(), "work".to_owned()],
+        ..request(
+            &queues,
+            &NodeId::new("new").expect("id"),
+            Duration::from_secs(30),
+            8,
+        )
+    };
+    let claimed = store.claim(&upgraded).await.expect("claim");
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|c| (c.id.as_str(), c.attempt))
+            .collect::<Vec<_>>(),
+        [("new-1", 1)]
+    );
+    assert!(store.stats().await.expect("stats").parked.is_empty());
+}
+
+async fn asking_again_after_a_lost_claim_reply_returns_the_same_tasks(backend: Backend) {
+    let store = backend.store().await;
+    let queues = vec!["default".to_owned()];
+    let node = NodeId::new("n").expect("id");
+    for n in 0..3 {
+        store
+            .enqueue(&plain_task(&format!("r{n}"), "work", 1))
+            .await
+            .expect("enqueue");
+    }
+    let ask = request(&queues, &node, Duration::from_secs(30), 2);
+    let first = store.claim(&ask).await.expect("claim");
+    assert_eq!(first.len(), 2);
+    // The reply was lost: the same request gets the same tasks and tokens, nothing more.
+    assert_eq!(store.claim(&ask).await.expect("re-ask"), first);
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.in_flight, stats.queues["default"]), (2, 1));
+    let other = store
+        .claim(&request(&queues, &node, Duration::from_secs(30), 8))
+        .await
+        .expect("claim");
+    assert_eq!(other.len(), 1);
+    // A completion repeated after a lost reply is accepted once and counted once.
+    assert_eq!(
+        store
+            .complete_many(&first, Duration::from_secs(60))
+            .await
+            .expect("complete"),
+        [true, true]
+    );
+    assert_eq!(
+        store
+            .complete_many(&first, Duration::from_secs(60))
+            .await
+            .expect("again"),
+        [true, true]
+    );
+    assert_eq!(store.stats().await.expect("stats").processed, 2);
+}
+
+/// Someone who can write to Redis but has no token writes a record directly (HSET + LPUSH, or a
+/// store call with a made-up signature): it lands in the failed set, never in a handler.
+async fn an_unsigned_task_record_never_reaches_a_handler(backend: Backend) {
+    let (api, tasks) = backend.node("n1", fast()).await;
+    let runs = Runs::default();
+    counting(&tasks, &runs);
+    let forged = NewTask {
+        signature: "00".repeat(32),
+        ..plain_task("forged", "work", 5)
+    };
+    tasks.store().enqueue(&forged).await.expect("enqueue");
+    let genuine = tasks
+        .enqueue("work", &1, EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    tasks.start(&api);
+    eventually("the forged record is failed", async || {
+        state_of(&tasks, "forged").await == Some(TaskState::Failed)
+    })
+    .await;
+    eventually("the genuine task ran", async || {
+        state_of(&tasks, &genuine).await == Some(TaskState::Completed)
+    })
+    .await;
+    let record = tasks.show("forged").await.expect("show").expect("record");
+    assert!(
+        record
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("unsigned")),
+        "{record:?}"
+    );
+    assert_eq!(record.attempts, 1, "buried at its first claim, not retried");
+    assert!(
+        !runs.lock().expect("runs").contains_key("forged"),
+        "a handler ran a forged task"
+    );
+    api.shutdown().await.expect("stops");
+}
+
+async fn a_deposed_leader_cannot_enqueue_a_slot(backend: Backend) {
+    let store = backend.store().await;
+    let (first, second) = (
+        NodeId::new("first").expect("id"),
+        NodeId::new("second").expect("id"),
+    );
+    let schedule = stellar_tasks::Schedule {
+        name: "tick".into(),
+        task: "work".into(),
+        args: "null".into(),
+        queue: "default".into(),
+        every_ms: 1000,
+    };
+    store.set_schedule(&schedule).await.expect("schedule");
+    let epoch = store
+        .try_lead(&first, Duration::from_millis(100))
+        .await
+        .expect("lead")
+        .expect("leads");
+    let slot = |at_ms: u64, leader: (String, u64)| NewTask {
+        slot: Some(stellar_tasks::Slot {
+            schedule: "tick".into(),
+            at_ms,
+            remember: Duration::from_secs(60),
+            leader,
+        }),
+        ..plain_task(&format!("recur:tick:{at_ms}"), "work", 1)
+    };
+    let as_first = ("first".to_owned(), epoch);
+    assert_eq!(
+        store
+            .enqueue(&slot(1000, as_first.clone()))
+            .await
+            .expect("slot"),
+        Enqueued::Added
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let new_epoch = store
+        .try_lead(&second, Duration::from_secs(30))
+        .await
+        .expect("lead")
+        .expect("the second node leads");
+    assert!(new_epoch > epoch);
+    assert_eq!(
+        store.enqueue(&slot(2000, as_first)).await.expect("slot"),
+        Enqueued::Fenced,
+        "a deposed leader's write was accepted"
+    );
+    assert_eq!(
+        store
+            .enqueue(&slot(2000, ("second".to_owned(), new_epoch)))
+            .await
+            .expect("slot"),
+        Enqueued::Added
+    );
+}
+
+async fn deleting_a_large_queue_works_in_bounded_steps(backend: Backend) {
+    let store = backend.store().await;
+    for n in 0..2500 {
+        store
+            .enqueue(&plain_task(&format!("q{n}"), "work", 1))
+            .await
+            .expect("enqueue");
+    }
+    assert_eq!(store.delete("q7").await.expect("delete"), Some(true));
+    assert_eq!(
+        store.delete_queue("default").await.expect("delete queue"),
+        2499
+    );
+    let stats = store.stats().await.expect("stats");
+    assert!(!stats.queues.contains_key("default"), "{stats:?}");
+    assert_eq!(store.show("q8").await.expect("show"), None);
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -820,4 +1171,11 @@ contract!(
     inspection_shows_queues_delays_workers_and_deletes,
     a_batch_claim_takes_queues_in_priority_order_up_to_its_size,
     batch_completions_accept_current_claims_and_reject_stale_ones,
+    claim_tokens_never_repeat_when_an_id_is_enqueued_again,
+    an_id_is_deduplicated_while_its_record_is_kept,
+    a_node_parks_tasks_it_cannot_run_without_spending_attempts,
+    asking_again_after_a_lost_claim_reply_returns_the_same_tasks,
+    an_unsigned_task_record_never_reaches_a_handler,
+    a_deposed_leader_cannot_enqueue_a_slot,
+    deleting_a_large_queue_works_in_bounded_steps,
 );
