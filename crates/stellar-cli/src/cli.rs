@@ -75,6 +75,10 @@ pub(crate) enum TasksCommand {
         /// With --id: run a completed or failed task with this id again (a fresh record).
         #[arg(long, requires = "id")]
         replace: bool,
+        /// With --id: enqueue N tasks with ids `ID-0` .. `ID-<N-1>` (`{id}` in ARGS_JSON becomes
+        /// each task's id), printing each id once it is acknowledged.
+        #[arg(long, value_name = "N", requires = "id", conflicts_with = "every")]
+        count: Option<u64>,
     },
     /// Remove a recurring schedule.
     Unschedule {

@@ -51,7 +51,25 @@ pub(crate) async fn run(
                 every,
                 id,
                 replace,
+                count,
             } => {
+                if let (Some(count), Some(prefix)) = (count, &id) {
+                    let template = args.as_deref().unwrap_or("null");
+                    for k in 0..count {
+                        let id = format!("{prefix}-{k}");
+                        let text = template.replace("{id}", &id);
+                        let args: Value = serde_json::from_str(&text)
+                            .with_context(|| format!("ARGS_JSON is not JSON: {text}"))?;
+                        let options = EnqueueOptions {
+                            queue: queue.clone(),
+                            id: Some(id),
+                            replace,
+                        };
+                        let submitted = tasks.submit(&name, &args, options, None).await?;
+                        println!("{}", submitted.id);
+                    }
+                    return Ok(());
+                }
                 let args: Value = match &args {
                     Some(text) => serde_json::from_str(text)
                         .with_context(|| format!("ARGS_JSON is not JSON: {text}"))?,

@@ -1,6 +1,7 @@
 //! `cargo xtask cluster-test`: real `stellar` processes on a real redis-server, real signals,
 //! faults injected while a workload of uniquely identified tasks runs; then checks.
 
+mod chaos;
 pub(crate) mod harness;
 mod scenarios;
 
@@ -33,7 +34,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("1-scale-up-down", scenarios::scale_up_and_down),
     ("2-sigkill-random", scenarios::sigkill_random_nodes),
     ("3-sigstop-past-lease", scenarios::sigstop_past_lease),
-    ("4-redis-restart", scenarios::redis_restart),
+    ("4-redis-restart", chaos::redis_restart_recovery),
     ("5-leader-kill", scenarios::leader_kill),
     ("6-poison-task", scenarios::poison_task),
     (
@@ -42,6 +43,9 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ),
     ("8-supervisor", scenarios::supervisor),
     ("9-bad-input", scenarios::bad_input),
+    ("10-id-reuse", chaos::id_reuse_after_completion),
+    ("11-partition-heal", chaos::partition_past_lease),
+    ("12-chaos-10k", chaos::long_chaos),
 ];
 
 pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<()> {

@@ -16,7 +16,7 @@ use super::{
 };
 
 /// Fills a row from a tally and applies the usual pass criteria.
-fn row_from(tally: super::harness::Tally, max_reexecutions: usize) -> Row {
+pub(crate) fn row_from(tally: super::harness::Tally, max_reexecutions: usize) -> Row {
     let mut failure = None;
     if tally.lost > 0 {
         failure = Some(format!("{} task(s) lost", tally.lost));
@@ -43,7 +43,7 @@ fn row_from(tally: super::harness::Tally, max_reexecutions: usize) -> Row {
 }
 
 /// Enqueues in the background while the scenario injects faults.
-fn stream(
+pub(crate) fn stream(
     env: &Env,
     redis: &Redis,
     prefix: &'static str,
@@ -160,25 +160,6 @@ pub(crate) fn sigstop_past_lease(env: &Env) -> Result<Row> {
         row.failure = Some("the paused node's late answers were not rejected (none seen)".into());
     }
     row.recovery = Some(paused_at.elapsed());
-    Ok(row)
-}
-
-pub(crate) fn redis_restart(env: &Env) -> Result<Row> {
-    let mut redis = Redis::start(env, &["--appendonly", "yes", "--appendfsync", "always"])?;
-    let _nodes: Vec<Node> = (1..=2)
-        .map(|n| Node::start(env, &redis, &format!("n{n}"), &[]))
-        .collect::<Result<_>>()?;
-    let producer = stream(env, &redis, "restart", 100, 20);
-    thread::sleep(Duration::from_millis(700));
-    redis.kill();
-    thread::sleep(Duration::from_millis(500));
-    redis.restart()?;
-    let restarted_at = Instant::now();
-    let ids = producer
-        .join()
-        .map_err(|_| anyhow::anyhow!("producer panicked"))??;
-    let mut row = row_from(tally(env, &redis, &ids, Duration::from_secs(60))?, 20);
-    row.recovery = Some(restarted_at.elapsed());
     Ok(row)
 }
 
