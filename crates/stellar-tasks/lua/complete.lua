@@ -5,6 +5,8 @@
 -- ARGV[1]  id
 -- ARGV[2]  claim token
 -- ARGV[3]  how long to keep the completed record, in ms
+-- ARGV[4]  per-node counter prefix, "stellar:tasks:stats:node:" (a HASH per node, expiring)
+-- ARGV[5]  how long a node's counters outlive its last update, in ms
 -- Returns 1 accepted (also when this very claim completed it already: a repeat after a lost reply),
 -- 0 rejected.
 local current = redis.call('HMGET', KEYS[1], 'claims', 'state')
@@ -25,5 +27,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local name = redis.call('HGET', KEYS[1], 'name')
 redis.call('HINCRBY', KEYS[3], 'processed', 1)
 redis.call('HINCRBY', KEYS[3], 'processed:' .. name, 1)
-redis.call('HINCRBY', KEYS[3], 'processed@' .. (redis.call('HGET', KEYS[1], 'node') or '?'), 1)
+local per_node = ARGV[4] .. (redis.call('HGET', KEYS[1], 'node') or '?')
+redis.call('HINCRBY', per_node, 'processed', 1)
+redis.call('PEXPIRE', per_node, ARGV[5])
 return 1

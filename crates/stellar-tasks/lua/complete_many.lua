@@ -4,13 +4,16 @@
 -- KEYS[2]  stellar:tasks:stats
 -- ARGV[1]  how long to keep completed records, in ms
 -- ARGV[2]  task key prefix, "stellar:task:"
--- ARGV[3..] pairs: id, claim token
+-- ARGV[3]  per-node counter prefix, "stellar:tasks:stats:node:" (a HASH per node, expiring)
+-- ARGV[4]  how long a node's counters outlive its last update, in ms
+-- ARGV[5..] pairs: id, claim token
 -- Returns one 1 (accepted) or 0 (rejected) per pair, in order; a pair whose claim completed the
 -- task already (a repeat after a lost reply) is accepted again without counting twice.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
-for i = 3, #ARGV, 2 do
+local touched = {}
+for i = 5, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local key = ARGV[2] .. id
   local f = redis.call('HMGET', key, 'claims', 'state', 'name', 'node')
@@ -20,12 +23,17 @@ for i = 3, #ARGV, 2 do
     redis.call('PEXPIRE', key, ARGV[1])
     redis.call('HINCRBY', KEYS[2], 'processed', 1)
     redis.call('HINCRBY', KEYS[2], 'processed:' .. f[3], 1)
-    redis.call('HINCRBY', KEYS[2], 'processed@' .. (f[4] or '?'), 1)
+    local per_node = ARGV[3] .. (f[4] or '?')
+    redis.call('HINCRBY', per_node, 'processed', 1)
+    touched[per_node] = true
     table.insert(out, 1)
   elseif f[1] == token and f[2] == 'completed' then
     table.insert(out, 1)
   else
     table.insert(out, 0)
   end
+end
+for per_node in pairs(touched) do
+  redis.call('PEXPIRE', per_node, ARGV[4])
 end
 return out

@@ -10,6 +10,8 @@
 -- ARGV[4]  retry delay in ms (used only while attempts remain)
 -- ARGV[5]  "1": straight to the failed set whatever attempts remain (a record that fails
 --          verification)
+-- ARGV[6]  per-node counter prefix, "stellar:tasks:stats:node:" (a HASH per node, expiring)
+-- ARGV[7]  how long a node's counters outlive its last update, in ms
 -- Returns 0 rejected, 1 scheduled for retry, 2 moved to the failed set.
 if redis.call('HGET', KEYS[1], 'claims') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
   return 0
@@ -31,5 +33,7 @@ redis.call('HSET', KEYS[1], 'state', 'failed')
 redis.call('ZADD', KEYS[4], now, ARGV[1])
 redis.call('HINCRBY', KEYS[5], 'failed', 1)
 redis.call('HINCRBY', KEYS[5], 'failed:' .. f[3], 1)
-redis.call('HINCRBY', KEYS[5], 'failed@' .. (f[4] or '?'), 1)
+local per_node = ARGV[6] .. (f[4] or '?')
+redis.call('HINCRBY', per_node, 'failed', 1)
+redis.call('PEXPIRE', per_node, ARGV[7])
 return 2

@@ -4,7 +4,17 @@
 -- ARGV[1]  node id
 -- ARGV[2]  lease in ms
 -- Returns the epoch when this node leads (new or renewed), 0 when another node does.
+-- A leader key no node could have written (no TTL, a TTL far past any lease, or a malformed
+-- value: someone wrote it by hand) is ignored and replaced, so it cannot stop recurring tasks.
 local current = redis.call('GET', KEYS[1])
+if current then
+  local holder, epoch = string.match(current, '^(%S+) (%d+)$')
+  local ttl = redis.call('PTTL', KEYS[1])
+  if not holder or ttl < 0 or ttl > 2 * tonumber(ARGV[2]) then
+    redis.call('DEL', KEYS[1])
+    current = nil
+  end
+end
 if current then
   local holder, epoch = string.match(current, '^(%S+) (%d+)$')
   if holder ~= ARGV[1] then

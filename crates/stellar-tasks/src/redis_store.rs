@@ -41,6 +41,10 @@ const CLAIM_SEQ: &str = "stellar:tasks:claim-seq";
 const CLAIM_REPLY: &str = "stellar:tasks:claim-reply:";
 const PARKED: &str = "stellar:tasks:parked:";
 const PARKED_NAMES: &str = "stellar:tasks:parked-names:";
+const NODE_STATS: &str = "stellar:tasks:stats:node:";
+/// How long a node's processed/failed counters outlive its last update (one hash per node id, and
+/// a restarted process is a new id: without expiry they would pile up forever).
+const NODE_STATS_TTL: &str = "86400000";
 /// How many stale or parked ids one claim passes over at most, so its work stays bounded.
 const CLAIM_SKIP_LIMIT: usize = 256;
 /// How many ids one call of the queue deletion takes off at most.
@@ -158,9 +162,54 @@ impl RedisTaskStore {
                 "task fail",
                 &self.scripts.fail,
                 &[&key, INFLIGHT, DELAYED, FAILED, STATS],
-                &[&claimed.id, &token, error, &retry_in, bury],
+                &[
+                    &claimed.id,
+                    &token,
+                    error,
+                    &retry_in,
+                    bury,
+                    NODE_STATS,
+                    NODE_STATS_TTL,
+                ],
             )
             .await
+    }
+
+    /// Every node's counters, as `processed@<node>` and `failed@<node>`.
+    async fn node_stats(&self) -> Result<BTreeMap<String, u64>, TransportError> {
+        let mut by_node = BTreeMap::new();
+        for key in self.scan(&format!("{NODE_STATS}*")).await? {
+            let counters: HashMap<String, u64> = self
+                .pool
+                .query("HGETALL", redis::cmd("HGETALL").arg(&key))
+                .await?;
+            let node = key.trim_start_matches(NODE_STATS);
+            for (counter, value) in counters {
+                by_node.insert(format!("{counter}@{node}"), value);
+            }
+        }
+        Ok(by_node)
+    }
+
+    /// Every key matching `pattern` (SCAN, never KEYS).
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>, TransportError> {
+        let mut cursor = 0_u64;
+        let mut keys = Vec::new();
+        loop {
+            let cmd = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .clone();
+            let (next, batch): (u64, Vec<String>) = self.pool.query("SCAN", &cmd).await?;
+            keys.extend(batch);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
+        }
     }
 
     async fn record(&self, id: &str) -> Result<Option<TaskRecord>, TransportError> {
@@ -331,7 +380,7 @@ impl TaskStore for RedisTaskStore {
                 "task complete",
                 &self.scripts.complete,
                 &[&key, INFLIGHT, STATS],
-                &[&claimed.id, &token, &keep],
+                &[&claimed.id, &token, &keep, NODE_STATS, NODE_STATS_TTL],
             )
             .await?;
         Ok(done == 1)
@@ -344,7 +393,7 @@ impl TaskStore for RedisTaskStore {
     ) -> Result<Vec<bool>, TransportError> {
         let keep = ms(keep);
         let tokens: Vec<String> = claimed.iter().map(|c| c.token.to_string()).collect();
-        let mut args: Vec<&str> = vec![&keep, TASK];
+        let mut args: Vec<&str> = vec![&keep, TASK, NODE_STATS, NODE_STATS_TTL];
         for (one, token) in claimed.iter().zip(&tokens) {
             args.extend([one.id.as_str(), token.as_str()]);
         }
@@ -538,11 +587,7 @@ impl TaskStore for RedisTaskStore {
                 .filter(|(k, _)| k.contains(':'))
                 .map(|(k, v)| (k.clone(), *v))
                 .collect(),
-            by_node: counters
-                .iter()
-                .filter(|(k, _)| k.contains('@'))
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
+            by_node: self.node_stats().await?,
             queues,
             delayed: card(DELAYED).await?,
             in_flight: card(INFLIGHT).await?,
@@ -642,23 +687,7 @@ impl TaskStore for RedisTaskStore {
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, TransportError> {
-        let mut cursor = 0_u64;
-        let mut keys = Vec::new();
-        loop {
-            let cmd = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{WORKER}*"))
-                .arg("COUNT")
-                .arg(1000)
-                .clone();
-            let (next, batch): (u64, Vec<String>) = self.pool.query("SCAN", &cmd).await?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let keys = self.scan(&format!("{WORKER}*")).await?;
         let mut workers = Vec::new();
         for key in keys {
             let json: Option<String> = self

@@ -1,0 +1,189 @@
+//! Redis is the trust boundary: what someone who can write to Redis, but holds no server token,
+//! can and cannot do to the task queue. Redis only: these write keys by hand.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
+use stellar_core::{Api, CancellationToken, Config, NodeId};
+use stellar_tasks::{
+    EnqueueOptions, RedisTaskStore, TaskConfig, TaskDefinition, TaskState, TaskStore, Tasks,
+};
+use stellar_testkit::RedisServer;
+
+async fn store(server: &RedisServer, cancel: &CancellationToken) -> (RedisPool, RedisTaskStore) {
+    let pool = RedisPool::connect(RedisConfig::new(server.url()))
+        .await
+        .expect("redis");
+    let transport: Arc<dyn Transport> = Arc::new(
+        RedisTransport::connect(pool.clone(), cancel.clone())
+            .await
+            .expect("subscriber"),
+    );
+    (pool.clone(), RedisTaskStore::new(pool, transport))
+}
+
+async fn run(pool: &RedisPool, args: &[&str]) {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    pool.query::<redis::Value>("test command", &cmd)
+        .await
+        .expect("command");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_written_by_hand_lands_in_the_failed_set_never_in_a_handler() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let api = Api::new(Config {
+        id: Some(NodeId::new("n1").expect("id")),
+        ..Config::default()
+    });
+    let config = TaskConfig {
+        idle_poll: Duration::from_millis(50),
+        ..TaskConfig::default()
+    };
+    let tasks = Tasks::new(Arc::new(store), api.node_id().clone(), config);
+    let runs = Arc::new(AtomicU32::new(0));
+    let counted = runs.clone();
+    tasks.register(TaskDefinition::new(
+        "work",
+        move |_, _: serde_json::Value| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        },
+    ));
+    // HSET + LPUSH: what a Redis writer without the token can do.
+    run(
+        &pool,
+        &[
+            "HSET",
+            "stellar:task:evil",
+            "id",
+            "evil",
+            "name",
+            "work",
+            "queue",
+            "default",
+            "args",
+            "null",
+            "max_attempts",
+            "5",
+            "attempts",
+            "0",
+            "state",
+            "queued",
+        ],
+    )
+    .await;
+    run(&pool, &["LPUSH", "stellar:queue:default", "evil"]).await;
+    let genuine = tasks
+        .enqueue("work", &1, EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    tasks.start(&api);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let evil = tasks.show("evil").await.expect("show").map(|t| t.state);
+        let good = tasks.show(&genuine).await.expect("show").map(|t| t.state);
+        if evil == Some(TaskState::Failed) && good == Some(TaskState::Completed) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{evil:?} {good:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let evil = tasks.show("evil").await.expect("show").expect("record");
+    assert!(
+        evil.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("unsigned")),
+        "{evil:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "only the genuine task ran");
+    api.shutdown().await.expect("stops");
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_key_written_by_hand_does_not_stop_the_scheduler() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let node = NodeId::new("n1").expect("id");
+    let lease = Duration::from_secs(3);
+    for forged in [
+        vec!["SET", "stellar:tasks:leader", "x 1"],
+        vec!["SET", "stellar:tasks:leader", "nobody 7", "PX", "999999999"],
+        vec!["SET", "stellar:tasks:leader", "garbage", "PX", "2000"],
+    ] {
+        run(&pool, &forged).await;
+        let epoch = store.try_lead(&node, lease).await.expect("lead");
+        assert!(
+            epoch.is_some(),
+            "{forged:?} kept the leadership from every node"
+        );
+        assert!(store.resign(&node).await.expect("resign"));
+    }
+    // A genuine leader with a live lease is still respected.
+    let other = NodeId::new("n2").expect("id");
+    assert!(store.try_lead(&other, lease).await.expect("lead").is_some());
+    assert_eq!(store.try_lead(&node, lease).await.expect("lead"), None);
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_node_counters_expire_instead_of_piling_up() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let api = Api::new(Config {
+        id: Some(NodeId::new("short-lived-1").expect("id")),
+        ..Config::default()
+    });
+    let tasks = Tasks::new(
+        Arc::new(store),
+        api.node_id().clone(),
+        TaskConfig::default(),
+    );
+    tasks.register(TaskDefinition::new(
+        "work",
+        |_, _: serde_json::Value| async { Ok(()) },
+    ));
+    tasks.start(&api);
+    let id = tasks
+        .enqueue("work", &1, EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tasks.show(&id).await.expect("show").map(|t| t.state) != Some(TaskState::Completed) {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = tasks.stats().await.expect("stats");
+    assert_eq!(
+        stats.by_node.get("processed@short-lived-1"),
+        Some(&1),
+        "{stats:?}"
+    );
+    let ttl: i64 = pool
+        .query(
+            "PTTL",
+            redis::cmd("PTTL").arg("stellar:tasks:stats:node:short-lived-1"),
+        )
+        .await
+        .expect("pttl");
+    assert!(ttl > 0, "per-node counters never expire (PTTL {ttl})");
+    api.shutdown().await.expect("stops");
+    cancel.cancel();
+}
