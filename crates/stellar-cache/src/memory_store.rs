@@ -38,7 +38,8 @@ impl Item {
 struct State {
     items: HashMap<String, Item>,
     locks: HashMap<String, (String, Instant)>,
-    fences: HashMap<String, u64>,
+    /// The last fencing token per key and when it was last used.
+    fences: HashMap<String, (u64, Instant)>,
 }
 
 impl State {
@@ -217,11 +218,23 @@ impl CacheStore for MemoryCacheStore {
         state
             .locks
             .insert(key.to_owned(), (token.to_owned(), Instant::now() + ttl));
-        let fence = state.fences.entry(key.to_owned()).or_insert(0);
-        if !refresh {
-            *fence += 1;
+        // As on Redis: max(previous + 1, wall-clock microseconds), so an entry may be forgotten a
+        // day after its last use and later tokens still rise.
+        let now = Instant::now();
+        if state.fences.len() > 1024 {
+            state
+                .fences
+                .retain(|_, (_, used)| now.duration_since(*used) < Duration::from_secs(86_400));
         }
-        Ok(Some(*fence))
+        let entry = state.fences.entry(key.to_owned()).or_insert((0, now));
+        if !(refresh && entry.0 > 0) {
+            let micros = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            entry.0 = (entry.0 + 1).max(micros);
+        }
+        entry.1 = now;
+        Ok(Some(entry.0))
     }
 
     async fn unlock(&self, key: &str, token: &str) -> Result<bool, TransportError> {

@@ -33,7 +33,6 @@ pub struct RedisCacheStore {
     pool: RedisPool,
     prefix: String,
     lock_prefix: String,
-    fences: String,
     scripts: Arc<Scripts>,
 }
 
@@ -44,7 +43,6 @@ impl RedisCacheStore {
             pool,
             prefix: config.prefix.clone(),
             lock_prefix: config.lock_prefix.clone(),
-            fences: format!("{}-fences", config.lock_prefix.trim_end_matches(':')),
             scripts: Arc::new(Scripts {
                 save: Script::new(include_str!("../lua/save.lua")),
                 load: Script::new(include_str!("../lua/load.lua")),
@@ -210,14 +208,15 @@ impl CacheStore for RedisCacheStore {
         ttl: Duration,
     ) -> Result<Option<u64>, TransportError> {
         let lock = self.lock_key(key);
+        let fence_key = format!("{lock}\u{1f}fence");
         let ttl = ttl_arg(Some(ttl));
         let fence: u64 = self
             .pool
             .invoke(
                 "cache lock",
                 &self.scripts.lock,
-                &[&lock, &self.fences],
-                &[token, &ttl, key],
+                &[&lock, &fence_key],
+                &[token, &ttl],
             )
             .await?;
         Ok((fence > 0).then_some(fence))
@@ -312,6 +311,10 @@ impl CacheStore for RedisCacheStore {
     async fn locks(&self) -> Result<Vec<LockInfo>, TransportError> {
         let mut locks = Vec::new();
         for key in self.scan(&self.lock_prefix, "*").await? {
+            if key.ends_with("\u{1f}fence") {
+                // A fencing counter beside its lock, not a lock.
+                continue;
+            }
             let lock = self.lock_key(&key);
             let mut pipe = redis::pipe();
             pipe.cmd("GET").arg(&lock).cmd("PTTL").arg(&lock);

@@ -157,3 +157,47 @@ async fn enumeration_works_for_a_user_denied_the_keys_command() {
     assert_eq!(limited.clear("bulk:1*").await.expect("clear"), 1111);
     assert_eq!(limited.size().await.expect("size"), 1389);
 }
+
+#[tokio::test]
+async fn fencing_counters_expire_and_tokens_still_rise() {
+    let server = RedisServer::start();
+    let (cache, pool) = cache(&server.url(), CacheConfig::default()).await;
+    let mut last = 0;
+    for n in 0..3 {
+        let key = format!("job-{n}");
+        let guard = cache
+            .lock(&key, Duration::from_secs(5))
+            .await
+            .expect("lock");
+        assert!(guard.fence() > last, "fences rise across keys and time");
+        last = guard.fence();
+        assert!(cache.unlock(&guard).await.expect("unlock"));
+        let counter = format!("stellar:lock:{key}\u{1f}fence");
+        let ttl: i64 = pool
+            .query("PTTL", redis::cmd("PTTL").arg(&counter))
+            .await
+            .expect("pttl");
+        assert!(ttl > 0, "the fencing counter of {key} never expires");
+        // Its expiry, early: the next token must still be higher.
+        let _: u64 = pool
+            .query("DEL", redis::cmd("DEL").arg(&counter))
+            .await
+            .expect("del");
+        let again = cache
+            .lock(&key, Duration::from_secs(5))
+            .await
+            .expect("lock");
+        assert!(
+            again.fence() > guard.fence(),
+            "a token went backwards after expiry"
+        );
+        last = last.max(again.fence());
+        assert!(cache.unlock(&again).await.expect("unlock"));
+    }
+    let hash: u64 = pool
+        .query("EXISTS", redis::cmd("EXISTS").arg("stellar:lock-fences"))
+        .await
+        .expect("exists");
+    assert_eq!(hash, 0, "no hash with one field per key ever locked");
+    assert!(cache.locks().await.expect("locks").is_empty());
+}
