@@ -48,7 +48,7 @@ const NODE_STATS_TTL: &str = "86400000";
 /// How many stale or parked ids one claim passes over at most, so its work stays bounded.
 const CLAIM_SKIP_LIMIT: usize = 256;
 /// How many ids one call of the queue deletion takes off at most.
-const DELETE_BATCH: u64 = 1000;
+const DELETE_BATCH: u64 = 250;
 
 #[derive(Debug)]
 struct Scripts {
