@@ -10,8 +10,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use stellar_bus::{RedisConfig, RedisPool, RedisTransport};
-use stellar_core::{CancellationToken, NodeId};
+use stellar_bus::{RecordSigner, RedisConfig, RedisPool, RedisTransport};
+use stellar_core::{CancellationToken, NodeId, ServerToken};
 use stellar_tasks::{EnqueueOptions, RedisTaskStore, TaskConfig, TaskDefinition, TaskState, Tasks};
 use stellar_testkit::{Process, RedisServer};
 use support::stellar;
@@ -43,7 +43,10 @@ async fn client(redis: &RedisServer, cancel: &CancellationToken) -> Tasks {
     let tasks = Tasks::new(
         Arc::new(RedisTaskStore::new(pool, transport)),
         NodeId::new("test-client").expect("id"),
-        TaskConfig::default(),
+        TaskConfig {
+            signer: RecordSigner::new(&ServerToken::new(TOKEN), None),
+            ..TaskConfig::default()
+        },
     );
     for name in ["stellar.sleep", "stellar.log", "stellar.fail"] {
         tasks.register(
