@@ -323,10 +323,10 @@ impl History {
                     if let Some(id) = field("text") {
                         *history.starts.entry(id).or_default() += 1;
                     }
-                } else if line.contains(" task completed") {
-                    if let Some(id) = field("task_id") {
-                        *history.completions.entry(id).or_default() += 1;
-                    }
+                } else if line.contains(" task completed")
+                    && let Some(id) = field("task_id")
+                {
+                    *history.completions.entry(id).or_default() += 1;
                 }
             }
         }
