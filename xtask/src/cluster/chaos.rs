@@ -282,7 +282,7 @@ pub(crate) fn redis_restart_recovery(env: &Env) -> Result<Row> {
     row.enqueued += batch.len();
     row.completed += batch.len();
     row.recovery = Some(recovery);
-    if row.failure.is_none() && recovery > Duration::from_secs(5) {
+    if row.failure.is_none() && recovery > Duration::from_secs(2) {
         row.failure = Some(format!(
             "recovery took {recovery:?}: a lost reply waited for its lease"
         ));
