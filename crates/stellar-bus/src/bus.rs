@@ -16,21 +16,35 @@ use std::{
 use futures_util::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
 use stellar_core::{Api, CancellationToken, NodeId, ServerToken};
-use tokio::sync::Semaphore;
+use tokio::{sync::Semaphore, time::Instant};
 use tracing::{debug, warn};
 
 use crate::{
     Error, HandlerError, RawSubscription, Result, Transport,
-    envelope::{Envelope, Rejection, Sealer, VERSION},
+    envelope::{Envelope, MAX_MESSAGE_BYTES, Rejection, Sealer, VERSION},
     replay::{ReplayGuard, Verdict},
 };
+
+/// How much earlier than the receiving bus's start a message may say it was sent and still be
+/// accepted: covers a sender's clock running slightly behind. Anything older was sent to an
+/// earlier run of this node (the replay state of that run is gone), so it is refused as
+/// `before_start`.
+pub const START_SKEW: Duration = Duration::from_secs(1);
+
+/// A per-channel sequence counter unused for this long is forgotten. It must outlive the
+/// receivers' replay windows of that channel (kept three clock windows after the last message,
+/// pruned once per clock window), or a restarted count would look like a replay; see
+/// [`SeqTable::idle_limit`].
+const SEQ_IDLE: Duration = Duration::from_secs(10 * 60);
 
 /// Settings of a [`Bus`].
 #[derive(Debug, Clone)]
 pub struct BusConfig {
     /// The broadcast channel; each node also listens on `<channel>:node:<id>`.
     pub channel: String,
-    /// Sealed messages larger than this are refused on send and dropped on receipt.
+    /// Sealed messages larger than this are refused on send and dropped on receipt. At most
+    /// 1 MiB (the wire format's hard cap, which bincode's decode limit enforces too): larger
+    /// values act as 1 MiB.
     pub max_message_bytes: usize,
     /// Messages whose timestamp is further than this from the local clock are dropped.
     pub clock_window: Duration,
@@ -44,7 +58,7 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             channel: "stellar:bus".to_owned(),
-            max_message_bytes: 1024 * 1024,
+            max_message_bytes: MAX_MESSAGE_BYTES,
             clock_window: Duration::from_secs(30),
             handler_concurrency: 64,
             previous_tokens: Vec::new(),
@@ -123,6 +137,10 @@ pub struct BusStats {
     pub bad_signature: u64,
     /// Timestamp outside the clock window.
     pub outside_window: u64,
+    /// Sent before this bus started (minus [`START_SKEW`]): meant for an earlier run of this
+    /// node, so possibly a replay the replay window no longer remembers.
+    #[serde(default)]
+    pub before_start: u64,
     /// Seen before.
     pub replayed: u64,
     /// Gaps in senders' sequence numbers: messages probably lost in transit.
@@ -140,6 +158,7 @@ struct Counters {
     malformed: AtomicU64,
     bad_signature: AtomicU64,
     outside_window: AtomicU64,
+    before_start: AtomicU64,
     replayed: AtomicU64,
     possibly_lost: AtomicU64,
     unhandled: AtomicU64,
@@ -168,9 +187,12 @@ struct Inner {
     sealer: Sealer,
     /// Identifies this run of the node, so a restarted node's sequence numbers are new.
     incarnation: u64,
+    /// When this bus started (ms since the Unix epoch): earlier messages were meant for an
+    /// earlier run of the node.
+    started_at_ms: u64,
     /// The last sequence number sent on each channel: receivers see one gap-free sequence per
     /// channel, whatever this node sends elsewhere.
-    seqs: Mutex<HashMap<String, u64>>,
+    seqs: Mutex<SeqTable>,
     handlers: RwLock<HashMap<String, Vec<(HandlerId, Handler)>>>,
     next_handler: AtomicU64,
     counters: Counters,
@@ -204,14 +226,20 @@ impl Bus {
         let mut previous = config.previous_tokens.clone();
         previous.extend(api.config().previous_server_token.clone());
         let sealer = Sealer::new(&api.config().server_token, &previous);
+        let config = BusConfig {
+            max_message_bytes: config.max_message_bytes.min(MAX_MESSAGE_BYTES),
+            ..config
+        };
+        let seqs = Mutex::new(SeqTable::new(config.clock_window));
         let inner = Arc::new(Inner {
             node_id: api.node_id().clone(),
             limiter: Arc::new(Semaphore::new(config.handler_concurrency.max(1))),
             config,
             transport,
             sealer,
-            incarnation: incarnation(),
-            seqs: Mutex::new(HashMap::new()),
+            incarnation: api.incarnation(),
+            started_at_ms: now_ms(),
+            seqs,
             handlers: RwLock::new(HashMap::new()),
             next_handler: AtomicU64::new(0),
             counters: Counters::default(),
@@ -233,6 +261,11 @@ impl Bus {
     /// This node's id: the sender of everything it publishes.
     pub fn node_id(&self) -> &NodeId {
         &self.inner.node_id
+    }
+
+    /// This run of the node ([`Api::incarnation`]), as its messages carry it.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
     }
 
     /// The node this bus belongs to.
@@ -345,6 +378,7 @@ impl Bus {
             malformed: get(&c.malformed),
             bad_signature: get(&c.bad_signature),
             outside_window: get(&c.outside_window),
+            before_start: get(&c.before_start),
             replayed: get(&c.replayed),
             possibly_lost: get(&c.possibly_lost),
             unhandled: get(&c.unhandled),
@@ -355,13 +389,11 @@ impl Bus {
 
 impl Inner {
     fn next_seq(&self, channel: &str) -> u64 {
-        let mut seqs = self
-            .seqs
+        // One map update per call: a poisoned lock is still consistent.
+        self.seqs
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let seq = seqs.entry(channel.to_owned()).or_insert(0);
-        *seq += 1;
-        *seq
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .next(channel, Instant::now())
     }
 
     fn node_channel(&self, node: &NodeId) -> String {
@@ -395,6 +427,12 @@ impl Inner {
         if envelope.sent_at_ms.abs_diff(now) > window {
             bump(&c.outside_window);
             debug!(channel, sender = %sender, "message outside the clock window dropped");
+            return None;
+        }
+        let skew = START_SKEW.as_millis() as u64;
+        if envelope.sent_at_ms.saturating_add(skew) < self.started_at_ms {
+            bump(&c.before_start);
+            debug!(channel, sender = %sender, "message sent before this bus started dropped");
             return None;
         }
         let verdict = {
@@ -520,13 +558,50 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A value unlikely to repeat across runs of one node id: the start time in nanoseconds mixed
-/// with the process id. Uniqueness, not secrecy, is what matters here.
-fn incarnation() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 40)
+/// The last sequence number sent on each channel, forgetting channels unused for a while: node
+/// channels come and go with the nodes (a new id per restart), so the table would otherwise grow
+/// for as long as the node runs.
+#[derive(Debug)]
+struct SeqTable {
+    /// Channel -> (last sequence number, when it was last used).
+    seqs: HashMap<String, (u64, Instant)>,
+    idle_limit: Duration,
+    last_prune: Instant,
+}
+
+impl SeqTable {
+    fn new(clock_window: Duration) -> Self {
+        Self {
+            seqs: HashMap::new(),
+            idle_limit: Self::idle_limit(clock_window),
+            last_prune: Instant::now(),
+        }
+    }
+
+    /// How long an unused counter is kept: [`SEQ_IDLE`], and always longer than receivers
+    /// remember a channel's replay window (three clock windows, pruned once per window), so
+    /// that a forgotten counter restarting at 1 is never taken for a replay.
+    fn idle_limit(clock_window: Duration) -> Duration {
+        SEQ_IDLE.max(clock_window * 5)
+    }
+
+    fn next(&mut self, channel: &str, now: Instant) -> u64 {
+        if now.duration_since(self.last_prune) >= self.idle_limit / 10 {
+            let idle_limit = self.idle_limit;
+            self.seqs
+                .retain(|_, (_, used)| now.duration_since(*used) < idle_limit);
+            self.last_prune = now;
+        }
+        let (seq, used) = self.seqs.entry(channel.to_owned()).or_insert((0, now));
+        *seq += 1;
+        *used = now;
+        *seq
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.seqs.len()
+    }
 }
 
 #[cfg(test)]
@@ -569,7 +644,8 @@ mod tests {
     async fn settle(bus: &Bus, total: u64) -> BusStats {
         for _ in 0..500 {
             let stats = bus.stats();
-            if stats.accepted + stats.outside_window + stats.replayed >= total {
+            if stats.accepted + stats.outside_window + stats.before_start + stats.replayed >= total
+            {
                 return stats;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -578,7 +654,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn messages_outside_the_clock_window_are_dropped() {
+    async fn messages_outside_the_clock_window_or_before_the_start_are_dropped() {
         let (bus, transport) = bus().await;
         let now = now_ms();
         for (seq, sent_at) in [
@@ -586,14 +662,39 @@ mod tests {
             (2, now + 31_000),
             (3, now - 29_000),
             (4, now + 29_000),
+            (5, now - 500),
         ] {
             transport
                 .publish(CHANNEL, crafted(seq, sent_at))
                 .await
                 .expect("publish");
         }
-        let stats = settle(&bus, 4).await;
-        assert_eq!((stats.accepted, stats.outside_window), (2, 2), "{stats:?}");
+        let stats = settle(&bus, 5).await;
+        assert_eq!(
+            (stats.accepted, stats.outside_window, stats.before_start),
+            (2, 2, 1),
+            "{stats:?}"
+        );
+    }
+
+    #[test]
+    fn sequence_counters_of_unused_channels_are_forgotten() {
+        let start = Instant::now();
+        let mut seqs = SeqTable::new(Duration::from_secs(30));
+        for n in 0..1000 {
+            assert_eq!(seqs.next(&format!("stellar:bus:node:gone-{n}"), start), 1);
+        }
+        let busy = "stellar:bus";
+        for minute in 1..=15 {
+            let now = start + Duration::from_secs(60 * minute);
+            assert_eq!(
+                seqs.next(busy, now),
+                minute,
+                "a channel in use keeps counting"
+            );
+        }
+        assert_eq!(seqs.len(), 1, "idle channels are forgotten");
+        assert!(SeqTable::idle_limit(Duration::from_secs(600)) >= Duration::from_secs(3000));
     }
 
     #[tokio::test]

@@ -43,7 +43,7 @@ mod transport;
 mod unique;
 
 pub use crate::{
-    bus::{Bus, BusConfig, BusStats, HandlerId, Message},
+    bus::{Bus, BusConfig, BusStats, HandlerId, Message, START_SKEW},
     error::{Error, HandlerError, Result},
     membership::{
         Membership, MembershipStore, MemoryMembershipStore, NodeInfo, RedisMembershipStore,

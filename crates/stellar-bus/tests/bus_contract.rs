@@ -12,7 +12,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use stellar_bus::{Bus, BusConfig, Message};
+use stellar_bus::{Bus, BusConfig, Message, START_SKEW};
 use stellar_core::ServerToken;
 use support::{Backend, QUIET_FOR, api, eventually, recv};
 
@@ -232,6 +232,36 @@ async fn a_replayed_message_is_rejected(backend: Backend) {
     assert_eq!(count(&seen), 1, "a replay reached the handler");
 }
 
+async fn a_restarted_node_refuses_messages_sent_to_its_earlier_run(backend: Backend) {
+    let (a, b) = (
+        start(&backend, "a", "t").await,
+        start(&backend, "b", "t").await,
+    );
+    let seen = collect(&b, "pay");
+    let spy = backend.node().await;
+    let mut tap = spy.subscribe("stellar:bus").await.expect("tap the bus");
+    a.publish("pay", &100).await.expect("publish");
+    let captured = recv(&mut tap).await;
+    eventually("the original arrives", || count(&seen) == 1).await;
+    // b restarts under the same id: a new process with no memory of what it accepted.
+    b.api().stop();
+    tokio::time::sleep(START_SKEW + Duration::from_millis(200)).await;
+    let restarted = start(&backend, "b", "t").await;
+    let seen_again = collect(&restarted, "pay");
+    spy.publish("stellar:bus", captured).await.expect("replay");
+    eventually("the replay is counted", || {
+        restarted.stats().before_start == 1
+    })
+    .await;
+    tokio::time::sleep(QUIET_FOR).await;
+    assert_eq!(
+        count(&seen_again),
+        0,
+        "the restarted node accepted a replay"
+    );
+    assert_eq!(restarted.stats().accepted, 0, "{:?}", restarted.stats());
+}
+
 async fn a_slow_or_failing_handler_holds_up_no_other(backend: Backend) {
     let (a, b) = (
         start(&backend, "a", "t").await,
@@ -294,6 +324,7 @@ contract!(
     a_previous_token_is_accepted_while_the_cluster_rolls,
     garbage_and_oversized_bytes_are_counted_and_dropped,
     a_replayed_message_is_rejected,
+    a_restarted_node_refuses_messages_sent_to_its_earlier_run,
     a_slow_or_failing_handler_holds_up_no_other,
     handlers_run_concurrently_up_to_the_bound,
 );
