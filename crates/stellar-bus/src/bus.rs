@@ -121,7 +121,22 @@ impl Message {
 pub struct HandlerId(u64);
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
-type Handler = Arc<dyn Fn(Message) -> BoxFuture + Send + Sync>;
+type SpawnedHandler = Arc<dyn Fn(Message) -> BoxFuture + Send + Sync>;
+type InlineHandler = Arc<dyn Fn(&Message) -> Result<(), HandlerError> + Send + Sync>;
+
+/// A registered handler, by how it runs.
+#[derive(Clone)]
+enum Handler {
+    /// In a task of its own, once it gets a permit of the handler limiter.
+    Spawned(SpawnedHandler),
+    /// On the receive loop itself, at once and without a permit.
+    Inline(InlineHandler),
+}
+
+/// How many messages per unit of `handler_concurrency` may wait for a handler permit before a
+/// receive loop stops reading (and its transport buffer starts to fill). While they wait, the
+/// loop keeps going, so inline handlers (RPC replies) never queue behind busy handlers.
+const BACKLOG_PER_HANDLER: usize = 16;
 
 /// Counters of what the bus received, by outcome. Every message received is counted exactly
 /// once in `accepted` or in one rejection counter.
@@ -199,6 +214,8 @@ struct Inner {
     replay: Mutex<(ReplayGuard, u64)>,
     /// Bounds concurrent handler calls.
     limiter: Arc<Semaphore>,
+    /// Bounds the handler calls waiting for a `limiter` permit: each takes one of these first.
+    backlog: Arc<Semaphore>,
     api: Api,
 }
 
@@ -234,6 +251,9 @@ impl Bus {
         let inner = Arc::new(Inner {
             node_id: api.node_id().clone(),
             limiter: Arc::new(Semaphore::new(config.handler_concurrency.max(1))),
+            backlog: Arc::new(Semaphore::new(
+                config.handler_concurrency.max(1) * BACKLOG_PER_HANDLER,
+            )),
             config,
             transport,
             sealer,
@@ -336,6 +356,9 @@ impl Bus {
     }
 
     /// Registers `handler` for messages of `message_type`. Several handlers of one type all run.
+    ///
+    /// Each call runs in a task of its own once one of the `handler_concurrency` permits is
+    /// free; calls waiting for a permit hold up no inline handler.
     pub fn subscribe_handler<F, Fut>(
         &self,
         message_type: impl Into<String>,
@@ -345,14 +368,26 @@ impl Bus {
         F: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        let id = HandlerId(self.inner.next_handler.fetch_add(1, Ordering::Relaxed));
-        let handler: Handler = Arc::new(move |message| Box::pin(handler(message)));
+        let handler: SpawnedHandler = Arc::new(move |message| Box::pin(handler(message)));
         self.inner
-            .handlers_mut()
-            .entry(message_type.into())
-            .or_default()
-            .push((id, handler));
-        id
+            .register(message_type.into(), Handler::Spawned(handler))
+    }
+
+    /// Registers `handler` for messages of `message_type`, to run on the receive loop itself as
+    /// each message is accepted: never behind the handler limiter, and before the spawned
+    /// handlers of that message start. For short, non-blocking work only, such as handing an RPC
+    /// reply to the call waiting for it (replies must not wait for permits that the handlers
+    /// waiting for those replies hold). A failure or panic is counted as for any handler.
+    pub fn subscribe_inline_handler<F>(
+        &self,
+        message_type: impl Into<String>,
+        handler: F,
+    ) -> HandlerId
+    where
+        F: Fn(&Message) -> Result<(), HandlerError> + Send + Sync + 'static,
+    {
+        self.inner
+            .register(message_type.into(), Handler::Inline(Arc::new(handler)))
     }
 
     /// Removes a handler; false if it was not registered.
@@ -394,6 +429,20 @@ impl Inner {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .next(channel, Instant::now())
+    }
+
+    fn register(&self, message_type: String, handler: Handler) -> HandlerId {
+        let id = HandlerId(self.next_handler.fetch_add(1, Ordering::Relaxed));
+        self.handlers_mut()
+            .entry(message_type)
+            .or_default()
+            .push((id, handler));
+        id
+    }
+
+    fn handler_failed(&self, message_type: &str, failure: &str) {
+        bump(&self.counters.handler_failures);
+        warn!(node_id = %self.node_id, message_type, error = %failure, "bus handler failed");
     }
 
     fn node_channel(&self, node: &NodeId) -> String {
@@ -530,12 +579,24 @@ async fn receive_loop(
             continue;
         }
         for handler in handlers {
-            let permit = tokio::select! {
-                () = cancel.cancelled() => return,
-                permit = inner.limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
+            let handler = match handler {
+                Handler::Inline(handler) => {
+                    run_inline(&inner, &handler, &message);
+                    continue;
+                }
+                Handler::Spawned(handler) => handler,
             };
-            let (inner, message) = (inner.clone(), message.clone());
+            let queued = tokio::select! {
+                () = cancel.cancelled() => return,
+                permit = inner.backlog.clone().acquire_owned() => permit.expect("the backlog is never closed"),
+            };
+            let (inner, message, cancel) = (inner.clone(), message.clone(), cancel.clone());
             inner.api.clone().spawn(async move {
+                let permit = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    permit = inner.limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
+                };
+                drop(queued);
                 let message_type = message.message_type.clone();
                 let outcome = AssertUnwindSafe(handler(message)).catch_unwind().await;
                 drop(permit);
@@ -544,12 +605,20 @@ async fn receive_loop(
                     Ok(Err(err)) => err.to_string(),
                     Err(_) => "handler panicked".to_owned(),
                 };
-                bump(&inner.counters.handler_failures);
-                warn!(node_id = %inner.node_id, message_type, error = %failure, "bus handler failed");
+                inner.handler_failed(&message_type, &failure);
             });
         }
     }
     debug!(channel, "bus receive loop ended");
+}
+
+fn run_inline(inner: &Inner, handler: &InlineHandler, message: &Message) {
+    let failure = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(message))) {
+        Ok(Ok(())) => return,
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => "handler panicked".to_owned(),
+    };
+    inner.handler_failed(&message.message_type, &failure);
 }
 
 fn now_ms() -> u64 {
