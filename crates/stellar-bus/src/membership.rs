@@ -348,14 +348,22 @@ impl Membership {
                 record,
                 last_seen_ms: now_ms,
             };
-            if let Opened::Valid(holder) = self.open(&stored, now_ms)
-                && !claim_allows(claim, self.incarnation, &holder)
-            {
-                return Ok(BeatResult::TakenOver {
-                    incarnation: holder.incarnation,
-                });
+            match self.open(&stored, now_ms) {
+                Opened::Valid(holder) if claim_allows(claim, self.incarnation, &holder) => {
+                    warn!(node_id = %api.node_id(), "the membership record of this id does not match its holder; overwriting it");
+                }
+                Opened::Valid(holder) if is_gone(&holder) => {
+                    info!(node_id = %api.node_id(), pid = holder.pid, incarnation = holder.incarnation, "the earlier run of this id is gone; taking over its record before it expires");
+                }
+                Opened::Valid(holder) => {
+                    return Ok(BeatResult::TakenOver {
+                        incarnation: holder.incarnation,
+                    });
+                }
+                Opened::BadSignature | Opened::Stale => {
+                    warn!(node_id = %api.node_id(), "the membership record of this id does not verify or is stale; overwriting it");
+                }
             }
-            warn!(node_id = %api.node_id(), "the membership record of this id does not verify or is stale; overwriting it");
         }
         Err(Error::Membership(TransportError::Backend {
             op: "membership heartbeat",
@@ -384,6 +392,20 @@ fn claim_allows(claim: Claim, incarnation: u64, holder: &NodeInfo) -> bool {
         Claim::Own => holder.incarnation == incarnation,
         Claim::Replacing(old) => holder.incarnation == incarnation || holder.incarnation == old,
     }
+}
+
+/// Whether the run `holder` is known to be dead: it ran on this host under a pid that no longer
+/// exists (Linux `/proc`), as after a crash whose record has not expired yet, so a restart under
+/// the same id (the supervisor's, or by hand) need not wait out the TTL. Elsewhere, or for
+/// another host, nothing is known and the holder counts as live.
+fn is_gone(holder: &NodeInfo) -> bool {
+    cfg!(target_os = "linux")
+        && holder.pid != std::process::id()
+        && holder.host == stellar_core::hostname()
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new("/proc")
+            .join(holder.pid.to_string())
+            .exists()
 }
 
 /// What writing this run's record came to.
@@ -450,4 +472,70 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use stellar_core::{Config, ServerToken};
+
+    use super::*;
+    use crate::MemoryMembershipStore;
+
+    fn api(id: &str) -> Api {
+        Api::new(Config {
+            id: Some(NodeId::new(id).expect("valid id")),
+            server_token: ServerToken::new("t"),
+            heartbeat_interval: Duration::from_secs(60),
+            heartbeat_ttl: Duration::from_secs(60),
+            ..Config::default()
+        })
+    }
+
+    /// Puts a live, validly signed record of a run of `id` with `pid` in `store`.
+    async fn record_of_run(store: &Arc<dyn MembershipStore>, id: &str, pid: u32) -> u64 {
+        let earlier = api(id);
+        let membership = Membership::new(store.clone(), &earlier);
+        let mut info = NodeInfo::of(&earlier);
+        info.pid = pid;
+        let record = membership.seal(&info);
+        let ttl = Duration::from_secs(60);
+        store
+            .heartbeat(
+                earlier.node_id(),
+                earlier.incarnation(),
+                &record,
+                ttl,
+                Claim::Own,
+            )
+            .await
+            .expect("write");
+        earlier.incarnation()
+    }
+
+    #[tokio::test]
+    async fn a_crashed_run_on_this_host_does_not_hold_its_id() {
+        let store: Arc<dyn MembershipStore> = Arc::new(MemoryMembershipStore::new());
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let dead_pid = child.id();
+        child.wait().expect("reap");
+        record_of_run(&store, "crashed", dead_pid).await;
+        let restarted = api("crashed");
+        let membership = Membership::new(store.clone(), &restarted);
+        membership
+            .join(&restarted)
+            .await
+            .expect("a restart takes over the crashed run's record");
+        let nodes = membership.nodes().await.expect("list");
+        assert_eq!(nodes[0].incarnation, restarted.incarnation());
+        // A live pid on this host (this test's) still holds its id.
+        let holder = record_of_run(&store, "alive", std::process::id()).await;
+        let second = api("alive");
+        let refused = Membership::new(store.clone(), &second).join(&second).await;
+        assert!(
+            matches!(refused, Err(Error::DuplicateNode { incarnation, .. }) if incarnation == holder),
+            "{refused:?}"
+        );
+    }
 }

@@ -251,6 +251,21 @@ fn a_second_node_with_a_live_id_refuses_to_start_unless_it_replaces_that_run() {
 }
 
 #[test]
+fn a_node_killed_without_leaving_restarts_at_once_under_its_id() {
+    let mut cluster = Cluster::start(&["phoenix"]);
+    let before = cluster.incarnations();
+    cluster.node("phoenix").signal("KILL");
+    cluster.node("phoenix").wait_exit(Duration::from_secs(5));
+    // Its record is still live (1 s TTL), as when a supervisor restarts a crashed worker.
+    let restarted = Process::spawn("phoenix-2", cluster.run_command("phoenix", TOKEN));
+    restarted.wait_for_line(&["node ready", "phoenix"], READY_WITHIN);
+    let after = cluster.incarnations();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after[0].1, before[0].1);
+    drop(restarted);
+}
+
+#[test]
 fn every_node_logs_members_joining() {
     let mut cluster = Cluster::start(&["n1"]);
     cluster.add("n2", TOKEN);
