@@ -16,21 +16,35 @@ use std::{
 use futures_util::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
 use stellar_core::{Api, CancellationToken, NodeId, ServerToken};
-use tokio::sync::Semaphore;
+use tokio::{sync::Semaphore, time::Instant};
 use tracing::{debug, warn};
 
 use crate::{
     Error, HandlerError, RawSubscription, Result, Transport,
-    envelope::{Envelope, Rejection, Sealer, VERSION},
+    envelope::{Envelope, MAX_MESSAGE_BYTES, Rejection, Sealer, VERSION},
     replay::{ReplayGuard, Verdict},
 };
+
+/// How much earlier than the receiving bus's start a message may say it was sent and still be
+/// accepted: covers a sender's clock running slightly behind. Anything older was sent to an
+/// earlier run of this node (the replay state of that run is gone), so it is refused as
+/// `before_start`.
+pub const START_SKEW: Duration = Duration::from_secs(1);
+
+/// A per-channel sequence counter unused for this long is forgotten. It must outlive the
+/// receivers' replay windows of that channel (kept three clock windows after the last message,
+/// pruned once per clock window), or a restarted count would look like a replay; see
+/// [`SeqTable::idle_limit`].
+const SEQ_IDLE: Duration = Duration::from_secs(10 * 60);
 
 /// Settings of a [`Bus`].
 #[derive(Debug, Clone)]
 pub struct BusConfig {
     /// The broadcast channel; each node also listens on `<channel>:node:<id>`.
     pub channel: String,
-    /// Sealed messages larger than this are refused on send and dropped on receipt.
+    /// Sealed messages larger than this are refused on send and dropped on receipt. At most
+    /// 1 MiB (the wire format's hard cap, which bincode's decode limit enforces too): larger
+    /// values act as 1 MiB.
     pub max_message_bytes: usize,
     /// Messages whose timestamp is further than this from the local clock are dropped.
     pub clock_window: Duration,
@@ -44,7 +58,7 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             channel: "stellar:bus".to_owned(),
-            max_message_bytes: 1024 * 1024,
+            max_message_bytes: MAX_MESSAGE_BYTES,
             clock_window: Duration::from_secs(30),
             handler_concurrency: 64,
             previous_tokens: Vec::new(),
@@ -107,7 +121,22 @@ impl Message {
 pub struct HandlerId(u64);
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
-type Handler = Arc<dyn Fn(Message) -> BoxFuture + Send + Sync>;
+type SpawnedHandler = Arc<dyn Fn(Message) -> BoxFuture + Send + Sync>;
+type InlineHandler = Arc<dyn Fn(&Message) -> Result<(), HandlerError> + Send + Sync>;
+
+/// A registered handler, by how it runs.
+#[derive(Clone)]
+enum Handler {
+    /// In a task of its own, once it gets a permit of the handler limiter.
+    Spawned(SpawnedHandler),
+    /// On the receive loop itself, at once and without a permit.
+    Inline(InlineHandler),
+}
+
+/// How many messages per unit of `handler_concurrency` may wait for a handler permit before a
+/// receive loop stops reading (and its transport buffer starts to fill). While they wait, the
+/// loop keeps going, so inline handlers (RPC replies) never queue behind busy handlers.
+const BACKLOG_PER_HANDLER: usize = 16;
 
 /// Counters of what the bus received, by outcome. Every message received is counted exactly
 /// once in `accepted` or in one rejection counter.
@@ -123,6 +152,10 @@ pub struct BusStats {
     pub bad_signature: u64,
     /// Timestamp outside the clock window.
     pub outside_window: u64,
+    /// Sent before this bus started (minus [`START_SKEW`]): meant for an earlier run of this
+    /// node, so possibly a replay the replay window no longer remembers.
+    #[serde(default)]
+    pub before_start: u64,
     /// Seen before.
     pub replayed: u64,
     /// Gaps in senders' sequence numbers: messages probably lost in transit.
@@ -140,6 +173,7 @@ struct Counters {
     malformed: AtomicU64,
     bad_signature: AtomicU64,
     outside_window: AtomicU64,
+    before_start: AtomicU64,
     replayed: AtomicU64,
     possibly_lost: AtomicU64,
     unhandled: AtomicU64,
@@ -168,15 +202,20 @@ struct Inner {
     sealer: Sealer,
     /// Identifies this run of the node, so a restarted node's sequence numbers are new.
     incarnation: u64,
+    /// When this bus started (ms since the Unix epoch): earlier messages were meant for an
+    /// earlier run of the node.
+    started_at_ms: u64,
     /// The last sequence number sent on each channel: receivers see one gap-free sequence per
     /// channel, whatever this node sends elsewhere.
-    seqs: Mutex<HashMap<String, u64>>,
+    seqs: Mutex<SeqTable>,
     handlers: RwLock<HashMap<String, Vec<(HandlerId, Handler)>>>,
     next_handler: AtomicU64,
     counters: Counters,
     replay: Mutex<(ReplayGuard, u64)>,
     /// Bounds concurrent handler calls.
     limiter: Arc<Semaphore>,
+    /// Bounds the handler calls waiting for a `limiter` permit: each takes one of these first.
+    backlog: Arc<Semaphore>,
     api: Api,
 }
 
@@ -204,14 +243,23 @@ impl Bus {
         let mut previous = config.previous_tokens.clone();
         previous.extend(api.config().previous_server_token.clone());
         let sealer = Sealer::new(&api.config().server_token, &previous);
+        let config = BusConfig {
+            max_message_bytes: config.max_message_bytes.min(MAX_MESSAGE_BYTES),
+            ..config
+        };
+        let seqs = Mutex::new(SeqTable::new(config.clock_window));
         let inner = Arc::new(Inner {
             node_id: api.node_id().clone(),
             limiter: Arc::new(Semaphore::new(config.handler_concurrency.max(1))),
+            backlog: Arc::new(Semaphore::new(
+                config.handler_concurrency.max(1) * BACKLOG_PER_HANDLER,
+            )),
             config,
             transport,
             sealer,
-            incarnation: incarnation(),
-            seqs: Mutex::new(HashMap::new()),
+            incarnation: api.incarnation(),
+            started_at_ms: now_ms(),
+            seqs,
             handlers: RwLock::new(HashMap::new()),
             next_handler: AtomicU64::new(0),
             counters: Counters::default(),
@@ -233,6 +281,11 @@ impl Bus {
     /// This node's id: the sender of everything it publishes.
     pub fn node_id(&self) -> &NodeId {
         &self.inner.node_id
+    }
+
+    /// This run of the node ([`Api::incarnation`]), as its messages carry it.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
     }
 
     /// The node this bus belongs to.
@@ -303,6 +356,9 @@ impl Bus {
     }
 
     /// Registers `handler` for messages of `message_type`. Several handlers of one type all run.
+    ///
+    /// Each call runs in a task of its own once one of the `handler_concurrency` permits is
+    /// free; calls waiting for a permit hold up no inline handler.
     pub fn subscribe_handler<F, Fut>(
         &self,
         message_type: impl Into<String>,
@@ -312,14 +368,26 @@ impl Bus {
         F: Fn(Message) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        let id = HandlerId(self.inner.next_handler.fetch_add(1, Ordering::Relaxed));
-        let handler: Handler = Arc::new(move |message| Box::pin(handler(message)));
+        let handler: SpawnedHandler = Arc::new(move |message| Box::pin(handler(message)));
         self.inner
-            .handlers_mut()
-            .entry(message_type.into())
-            .or_default()
-            .push((id, handler));
-        id
+            .register(message_type.into(), Handler::Spawned(handler))
+    }
+
+    /// Registers `handler` for messages of `message_type`, to run on the receive loop itself as
+    /// each message is accepted: never behind the handler limiter, and before the spawned
+    /// handlers of that message start. For short, non-blocking work only, such as handing an RPC
+    /// reply to the call waiting for it (replies must not wait for permits that the handlers
+    /// waiting for those replies hold). A failure or panic is counted as for any handler.
+    pub fn subscribe_inline_handler<F>(
+        &self,
+        message_type: impl Into<String>,
+        handler: F,
+    ) -> HandlerId
+    where
+        F: Fn(&Message) -> Result<(), HandlerError> + Send + Sync + 'static,
+    {
+        self.inner
+            .register(message_type.into(), Handler::Inline(Arc::new(handler)))
     }
 
     /// Removes a handler; false if it was not registered.
@@ -345,6 +413,7 @@ impl Bus {
             malformed: get(&c.malformed),
             bad_signature: get(&c.bad_signature),
             outside_window: get(&c.outside_window),
+            before_start: get(&c.before_start),
             replayed: get(&c.replayed),
             possibly_lost: get(&c.possibly_lost),
             unhandled: get(&c.unhandled),
@@ -355,13 +424,25 @@ impl Bus {
 
 impl Inner {
     fn next_seq(&self, channel: &str) -> u64 {
-        let mut seqs = self
-            .seqs
+        // One map update per call: a poisoned lock is still consistent.
+        self.seqs
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let seq = seqs.entry(channel.to_owned()).or_insert(0);
-        *seq += 1;
-        *seq
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .next(channel, Instant::now())
+    }
+
+    fn register(&self, message_type: String, handler: Handler) -> HandlerId {
+        let id = HandlerId(self.next_handler.fetch_add(1, Ordering::Relaxed));
+        self.handlers_mut()
+            .entry(message_type)
+            .or_default()
+            .push((id, handler));
+        id
+    }
+
+    fn handler_failed(&self, message_type: &str, failure: &str) {
+        bump(&self.counters.handler_failures);
+        warn!(node_id = %self.node_id, message_type, error = %failure, "bus handler failed");
     }
 
     fn node_channel(&self, node: &NodeId) -> String {
@@ -395,6 +476,12 @@ impl Inner {
         if envelope.sent_at_ms.abs_diff(now) > window {
             bump(&c.outside_window);
             debug!(channel, sender = %sender, "message outside the clock window dropped");
+            return None;
+        }
+        let skew = START_SKEW.as_millis() as u64;
+        if envelope.sent_at_ms.saturating_add(skew) < self.started_at_ms {
+            bump(&c.before_start);
+            debug!(channel, sender = %sender, "message sent before this bus started dropped");
             return None;
         }
         let verdict = {
@@ -492,12 +579,24 @@ async fn receive_loop(
             continue;
         }
         for handler in handlers {
-            let permit = tokio::select! {
-                () = cancel.cancelled() => return,
-                permit = inner.limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
+            let handler = match handler {
+                Handler::Inline(handler) => {
+                    run_inline(&inner, &handler, &message);
+                    continue;
+                }
+                Handler::Spawned(handler) => handler,
             };
-            let (inner, message) = (inner.clone(), message.clone());
+            let queued = tokio::select! {
+                () = cancel.cancelled() => return,
+                permit = inner.backlog.clone().acquire_owned() => permit.expect("the backlog is never closed"),
+            };
+            let (inner, message, cancel) = (inner.clone(), message.clone(), cancel.clone());
             inner.api.clone().spawn(async move {
+                let permit = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    permit = inner.limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
+                };
+                drop(queued);
                 let message_type = message.message_type.clone();
                 let outcome = AssertUnwindSafe(handler(message)).catch_unwind().await;
                 drop(permit);
@@ -506,12 +605,20 @@ async fn receive_loop(
                     Ok(Err(err)) => err.to_string(),
                     Err(_) => "handler panicked".to_owned(),
                 };
-                bump(&inner.counters.handler_failures);
-                warn!(node_id = %inner.node_id, message_type, error = %failure, "bus handler failed");
+                inner.handler_failed(&message_type, &failure);
             });
         }
     }
     debug!(channel, "bus receive loop ended");
+}
+
+fn run_inline(inner: &Inner, handler: &InlineHandler, message: &Message) {
+    let failure = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(message))) {
+        Ok(Ok(())) => return,
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => "handler panicked".to_owned(),
+    };
+    inner.handler_failed(&message.message_type, &failure);
 }
 
 fn now_ms() -> u64 {
@@ -520,13 +627,50 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A value unlikely to repeat across runs of one node id: the start time in nanoseconds mixed
-/// with the process id. Uniqueness, not secrecy, is what matters here.
-fn incarnation() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 40)
+/// The last sequence number sent on each channel, forgetting channels unused for a while: node
+/// channels come and go with the nodes (a new id per restart), so the table would otherwise grow
+/// for as long as the node runs.
+#[derive(Debug)]
+struct SeqTable {
+    /// Channel -> (last sequence number, when it was last used).
+    seqs: HashMap<String, (u64, Instant)>,
+    idle_limit: Duration,
+    last_prune: Instant,
+}
+
+impl SeqTable {
+    fn new(clock_window: Duration) -> Self {
+        Self {
+            seqs: HashMap::new(),
+            idle_limit: Self::idle_limit(clock_window),
+            last_prune: Instant::now(),
+        }
+    }
+
+    /// How long an unused counter is kept: [`SEQ_IDLE`], and always longer than receivers
+    /// remember a channel's replay window (three clock windows, pruned once per window), so
+    /// that a forgotten counter restarting at 1 is never taken for a replay.
+    fn idle_limit(clock_window: Duration) -> Duration {
+        SEQ_IDLE.max(clock_window * 5)
+    }
+
+    fn next(&mut self, channel: &str, now: Instant) -> u64 {
+        if now.duration_since(self.last_prune) >= self.idle_limit / 10 {
+            let idle_limit = self.idle_limit;
+            self.seqs
+                .retain(|_, (_, used)| now.duration_since(*used) < idle_limit);
+            self.last_prune = now;
+        }
+        let (seq, used) = self.seqs.entry(channel.to_owned()).or_insert((0, now));
+        *seq += 1;
+        *used = now;
+        *seq
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.seqs.len()
+    }
 }
 
 #[cfg(test)]
@@ -569,7 +713,8 @@ mod tests {
     async fn settle(bus: &Bus, total: u64) -> BusStats {
         for _ in 0..500 {
             let stats = bus.stats();
-            if stats.accepted + stats.outside_window + stats.replayed >= total {
+            if stats.accepted + stats.outside_window + stats.before_start + stats.replayed >= total
+            {
                 return stats;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -578,7 +723,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn messages_outside_the_clock_window_are_dropped() {
+    async fn messages_outside_the_clock_window_or_before_the_start_are_dropped() {
         let (bus, transport) = bus().await;
         let now = now_ms();
         for (seq, sent_at) in [
@@ -586,14 +731,39 @@ mod tests {
             (2, now + 31_000),
             (3, now - 29_000),
             (4, now + 29_000),
+            (5, now - 500),
         ] {
             transport
                 .publish(CHANNEL, crafted(seq, sent_at))
                 .await
                 .expect("publish");
         }
-        let stats = settle(&bus, 4).await;
-        assert_eq!((stats.accepted, stats.outside_window), (2, 2), "{stats:?}");
+        let stats = settle(&bus, 5).await;
+        assert_eq!(
+            (stats.accepted, stats.outside_window, stats.before_start),
+            (2, 2, 1),
+            "{stats:?}"
+        );
+    }
+
+    #[test]
+    fn sequence_counters_of_unused_channels_are_forgotten() {
+        let start = Instant::now();
+        let mut seqs = SeqTable::new(Duration::from_secs(30));
+        for n in 0..1000 {
+            assert_eq!(seqs.next(&format!("stellar:bus:node:gone-{n}"), start), 1);
+        }
+        let busy = "stellar:bus";
+        for minute in 1..=15 {
+            let now = start + Duration::from_secs(60 * minute);
+            assert_eq!(
+                seqs.next(busy, now),
+                minute,
+                "a channel in use keeps counting"
+            );
+        }
+        assert_eq!(seqs.len(), 1, "idle channels are forgotten");
+        assert!(SeqTable::idle_limit(Duration::from_secs(600)) >= Duration::from_secs(3000));
     }
 
     #[tokio::test]

@@ -8,8 +8,12 @@ use stellar_core::ServerToken;
 
 /// The envelope version this build writes and reads.
 pub(crate) const VERSION: u8 = 1;
-/// Bincode's own allocation limit while decoding; the configured cap is checked before this.
-const DECODE_LIMIT: usize = 64 * 1024 * 1024;
+/// The largest sealed message the bus sends or accepts (`BusConfig::max_message_bytes` can only
+/// lower it).
+pub(crate) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Bincode's allocation limit while decoding: a length prefix claiming more than the message cap
+/// is refused before anything is allocated for it.
+const DECODE_LIMIT: usize = MAX_MESSAGE_BYTES;
 /// What the signing key is derived with, so the token itself never keys anything on the wire.
 const KEY_CONTEXT: &[u8] = b"stellar bus v1 signing key";
 
@@ -52,7 +56,11 @@ impl Envelope {
             return Err(Rejection::Oversized);
         }
         let (envelope, read): (Self, usize) =
-            bincode::decode_from_slice(bytes, config()).map_err(|_| Rejection::Malformed)?;
+            bincode::decode_from_slice(bytes, config()).map_err(|err| match err {
+                // A length prefix beyond the cap: refused before allocating it.
+                bincode::error::DecodeError::LimitExceeded => Rejection::Oversized,
+                _ => Rejection::Malformed,
+            })?;
         if read != bytes.len() || envelope.version != VERSION {
             return Err(Rejection::Malformed);
         }
@@ -253,6 +261,40 @@ mod tests {
         );
     }
 
+    /// A small message whose body length prefix claims `claimed` bytes.
+    fn claiming_body_of(claimed: u64) -> Vec<u8> {
+        let mut bytes = vec![VERSION];
+        bytes.push(6);
+        bytes.extend_from_slice(b"node-a");
+        bytes.extend([7, 1]); // incarnation, seq
+        bytes.push(252); // sent_at_ms as a u32
+        bytes.extend_from_slice(&1_700_000_000_u32.to_le_bytes());
+        bytes.push(1);
+        bytes.push(b'x'); // message type
+        bytes.push(253); // body length as a u64
+        bytes.extend_from_slice(&claimed.to_le_bytes());
+        bytes.extend_from_slice(&[0; 64]);
+        bytes
+    }
+
+    #[test]
+    fn a_length_beyond_the_message_cap_is_refused_before_allocating_it() {
+        // Under the old 64 MiB decode limit bincode allocated the claimed 32 MiB, then failed on
+        // the short input as malformed; now the limit refuses the claim itself.
+        for claimed in [MAX_MESSAGE_BYTES as u64 + 1, 32 << 20, u64::MAX] {
+            assert_eq!(
+                Envelope::decode(&claiming_body_of(claimed), MAX_MESSAGE_BYTES),
+                Err(Rejection::Oversized),
+                "claimed {claimed}"
+            );
+        }
+        assert_eq!(
+            Envelope::decode(&claiming_body_of(10), MAX_MESSAGE_BYTES),
+            Err(Rejection::Malformed),
+            "a small claim the input cannot fill is plain malformed"
+        );
+    }
+
     #[test]
     fn garbage_truncated_and_oversized_input_is_rejected_without_panic() {
         let sealer = Sealer::new(&ServerToken::new("token"), &[]);
@@ -279,7 +321,7 @@ mod tests {
         // A length prefix claiming a huge string must not allocate it.
         let mut huge = vec![VERSION, 253];
         huge.extend_from_slice(&u64::MAX.to_le_bytes());
-        assert_eq!(Envelope::decode(&huge, 1 << 20), Err(Rejection::Malformed));
+        assert_eq!(Envelope::decode(&huge, 1 << 20), Err(Rejection::Oversized));
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         for _ in 0..2000 {
             let len = (state % 300) as usize;

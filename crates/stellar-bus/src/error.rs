@@ -1,5 +1,7 @@
 //! Errors of the bus.
 
+use stellar_core::NodeId;
+
 use crate::TransportError;
 
 /// A bus operation failed.
@@ -36,6 +38,15 @@ pub enum Error {
         size: usize,
         /// The cap (`BusConfig::max_message_bytes`).
         max: usize,
+    },
+    /// Another live run of a node (another incarnation, with a valid record) holds this node's
+    /// id: two processes must not share one.
+    #[error("node id {id} is already in use by a live node (incarnation {incarnation})")]
+    DuplicateNode {
+        /// The id in use.
+        id: NodeId,
+        /// The incarnation of the run holding it.
+        incarnation: u64,
     },
     /// A membership store operation failed.
     #[error("membership store failed")]

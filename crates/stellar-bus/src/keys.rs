@@ -12,7 +12,7 @@ pub(crate) fn node_prefix() -> &'static str {
     "stellar:node:"
 }
 
-/// HASH of one node's record: `info` (JSON) and `last_seen` (ms).
+/// HASH of one node's record: `info` (JSON), `last_seen` (ms) and `incarnation` (the run that wrote it).
 pub(crate) fn node(id: &NodeId) -> String {
     format!("{}{id}", node_prefix())
 }

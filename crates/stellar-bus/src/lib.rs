@@ -35,6 +35,7 @@ mod envelope;
 mod error;
 mod keys;
 mod membership;
+mod membership_store;
 mod memory_transport;
 mod redis_pool;
 mod redis_transport;
@@ -44,10 +45,12 @@ mod transport;
 mod unique;
 
 pub use crate::{
-    bus::{Bus, BusConfig, BusStats, HandlerId, Message},
+    bus::{Bus, BusConfig, BusStats, HandlerId, Message, START_SKEW},
     error::{Error, HandlerError, Result},
-    membership::{
-        Membership, MembershipStore, MemoryMembershipStore, NodeInfo, RedisMembershipStore,
+    membership::{Membership, MembershipStats, NodeInfo, RECORD_SKEW},
+    membership_store::{
+        Beat, Claim, LiveRecords, MemberRecord, MembershipStore, MemoryMembershipStore,
+        RedisMembershipStore,
     },
     memory_transport::MemoryTransport,
     redis_pool::{RedisConfig, RedisPool},

@@ -1,45 +1,57 @@
-//! Live membership: each node keeps a record with a short TTL, renewed by a heartbeat, and
-//! removes it on a graceful stop.
+//! Live membership: each node keeps a signed record with a short TTL, renewed by a heartbeat,
+//! and removes it on a graceful stop. One id is held by one run of a node at a time.
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    fmt,
-    sync::{Arc, Mutex},
+    collections::BTreeSet,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use stellar_core::{Api, NodeId};
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::{RedisPool, TransportError, envelope::Sealer, keys};
+use crate::{
+    Error, Result, TransportError,
+    envelope::Sealer,
+    membership_store::{Beat, Claim, MemberRecord, MembershipStore},
+};
 
-const HEARTBEAT_SCRIPT: &str = include_str!("../lua/heartbeat.lua");
-const LIVE_NODES_SCRIPT: &str = include_str!("../lua/live_nodes.lua");
-const LEAVE_SCRIPT: &str = include_str!("../lua/leave.lua");
-const RELEASE_CONNECTION_SCRIPT: &str = include_str!("../lua/release_connection.lua");
+/// How far past its signed `last_seen_ms + ttl_ms` a record is still believed: covers the
+/// error of a node's estimate of the store's clock. A record older than that is stale, whatever
+/// the store says about its expiry (someone with write access to Redis can replay an old record
+/// with a far-future score).
+pub const RECORD_SKEW: Duration = Duration::from_secs(1);
 
 /// One live node, as `stellar cluster status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NodeInfo {
     /// The node's id.
     pub id: NodeId,
+    /// Which run of the node this is ([`Api::incarnation`]): a restart, or a replacement under
+    /// the same id, has a new one.
+    pub incarnation: u64,
     /// The host it runs on.
     pub host: String,
     /// Its process id.
     pub pid: u32,
     /// When it started, in ms since the Unix epoch.
     pub started_at_ms: u64,
-    /// When its record was last renewed, in ms since the Unix epoch (the store's clock).
+    /// When its record was last renewed, in ms since the Unix epoch, on the store's clock as the
+    /// node estimated it when signing.
     pub last_seen_ms: u64,
+    /// How long the record lives past `last_seen_ms` without renewal.
+    pub ttl_ms: u64,
     /// The Stellar version it runs.
     pub version: String,
 }
 
 impl NodeInfo {
-    /// The record of the node `api`, seen now.
+    /// The record of the node `api`, seen now (local clock).
     pub fn of(api: &Api) -> Self {
         let started_at_ms = api
             .started_at()
@@ -47,257 +59,25 @@ impl NodeInfo {
             .map_or(0, |d| d.as_millis() as u64);
         Self {
             id: api.node_id().clone(),
+            incarnation: api.incarnation(),
             host: stellar_core::hostname(),
             pid: std::process::id(),
             started_at_ms,
             last_seen_ms: now_ms(),
+            ttl_ms: api.config().heartbeat_ttl.as_millis() as u64,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }
 }
 
-/// One stored membership record: opaque text written by [`Membership`], and when the store last
-/// saw it renewed (the store's clock, ms since the Unix epoch).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberRecord {
-    /// The node the record belongs to.
-    pub id: NodeId,
-    /// The record as [`Membership`] wrote it.
-    pub record: String,
-    /// When it was last renewed.
-    pub last_seen_ms: u64,
-}
-
-/// Where membership records live: Redis for a cluster, memory for one process. A store keeps
-/// records and their expiry; what a record says, and whether to trust it, is [`Membership`]'s
-/// business.
-#[async_trait]
-pub trait MembershipStore: fmt::Debug + Send + Sync + 'static {
-    /// Creates or renews `node`'s record for `ttl`.
-    async fn heartbeat(
-        &self,
-        node: &NodeId,
-        record: &str,
-        ttl: Duration,
-    ) -> Result<(), TransportError>;
-    /// Removes `node`'s record now.
-    async fn leave(&self, node: &NodeId) -> Result<(), TransportError>;
-    /// Every record that has not expired.
-    async fn live(&self) -> Result<Vec<MemberRecord>, TransportError>;
-    /// Records that `node` holds `connection` (a client connection of the app), replacing any
-    /// earlier holder.
-    async fn hold_connection(&self, connection: &str, node: &NodeId) -> Result<(), TransportError>;
-    /// Forgets `connection` if `node` holds it; false if it is absent or held by another node.
-    async fn release_connection(
-        &self,
-        connection: &str,
-        node: &NodeId,
-    ) -> Result<bool, TransportError>;
-    /// The node recorded as holding `connection`, live or not.
-    async fn connection_holder(&self, connection: &str) -> Result<Option<NodeId>, TransportError>;
-}
-
-/// Membership records in this process's memory.
-#[derive(Debug, Clone, Default)]
-pub struct MemoryMembershipStore {
-    records: Arc<Mutex<HashMap<NodeId, (MemberRecord, Instant)>>>,
-    connections: Arc<Mutex<HashMap<String, NodeId>>>,
-}
-
-impl MemoryMembershipStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<String, NodeId>> {
-        // Each critical section is one map update: a poisoned lock is still consistent.
-        self.connections
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn records(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, (MemberRecord, Instant)>> {
-        // Each critical section is one map update: a poisoned lock is still consistent.
-        self.records
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-#[async_trait]
-impl MembershipStore for MemoryMembershipStore {
-    async fn heartbeat(
-        &self,
-        node: &NodeId,
-        record: &str,
-        ttl: Duration,
-    ) -> Result<(), TransportError> {
-        let record = MemberRecord {
-            id: node.clone(),
-            record: record.to_owned(),
-            last_seen_ms: now_ms(),
-        };
-        self.records()
-            .insert(node.clone(), (record, Instant::now() + ttl));
-        Ok(())
-    }
-
-    async fn leave(&self, node: &NodeId) -> Result<(), TransportError> {
-        self.records().remove(node);
-        Ok(())
-    }
-
-    async fn live(&self) -> Result<Vec<MemberRecord>, TransportError> {
-        let now = Instant::now();
-        let mut records = self.records();
-        records.retain(|_, (_, expires)| *expires > now);
-        Ok(records.values().map(|(record, _)| record.clone()).collect())
-    }
-
-    async fn hold_connection(&self, connection: &str, node: &NodeId) -> Result<(), TransportError> {
-        self.connections()
-            .insert(connection.to_owned(), node.clone());
-        Ok(())
-    }
-
-    async fn release_connection(
-        &self,
-        connection: &str,
-        node: &NodeId,
-    ) -> Result<bool, TransportError> {
-        let mut connections = self.connections();
-        let held = connections.get(connection) == Some(node);
-        if held {
-            connections.remove(connection);
-        }
-        Ok(held)
-    }
-
-    async fn connection_holder(&self, connection: &str) -> Result<Option<NodeId>, TransportError> {
-        Ok(self.connections().get(connection).cloned())
-    }
-}
-
-/// Membership records in Redis: a ZSET of ids scored by expiry and a HASH per node, both on Redis
-/// time (see `lua/*.lua`), so node clocks do not matter.
-#[derive(Debug, Clone)]
-pub struct RedisMembershipStore {
-    pool: RedisPool,
-    heartbeat: Arc<redis::Script>,
-    live: Arc<redis::Script>,
-    leave: Arc<redis::Script>,
-    release_connection: Arc<redis::Script>,
-}
-
-impl RedisMembershipStore {
-    /// A store on `pool`.
-    pub fn new(pool: RedisPool) -> Self {
-        Self {
-            pool,
-            heartbeat: Arc::new(redis::Script::new(HEARTBEAT_SCRIPT)),
-            live: Arc::new(redis::Script::new(LIVE_NODES_SCRIPT)),
-            leave: Arc::new(redis::Script::new(LEAVE_SCRIPT)),
-            release_connection: Arc::new(redis::Script::new(RELEASE_CONNECTION_SCRIPT)),
-        }
-    }
-}
-
-#[async_trait]
-impl MembershipStore for RedisMembershipStore {
-    async fn heartbeat(
-        &self,
-        node: &NodeId,
-        record: &str,
-        ttl: Duration,
-    ) -> Result<(), TransportError> {
-        let (key, ttl) = (keys::node(node), ttl.as_millis().to_string());
-        let args = [node.as_str(), record, ttl.as_str()];
-        self.pool
-            .invoke::<u64>(
-                "membership heartbeat",
-                &self.heartbeat,
-                &[keys::nodes(), &key],
-                &args,
-            )
-            .await
-            .map(drop)
-    }
-
-    async fn leave(&self, node: &NodeId) -> Result<(), TransportError> {
-        let key = keys::node(node);
-        self.pool
-            .invoke::<u64>(
-                "membership leave",
-                &self.leave,
-                &[keys::nodes(), &key],
-                &[node.as_str()],
-            )
-            .await
-            .map(drop)
-    }
-
-    async fn live(&self) -> Result<Vec<MemberRecord>, TransportError> {
-        let flat: Vec<String> = self
-            .pool
-            .invoke(
-                "membership list",
-                &self.live,
-                &[keys::nodes()],
-                &[keys::node_prefix()],
-            )
-            .await?;
-        Ok(flat
-            .chunks_exact(3)
-            .filter_map(|triple| {
-                let id = NodeId::new(triple[0].as_str()).ok()?;
-                let last_seen_ms = triple[2].parse().ok()?;
-                Some(MemberRecord {
-                    id,
-                    record: triple[1].clone(),
-                    last_seen_ms,
-                })
-            })
-            .collect())
-    }
-
-    async fn hold_connection(&self, connection: &str, node: &NodeId) -> Result<(), TransportError> {
-        let cmd = redis::cmd("HSET")
-            .arg(keys::connections())
-            .arg(connection)
-            .arg(node.as_str())
-            .clone();
-        self.pool
-            .query::<u64>("HSET connection", &cmd)
-            .await
-            .map(drop)
-    }
-
-    async fn release_connection(
-        &self,
-        connection: &str,
-        node: &NodeId,
-    ) -> Result<bool, TransportError> {
-        let removed: u64 = self
-            .pool
-            .invoke(
-                "release connection",
-                &self.release_connection,
-                &[keys::connections()],
-                &[connection, node.as_str()],
-            )
-            .await?;
-        Ok(removed == 1)
-    }
-
-    async fn connection_holder(&self, connection: &str) -> Result<Option<NodeId>, TransportError> {
-        let cmd = redis::cmd("HGET")
-            .arg(keys::connections())
-            .arg(connection)
-            .clone();
-        let holder: Option<String> = self.pool.query("HGET connection", &cmd).await?;
-        Ok(holder.and_then(|id| NodeId::new(id).ok()))
-    }
+/// Counters of the membership records [`Membership::nodes`] refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipStats {
+    /// Records that did not verify with an accepted token, or name another node than their key.
+    pub bad_signature: u64,
+    /// Verified records whose signed `last_seen_ms + ttl_ms` is more than [`RECORD_SKEW`] in
+    /// the past on the store's clock: old records replayed into the store.
+    pub stale: u64,
 }
 
 /// What [`Membership`] writes: the node's info and a tag signing it with the server token.
@@ -310,14 +90,39 @@ struct SignedRecord {
 /// A node's view of the cluster's members. Cloning it is cheap.
 ///
 /// Records are signed with the server token like bus messages: a process with another token can
-/// write to the same Redis, but never shows up as a member, and `nodes()` skips its records.
+/// write to the same Redis, but never shows up as a member, and `nodes()` skips its records, as
+/// it skips records whose signed freshness has run out (see [`RECORD_SKEW`]).
+///
+/// One id is held by one run of a node at a time: [`Membership::join`] refuses an id that a
+/// live, verified record of another incarnation holds ([`Error::DuplicateNode`]), and
+/// [`Membership::join_replacing`] is the supervised exception. A run whose record another run
+/// took over stops heartbeating, and its leave leaves the new record alone.
 #[derive(Debug, Clone)]
 pub struct Membership {
     store: Arc<dyn MembershipStore>,
     sealer: Sealer,
+    /// This run of the node ([`Api::incarnation`]).
+    incarnation: u64,
+    /// The store's clock minus the local clock, in ms, as last seen: records are signed on the
+    /// store's clock, so node clocks that disagree do not make live records look stale.
+    clock_offset_ms: Arc<AtomicI64>,
+    stats: Arc<Counters>,
 }
 
-const RECORD_CONTEXT: &str = "stellar membership record v1";
+#[derive(Debug, Default)]
+struct Counters {
+    bad_signature: AtomicU64,
+    stale: AtomicU64,
+}
+
+const RECORD_CONTEXT: &str = "stellar membership record v2";
+
+/// What a record verified as.
+enum Opened {
+    Valid(NodeInfo),
+    BadSignature,
+    Stale,
+}
 
 impl Membership {
     /// Membership over `store`, trusting records signed with `api`'s server token (or its
@@ -328,24 +133,49 @@ impl Membership {
         Self {
             store,
             sealer: Sealer::new(&config.server_token, &previous),
+            incarnation: api.incarnation(),
+            clock_offset_ms: Arc::new(AtomicI64::new(0)),
+            stats: Arc::new(Counters::default()),
         }
     }
 
-    /// Every live node with a valid record, ordered by id.
+    /// This run of the node ([`Api::incarnation`]): what its record carries, and what a
+    /// replacement passes to [`Membership::join_replacing`].
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The records [`Membership::nodes`] refused so far.
+    pub fn stats(&self) -> MembershipStats {
+        MembershipStats {
+            bad_signature: self.stats.bad_signature.load(Ordering::Relaxed),
+            stale: self.stats.stale.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Every live node with a valid, fresh record, ordered by id.
     ///
     /// # Errors
     ///
     /// Fails if the store cannot be reached.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, TransportError> {
-        let mut nodes: Vec<NodeInfo> = self
-            .store
-            .live()
-            .await?
-            .into_iter()
-            .filter_map(|stored| {
-                let mut info = self.open(&stored)?;
-                info.last_seen_ms = stored.last_seen_ms;
-                Some(info)
+        let live = self.store.live().await?;
+        self.observe_store_clock(live.now_ms);
+        let mut nodes: Vec<NodeInfo> = live
+            .records
+            .iter()
+            .filter_map(|stored| match self.open(stored, live.now_ms) {
+                Opened::Valid(info) => Some(info),
+                Opened::BadSignature => {
+                    self.stats.bad_signature.fetch_add(1, Ordering::Relaxed);
+                    debug!(member = %stored.id, "membership record with a bad signature skipped");
+                    None
+                }
+                Opened::Stale => {
+                    self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                    debug!(member = %stored.id, "stale membership record skipped");
+                    None
+                }
             })
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
@@ -363,8 +193,24 @@ impl Membership {
         .expect("records serialise to JSON")
     }
 
-    /// The record's info if its tag verifies and it names the node it is stored under.
-    fn open(&self, stored: &MemberRecord) -> Option<NodeInfo> {
+    /// The record's info if its tag verifies, it names the node it is stored under, and its
+    /// signed freshness has not run out at `now_ms` (the store's clock).
+    fn open(&self, stored: &MemberRecord, now_ms: u64) -> Opened {
+        let Some(info) = self.verify(stored) else {
+            return Opened::BadSignature;
+        };
+        let skew = RECORD_SKEW.as_millis() as u64;
+        let fresh_until = info
+            .last_seen_ms
+            .saturating_add(info.ttl_ms)
+            .saturating_add(skew);
+        if now_ms > fresh_until {
+            return Opened::Stale;
+        }
+        Opened::Valid(info)
+    }
+
+    fn verify(&self, stored: &MemberRecord) -> Option<NodeInfo> {
         let record: SignedRecord = serde_json::from_str(&stored.record).ok()?;
         let tag: Vec<u8> = (0..record.tag.len())
             .step_by(2)
@@ -378,9 +224,6 @@ impl Membership {
         let json = serde_json::to_vec(&record.info).ok()?;
         let valid =
             self.sealer.verify_bytes(RECORD_CONTEXT, &json, &tag) && record.info.id == stored.id;
-        if !valid {
-            debug!(member = %stored.id, "membership record with a bad signature skipped");
-        }
         valid.then_some(record.info)
     }
 
@@ -390,12 +233,45 @@ impl Membership {
     ///
     /// # Errors
     ///
-    /// Fails if the first heartbeat cannot be written: a node does not claim to be up when the
-    /// others cannot see it.
-    pub async fn join(&self, api: &Api) -> Result<(), TransportError> {
-        self.beat(api).await?;
-        let known: BTreeSet<NodeId> = self.nodes().await?.into_iter().map(|n| n.id).collect();
-        info!(node_id = %api.node_id(), members = known.len(), "joined the cluster");
+    /// [`Error::DuplicateNode`] if another live run of a node holds this id (a verified, fresh
+    /// record of another incarnation); [`Error::Membership`] if the first heartbeat cannot be
+    /// written: a node does not claim to be up when the others cannot see it.
+    pub async fn join(&self, api: &Api) -> Result<()> {
+        self.join_with(api, Claim::Own).await
+    }
+
+    /// As [`Membership::join`], but also takes over the id from the run `old_incarnation`
+    /// while it is still live: the supervised handover of a rolling restart, where the
+    /// replacement starts under the old worker's id before the old worker stops. The old run
+    /// then finds its record taken over, logs a warning and stops heartbeating, and its leave
+    /// does not remove the new record. A record of any other incarnation is still refused.
+    ///
+    /// # Errors
+    ///
+    /// As [`Membership::join`].
+    pub async fn join_replacing(&self, api: &Api, old_incarnation: u64) -> Result<()> {
+        self.join_with(api, Claim::Replacing(old_incarnation)).await
+    }
+
+    async fn join_with(&self, api: &Api, claim: Claim) -> Result<()> {
+        // Learn the store's clock first, so the very first record is signed on it.
+        let known: BTreeSet<NodeId> = self
+            .nodes()
+            .await
+            .map_err(Error::Membership)?
+            .into_iter()
+            .map(|n| n.id)
+            .collect();
+        if let BeatResult::TakenOver { incarnation } = self.beat(api, claim).await? {
+            return Err(Error::DuplicateNode {
+                id: api.node_id().clone(),
+                incarnation,
+            });
+        }
+        if let Claim::Replacing(old) = claim {
+            info!(node_id = %api.node_id(), replaced = old, "took over the id from an earlier run");
+        }
+        info!(node_id = %api.node_id(), incarnation = self.incarnation, members = known.len(), "joined the cluster");
         api.spawn(heartbeat_loop(self.clone(), api.clone(), known));
         Ok(())
     }
@@ -444,12 +320,101 @@ impl Membership {
             .then_some(holder))
     }
 
-    async fn beat(&self, api: &Api) -> Result<(), TransportError> {
-        let record = self.seal(&NodeInfo::of(api));
-        self.store
-            .heartbeat(api.node_id(), &record, api.config().heartbeat_ttl)
-            .await
+    /// Writes this run's record, as `claim` allows. A holder whose record does not verify or
+    /// is stale is no live run: its record is overwritten.
+    async fn beat(&self, api: &Api, claim: Claim) -> Result<BeatResult> {
+        for claim in [claim, Claim::Force] {
+            let record = self.seal(&self.info(api));
+            let beat = self
+                .store
+                .heartbeat(
+                    api.node_id(),
+                    self.incarnation,
+                    &record,
+                    api.config().heartbeat_ttl,
+                    claim,
+                )
+                .await
+                .map_err(Error::Membership)?;
+            let (now_ms, record) = match beat {
+                Beat::Written { now_ms } => {
+                    self.observe_store_clock(now_ms);
+                    return Ok(BeatResult::Written);
+                }
+                Beat::Held { now_ms, record, .. } => (now_ms, record),
+            };
+            let stored = MemberRecord {
+                id: api.node_id().clone(),
+                record,
+                last_seen_ms: now_ms,
+            };
+            match self.open(&stored, now_ms) {
+                Opened::Valid(holder) if claim_allows(claim, self.incarnation, &holder) => {
+                    warn!(node_id = %api.node_id(), "the membership record of this id does not match its holder; overwriting it");
+                }
+                Opened::Valid(holder) if is_gone(&holder) => {
+                    info!(node_id = %api.node_id(), pid = holder.pid, incarnation = holder.incarnation, "the earlier run of this id is gone; taking over its record before it expires");
+                }
+                Opened::Valid(holder) => {
+                    return Ok(BeatResult::TakenOver {
+                        incarnation: holder.incarnation,
+                    });
+                }
+                Opened::BadSignature | Opened::Stale => {
+                    warn!(node_id = %api.node_id(), "the membership record of this id does not verify or is stale; overwriting it");
+                }
+            }
+        }
+        Err(Error::Membership(TransportError::Backend {
+            op: "membership heartbeat",
+            source: "the store refused a forced heartbeat".into(),
+        }))
     }
+
+    /// This run's info, its `last_seen_ms` on the store's clock as last observed.
+    fn info(&self, api: &Api) -> NodeInfo {
+        let mut info = NodeInfo::of(api);
+        let offset = self.clock_offset_ms.load(Ordering::Relaxed);
+        info.last_seen_ms = info.last_seen_ms.saturating_add_signed(offset);
+        info
+    }
+
+    fn observe_store_clock(&self, store_now_ms: u64) {
+        let offset = store_now_ms as i64 - now_ms() as i64;
+        self.clock_offset_ms.store(offset, Ordering::Relaxed);
+    }
+}
+
+/// Whether `claim` lets this run overwrite the record of `holder`.
+fn claim_allows(claim: Claim, incarnation: u64, holder: &NodeInfo) -> bool {
+    match claim {
+        Claim::Force => true,
+        Claim::Own => holder.incarnation == incarnation,
+        Claim::Replacing(old) => holder.incarnation == incarnation || holder.incarnation == old,
+    }
+}
+
+/// Whether the run `holder` is known to be dead: it ran on this host under a pid that no longer
+/// exists (Linux `/proc`), as after a crash whose record has not expired yet, so a restart under
+/// the same id (the supervisor's, or by hand) need not wait out the TTL. Elsewhere, or for
+/// another host, nothing is known and the holder counts as live.
+fn is_gone(holder: &NodeInfo) -> bool {
+    cfg!(target_os = "linux")
+        && holder.pid != std::process::id()
+        && holder.host == stellar_core::hostname()
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new("/proc")
+            .join(holder.pid.to_string())
+            .exists()
+}
+
+/// What writing this run's record came to.
+enum BeatResult {
+    Written,
+    /// A live, verified run of another incarnation holds the id.
+    TakenOver {
+        incarnation: u64,
+    },
 }
 
 async fn heartbeat_loop(membership: Membership, api: Api, mut known: BTreeSet<NodeId>) {
@@ -463,12 +428,16 @@ async fn heartbeat_loop(membership: Membership, api: Api, mut known: BTreeSet<No
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let beat = membership.beat(&api).await;
+        let beat = membership.beat(&api, Claim::Own).await;
+        if let Ok(BeatResult::TakenOver { incarnation }) = beat {
+            warn!(node_id = %api.node_id(), incarnation = membership.incarnation, taken_over_by = incarnation, "another run of this node took over its id; this run stops heartbeating");
+            return;
+        }
         match (&beat, healthy) {
             (Err(err), true) => {
                 warn!(node_id = %api.node_id(), error = %err, "membership heartbeat failed")
             }
-            (Ok(()), false) => info!(node_id = %api.node_id(), "membership heartbeat restored"),
+            (Ok(_), false) => info!(node_id = %api.node_id(), "membership heartbeat restored"),
             _ => {}
         }
         healthy = beat.is_ok();
@@ -484,8 +453,15 @@ async fn heartbeat_loop(membership: Membership, api: Api, mut known: BTreeSet<No
         }
         known = live;
     }
-    match membership.store.leave(api.node_id()).await {
-        Ok(()) => info!(node_id = %api.node_id(), "left the cluster"),
+    match membership
+        .store
+        .leave(api.node_id(), membership.incarnation)
+        .await
+    {
+        Ok(true) => info!(node_id = %api.node_id(), "left the cluster"),
+        Ok(false) => {
+            info!(node_id = %api.node_id(), "left the cluster; another run of this node holds its record, left in place")
+        }
         Err(err) => {
             warn!(node_id = %api.node_id(), error = %err, "could not remove the membership record; it expires by itself")
         }
@@ -496,4 +472,70 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use stellar_core::{Config, ServerToken};
+
+    use super::*;
+    use crate::MemoryMembershipStore;
+
+    fn api(id: &str) -> Api {
+        Api::new(Config {
+            id: Some(NodeId::new(id).expect("valid id")),
+            server_token: ServerToken::new("t"),
+            heartbeat_interval: Duration::from_secs(60),
+            heartbeat_ttl: Duration::from_secs(60),
+            ..Config::default()
+        })
+    }
+
+    /// Puts a live, validly signed record of a run of `id` with `pid` in `store`.
+    async fn record_of_run(store: &Arc<dyn MembershipStore>, id: &str, pid: u32) -> u64 {
+        let earlier = api(id);
+        let membership = Membership::new(store.clone(), &earlier);
+        let mut info = NodeInfo::of(&earlier);
+        info.pid = pid;
+        let record = membership.seal(&info);
+        let ttl = Duration::from_secs(60);
+        store
+            .heartbeat(
+                earlier.node_id(),
+                earlier.incarnation(),
+                &record,
+                ttl,
+                Claim::Own,
+            )
+            .await
+            .expect("write");
+        earlier.incarnation()
+    }
+
+    #[tokio::test]
+    async fn a_crashed_run_on_this_host_does_not_hold_its_id() {
+        let store: Arc<dyn MembershipStore> = Arc::new(MemoryMembershipStore::new());
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let dead_pid = child.id();
+        child.wait().expect("reap");
+        record_of_run(&store, "crashed", dead_pid).await;
+        let restarted = api("crashed");
+        let membership = Membership::new(store.clone(), &restarted);
+        membership
+            .join(&restarted)
+            .await
+            .expect("a restart takes over the crashed run's record");
+        let nodes = membership.nodes().await.expect("list");
+        assert_eq!(nodes[0].incarnation, restarted.incarnation());
+        // A live pid on this host (this test's) still holds its id.
+        let holder = record_of_run(&store, "alive", std::process::id()).await;
+        let second = api("alive");
+        let refused = Membership::new(store.clone(), &second).join(&second).await;
+        assert!(
+            matches!(refused, Err(Error::DuplicateNode { incarnation, .. }) if incarnation == holder),
+            "{refused:?}"
+        );
+    }
 }

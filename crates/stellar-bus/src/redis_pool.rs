@@ -14,7 +14,9 @@ use crate::{DEFAULT_SUBSCRIPTION_CAPACITY, TransportError};
 /// How to reach Redis, and how long to wait for it.
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host[:port][/db]`, or `unix:///path/to.sock`.
+    /// `redis://[user:password@]host[:port][/db]`, or `unix:///path/to.sock[?db=N&pass=P]`.
+    /// Reserved characters in a user or password are percent-encoded (`/` as `%2F`, `?` as
+    /// `%3F`, `#` as `%23`, `@` as `%40`, `+` as `%2B`), as redis-rs decodes them.
     pub url: String,
     /// The most pooled command connections.
     pub pool_size: usize,
@@ -133,11 +135,12 @@ impl RedisPool {
                     .into(),
             ));
         }
-        let info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|err| invalid(err.to_string()))?;
+        let info = config.url.as_str().into_connection_info().map_err(|err| {
+            invalid(format!(
+                "{err} (percent-encode reserved characters in a password: / as %2F, ? as \
+                     %3F, # as %23, @ as %40, + as %2B)"
+            ))
+        })?;
         let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             // Every command gets its own deadline from `RedisPool::run`, so blocking commands

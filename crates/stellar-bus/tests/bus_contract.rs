@@ -12,7 +12,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use stellar_bus::{Bus, BusConfig, Message};
+use stellar_bus::{Bus, BusConfig, Message, START_SKEW};
 use stellar_core::ServerToken;
 use support::{Backend, QUIET_FOR, api, eventually, recv};
 
@@ -232,6 +232,36 @@ async fn a_replayed_message_is_rejected(backend: Backend) {
     assert_eq!(count(&seen), 1, "a replay reached the handler");
 }
 
+async fn a_restarted_node_refuses_messages_sent_to_its_earlier_run(backend: Backend) {
+    let (a, b) = (
+        start(&backend, "a", "t").await,
+        start(&backend, "b", "t").await,
+    );
+    let seen = collect(&b, "pay");
+    let spy = backend.node().await;
+    let mut tap = spy.subscribe("stellar:bus").await.expect("tap the bus");
+    a.publish("pay", &100).await.expect("publish");
+    let captured = recv(&mut tap).await;
+    eventually("the original arrives", || count(&seen) == 1).await;
+    // b restarts under the same id: a new process with no memory of what it accepted.
+    b.api().stop();
+    tokio::time::sleep(START_SKEW + Duration::from_millis(200)).await;
+    let restarted = start(&backend, "b", "t").await;
+    let seen_again = collect(&restarted, "pay");
+    spy.publish("stellar:bus", captured).await.expect("replay");
+    eventually("the replay is counted", || {
+        restarted.stats().before_start == 1
+    })
+    .await;
+    tokio::time::sleep(QUIET_FOR).await;
+    assert_eq!(
+        count(&seen_again),
+        0,
+        "the restarted node accepted a replay"
+    );
+    assert_eq!(restarted.stats().accepted, 0, "{:?}", restarted.stats());
+}
+
 async fn a_slow_or_failing_handler_holds_up_no_other(backend: Backend) {
     let (a, b) = (
         start(&backend, "a", "t").await,
@@ -286,6 +316,53 @@ async fn handlers_run_concurrently_up_to_the_bound(backend: Backend) {
     assert!(peak > 1 && peak <= 4, "peak concurrency {peak}");
 }
 
+async fn inline_handlers_run_while_every_handler_permit_is_held(backend: Backend) {
+    let a = start(&backend, "a", "t").await;
+    let config = BusConfig {
+        handler_concurrency: 2,
+        ..BusConfig::default()
+    };
+    let b = start_with(&backend, "b", "t", config).await;
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (started, gate) = (Arc::new(AtomicU64::new(0)), release.clone());
+    let counter = started.clone();
+    b.subscribe_handler("busy", move |_| {
+        let (gate, counter) = (gate.clone(), counter.clone());
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            gate.notified().await;
+            Ok(())
+        }
+    });
+    let inline = Arc::new(AtomicU64::new(0));
+    let seen = inline.clone();
+    b.subscribe_inline_handler("reply", move |message| {
+        assert_eq!(message.sender().as_str(), "a");
+        seen.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    });
+    b.subscribe_inline_handler("reply", |_| Err("inline said no".into()));
+    // Two hold the permits, the others wait for one; the replies behind them still run.
+    for _ in 0..6 {
+        a.send_to(b.node_id(), "busy", &()).await.expect("send");
+    }
+    for _ in 0..3 {
+        a.send_to(b.node_id(), "reply", &()).await.expect("send");
+    }
+    eventually("inline handlers ran past the waiting calls", || {
+        inline.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    eventually("two busy calls hold the permits", || {
+        started.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    tokio::time::sleep(QUIET_FOR).await;
+    assert_eq!(started.load(Ordering::SeqCst), 2, "the limiter still holds");
+    assert_eq!(b.stats().handler_failures, 3, "{:?}", b.stats());
+    release.notify_waiters();
+}
+
 contract!(
     broadcasts_reach_every_node_and_the_sender_knows_its_own,
     send_to_reaches_only_that_node,
@@ -294,6 +371,8 @@ contract!(
     a_previous_token_is_accepted_while_the_cluster_rolls,
     garbage_and_oversized_bytes_are_counted_and_dropped,
     a_replayed_message_is_rejected,
+    a_restarted_node_refuses_messages_sent_to_its_earlier_run,
     a_slow_or_failing_handler_holds_up_no_other,
     handlers_run_concurrently_up_to_the_bound,
+    inline_handlers_run_while_every_handler_permit_is_held,
 );

@@ -6,7 +6,8 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use stellar_bus::{
-    Membership, MembershipStore, MemoryMembershipStore, NodeInfo, RedisMembershipStore,
+    Beat, Claim, Error, Membership, MembershipStore, MemoryMembershipStore, NodeInfo, RECORD_SKEW,
+    RedisMembershipStore,
 };
 use stellar_core::{Api, Config, NodeId, ServerToken};
 use support::Backend;
@@ -36,30 +37,84 @@ fn ids(nodes: &[NodeInfo]) -> Vec<&str> {
 async fn store_records_expire_and_leave(backend: Backend) {
     let store = store(&backend).await;
     let (a, b) = (NodeId::new("a").expect("id"), NodeId::new("b").expect("id"));
-    store
-        .heartbeat(&b, "record of b", Duration::from_millis(300))
+    let short = Duration::from_millis(300);
+    let beat = store
+        .heartbeat(&b, 2, "record of b", short, Claim::Own)
         .await
         .expect("beat");
+    assert!(
+        matches!(beat, Beat::Written { now_ms } if now_ms > 0),
+        "{beat:?}"
+    );
     store
-        .heartbeat(&a, "record of a", Duration::from_secs(30))
+        .heartbeat(&a, 1, "record of a", Duration::from_secs(30), Claim::Own)
         .await
         .expect("beat");
     let mut live = store.live().await.expect("list");
-    live.sort_by(|x, y| x.id.cmp(&y.id));
+    assert!(live.now_ms > 0);
+    live.records.sort_by(|x, y| x.id.cmp(&y.id));
     assert_eq!(
-        live.iter().map(|r| r.record.as_str()).collect::<Vec<_>>(),
+        live.records
+            .iter()
+            .map(|r| r.record.as_str())
+            .collect::<Vec<_>>(),
         ["record of a", "record of b"]
     );
-    assert!(live[0].last_seen_ms > 0);
+    assert!(live.records[0].last_seen_ms > 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let live = store.live().await.expect("list");
     assert_eq!(
-        live.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        live.records
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
         ["a"],
         "b's record expired"
     );
-    store.leave(&a).await.expect("leave");
-    assert!(store.live().await.expect("list").is_empty());
+    store.leave(&a, 1).await.expect("leave");
+    assert!(store.live().await.expect("list").records.is_empty());
+}
+
+async fn store_writes_and_leaves_compare_the_incarnation(backend: Backend) {
+    let store = store(&backend).await;
+    let id = NodeId::new("n").expect("id");
+    let ttl = Duration::from_secs(30);
+    store
+        .heartbeat(&id, 1, "run 1", ttl, Claim::Own)
+        .await
+        .expect("beat");
+    let held = store
+        .heartbeat(&id, 2, "run 2", ttl, Claim::Own)
+        .await
+        .expect("beat");
+    assert!(
+        matches!(&held, Beat::Held { incarnation: 1, record, .. } if record == "run 1"),
+        "{held:?}"
+    );
+    let refused = store
+        .heartbeat(&id, 2, "run 2", ttl, Claim::Replacing(7))
+        .await
+        .expect("beat");
+    assert!(matches!(refused, Beat::Held { .. }), "{refused:?}");
+    let taken = store
+        .heartbeat(&id, 2, "run 2", ttl, Claim::Replacing(1))
+        .await
+        .expect("beat");
+    assert!(matches!(taken, Beat::Written { .. }), "{taken:?}");
+    assert!(
+        !store.leave(&id, 1).await.expect("leave"),
+        "run 1 removed run 2's record"
+    );
+    let live = store.live().await.expect("list");
+    assert_eq!(live.records.len(), 1);
+    assert_eq!(live.records[0].record, "run 2");
+    let forced = store
+        .heartbeat(&id, 3, "run 3", ttl, Claim::Force)
+        .await
+        .expect("beat");
+    assert!(matches!(forced, Beat::Written { .. }), "{forced:?}");
+    assert!(store.leave(&id, 3).await.expect("leave"));
+    assert!(store.live().await.expect("list").records.is_empty());
 }
 
 async fn joined_nodes_stay_listed_and_leave_when_they_stop(backend: Backend) {
@@ -128,8 +183,10 @@ async fn records_signed_with_another_token_are_not_members(backend: Backend) {
     store
         .heartbeat(
             &NodeId::new("forged").expect("id"),
+            1,
             "{\"info\":{}}",
             Duration::from_secs(5),
+            Claim::Force,
         )
         .await
         .expect("raw");
@@ -150,8 +207,140 @@ async fn records_signed_with_another_token_are_not_members(backend: Backend) {
     );
 }
 
+async fn a_replayed_old_record_is_not_a_member(backend: Backend) {
+    let store = store(&backend).await;
+    let observer = node_api("observer", "t", 50, 1000);
+    let membership = Membership::new(store.clone(), &observer);
+    // A real record, signed with the cluster's token, captured from the store.
+    let ghost = node_api("ghost", "t", 60_000, 300);
+    Membership::new(store.clone(), &ghost)
+        .join(&ghost)
+        .await
+        .expect("join");
+    let live = store.live().await.expect("list");
+    let captured = live.records[0].record.clone();
+    ghost.shutdown().await.expect("ghost stops");
+    assert!(membership.nodes().await.expect("list").is_empty());
+    tokio::time::sleep(Duration::from_millis(300) + RECORD_SKEW + Duration::from_millis(200)).await;
+    // Someone with write access to the store puts it back with an expiry an hour away.
+    store
+        .heartbeat(
+            ghost.node_id(),
+            ghost.incarnation(),
+            &captured,
+            Duration::from_secs(3600),
+            Claim::Force,
+        )
+        .await
+        .expect("raw write");
+    assert_eq!(store.live().await.expect("list").records.len(), 1);
+    let nodes = membership.nodes().await.expect("list");
+    assert!(nodes.is_empty(), "a replayed record is listed: {nodes:?}");
+    assert_eq!(membership.stats().stale, 1, "{:?}", membership.stats());
+    // The id is free for a new run, whatever the stale record says.
+    let again = node_api("ghost", "t", 50, 1000);
+    Membership::new(store.clone(), &again)
+        .join(&again)
+        .await
+        .expect("a new run joins over a stale record");
+    assert_eq!(ids(&membership.nodes().await.expect("list")), ["ghost"]);
+    again.shutdown().await.expect("stops");
+}
+
+async fn a_second_live_run_with_the_same_id_is_refused(backend: Backend) {
+    let store = store(&backend).await;
+    let (first, second) = (
+        node_api("dup", "t", 50, 1000),
+        node_api("dup", "t", 50, 1000),
+    );
+    Membership::new(store.clone(), &first)
+        .join(&first)
+        .await
+        .expect("the first run joins");
+    let refused = Membership::new(store.clone(), &second).join(&second).await;
+    match &refused {
+        Err(Error::DuplicateNode { id, incarnation }) => {
+            assert_eq!(id.as_str(), "dup");
+            assert_eq!(*incarnation, first.incarnation());
+        }
+        other => panic!("expected DuplicateNode, got {other:?}"),
+    }
+    let message = refused.expect_err("refused").to_string();
+    assert!(message.contains("dup"), "{message}");
+    // Another run's record that does not verify blocks nothing.
+    let forged = node_api("forged-id", "t", 50, 1000);
+    store
+        .heartbeat(
+            forged.node_id(),
+            99,
+            "garbage",
+            Duration::from_secs(60),
+            Claim::Force,
+        )
+        .await
+        .expect("raw write");
+    Membership::new(store.clone(), &forged)
+        .join(&forged)
+        .await
+        .expect("an unverified record does not hold the id");
+    let nodes = Membership::new(store.clone(), &first)
+        .nodes()
+        .await
+        .expect("list");
+    assert_eq!(ids(&nodes), ["dup", "forged-id"]);
+    assert_eq!(nodes[0].incarnation, first.incarnation());
+    forged.shutdown().await.expect("stops");
+    first.shutdown().await.expect("stops");
+}
+
+async fn a_supervised_replacement_takes_over_and_the_old_run_leaves_it_alone(backend: Backend) {
+    let store = store(&backend).await;
+    let old = node_api("worker-1", "t", 50, 1000);
+    let old_membership = Membership::new(store.clone(), &old);
+    old_membership.join(&old).await.expect("old joins");
+    assert_eq!(old_membership.incarnation(), old.incarnation());
+    let new = node_api("worker-1", "t", 50, 1000);
+    let stranger = node_api("worker-1", "t", 50, 1000);
+    assert!(matches!(
+        Membership::new(store.clone(), &stranger)
+            .join_replacing(&stranger, new.incarnation())
+            .await,
+        Err(Error::DuplicateNode { .. })
+    ));
+    let membership = Membership::new(store.clone(), &new);
+    membership
+        .join_replacing(&new, old.incarnation())
+        .await
+        .expect("the replacement takes over");
+    let incarnations = || async {
+        membership
+            .nodes()
+            .await
+            .expect("list")
+            .iter()
+            .map(|n| (n.id.to_string(), n.incarnation))
+            .collect::<Vec<_>>()
+    };
+    let expected = vec![("worker-1".to_owned(), new.incarnation())];
+    // The old run keeps its heartbeat task for a few beats: it must not win the record back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(incarnations().await, expected);
+    old.shutdown().await.expect("old stops");
+    assert_eq!(
+        incarnations().await,
+        expected,
+        "the old run's leave removed the replacement's record"
+    );
+    new.shutdown().await.expect("new stops");
+    assert!(incarnations().await.is_empty());
+}
+
 contract!(
     store_records_expire_and_leave,
+    store_writes_and_leaves_compare_the_incarnation,
+    a_replayed_old_record_is_not_a_member,
+    a_second_live_run_with_the_same_id_is_refused,
+    a_supervised_replacement_takes_over_and_the_old_run_leaves_it_alone,
     joined_nodes_stay_listed_and_leave_when_they_stop,
     a_node_that_stops_beating_drops_out_within_the_ttl,
     records_signed_with_another_token_are_not_members,

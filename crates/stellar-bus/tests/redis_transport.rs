@@ -197,6 +197,44 @@ async fn credentials_and_database_from_the_url_are_used() {
     assert!(!err.to_string().contains("wrong"), "{err}");
 }
 
+/// A base64-like password with every character a URL reserves.
+const AWKWARD_PASSWORD: &str = "a/b?c#d+e@f:g==";
+/// [`AWKWARD_PASSWORD`] percent-encoded, as redis-rs decodes it.
+const AWKWARD_ENCODED: &str = "a%2Fb%3Fc%23d%2Be%40f%3Ag%3D%3D";
+
+#[tokio::test]
+async fn a_password_with_reserved_characters_connects_encoded_and_never_shows() {
+    let socket = std::env::temp_dir().join(format!("stellar-awkward-{}.sock", std::process::id()));
+    let socket_arg = socket.display().to_string();
+    let server = RedisServer::start_with_args(&[
+        "--requirepass",
+        AWKWARD_PASSWORD,
+        "--unixsocket",
+        &socket_arg,
+    ]);
+    let tcp = format!("redis://:{AWKWARD_ENCODED}@127.0.0.1:{}/0", server.port());
+    let unix = format!("unix://{socket_arg}?pass={AWKWARD_ENCODED}");
+    for url in [&tcp, &unix] {
+        let pool = RedisPool::connect(RedisConfig::new(url.as_str()))
+            .await
+            .unwrap_or_else(|err| panic!("{}: {err}", stellar_core::redact_url(url)));
+        let shown = format!("{} {:?} {pool:?}", pool.redacted_url(), pool.config());
+        for secret in [AWKWARD_PASSWORD, AWKWARD_ENCODED, "c#d", "c%23d"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+    // Unencoded, the URL cannot be read as meant: refused, and the password still never shows.
+    let raw = format!("redis://:{AWKWARD_PASSWORD}@127.0.0.1:{}/0", server.port());
+    let err = RedisPool::connect(RedisConfig::new(raw))
+        .await
+        .expect_err("an unencoded password does not authenticate");
+    let shown = format!("{err} {err:?}");
+    for secret in [AWKWARD_PASSWORD, "c#d", "b?c"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    let _ = std::fs::remove_file(&socket);
+}
+
 #[tokio::test]
 async fn dropping_every_local_subscription_unsubscribes_in_redis() {
     let server = RedisServer::start();

@@ -67,6 +67,7 @@ async fn status(rpc: &Rpc, as_json: bool) -> Result<()> {
         started_at_ms,
         last_seen_ms,
         version,
+        ..
     } in &nodes
     {
         let uptime = format!("{}s", now.saturating_sub(*started_at_ms) / 1000);

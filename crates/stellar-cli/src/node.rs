@@ -24,8 +24,9 @@ pub(crate) async fn run(
     definitions: &[TaskDefinition],
 ) -> Result<()> {
     config.check_shared_backend()?;
+    let replaces = replaced_incarnation(std::env::var(REPLACES_INCARNATION).ok())?;
     let api = Api::new(config);
-    let node = start(&api, definitions).await?;
+    let node = start(&api, definitions, replaces).await?;
     for setup in setups {
         setup(&node).context("node set-up hook failed")?;
     }
@@ -34,7 +35,7 @@ pub(crate) async fn run(
     let mut signals = StopSignals::install().context("installing signal handlers")?;
     api.set_ready();
     let backend = if node.shared { "redis" } else { "memory" };
-    info!(node_id = %api.node_id(), backend, pid = std::process::id(), "node ready");
+    info!(node_id = %api.node_id(), backend, pid = std::process::id(), incarnation = api.incarnation(), "node ready");
 
     let reason = tokio::select! {
         signal = signals.recv() => signal.to_string(),
@@ -48,6 +49,27 @@ pub(crate) async fn run(
     });
     api.shutdown().await.context("graceful shutdown")?;
     Ok(())
+}
+
+/// Names the incarnation of a live run of this node id that this run takes over (a supervised
+/// handover; see `Membership::join_replacing`). Without it, a live run under the same id makes
+/// start-up fail.
+const REPLACES_INCARNATION: &str = "STELLAR_REPLACES_INCARNATION";
+
+/// The incarnation named by [`REPLACES_INCARNATION`]: decimal, or hex with `0x`; unset or
+/// empty is none.
+fn replaced_incarnation(value: Option<String>) -> Result<Option<u64>> {
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let value = value.trim();
+    let parsed = match value.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => value.parse().ok(),
+    };
+    parsed
+        .map(Some)
+        .with_context(|| format!("{REPLACES_INCARNATION}={value:?} is not an incarnation (a u64)"))
 }
 
 /// The backend of a node or client: Redis if a URL is configured, the embedded one otherwise.
@@ -116,7 +138,11 @@ pub(crate) fn tasks(api: &Api, store: Arc<dyn TaskStore>, definitions: &[TaskDef
 
 /// Connects the backend and starts the node's bus, membership, RPC and cache; tasks are made here
 /// and started once the set-up hooks ran.
-async fn start(api: &Api, definitions: &[TaskDefinition]) -> Result<NodeContext> {
+async fn start(
+    api: &Api,
+    definitions: &[TaskDefinition],
+    replaces: Option<u64>,
+) -> Result<NodeContext> {
     let backend = connect(api).await.context("starting the node")?;
     if !backend.shared {
         warn!(
@@ -129,7 +155,11 @@ async fn start(api: &Api, definitions: &[TaskDefinition]) -> Result<NodeContext>
         .await
         .context("starting the bus")?;
     let membership = Membership::new(backend.store, api);
-    membership.join(api).await.context("joining the cluster")?;
+    match replaces {
+        Some(old) => membership.join_replacing(api, old).await,
+        None => membership.join(api).await,
+    }
+    .context("joining the cluster")?;
     let rpc = Rpc::new(bus.clone(), membership.clone());
     rpc.serve();
     let cache = Cache::new(backend.cache, api.node_id().clone(), CacheConfig::default());
@@ -150,4 +180,28 @@ async fn start(api: &Api, definitions: &[TaskDefinition]) -> Result<NodeContext>
         tasks,
         shared: backend.shared,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replaced_incarnation_is_decimal_or_hex() {
+        assert_eq!(replaced_incarnation(None).expect("unset"), None);
+        assert_eq!(replaced_incarnation(Some(" ".into())).expect("empty"), None);
+        assert_eq!(
+            replaced_incarnation(Some("18446744073709551615".into())).expect("decimal"),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            replaced_incarnation(Some("0x2a".into())).expect("hex"),
+            Some(42)
+        );
+        let err = replaced_incarnation(Some("worker-1".into())).expect_err("not a number");
+        assert!(
+            err.to_string().contains("STELLAR_REPLACES_INCARNATION"),
+            "{err}"
+        );
+    }
 }

@@ -34,15 +34,34 @@ impl Cluster {
     }
 
     fn add(&mut self, id: &str, token: &str) -> &mut Process {
+        let node = Process::spawn(id, self.run_command(id, token));
+        node.wait_for_line(&["node ready", id], READY_WITHIN);
+        self.nodes.push(node);
+        self.nodes.last_mut().expect("just pushed")
+    }
+
+    /// `stellar run --id ID` on this cluster's Redis, not yet started.
+    fn run_command(&self, id: &str, token: &str) -> Command {
         let mut command = stellar(&["run", "--id", id, "--redis", &self.redis.url()]);
         command
             .env("STELLAR_SERVER_TOKEN", token)
             .env("STELLAR_HEARTBEAT_INTERVAL_MS", "200")
             .env("STELLAR_HEARTBEAT_TTL_MS", "1000");
-        let node = Process::spawn(id, command);
-        node.wait_for_line(&["node ready", id], READY_WITHIN);
-        self.nodes.push(node);
-        self.nodes.last_mut().expect("just pushed")
+        command
+    }
+
+    /// The incarnation of each live node, by id, from `cluster status --json`.
+    fn incarnations(&self) -> Vec<(String, u64)> {
+        let nodes = self.json(&["status", "--json"]);
+        nodes
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|n| {
+                let id = n["id"].as_str().expect("id").to_owned();
+                (id, n["incarnation"].as_u64().expect("incarnation"))
+            })
+            .collect()
     }
 
     fn node(&mut self, id: &str) -> &mut Process {
@@ -181,6 +200,69 @@ fn api_stop_stops_one_node_and_status_shows_the_rest() {
     cluster
         .node("n1")
         .wait_for_line(&["member n3 has left the cluster"], Duration::from_secs(3));
+}
+
+#[test]
+fn a_second_node_with_a_live_id_refuses_to_start_unless_it_replaces_that_run() {
+    let mut cluster = Cluster::start(&["twin"]);
+    let first = cluster.incarnations();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let mut second = Process::spawn("twin-2", cluster.run_command("twin", TOKEN));
+    let status = second.wait_exit(READY_WITHIN);
+    assert!(!status.success(), "the second twin started: {status:?}");
+    let output = second.output();
+    assert!(
+        output.contains("node id twin is already in use"),
+        "the refusal does not name the id:\n{output}"
+    );
+    assert_eq!(
+        cluster.incarnations(),
+        first,
+        "the first twin was disturbed"
+    );
+    // A supervised handover names the run it replaces, and takes the id over.
+    let mut command = cluster.run_command("twin", TOKEN);
+    command.env("STELLAR_REPLACES_INCARNATION", first[0].1.to_string());
+    let replacement = Process::spawn("twin-3", command);
+    replacement.wait_for_line(&["node ready", "twin"], READY_WITHIN);
+    let replaced = cluster.incarnations();
+    assert_eq!(replaced.len(), 1, "{replaced:?}");
+    assert_ne!(
+        replaced[0].1, first[0].1,
+        "the replacement did not take over"
+    );
+    cluster.node("twin").wait_for_line(
+        &["another run of this node took over its id"],
+        Duration::from_secs(3),
+    );
+    cluster.node("twin").signal("TERM");
+    assert!(
+        cluster
+            .node("twin")
+            .wait_exit(Duration::from_secs(10))
+            .success()
+    );
+    assert_eq!(
+        cluster.incarnations(),
+        replaced,
+        "the old run's stop removed the replacement's record"
+    );
+    drop(replacement);
+}
+
+#[test]
+fn a_node_killed_without_leaving_restarts_at_once_under_its_id() {
+    let mut cluster = Cluster::start(&["phoenix"]);
+    let before = cluster.incarnations();
+    cluster.node("phoenix").signal("KILL");
+    cluster.node("phoenix").wait_exit(Duration::from_secs(5));
+    // Its record is still live (1 s TTL), as when a supervisor restarts a crashed worker.
+    let restarted = Process::spawn("phoenix-2", cluster.run_command("phoenix", TOKEN));
+    restarted.wait_for_line(&["node ready", "phoenix"], READY_WITHIN);
+    let after = cluster.incarnations();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after[0].1, before[0].1);
+    drop(restarted);
 }
 
 #[test]

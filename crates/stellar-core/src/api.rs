@@ -41,6 +41,8 @@ pub struct Api {
 struct Inner {
     node_id: NodeId,
     config: Config,
+    /// Tells this run of the node from every other run under the same id.
+    incarnation: u64,
     started_at: SystemTime,
     started: Instant,
     /// The root of the cancellation tree: cancelling it asks every component to stop.
@@ -55,6 +57,24 @@ struct Inner {
 }
 
 type Gauge = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// A fresh incarnation: the process id, the time and a per-process count, hashed with the
+/// randomly keyed SipHash of the standard library, so runs (and `Api`s of one process) differ.
+fn new_incarnation() -> u64 {
+    use std::{
+        hash::{BuildHasher, Hasher},
+        sync::atomic::{AtomicU64, Ordering},
+    };
+    static MADE: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(MADE.fetch_add(1, Ordering::Relaxed));
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.finish().max(1)
+}
 
 impl fmt::Debug for Api {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -74,6 +94,7 @@ impl Api {
             inner: Arc::new(Inner {
                 node_id: config.node_id(),
                 config,
+                incarnation: new_incarnation(),
                 started_at: SystemTime::now(),
                 started: Instant::now(),
                 cancel: CancellationToken::new(),
@@ -93,6 +114,13 @@ impl Api {
     /// This node's configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// A random number, never 0, that tells this run of the node from every other run under the
+    /// same id: bus messages carry it, and the membership record shows it, so a supervisor can
+    /// name the run a replacement takes over from.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
     }
 
     /// When the node was created.
@@ -269,6 +297,14 @@ mod tests {
             shutdown_timeout: Duration::from_millis(ms),
             ..Config::default()
         })
+    }
+
+    #[test]
+    fn every_api_is_a_new_incarnation() {
+        let (a, b) = (api_with_deadline(1), api_with_deadline(1));
+        assert_ne!(a.incarnation(), b.incarnation());
+        assert_ne!(a.incarnation(), 0);
+        assert_eq!(a.incarnation(), a.clone().incarnation());
     }
 
     #[tokio::test]

@@ -182,7 +182,9 @@ impl fmt::Debug for ServerToken {
 }
 
 /// The configuration of one node. Each field is documented in `docs/configuration.md`.
-#[derive(Debug, Clone)]
+///
+/// `Debug` hides the tokens and the credentials in the Redis URL.
+#[derive(Clone)]
 pub struct Config {
     /// This node's id; `None` means `<hostname>-<pid>`, see [`Config::node_id`].
     pub id: Option<NodeId>,
@@ -221,6 +223,28 @@ pub struct Config {
     pub log: String,
 }
 
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("id", &self.id)
+            .field("server_token", &self.server_token)
+            .field("previous_server_token", &self.previous_server_token)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_pool_size", &self.redis_pool_size)
+            .field("redis_connect_timeout", &self.redis_connect_timeout)
+            .field("redis_op_timeout", &self.redis_op_timeout)
+            .field("rpc_timeout", &self.rpc_timeout)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("heartbeat_ttl", &self.heartbeat_ttl)
+            .field("task_queues", &self.task_queues)
+            .field("task_concurrency", &self.task_concurrency)
+            .field("task_lease", &self.task_lease)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -246,7 +270,9 @@ impl Default for Config {
 }
 
 /// Where configuration values come from, in rising order of precedence: `file`, `env`, `flags`.
-#[derive(Debug, Clone, Default)]
+///
+/// `Debug` shows the names of the variables and flags, never their values (tokens, URLs).
+#[derive(Clone, Default)]
 pub struct ConfigSources {
     /// A TOML file; `None` means no file.
     pub file: Option<PathBuf>,
@@ -254,6 +280,18 @@ pub struct ConfigSources {
     pub env: Vec<(String, String)>,
     /// Values given as flags, by config key name (e.g. `("redis_url", "redis://…")`).
     pub flags: Vec<(&'static str, String)>,
+}
+
+impl fmt::Debug for ConfigSources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let env: Vec<&str> = self.env.iter().map(|(name, _)| name.as_str()).collect();
+        let flags: Vec<&str> = self.flags.iter().map(|(name, _)| *name).collect();
+        f.debug_struct("ConfigSources")
+            .field("file", &self.file)
+            .field("env", &env)
+            .field("flags", &flags)
+            .finish()
+    }
 }
 
 impl ConfigSources {
@@ -509,25 +547,49 @@ fn quote(value: &str) -> String {
     format!("{value:?}")
 }
 
-/// Hides the password in a `scheme://user:password@host` URL, so the URL can be logged.
+/// Hides every credential in a Redis URL, so the URL can be logged: the password of
+/// `scheme://user:password@host` (the user info ends at the *last* `@`, so a password holding
+/// `/`, `?`, `#` or `@`, encoded or not, is hidden whole), and the value of every `pass=` or
+/// `password=` query parameter (`unix:///path.sock?pass=secret`). Anything that cannot be told
+/// apart is hidden rather than shown.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let url = redact_query_secrets(url);
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url.as_str()),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
+    let Some(at) = rest.rfind('@') else {
+        return url.clone();
     };
     let userinfo = &rest[..at];
-    let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-    let hidden = if userinfo.contains(':') || !userinfo.is_empty() {
-        ":***"
-    } else {
-        ""
-    };
+    let host = &rest[at + 1..];
     // `redis://secret@host` carries the password alone, without a user.
-    let user = if userinfo.contains(':') { user } else { "" };
-    format!("{scheme}://{user}{hidden}@{}", &rest[at + 1..])
+    let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+    format!("{scheme}{user}:***@{host}")
+}
+
+/// Replaces the value of each `pass=`/`password=` parameter (after `?` or `&`, any case) with
+/// `***`, up to the next `&`.
+fn redact_query_secrets(url: &str) -> String {
+    const SECRET_PARAMS: [&str; 2] = ["pass=", "password="];
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(i) = rest.find(['?', '&']) {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let secret = SECRET_PARAMS.iter().find(|param| {
+            rest.get(..param.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(param))
+        });
+        if let Some(param) = secret {
+            out.push_str(&rest[..param.len()]);
+            out.push_str("***");
+            rest = &rest[param.len()..];
+            rest = &rest[rest.find('&').unwrap_or(rest.len())..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -681,6 +743,80 @@ mod tests {
         );
         assert_eq!(redact_url("rediss://:pw@host"), "rediss://:***@host");
         assert_eq!(redact_url("redis://pw@host"), "redis://:***@host");
+    }
+
+    #[test]
+    fn redact_url_hides_passwords_with_reserved_characters_and_query_passwords() {
+        let cases = [
+            (
+                "redis://:a/b?c#d@127.0.0.1:6379/0",
+                "redis://:***@127.0.0.1:6379/0",
+            ),
+            (
+                "redis://user:a/b+c==@127.0.0.1:6379/0",
+                "redis://user:***@127.0.0.1:6379/0",
+            ),
+            ("redis://:p@ss@host:1", "redis://:***@host:1"),
+            (
+                "redis://:a%2Fb%3Fc%23d@127.0.0.1:6379/0",
+                "redis://:***@127.0.0.1:6379/0",
+            ),
+            (
+                "unix:///tmp/r.sock?pass=secret",
+                "unix:///tmp/r.sock?pass=***",
+            ),
+            (
+                "redis+unix:///tmp/r.sock?db=2&PASSWORD=secret&user=me",
+                "redis+unix:///tmp/r.sock?db=2&PASSWORD=***&user=me",
+            ),
+            (
+                "unix:/tmp/r.sock?pass=se#cr?et",
+                "unix:/tmp/r.sock?pass=***",
+            ),
+            (
+                "redis://host:1/0?password=secret",
+                "redis://host:1/0?password=***",
+            ),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(redact_url(url), redacted, "{url}");
+        }
+        for leaky in ["a/b?c#d", "secret", "se#cr", "p@ss"] {
+            for (url, _) in cases {
+                if url.contains(leaky) {
+                    assert!(!redact_url(url).contains(leaky), "{url}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn config_and_sources_debug_hide_urls_and_the_environment() {
+        let url = "redis://:a/b?c#d@127.0.0.1:6379/0";
+        let config = Config {
+            redis_url: Some(url.to_owned()),
+            previous_server_token: Some(ServerToken::new("old-s3cret")),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("a/b?c#d") && !shown.contains("old-s3cret"),
+            "{shown}"
+        );
+        assert!(shown.contains("redis://:***@127.0.0.1:6379/0"), "{shown}");
+        let sources = ConfigSources {
+            env: env(&[
+                ("STELLAR_SERVER_TOKEN", "s3cret"),
+                ("STELLAR_REDIS_URL", url),
+            ]),
+            ..Default::default()
+        }
+        .with_flag("redis_url", "unix:///tmp/r.sock?pass=flag-s3cret");
+        let shown = format!("{sources:?}");
+        for secret in ["s3cret", "a/b?c#d", "flag-s3cret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("STELLAR_SERVER_TOKEN"), "{shown}");
     }
 
     #[test]

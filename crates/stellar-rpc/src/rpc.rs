@@ -132,15 +132,14 @@ impl Rpc {
             }),
         };
         let weak = Arc::downgrade(&rpc.inner);
-        rpc.inner.bus.subscribe_handler(REPLY, move |message| {
-            let inner = weak.upgrade();
-            async move {
-                if let Some(inner) = inner {
-                    inner.on_reply(&message)?;
-                }
-                Ok(())
-            }
-        });
+        // Inline: a reply must never wait for a handler permit, since the handlers holding the
+        // permits may be the very calls waiting for it (a method that calls another node).
+        rpc.inner
+            .bus
+            .subscribe_inline_handler(REPLY, move |message| match weak.upgrade() {
+                Some(inner) => inner.on_reply(message),
+                None => Ok(()),
+            });
         rpc
     }
 
@@ -309,34 +308,28 @@ impl Rpc {
             wants_reply: wait != Wait::None,
         };
         let (done, completed) = oneshot::channel();
-        if wait != Wait::None {
-            // Registered before publishing: a fast reply must find its call (ActionHero #1244).
+        // Registered before publishing: a fast reply must find its call (ActionHero #1244). The
+        // guard removes the entry however this future ends, dropped by a caller's own timeout
+        // or `select!` included.
+        let entry = (wait != Wait::None).then(|| {
             let pending = Pending {
                 wait,
                 expected: expected.clone(),
                 replies: Vec::new(),
                 done: Some(done),
             };
-            self.inner.pending().insert(request_id, pending);
-        }
+            PendingEntry::insert(&self.inner, request_id, pending)
+        });
         let sent = match &node {
             Some(node) => self.inner.bus.send_to(node, REQUEST, &request).await,
             None => self.inner.bus.publish(REQUEST, &request).await,
         };
-        if let Err(err) = sent {
-            self.inner.pending().remove(&request_id);
-            return Err(err.into());
-        }
-        if wait == Wait::None {
+        sent?;
+        let Some(entry) = entry else {
             return Ok(Vec::new());
-        }
+        };
         let in_time = tokio::time::timeout(after, completed).await.is_ok();
-        let pending = self
-            .inner
-            .pending()
-            .remove(&request_id)
-            .expect("only this call removes its entry");
-        let mut replies = pending.replies;
+        let mut replies = entry.finish();
         debug!(request_id, replies = replies.len(), in_time, "call ended");
         match wait {
             Wait::First if replies.is_empty() => Err(Error::Timeout {
@@ -362,6 +355,34 @@ impl Rpc {
                 Ok(replies)
             }
         }
+    }
+}
+
+/// A call's entry in the pending table, removed when this is dropped.
+struct PendingEntry<'a> {
+    inner: &'a Inner,
+    request_id: u64,
+}
+
+impl<'a> PendingEntry<'a> {
+    fn insert(inner: &'a Inner, request_id: u64, pending: Pending) -> Self {
+        inner.pending().insert(request_id, pending);
+        Self { inner, request_id }
+    }
+
+    /// Removes the entry and returns the replies it collected.
+    fn finish(self) -> Vec<Reply> {
+        self.inner
+            .pending()
+            .remove(&self.request_id)
+            .map(|pending| pending.replies)
+            .expect("only this call's guard removes its entry")
+    }
+}
+
+impl Drop for PendingEntry<'_> {
+    fn drop(&mut self) {
+        self.inner.pending().remove(&self.request_id);
     }
 }
 

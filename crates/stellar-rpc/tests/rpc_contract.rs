@@ -402,6 +402,62 @@ async fn a_connection_target_reaches_the_node_holding_it(cluster: Cluster) {
     );
 }
 
+async fn calls_dropped_by_their_caller_leave_nothing_pending(cluster: Cluster) {
+    let nodes = cluster.three().await;
+    nodes[1].1.register("test.hang", |_, _: Value| async move {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(json!("never"))
+    });
+    let (rpc, n2) = (&nodes[0].1, id("n2"));
+    for _ in 0..5 {
+        let call = rpc.call(&n2, "test.hang", Value::Null);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), call)
+                .await
+                .is_err(),
+            "the caller's own timeout ends the call"
+        );
+    }
+    let all = rpc.do_cluster("test.hang", Value::Null, Target::All, Wait::All, None);
+    tokio::select! {
+        _ = all => panic!("a hanging call returned"),
+        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+    }
+    assert_eq!(rpc.pending_calls(), 0, "dropped calls leaked their entries");
+}
+
+async fn methods_that_call_other_nodes_do_not_starve_on_the_handler_limit(cluster: Cluster) {
+    let nodes = cluster.three().await;
+    // Every outer call holds one of n2's 64 handler permits while it waits for n1's reply; the
+    // replies must reach n2 past the outer calls still queued for a permit.
+    let inner_rpc = nodes[1].1.clone();
+    nodes[1].1.register("test.outer", move |_, n: u32| {
+        let rpc = inner_rpc.clone();
+        async move {
+            // Long enough for every outer call to be queued at n2 before any reply.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let replies = rpc
+                .do_cluster(
+                    "test.add",
+                    json!([n, 1]),
+                    Target::Node(id("n1")),
+                    Wait::First,
+                    None,
+                )
+                .await?;
+            let reply = replies.into_iter().next().ok_or("no reply")?;
+            Ok(reply.result?)
+        }
+    });
+    let (rpc, n2) = (&nodes[0].1, id("n2"));
+    let calls = (0..80_u32).map(|n| rpc.call(&n2, "test.outer", json!(n)));
+    let results = futures_util::future::join_all(calls).await;
+    for (n, result) in results.into_iter().enumerate() {
+        assert_eq!(result.expect("nested call answered"), json!(n + 1));
+    }
+    assert_eq!(nodes[1].1.pending_calls(), 0);
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -432,4 +488,6 @@ contract!(
     wait_none_returns_at_once_and_the_call_still_runs,
     status_and_stop_are_built_in,
     a_connection_target_reaches_the_node_holding_it,
+    calls_dropped_by_their_caller_leave_nothing_pending,
+    methods_that_call_other_nodes_do_not_starve_on_the_handler_limit,
 );
