@@ -71,10 +71,13 @@ impl ControlServer {
     ///
     /// Fails if the directory or the socket cannot be created.
     pub(crate) fn start(reports: mpsc::UnboundedSender<Report>) -> Result<Self> {
-        // The directory is created mode 0700: only our user can connect.
+        let temp = std::env::temp_dir();
+        remove_stale_dirs(&temp);
+        // The directory is created mode 0700: only our user can connect. Its name carries our
+        // pid, so a later supervisor can remove it if we die without cleaning up (SIGKILL).
         let dir = tempfile::Builder::new()
-            .prefix("stellar-supervisor-")
-            .tempdir()
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+            .tempdir_in(&temp)
             .context("creating the supervisor's control directory")?;
         let path = dir.path().join("control.sock");
         let listener = UnixListener::bind(&path)
@@ -86,6 +89,28 @@ impl ControlServer {
     /// The socket's path, for [`SOCKET_ENV`].
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+const DIR_PREFIX: &str = "stellar-supervisor-";
+
+/// Removes the control directories of supervisors that are no longer running.
+fn remove_stale_dirs(temp: &Path) {
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next()?.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            // Another user's directory, or one removed meanwhile: nothing to do.
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
