@@ -1,12 +1,12 @@
 //! The library entry point behind the `stellar` binary.
 
-use std::{ffi::OsString, fmt, process::ExitCode, sync::Arc};
+use std::{ffi::OsString, fmt, io::Write, process::ExitCode, sync::Arc};
 
 use anyhow::Result;
 use clap::Parser;
 use stellar_bus::{Bus, Membership, Transport};
 use stellar_cache::Cache;
-use stellar_core::{Api, Config};
+use stellar_core::{Api, Config, ConfigError};
 use stellar_rpc::Rpc;
 use stellar_tasks::{TaskDefinition, Tasks};
 
@@ -15,6 +15,39 @@ use crate::{
     cli::{Cli, Command},
     cluster, logging, node, supervisor, tasks_cmd,
 };
+
+/// The exit code of a start-up that failed on its configuration (`EX_CONFIG` in sysexits.h): an
+/// invalid file, variable or flag. A supervisor does not restart a worker that exits with it.
+pub(crate) const EXIT_CONFIG: u8 = 78;
+/// The exit code of a forced stop: a second Ctrl-C, or SIGQUIT to a supervised worker.
+pub(crate) const EXIT_FORCED: u8 = 130;
+
+/// An error that ends the process with a chosen exit code rather than 1.
+#[derive(Debug)]
+pub(crate) struct ExitWith {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
+/// The exit code for `err`: [`EXIT_CONFIG`] for a configuration error, the code an [`ExitWith`]
+/// carries, 1 otherwise.
+fn exit_code(err: &anyhow::Error) -> ExitCode {
+    if let Some(exit) = err.downcast_ref::<ExitWith>() {
+        return ExitCode::from(exit.code);
+    }
+    if err.chain().any(|cause| cause.is::<ConfigError>()) {
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    ExitCode::FAILURE
+}
 
 /// A set-up hook: runs on every node this process starts, before the node is ready.
 pub(crate) type Setup = Box<dyn Fn(&NodeContext) -> Result<()> + Send + Sync>;
@@ -112,13 +145,16 @@ impl App {
         self
     }
 
-    /// Runs with this process's arguments, prints any error, and returns the exit code.
+    /// Runs with this process's arguments, prints any error, and returns the exit code: 0, 78
+    /// (`EX_CONFIG`) for an invalid configuration, 130 for a forced stop, 1 for any other error.
     pub fn main(self) -> ExitCode {
         match self.run(std::env::args_os()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("stellar: error: {err:#}");
-                ExitCode::FAILURE
+                // Not `eprintln!`: it panics when stderr is a closed pipe (a worker whose
+                // supervisor died).
+                let _ = writeln!(std::io::stderr(), "stellar: error: {err:#}");
+                exit_code(&err)
             }
         }
     }
@@ -146,7 +182,11 @@ impl App {
             Command::Cluster(_) | Command::Cache(_) | Command::Tasks(_) if !asked => "warn",
             _ => config.log.as_str(),
         };
-        logging::init(filter)?;
+        // An invalid log filter is a configuration error like any other.
+        logging::init(filter).map_err(|err| ExitWith {
+            code: EXIT_CONFIG,
+            message: format!("{err:#}"),
+        })?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;

@@ -30,6 +30,7 @@ mod builtin_tasks;
 mod cache_cmd;
 mod cli;
 mod cluster;
+mod control;
 mod logging;
 mod node;
 mod supervisor;

@@ -15,6 +15,9 @@ pub(crate) fn init(filter: &str) -> Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A supervised worker whose supervisor died writes to a closed pipe: drop the lines
+        // quietly instead of reporting each failure with `eprintln!`, which panics.
+        .log_internal_errors(false)
         .try_init();
     Ok(())
 }

@@ -13,11 +13,20 @@ use stellar_rpc::Rpc;
 use stellar_tasks::{
     MemoryTaskStore, RedisTaskStore, TaskConfig, TaskDefinition, TaskStore, Tasks,
 };
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{error, info, warn};
 
-use crate::app::{NodeContext, Setup};
+use crate::{
+    app::{EXIT_FORCED, NodeContext, Setup},
+    control::{self, Control},
+};
 
 /// Starts a node, waits for a stop signal (or a stop from inside), and stops it gracefully.
+///
+/// Under a supervisor ([`control::SOCKET_ENV`] set) the node reports to it, stops when it goes
+/// away, and treats a repeated SIGINT/SIGTERM as the same request: only SIGQUIT, which the
+/// supervisor sends when its operator insists, forces it out. Run alone, a second SIGINT/SIGTERM
+/// forces it out.
 pub(crate) async fn run(
     config: Config,
     setups: &[Setup],
@@ -26,29 +35,92 @@ pub(crate) async fn run(
     config.check_shared_backend()?;
     let replaces = replaced_incarnation(std::env::var(REPLACES_INCARNATION).ok())?;
     let api = Api::new(config);
-    let node = start(&api, definitions, replaces).await?;
-    for setup in setups {
-        setup(&node).context("node set-up hook failed")?;
+    let incarnation = api.incarnation();
+    let mut control = Control::connect(api.node_id().as_str(), incarnation).await?;
+    // Installed before the supervisor could ever send it, so it never dumps core.
+    let quit = match control {
+        Some(_) => Some(signal(SignalKind::quit()).context("installing the SIGQUIT handler")?),
+        None => None,
+    };
+    if let Some(control) = &mut control {
+        control.stop_when_supervisor_exits(&api);
     }
-    // After the hooks, so tasks they register run too.
-    node.tasks.start(&api);
+    register_restarts_gauge(&api);
     let mut signals = StopSignals::install().context("installing signal handlers")?;
+    // A stop signal during start-up abandons the start-up: there is nothing to drain yet.
+    let node = tokio::select! {
+        node = start_with_hooks(&api, setups, definitions, replaces) => node?,
+        signal = signals.recv() => {
+            info!(node_id = %api.node_id(), %signal, "stopped during start-up");
+            let _ = api.shutdown().await;
+            return Ok(());
+        }
+    };
     api.set_ready();
     let backend = if node.shared { "redis" } else { "memory" };
-    info!(node_id = %api.node_id(), backend, pid = std::process::id(), incarnation = api.incarnation(), "node ready");
+    info!(node_id = %api.node_id(), backend, pid = std::process::id(), incarnation, "node ready");
+    if let Some(control) = &mut control {
+        control.ready().await?;
+    }
 
     let reason = tokio::select! {
         signal = signals.recv() => signal.to_string(),
         () = api.stop_requested() => "stop requested".to_owned(),
     };
     info!(node_id = %api.node_id(), %reason, timeout_ms = api.config().shutdown_timeout.as_millis() as u64, "shutdown begun");
-    tokio::spawn(async move {
+    tokio::spawn(force_on(signals, quit));
+    api.shutdown().await.context("graceful shutdown")?;
+    // Held until here: the supervisor sees the connection close when the node has stopped.
+    drop(control);
+    Ok(())
+}
+
+/// Exits at once on the signal that means "stop now": SIGQUIT under a supervisor (a repeated
+/// SIGTERM is then the same request again, as when systemd signals every process of the group
+/// and the supervisor forwards its own), a second SIGINT/SIGTERM otherwise.
+async fn force_on(mut signals: StopSignals, quit: Option<Signal>) {
+    let Some(mut quit) = quit else {
         let signal = signals.recv().await;
         error!(%signal, "second signal during shutdown, exiting now");
-        std::process::exit(130);
-    });
-    api.shutdown().await.context("graceful shutdown")?;
-    Ok(())
+        std::process::exit(i32::from(EXIT_FORCED));
+    };
+    loop {
+        tokio::select! {
+            signal = signals.recv() => {
+                info!(%signal, "already stopping; a supervised worker is forced out only by SIGQUIT");
+            }
+            _ = quit.recv() => {
+                error!("SIGQUIT from the supervisor during shutdown, exiting now");
+                std::process::exit(i32::from(EXIT_FORCED));
+            }
+        }
+    }
+}
+
+async fn start_with_hooks(
+    api: &Api,
+    setups: &[Setup],
+    definitions: &[TaskDefinition],
+    replaces: Option<u64>,
+) -> Result<NodeContext> {
+    let node = start(api, definitions, replaces).await?;
+    for setup in setups {
+        setup(&node).context("node set-up hook failed")?;
+    }
+    // After the hooks, so tasks they register run too.
+    node.tasks.start(api);
+    Ok(node)
+}
+
+/// Reports how often the supervisor had to restart this worker's slot, so a crash loop shows in
+/// `api.status` (`gauges.supervisor_restarts`).
+fn register_restarts_gauge(api: &Api) {
+    let restarts = std::env::var(control::RESTARTS_ENV)
+        .ok()
+        .and_then(|value| value.parse::<u64>().ok());
+    if let Some(restarts) = restarts {
+        api.register_gauge("supervisor_restarts", move || restarts);
+    }
 }
 
 /// Names the incarnation of a live run of this node id that this run takes over (a supervised

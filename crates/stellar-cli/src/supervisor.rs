@@ -1,6 +1,12 @@
 //! `stellar run --cluster N`: a supervisor that runs N worker nodes as child processes, restarts
-//! the ones that die under the same name, and obeys SIGINT/SIGTERM (stop all), SIGUSR2 (rolling
-//! restart), SIGTTIN/SIGTTOU (add/remove one worker).
+//! the ones that die under the same name, and obeys SIGINT/SIGTERM (stop all; a second one forces
+//! the stop), SIGUSR2 (rolling restart), SIGTTIN/SIGTTOU (add/remove one worker).
+//!
+//! Each worker runs in its own process group, so a Ctrl-C in the terminal reaches only the
+//! supervisor, which then asks each worker once. Workers report to the supervisor over its control
+//! socket ([`crate::control`]): hello (name, pid, incarnation), then ready. Every way out of the
+//! supervisor stops its workers, and a worker whose supervisor died stops by itself when the
+//! socket closes.
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
@@ -11,7 +17,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use nix::{
-    sys::signal::{Signal, kill},
+    sys::signal::{Signal, kill, killpg},
     unistd::Pid,
 };
 use stellar_bus::Membership;
@@ -23,29 +29,62 @@ use tokio::{
     sync::mpsc,
     time::Instant,
 };
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
+    app::{EXIT_CONFIG, EXIT_FORCED, ExitWith},
     cli::{GlobalArgs, RunArgs},
+    control::{self, ControlServer, Message, Report},
     node,
 };
 
-/// A worker that exits this many times within [`CRASH_WINDOW`] is not restarted again.
-const CRASH_LIMIT: usize = 5;
-const CRASH_WINDOW: Duration = Duration::from_secs(60);
-/// How long a rolling restart waits for a replacement to be ready.
+/// The first restart delay of a worker that died; it doubles with each quick death in a row.
+const BASE_DELAY: Duration = Duration::from_millis(200);
+/// The longest restart delay: a crash-looping worker is still tried this often.
+const MAX_DELAY: Duration = Duration::from_secs(30);
+/// A worker that ran this long before it died starts its backoff afresh.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// After this many quick deaths in a row a worker is reported as crash-looping (and still
+/// restarted).
+const CRASH_LOOP_AFTER: u32 = 5;
+/// When no worker runs at all, the next restart waits at most this long, whatever its backoff.
+const ALONE_DELAY: Duration = Duration::from_secs(1);
+/// How long a rolling restart waits for a replacement to be ready before it stops it.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What the child watchers report.
+/// A worker process ended.
 #[derive(Debug)]
-enum Event {
-    Ready {
-        generation: u64,
-    },
-    Exited {
-        generation: u64,
-        status: Option<ExitStatus>,
-    },
+struct Exited {
+    generation: u64,
+    status: Option<ExitStatus>,
+}
+
+/// Where the supervisor hears from its workers: exits from the child watchers, reports from the
+/// control socket.
+struct Inbox {
+    exits: mpsc::UnboundedReceiver<Exited>,
+    reports: mpsc::UnboundedReceiver<Report>,
+}
+
+/// The signals the supervisor obeys.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
+    ttin: tokio::signal::unix::Signal,
+    ttou: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            usr2: signal(SignalKind::user_defined2())?,
+            ttin: signal(SignalKind::from_raw(nix::libc::SIGTTIN))?,
+            ttou: signal(SignalKind::from_raw(nix::libc::SIGTTOU))?,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -54,8 +93,40 @@ struct Worker {
     name: String,
     pid: u32,
     generation: u64,
+    started: Instant,
+    /// From the worker's hello; handed to its replacement in a rolling restart.
+    incarnation: Option<u64>,
     /// Set once we asked it to stop: its exit is not a crash.
     stopping: bool,
+    /// When to SIGKILL its process group if it has not stopped by then.
+    kill_at: Option<Instant>,
+    /// Start a worker under the same name once this one has stopped (a rolling restart of a
+    /// worker that had not said hello, so there was no incarnation to hand over).
+    respawn_on_exit: bool,
+}
+
+/// A rolling-restart replacement being awaited.
+#[derive(Debug, Clone, Copy)]
+struct Replacement {
+    new: u64,
+    old: u64,
+    deadline: Instant,
+}
+
+/// Why the supervision loop ended.
+#[derive(Debug)]
+enum Stop {
+    Signal(&'static str),
+    /// No worker runs and none is due to restart: each failed on its configuration.
+    NothingToRun,
+}
+
+/// How the workers stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Clean,
+    Unclean,
+    Forced,
 }
 
 struct Supervisor {
@@ -64,16 +135,19 @@ struct Supervisor {
     child_args: Vec<String>,
     child_env: Vec<(String, String)>,
     membership: Membership,
+    control: ControlServer,
     workers: BTreeMap<u64, Worker>,
     next_generation: u64,
-    events: mpsc::UnboundedSender<Event>,
-    /// Exit times per worker number, for crash-loop detection.
-    exits: BTreeMap<u32, VecDeque<Instant>>,
+    exits: mpsc::UnboundedSender<Exited>,
+    /// Quick deaths in a row, per worker number: the backoff exponent.
+    failures: BTreeMap<u32, u32>,
     /// Workers to start again, by number, at a time.
     restarts: BTreeMap<u32, Instant>,
     /// Old workers still to replace in a rolling restart, and the replacement being awaited.
     rolling: VecDeque<u64>,
-    awaiting: Option<(u64, u64, Instant)>,
+    awaiting: Option<Replacement>,
+    /// How long a stopped worker gets before its process group is killed.
+    stop_timeout: Duration,
 }
 
 /// Runs the supervisor until SIGINT/SIGTERM.
@@ -96,64 +170,63 @@ pub(crate) async fn run(config: Config, global: &GlobalArgs, run: RunArgs) -> Re
         ..config.clone()
     });
     let backend = node::connect(&api).await?;
-    let (events, mut received) = mpsc::unbounded_channel();
+    let (exits, exits_received) = mpsc::unbounded_channel();
+    let (reports, reports_received) = mpsc::unbounded_channel();
+    let mut inbox = Inbox {
+        exits: exits_received,
+        reports: reports_received,
+    };
+    let mut signals = Signals::install()?;
     let mut supervisor = Supervisor {
         prefix: run.worker_prefix.clone(),
         exe: std::env::current_exe().context("finding this program to start workers")?,
         child_args: child_args(global),
         child_env: child_env(&config),
         membership: Membership::new(backend.store, &api),
+        control: ControlServer::start(reports)?,
         workers: BTreeMap::new(),
         next_generation: 0,
-        events,
-        exits: BTreeMap::new(),
+        exits,
+        failures: BTreeMap::new(),
         restarts: BTreeMap::new(),
         rolling: VecDeque::new(),
         awaiting: None,
+        stop_timeout: config.shutdown_timeout + Duration::from_secs(5),
     };
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut usr2 = signal(SignalKind::user_defined2())?;
-    let mut ttin = signal(SignalKind::from_raw(nix::libc::SIGTTIN))?;
-    let mut ttou = signal(SignalKind::from_raw(nix::libc::SIGTTOU))?;
     info!(workers = wanted, prefix = %run.worker_prefix, pid = std::process::id(), "supervisor starting");
-    for _ in 0..wanted {
-        supervisor.spawn_new().await?;
+    let result = supervisor.supervise(wanted, &mut signals, &mut inbox).await;
+    match &result {
+        Ok(Stop::Signal(signal)) => {
+            info!(%signal, workers = supervisor.workers.len(), "supervisor stopping all workers")
+        }
+        Ok(Stop::NothingToRun) => error!("no worker left to run; the supervisor stops"),
+        Err(err) => {
+            error!(error = %format!("{err:#}"), workers = supervisor.workers.len(), "supervisor failed; stopping all workers")
+        }
     }
-    let reason = loop {
-        let next_restart = supervisor.restarts.values().min().copied();
-        let ready_deadline = supervisor.awaiting.map(|(_, _, deadline)| deadline);
-        tokio::select! {
-            _ = interrupt.recv() => break "SIGINT",
-            _ = terminate.recv() => break "SIGTERM",
-            _ = usr2.recv() => supervisor.begin_rolling_restart().await?,
-            _ = ttin.recv() => {
-                info!("SIGTTIN: adding a worker");
-                supervisor.spawn_new().await?;
-            }
-            _ = ttou.recv() => supervisor.remove_one(),
-            Some(event) = received.recv() => supervisor.on_event(event).await?,
-            () = sleep_until(next_restart) => supervisor.restart_due().await?,
-            () = sleep_until(ready_deadline) => {
-                warn!("a rolling-restart replacement was not ready in time; continuing with the next worker");
-                supervisor.awaiting = None;
-                supervisor.continue_rolling_restart().await?;
-            }
-        }
-        if supervisor.workers.is_empty() && supervisor.restarts.is_empty() {
-            bail!("every worker stopped restarting (crash loop); the supervisor gives up");
-        }
-    };
-    info!(%reason, workers = supervisor.workers.len(), "supervisor stopping all workers");
-    let clean = supervisor
-        .stop_all(
-            &mut received,
-            config.shutdown_timeout + Duration::from_secs(5),
-        )
-        .await;
+    // Every way out of the loop, an error included, stops the workers first.
+    let outcome = supervisor.stop_all(&mut signals, &mut inbox).await;
     let _ = api.shutdown().await;
-    if !clean {
-        bail!("some workers did not stop cleanly");
+    let stop = result?;
+    match outcome {
+        Outcome::Forced => {
+            return Err(ExitWith {
+                code: EXIT_FORCED,
+                message: "workers stopped by force on a second signal".to_owned(),
+            }
+            .into());
+        }
+        Outcome::Unclean => bail!("some workers did not stop cleanly"),
+        Outcome::Clean => {}
+    }
+    if matches!(stop, Stop::NothingToRun) {
+        return Err(ExitWith {
+            code: EXIT_CONFIG,
+            message: "every worker failed on its configuration (exit code 78); fix it and start \
+                      the supervisor again"
+                .to_owned(),
+        }
+        .into());
     }
     info!("supervisor stopped");
     Ok(())
@@ -196,7 +269,73 @@ fn child_env(config: &Config) -> Vec<(String, String)> {
     env
 }
 
+/// The delay before restarting a worker after its `failures`-th quick death in a row: 200 ms
+/// doubling, at most 30 s.
+fn restart_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    (BASE_DELAY * 2_u32.pow(doublings)).min(MAX_DELAY)
+}
+
+/// An exit status as a person reads it: `exited with code 130`, `killed by SIGKILL`.
+fn describe(status: Option<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(status) = status else {
+        return "exit status unknown".to_owned();
+    };
+    if let Some(code) = status.code() {
+        return format!("exited with code {code}");
+    }
+    match status.signal() {
+        Some(number) => {
+            let name = Signal::try_from(number)
+                .map_or_else(|_| format!("signal {number}"), |s| s.as_str().to_owned());
+            let core = if status.core_dumped() {
+                " (core dumped)"
+            } else {
+                ""
+            };
+            format!("killed by {name}{core}")
+        }
+        None => format!("{status}"),
+    }
+}
+
 impl Supervisor {
+    /// Starts `wanted` workers, then obeys signals and reacts to workers until a stop signal.
+    async fn supervise(
+        &mut self,
+        wanted: usize,
+        signals: &mut Signals,
+        inbox: &mut Inbox,
+    ) -> Result<Stop> {
+        for _ in 0..wanted {
+            self.spawn_new().await?;
+        }
+        loop {
+            let next_restart = self.restarts.values().min().copied();
+            let ready_deadline = self.awaiting.map(|r| r.deadline);
+            let next_kill = self.workers.values().filter_map(|w| w.kill_at).min();
+            tokio::select! {
+                _ = signals.interrupt.recv() => return Ok(Stop::Signal("SIGINT")),
+                _ = signals.terminate.recv() => return Ok(Stop::Signal("SIGTERM")),
+                _ = signals.usr2.recv() => self.begin_rolling_restart()?,
+                _ = signals.ttin.recv() => {
+                    info!("SIGTTIN: adding a worker");
+                    self.spawn_new().await?;
+                }
+                _ = signals.ttou.recv() => self.remove_one(),
+                Some(report) = inbox.reports.recv() => self.on_report(report)?,
+                Some(exited) = inbox.exits.recv() => self.on_exit(exited)?,
+                () = sleep_until(next_restart) => self.restart_due()?,
+                () = sleep_until(ready_deadline) => self.replacement_timed_out()?,
+                () = sleep_until(next_kill) => self.kill_overdue(),
+            }
+            if self.workers.is_empty() && self.restarts.is_empty() {
+                return Ok(Stop::NothingToRun);
+            }
+        }
+    }
+
     /// The lowest `n` whose name no worker of ours, no pending restart and no live member uses.
     async fn free_number(&self) -> u32 {
         let live: BTreeSet<String> = self
@@ -218,26 +357,42 @@ impl Supervisor {
 
     async fn spawn_new(&mut self) -> Result<u64> {
         let number = self.free_number().await;
-        self.spawn(number)
+        self.spawn(number, None)
     }
 
-    fn spawn(&mut self, number: u32) -> Result<u64> {
+    /// Starts worker `number`, in its own process group; `replaces` is the incarnation of the
+    /// running worker of the same name it takes over from.
+    fn spawn(&mut self, number: u32, replaces: Option<u64>) -> Result<u64> {
         let name = format!("{}-{number}", self.prefix);
-        let child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        command
             .args(&self.child_args)
             .args(["run", "--id", &name])
             .envs(self.child_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(control::SOCKET_ENV, self.control.path())
+            .env_remove(control::REPLACES_ENV)
+            .env_remove(control::RESTARTS_ENV)
+            // Its own group: a terminal's Ctrl-C (SIGINT to the foreground group) reaches only
+            // the supervisor, which then asks each worker once.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(false)
+            .kill_on_drop(false);
+        if let Some(incarnation) = replaces {
+            command.env(control::REPLACES_ENV, incarnation.to_string());
+        }
+        if let Some(failures) = self.failures.get(&number).filter(|f| **f > 0) {
+            command.env(control::RESTARTS_ENV, failures.to_string());
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("starting worker {name}"))?;
         let pid = child.id().context("a just-spawned worker has a pid")?;
         self.next_generation += 1;
         let generation = self.next_generation;
-        info!(worker = %name, pid, "worker started");
-        watch(name.clone(), generation, child, self.events.clone());
+        info!(worker = %name, pid, replaces = ?replaces, "worker started");
+        watch(name.clone(), generation, child, self.exits.clone());
         self.workers.insert(
             generation,
             Worker {
@@ -245,58 +400,113 @@ impl Supervisor {
                 name,
                 pid,
                 generation,
+                started: Instant::now(),
+                incarnation: None,
                 stopping: false,
+                kill_at: None,
+                respawn_on_exit: false,
             },
         );
         Ok(generation)
     }
 
-    async fn on_event(&mut self, event: Event) -> Result<()> {
-        match event {
-            Event::Ready { generation } => {
-                if let Some(worker) = self.workers.get(&generation) {
-                    info!(worker = %worker.name, "worker ready");
+    fn on_report(&mut self, report: Report) -> Result<()> {
+        let Some(worker) = self.workers.values_mut().find(|w| w.pid == report.pid) else {
+            warn!(
+                pid = report.pid,
+                "control socket: a report from a process that is not one of our workers; ignored"
+            );
+            return Ok(());
+        };
+        match report.message {
+            Message::Hello {
+                name,
+                pid,
+                incarnation,
+            } => {
+                if name != worker.name || pid != report.pid {
+                    warn!(worker = %worker.name, pid = worker.pid, said_name = %name, said_pid = pid, "control socket: a hello that does not match the worker; using the kernel's pid");
                 }
-                if self.awaiting.is_some_and(|(new, _, _)| new == generation) {
-                    let (_, old, _) = self.awaiting.take().expect("checked above");
-                    self.stop(old);
-                    self.continue_rolling_restart().await?;
-                }
+                debug!(worker = %worker.name, pid = worker.pid, incarnation, "worker said hello");
+                worker.incarnation = Some(incarnation);
             }
-            Event::Exited { generation, status } => {
-                let Some(worker) = self.workers.remove(&generation) else {
-                    return Ok(());
-                };
-                if worker.stopping {
-                    info!(worker = %worker.name, ?status, "worker stopped");
-                    return Ok(());
+            Message::Ready => {
+                info!(worker = %worker.name, pid = worker.pid, "worker ready");
+                let generation = worker.generation;
+                if let Some(replacement) = self.awaiting.filter(|r| r.new == generation) {
+                    self.awaiting = None;
+                    self.stop(replacement.old);
+                    self.continue_rolling_restart()?;
                 }
-                self.on_crash(worker, status);
             }
         }
         Ok(())
     }
 
-    fn on_crash(&mut self, worker: Worker, status: Option<ExitStatus>) {
-        let now = Instant::now();
-        let exits = self.exits.entry(worker.number).or_default();
-        exits.push_back(now);
-        while exits
-            .front()
-            .is_some_and(|at| now.duration_since(*at) > CRASH_WINDOW)
+    fn on_exit(&mut self, exited: Exited) -> Result<()> {
+        let Some(worker) = self.workers.remove(&exited.generation) else {
+            return Ok(());
+        };
+        let status = describe(exited.status);
+        if worker.respawn_on_exit {
+            info!(worker = %worker.name, %status, "worker stopped; starting it again (rolling restart)");
+            self.restarts.insert(worker.number, Instant::now());
+            return Ok(());
+        }
+        if worker.stopping {
+            info!(worker = %worker.name, %status, "worker stopped");
+            return Ok(());
+        }
+        if self.awaiting.is_some_and(|r| r.new == worker.generation) {
+            warn!(worker = %worker.name, %status, "the rolling-restart replacement died before it was ready; keeping the old worker");
+            self.awaiting = None;
+            return self.continue_rolling_restart();
+        }
+        if self
+            .workers
+            .values()
+            .any(|w| w.number == worker.number && !w.stopping)
         {
-            exits.pop_front();
+            // Its replacement (or the worker it was replacing) runs under the name.
+            warn!(worker = %worker.name, %status, "worker died; another process already runs under its name");
+            return Ok(());
         }
-        if exits.len() >= CRASH_LIMIT {
-            error!(worker = %worker.name, exits = exits.len(), window_s = CRASH_WINDOW.as_secs(), "worker is crash-looping; not restarting it");
-            return;
+        if exited
+            .status
+            .and_then(|s| s.code())
+            .is_some_and(|code| code == i32::from(EXIT_CONFIG))
+        {
+            error!(worker = %worker.name, %status, "worker failed on its configuration (exit code 78, EX_CONFIG); not restarting it: fix the configuration, then SIGTTIN adds a worker");
+            return Ok(());
         }
-        let delay = Duration::from_millis(100 * (1 << exits.len().min(6)));
-        warn!(worker = %worker.name, ?status, restart_in_ms = delay.as_millis() as u64, "worker died; restarting it under the same name");
-        self.restarts.insert(worker.number, now + delay);
+        self.on_crash(&worker, &status);
+        Ok(())
     }
 
-    async fn restart_due(&mut self) -> Result<()> {
+    /// Schedules the restart of a worker that died, with capped exponential backoff; never gives
+    /// up on it, and never leaves the cluster without a worker for long.
+    fn on_crash(&mut self, worker: &Worker, status: &str) {
+        let now = Instant::now();
+        let failures = self.failures.entry(worker.number).or_default();
+        if now.duration_since(worker.started) >= STABLE_AFTER {
+            *failures = 0;
+        }
+        *failures += 1;
+        let failures = *failures;
+        let mut at = now + restart_delay(failures);
+        if !self.workers.values().any(|w| !w.stopping) {
+            at = at.min(now + ALONE_DELAY);
+        }
+        let restart_in_ms = at.duration_since(now).as_millis() as u64;
+        if failures >= CRASH_LOOP_AFTER {
+            error!(worker = %worker.name, exits = failures, %status, restart_in_ms, "worker is crash-looping: it died {failures} times in a row soon after starting; restarting it with backoff");
+        } else {
+            warn!(worker = %worker.name, %status, restart_in_ms, "worker died; restarting it under the same name");
+        }
+        self.restarts.insert(worker.number, at);
+    }
+
+    fn restart_due(&mut self) -> Result<()> {
         let now = Instant::now();
         let due: Vec<u32> = self
             .restarts
@@ -306,16 +516,32 @@ impl Supervisor {
             .collect();
         for number in due {
             self.restarts.remove(&number);
-            self.spawn(number)?;
+            self.spawn(number, None)?;
         }
         Ok(())
     }
 
+    /// SIGTERM to one worker, once; its process group is killed if it is still there after
+    /// `stop_timeout`.
     fn stop(&mut self, generation: u64) {
-        if let Some(worker) = self.workers.get_mut(&generation) {
+        if let Some(worker) = self.workers.get_mut(&generation)
+            && !worker.stopping
+        {
             worker.stopping = true;
+            worker.kill_at = Some(Instant::now() + self.stop_timeout);
             info!(worker = %worker.name, pid = worker.pid, "stopping worker");
             send(worker.pid, Signal::SIGTERM);
+        }
+    }
+
+    fn kill_overdue(&mut self) {
+        let now = Instant::now();
+        for worker in self.workers.values_mut() {
+            if worker.kill_at.is_some_and(|at| at <= now) {
+                warn!(worker = %worker.name, pid = worker.pid, "worker did not stop in time; killing it");
+                kill_group(worker.pid);
+                worker.kill_at = None;
+            }
         }
     }
 
@@ -335,7 +561,7 @@ impl Supervisor {
         }
     }
 
-    async fn begin_rolling_restart(&mut self) -> Result<()> {
+    fn begin_rolling_restart(&mut self) -> Result<()> {
         if self.awaiting.is_some() || !self.rolling.is_empty() {
             warn!("SIGUSR2 ignored: a rolling restart is already running");
             return Ok(());
@@ -347,56 +573,118 @@ impl Supervisor {
             .filter(|w| !w.stopping)
             .map(|w| w.generation)
             .collect();
-        self.continue_rolling_restart().await
+        self.continue_rolling_restart()
     }
 
-    /// Starts the replacement of the next old worker; the old one stops once it is ready.
-    async fn continue_rolling_restart(&mut self) -> Result<()> {
+    /// Starts the replacement of the next old worker under the same name, handing it the old
+    /// one's incarnation; the old one stops once the replacement is ready.
+    fn continue_rolling_restart(&mut self) -> Result<()> {
         while let Some(old) = self.rolling.pop_front() {
-            if !self.workers.contains_key(&old) {
+            let Some(worker) = self.workers.get_mut(&old).filter(|w| !w.stopping) else {
                 continue;
-            }
-            let new = self.spawn_new().await?;
-            self.awaiting = Some((new, old, Instant::now() + READY_TIMEOUT));
+            };
+            let Some(incarnation) = worker.incarnation else {
+                // Not started far enough to say hello: nothing to hand over, and nothing ready to
+                // keep. Stop it and start it again.
+                warn!(worker = %worker.name, "rolling restart: worker not started yet; restarting it in place");
+                worker.respawn_on_exit = true;
+                self.stop(old);
+                continue;
+            };
+            let number = worker.number;
+            let new = self.spawn(number, Some(incarnation))?;
+            self.awaiting = Some(Replacement {
+                new,
+                old,
+                deadline: Instant::now() + READY_TIMEOUT,
+            });
             return Ok(());
         }
         info!("rolling restart done");
         Ok(())
     }
 
-    /// SIGTERM to every worker, then wait; SIGKILL whoever is left at the deadline.
-    async fn stop_all(
-        &mut self,
-        received: &mut mpsc::UnboundedReceiver<Event>,
-        deadline: Duration,
-    ) -> bool {
+    /// A replacement that did not become ready in time is stopped; the old worker stays.
+    fn replacement_timed_out(&mut self) -> Result<()> {
+        let Some(replacement) = self.awaiting.take() else {
+            return Ok(());
+        };
+        if let Some(worker) = self.workers.get(&replacement.new) {
+            error!(worker = %worker.name, pid = worker.pid, timeout_s = READY_TIMEOUT.as_secs(), "rolling-restart replacement not ready in time; stopping it and keeping the old worker");
+        }
+        self.stop(replacement.new);
+        self.continue_rolling_restart()
+    }
+
+    /// SIGTERM to every worker, once, then wait. A second SIGINT/SIGTERM forces them out
+    /// (SIGQUIT), a third kills them; at the deadline the stragglers' groups are killed.
+    async fn stop_all(&mut self, signals: &mut Signals, inbox: &mut Inbox) -> Outcome {
         self.restarts.clear();
+        self.rolling.clear();
+        self.awaiting = None;
         let generations: Vec<u64> = self.workers.keys().copied().collect();
         for generation in generations {
+            if let Some(worker) = self.workers.get_mut(&generation) {
+                worker.respawn_on_exit = false;
+            }
             self.stop(generation);
         }
         let mut clean = true;
-        let until = Instant::now() + deadline;
+        let mut insisted = 0;
+        let deadline = Instant::now() + self.stop_timeout;
         while !self.workers.is_empty() {
-            match tokio::time::timeout_at(until, received.recv()).await {
-                Ok(Some(Event::Exited { generation, status })) => {
-                    if let Some(worker) = self.workers.remove(&generation) {
-                        let ok = status.is_some_and(|s| s.success());
-                        clean &= ok;
-                        info!(worker = %worker.name, ?status, "worker stopped");
+            tokio::select! {
+                Some(exited) = inbox.exits.recv() => {
+                    if let Some(worker) = self.workers.remove(&exited.generation) {
+                        clean &= exited.status.is_some_and(|s| s.success());
+                        info!(worker = %worker.name, status = %describe(exited.status), "worker stopped");
                     }
                 }
-                Ok(Some(Event::Ready { .. })) => {}
-                Ok(None) | Err(_) => {
+                Some(_) = inbox.reports.recv() => {}
+                _ = signals.interrupt.recv() => self.insist(&mut insisted, "SIGINT"),
+                _ = signals.terminate.recv() => self.insist(&mut insisted, "SIGTERM"),
+                () = tokio::time::sleep_until(deadline) => {
                     for worker in self.workers.values() {
-                        warn!(worker = %worker.name, "worker did not stop in time; killing it");
-                        send(worker.pid, Signal::SIGKILL);
+                        warn!(worker = %worker.name, pid = worker.pid, "worker did not stop in time; killing it");
+                        kill_group(worker.pid);
                     }
-                    return false;
+                    self.workers.clear();
+                    return Outcome::Unclean;
                 }
             }
         }
-        clean
+        match (insisted, clean) {
+            (0, true) => Outcome::Clean,
+            (0, false) => Outcome::Unclean,
+            _ => Outcome::Forced,
+        }
+    }
+
+    /// Another stop signal while stopping: the person insists. The first time every worker gets
+    /// SIGQUIT (exit now), after that their groups are killed.
+    fn insist(&mut self, insisted: &mut u32, signal: &str) {
+        *insisted += 1;
+        if *insisted == 1 {
+            warn!(%signal, "stop signal again: forcing every worker out now (SIGQUIT)");
+            for worker in self.workers.values() {
+                send(worker.pid, Signal::SIGQUIT);
+            }
+        } else {
+            warn!(%signal, "stop signal again: killing every worker");
+            for worker in self.workers.values() {
+                kill_group(worker.pid);
+            }
+        }
+    }
+}
+
+impl Drop for Supervisor {
+    /// The last guard: workers still recorded here (a panic on the way out) are killed with their
+    /// groups. Normal exits have stopped and reaped them already.
+    fn drop(&mut self) {
+        for worker in self.workers.values() {
+            kill_group(worker.pid);
+        }
     }
 }
 
@@ -407,31 +695,30 @@ fn send(pid: u32, sig: Signal) {
     }
 }
 
-/// Prefixes the child's output with its name, reports readiness, and reports its exit.
-fn watch(name: String, generation: u64, mut child: Child, events: mpsc::UnboundedSender<Event>) {
+/// SIGKILL to a worker's process group (each worker leads its own), so its children go too.
+fn kill_group(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// Prefixes the child's output with its name, and reports its exit.
+fn watch(name: String, generation: u64, mut child: Child, events: mpsc::UnboundedSender<Exited>) {
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(forward(name.clone(), generation, stdout, events.clone()));
+        tokio::spawn(forward(name.clone(), stdout));
     }
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(forward(name.clone(), generation, stderr, events.clone()));
+        tokio::spawn(forward(name, stderr));
     }
     tokio::spawn(async move {
         let status = child.wait().await.ok();
-        let _ = events.send(Event::Exited { generation, status });
+        let _ = events.send(Exited { generation, status });
     });
 }
 
-async fn forward(
-    name: String,
-    generation: u64,
-    pipe: impl AsyncRead + Unpin,
-    events: mpsc::UnboundedSender<Event>,
-) {
+async fn forward(name: String, pipe: impl AsyncRead + Unpin) {
     let mut lines = BufReader::new(pipe).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        if line.contains("node ready") {
-            let _ = events.send(Event::Ready { generation });
-        }
         eprintln!("[{name}] {line}");
     }
 }
@@ -468,5 +755,44 @@ impl Drop for PidFile {
         if ours {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    #[test]
+    fn exit_statuses_read_as_codes_and_signals() {
+        assert_eq!(
+            describe(Some(ExitStatus::from_raw(33280))),
+            "exited with code 130"
+        );
+        assert_eq!(
+            describe(Some(ExitStatus::from_raw(0))),
+            "exited with code 0"
+        );
+        assert_eq!(describe(Some(ExitStatus::from_raw(9))), "killed by SIGKILL");
+        assert_eq!(
+            describe(Some(ExitStatus::from_raw(3 | 0x80))),
+            "killed by SIGQUIT (core dumped)"
+        );
+        assert_eq!(describe(None), "exit status unknown");
+    }
+
+    #[test]
+    fn restart_delays_double_up_to_thirty_seconds() {
+        let delays: Vec<u64> = (1..=10)
+            .map(|failures| restart_delay(failures).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [
+                200, 400, 800, 1600, 3200, 6400, 12_800, 25_600, 30_000, 30_000
+            ]
+        );
+        assert_eq!(restart_delay(u32::MAX), MAX_DELAY);
     }
 }

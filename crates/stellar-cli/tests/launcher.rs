@@ -4,11 +4,12 @@ mod support;
 
 use std::{
     collections::BTreeMap,
+    os::unix::process::CommandExt,
     time::{Duration, Instant},
 };
 
 use stellar_testkit::{Process, RedisServer};
-use support::stellar;
+use support::{children, is_running, stellar};
 
 const TOKEN: &str = "launcher-token";
 
@@ -20,22 +21,33 @@ struct Launched {
 }
 
 fn launch(workers: &str) -> Launched {
+    launch_with(workers, &[], &[])
+}
+
+/// A supervisor in its own process group (as a shell runs a foreground job), with `env` and
+/// `flags` added.
+fn launch_with(workers: &str, env: &[(&str, &str)], flags: &[&str]) -> Launched {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("dir");
     let pid_file = dir.path().join("stellar.pid").display().to_string();
-    let mut command = stellar(&[
+    let url = redis.url();
+    let mut args = flags.to_vec();
+    args.extend([
         "run",
         "--cluster",
         workers,
         "--redis",
-        &redis.url(),
+        &url,
         "--pid-file",
         &pid_file,
     ]);
+    let mut command = stellar(&args);
     command
         .env("STELLAR_SERVER_TOKEN", TOKEN)
         .env("STELLAR_HEARTBEAT_INTERVAL_MS", "200")
-        .env("STELLAR_HEARTBEAT_TTL_MS", "1000");
+        .env("STELLAR_HEARTBEAT_TTL_MS", "1000")
+        .envs(env.iter().copied())
+        .process_group(0);
     let supervisor = Process::spawn("supervisor", command);
     Launched {
         redis,
@@ -96,6 +108,133 @@ impl Launched {
     }
 }
 
+impl Launched {
+    /// `stellar ARGS…` as a client of this cluster.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        stellar(args)
+            .env("STELLAR_REDIS_URL", self.redis.url())
+            .env("STELLAR_SERVER_TOKEN", TOKEN)
+            .output()
+            .expect("stellar client")
+    }
+
+    fn task_stats(&self) -> serde_json::Value {
+        let output = self.cli(&["tasks", "stats", "--json"]);
+        serde_json::from_slice(&output.stdout).expect("tasks stats as JSON")
+    }
+
+    /// Enqueues `n` tasks of `ms` each and waits until the workers run at least `busy` of them.
+    fn keep_busy(&self, n: usize, ms: u64, busy: u64) {
+        for _ in 0..n {
+            let args = format!(r#"{{"ms":{ms}}}"#);
+            let output = self.cli(&["tasks", "enqueue", "stellar.sleep", &args]);
+            assert!(output.status.success(), "{output:?}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.task_stats()["in_flight"].as_u64().unwrap_or(0) < busy {
+            assert!(Instant::now() < deadline, "the workers took no tasks");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The supervisor's worker processes, checked against the cluster's view.
+    fn worker_pids(&self, n: usize) -> Vec<u32> {
+        let pids = children(self.supervisor.pid());
+        assert_eq!(pids.len(), n, "worker processes: {pids:?}");
+        pids
+    }
+
+    /// After a stop: every worker exited 0 having drained (no task left running, none failed),
+    /// and no worker process is left.
+    fn assert_drained(&self, workers: &[u32]) {
+        let output = self.supervisor.output();
+        let clean = output
+            .lines()
+            .filter(|l| l.contains("worker stopped") && l.contains("exited with code 0"))
+            .count();
+        assert_eq!(clean, workers.len(), "not every worker exited 0:\n{output}");
+        assert!(
+            !output.contains("exiting now"),
+            "a worker was forced out:\n{output}"
+        );
+        let stats = self.task_stats();
+        assert_eq!(stats["in_flight"], 0, "tasks left running: {stats}");
+        assert_eq!(stats["failed"], 0, "tasks failed: {stats}");
+        assert_gone(workers, Duration::from_secs(1));
+    }
+}
+
+impl Launched {
+    /// Waits until every worker of `before` was replaced, checking all along that the names stay
+    /// `before`'s (no drift to higher numbers) and that capacity holds.
+    fn wait_rolled(&self, before: &BTreeMap<String, u64>) {
+        let expected = names(before);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let now = self.workers();
+            let live = names(&now);
+            // Capacity: the supervisor stops an old worker only once its replacement is ready,
+            // so there are never fewer worker processes than workers.
+            let processes = children(self.supervisor.pid()).len();
+            assert!(
+                processes >= expected.len(),
+                "only {processes} worker processes during the rolling restart\n{}",
+                self.supervisor.output()
+            );
+            // FIXME: assert `live == expected` throughout. A replacement shares its name with the
+            // worker it replaces, and until the membership knows incarnations
+            // (STELLAR_REPLACES_INCARNATION, branch bus-fixes) the old worker's leave deletes the
+            // shared record until the replacement's next heartbeat, so names can be missing for
+            // up to a heartbeat interval. Today: no name outside `expected`, ever.
+            assert!(
+                live.iter().all(|name| expected.contains(name)),
+                "names drifted during the rolling restart: {now:?}\n{}",
+                self.supervisor.output()
+            );
+            if live == expected
+                && now
+                    .values()
+                    .all(|pid| !before.values().any(|old| old == pid))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rolling restart did not finish: {now:?}\n{}",
+                self.supervisor.output()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `kill -SIGNAL -- TARGETS…` (a negative target is a process group).
+fn kill(signal: &str, targets: &[String]) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg("--")
+        .args(targets)
+        .status()
+        .expect("kill(1)");
+    assert!(status.success(), "kill -{signal} -- {targets:?}");
+}
+
+/// Panics unless every process of `pids` is gone within `within`.
+fn assert_gone(pids: &[u32], within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| is_running(*p)).collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes still running after {within:?}: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn names(workers: &BTreeMap<String, u64>) -> Vec<&str> {
     workers.keys().map(String::as_str).collect()
 }
@@ -135,30 +274,10 @@ fn a_supervised_cluster_restarts_scales_rolls_and_stops() {
         w.len() == 3 && !w.contains_key("stellar-worker-4")
     });
 
-    // SIGUSR2: every worker replaced, never fewer than three live while it rolls.
+    // SIGUSR2: every worker replaced under its own name, capacity kept while it rolls.
     let before = launched.workers();
     launched.supervisor.signal("USR2");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = launched.workers();
-        assert!(
-            now.len() >= 3,
-            "capacity dropped during the rolling restart: {now:?}"
-        );
-        if now.len() == 3
-            && now
-                .values()
-                .all(|pid| !before.values().any(|old| old == pid))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rolling restart did not finish: {now:?}\n{}",
-            launched.supervisor.output()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    launched.wait_rolled(&before);
     launched
         .supervisor
         .wait_for_line(&["rolling restart done"], Duration::from_secs(10));
@@ -213,38 +332,154 @@ fn the_launcher_needs_a_shared_backend() {
 }
 
 #[test]
-fn a_crash_looping_worker_is_not_restarted_forever() {
+fn ctrl_c_to_the_process_group_drains_every_worker_and_the_supervisor_exits_0() {
+    let mut launched = launch_with("3", &[("STELLAR_SHUTDOWN_TIMEOUT_MS", "6000")], &[]);
+    launched.wait_for("three workers", |w| w.len() == 3);
+    let workers = launched.worker_pids(3);
+    launched.keep_busy(6, 1500, 3);
+    // What a terminal does on Ctrl-C: SIGINT to the whole foreground process group.
+    kill("INT", &[format!("-{}", launched.supervisor.pid())]);
+    let status = launched.supervisor.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", launched.supervisor.output());
+    launched.assert_drained(&workers);
+}
+
+#[test]
+fn sigterm_to_every_process_at_once_drains_every_worker_and_the_supervisor_exits_0() {
+    let mut launched = launch_with("3", &[("STELLAR_SHUTDOWN_TIMEOUT_MS", "6000")], &[]);
+    launched.wait_for("three workers", |w| w.len() == 3);
+    let workers = launched.worker_pids(3);
+    launched.keep_busy(6, 1500, 3);
+    // What systemd's KillMode=control-group does: SIGTERM to every process of the unit at once.
+    let mut targets = vec![launched.supervisor.pid().to_string()];
+    targets.extend(workers.iter().map(u32::to_string));
+    kill("TERM", &targets);
+    let status = launched.supervisor.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", launched.supervisor.output());
+    launched.assert_drained(&workers);
+}
+
+#[test]
+fn a_second_ctrl_c_forces_the_workers_out() {
+    let mut launched = launch_with("2", &[("STELLAR_SHUTDOWN_TIMEOUT_MS", "20000")], &[]);
+    launched.wait_for("two workers", |w| w.len() == 2);
+    let workers = launched.worker_pids(2);
+    launched.keep_busy(4, 15_000, 2);
+    let group = format!("-{}", launched.supervisor.pid());
+    kill("INT", std::slice::from_ref(&group));
+    launched
+        .supervisor
+        .wait_for_line(&["stopping worker"], Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    kill("INT", &[group]);
+    let status = launched.supervisor.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{}", launched.supervisor.output());
+    assert_gone(&workers, Duration::from_secs(1));
+}
+
+#[test]
+fn workers_stop_by_themselves_when_the_supervisor_is_killed() {
+    let mut launched = launch("3");
+    launched.wait_for("three workers", |w| w.len() == 3);
+    let workers = launched.worker_pids(3);
+    launched.supervisor.signal("KILL");
+    launched.supervisor.wait_exit(Duration::from_secs(5));
+    assert_gone(&workers, Duration::from_secs(5));
+    // They left the cluster on their way out rather than expiring.
+    assert_eq!(launched.workers().len(), 0, "workers still registered");
+}
+
+#[test]
+fn a_crash_looping_worker_keeps_being_restarted_with_backoff() {
     let mut launched = launch("2");
     launched.wait_for("two workers", |w| w.len() == 2);
-    for round in 0..5 {
-        let workers = launched.wait_for("worker 1 up", |w| w.contains_key("stellar-worker-1"));
-        let pid = workers["stellar-worker-1"];
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status()
-                .expect("kill")
-                .success()
-        );
-        if round < 4 {
-            launched.wait_for("worker 1 restarted", |w| {
-                w.get("stellar-worker-1").is_some_and(|new| *new != pid)
-            });
-        }
+    let mut pid = 0;
+    for _ in 0..5 {
+        let workers = launched.wait_for("worker 1 up", |w| {
+            w.get("stellar-worker-1").is_some_and(|new| *new != pid)
+        });
+        pid = workers["stellar-worker-1"];
+        kill("KILL", &[pid.to_string()]);
     }
-    launched.supervisor.wait_for_line(
+    // The fifth quick death in a row is reported loudly, and the backoff has grown to 3.2 s.
+    let line = launched.supervisor.wait_for_line(
         &["crash-looping", "stellar-worker-1"],
         Duration::from_secs(10),
     );
-    std::thread::sleep(Duration::from_secs(2));
-    let left = launched.workers();
-    assert_eq!(
-        names(&left),
-        ["stellar-worker-2"],
-        "the others keep running"
-    );
     assert!(
-        launched.supervisor.is_running(),
-        "the supervisor gave up on everyone"
+        line.contains("exits=5")
+            && line.contains("killed by SIGKILL")
+            && line.contains("restart_in_ms=3200"),
+        "{line}"
     );
+    let back = launched.wait_for("worker 1 restarted after its backoff", |w| {
+        w.get("stellar-worker-1").is_some_and(|new| *new != pid) && w.len() == 2
+    });
+    assert_eq!(names(&back), ["stellar-worker-1", "stellar-worker-2"]);
+    // The restarted worker says how often its slot was restarted.
+    let status = launched.cli(&[
+        "cluster",
+        "do",
+        "api.status",
+        "--node",
+        "stellar-worker-1",
+        "--json",
+    ]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(
+        status[0]["ok"]["gauges"]["supervisor_restarts"], 5,
+        "{status}"
+    );
+    assert!(launched.supervisor.is_running());
+}
+
+#[test]
+fn a_worker_failing_on_its_configuration_is_not_restarted() {
+    let config_dir = tempfile::tempdir().expect("dir");
+    let config = config_dir.path().join("stellar.toml");
+    std::fs::write(&config, "task_concurrency = 4\n").expect("write config");
+    let config_flag = config.display().to_string();
+    let mut launched = launch_with("2", &[], &["--config", &config_flag]);
+    let start = launched.wait_for("two workers", |w| w.len() == 2);
+    // Someone breaks the file, then a worker dies: its restart cannot read the configuration.
+    std::fs::write(&config, "no_such_key = 1\n").expect("write config");
+    kill("KILL", &[start["stellar-worker-1"].to_string()]);
+    launched.supervisor.wait_for_line(
+        &[
+            "stellar-worker-1",
+            "exited with code 78",
+            "not restarting it",
+        ],
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(names(&launched.workers()), ["stellar-worker-2"]);
+    assert_eq!(
+        launched
+            .supervisor
+            .output()
+            .matches("worker started worker=stellar-worker-1")
+            .count(),
+        2,
+        "worker 1 was restarted again:\n{}",
+        launched.supervisor.output()
+    );
+    assert!(launched.supervisor.is_running());
+}
+
+#[test]
+fn a_rolling_restart_at_log_level_warn_keeps_names_and_capacity() {
+    let mut launched = launch_with("3", &[("STELLAR_LOG", "warn")], &[]);
+    let before = launched.wait_for("three workers", |w| w.len() == 3);
+    let expected = ["stellar-worker-1", "stellar-worker-2", "stellar-worker-3"];
+    assert_eq!(names(&before), expected);
+    launched.supervisor.signal("USR2");
+    launched.wait_rolled(&before);
+    // Every old worker is gone and none was kept beside its replacement.
+    let old: Vec<u32> = before.values().map(|pid| *pid as u32).collect();
+    assert_gone(&old, Duration::from_secs(15));
+    launched.worker_pids(3);
+    launched.supervisor.signal("TERM");
+    let status = launched.supervisor.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{}", launched.supervisor.output());
 }

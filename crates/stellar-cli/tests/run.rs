@@ -70,11 +70,12 @@ fn id_flag_beats_env_and_env_beats_config_file() {
 }
 
 #[test]
-fn invalid_config_value_names_the_key_and_exits_non_zero() {
+fn invalid_config_value_names_the_key_and_exits_78() {
     let mut command = stellar(&["run"]);
     command.env("STELLAR_SHUTDOWN_TIMEOUT_MS", "soon");
     let mut node = spawn("node", command);
-    assert!(!node.wait_exit(EXITS_WITHIN).success());
+    // EX_CONFIG: a supervisor does not restart a worker that exits with it.
+    assert_eq!(node.wait_exit(EXITS_WITHIN).code(), Some(78));
     let output = node.output();
     assert!(
         output.contains("shutdown_timeout_ms") && output.contains("STELLAR_SHUTDOWN_TIMEOUT_MS"),
@@ -85,7 +86,7 @@ fn invalid_config_value_names_the_key_and_exits_non_zero() {
 #[test]
 fn redis_node_refuses_the_default_token_and_says_how_to_set_one() {
     let mut node = spawn("node", stellar(&["run", "--redis", "redis://127.0.0.1:1"]));
-    assert!(!node.wait_exit(EXITS_WITHIN).success());
+    assert_eq!(node.wait_exit(EXITS_WITHIN).code(), Some(78));
     let output = node.output();
     assert!(
         output.contains("change-me") && output.contains("STELLAR_SERVER_TOKEN"),

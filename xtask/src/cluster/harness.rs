@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::os::unix::process::CommandExt;
+
 use anyhow::{Context, Result, bail};
 use nix::{
     sys::signal::{Signal, kill},
@@ -19,6 +21,9 @@ use nix::{
 use serde_json::Value;
 
 pub(crate) const TOKEN: &str = "cluster-test-token";
+/// Set on every process a scenario starts (and inherited by the workers a supervisor starts), with
+/// the scenario's log folder as value: how [`leftovers`] finds processes left behind.
+const OWNER_ENV: &str = "CLUSTER_TEST_OWNER";
 
 /// Where one scenario keeps its logs, and the binary it runs.
 #[derive(Debug, Clone)]
@@ -170,6 +175,9 @@ impl Node {
         let mut command = Command::new(&env.bin);
         command
             .args(args)
+            .env(OWNER_ENV, &env.dir)
+            // Its own process group, as a shell runs a job: a scenario can signal the group.
+            .process_group(0)
             .env("STELLAR_REDIS_URL", redis.url())
             .env("STELLAR_SERVER_TOKEN", TOKEN)
             .env("STELLAR_HEARTBEAT_INTERVAL_MS", "200")
@@ -265,6 +273,7 @@ impl Drop for Node {
 pub(crate) fn cli(env: &Env, redis: &Redis, args: &[&str]) -> Result<Output> {
     Command::new(&env.bin)
         .args(args)
+        .env(OWNER_ENV, &env.dir)
         .env("STELLAR_REDIS_URL", redis.url())
         .env("STELLAR_SERVER_TOKEN", TOKEN)
         .stdin(Stdio::null())
@@ -378,4 +387,53 @@ pub(crate) fn starts(dir: &Path) -> Result<BTreeMap<String, usize>> {
         }
     }
     Ok(counts)
+}
+
+/// Whether `pid` is a running process (not gone, not a zombie waiting to be reaped).
+pub(crate) fn is_running(pid: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state …`: comm may hold spaces and parentheses.
+    text.rfind(')')
+        .and_then(|end| text.get(end + 1..)?.split_whitespace().next())
+        .is_some_and(|state| !matches!(state, "Z" | "X"))
+}
+
+/// The running processes a scenario started, directly or not (workers of its supervisors), found
+/// by the owner mark in their environment.
+fn owned_by(env: &Env) -> Vec<u32> {
+    let mark = format!("{OWNER_ENV}={}", env.dir.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id() && is_running(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|environ| environ.split(|b| *b == 0).any(|var| var == mark.as_bytes()))
+        })
+        .collect()
+}
+
+/// After a scenario (its guards dropped): the processes it left running after `grace`. They are
+/// killed, so one scenario's leftovers never disturb the next, and reported.
+pub(crate) fn leftovers(env: &Env, grace: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + grace;
+    loop {
+        let left = owned_by(env);
+        if left.is_empty() {
+            return left;
+        }
+        if Instant::now() > deadline {
+            for pid in &left {
+                if let Ok(pid) = i32::try_from(*pid) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+            return left;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
 }

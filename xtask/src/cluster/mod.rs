@@ -43,9 +43,11 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ),
     ("8-supervisor", scenarios::supervisor),
     ("9-bad-input", scenarios::bad_input),
-    ("10-id-reuse", chaos::id_reuse_after_completion),
-    ("11-partition-heal", chaos::partition_past_lease),
-    ("12-chaos-10k", chaos::long_chaos),
+    ("10-supervisor-ctrl-c", scenarios::supervisor_ctrl_c),
+    ("11-supervisor-sigkill", scenarios::supervisor_sigkill),
+    ("12-id-reuse", chaos::id_reuse_after_completion),
+    ("13-partition-heal", chaos::partition_past_lease),
+    ("14-chaos-10k", chaos::long_chaos),
 ];
 
 pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<()> {
@@ -76,10 +78,16 @@ pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<()> {
             dir: dir.clone(),
         };
         let started = Instant::now();
-        let row = scenario(&env).unwrap_or_else(|err| Row {
+        let mut row = scenario(&env).unwrap_or_else(|err| Row {
             failure: Some(format!("{err:#}")),
             ..Row::default()
         });
+        // The scenario's guards are gone: whatever still runs was left behind. Workers whose
+        // supervisor was killed get a few seconds to notice and stop.
+        let left = harness::leftovers(&env, Duration::from_secs(10));
+        if !left.is_empty() && row.failure.is_none() {
+            row.failure = Some(format!("process(es) left behind: {left:?}"));
+        }
         let recovery = row
             .recovery
             .map_or_else(|| "-".to_owned(), |d| format!("{:.1}s", d.as_secs_f64()));

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{
     Row,
-    harness::{Env, Node, Redis, cli, cli_json, enqueue, tally},
+    harness::{Env, Node, Redis, cli, cli_json, enqueue, is_running, tally},
 };
 
 /// Fills a row from a tally and applies the usual pass criteria.
@@ -528,5 +528,101 @@ pub(crate) fn bad_input(env: &Env) -> Result<Row> {
             row.failure = Some(format!("{} died", node.name));
         }
     }
+    Ok(row)
+}
+
+/// `stellar run --cluster 3` in its own process group, once its three workers are ready.
+fn supervisor_of_three(env: &Env, redis: &Redis) -> Result<Node> {
+    let pid_file = env.dir.join("stellar.pid").display().to_string();
+    let mut supervisor = Node::spawn(
+        env,
+        redis,
+        "supervisor",
+        &["run", "--cluster", "3", "--pid-file", &pid_file],
+        &[],
+    )?;
+    for n in 1..=3 {
+        supervisor.wait_for(
+            &format!("worker ready worker=stellar-worker-{n}"),
+            Duration::from_secs(15),
+        )?;
+    }
+    Ok(supervisor)
+}
+
+/// Every live worker's pid, from `api.status`.
+fn worker_pids(env: &Env, redis: &Redis) -> Result<Vec<u32>> {
+    let status = cli_json(env, redis, &["cluster", "do", "api.status", "--json"])?;
+    status
+        .as_array()
+        .context("replies")?
+        .iter()
+        .map(|reply| {
+            let pid = reply["ok"]["pid"].as_u64().context("a worker's pid")?;
+            Ok(u32::try_from(pid)?)
+        })
+        .collect()
+}
+
+/// Ctrl-C in the supervisor's terminal: SIGINT to its whole process group while tasks run. Every
+/// worker drains and exits 0, the supervisor exits 0, nothing is left running (the harness checks
+/// that for every scenario), and a node started afterwards finds nothing lost.
+pub(crate) fn supervisor_ctrl_c(env: &Env) -> Result<Row> {
+    let redis = Redis::start(env, &[])?;
+    let mut supervisor = supervisor_of_three(env, &redis)?;
+    let producer = stream(env, &redis, "ctrlc", 40, 1000);
+    thread::sleep(Duration::from_millis(1500));
+    let group = nix::unistd::Pid::from_raw(i32::try_from(supervisor.pid().context("pid")?)?);
+    nix::sys::signal::killpg(group, Signal::SIGINT)?;
+    let signalled_at = Instant::now();
+    let exit = supervisor.wait_exit(Duration::from_secs(20))?;
+    let stopped_in = signalled_at.elapsed();
+    let output = supervisor.output();
+    let clean = output
+        .lines()
+        .filter(|l| l.contains("worker stopped") && l.contains("exited with code 0"))
+        .count();
+    // Whatever was handed back, or enqueued since, runs on a node started afterwards.
+    let _finisher = Node::start(env, &redis, "finisher", &[])?;
+    let ids = producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("producer panicked"))??;
+    let mut row = row_from(tally(env, &redis, &ids, Duration::from_secs(60))?, 0);
+    row.recovery = Some(stopped_in);
+    if row.failure.is_none() && exit != Some(0) {
+        row.failure = Some(format!("the supervisor exited with {exit:?}"));
+    }
+    if row.failure.is_none() && (clean != 3 || output.contains("exiting now")) {
+        row.failure = Some(format!("{clean} of 3 workers exited 0"));
+    }
+    Ok(row)
+}
+
+/// SIGKILL of the supervisor while tasks run: its workers notice (their control socket closes),
+/// stop gracefully within 5 s, and a node started afterwards finds nothing lost.
+pub(crate) fn supervisor_sigkill(env: &Env) -> Result<Row> {
+    let redis = Redis::start(env, &[])?;
+    let supervisor = supervisor_of_three(env, &redis)?;
+    let workers = worker_pids(env, &redis)?;
+    if workers.len() != 3 {
+        bail!("expected 3 workers, found {workers:?}");
+    }
+    let producer = stream(env, &redis, "orphan", 40, 1000);
+    thread::sleep(Duration::from_millis(1500));
+    supervisor.signal(Signal::SIGKILL);
+    let killed_at = Instant::now();
+    while workers.iter().any(|pid| is_running(*pid)) {
+        if killed_at.elapsed() > Duration::from_secs(5) {
+            bail!("workers still running 5 s after the supervisor was killed");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let gone_in = killed_at.elapsed();
+    let _finisher = Node::start(env, &redis, "finisher", &[])?;
+    let ids = producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("producer panicked"))??;
+    let mut row = row_from(tally(env, &redis, &ids, Duration::from_secs(60))?, 0);
+    row.recovery = Some(gone_in);
     Ok(row)
 }

@@ -18,3 +18,32 @@ pub(crate) fn scrub(command: &mut Command) {
     }
     command.env_remove("RUST_LOG");
 }
+
+/// The state letter and parent pid of `pid` from `/proc/<pid>/stat`; `None` if there is no such
+/// process.
+fn stat(pid: u32) -> Option<(char, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`: comm may hold spaces and parentheses, so split after the last ')'.
+    let mut fields = text.get(text.rfind(')')? + 1..)?.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Whether `pid` is a running process (a zombie waiting to be reaped has stopped running).
+#[allow(dead_code)]
+pub(crate) fn is_running(pid: u32) -> bool {
+    stat(pid).is_some_and(|(state, _)| !matches!(state, 'Z' | 'X'))
+}
+
+/// The running child processes of `parent`.
+#[allow(dead_code)]
+pub(crate) fn children(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| stat(*pid).is_some_and(|(state, ppid)| ppid == parent && state != 'Z'))
+        .collect()
+}
