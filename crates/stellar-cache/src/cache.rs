@@ -616,6 +616,9 @@ fn check_key(key: &str) -> Result<()> {
         "it is empty"
     } else if key.len() > MAX_KEY_BYTES {
         "it is longer than 1 KiB"
+    } else if key.contains('\u{1f}') {
+        // The separator of the cache's own companion keys (fill locks, fencing counters).
+        "it contains the control character U+001F"
     } else {
         return Ok(());
     };

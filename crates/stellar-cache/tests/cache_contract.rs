@@ -146,6 +146,11 @@ async fn bad_input_is_refused_and_writes_nothing(backend: Backend) {
         Err(Error::InvalidKey { .. })
     ));
     assert!(cache.save(&"k".repeat(1024), &1, None).await.is_ok());
+    // U+001F separates the cache's companion keys: `job\x1ffence` would be `job`'s fencing counter.
+    assert!(matches!(
+        cache.lock("job\u{1f}fence", Duration::from_secs(5)).await,
+        Err(Error::InvalidKey { .. })
+    ));
     assert!(matches!(
         cache.save("zero", &1, Some(Duration::ZERO)).await,
         Err(Error::InvalidTtl { .. })

@@ -4,9 +4,9 @@
 -- (no attempt counted) until a node that can run it claims it; such parked tasks come first.
 -- KEYS[1]  stellar:tasks:inflight              ZSET   id -> lease deadline (ms, Redis time)
 -- KEYS[2]  stellar:tasks:claim-seq             STRING the claim token counter
--- KEYS[3]  stellar:tasks:claim-reply:<request> STRING this request's reply, kept for a re-ask
+-- KEYS[3]  stellar:tasks:claim-reply:<request> STRING "id token" lines of this request, for a re-ask
 -- KEYS[4..] pairs, in priority order: stellar:queue:<queue> LIST, stellar:tasks:parked-names:<queue> SET
--- ARGV[1]  lease in ms (also how long the reply is kept)
+-- ARGV[1]  lease in ms
 -- ARGV[2]  the claiming node's id
 -- ARGV[3]  task key prefix, "stellar:task:"
 -- ARGV[4]  at most this many tasks
@@ -14,13 +14,26 @@
 -- ARGV[6]  how many stale or parked ids one call may pass over at most
 -- ARGV[7]  n = how many task names follow
 -- ARGV[8 .. 7+n]  the task names this node can run
--- ARGV[8+n ..]    the queue names, in the order of the KEYS pairs
+-- ARGV[8+n .. 7+n+q] the q queue names, in the order of the KEYS pairs
+-- ARGV[8+n+q]      how long the reply (ids and tokens) is kept for a re-ask, in ms
 -- Returns a flat array: how many ids it passed over, then 8 entries per claimed task:
 --   id, claim token, name, queue, args, attempts (this one included), max attempts, signature.
-local saved = redis.call('GET', KEYS[3])
-if saved then
-  local out = cjson.decode(saved)
-  table.insert(out, 1, 0)
+local previous = redis.call('GET', KEYS[3])
+if previous then
+  -- A re-ask: the same tasks, rebuilt from their records, those still held by this claim.
+  local out = { 0 }
+  for entry in string.gmatch(previous, '[^\n]+') do
+    local id, token = string.match(entry, '^(.*) (%d+)$')
+    local key = ARGV[3] .. id
+    local f = redis.call('HMGET', key, 'claims', 'state', 'name', 'queue', 'args', 'attempts',
+      'max_attempts', 'sig')
+    if f[1] == token and f[2] == 'running' then
+      for _, v in ipairs({ id, tonumber(token), f[3] or '', f[4] or '', f[5] or '',
+          tonumber(f[6]) or 0, tonumber(f[7]) or 0, f[8] or '' }) do
+        table.insert(out, v)
+      end
+    end
+  end
   return out
 end
 local t = redis.call('TIME')
@@ -33,20 +46,36 @@ for i = 8, 7 + n_names do
   runnable[ARGV[i]] = true
 end
 local out = {}
+local saved = {}
 local claimed = 0
 local skipped = 0
 
-local function take(key, id)
+-- Fields are coerced, never trusted to be well formed: a malformed record (someone wrote it by
+-- hand) must neither stop the script half way nor misalign the reply; its signature check fails.
+local function take(key, id, f)
   local token = redis.call('INCR', KEYS[2])
-  local attempts = redis.call('HINCRBY', key, 'attempts', 1)
-  redis.call('HSET', key, 'state', 'running', 'node', ARGV[2], 'started_at', now, 'claims', token)
+  local attempts = (tonumber(f.attempts) or 0) + 1
+  redis.call('HSET', key, 'state', 'running', 'node', ARGV[2], 'started_at', now, 'claims', token,
+    'attempts', attempts)
   redis.call('HDEL', key, 'parked')
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), id)
-  local f = redis.call('HMGET', key, 'name', 'queue', 'args', 'max_attempts', 'sig')
-  for _, v in ipairs({ id, token, f[1], f[2], f[3], attempts, tonumber(f[4]), f[5] or '' }) do
+  local g = redis.call('HMGET', key, 'args', 'max_attempts', 'sig')
+  for _, v in ipairs({ id, token, f.name or '', f.queue or '', g[1] or '', attempts,
+      tonumber(g[2]) or 0, g[3] or '' }) do
     table.insert(out, v)
   end
+  table.insert(saved, id .. ' ' .. token)
   claimed = claimed + 1
+end
+
+-- The record of `id` if it is a queued task of `queue` (and of `name`, for a parked list); nil
+-- for a stale id (deleted, replaced, moved, or enqueued again elsewhere since).
+local function queued(key, queue, name)
+  local f = redis.call('HMGET', key, 'state', 'name', 'queue', 'attempts')
+  if f[1] ~= 'queued' or not f[2] or f[3] ~= queue or (name and f[2] ~= name) then
+    return nil
+  end
+  return { name = f[2], queue = f[3], attempts = f[4] }
 end
 
 local pair = 0
@@ -54,9 +83,20 @@ for i = 4, #KEYS, 2 do
   local queue_key, parked_names = KEYS[i], KEYS[i + 1]
   local queue = ARGV[8 + n_names + pair]
   pair = pair + 1
-  -- Parked tasks of names this node can run, first.
+  -- Parked tasks of names this node can run, first. The node's own names are looked up when the
+  -- set is large (it holds any name ever parked in this queue).
   if claimed < wanted then
-    for _, name in ipairs(redis.call('SMEMBERS', parked_names)) do
+    local names = {}
+    if redis.call('SCARD', parked_names) <= 64 then
+      names = redis.call('SMEMBERS', parked_names)
+    else
+      for i = 8, 7 + n_names do
+        if redis.call('SISMEMBER', parked_names, ARGV[i]) == 1 then
+          table.insert(names, ARGV[i])
+        end
+      end
+    end
+    for _, name in ipairs(names) do
       if runnable[name] then
         local list = ARGV[5] .. queue .. ' ' .. name
         while claimed < wanted and skipped < skip_limit do
@@ -66,8 +106,9 @@ for i = 4, #KEYS, 2 do
             break
           end
           local key = ARGV[3] .. id
-          if redis.call('HGET', key, 'state') == 'queued' then
-            take(key, id)
+          local f = queued(key, queue, name)
+          if f then
+            take(key, id, f)
           else
             skipped = skipped + 1
           end
@@ -81,22 +122,22 @@ for i = 4, #KEYS, 2 do
       break
     end
     local key = ARGV[3] .. id
-    local f = redis.call('HMGET', key, 'state', 'name')
-    if f[1] ~= 'queued' then
-      -- A stale id (its task was deleted, replaced or moved) is dropped.
+    local f = queued(key, queue, nil)
+    if not f then
+      -- A stale id is dropped.
       skipped = skipped + 1
-    elseif not runnable[f[2]] then
-      redis.call('LPUSH', ARGV[5] .. queue .. ' ' .. f[2], id)
-      redis.call('SADD', parked_names, f[2])
+    elseif not runnable[f.name] then
+      redis.call('LPUSH', ARGV[5] .. queue .. ' ' .. f.name, id)
+      redis.call('SADD', parked_names, f.name)
       redis.call('HSET', key, 'parked', '1')
       skipped = skipped + 1
     else
-      take(key, id)
+      take(key, id, f)
     end
   end
 end
 if claimed > 0 then
-  redis.call('SET', KEYS[3], cjson.encode(out), 'PX', ARGV[1])
+  redis.call('SET', KEYS[3], table.concat(saved, '\n'), 'PX', ARGV[8 + n_names + pair])
 end
 table.insert(out, 1, skipped)
 return out

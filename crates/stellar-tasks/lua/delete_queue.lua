@@ -19,7 +19,9 @@ local function drop(list)
       return true
     end
     taken = taken + 1
-    if redis.call('HGET', ARGV[1] .. id, 'state') == 'queued' then
+    -- Only a queued task of this queue: the id may have been deleted and enqueued elsewhere since.
+    local f = redis.call('HMGET', ARGV[1] .. id, 'state', 'queue')
+    if f[1] == 'queued' and f[2] == ARGV[2] then
       redis.call('DEL', ARGV[1] .. id)
       deleted = deleted + 1
     end

@@ -310,7 +310,12 @@ impl TaskStore for MemoryTaskStore {
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, TransportError> {
         let mut state = self.state();
         if let Some((claimed, _)) = state.claim_replies.get(&request.request_id) {
-            return Ok(claimed.clone());
+            // A re-ask: the same tasks, those still held by this claim.
+            return Ok(claimed
+                .iter()
+                .filter(|c| Self::current(&state, c))
+                .cloned()
+                .collect());
         }
         let mut claimed = Vec::new();
         let mut skipped = 0;
@@ -360,7 +365,7 @@ impl TaskStore for MemoryTaskStore {
             }
         }
         if !claimed.is_empty() {
-            let until = Instant::now() + request.lease;
+            let until = Instant::now() + request.lease / 3;
             state
                 .claim_replies
                 .insert(request.request_id.clone(), (claimed.clone(), until));

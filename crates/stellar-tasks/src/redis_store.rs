@@ -312,11 +312,12 @@ impl TaskStore for RedisTaskStore {
             keys.extend([format!("{QUEUE}{queue}"), format!("{PARKED_NAMES}{queue}")]);
         }
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let (lease, max, skip, n_names) = (
+        let (lease, max, skip, n_names, keep_reply) = (
             ms(request.lease),
             request.max.to_string(),
             CLAIM_SKIP_LIMIT.to_string(),
             request.names.len().to_string(),
+            ms(request.lease / 3),
         );
         let mut args: Vec<&str> = vec![
             &lease,
@@ -329,10 +330,30 @@ impl TaskStore for RedisTaskStore {
         ];
         args.extend(request.names.iter().map(String::as_str));
         args.extend(request.queues.iter().map(String::as_str));
-        let flat: Vec<redis::Value> = self
-            .pool
-            .invoke("task claim", &self.scripts.claim, &keys, &args)
-            .await?;
+        args.push(&keep_reply);
+        // A call that only passed over stale or parked ids (its budget spent) is repeated at once,
+        // a few times, rather than leaving the worker idle until its next poll. Nothing was
+        // claimed, so no reply was saved under the request id and asking again is safe.
+        let mut flat: Vec<redis::Value> = Vec::new();
+        for _ in 0..8 {
+            flat = self
+                .pool
+                .invoke("task claim", &self.scripts.claim, &keys, &args)
+                .await?;
+            let skipped = flat
+                .first()
+                .and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok())
+                .unwrap_or(0);
+            if flat.len() > 1 || skipped < CLAIM_SKIP_LIMIT as u64 {
+                break;
+            }
+        }
+        if flat.is_empty() || (flat.len() - 1) % 8 != 0 {
+            return Err(TransportError::Backend {
+                op: "task claim",
+                source: format!("malformed claim reply of {} entries", flat.len()).into(),
+            });
+        }
         let text = |value: &redis::Value| {
             redis::from_redis_value::<String>(value.clone()).unwrap_or_default()
         };

@@ -447,7 +447,9 @@ impl Tasks {
             name: name.to_owned(),
             source,
         })?;
-        let idempotent = options.id.is_some();
+        // A replace is not idempotent: a retry after a lost reply could replace the run the
+        // first attempt started.
+        let idempotent = options.id.is_some() && !options.replace;
         let id = match options.id {
             Some(id) => checked("task id", id)?,
             None => stellar_bus::unique_token(&self.inner.node_id, 12),

@@ -110,25 +110,24 @@ async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
 /// Claims with `request`; after a transport error, asks again with the same request id (so a
 /// claim that ran in Redis but whose reply was lost returns the same tasks) for up to a third of
 /// the lease, then reports the error. A claim in flight is never abandoned (its tasks would sit
-/// leased to nobody): cancellation only ends the pauses between asks.
+/// leased to nobody until the lease ends): a stop while asking again leaves one more second to
+/// get the answer, so the tasks can be handed back.
 async fn claim(
     tasks: &Tasks,
     request: &ClaimRequest,
     cancel: &CancellationToken,
 ) -> Result<Vec<Claimed>, stellar_bus::TransportError> {
     let store = &tasks.inner.store;
-    let deadline = tokio::time::Instant::now() + request.lease / 3;
+    let mut deadline = tokio::time::Instant::now() + request.lease / 3;
     let mut pause = Duration::from_millis(20);
     loop {
         match store.claim(request).await {
-            Err(err)
-                if !cancel.is_cancelled() && tokio::time::Instant::now() + pause < deadline =>
-            {
+            Err(err) if tokio::time::Instant::now() + pause < deadline => {
                 debug!(node_id = %request.node, error = %err, "claim failed; asking again with the same request id");
-                tokio::select! {
-                    () = cancel.cancelled() => {}
-                    () = tokio::time::sleep(pause) => {}
+                if cancel.is_cancelled() {
+                    deadline = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
+                tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(250));
             }
             result => return result,

@@ -135,6 +135,15 @@ async fn a_leader_key_written_by_hand_does_not_stop_the_scheduler() {
         );
         assert!(store.resign(&node).await.expect("resign"));
     }
+    // A counter overwritten with text or a huge number does not stop every node from leading.
+    for epoch in ["garbage", "99999999999999999999"] {
+        run(&pool, &["SET", "stellar:tasks:leader-epoch", epoch]).await;
+        assert!(
+            store.try_lead(&node, lease).await.expect("lead").is_some(),
+            "{epoch}"
+        );
+        assert!(store.resign(&node).await.expect("resign"));
+    }
     // A genuine leader with a live lease is still respected.
     let other = NodeId::new("n2").expect("id");
     assert!(store.try_lead(&other, lease).await.expect("lead").is_some());
@@ -184,6 +193,111 @@ async fn per_node_counters_expire_instead_of_piling_up() {
         .await
         .expect("pttl");
     assert!(ttl > 0, "per-node counters never expire (PTTL {ttl})");
+    api.shutdown().await.expect("stops");
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_neither_stop_a_claim_nor_misalign_it() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let api = Api::new(Config {
+        id: Some(NodeId::new("n1").expect("id")),
+        ..Config::default()
+    });
+    let tasks = Tasks::new(
+        Arc::new(store),
+        api.node_id().clone(),
+        TaskConfig::default(),
+    );
+    let runs = Arc::new(AtomicU32::new(0));
+    let counted = runs.clone();
+    tasks.register(TaskDefinition::new(
+        "work",
+        move |_, _: serde_json::Value| {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        },
+    ));
+    let mut genuine = Vec::new();
+    for n in 0..3 {
+        genuine.push(
+            tasks
+                .enqueue("work", &n, EnqueueOptions::default())
+                .await
+                .expect("enqueue"),
+        );
+    }
+    // Between the genuine tasks: a record without queue, args or max_attempts, and one whose
+    // attempts are not a number (HINCRBY would fail half way through the claim).
+    run(
+        &pool,
+        &[
+            "HSET",
+            "stellar:task:bare",
+            "id",
+            "bare",
+            "name",
+            "work",
+            "state",
+            "queued",
+        ],
+    )
+    .await;
+    run(&pool, &["LPUSH", "stellar:queue:default", "bare"]).await;
+    run(
+        &pool,
+        &[
+            "HSET",
+            "stellar:task:odd",
+            "id",
+            "odd",
+            "name",
+            "work",
+            "queue",
+            "default",
+            "args",
+            "null",
+            "max_attempts",
+            "x",
+            "attempts",
+            "many",
+            "state",
+            "queued",
+        ],
+    )
+    .await;
+    run(&pool, &["LPUSH", "stellar:queue:default", "odd"]).await;
+    for n in 3..6 {
+        genuine.push(
+            tasks
+                .enqueue("work", &n, EnqueueOptions::default())
+                .await
+                .expect("enqueue"),
+        );
+    }
+    tasks.start(&api);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for id in &genuine {
+        while tasks.show(id).await.expect("show").map(|t| t.state) != Some(TaskState::Completed) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} did not complete"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 6, "only the genuine tasks ran");
+    let odd = tasks.show("odd").await.expect("show").map(|t| t.state);
+    assert_ne!(
+        odd,
+        Some(TaskState::Running),
+        "a malformed record stayed leased"
+    );
     api.shutdown().await.expect("stops");
     cancel.cancel();
 }
