@@ -117,6 +117,11 @@ pub(crate) enum TasksCommand {
     Retry {
         /// The task id.
         id: String,
+        /// Sign the record again with this token first: for a task refused as `unsigned` that you
+        /// vouch for (enqueued before an upgrade, or signed with a token this node did not accept
+        /// yet). Look at it first (`tasks show`): a record written by hand would run too.
+        #[arg(long)]
+        resign: bool,
     },
     /// Delete a failed task.
     Remove {

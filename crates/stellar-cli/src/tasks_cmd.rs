@@ -162,8 +162,13 @@ pub(crate) async fn run(
                     }
                 }
             }
-            TasksCommand::Retry { id } => {
-                if !tasks.retry_failed(&id).await? {
+            TasksCommand::Retry { id, resign } => {
+                let retried = if resign {
+                    tasks.retry_failed_resigned(&id).await?
+                } else {
+                    tasks.retry_failed(&id).await?
+                };
+                if !retried {
                     bail!("task {id:?} is not in the failed set");
                 }
             }

@@ -548,13 +548,20 @@ impl TaskStore for MemoryTaskStore {
         Ok(failed.into_iter().map(|(_, record)| record).collect())
     }
 
-    async fn retry_failed(&self, id: &str) -> Result<bool, TransportError> {
+    async fn retry_failed(
+        &self,
+        id: &str,
+        signature: Option<&str>,
+    ) -> Result<bool, TransportError> {
         {
             let mut state = self.state();
             if state.failed.remove(id).is_none() {
                 return Ok(false);
             }
             let task = state.tasks.get_mut(id).expect("failed tasks have a record");
+            if let Some(signature) = signature {
+                task.signature = signature.to_owned();
+            }
             task.record.attempts = 0;
             task.record.state = TaskState::Queued;
             let queue = task.record.queue.clone();

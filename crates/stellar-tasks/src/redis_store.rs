@@ -528,7 +528,11 @@ impl TaskStore for RedisTaskStore {
         Ok(records)
     }
 
-    async fn retry_failed(&self, id: &str) -> Result<bool, TransportError> {
+    async fn retry_failed(
+        &self,
+        id: &str,
+        signature: Option<&str>,
+    ) -> Result<bool, TransportError> {
         let key = format!("{TASK}{id}");
         let moved: u8 = self
             .pool
@@ -536,7 +540,7 @@ impl TaskStore for RedisTaskStore {
                 "task retry",
                 &self.scripts.retry_failed,
                 &[&key, FAILED],
-                &[id, QUEUE, WAKE],
+                &[id, QUEUE, WAKE, signature.unwrap_or("")],
             )
             .await?;
         Ok(moved == 1)

@@ -291,8 +291,10 @@ pub trait TaskStore: fmt::Debug + Send + Sync + 'static {
     async fn show(&self, id: &str) -> Result<Option<TaskRecord>, TransportError>;
     /// Tasks in the failed set, oldest failure first.
     async fn failed(&self) -> Result<Vec<TaskRecord>, TransportError>;
-    /// Moves a failed task back to its queue with fresh attempts; false if it is not failed.
-    async fn retry_failed(&self, id: &str) -> Result<bool, TransportError>;
+    /// Moves a failed task back to its queue with fresh attempts (and, given one, a new record
+    /// signature); false if it is not failed.
+    async fn retry_failed(&self, id: &str, signature: Option<&str>)
+    -> Result<bool, TransportError>;
     /// Deletes a failed task; false if it is not failed.
     async fn remove_failed(&self, id: &str) -> Result<bool, TransportError>;
     /// Counters and gauges.

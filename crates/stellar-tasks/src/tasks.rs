@@ -495,7 +495,29 @@ impl Tasks {
     ///
     /// [`Error::Store`].
     pub async fn retry_failed(&self, id: &str) -> Result<bool> {
-        Ok(self.inner.store.retry_failed(id).await?)
+        Ok(self.inner.store.retry_failed(id, None).await?)
+    }
+
+    /// Like [`Tasks::retry_failed`], but signs the record again with this node's token first: for
+    /// a task refused as `unsigned` that the operator vouches for (enqueued before signatures
+    /// existed, or signed with a token this node did not accept yet). A record written by hand
+    /// would run too, so look at it first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn retry_failed_resigned(&self, id: &str) -> Result<bool> {
+        let Some(record) = self.inner.store.show(id).await? else {
+            return Ok(false);
+        };
+        let signature = self.sign(
+            &record.id,
+            &record.name,
+            &record.queue,
+            &record.args,
+            record.max_attempts,
+        );
+        Ok(self.inner.store.retry_failed(id, Some(&signature)).await?)
     }
 
     /// Deletes a failed task; false if it is not failed.

@@ -1057,6 +1057,24 @@ async fn an_unsigned_task_record_never_reaches_a_handler(backend: Backend) {
         !runs.lock().expect("runs").contains_key("forged"),
         "a handler ran a forged task"
     );
+    // A plain retry keeps the record's signature: refused again.
+    assert!(tasks.retry_failed("forged").await.expect("retry"));
+    eventually("refused again", async || {
+        tasks
+            .show("forged")
+            .await
+            .expect("show")
+            .is_some_and(|t| t.state == TaskState::Failed && t.attempts == 1)
+    })
+    .await;
+    assert!(!runs.lock().expect("runs").contains_key("forged"));
+    // An operator who vouches for it (an upgrade, a token rotation gone wrong) signs it again.
+    assert!(tasks.retry_failed_resigned("forged").await.expect("retry"));
+    eventually("the vouched-for task ran", async || {
+        state_of(&tasks, "forged").await == Some(TaskState::Completed)
+    })
+    .await;
+    assert_eq!(runs.lock().expect("runs").get("forged"), Some(&1));
     api.shutdown().await.expect("stops");
 }
 
