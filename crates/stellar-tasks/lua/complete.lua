@@ -2,6 +2,7 @@
 -- KEYS[1]  stellar:task:<id>
 -- KEYS[2]  stellar:tasks:inflight
 -- KEYS[3]  stellar:tasks:stats       HASH  counters
+-- KEYS[4]  stellar:tasks:stats:nodes ZSET  node -> last counter update (ms), the index of the per-node hashes
 -- ARGV[1]  id
 -- ARGV[2]  claim token
 -- ARGV[3]  how long to keep the completed record, in ms
@@ -27,7 +28,9 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local name = redis.call('HGET', KEYS[1], 'name')
 redis.call('HINCRBY', KEYS[3], 'processed', 1)
 redis.call('HINCRBY', KEYS[3], 'processed:' .. name, 1)
-local per_node = ARGV[4] .. (redis.call('HGET', KEYS[1], 'node') or '?')
+local node = redis.call('HGET', KEYS[1], 'node') or '?'
+local per_node = ARGV[4] .. node
 redis.call('HINCRBY', per_node, 'processed', 1)
 redis.call('PEXPIRE', per_node, ARGV[5])
+redis.call('ZADD', KEYS[4], now, node)
 return 1

@@ -2,6 +2,7 @@
 -- from lost leases are rejected one by one).
 -- KEYS[1]  stellar:tasks:inflight
 -- KEYS[2]  stellar:tasks:stats
+-- KEYS[3]  stellar:tasks:stats:nodes  ZSET  node -> last counter update (ms)
 -- ARGV[1]  how long to keep completed records, in ms
 -- ARGV[2]  task key prefix, "stellar:task:"
 -- ARGV[3]  per-node counter prefix, "stellar:tasks:stats:node:" (a HASH per node, expiring)
@@ -23,9 +24,9 @@ for i = 5, #ARGV, 2 do
     redis.call('PEXPIRE', key, ARGV[1])
     redis.call('HINCRBY', KEYS[2], 'processed', 1)
     redis.call('HINCRBY', KEYS[2], 'processed:' .. f[3], 1)
-    local per_node = ARGV[3] .. (f[4] or '?')
-    redis.call('HINCRBY', per_node, 'processed', 1)
-    touched[per_node] = true
+    local node = f[4] or '?'
+    redis.call('HINCRBY', ARGV[3] .. node, 'processed', 1)
+    touched[node] = true
     table.insert(out, 1)
   elseif f[1] == token and f[2] == 'completed' then
     table.insert(out, 1)
@@ -33,7 +34,8 @@ for i = 5, #ARGV, 2 do
     table.insert(out, 0)
   end
 end
-for per_node in pairs(touched) do
-  redis.call('PEXPIRE', per_node, ARGV[4])
+for node in pairs(touched) do
+  redis.call('PEXPIRE', ARGV[3] .. node, ARGV[4])
+  redis.call('ZADD', KEYS[3], now, node)
 end
 return out

@@ -4,6 +4,7 @@
 -- KEYS[3]  stellar:tasks:delayed
 -- KEYS[4]  stellar:tasks:failed     ZSET  id -> failed time
 -- KEYS[5]  stellar:tasks:stats
+-- KEYS[6]  stellar:tasks:stats:nodes  ZSET  node -> last counter update (ms)
 -- ARGV[1]  id
 -- ARGV[2]  claim token
 -- ARGV[3]  error message
@@ -33,7 +34,8 @@ redis.call('HSET', KEYS[1], 'state', 'failed')
 redis.call('ZADD', KEYS[4], now, ARGV[1])
 redis.call('HINCRBY', KEYS[5], 'failed', 1)
 redis.call('HINCRBY', KEYS[5], 'failed:' .. f[3], 1)
-local per_node = ARGV[6] .. (f[4] or '?')
-redis.call('HINCRBY', per_node, 'failed', 1)
-redis.call('PEXPIRE', per_node, ARGV[7])
+local node = f[4] or '?'
+redis.call('HINCRBY', ARGV[6] .. node, 'failed', 1)
+redis.call('PEXPIRE', ARGV[6] .. node, ARGV[7])
+redis.call('ZADD', KEYS[6], now, node)
 return 2

@@ -42,6 +42,8 @@ const CLAIM_REPLY: &str = "stellar:tasks:claim-reply:";
 const PARKED: &str = "stellar:tasks:parked:";
 const PARKED_NAMES: &str = "stellar:tasks:parked-names:";
 const NODE_STATS: &str = "stellar:tasks:stats:node:";
+const NODE_STATS_INDEX: &str = "stellar:tasks:stats:nodes";
+const WORKERS: &str = "stellar:tasks:workers";
 /// How long a node's processed/failed counters outlive its last update (one hash per node id, and
 /// a restarted process is a new id: without expiry they would pile up forever).
 const NODE_STATS_TTL: &str = "86400000";
@@ -161,7 +163,7 @@ impl RedisTaskStore {
             .invoke(
                 "task fail",
                 &self.scripts.fail,
-                &[&key, INFLIGHT, DELAYED, FAILED, STATS],
+                &[&key, INFLIGHT, DELAYED, FAILED, STATS, NODE_STATS_INDEX],
                 &[
                     &claimed.id,
                     &token,
@@ -175,41 +177,43 @@ impl RedisTaskStore {
             .await
     }
 
-    /// Every node's counters, as `processed@<node>` and `failed@<node>`.
+    /// Every node's counters, as `processed@<node>` and `failed@<node>`, from the index of nodes
+    /// updated in the last day (no keyspace scan; the index forgets older nodes as their counters
+    /// expire).
     async fn node_stats(&self) -> Result<BTreeMap<String, u64>, TransportError> {
+        let now = now_ms();
+        let day: u64 = NODE_STATS_TTL.parse().expect("a number");
+        let _: u64 = self
+            .pool
+            .query(
+                "ZREMRANGEBYSCORE",
+                redis::cmd("ZREMRANGEBYSCORE")
+                    .arg(NODE_STATS_INDEX)
+                    .arg("-inf")
+                    .arg(now.saturating_sub(day)),
+            )
+            .await?;
+        let nodes: Vec<String> = self
+            .pool
+            .query(
+                "ZRANGE",
+                redis::cmd("ZRANGE").arg(NODE_STATS_INDEX).arg(0).arg(-1),
+            )
+            .await?;
         let mut by_node = BTreeMap::new();
-        for key in self.scan(&format!("{NODE_STATS}*")).await? {
+        for node in nodes {
             let counters: HashMap<String, u64> = self
                 .pool
-                .query("HGETALL", redis::cmd("HGETALL").arg(&key))
+                .query(
+                    "HGETALL",
+                    redis::cmd("HGETALL").arg(format!("{NODE_STATS}{node}")),
+                )
                 .await?;
-            let node = key.trim_start_matches(NODE_STATS);
             for (counter, value) in counters {
                 by_node.insert(format!("{counter}@{node}"), value);
             }
         }
         Ok(by_node)
-    }
-
-    /// Every key matching `pattern` (SCAN, never KEYS).
-    async fn scan(&self, pattern: &str) -> Result<Vec<String>, TransportError> {
-        let mut cursor = 0_u64;
-        let mut keys = Vec::new();
-        loop {
-            let cmd = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .clone();
-            let (next, batch): (u64, Vec<String>) = self.pool.query("SCAN", &cmd).await?;
-            keys.extend(batch);
-            if next == 0 {
-                return Ok(keys);
-            }
-            cursor = next;
-        }
     }
 
     async fn record(&self, id: &str) -> Result<Option<TaskRecord>, TransportError> {
@@ -249,6 +253,12 @@ fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
         finished_at_ms: number("finished_at"),
         error: text("error"),
     })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn ms(duration: Duration) -> String {
@@ -400,7 +410,7 @@ impl TaskStore for RedisTaskStore {
             .invoke(
                 "task complete",
                 &self.scripts.complete,
-                &[&key, INFLIGHT, STATS],
+                &[&key, INFLIGHT, STATS, NODE_STATS_INDEX],
                 &[&claimed.id, &token, &keep, NODE_STATS, NODE_STATS_TTL],
             )
             .await?;
@@ -423,7 +433,7 @@ impl TaskStore for RedisTaskStore {
             .invoke(
                 "task complete many",
                 &self.scripts.complete_many,
-                &[INFLIGHT, STATS],
+                &[INFLIGHT, STATS, NODE_STATS_INDEX],
                 &args,
             )
             .await?;
@@ -708,18 +718,43 @@ impl TaskStore for RedisTaskStore {
             .arg("PX")
             .arg(ms(ttl))
             .clone();
-        self.pool.query::<()>("SET worker", &cmd).await
+        self.pool.query::<()>("SET worker", &cmd).await?;
+        let index = redis::cmd("ZADD")
+            .arg(WORKERS)
+            .arg(now_ms())
+            .arg(&worker.node)
+            .clone();
+        self.pool
+            .query::<u64>("ZADD workers", &index)
+            .await
+            .map(drop)
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, TransportError> {
-        let keys = self.scan(&format!("{WORKER}*")).await?;
+        // The index of announcing nodes, not a keyspace scan; a node whose announcement expired
+        // leaves the index here.
+        let nodes: Vec<String> = self
+            .pool
+            .query("ZRANGE", redis::cmd("ZRANGE").arg(WORKERS).arg(0).arg(-1))
+            .await?;
         let mut workers = Vec::new();
-        for key in keys {
+        for node in nodes {
             let json: Option<String> = self
                 .pool
-                .query("GET worker", redis::cmd("GET").arg(&key))
+                .query(
+                    "GET worker",
+                    redis::cmd("GET").arg(format!("{WORKER}{node}")),
+                )
                 .await?;
-            workers.extend(json.and_then(|json| serde_json::from_str::<WorkerInfo>(&json).ok()));
+            match json {
+                Some(json) => workers.extend(serde_json::from_str::<WorkerInfo>(&json).ok()),
+                None => {
+                    let _: u64 = self
+                        .pool
+                        .query("ZREM workers", redis::cmd("ZREM").arg(WORKERS).arg(&node))
+                        .await?;
+                }
+            }
         }
         workers.sort_by(|a, b| a.node.cmp(&b.node));
         Ok(workers)
