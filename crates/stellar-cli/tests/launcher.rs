@@ -181,14 +181,13 @@ impl Launched {
                 "only {processes} worker processes during the rolling restart\n{}",
                 self.supervisor.output()
             );
-            // FIXME: assert `live == expected` throughout. A replacement shares its name with the
-            // worker it replaces, and until the membership knows incarnations
-            // (STELLAR_REPLACES_INCARNATION, branch bus-fixes) the old worker's leave deletes the
-            // shared record until the replacement's next heartbeat, so names can be missing for
-            // up to a heartbeat interval. Today: no name outside `expected`, ever.
-            assert!(
-                live.iter().all(|name| expected.contains(name)),
-                "names drifted during the rolling restart: {now:?}\n{}",
+            // Names: exactly `expected` all along. A replacement takes over its predecessor's
+            // record (STELLAR_REPLACES_INCARNATION) and the predecessor's leave, which compares
+            // incarnations, leaves it in place: no name is ever missing or added.
+            assert_eq!(
+                live,
+                expected,
+                "names drifted or went missing during the rolling restart: {now:?}\n{}",
                 self.supervisor.output()
             );
             if live == expected

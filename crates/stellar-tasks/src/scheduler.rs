@@ -215,3 +215,60 @@ async fn warn_about_unserved_queues(tasks: &Tasks) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use stellar_core::NodeId;
+
+    use super::*;
+    use crate::{MemoryTaskStore, TaskConfig, TaskDefinition, TaskStore};
+
+    /// A leader whose next slot lies a day back (it was paused, or the clock stepped forward a
+    /// day) enqueues at most `CATCH_UP` + 1 slots, not 86,400, and never one twice.
+    #[tokio::test]
+    async fn catch_up_is_clamped_whenever_the_next_slot_lies_far_back() {
+        let store = MemoryTaskStore::new();
+        let node = NodeId::new("leader").expect("id");
+        let tasks = Tasks::new(Arc::new(store.clone()), node.clone(), TaskConfig::default());
+        tasks.register(TaskDefinition::new("tick", |_, _: ()| async { Ok(()) }));
+        let schedule = Schedule {
+            name: "tick".into(),
+            task: "tick".into(),
+            args: "null".into(),
+            queue: "default".into(),
+            every_ms: 1000,
+        };
+        store.set_schedule(&schedule).await.expect("schedule");
+        let epoch = store
+            .try_lead(&node, Duration::from_secs(30))
+            .await
+            .expect("lead")
+            .expect("leads");
+        let leader = (node.to_string(), epoch);
+        let a_day_ago = now_ms() / 1000 * 1000 - 86_400_000;
+        let mut next_slot = HashMap::from([("tick".to_owned(), a_day_ago)]);
+        assert!(enqueue_due_slots(&tasks, &schedule, &leader, &mut next_slot).await);
+        let queued = store.stats().await.expect("stats").queues["default"];
+        assert!(
+            (CATCH_UP..=CATCH_UP + 2).contains(&queued),
+            "{queued} slots enqueued after a day"
+        );
+        // The next tick adds at most the slot that just began.
+        assert!(enqueue_due_slots(&tasks, &schedule, &leader, &mut next_slot).await);
+        let after = store.stats().await.expect("stats").queues["default"];
+        assert!(after <= queued + 1, "{queued} then {after}");
+        // A deposed leader (another epoch) is fenced.
+        let deposed = (node.to_string(), epoch + 1);
+        let tock = Schedule {
+            name: "tock".into(),
+            ..schedule.clone()
+        };
+        store.set_schedule(&tock).await.expect("schedule");
+        let mut behind = HashMap::from([("tock".to_owned(), a_day_ago)]);
+        assert!(!enqueue_due_slots(&tasks, &tock, &deposed, &mut behind).await);
+        let fenced = store.stats().await.expect("stats").queues["default"];
+        assert_eq!(fenced, after, "a deposed leader enqueued slots");
+    }
+}

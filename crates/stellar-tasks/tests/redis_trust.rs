@@ -301,3 +301,49 @@ async fn malformed_records_neither_stop_a_claim_nor_misalign_it() {
     api.shutdown().await.expect("stops");
     cancel.cancel();
 }
+
+/// An enqueue with an id rides out a Redis restart (the id makes a retry safe); one without an id
+/// reports the failure instead of risking a second copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_with_an_id_retries_through_a_redis_restart() {
+    let mut server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (_pool, store) = store(&server, &cancel).await;
+    let config = TaskConfig {
+        enqueue_retry: Duration::from_secs(15),
+        ..TaskConfig::default()
+    };
+    let tasks = Tasks::new(Arc::new(store), NodeId::new("client").expect("id"), config);
+    tasks.register(TaskDefinition::new(
+        "work",
+        |_, _: serde_json::Value| async { Ok(()) },
+    ));
+    server.kill();
+    let without_id = tasks.enqueue("work", &1, EnqueueOptions::default()).await;
+    assert!(
+        without_id.is_err(),
+        "an enqueue without an id was retried blindly"
+    );
+    let background = tasks.clone();
+    let with_id = tokio::spawn(async move {
+        let options = EnqueueOptions {
+            id: Some("must-land".into()),
+            ..EnqueueOptions::default()
+        };
+        background.enqueue("work", &2, options).await
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    server.restart();
+    let id = with_id
+        .await
+        .expect("join")
+        .expect("the enqueue with an id landed");
+    assert_eq!(id, "must-land");
+    let record = tasks
+        .show("must-land")
+        .await
+        .expect("show")
+        .expect("record");
+    assert_eq!(record.state, TaskState::Queued);
+    cancel.cancel();
+}
