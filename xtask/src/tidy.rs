@@ -25,7 +25,7 @@ mod tests {
         ("stellar-cache", &["stellar-core", "stellar-bus"]),
         ("stellar-tasks", &["stellar-core", "stellar-bus"]),
         (
-            "stellar-cli",
+            "stellar-node",
             &[
                 "stellar-core",
                 "stellar-bus",
@@ -34,11 +34,27 @@ mod tests {
                 "stellar-tasks",
             ],
         ),
+        (
+            "stellar-cli",
+            &[
+                "stellar-core",
+                "stellar-bus",
+                "stellar-rpc",
+                "stellar-cache",
+                "stellar-tasks",
+                "stellar-node",
+            ],
+        ),
         ("stellar-testkit", &[]),
     ];
 
     /// Crates that must not depend on Redis, and the binaries allowed to use anyhow.
-    const NO_REDIS: &[&str] = &["stellar-core", "stellar-rpc", "stellar-testkit"];
+    const NO_REDIS: &[&str] = &[
+        "stellar-core",
+        "stellar-rpc",
+        "stellar-node",
+        "stellar-testkit",
+    ];
     const ANYHOW_OK: &[&str] = &["stellar-cli", "xtask"];
 
     fn manifests() -> BTreeMap<String, toml::Table> {

@@ -183,6 +183,17 @@ impl RedisPool {
         &self.inner.redacted_url
     }
 
+    /// Whether Redis answers a `PING` within the operation timeout (a readiness check).
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisPool::query`].
+    pub async fn ping(&self) -> Result<(), TransportError> {
+        self.query::<String>("PING", &redis::cmd("PING"))
+            .await
+            .map(drop)
+    }
+
     /// Runs one command on a pooled connection, within the operation timeout.
     ///
     /// # Errors

@@ -1,14 +1,11 @@
 //! The library entry point behind the `stellar` binary.
 
-use std::{ffi::OsString, fmt, io::Write, process::ExitCode, sync::Arc};
+use std::{ffi::OsString, fmt, io::Write, process::ExitCode};
 
 use anyhow::Result;
 use clap::Parser;
-use stellar_bus::{Bus, Membership, Transport};
-use stellar_cache::Cache;
-use stellar_core::{Api, Config, ConfigError};
-use stellar_rpc::Rpc;
-use stellar_tasks::{TaskDefinition, Tasks};
+use stellar_core::{Config, ConfigError};
+use stellar_tasks::TaskDefinition;
 
 use crate::{
     cache_cmd,
@@ -43,14 +40,21 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
     if let Some(exit) = err.downcast_ref::<ExitWith>() {
         return ExitCode::from(exit.code);
     }
-    if err.chain().any(|cause| cause.is::<ConfigError>()) {
+    let config_error = |cause: &(dyn std::error::Error + 'static)| {
+        cause.is::<ConfigError>()
+            || matches!(
+                cause.downcast_ref::<stellar_node::Error>(),
+                Some(stellar_node::Error::Config(_))
+            )
+    };
+    if err.chain().any(config_error) {
         return ExitCode::from(EXIT_CONFIG);
     }
     ExitCode::FAILURE
 }
 
 /// A set-up hook: runs on every node this process starts, before the node is ready.
-pub(crate) type Setup = Box<dyn Fn(&NodeContext) -> Result<()> + Send + Sync>;
+pub(crate) type Setup = std::sync::Arc<dyn Fn(&NodeContext) -> Result<()> + Send + Sync>;
 
 /// The `stellar` command line. Add your components with [`App::setup`], then call
 /// [`App::main`] from `main`.
@@ -68,60 +72,9 @@ impl fmt::Debug for App {
     }
 }
 
-/// What a set-up hook gets: the node's [`Api`], bus, membership and RPC.
-#[derive(Debug, Clone)]
-pub struct NodeContext {
-    pub(crate) api: Api,
-    pub(crate) transport: Arc<dyn Transport>,
-    pub(crate) bus: Bus,
-    pub(crate) membership: Membership,
-    pub(crate) rpc: Rpc,
-    pub(crate) cache: Cache,
-    pub(crate) tasks: Tasks,
-    pub(crate) shared: bool,
-}
-
-impl NodeContext {
-    /// The node's handle: id, config, components, cancellation and task tracking.
-    pub fn api(&self) -> &Api {
-        &self.api
-    }
-
-    /// The transport the node's bus runs on.
-    pub fn transport(&self) -> &Arc<dyn Transport> {
-        &self.transport
-    }
-
-    /// The node's authenticated bus: publish messages, register handlers per message type.
-    pub fn bus(&self) -> &Bus {
-        &self.bus
-    }
-
-    /// The cluster's live members.
-    pub fn membership(&self) -> &Membership {
-        &self.membership
-    }
-
-    /// The node's RPC: register your own methods, call other nodes.
-    pub fn rpc(&self) -> &Rpc {
-        &self.rpc
-    }
-
-    /// The shared cache.
-    pub fn cache(&self) -> &Cache {
-        &self.cache
-    }
-
-    /// The node's task system: enqueue, inspect, register more task types.
-    pub fn tasks(&self) -> &Tasks {
-        &self.tasks
-    }
-
-    /// Whether the node shares state with others (Redis) or runs embedded (memory).
-    pub fn is_shared(&self) -> bool {
-        self.shared
-    }
-}
+/// What a set-up hook gets: the node, with its [`Api`](stellar_core::Api), bus, membership, RPC,
+/// cache and tasks (see [`stellar_node::Node`]).
+pub type NodeContext = stellar_node::Node;
 
 impl App {
     /// An app with no hooks: exactly the `stellar` binary.
@@ -135,7 +88,7 @@ impl App {
         mut self,
         hook: impl Fn(&NodeContext) -> Result<()> + Send + Sync + 'static,
     ) -> Self {
-        self.setups.push(Box::new(hook));
+        self.setups.push(std::sync::Arc::new(hook));
         self
     }
 

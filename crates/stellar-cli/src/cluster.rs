@@ -1,45 +1,30 @@
-//! `stellar cluster …`: a short-lived client of a running cluster. It joins the bus under its own
-//! id (`stellar-cli-<host>-<pid>`) but not the membership, so it never shows as a node.
+//! `stellar cluster …`: a short-lived [`Client`] of a running cluster. It talks on the bus under
+//! its own id (`stellar-client-<host>-<pid>`) but never joins the membership.
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use stellar_bus::{Bus, BusConfig, Membership, NodeInfo};
-use stellar_core::{Api, Config, NodeId};
+use stellar_bus::{Bus, NodeInfo};
+use stellar_core::{Config, NodeId};
+use stellar_node::Client;
 use stellar_rpc::{Reply, Rpc, Target, Wait};
 
-use crate::{
-    cli::{ClusterCommand, DoArgs, WaitArg},
-    node,
-};
+use crate::cli::{ClusterCommand, DoArgs, WaitArg};
 
 /// Runs one cluster command against the configured Redis.
 pub(crate) async fn run(config: Config, command: ClusterCommand) -> Result<()> {
-    if config.redis_url.is_none() {
-        bail!(
-            "`stellar cluster` needs the cluster's Redis: pass --redis URL or set STELLAR_REDIS_URL \
-             (a node on the embedded backend shares nothing outside its own process)"
-        );
-    }
-    config.check_shared_backend()?;
-    let client_id = NodeId::new(format!("stellar-cli-{}", NodeId::from_host()))?;
-    let api = Api::new(Config {
-        id: Some(client_id),
-        ..config
-    });
-    let backend = node::connect(&api).await?;
-    let bus = Bus::start(&api, backend.transport, BusConfig::default())
+    let client = Client::connect(config, &[])
         .await
-        .context("starting the bus")?;
-    let rpc = Rpc::new(bus.clone(), Membership::new(backend.store, &api));
+        .context("`stellar cluster` connects to the cluster")?;
     let result = match command {
-        ClusterCommand::Status { json } => status(&rpc, json).await,
-        ClusterCommand::Do(args) => call(&rpc, args).await,
-        ClusterCommand::Publish { message_type, body } => publish(&bus, &message_type, &body).await,
+        ClusterCommand::Status { json } => status(client.rpc(), json).await,
+        ClusterCommand::Do(args) => call(client.rpc(), args).await,
+        ClusterCommand::Publish { message_type, body } => {
+            publish(client.bus(), &message_type, &body).await
+        }
     };
-    // The client's own tasks end at once; a failed stop changes nothing for the user.
-    let _ = api.shutdown().await;
+    client.close().await;
     result
 }
 

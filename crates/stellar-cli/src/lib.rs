@@ -26,7 +26,6 @@
 //! with `ready` and the node id once up, and stops gracefully on SIGINT or SIGTERM.
 
 mod app;
-mod builtin_tasks;
 mod cache_cmd;
 mod cli;
 mod cluster;
@@ -37,3 +36,4 @@ mod supervisor;
 mod tasks_cmd;
 
 pub use crate::app::{App, NodeContext};
+pub use stellar_node::{Client, Node};

@@ -21,7 +21,8 @@ use nix::{
     unistd::Pid,
 };
 use stellar_bus::Membership;
-use stellar_core::{Api, Config, NodeId};
+use stellar_core::{Config, NodeId};
+use stellar_node::Client;
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, BufReader},
     process::{Child, Command},
@@ -35,7 +36,6 @@ use crate::{
     app::{EXIT_CONFIG, EXIT_FORCED, ExitWith},
     cli::{GlobalArgs, RunArgs},
     control::{self, ControlServer, Message, Report},
-    node,
 };
 
 /// The first restart delay of a worker that died; it doubles with each quick death in a row.
@@ -165,11 +165,7 @@ pub(crate) async fn run(config: Config, global: &GlobalArgs, run: RunArgs) -> Re
     };
     let _pid_file = PidFile::acquire(&run.pid_file)?;
     let supervisor_id = NodeId::new(format!("stellar-supervisor-{}", NodeId::from_host()))?;
-    let api = Api::new(Config {
-        id: Some(supervisor_id),
-        ..config.clone()
-    });
-    let backend = node::connect(&api).await?;
+    let client = Client::connect_as(supervisor_id, config.clone(), &[]).await?;
     let (exits, exits_received) = mpsc::unbounded_channel();
     let (reports, reports_received) = mpsc::unbounded_channel();
     let mut inbox = Inbox {
@@ -182,7 +178,7 @@ pub(crate) async fn run(config: Config, global: &GlobalArgs, run: RunArgs) -> Re
         exe: std::env::current_exe().context("finding this program to start workers")?,
         child_args: child_args(global),
         child_env: child_env(&config),
-        membership: Membership::new(backend.store, &api),
+        membership: client.membership().clone(),
         control: ControlServer::start(reports)?,
         workers: BTreeMap::new(),
         next_generation: 0,
@@ -206,7 +202,7 @@ pub(crate) async fn run(config: Config, global: &GlobalArgs, run: RunArgs) -> Re
     }
     // Every way out of the loop, an error included, stops the workers first.
     let outcome = supervisor.stop_all(&mut signals, &mut inbox).await;
-    let _ = api.shutdown().await;
+    client.close().await;
     let stop = result?;
     match outcome {
         Outcome::Forced => {

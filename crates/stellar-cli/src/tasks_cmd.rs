@@ -1,17 +1,14 @@
 //! `stellar tasks …`: enqueue and inspect the tasks of a running cluster.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use stellar_bus::{RedisConfig, RedisPool, RedisTransport};
-use stellar_core::{Api, Config, NodeId};
-use stellar_tasks::{EnqueueOptions, Enqueued, RedisTaskStore, TaskDefinition, TaskRecord};
+use stellar_core::Config;
+use stellar_node::Client;
+use stellar_tasks::{EnqueueOptions, Enqueued, TaskDefinition, TaskRecord};
 
-use crate::{cli::TasksCommand, node};
+use crate::cli::TasksCommand;
 
 /// Runs one tasks command against the configured Redis.
 pub(crate) async fn run(
@@ -19,27 +16,10 @@ pub(crate) async fn run(
     command: TasksCommand,
     definitions: &[TaskDefinition],
 ) -> Result<()> {
-    let Some(redis) = RedisConfig::from_config(&config) else {
-        bail!(
-            "`stellar tasks` needs the cluster's Redis: pass --redis URL or set STELLAR_REDIS_URL \
-             (the embedded backend's tasks live inside its node's process)"
-        );
-    };
-    let client_id = NodeId::new(format!("stellar-cli-{}", NodeId::from_host()))?;
-    let api = Api::new(Config {
-        id: Some(client_id),
-        ..config
-    });
-    let pool = RedisPool::connect(redis)
+    let client = Client::connect(config, definitions)
         .await
-        .context("connecting to redis")?;
-    let transport =
-        Arc::new(RedisTransport::connect(pool.clone(), api.cancellation_token()).await?);
-    let tasks = node::tasks(
-        &api,
-        Arc::new(RedisTaskStore::new(pool, transport)),
-        definitions,
-    );
+        .context("`stellar tasks` connects to the cluster")?;
+    let tasks = client.tasks().clone();
     let result = async {
         match command {
             TasksCommand::Enqueue {
@@ -197,7 +177,7 @@ pub(crate) async fn run(
         Ok(())
     }
     .await;
-    let _ = api.shutdown().await;
+    client.close().await;
     result
 }
 

@@ -25,9 +25,9 @@ struct FailArgs {
     message: Option<String>,
 }
 
-/// `stellar.sleep {"ms": N}`, `stellar.log {"message": "…", "ms"?: N}` (logs when it starts and when
+/// The built-in task types: `stellar.sleep {"ms": N}`, `stellar.log {"message": "…", "ms"?: N}` (logs when it starts and when
 /// it ends), `stellar.fail {"message"?: "…"}`.
-pub(crate) fn definitions() -> Vec<TaskDefinition> {
+pub fn definitions() -> Vec<TaskDefinition> {
     vec![
         TaskDefinition::new("stellar.sleep", |_, args: SleepArgs| async move {
             tokio::time::sleep(Duration::from_millis(args.ms)).await;

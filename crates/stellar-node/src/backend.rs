@@ -1,0 +1,62 @@
+//! The stores a node or client runs on: Redis when a URL is configured, memory otherwise.
+
+use std::sync::Arc;
+
+use stellar_bus::{
+    MembershipStore, MemoryMembershipStore, MemoryTransport, RedisConfig, RedisMembershipStore,
+    RedisPool, RedisTransport, Transport,
+};
+use stellar_cache::{CacheConfig, CacheStore, MemoryCacheStore, RedisCacheStore};
+use stellar_core::{Api, CancellationToken, Config};
+use stellar_tasks::{MemoryTaskStore, RedisTaskStore, TaskStore};
+use tracing::info;
+
+use crate::{Error, Result};
+
+/// The backend of a node or client.
+pub(crate) struct Backend {
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) membership: Arc<dyn MembershipStore>,
+    pub(crate) cache: Arc<dyn CacheStore>,
+    pub(crate) tasks: Arc<dyn TaskStore>,
+    /// The Redis pool, for a readiness check; `None` on the embedded backend.
+    pub(crate) pool: Option<RedisPool>,
+}
+
+impl Backend {
+    /// The embedded in-memory backend: state shared by nothing outside this process.
+    pub(crate) fn memory() -> Self {
+        Self {
+            transport: Arc::new(MemoryTransport::new()),
+            membership: Arc::new(MemoryMembershipStore::new()),
+            cache: Arc::new(MemoryCacheStore::new()),
+            tasks: Arc::new(MemoryTaskStore::new()),
+            pool: None,
+        }
+    }
+
+    /// Connects to the Redis of `config`; `None` when it names none.
+    pub(crate) async fn redis(
+        config: &Config,
+        api: &Api,
+        cache: &CacheConfig,
+        cancel: CancellationToken,
+    ) -> Result<Option<Self>> {
+        let Some(redis) = RedisConfig::from_config(config) else {
+            return Ok(None);
+        };
+        let pool = RedisPool::connect(redis).await.map_err(Error::Connect)?;
+        let transport = RedisTransport::connect(pool.clone(), cancel)
+            .await
+            .map_err(Error::Connect)?;
+        info!(node_id = %api.node_id(), url = %pool.redacted_url(), "connected to redis");
+        let transport: Arc<dyn Transport> = Arc::new(transport);
+        Ok(Some(Self {
+            transport: transport.clone(),
+            membership: Arc::new(RedisMembershipStore::new(pool.clone())),
+            cache: Arc::new(RedisCacheStore::new(pool.clone(), cache)),
+            tasks: Arc::new(RedisTaskStore::new(pool.clone(), transport)),
+            pool: Some(pool),
+        }))
+    }
+}

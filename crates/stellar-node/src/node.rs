@@ -1,0 +1,306 @@
+//! A node: every component, assembled from one `Config`.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use stellar_bus::{Bus, BusConfig, Membership, RecordSigner, RedisPool, Transport};
+use stellar_cache::{Cache, CacheConfig};
+use stellar_core::{Api, Config};
+use stellar_rpc::Rpc;
+use stellar_tasks::{TaskConfig, TaskDefinition, Tasks};
+use tracing::warn;
+
+use crate::{Error, Result, backend::Backend, builtin_tasks};
+
+/// A set-up hook: runs on the node once its components are up and before it is ready, e.g. to
+/// register RPC methods, bus handlers or components of your own.
+pub type SetupHook = Box<
+    dyn Fn(&Node) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>
+        + Send
+        + Sync,
+>;
+
+/// A running node: its [`Api`] and its components. Cloning it is cheap.
+#[derive(Clone)]
+pub struct Node {
+    api: Api,
+    transport: Arc<dyn Transport>,
+    bus: Bus,
+    membership: Membership,
+    rpc: Rpc,
+    cache: Cache,
+    tasks: Tasks,
+    pool: Option<RedisPool>,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("node_id", self.api.node_id())
+            .field("shared", &self.is_shared())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A builder for a node configured by `config`.
+    pub fn builder(config: Config) -> NodeBuilder {
+        NodeBuilder {
+            api: Api::new(config),
+            tasks: Vec::new(),
+            setups: Vec::new(),
+            replaces: None,
+        }
+    }
+
+    /// The node's handle: id, config, components, cancellation and task tracking.
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// The transport the node's bus runs on.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    /// The node's authenticated bus: publish messages, register handlers per message type.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The cluster's live members.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The node's RPC: register your own methods, call other nodes.
+    pub fn rpc(&self) -> &Rpc {
+        &self.rpc
+    }
+
+    /// The shared cache.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The node's task system: enqueue, inspect, register more task types.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
+    /// Whether the node shares state with others (Redis) or runs embedded (memory).
+    pub fn is_shared(&self) -> bool {
+        self.pool.is_some()
+    }
+
+    /// Whether the node's backend answers now (a Redis `PING`; always true when embedded).
+    ///
+    /// # Errors
+    ///
+    /// Says why Redis did not answer.
+    pub async fn check_backend(&self) -> std::result::Result<(), String> {
+        match &self.pool {
+            None => Ok(()),
+            Some(pool) => pool.ping().await.map_err(|err| err.to_string()),
+        }
+    }
+
+    /// Stops the node gracefully: components stop taking work, tasks drain and are handed back,
+    /// the node leaves the cluster, all within the configured `shutdown_timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shutdown`] when the deadline passed with work still running.
+    pub async fn shutdown(&self) -> Result<()> {
+        Ok(self.api.shutdown().await?)
+    }
+}
+
+/// Assembles a [`Node`]: add task types and set-up hooks, then [`NodeBuilder::start`].
+pub struct NodeBuilder {
+    api: Api,
+    tasks: Vec<TaskDefinition>,
+    setups: Vec<SetupHook>,
+    replaces: Option<u64>,
+}
+
+impl fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("node_id", self.api.node_id())
+            .field("tasks", &self.tasks.len())
+            .field("setups", &self.setups.len())
+            .finish()
+    }
+}
+
+impl NodeBuilder {
+    /// The node's handle, before it starts: to stop a start-up from outside (a signal).
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    /// Adds a task type (beside the built-in `stellar.sleep`, `stellar.log`, `stellar.fail`).
+    pub fn task(mut self, definition: TaskDefinition) -> Self {
+        self.tasks.push(definition);
+        self
+    }
+
+    /// Adds task types.
+    pub fn tasks(mut self, definitions: impl IntoIterator<Item = TaskDefinition>) -> Self {
+        self.tasks.extend(definitions);
+        self
+    }
+
+    /// Adds a set-up hook (see [`SetupHook`]).
+    pub fn setup(mut self, hook: SetupHook) -> Self {
+        self.setups.push(hook);
+        self
+    }
+
+    /// Takes over the membership record of the live run `incarnation` of this node id (a
+    /// supervised handover; see `Membership::join_replacing`).
+    pub fn replaces(mut self, incarnation: Option<u64>) -> Self {
+        self.replaces = incarnation;
+        self
+    }
+
+    /// Connects the backend, starts the bus, joins the cluster, serves RPC, opens the cache and
+    /// the task system, runs the set-up hooks, starts the task workers and marks the node ready.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] (the default token on a shared Redis), [`Error::Connect`], [`Error::Bus`]
+    /// (including a live node holding this id), [`Error::Setup`].
+    pub async fn start(self) -> Result<Node> {
+        let api = self.api;
+        let config = api.config().clone();
+        config.check_shared_backend()?;
+        let cache_config = CacheConfig::default();
+        let backend = match Backend::redis(&config, &api, &cache_config, api.cancellation_token())
+            .await?
+        {
+            Some(backend) => backend,
+            None => {
+                warn!(
+                    node_id = %api.node_id(),
+                    "running on the embedded in-memory backend: state is not shared with other nodes; \
+                     to join a cluster, start every node with --redis URL (or STELLAR_REDIS_URL) and the same server token"
+                );
+                Backend::memory()
+            }
+        };
+        let bus = Bus::start(&api, backend.transport.clone(), BusConfig::default())
+            .await
+            .map_err(|source| Error::Bus {
+                what: "starting the bus",
+                source,
+            })?;
+        let membership = Membership::new(backend.membership.clone(), &api);
+        match self.replaces {
+            Some(old) => membership.join_replacing(&api, old).await,
+            None => membership.join(&api).await,
+        }
+        .map_err(|source| Error::Bus {
+            what: "joining the cluster",
+            source,
+        })?;
+        let rpc = Rpc::new(bus.clone(), membership.clone());
+        rpc.serve();
+        let cache = Cache::new(backend.cache.clone(), api.node_id().clone(), cache_config);
+        let tasks = Tasks::new(
+            backend.tasks.clone(),
+            api.node_id().clone(),
+            task_config(&config),
+        );
+        for definition in builtin_tasks().into_iter().chain(self.tasks) {
+            tasks.register(definition);
+        }
+        api.insert(cache.clone());
+        api.insert(tasks.clone());
+        api.insert(backend.transport.clone());
+        api.insert(bus.clone());
+        api.insert(membership.clone());
+        api.insert(rpc.clone());
+        let node = Node {
+            api: api.clone(),
+            transport: backend.transport,
+            bus,
+            membership,
+            rpc,
+            cache,
+            tasks,
+            pool: backend.pool,
+        };
+        for setup in &self.setups {
+            setup(&node).map_err(Error::Setup)?;
+        }
+        // After the hooks, so tasks they register run too.
+        node.tasks.start(&api);
+        api.set_ready();
+        Ok(node)
+    }
+}
+
+/// The task settings of a node, from its config.
+pub(crate) fn task_config(config: &Config) -> TaskConfig {
+    TaskConfig {
+        queues: config.task_queues.clone(),
+        concurrency: config.task_concurrency,
+        lease: config.task_lease,
+        keep_completed: config.task_keep_completed,
+        enqueue_retry: config.task_enqueue_retry,
+        signer: RecordSigner::new(&config.server_token, config.previous_server_token.as_ref()),
+        // Leave a margin inside the shutdown deadline to hand unfinished tasks back.
+        drain_timeout: config
+            .shutdown_timeout
+            .saturating_sub(Duration::from_secs(1))
+            .max(config.shutdown_timeout / 2),
+        ..TaskConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_node_on_the_embedded_backend_runs_tasks_and_stops() {
+        let node = Node::builder(Config::default())
+            .setup(Box::new(|node: &Node| {
+                node.api().register_gauge("hooked", || 1);
+                Ok(())
+            }))
+            .start()
+            .await
+            .expect("starts");
+        assert!(!node.is_shared());
+        assert_eq!(node.check_backend().await, Ok(()));
+        let id = node
+            .tasks()
+            .enqueue(
+                "stellar.sleep",
+                &serde_json::json!({"ms": 1}),
+                Default::default(),
+            )
+            .await
+            .expect("enqueue");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while node.tasks().show(&id).await.expect("show").map(|t| t.state)
+            != Some(stellar_tasks::TaskState::Completed)
+        {
+            assert!(tokio::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        node.shutdown().await.expect("stops");
+    }
+
+    #[tokio::test]
+    async fn a_failing_hook_stops_the_start_up_with_its_error() {
+        let started = Node::builder(Config::default())
+            .setup(Box::new(|_: &Node| Err("no database".into())))
+            .start()
+            .await;
+        let err = started.expect_err("the hook failed");
+        assert!(matches!(err, Error::Setup(_)), "{err:?}");
+    }
+}
