@@ -226,6 +226,10 @@ pub(crate) struct RunArgs {
     /// How long a graceful stop may take (config key `shutdown_timeout_ms`).
     #[arg(long, value_name = "MS")]
     pub(crate) shutdown_timeout_ms: Option<String>,
+    /// Serve HTTP and WebSocket on ADDR (config key `http_addr`, default 127.0.0.1:8080; an empty
+    /// ADDR serves nothing). With --cluster, every worker serves this one address.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) http: Option<String>,
     /// Run N worker nodes under a supervisor (default N: the number of CPUs). Needs Redis.
     #[arg(long, alias = "workers", value_name = "N", num_args = 0..=1, default_missing_value = "0", conflicts_with = "id")]
     pub(crate) cluster: Option<usize>,
@@ -324,6 +328,7 @@ impl Cli {
             Command::Run(run) => {
                 flag("id", &run.id);
                 flag("shutdown_timeout_ms", &run.shutdown_timeout_ms);
+                flag("http_addr", &run.http);
                 &run.backend
             }
             Command::Cluster(cluster) => &cluster.backend,

@@ -262,6 +262,11 @@ fn child_env(config: &Config) -> Vec<(String, String)> {
     if let Some(url) = &config.redis_url {
         env.push(("STELLAR_REDIS_URL".to_owned(), url.clone()));
     }
+    // Every worker serves the one address (SO_REUSEPORT): the supervisor itself binds nothing.
+    env.push((
+        "STELLAR_HTTP_ADDR".to_owned(),
+        config.http_addr.map(|a| a.to_string()).unwrap_or_default(),
+    ));
     env
 }
 

@@ -25,6 +25,10 @@ pub struct KeyDoc {
 
 const MS: &str = "a positive whole number of milliseconds";
 
+/// Where a loaded configuration serves HTTP when `http_addr` is not set.
+pub const DEFAULT_HTTP_ADDR: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
 /// Every configuration key, in the order `docs/configuration.md` lists them.
 pub const KEYS: &[KeyDoc] = &[
     KeyDoc {
@@ -140,6 +144,41 @@ pub const KEYS: &[KeyDoc] = &[
         expected: MS,
     },
     KeyDoc {
+        name: "http_addr",
+        env: "STELLAR_HTTP_ADDR",
+        flag: Some("--http"),
+        default: "127.0.0.1:8080",
+        expected: "an address such as 127.0.0.1:8080 or 0.0.0.0:80, or an empty string to serve no HTTP",
+    },
+    KeyDoc {
+        name: "http_body_limit_bytes",
+        env: "STELLAR_HTTP_BODY_LIMIT_BYTES",
+        flag: None,
+        default: "1048576",
+        expected: "a whole number of bytes from 1 to 1073741824",
+    },
+    KeyDoc {
+        name: "http_request_timeout_ms",
+        env: "STELLAR_HTTP_REQUEST_TIMEOUT_MS",
+        flag: None,
+        default: "30000",
+        expected: MS,
+    },
+    KeyDoc {
+        name: "http_header_timeout_ms",
+        env: "STELLAR_HTTP_HEADER_TIMEOUT_MS",
+        flag: None,
+        default: "10000",
+        expected: MS,
+    },
+    KeyDoc {
+        name: "ws_max_connections",
+        env: "STELLAR_WS_MAX_CONNECTIONS",
+        flag: None,
+        default: "10000",
+        expected: "a whole number from 0 to 1000000 (0: no WebSocket)",
+    },
+    KeyDoc {
         name: "log",
         env: "STELLAR_LOG",
         flag: Some("--log"),
@@ -194,6 +233,18 @@ pub struct Config {
     pub previous_server_token: Option<ServerToken>,
     /// Where the shared Redis is; `None` runs the embedded in-memory backend.
     pub redis_url: Option<String>,
+    /// Where the node serves HTTP and WebSocket; `None` serves nothing. `Config::load` defaults
+    /// to [`DEFAULT_HTTP_ADDR`]; `Config::default()` (for libraries and tests) to `None`.
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// The largest request body accepted, in bytes (larger: 413).
+    pub http_body_limit: usize,
+    /// How long one HTTP request may take.
+    pub http_request_timeout: Duration,
+    /// How long a client may take to send its request headers, and how long an idle keep-alive
+    /// connection is kept.
+    pub http_header_timeout: Duration,
+    /// How many WebSocket connections the node holds at most.
+    pub ws_max_connections: usize,
     /// How many pooled Redis connections a node may open for commands.
     pub redis_pool_size: usize,
     /// How long to wait for a new Redis connection.
@@ -239,6 +290,13 @@ impl fmt::Debug for Config {
             .field("task_queues", &self.task_queues)
             .field("task_concurrency", &self.task_concurrency)
             .field("task_lease", &self.task_lease)
+            .field("task_keep_completed", &self.task_keep_completed)
+            .field("task_enqueue_retry", &self.task_enqueue_retry)
+            .field("http_addr", &self.http_addr)
+            .field("http_body_limit", &self.http_body_limit)
+            .field("http_request_timeout", &self.http_request_timeout)
+            .field("http_header_timeout", &self.http_header_timeout)
+            .field("ws_max_connections", &self.ws_max_connections)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("log", &self.log)
             .finish()
@@ -252,6 +310,11 @@ impl Default for Config {
             server_token: ServerToken::default(),
             previous_server_token: None,
             redis_url: None,
+            http_addr: None,
+            http_body_limit: 1024 * 1024,
+            http_request_timeout: Duration::from_millis(30_000),
+            http_header_timeout: Duration::from_millis(10_000),
+            ws_max_connections: 10_000,
             redis_pool_size: 16,
             redis_connect_timeout: Duration::from_millis(2000),
             redis_op_timeout: Duration::from_millis(2000),
@@ -379,7 +442,12 @@ impl Config {
     }
 
     fn from_raw(raw: BTreeMap<&'static str, Raw>) -> Result<Self, ConfigError> {
-        let mut config = Self::default();
+        // A loaded configuration (what `stellar run` uses) serves HTTP on the documented default
+        // address unless told otherwise; `Config::default()` (a library's) serves none.
+        let mut config = Self {
+            http_addr: Some(DEFAULT_HTTP_ADDR),
+            ..Self::default()
+        };
         for (name, raw) in raw {
             let key = key_doc(name);
             let invalid = |got: String| ConfigError::Invalid {
@@ -464,6 +532,33 @@ impl Config {
                 }
                 "shutdown_timeout_ms" => {
                     config.shutdown_timeout = millis(value).ok_or_else(|| invalid(quote(value)))?;
+                }
+                "http_addr" if value.trim().is_empty() => config.http_addr = None,
+                "http_addr" => {
+                    config.http_addr =
+                        Some(value.trim().parse().map_err(|_| invalid(quote(value)))?);
+                }
+                "http_body_limit_bytes" => {
+                    config.http_body_limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=1 << 30).contains(n))
+                        .ok_or_else(|| invalid(quote(value)))?;
+                }
+                "http_request_timeout_ms" => {
+                    config.http_request_timeout =
+                        millis(value).ok_or_else(|| invalid(quote(value)))?;
+                }
+                "http_header_timeout_ms" => {
+                    config.http_header_timeout =
+                        millis(value).ok_or_else(|| invalid(quote(value)))?;
+                }
+                "ws_max_connections" => {
+                    config.ws_max_connections = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= 1_000_000)
+                        .ok_or_else(|| invalid(quote(value)))?;
                 }
                 "log" if value.is_empty() => return Err(invalid("an empty string".into())),
                 "log" => config.log = value.to_owned(),

@@ -40,7 +40,10 @@ mod signal;
 
 pub use crate::{
     api::{Api, NodeState},
-    config::{Config, ConfigSources, DEFAULT_SERVER_TOKEN, KEYS, KeyDoc, ServerToken, redact_url},
+    config::{
+        Config, ConfigSources, DEFAULT_HTTP_ADDR, DEFAULT_SERVER_TOKEN, KEYS, KeyDoc, ServerToken,
+        redact_url,
+    },
     error::{ConfigError, ShutdownError},
     node_id::{InvalidNodeId, NodeId, hostname},
     signal::{StopSignal, StopSignals},

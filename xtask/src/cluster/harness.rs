@@ -183,6 +183,8 @@ impl Node {
             .env("STELLAR_HEARTBEAT_INTERVAL_MS", "200")
             .env("STELLAR_HEARTBEAT_TTL_MS", "1500")
             .env("STELLAR_SHUTDOWN_TIMEOUT_MS", "4000")
+            // No HTTP unless a scenario asks (every node would want port 8080).
+            .env("STELLAR_HTTP_ADDR", "")
             .stdin(Stdio::null())
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file));

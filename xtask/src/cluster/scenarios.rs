@@ -384,7 +384,8 @@ pub(crate) fn supervisor(env: &Env) -> Result<Row> {
         &redis,
         "supervisor",
         &["run", "--cluster", "3", "--pid-file", &pid_file],
-        &[],
+        // A task in flight on the SIGKILLed worker runs again after the lease.
+        &[("STELLAR_TASK_LEASE_MS", "3000")],
     )?;
     for n in 1..=3 {
         supervisor.wait_for(&format!("[stellar-worker-{n}]"), Duration::from_secs(15))?;
