@@ -33,6 +33,8 @@ pub(crate) const REPLACES_ENV: &str = "STELLAR_REPLACES_INCARNATION";
 /// Set by the supervisor on a restarted worker: how many times in a row this worker's slot died
 /// quickly. The worker reports it as the gauge `supervisor_restarts` in `api.status`.
 pub(crate) const RESTARTS_ENV: &str = "STELLAR_WORKER_RESTARTS";
+/// Set to `stdin` when the supervisor hands its HTTP listener to the worker as standard input.
+pub(crate) const LISTENER_ENV: &str = "STELLAR_HTTP_LISTENER";
 
 /// One line from a worker to its supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

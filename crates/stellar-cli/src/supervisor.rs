@@ -148,6 +148,10 @@ struct Supervisor {
     awaiting: Option<Replacement>,
     /// How long a stopped worker gets before its process group is killed.
     stop_timeout: Duration,
+    /// The one HTTP listener of the cluster, handed to every worker as its stdin: all workers
+    /// accept from the same socket, so a worker that stops loses no queued connection (with
+    /// SO_REUSEPORT each would have its own queue, reset when it closes).
+    listener: Option<std::net::TcpListener>,
 }
 
 /// Runs the supervisor until SIGINT/SIGTERM.
@@ -166,6 +170,15 @@ pub(crate) async fn run(config: Config, global: &GlobalArgs, run: RunArgs) -> Re
     let _pid_file = PidFile::acquire(&run.pid_file)?;
     let supervisor_id = NodeId::new(format!("stellar-supervisor-{}", NodeId::from_host()))?;
     let client = Client::connect_as(supervisor_id, config.clone(), &[]).await?;
+    let listener = match config.http_addr {
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("binding the cluster's HTTP address {addr}"))?;
+            info!(addr = %listener.local_addr()?, "the workers serve HTTP and WebSocket here");
+            Some(listener)
+        }
+        None => None,
+    };
     let (exits, exits_received) = mpsc::unbounded_channel();
     let (reports, reports_received) = mpsc::unbounded_channel();
     let mut inbox = Inbox {
@@ -188,6 +201,7 @@ pub(crate) async fn run(config: Config, global: &GlobalArgs, run: RunArgs) -> Re
         rolling: VecDeque::new(),
         awaiting: None,
         stop_timeout: config.shutdown_timeout + Duration::from_secs(5),
+        listener,
     };
     info!(workers = wanted, prefix = %run.worker_prefix, pid = std::process::id(), "supervisor starting");
     let result = supervisor.supervise(wanted, &mut signals, &mut inbox).await;
@@ -380,6 +394,16 @@ impl Supervisor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(false);
+        if let Some(listener) = &self.listener {
+            let shared = listener
+                .try_clone()
+                .context("sharing the HTTP listener")?;
+            command
+                .stdin(Stdio::from(std::os::fd::OwnedFd::from(shared)))
+                .env(control::LISTENER_ENV, "stdin");
+        } else {
+            command.env_remove(control::LISTENER_ENV);
+        }
         if let Some(incarnation) = replaces {
             command.env(control::REPLACES_ENV, incarnation.to_string());
         }
