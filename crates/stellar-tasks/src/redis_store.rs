@@ -358,7 +358,7 @@ impl TaskStore for RedisTaskStore {
                 break;
             }
         }
-        if flat.is_empty() || (flat.len() - 1) % 8 != 0 {
+        if flat.is_empty() || !(flat.len() - 1).is_multiple_of(8) {
             return Err(TransportError::Backend {
                 op: "task claim",
                 source: format!("malformed claim reply of {} entries", flat.len()).into(),
