@@ -17,7 +17,8 @@ use tracing::error;
 use crate::{ActionContext, ActionError};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-type Handler = Arc<dyn Fn(ActionContext, Params) -> BoxFuture<Result<Value, ActionError>> + Send + Sync>;
+type Handler =
+    Arc<dyn Fn(ActionContext, Params) -> BoxFuture<Result<Value, ActionError>> + Send + Sync>;
 
 /// An action's input as it arrived.
 #[derive(Debug, Clone)]
@@ -172,8 +173,15 @@ impl Action {
     }
 
     /// Runs the handler; a panic becomes a 500 whose details stay in the logs.
-    pub(crate) async fn run(&self, ctx: ActionContext, params: Params) -> Result<Value, ActionError> {
-        match AssertUnwindSafe((self.handler)(ctx, params)).catch_unwind().await {
+    pub(crate) async fn run(
+        &self,
+        ctx: ActionContext,
+        params: Params,
+    ) -> Result<Value, ActionError> {
+        match AssertUnwindSafe((self.handler)(ctx, params))
+            .catch_unwind()
+            .await
+        {
             Ok(result) => result,
             Err(_) => {
                 error!(action = %self.name, "action panicked");
@@ -282,7 +290,9 @@ impl Actions {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Action>>> {
         // Each critical section is one map operation: a poisoned lock is still consistent.
-        self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Action>>> {

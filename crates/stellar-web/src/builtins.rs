@@ -87,26 +87,34 @@ struct SayInput {
 
 /// The calling connection, for the room verbs that need one.
 fn caller(ctx: &ActionContext) -> Result<crate::ConnectionId, ActionError> {
-    ctx.connection().cloned().ok_or_else(|| ActionError::BadRequest {
-        message: "this action needs a WebSocket connection".into(),
-    })
+    ctx.connection()
+        .cloned()
+        .ok_or_else(|| ActionError::BadRequest {
+            message: "this action needs a WebSocket connection".into(),
+        })
 }
 
 fn room_join() -> Action {
-    Action::new("room.join", |ctx: ActionContext, input: RoomInput| async move {
-        let id = caller(&ctx)?;
-        ctx.rooms().join(&id, &input.room).await
-    })
+    Action::new(
+        "room.join",
+        |ctx: ActionContext, input: RoomInput| async move {
+            let id = caller(&ctx)?;
+            ctx.rooms().join(&id, &input.room).await
+        },
+    )
     .description("Joins the calling WebSocket connection to a room; false if it was a member")
     .input("room", "the room name")
     .ordered()
 }
 
 fn room_leave() -> Action {
-    Action::new("room.leave", |ctx: ActionContext, input: RoomInput| async move {
-        let id = caller(&ctx)?;
-        ctx.rooms().leave(&id, &input.room).await
-    })
+    Action::new(
+        "room.leave",
+        |ctx: ActionContext, input: RoomInput| async move {
+            let id = caller(&ctx)?;
+            ctx.rooms().leave(&id, &input.room).await
+        },
+    )
     .description("Takes the calling WebSocket connection out of a room; false if it was no member")
     .input("room", "the room name")
     .ordered()
@@ -125,10 +133,13 @@ fn room_say() -> Action {
 }
 
 fn room_members() -> Action {
-    Action::new("room.members", |ctx: ActionContext, input: RoomInput| async move {
-        let members = ctx.rooms().members(&input.room).await?;
-        Ok(json!({ "room": input.room, "members": members }))
-    })
+    Action::new(
+        "room.members",
+        |ctx: ActionContext, input: RoomInput| async move {
+            let members = ctx.rooms().members(&input.room).await?;
+            Ok(json!({ "room": input.room, "members": members }))
+        },
+    )
     .description("The members of a room on every live node")
     .input("room", "the room name")
 }

@@ -181,7 +181,8 @@ impl ActionError {
 
 impl IntoResponse for ActionError {
     fn into_response(self) -> Response {
-        let mut response = (self.status(), Json(json!({ "error": self.to_json() }))).into_response();
+        let mut response =
+            (self.status(), Json(json!({ "error": self.to_json() }))).into_response();
         response.extensions_mut().insert(ErrorCode(self.code()));
         response
     }

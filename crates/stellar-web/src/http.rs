@@ -80,7 +80,10 @@ fn actions_routes() -> Router<AppState> {
 
 fn health_routes() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(readyz))
 }
 
@@ -102,8 +105,7 @@ async fn call_action(
     } else {
         Params::Query(query.unwrap_or_default())
     };
-    let request_id = request_id
-        .and_then(|id| id.0.header_value().to_str().ok().map(str::to_owned));
+    let request_id = request_id.and_then(|id| id.0.header_value().to_str().ok().map(str::to_owned));
     let ctx = shared.context(None, request_id);
     shared.actions.call_with(ctx, &name, params).await.map(Json)
 }

@@ -261,8 +261,8 @@ mod tests {
             }
         );
         for verb in ["roomAdd", "roomJoin"] {
-            let frame = parse_frame(&format!(r#"{{"event":"{verb}","room":"lobby"}}"#))
-                .expect("frame");
+            let frame =
+                parse_frame(&format!(r#"{{"event":"{verb}","room":"lobby"}}"#)).expect("frame");
             assert_eq!(
                 frame,
                 Frame::Legacy {

@@ -224,12 +224,11 @@ impl Rooms {
             .map_err(ActionError::internal)?;
         let mut members = Vec::new();
         for reply in replies {
-            match reply
-                .result
-                .map(serde_json::from_value::<Vec<RoomMember>>)
-            {
+            match reply.result.map(serde_json::from_value::<Vec<RoomMember>>) {
                 Ok(Ok(list)) => members.extend(list),
-                Ok(Err(err)) => warn!(node_id = %reply.node_id, cause = %err, "bad room.members reply"),
+                Ok(Err(err)) => {
+                    warn!(node_id = %reply.node_id, cause = %err, "bad room.members reply")
+                }
                 Err(err) => warn!(node_id = %reply.node_id, cause = %err, "no room.members reply"),
             }
         }
@@ -258,7 +257,10 @@ impl Rooms {
     ///
     /// [`ActionError::Failed`] if no live node holds the connection.
     pub async fn send(&self, connection: &ConnectionId, message: Value) -> Result<(), ActionError> {
-        if self.hub.send(connection, Outbound::Json(alert_payload(message.clone()))) {
+        if self
+            .hub
+            .send(connection, Outbound::Json(alert_payload(message.clone())))
+        {
             return Ok(());
         }
         let args = json!({ "connection_id": connection, "message": message });

@@ -84,7 +84,9 @@ impl Web {
         };
         match tokio::time::timeout(config.drain_timeout, drained).await {
             Ok(()) => info!(node_id = %api.node_id(), "web server drained"),
-            Err(_) => warn!(node_id = %api.node_id(), timeout_ms = config.drain_timeout.as_millis() as u64, "web drain deadline passed"),
+            Err(_) => {
+                warn!(node_id = %api.node_id(), timeout_ms = config.drain_timeout.as_millis() as u64, "web drain deadline passed")
+            }
         }
         Ok(())
     }

@@ -9,9 +9,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::{
     ActionContext, ActionError, Actions, ConnectionId, Rooms, Services, WebConfig, WebStats,
-    builtins,
-    hub::Hub,
-    stats::Counters,
+    builtins, hub::Hub, stats::Counters,
 };
 
 /// Whether the node's backend answers (a Redis PING): `Err` with a reason for the logs.

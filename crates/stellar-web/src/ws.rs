@@ -6,7 +6,9 @@ use axum::{
     Extension, Router,
     extract::{
         State,
-        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
+        ws::{
+            CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+        },
     },
     response::Response,
     routing::get,
@@ -17,7 +19,7 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     time::{Instant, sleep_until},
 };
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::{
     ActionError, ConnectionId,
@@ -52,13 +54,11 @@ async fn upgrade(
     if shared.draining() {
         return Err(ActionError::Draining);
     }
-    let permit = shared
-        .ws_permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ActionError::TooManyConnections {
+    let permit = shared.ws_permits.clone().try_acquire_owned().map_err(|_| {
+        ActionError::TooManyConnections {
             max: shared.config.max_ws_connections,
-        })?;
+        }
+    })?;
     let limit = shared.config.max_ws_frame_bytes;
     let remote = peer.map(|Extension(Peer(addr))| addr);
     Ok(upgrade
@@ -82,11 +82,19 @@ async fn run(
     let span = info_span!("websocket", node_id = %api.node_id(), connection_id = %id);
     let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
     shared.hub.insert(id.clone(), tx.clone());
-    if let Err(err) = shared.services.membership.hold_connection(&api, id.as_str()).await {
+    if let Err(err) = shared
+        .services
+        .membership
+        .hold_connection(&api, id.as_str())
+        .await
+    {
         warn!(node_id = %api.node_id(), connection_id = %id, cause = %err, "could not register the connection cluster-wide");
     }
     bump(&shared.counters.ws_accepted);
-    shared.counters.ws_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .counters
+        .ws_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let pending = Arc::new(Semaphore::new(shared.config.max_ws_pending));
     let mut session = Session {
         shared: shared.clone(),
@@ -98,10 +106,18 @@ async fn run(
     };
     session.serve(socket, rx).instrument(span).await;
     shared.hub.remove(&id);
-    if let Err(err) = shared.services.membership.release_connection(&api, id.as_str()).await {
+    if let Err(err) = shared
+        .services
+        .membership
+        .release_connection(&api, id.as_str())
+        .await
+    {
         warn!(node_id = %api.node_id(), connection_id = %id, cause = %err, "could not release the connection cluster-wide");
     }
-    shared.counters.ws_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .counters
+        .ws_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 struct Session {
@@ -121,7 +137,10 @@ type Sink = SplitSink<WebSocket, Message>;
 impl Session {
     async fn serve(&mut self, socket: WebSocket, mut rx: mpsc::Receiver<Outbound>) {
         let (mut sink, mut stream) = socket.split();
-        let welcome = protocol::welcome(self.id.as_str(), self.shared.services.api.node_id().as_str());
+        let welcome = protocol::welcome(
+            self.id.as_str(),
+            self.shared.services.api.node_id().as_str(),
+        );
         if send_json(&mut sink, &welcome).await.is_err() {
             return;
         }
@@ -208,7 +227,11 @@ impl Session {
                 bump(&self.shared.counters.ws_bad_frames);
                 self.shared.counters.error(err.error.code());
                 let reply = if err.legacy {
-                    protocol::legacy_verb_reply(err.id.unwrap_or(json!(count)), count, Err(err.error))
+                    protocol::legacy_verb_reply(
+                        err.id.unwrap_or(json!(count)),
+                        count,
+                        Err(err.error),
+                    )
                 } else {
                     protocol::call_reply(err.id.unwrap_or(Value::Null), Err(err.error))
                 };
@@ -216,7 +239,9 @@ impl Session {
             }
             Ok(Frame::Call { id, action, params }) => {
                 let reply = self
-                    .call(action, params, move |result| protocol::call_reply(id, result))
+                    .call(action, params, move |result| {
+                        protocol::call_reply(id, result)
+                    })
                     .await;
                 (reply.into_iter().collect(), false)
             }
@@ -227,7 +252,12 @@ impl Session {
         }
     }
 
-    async fn on_event(&mut self, message_id: Value, count: u64, event: Event) -> (Vec<Value>, bool) {
+    async fn on_event(
+        &mut self,
+        message_id: Value,
+        count: u64,
+        event: Event,
+    ) -> (Vec<Value>, bool) {
         let rooms = self.shared.rooms.clone();
         let result = match event {
             Event::Action { action, params } => {
@@ -240,9 +270,10 @@ impl Session {
             }
             Event::RoomJoin { room } => rooms.join(&self.id, &room).await.map(|_| json!(true)),
             Event::RoomLeave { room } => rooms.leave(&self.id, &room).await.map(|_| json!(true)),
-            Event::Say { room, message } => {
-                rooms.say(&self.id, &room, message).await.map(|()| json!(true))
-            }
+            Event::Say { room, message } => rooms
+                .say(&self.id, &room, message)
+                .await
+                .map(|()| json!(true)),
             Event::RoomView { room } => rooms.members(&room).await.map(|members| {
                 let listed: Map<String, Value> = members
                     .iter()
@@ -268,7 +299,10 @@ impl Session {
         if let Err(err) = &result {
             self.shared.counters.error(err.code());
         }
-        (vec![protocol::legacy_verb_reply(message_id, count, result)], false)
+        (
+            vec![protocol::legacy_verb_reply(message_id, count, result)],
+            false,
+        )
     }
 
     fn details(&self, count: u64) -> Value {
