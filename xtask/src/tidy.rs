@@ -25,6 +25,16 @@ mod tests {
         ("stellar-cache", &["stellar-core", "stellar-bus"]),
         ("stellar-tasks", &["stellar-core", "stellar-bus"]),
         (
+            "stellar-web",
+            &[
+                "stellar-core",
+                "stellar-bus",
+                "stellar-rpc",
+                "stellar-cache",
+                "stellar-tasks",
+            ],
+        ),
+        (
             "stellar-cli",
             &[
                 "stellar-core",
@@ -38,7 +48,12 @@ mod tests {
     ];
 
     /// Crates that must not depend on Redis, and the binaries allowed to use anyhow.
-    const NO_REDIS: &[&str] = &["stellar-core", "stellar-rpc", "stellar-testkit"];
+    const NO_REDIS: &[&str] = &[
+        "stellar-core",
+        "stellar-rpc",
+        "stellar-web",
+        "stellar-testkit",
+    ];
     const ANYHOW_OK: &[&str] = &["stellar-cli", "xtask"];
 
     fn manifests() -> BTreeMap<String, toml::Table> {
