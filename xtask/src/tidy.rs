@@ -25,6 +25,16 @@ mod tests {
         ("stellar-cache", &["stellar-core", "stellar-bus"]),
         ("stellar-tasks", &["stellar-core", "stellar-bus"]),
         (
+            "stellar-web",
+            &[
+                "stellar-core",
+                "stellar-bus",
+                "stellar-rpc",
+                "stellar-cache",
+                "stellar-tasks",
+            ],
+        ),
+        (
             "stellar-node",
             &[
                 "stellar-core",
@@ -32,6 +42,7 @@ mod tests {
                 "stellar-rpc",
                 "stellar-cache",
                 "stellar-tasks",
+                "stellar-web",
             ],
         ),
         (
@@ -42,6 +53,7 @@ mod tests {
                 "stellar-rpc",
                 "stellar-cache",
                 "stellar-tasks",
+                "stellar-web",
                 "stellar-node",
             ],
         ),
@@ -53,6 +65,7 @@ mod tests {
         "stellar-core",
         "stellar-rpc",
         "stellar-node",
+        "stellar-web",
         "stellar-testkit",
     ];
     const ANYHOW_OK: &[&str] = &["stellar-cli", "xtask"];

@@ -1,0 +1,368 @@
+//! `/ws`: one task per WebSocket, speaking both protocols of [`crate::protocol`].
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Extension, Router,
+    extract::{
+        State,
+        ws::{
+            CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+        },
+    },
+    response::Response,
+    routing::get,
+};
+use futures_util::{SinkExt, StreamExt, stream::SplitSink};
+use serde_json::{Map, Value, json};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    time::{Instant, sleep_until},
+};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::{
+    ActionError, ConnectionId,
+    action::Params,
+    hub::{OUTBOUND_CAPACITY, Outbound},
+    protocol::{self, Event, Frame},
+    stats::bump,
+    web::Shared,
+};
+
+/// The peer address of an HTTP connection, set by [`crate::Web::serve`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+/// Close codes (RFC 6455).
+const GOING_AWAY: u16 = 1001;
+const NORMAL: u16 = 1000;
+const TOO_BIG: u16 = 1009;
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new().route("/ws", get(upgrade))
+}
+
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    peer: Option<Extension<Peer>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ActionError> {
+    let upgrade = upgrade.map_err(|rejection| ActionError::BadRequest {
+        message: rejection.body_text(),
+    })?;
+    if shared.draining() {
+        return Err(ActionError::Draining);
+    }
+    let permit = shared.ws_permits.clone().try_acquire_owned().map_err(|_| {
+        ActionError::TooManyConnections {
+            max: shared.config.max_ws_connections,
+        }
+    })?;
+    let limit = shared.config.max_ws_frame_bytes;
+    let remote = peer.map(|Extension(Peer(addr))| addr);
+    Ok(upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| {
+            let tracker = shared.ws_tasks.clone();
+            tracker.track_future(run(shared, socket, remote, permit))
+        }))
+}
+
+/// Serves one WebSocket from welcome to close, then forgets it everywhere.
+async fn run(
+    shared: Arc<Shared>,
+    socket: WebSocket,
+    remote: Option<SocketAddr>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let api = shared.services.api.clone();
+    let id = ConnectionId::generate(api.node_id());
+    let span = info_span!("websocket", node_id = %api.node_id(), connection_id = %id);
+    let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+    shared.hub.insert(id.clone(), tx.clone());
+    if let Err(err) = shared
+        .services
+        .membership
+        .hold_connection(&api, id.as_str())
+        .await
+    {
+        warn!(node_id = %api.node_id(), connection_id = %id, cause = %err, "could not register the connection cluster-wide");
+    }
+    bump(&shared.counters.ws_accepted);
+    shared
+        .counters
+        .ws_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pending = Arc::new(Semaphore::new(shared.config.max_ws_pending));
+    let mut session = Session {
+        shared: shared.clone(),
+        id: id.clone(),
+        tx,
+        pending,
+        frames: 0,
+        remote,
+    };
+    session.serve(socket, rx).instrument(span).await;
+    shared.hub.remove(&id);
+    if let Err(err) = shared
+        .services
+        .membership
+        .release_connection(&api, id.as_str())
+        .await
+    {
+        warn!(node_id = %api.node_id(), connection_id = %id, cause = %err, "could not release the connection cluster-wide");
+    }
+    shared
+        .counters
+        .ws_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    id: ConnectionId,
+    /// Replies of action calls that run concurrently, and pushes, go through here.
+    tx: mpsc::Sender<Outbound>,
+    /// One permit per concurrent action call this connection may still start.
+    pending: Arc<Semaphore>,
+    /// Frames received so far: the original protocol's `messageCount`.
+    frames: u64,
+    remote: Option<SocketAddr>,
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+impl Session {
+    async fn serve(&mut self, socket: WebSocket, mut rx: mpsc::Receiver<Outbound>) {
+        let (mut sink, mut stream) = socket.split();
+        let welcome = protocol::welcome(
+            self.id.as_str(),
+            self.shared.services.api.node_id().as_str(),
+        );
+        if send_json(&mut sink, &welcome).await.is_err() {
+            return;
+        }
+        let cancel = self.shared.services.api.cancellation_token();
+        let idle = self.shared.config.idle_timeout;
+        let mut ping = tokio::time::interval_at(Instant::now() + idle / 2, idle / 2);
+        let mut silent_until = Instant::now() + idle;
+        let close = loop {
+            tokio::select! {
+                () = cancel.cancelled() => break Some((GOING_AWAY, "server shutting down")),
+                Some(Outbound::Json(value)) = rx.recv() => {
+                    if send_json(&mut sink, &value).await.is_err() {
+                        break None;
+                    }
+                }
+                () = sleep_until(silent_until) => {
+                    bump(&self.shared.counters.ws_idle_closed);
+                    break Some((NORMAL, "idle timeout"));
+                }
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break None;
+                    }
+                }
+                frame = stream.next() => {
+                    silent_until = Instant::now() + idle;
+                    match frame {
+                        None | Some(Ok(Message::Close(_))) => break None,
+                        Some(Err(err)) => break self.on_error(&err),
+                        Some(Ok(Message::Text(text))) => {
+                            let (replies, quit) = self.on_text(text.as_str()).await;
+                            for reply in replies {
+                                if send_json(&mut sink, &reply).await.is_err() {
+                                    break;
+                                }
+                            }
+                            if quit {
+                                break Some((NORMAL, "bye"));
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            bump(&self.shared.counters.ws_bad_frames);
+                            let err = ActionError::BadRequest { message: "binary frames are not supported".into() };
+                            if send_json(&mut sink, &protocol::call_reply(Value::Null, Err(err))).await.is_err() {
+                                break None;
+                            }
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    }
+                }
+            }
+        };
+        if let Some((code, reason)) = close {
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                sink.send(Message::Close(Some(frame))),
+            )
+            .await;
+        }
+    }
+
+    fn on_error(&self, err: &axum::Error) -> Option<(u16, &'static str)> {
+        // tungstenite reports a message over the limit as a capacity error.
+        let text = err.to_string();
+        if text.contains("Space limit exceeded") || text.contains("too long") {
+            bump(&self.shared.counters.ws_too_large);
+            Some((TOO_BIG, "message too big"))
+        } else {
+            debug!(cause = %err, "websocket read failed");
+            None
+        }
+    }
+
+    /// Handles one text frame: the replies to send now, and whether the client asked to quit.
+    async fn on_text(&mut self, text: &str) -> (Vec<Value>, bool) {
+        self.frames += 1;
+        let count = self.frames;
+        match protocol::parse_frame(text) {
+            Err(err) => {
+                bump(&self.shared.counters.ws_bad_frames);
+                self.shared.counters.error(err.error.code());
+                let reply = if err.legacy {
+                    protocol::legacy_verb_reply(
+                        err.id.unwrap_or(json!(count)),
+                        count,
+                        Err(err.error),
+                    )
+                } else {
+                    protocol::call_reply(err.id.unwrap_or(Value::Null), Err(err.error))
+                };
+                (vec![reply], false)
+            }
+            Ok(Frame::Call { id, action, params }) => {
+                let reply = self
+                    .call(action, params, move |result| {
+                        protocol::call_reply(id, result)
+                    })
+                    .await;
+                (reply.into_iter().collect(), false)
+            }
+            Ok(Frame::Legacy { message_id, event }) => {
+                let message_id = message_id.unwrap_or(json!(count));
+                self.on_event(message_id, count, event).await
+            }
+        }
+    }
+
+    async fn on_event(
+        &mut self,
+        message_id: Value,
+        count: u64,
+        event: Event,
+    ) -> (Vec<Value>, bool) {
+        let rooms = self.shared.rooms.clone();
+        let result = match event {
+            Event::Action { action, params } => {
+                let reply = self
+                    .call(action, params, move |result| {
+                        protocol::legacy_action_reply(message_id, count, result)
+                    })
+                    .await;
+                return (reply.into_iter().collect(), false);
+            }
+            Event::RoomJoin { room } => rooms.join(&self.id, &room).await.map(|_| json!(true)),
+            Event::RoomLeave { room } => rooms.leave(&self.id, &room).await.map(|_| json!(true)),
+            Event::Say { room, message } => rooms
+                .say(&self.id, &room, message)
+                .await
+                .map(|()| json!(true)),
+            Event::RoomView { room } => rooms.members(&room).await.map(|members| {
+                let listed: Map<String, Value> = members
+                    .iter()
+                    .map(|m| {
+                        let entry = json!({ "id": m.connection_id, "joinedAt": m.joined_at_ms });
+                        (m.connection_id.to_string(), entry)
+                    })
+                    .collect();
+                json!({ "room": room, "members": listed, "membersCount": members.len() })
+            }),
+            Event::DetailsView => Ok(self.details(count)),
+            Event::Quit => {
+                let reply = protocol::legacy_verb_reply(message_id, count, Ok(Value::Null));
+                return (vec![reply], true);
+            }
+            Event::Unknown { event } => {
+                bump(&self.shared.counters.ws_bad_frames);
+                Err(ActionError::BadRequest {
+                    message: format!("unknown event {event}"),
+                })
+            }
+        };
+        if let Err(err) = &result {
+            self.shared.counters.error(err.code());
+        }
+        (
+            vec![protocol::legacy_verb_reply(message_id, count, result)],
+            false,
+        )
+    }
+
+    fn details(&self, count: u64) -> Value {
+        let details = self.shared.hub.details(&self.id);
+        let max = self.shared.config.max_ws_pending;
+        json!({
+            "id": self.id,
+            "node_id": self.shared.services.api.node_id(),
+            "remoteIP": self.remote.map(|a| a.ip().to_string()),
+            "remotePort": self.remote.map(|a| a.port()),
+            "connectedAt": details.as_ref().map(|d| d.connected_at_ms),
+            "rooms": details.map(|d| d.rooms).unwrap_or_default(),
+            "totalActions": count,
+            "pendingActions": max - self.pending.available_permits().min(max),
+        })
+    }
+
+    /// Calls `action`: at once for ordered actions (the reply is returned), else in a task of
+    /// its own whose reply goes through the outbound channel (nothing is returned).
+    async fn call(
+        &self,
+        action: String,
+        params: Value,
+        reply: impl FnOnce(Result<Value, ActionError>) -> Value + Send + 'static,
+    ) -> Option<Value> {
+        let counters = self.shared.counters.clone();
+        let Some(found) = self.shared.actions.get(&action) else {
+            let err = ActionError::UnknownAction { name: action };
+            counters.error(err.code());
+            return Some(reply(Err(err)));
+        };
+        let ctx = self.shared.context(Some(self.id.clone()), None);
+        if found.is_ordered() {
+            let result = found.run(ctx, Params::Json(params)).await;
+            if let Err(err) = &result {
+                counters.error(err.code());
+            }
+            return Some(reply(result));
+        }
+        let Ok(permit) = self.pending.clone().try_acquire_owned() else {
+            let err = ActionError::TooManyPending {
+                max: self.shared.config.max_ws_pending,
+            };
+            counters.error(err.code());
+            return Some(reply(Err(err)));
+        };
+        let tx = self.tx.clone();
+        self.shared.ws_tasks.spawn(async move {
+            let result = found.run(ctx, Params::Json(params)).await;
+            if let Err(err) = &result {
+                counters.error(err.code());
+            }
+            drop(permit);
+            // The socket may have closed meanwhile: its reply has nowhere to go.
+            let _ = tx.send(Outbound::Json(reply(result))).await;
+        });
+        None
+    }
+}
+
+async fn send_json(sink: &mut Sink, value: &Value) -> Result<(), axum::Error> {
+    sink.send(Message::Text(value.to_string().into())).await
+}
