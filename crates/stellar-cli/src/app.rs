@@ -62,6 +62,7 @@ pub(crate) type Setup = std::sync::Arc<dyn Fn(&NodeContext) -> Result<()> + Send
 pub struct App {
     setups: Vec<Setup>,
     tasks: Vec<TaskDefinition>,
+    actions: Vec<stellar_node::Action>,
 }
 
 impl fmt::Debug for App {
@@ -89,6 +90,12 @@ impl App {
         hook: impl Fn(&NodeContext) -> Result<()> + Send + Sync + 'static,
     ) -> Self {
         self.setups.push(std::sync::Arc::new(hook));
+        self
+    }
+
+    /// Adds an action: every node serves it over HTTP (`GET|POST /api/{name}`) and WebSocket.
+    pub fn action(mut self, action: stellar_node::Action) -> Self {
+        self.actions.push(action);
         self
     }
 
@@ -147,7 +154,9 @@ impl App {
             Command::Run(run) if run.cluster.is_some() => {
                 runtime.block_on(supervisor::run(config, &cli.global, run))
             }
-            Command::Run(_) => runtime.block_on(node::run(config, &self.setups, &self.tasks)),
+            Command::Run(_) => {
+                runtime.block_on(node::run(config, &self.setups, &self.tasks, &self.actions))
+            }
             Command::Tasks(tasks) => {
                 runtime.block_on(tasks_cmd::run(config, tasks.command, &self.tasks))
             }

@@ -22,12 +22,19 @@ pub(crate) async fn run(
     config: Config,
     setups: &[Setup],
     definitions: &[TaskDefinition],
+    actions: &[stellar_node::Action],
 ) -> Result<()> {
     config.check_shared_backend()?;
     let replaces = replaced_incarnation(std::env::var(REPLACES_INCARNATION).ok())?;
     let mut builder = Node::builder(config)
         .tasks(definitions.iter().cloned())
         .replaces(replaces);
+    for action in actions {
+        builder = builder.action(action.clone());
+    }
+    if std::env::var(control::LISTENER_ENV).as_deref() == Ok("stdin") {
+        builder = builder.http_listener(inherited_listener()?);
+    }
     for setup in setups {
         let setup = setup.clone();
         let hook: SetupHook = Box::new(move |node: &Node| setup(node).map_err(Into::into));
@@ -102,6 +109,21 @@ async fn force_on(mut signals: StopSignals, quit: Option<Signal>) {
             }
         }
     }
+}
+
+/// The HTTP listener the supervisor handed down as this process's standard input (one socket
+/// for every worker of the cluster).
+fn inherited_listener() -> Result<std::net::TcpListener> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("taking the HTTP listener handed down on standard input")?;
+    let listener = std::net::TcpListener::from(fd);
+    listener
+        .local_addr()
+        .context("standard input is not the listening socket the supervisor should hand down")?;
+    Ok(listener)
 }
 
 /// Reports how often the supervisor had to restart this worker's slot, so a crash loop shows in

@@ -395,9 +395,7 @@ impl Supervisor {
             .stderr(Stdio::piped())
             .kill_on_drop(false);
         if let Some(listener) = &self.listener {
-            let shared = listener
-                .try_clone()
-                .context("sharing the HTTP listener")?;
+            let shared = listener.try_clone().context("sharing the HTTP listener")?;
             command
                 .stdin(Stdio::from(std::os::fd::OwnedFd::from(shared)))
                 .env(control::LISTENER_ENV, "stdin");

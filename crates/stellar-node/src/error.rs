@@ -25,6 +25,17 @@ pub enum Error {
          backend's state lives inside its node's process)"
     )]
     NoSharedBackend,
+    /// The HTTP address could not be bound (in use, or not this host's).
+    #[error(
+        "cannot serve HTTP on {addr} (set http_addr, --http or STELLAR_HTTP_ADDR to another address, or to an empty string to serve none)"
+    )]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A set-up hook failed.
     #[error("node set-up hook failed")]
     Setup(#[source] Box<dyn std::error::Error + Send + Sync>),

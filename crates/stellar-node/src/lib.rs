@@ -41,3 +41,4 @@ pub use crate::{
     error::{Error, Result},
     node::{Node, NodeBuilder, SetupHook},
 };
+pub use stellar_web::{Action, ActionContext, ActionError, NoInput, Web};

@@ -7,7 +7,8 @@ use stellar_cache::{Cache, CacheConfig};
 use stellar_core::{Api, Config};
 use stellar_rpc::Rpc;
 use stellar_tasks::{TaskConfig, TaskDefinition, Tasks};
-use tracing::warn;
+use stellar_web::{Action, Actions, Readiness, Services, Web, WebConfig};
+use tracing::{info, warn};
 
 use crate::{Error, Result, backend::Backend, builtin_tasks};
 
@@ -30,6 +31,8 @@ pub struct Node {
     cache: Cache,
     tasks: Tasks,
     pool: Option<RedisPool>,
+    web: Option<Web>,
+    http_addr: Option<std::net::SocketAddr>,
 }
 
 impl fmt::Debug for Node {
@@ -49,6 +52,8 @@ impl Node {
             tasks: Vec::new(),
             setups: Vec::new(),
             replaces: None,
+            actions: Actions::new(),
+            listener: None,
         }
     }
 
@@ -92,6 +97,17 @@ impl Node {
         self.pool.is_some()
     }
 
+    /// The node's web front door (actions over HTTP and WebSocket, connections, rooms), when it
+    /// serves HTTP.
+    pub fn web(&self) -> Option<&Web> {
+        self.web.as_ref()
+    }
+
+    /// Where the node serves HTTP and WebSocket, if it does.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_addr
+    }
+
     /// Whether the node's backend answers now (a Redis `PING`; always true when embedded).
     ///
     /// # Errors
@@ -121,6 +137,8 @@ pub struct NodeBuilder {
     tasks: Vec<TaskDefinition>,
     setups: Vec<SetupHook>,
     replaces: Option<u64>,
+    actions: Actions,
+    listener: Option<std::net::TcpListener>,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -154,6 +172,19 @@ impl NodeBuilder {
     /// Adds a set-up hook (see [`SetupHook`]).
     pub fn setup(mut self, hook: SetupHook) -> Self {
         self.setups.push(hook);
+        self
+    }
+
+    /// Adds an action, reachable over HTTP (`/api/{name}`) and WebSocket.
+    pub fn action(self, action: Action) -> Self {
+        self.actions.register(action);
+        self
+    }
+
+    /// Serves HTTP on `listener` (e.g. one a supervisor shares between its workers) instead of
+    /// binding the configured `http_addr`.
+    pub fn http_listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.listener = Some(listener);
         self
     }
 
@@ -221,7 +252,37 @@ impl NodeBuilder {
         api.insert(bus.clone());
         api.insert(membership.clone());
         api.insert(rpc.clone());
-        let node = Node {
+        let listener = match (self.listener, config.http_addr) {
+            (Some(listener), _) => Some(listener),
+            (None, Some(addr)) => Some(
+                std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?,
+            ),
+            (None, None) => None,
+        };
+        let http_addr = match &listener {
+            Some(listener) => Some(listener.local_addr().map_err(|source| Error::Bind {
+                addr: config.http_addr.unwrap_or(stellar_core::DEFAULT_HTTP_ADDR),
+                source,
+            })?),
+            None => None,
+        };
+        let web = listener.is_some().then(|| {
+            let services = Services {
+                api: api.clone(),
+                bus: bus.clone(),
+                membership: membership.clone(),
+                rpc: rpc.clone(),
+                cache: cache.clone(),
+                tasks: tasks.clone(),
+            };
+            Web::new(
+                services,
+                self.actions.clone(),
+                web_config(&config),
+                readiness(&backend.pool),
+            )
+        });
+        let mut node = Node {
             api: api.clone(),
             transport: backend.transport,
             bus,
@@ -230,14 +291,66 @@ impl NodeBuilder {
             cache,
             tasks,
             pool: backend.pool,
+            web,
+            http_addr,
         };
         for setup in &self.setups {
             setup(&node).map_err(Error::Setup)?;
         }
         // After the hooks, so tasks they register run too.
         node.tasks.start(&api);
+        if let (Some(web), Some(listener)) = (node.web.clone(), listener) {
+            let addr = node.http_addr;
+            listener
+                .set_nonblocking(true)
+                .map_err(|source| Error::Bind {
+                    addr: addr.unwrap_or(stellar_core::DEFAULT_HTTP_ADDR),
+                    source,
+                })?;
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(|source| Error::Bind {
+                    addr: addr.unwrap_or(stellar_core::DEFAULT_HTTP_ADDR),
+                    source,
+                })?;
+            api.spawn(async move {
+                if let Err(err) = web.serve(listener).await {
+                    warn!(error = %err, "the web server stopped");
+                }
+            });
+            if let Some(addr) = addr {
+                info!(node_id = %api.node_id(), %addr, "serving actions over HTTP and WebSocket: try `curl http://{addr}/api/status`");
+            }
+        } else {
+            node.http_addr = None;
+        }
         api.set_ready();
         Ok(node)
+    }
+}
+
+/// The web settings of a node, from its config.
+fn web_config(config: &Config) -> WebConfig {
+    WebConfig::default()
+        .with_body_limit(config.http_body_limit)
+        .with_request_timeout(config.http_request_timeout)
+        .with_header_timeout(config.http_header_timeout)
+        .with_max_ws_connections(config.ws_max_connections)
+        // In-flight requests finish within the node's own shutdown deadline.
+        .with_drain_timeout(
+            config
+                .shutdown_timeout
+                .saturating_sub(Duration::from_secs(1)),
+        )
+}
+
+/// `/readyz`'s backend check: a Redis `PING`, or always ready when embedded.
+fn readiness(pool: &Option<RedisPool>) -> Readiness {
+    match pool.clone() {
+        None => stellar_web::always_ready(),
+        Some(pool) => std::sync::Arc::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move { pool.ping().await.map_err(|err| err.to_string()) })
+        }),
     }
 }
 

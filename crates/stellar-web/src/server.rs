@@ -1,6 +1,14 @@
 //! Accepting connections: one shared port, header timeouts, and the drain.
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use axum::{Router, extract::Request};
 use hyper::{body::Incoming, server::conn::http1};
@@ -74,10 +82,17 @@ impl Web {
             }
         }
         drop(listener);
+        // Keep-alive clients are told to go (`connection: close` on their next response) and
+        // given a moment to do so: closing an idle keep-alive connection races with a request
+        // the client may be sending on it, which would fail. Those that say nothing are closed
+        // after the grace.
+        graceful.closing.store(true, Ordering::SeqCst);
+        graceful.connections.close();
+        let grace = config.drain_timeout.min(KEEP_ALIVE_GRACE);
+        let _ = tokio::time::timeout(grace, graceful.connections.wait()).await;
         let ws_tasks = self.shared.ws_tasks.clone();
         ws_tasks.close();
         graceful.start.cancel();
-        graceful.connections.close();
         let drained = async {
             graceful.connections.wait().await;
             ws_tasks.wait().await;
@@ -109,9 +124,22 @@ impl Web {
         };
         bump(&self.shared.counters.http_connections);
         let router = router.clone();
+        let closing = graceful.closing.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(Peer(peer));
-            router.clone().oneshot(request)
+            let closing = closing.clone();
+            let response = router.clone().oneshot(request);
+            async move {
+                let mut response = response.await?;
+                if closing.load(Ordering::SeqCst) {
+                    // The client opens its next connection elsewhere (another worker).
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
@@ -136,9 +164,16 @@ impl Web {
     }
 }
 
-/// The HTTP connections being served, and the signal that starts draining them.
+/// How long a draining node lets keep-alive clients leave by themselves before it closes their
+/// connections.
+const KEEP_ALIVE_GRACE: Duration = Duration::from_secs(2);
+
+/// The HTTP connections being served, and the signals that drain them.
 #[derive(Debug, Default)]
 struct Drain {
+    /// Responses carry `connection: close` from now on.
+    closing: Arc<AtomicBool>,
+    /// Closes what is left: idle connections at once, busy ones after their request.
     start: CancellationToken,
     connections: TaskTracker,
 }
