@@ -18,6 +18,11 @@ pub(crate) fn node(id: &NodeId) -> String {
 }
 
 /// HASH of connection id -> the node that holds the connection.
+/// The connections recorded for one node (an index of [`connections`]).
+pub(crate) fn node_connections(node: &NodeId) -> String {
+    format!("stellar:node-connections:{node}")
+}
+
 pub(crate) fn connections() -> &'static str {
     "stellar:connections"
 }

@@ -286,6 +286,16 @@ impl Membership {
         self.store.hold_connection(connection, api.node_id()).await
     }
 
+    /// Forgets every connection recorded for this node id: call it at start-up, before serving
+    /// any, so entries left by a run that died (SIGKILL) do not outlive it. How many.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the store cannot be reached.
+    pub async fn forget_connections(&self, api: &Api) -> Result<u64, TransportError> {
+        self.store.forget_connections(api.node_id()).await
+    }
+
     /// Forgets `connection` if the node `api` holds it; false if another node does.
     ///
     /// # Errors

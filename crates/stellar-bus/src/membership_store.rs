@@ -20,6 +20,8 @@ const HEARTBEAT_SCRIPT: &str = include_str!("../lua/heartbeat.lua");
 const LIVE_NODES_SCRIPT: &str = include_str!("../lua/live_nodes.lua");
 const LEAVE_SCRIPT: &str = include_str!("../lua/leave.lua");
 const RELEASE_CONNECTION_SCRIPT: &str = include_str!("../lua/release_connection.lua");
+const HOLD_CONNECTION_SCRIPT: &str = include_str!("../lua/hold_connection.lua");
+const FORGET_CONNECTIONS_SCRIPT: &str = include_str!("../lua/forget_connections.lua");
 
 /// One stored membership record: opaque text written by [`Membership`](crate::Membership), and
 /// when the store last saw it renewed (the store's clock, ms since the Unix epoch).
@@ -103,6 +105,9 @@ pub trait MembershipStore: fmt::Debug + Send + Sync + 'static {
     ) -> Result<bool, TransportError>;
     /// The node recorded as holding `connection`, live or not.
     async fn connection_holder(&self, connection: &str) -> Result<Option<NodeId>, TransportError>;
+    /// Forgets every connection recorded as held by `node` (a new run of it holds none yet);
+    /// how many.
+    async fn forget_connections(&self, node: &NodeId) -> Result<u64, TransportError>;
 }
 
 /// A record in memory and when it expires.
@@ -221,6 +226,13 @@ impl MembershipStore for MemoryMembershipStore {
     async fn connection_holder(&self, connection: &str) -> Result<Option<NodeId>, TransportError> {
         Ok(self.connections().get(connection).cloned())
     }
+
+    async fn forget_connections(&self, node: &NodeId) -> Result<u64, TransportError> {
+        let mut connections = self.connections();
+        let before = connections.len();
+        connections.retain(|_, holder| holder != node);
+        Ok((before - connections.len()) as u64)
+    }
 }
 
 /// Whether a run `incarnation` may overwrite a live record written by the run `holder`; the
@@ -242,6 +254,8 @@ pub struct RedisMembershipStore {
     live: Arc<redis::Script>,
     leave: Arc<redis::Script>,
     release_connection: Arc<redis::Script>,
+    hold_connection: Arc<redis::Script>,
+    forget_connections: Arc<redis::Script>,
 }
 
 impl RedisMembershipStore {
@@ -253,6 +267,8 @@ impl RedisMembershipStore {
             live: Arc::new(redis::Script::new(LIVE_NODES_SCRIPT)),
             leave: Arc::new(redis::Script::new(LEAVE_SCRIPT)),
             release_connection: Arc::new(redis::Script::new(RELEASE_CONNECTION_SCRIPT)),
+            hold_connection: Arc::new(redis::Script::new(HOLD_CONNECTION_SCRIPT)),
+            forget_connections: Arc::new(redis::Script::new(FORGET_CONNECTIONS_SCRIPT)),
         }
     }
 }
@@ -348,15 +364,28 @@ impl MembershipStore for RedisMembershipStore {
     }
 
     async fn hold_connection(&self, connection: &str, node: &NodeId) -> Result<(), TransportError> {
-        let cmd = redis::cmd("HSET")
-            .arg(keys::connections())
-            .arg(connection)
-            .arg(node.as_str())
-            .clone();
+        let index = keys::node_connections(node);
         self.pool
-            .query::<u64>("HSET connection", &cmd)
+            .invoke::<u64>(
+                "hold connection",
+                &self.hold_connection,
+                &[keys::connections(), &index],
+                &[connection, node.as_str()],
+            )
             .await
             .map(drop)
+    }
+
+    async fn forget_connections(&self, node: &NodeId) -> Result<u64, TransportError> {
+        let index = keys::node_connections(node);
+        self.pool
+            .invoke(
+                "forget connections",
+                &self.forget_connections,
+                &[keys::connections(), &index],
+                &[node.as_str()],
+            )
+            .await
     }
 
     async fn release_connection(
@@ -369,7 +398,7 @@ impl MembershipStore for RedisMembershipStore {
             .invoke(
                 "release connection",
                 &self.release_connection,
-                &[keys::connections()],
+                &[keys::connections(), &keys::node_connections(node)],
                 &[connection, node.as_str()],
             )
             .await?;

@@ -335,6 +335,31 @@ async fn a_supervised_replacement_takes_over_and_the_old_run_leaves_it_alone(bac
     assert!(incarnations().await.is_empty());
 }
 
+/// A run killed with SIGKILL leaves its connections recorded; the next run under the same id
+/// forgets them at start-up, and nothing of another node's.
+async fn a_new_run_forgets_the_connections_of_its_dead_predecessor(backend: Backend) {
+    let store = store(&backend).await;
+    let (dead, other) = (
+        NodeId::new("w1").expect("id"),
+        NodeId::new("w2").expect("id"),
+    );
+    store.hold_connection("c1", &dead).await.expect("hold");
+    store.hold_connection("c2", &dead).await.expect("hold");
+    store.hold_connection("c3", &other).await.expect("hold");
+    // c2 moved to the other node since (a reconnect): it is not the dead run's any more.
+    store.hold_connection("c2", &other).await.expect("hold");
+    assert_eq!(store.forget_connections(&dead).await.expect("forget"), 1);
+    assert_eq!(store.connection_holder("c1").await.expect("holder"), None);
+    for connection in ["c2", "c3"] {
+        assert_eq!(
+            store.connection_holder(connection).await.expect("holder"),
+            Some(other.clone()),
+            "{connection}"
+        );
+    }
+    assert_eq!(store.forget_connections(&dead).await.expect("again"), 0);
+}
+
 contract!(
     store_records_expire_and_leave,
     store_writes_and_leaves_compare_the_incarnation,
@@ -344,4 +369,5 @@ contract!(
     joined_nodes_stay_listed_and_leave_when_they_stop,
     a_node_that_stops_beating_drops_out_within_the_ttl,
     records_signed_with_another_token_are_not_members,
+    a_new_run_forgets_the_connections_of_its_dead_predecessor,
 );

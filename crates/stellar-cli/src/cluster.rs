@@ -64,12 +64,19 @@ async fn status(rpc: &Rpc, as_json: bool) -> Result<()> {
 }
 
 async fn call(rpc: &Rpc, args: DoArgs) -> Result<()> {
-    let call_args: Value = match &args.args {
+    let mut call_args: Value = match &args.args {
         Some(text) => {
             serde_json::from_str(text).with_context(|| format!("ARGS_JSON is not JSON: {text}"))?
         }
         None => Value::Null,
     };
+    // A method aimed at a connection learns which one from its arguments (the RPC target only
+    // routes the call to the node holding it): `--connection ID` fills `connection_id` in.
+    if let (Some(connection), Value::Object(fields)) = (&args.connection, &mut call_args) {
+        fields
+            .entry("connection_id")
+            .or_insert_with(|| Value::String(connection.clone()));
+    }
     let target = match (&args.node, &args.connection) {
         (Some(node), _) => Target::Node(NodeId::new(node.as_str())?),
         (None, Some(connection)) => Target::Connection(connection.clone()),

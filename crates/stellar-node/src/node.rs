@@ -235,6 +235,22 @@ impl NodeBuilder {
             what: "joining the cluster",
             source,
         })?;
+        // This run holds no client connection yet: whatever is recorded under its id was held by
+        // a run that died without releasing it. Not in a supervised handover: the run it
+        // replaces still serves its connections until it stops (and releases them).
+        let forgotten = match self.replaces {
+            Some(_) => Ok(0),
+            None => membership.forget_connections(&api).await,
+        };
+        match forgotten {
+            Ok(0) => {}
+            Ok(forgotten) => {
+                info!(node_id = %api.node_id(), forgotten, "forgot the connections of this node's previous run")
+            }
+            Err(err) => {
+                warn!(node_id = %api.node_id(), error = %err, "could not forget the connections of this node's previous run")
+            }
+        }
         let rpc = Rpc::new(bus.clone(), membership.clone());
         rpc.serve();
         let cache = Cache::new(backend.cache.clone(), api.node_id().clone(), cache_config);
