@@ -12,7 +12,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use stellar_core::{Api, NodeId};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     Error, Result, TransportError,
@@ -48,6 +48,10 @@ pub struct NodeInfo {
     pub ttl_ms: u64,
     /// The Stellar version it runs.
     pub version: String,
+    /// The incarnation this run took the id over from in a supervised handover
+    /// ([`Membership::join_replacing`]); `None` for a run that joined a free id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<u64>,
 }
 
 impl NodeInfo {
@@ -66,6 +70,7 @@ impl NodeInfo {
             last_seen_ms: now_ms(),
             ttl_ms: api.config().heartbeat_ttl.as_millis() as u64,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            replaces: None,
         }
     }
 }
@@ -96,13 +101,28 @@ struct SignedRecord {
 /// One id is held by one run of a node at a time: [`Membership::join`] refuses an id that a
 /// live, verified record of another incarnation holds ([`Error::DuplicateNode`]), and
 /// [`Membership::join_replacing`] is the supervised exception. A run whose record another run
-/// took over stops heartbeating, and its leave leaves the new record alone.
+/// took over in a supervised handover (the new record names this run in
+/// [`NodeInfo::replaces`], or this run named the new holder) stops writing its record but keeps
+/// watching the id: once the id is free again (the other run left, died or expired) it writes its
+/// record again, so a failed handover never leaves a live run unlisted. A run taken over
+/// *without* such a handover (another process started under the same id after this run's record
+/// was deleted or expired, e.g. a stall past the TTL) logs an error and stops its node
+/// ([`Api::stop`]): two live runs never share an id unnoticed. Its leave, like every leave,
+/// leaves the other run's record alone.
+///
+/// Records [`Membership::nodes`] finds stale, or that are not records at all, are removed from
+/// the store (compare-and-delete, so a record renewed meanwhile stays). Records that are well
+/// formed but signed with a token this node does not accept are left alone: they may belong to
+/// nodes running with a rotated token.
 #[derive(Debug, Clone)]
 pub struct Membership {
     store: Arc<dyn MembershipStore>,
     sealer: Sealer,
     /// This run of the node ([`Api::incarnation`]).
     incarnation: u64,
+    /// The incarnation this run took the id over from ([`Membership::join_replacing`]); 0 for
+    /// none (an incarnation is never 0).
+    replaces: Arc<AtomicU64>,
     /// The store's clock minus the local clock, in ms, as last seen: records are signed on the
     /// store's clock, so node clocks that disagree do not make live records look stale.
     clock_offset_ms: Arc<AtomicI64>,
@@ -134,6 +154,7 @@ impl Membership {
             store,
             sealer: Sealer::new(&config.server_token, &previous),
             incarnation: api.incarnation(),
+            replaces: Arc::new(AtomicU64::new(0)),
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
             stats: Arc::new(Counters::default()),
         }
@@ -161,6 +182,7 @@ impl Membership {
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, TransportError> {
         let live = self.store.live().await?;
         self.observe_store_clock(live.now_ms);
+        let mut doomed: Vec<&MemberRecord> = Vec::new();
         let mut nodes: Vec<NodeInfo> = live
             .records
             .iter()
@@ -169,16 +191,34 @@ impl Membership {
                 Opened::BadSignature => {
                     self.stats.bad_signature.fetch_add(1, Ordering::Relaxed);
                     debug!(member = %stored.id, "membership record with a bad signature skipped");
+                    // Not a record at all: nobody can ever verify it.
+                    if serde_json::from_str::<SignedRecord>(&stored.record).is_err() {
+                        doomed.push(stored);
+                    }
                     None
                 }
                 Opened::Stale => {
                     self.stats.stale.fetch_add(1, Ordering::Relaxed);
                     debug!(member = %stored.id, "stale membership record skipped");
+                    doomed.push(stored);
                     None
                 }
             })
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        for stored in doomed {
+            // Compare-and-delete: a record renewed since it was read is left alone. A failure
+            // only means the record is skipped again next time.
+            match self.store.remove_if(&stored.id, &stored.record).await {
+                Ok(true) => {
+                    info!(member = %stored.id, "removed a stale or unreadable membership record")
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    debug!(member = %stored.id, error = %err, "could not remove a stale membership record")
+                }
+            }
+        }
         Ok(nodes)
     }
 
@@ -262,7 +302,11 @@ impl Membership {
             .into_iter()
             .map(|n| n.id)
             .collect();
-        if let BeatResult::TakenOver { incarnation } = self.beat(api, claim).await? {
+        if let Claim::Replacing(old) = claim {
+            self.replaces.store(old, Ordering::Relaxed);
+        }
+        if let BeatResult::TakenOver { incarnation, .. } = self.beat(api, claim).await? {
+            self.replaces.store(0, Ordering::Relaxed);
             return Err(Error::DuplicateNode {
                 id: api.node_id().clone(),
                 incarnation,
@@ -366,8 +410,11 @@ impl Membership {
                     info!(node_id = %api.node_id(), pid = holder.pid, incarnation = holder.incarnation, "the earlier run of this id is gone; taking over its record before it expires");
                 }
                 Opened::Valid(holder) => {
+                    let handover = holder.replaces == Some(self.incarnation)
+                        || self.replaced() == Some(holder.incarnation);
                     return Ok(BeatResult::TakenOver {
                         incarnation: holder.incarnation,
+                        handover,
                     });
                 }
                 Opened::BadSignature | Opened::Stale => {
@@ -381,9 +428,16 @@ impl Membership {
         }))
     }
 
+    /// The incarnation this run took the id over from, if it joined with
+    /// [`Membership::join_replacing`].
+    fn replaced(&self) -> Option<u64> {
+        Some(self.replaces.load(Ordering::Relaxed)).filter(|old| *old != 0)
+    }
+
     /// This run's info, its `last_seen_ms` on the store's clock as last observed.
     fn info(&self, api: &Api) -> NodeInfo {
         let mut info = NodeInfo::of(api);
+        info.replaces = self.replaced();
         let offset = self.clock_offset_ms.load(Ordering::Relaxed);
         info.last_seen_ms = info.last_seen_ms.saturating_add_signed(offset);
         info
@@ -424,6 +478,9 @@ enum BeatResult {
     /// A live, verified run of another incarnation holds the id.
     TakenOver {
         incarnation: u64,
+        /// The holder and this run are the two sides of a supervised handover: the holder's
+        /// record names this run as the one it replaces, or this run replaced the holder.
+        handover: bool,
     },
 }
 
@@ -433,15 +490,38 @@ async fn heartbeat_loop(membership: Membership, api: Api, mut known: BTreeSet<No
     let mut tick = tokio::time::interval(config.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut healthy = true;
+    // The run holding this id after a supervised handover, while it does.
+    let mut taken_over: Option<u64> = None;
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
         let beat = membership.beat(&api, Claim::Own).await;
-        if let Ok(BeatResult::TakenOver { incarnation }) = beat {
-            warn!(node_id = %api.node_id(), incarnation = membership.incarnation, taken_over_by = incarnation, "another run of this node took over its id; this run stops heartbeating");
-            return;
+        match &beat {
+            Ok(BeatResult::TakenOver {
+                incarnation,
+                handover: false,
+            }) => {
+                error!(node_id = %api.node_id(), incarnation = membership.incarnation, taken_over_by = *incarnation, "another run of this node holds its id without a supervised handover naming this run (a second process started under the same id, or this run stalled past its heartbeat TTL and lost its record); stopping this run so two live runs never share an id");
+                api.stop();
+                break;
+            }
+            Ok(BeatResult::TakenOver {
+                incarnation,
+                handover: true,
+            }) => {
+                if taken_over != Some(*incarnation) {
+                    warn!(node_id = %api.node_id(), incarnation = membership.incarnation, taken_over_by = *incarnation, "another run of this node took over its id (supervised handover); this run stops writing its record and takes it back if the id becomes free");
+                    taken_over = Some(*incarnation);
+                }
+            }
+            Ok(BeatResult::Written) => {
+                if let Some(other) = taken_over.take() {
+                    info!(node_id = %api.node_id(), incarnation = membership.incarnation, other, "the run that took over this id left or is gone; this run holds the id again");
+                }
+            }
+            Err(_) => {}
         }
         match (&beat, healthy) {
             (Err(err), true) => {

@@ -22,6 +22,7 @@ const LEAVE_SCRIPT: &str = include_str!("../lua/leave.lua");
 const RELEASE_CONNECTION_SCRIPT: &str = include_str!("../lua/release_connection.lua");
 const HOLD_CONNECTION_SCRIPT: &str = include_str!("../lua/hold_connection.lua");
 const FORGET_CONNECTIONS_SCRIPT: &str = include_str!("../lua/forget_connections.lua");
+const REMOVE_IF_SCRIPT: &str = include_str!("../lua/remove_if.lua");
 
 /// One stored membership record: opaque text written by [`Membership`](crate::Membership), and
 /// when the store last saw it renewed (the store's clock, ms since the Unix epoch).
@@ -92,6 +93,9 @@ pub trait MembershipStore: fmt::Debug + Send + Sync + 'static {
     /// Removes `node`'s record now if the run `incarnation` wrote it (or it is gone); false if
     /// another run holds it, which is left alone.
     async fn leave(&self, node: &NodeId, incarnation: u64) -> Result<bool, TransportError>;
+    /// Removes `node`'s record if it is still exactly `record` (compare and delete); false if
+    /// it changed or is gone.
+    async fn remove_if(&self, node: &NodeId, record: &str) -> Result<bool, TransportError>;
     /// Every record that has not expired.
     async fn live(&self) -> Result<LiveRecords, TransportError>;
     /// Records that `node` holds `connection` (a client connection of the app), replacing any
@@ -196,6 +200,17 @@ impl MembershipStore for MemoryMembershipStore {
         }
     }
 
+    async fn remove_if(&self, node: &NodeId, record: &str) -> Result<bool, TransportError> {
+        let mut records = self.records();
+        let same = records
+            .get(node)
+            .is_some_and(|held| held.record.record == record);
+        if same {
+            records.remove(node);
+        }
+        Ok(same)
+    }
+
     async fn live(&self) -> Result<LiveRecords, TransportError> {
         let records = self.records();
         Ok(LiveRecords {
@@ -253,6 +268,7 @@ pub struct RedisMembershipStore {
     heartbeat: Arc<redis::Script>,
     live: Arc<redis::Script>,
     leave: Arc<redis::Script>,
+    remove_if: Arc<redis::Script>,
     release_connection: Arc<redis::Script>,
     hold_connection: Arc<redis::Script>,
     forget_connections: Arc<redis::Script>,
@@ -266,6 +282,7 @@ impl RedisMembershipStore {
             heartbeat: Arc::new(redis::Script::new(HEARTBEAT_SCRIPT)),
             live: Arc::new(redis::Script::new(LIVE_NODES_SCRIPT)),
             leave: Arc::new(redis::Script::new(LEAVE_SCRIPT)),
+            remove_if: Arc::new(redis::Script::new(REMOVE_IF_SCRIPT)),
             release_connection: Arc::new(redis::Script::new(RELEASE_CONNECTION_SCRIPT)),
             hold_connection: Arc::new(redis::Script::new(HOLD_CONNECTION_SCRIPT)),
             forget_connections: Arc::new(redis::Script::new(FORGET_CONNECTIONS_SCRIPT)),
@@ -333,6 +350,20 @@ impl MembershipStore for RedisMembershipStore {
                 &self.leave,
                 &[keys::nodes(), &key],
                 &[node.as_str(), incarnation.as_str()],
+            )
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn remove_if(&self, node: &NodeId, record: &str) -> Result<bool, TransportError> {
+        let key = keys::node(node);
+        let removed: u64 = self
+            .pool
+            .invoke(
+                "membership remove stale",
+                &self.remove_if,
+                &[keys::nodes(), &key],
+                &[node.as_str(), record],
             )
             .await?;
         Ok(removed == 1)

@@ -360,12 +360,166 @@ async fn a_new_run_forgets_the_connections_of_its_dead_predecessor(backend: Back
     assert_eq!(store.forget_connections(&dead).await.expect("again"), 0);
 }
 
+/// Polls `membership` until `node` is listed with `incarnation`, at most `within`.
+async fn listed_within(
+    membership: &Membership,
+    node: &str,
+    incarnation: u64,
+    within: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let nodes = membership.nodes().await.expect("list");
+        if nodes
+            .iter()
+            .any(|n| n.id.as_str() == node && n.incarnation == incarnation)
+        {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_failed_handover_gives_the_id_back_to_the_old_run(backend: Backend) {
+    let store = store(&backend).await;
+    let old = node_api("worker-1", "t", 50, 1000);
+    let membership = Membership::new(store.clone(), &old);
+    membership.join(&old).await.expect("old joins");
+    let new = node_api("worker-1", "t", 50, 1000);
+    let new_membership = Membership::new(store.clone(), &new);
+    new_membership
+        .join_replacing(&new, old.incarnation())
+        .await
+        .expect("the replacement takes over");
+    let nodes = membership.nodes().await.expect("list");
+    assert_eq!(nodes[0].incarnation, new.incarnation());
+    assert_eq!(nodes[0].replaces, Some(old.incarnation()));
+    // Several of the old run's beats see the takeover; it waits and does not stop.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(listed_within(&membership, "worker-1", new.incarnation(), Duration::ZERO).await);
+    // The replacement fails before it is ready and leaves: the old run, still serving, is
+    // listed again within a couple of heartbeats.
+    new.shutdown().await.expect("the replacement stops");
+    assert!(
+        listed_within(
+            &membership,
+            "worker-1",
+            old.incarnation(),
+            Duration::from_millis(300)
+        )
+        .await,
+        "the old run was not listed again: {:?}",
+        membership.nodes().await
+    );
+    assert!(
+        !old.cancellation_token().is_cancelled(),
+        "the old run stopped"
+    );
+    // And keeps its record past the TTL.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(listed_within(&membership, "worker-1", old.incarnation(), Duration::ZERO).await);
+    old.shutdown().await.expect("old stops");
+    assert!(membership.nodes().await.expect("list").is_empty());
+}
+
+async fn a_run_taken_over_without_a_handover_stops(backend: Backend) {
+    let store = store(&backend).await;
+    let first = node_api("solo", "t", 200, 1000);
+    let membership = Membership::new(store.clone(), &first);
+    membership.join(&first).await.expect("first joins");
+    // Someone with write access to Redis deletes the record (or the run stalled past its TTL),
+    // and another process joins under the same id.
+    let second = node_api("solo", "t", 50, 1000);
+    let mut attempts = 0;
+    loop {
+        // The first run's next beat may come in between: try again.
+        store
+            .leave(first.node_id(), first.incarnation())
+            .await
+            .expect("delete");
+        match Membership::new(store.clone(), &second).join(&second).await {
+            Ok(()) => break,
+            Err(Error::DuplicateNode { .. }) if attempts < 5 => attempts += 1,
+            Err(err) => panic!("the id was free: {err:?}"),
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(2), first.stop_requested())
+        .await
+        .expect("the run taken over without a handover stopped its node");
+    first.shutdown().await.expect("first stops");
+    assert!(
+        listed_within(&membership, "solo", second.incarnation(), Duration::ZERO).await,
+        "the stopped run removed the newcomer's record"
+    );
+    assert!(!second.cancellation_token().is_cancelled());
+    second.shutdown().await.expect("second stops");
+}
+
+async fn stale_and_unreadable_records_are_removed_from_the_store(backend: Backend) {
+    let store = store(&backend).await;
+    let observer = node_api("observer", "t", 50, 1000);
+    let membership = Membership::new(store.clone(), &observer);
+    // A well-formed record signed with another token may be a node with a rotated token: kept.
+    let other = node_api("other-token", "another", 60_000, 60_000);
+    Membership::new(store.clone(), &other)
+        .join(&other)
+        .await
+        .expect("join");
+    let ghost = node_api("ghost", "t", 60_000, 300);
+    Membership::new(store.clone(), &ghost)
+        .join(&ghost)
+        .await
+        .expect("join");
+    let captured = store
+        .live()
+        .await
+        .expect("list")
+        .records
+        .into_iter()
+        .find(|r| r.id.as_str() == "ghost")
+        .expect("ghost's record")
+        .record;
+    ghost.shutdown().await.expect("ghost stops");
+    tokio::time::sleep(Duration::from_millis(300) + RECORD_SKEW + Duration::from_millis(200)).await;
+    let long = Duration::from_secs(3600);
+    store
+        .heartbeat(ghost.node_id(), 1, &captured, long, Claim::Force)
+        .await
+        .expect("replayed");
+    let garbage = NodeId::new("garbage").expect("id");
+    store
+        .heartbeat(&garbage, 2, "not a record", long, Claim::Force)
+        .await
+        .expect("garbage");
+    assert_eq!(store.live().await.expect("list").records.len(), 3);
+    assert!(membership.nodes().await.expect("list").is_empty());
+    let left: Vec<String> = store
+        .live()
+        .await
+        .expect("list")
+        .records
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    assert_eq!(left, ["other-token"], "stale and unreadable records stay");
+    // Counted once, not on every later listing.
+    membership.nodes().await.expect("list");
+    assert_eq!(membership.stats().stale, 1, "{:?}", membership.stats());
+    other.shutdown().await.expect("stops");
+}
+
 contract!(
     store_records_expire_and_leave,
     store_writes_and_leaves_compare_the_incarnation,
     a_replayed_old_record_is_not_a_member,
     a_second_live_run_with_the_same_id_is_refused,
     a_supervised_replacement_takes_over_and_the_old_run_leaves_it_alone,
+    a_failed_handover_gives_the_id_back_to_the_old_run,
+    a_run_taken_over_without_a_handover_stops,
+    stale_and_unreadable_records_are_removed_from_the_store,
     joined_nodes_stay_listed_and_leave_when_they_stop,
     a_node_that_stops_beating_drops_out_within_the_ttl,
     records_signed_with_another_token_are_not_members,

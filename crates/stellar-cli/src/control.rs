@@ -75,13 +75,13 @@ impl ControlServer {
     pub(crate) fn start(reports: mpsc::UnboundedSender<Report>) -> Result<Self> {
         let temp = std::env::temp_dir();
         remove_stale_dirs(&temp);
-        // The directory is created mode 0700: only our user can connect. Its name carries our
-        // pid, so a later supervisor can remove it if we die without cleaning up (SIGKILL).
+        // The directory is created mode 0700: only our user can connect. A later supervisor
+        // removes it if we die without cleaning up (SIGKILL): it finds nobody listening.
         let dir = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
             .tempdir_in(&temp)
             .context("creating the supervisor's control directory")?;
-        let path = dir.path().join("control.sock");
+        let path = dir.path().join(SOCKET_NAME);
         let listener = UnixListener::bind(&path)
             .with_context(|| format!("listening on {}", path.display()))?;
         tokio::spawn(accept(listener, reports));
@@ -95,24 +95,49 @@ impl ControlServer {
 }
 
 const DIR_PREFIX: &str = "stellar-supervisor-";
+const SOCKET_NAME: &str = "control.sock";
+/// A control directory without a socket this old is debris (its supervisor died between creating
+/// it and binding); a younger one may belong to a supervisor starting right now.
+const UNBOUND_DEBRIS_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Removes the control directories of supervisors that are no longer running.
+/// Removes the control directories of supervisors that are no longer running: those whose socket
+/// refuses a connection (nobody listens on it any more). The pid in a directory's name is not
+/// checked against `/proc`: a supervisor in another pid namespace sharing this temporary directory
+/// would look dead.
 fn remove_stale_dirs(temp: &Path) {
     let Ok(entries) = std::fs::read_dir(temp) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let pid = name
+        let ours = name
             .to_str()
             .and_then(|name| name.strip_prefix(DIR_PREFIX))
-            .and_then(|rest| rest.split('-').next()?.parse::<u32>().ok());
-        if let Some(pid) = pid
-            && !Path::new(&format!("/proc/{pid}")).exists()
-        {
+            .and_then(|rest| rest.split('-').next()?.parse::<u32>().ok())
+            .is_some();
+        if ours && is_stale(&entry.path()) {
             // Another user's directory, or one removed meanwhile: nothing to do.
             let _ = std::fs::remove_dir_all(entry.path());
         }
+    }
+}
+
+/// Whether the control directory `dir` belongs to no running supervisor.
+fn is_stale(dir: &Path) -> bool {
+    use std::io::ErrorKind;
+    match std::os::unix::net::UnixStream::connect(dir.join(SOCKET_NAME)) {
+        // A live supervisor accepts (and reads end of file from us at once).
+        Ok(_) => false,
+        Err(err) if err.kind() == ErrorKind::ConnectionRefused => true,
+        Err(err) if err.kind() == ErrorKind::NotFound => std::fs::metadata(dir)
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|modified| {
+                modified
+                    .elapsed()
+                    .is_ok_and(|age| age > UNBOUND_DEBRIS_AFTER)
+            }),
+        // Not ours to judge (another user's directory, for one).
+        Err(_) => false,
     }
 }
 
@@ -173,11 +198,17 @@ impl Control {
         let Some(path) = std::env::var_os(SOCKET_ENV).filter(|p| !p.is_empty()) else {
             return Ok(None);
         };
-        let stream = UnixStream::connect(&path).await.with_context(|| {
+        Self::connect_to(Path::new(&path), name, incarnation)
+            .await
+            .map(Some)
+    }
+
+    async fn connect_to(path: &Path, name: &str, incarnation: u64) -> Result<Self> {
+        let stream = UnixStream::connect(path).await.with_context(|| {
             format!(
                 "connecting to the supervisor's control socket {} ({SOCKET_ENV}); \
                  a supervised worker does not run without its supervisor",
-                Path::new(&path).display()
+                path.display()
             )
         })?;
         let (reader, writer) = stream.into_split();
@@ -191,26 +222,28 @@ impl Control {
                 pid: std::process::id(),
                 incarnation,
             })
-            .await?;
-        Ok(Some(control))
+            .await;
+        Ok(control)
     }
 
     /// Tells the supervisor the node is ready.
     ///
     /// # Errors
     ///
-    /// Fails if the supervisor is gone.
+    /// None: a supervisor gone meanwhile (EPIPE) is only logged; the node stops gracefully when
+    /// it sees the socket closed ([`Control::stop_when_supervisor_exits`]).
     pub(crate) async fn ready(&mut self) -> Result<()> {
-        self.send(&Message::Ready).await
+        self.send(&Message::Ready).await;
+        Ok(())
     }
 
-    async fn send(&mut self, message: &Message) -> Result<()> {
+    /// Writes one line; a failure (the supervisor is gone) is logged, not returned.
+    async fn send(&mut self, message: &Message) {
         let mut line = serde_json::to_string(message).expect("control messages serialise");
         line.push('\n');
-        self.writer
-            .write_all(line.as_bytes())
-            .await
-            .context("writing to the supervisor's control socket")
+        if let Err(err) = self.writer.write_all(line.as_bytes()).await {
+            warn!(error = %err, "could not write to the supervisor's control socket (the supervisor is gone?); this worker stops when it sees the socket closed");
+        }
     }
 
     /// Stops the node `api` gracefully when the supervisor goes away (end of file on the socket),
@@ -240,6 +273,46 @@ impl Control {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_directories_of_supervisors_that_do_not_listen_are_removed() {
+        let temp = tempfile::tempdir().expect("dir");
+        let dir = |name: &str| {
+            let dir = temp.path().join(format!("{DIR_PREFIX}{name}"));
+            std::fs::create_dir(&dir).expect("mkdir");
+            dir
+        };
+        // A live supervisor whose pid this process cannot see (another pid namespace).
+        let live = dir("999999999-live");
+        let _listening =
+            std::os::unix::net::UnixListener::bind(live.join(SOCKET_NAME)).expect("bind");
+        // A dead one: its socket left behind, nobody listening.
+        let dead = dir(&format!("{}-dead", std::process::id()));
+        drop(std::os::unix::net::UnixListener::bind(dead.join(SOCKET_NAME)).expect("bind"));
+        // One starting right now: no socket yet.
+        let starting = dir("999999998-starting");
+        remove_stale_dirs(temp.path());
+        assert!(live.exists(), "a live supervisor's directory was removed");
+        assert!(!dead.exists(), "a dead supervisor's directory was kept");
+        assert!(
+            starting.exists(),
+            "a starting supervisor's directory was removed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_worker_whose_supervisor_is_gone_only_logs_its_reports() {
+        let temp = tempfile::tempdir().expect("dir");
+        let path = temp.path().join(SOCKET_NAME);
+        let listener = UnixListener::bind(&path).expect("bind");
+        let mut control = Control::connect_to(&path, "w", 1).await.expect("connect");
+        drop(listener.accept().await.expect("accept"));
+        drop(listener);
+        // The supervisor is gone: writes fail with EPIPE, which ready() only logs.
+        for _ in 0..3 {
+            control.ready().await.expect("ready does not fail");
+        }
+    }
 
     #[test]
     fn messages_are_one_json_object_per_line() {

@@ -1,6 +1,6 @@
 //! `stellar run --cluster N`: a supervisor that runs N worker nodes as child processes, restarts
-//! the ones that die under the same name, and obeys SIGINT/SIGTERM (stop all; a second one forces
-//! the stop), SIGUSR2 (rolling restart), SIGTTIN/SIGTTOU (add/remove one worker).
+//! the ones that die under the same name, and obeys SIGINT/SIGTERM/SIGHUP (stop all; a second one
+//! forces the stop), SIGUSR2 (rolling restart), SIGTTIN/SIGTTOU (add/remove one worker).
 //!
 //! Each worker runs in its own process group, so a Ctrl-C in the terminal reaches only the
 //! supervisor, which then asks each worker once. Workers report to the supervisor over its control
@@ -70,6 +70,8 @@ struct Inbox {
 struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
+    /// The terminal closed (or someone asks, as for SIGTERM): a graceful stop.
+    hangup: tokio::signal::unix::Signal,
     usr2: tokio::signal::unix::Signal,
     ttin: tokio::signal::unix::Signal,
     ttou: tokio::signal::unix::Signal,
@@ -80,6 +82,7 @@ impl Signals {
         Ok(Self {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
             usr2: signal(SignalKind::user_defined2())?,
             ttin: signal(SignalKind::from_raw(nix::libc::SIGTTIN))?,
             ttou: signal(SignalKind::from_raw(nix::libc::SIGTTOU))?,
@@ -98,6 +101,9 @@ struct Worker {
     incarnation: Option<u64>,
     /// Set once we asked it to stop: its exit is not a crash.
     stopping: bool,
+    /// Stopped with SIGKILL before it said hello (it had nothing to drain, and its signal
+    /// handlers may not be installed yet): its death is a clean stop.
+    killed_unstarted: bool,
     /// When to SIGKILL its process group if it has not stopped by then.
     kill_at: Option<Instant>,
     /// Start a worker under the same name once this one has stopped (a rolling restart of a
@@ -117,7 +123,7 @@ struct Replacement {
 #[derive(Debug)]
 enum Stop {
     Signal(&'static str),
-    /// No worker runs and none is due to restart: each failed on its configuration.
+    /// No worker runs and none is due to restart: each failed on its configuration (exit 78).
     NothingToRun,
 }
 
@@ -143,6 +149,9 @@ struct Supervisor {
     failures: BTreeMap<u32, u32>,
     /// Workers to start again, by number, at a time.
     restarts: BTreeMap<u32, Instant>,
+    /// Worker numbers given up on because they exited 78 (configuration error), until started
+    /// again (SIGTTIN).
+    config_failed: BTreeSet<u32>,
     /// Old workers still to replace in a rolling restart, and the replacement being awaited.
     rolling: VecDeque<u64>,
     awaiting: Option<Replacement>,
@@ -198,6 +207,7 @@ pub(crate) async fn run(config: Config, global: &GlobalArgs, run: RunArgs) -> Re
         exits,
         failures: BTreeMap::new(),
         restarts: BTreeMap::new(),
+        config_failed: BTreeSet::new(),
         rolling: VecDeque::new(),
         awaiting: None,
         stop_timeout: config.shutdown_timeout + Duration::from_secs(5),
@@ -324,7 +334,7 @@ impl Supervisor {
         inbox: &mut Inbox,
     ) -> Result<Stop> {
         for _ in 0..wanted {
-            self.spawn_new().await?;
+            self.spawn_new().await;
         }
         loop {
             let next_restart = self.restarts.values().min().copied();
@@ -333,20 +343,27 @@ impl Supervisor {
             tokio::select! {
                 _ = signals.interrupt.recv() => return Ok(Stop::Signal("SIGINT")),
                 _ = signals.terminate.recv() => return Ok(Stop::Signal("SIGTERM")),
-                _ = signals.usr2.recv() => self.begin_rolling_restart()?,
+                _ = signals.hangup.recv() => return Ok(Stop::Signal("SIGHUP")),
+                _ = signals.usr2.recv() => self.begin_rolling_restart(),
                 _ = signals.ttin.recv() => {
                     info!("SIGTTIN: adding a worker");
-                    self.spawn_new().await?;
+                    self.spawn_new().await;
                 }
                 _ = signals.ttou.recv() => self.remove_one(),
-                Some(report) = inbox.reports.recv() => self.on_report(report)?,
-                Some(exited) = inbox.exits.recv() => self.on_exit(exited)?,
-                () = sleep_until(next_restart) => self.restart_due()?,
-                () = sleep_until(ready_deadline) => self.replacement_timed_out()?,
+                Some(report) = inbox.reports.recv() => self.on_report(report),
+                Some(exited) = inbox.exits.recv() => self.on_exit(exited),
+                () = sleep_until(next_restart) => self.restart_due(),
+                () = sleep_until(ready_deadline) => self.replacement_timed_out(),
                 () = sleep_until(next_kill) => self.kill_overdue(),
             }
             if self.workers.is_empty() && self.restarts.is_empty() {
-                return Ok(Stop::NothingToRun);
+                if !self.config_failed.is_empty() {
+                    return Ok(Stop::NothingToRun);
+                }
+                // Not reached by any path we know of; if it is, keep a worker running rather
+                // than exit claiming a configuration error.
+                error!("no worker runs and none is due to start; starting one");
+                self.restarts.insert(1, Instant::now() + ALONE_DELAY);
             }
         }
     }
@@ -370,9 +387,22 @@ impl Supervisor {
             .expect("some number is free")
     }
 
-    async fn spawn_new(&mut self) -> Result<u64> {
+    /// Starts a worker under the lowest free number; if it cannot be started, its restart is
+    /// scheduled as after a crash.
+    async fn spawn_new(&mut self) {
         let number = self.free_number().await;
-        self.spawn(number, None)
+        self.config_failed.remove(&number);
+        self.start(number);
+    }
+
+    /// Starts worker `number`; a spawn error (fork's EAGAIN, a missing program) counts as a
+    /// crash of that slot: it is retried with backoff, and the rest of the cluster runs on.
+    fn start(&mut self, number: u32) {
+        if let Err(err) = self.spawn(number, None) {
+            let name = format!("{}-{number}", self.prefix);
+            error!(worker = %name, error = %format!("{err:#}"), "could not start worker");
+            self.on_crash(number, &name, Instant::now(), "could not be started");
+        }
     }
 
     /// Starts worker `number`, in its own process group; `replaces` is the incarnation of the
@@ -426,6 +456,7 @@ impl Supervisor {
                 started: Instant::now(),
                 incarnation: None,
                 stopping: false,
+                killed_unstarted: false,
                 kill_at: None,
                 respawn_on_exit: false,
             },
@@ -433,13 +464,13 @@ impl Supervisor {
         Ok(generation)
     }
 
-    fn on_report(&mut self, report: Report) -> Result<()> {
+    fn on_report(&mut self, report: Report) {
         let Some(worker) = self.workers.values_mut().find(|w| w.pid == report.pid) else {
             warn!(
                 pid = report.pid,
                 "control socket: a report from a process that is not one of our workers; ignored"
             );
-            return Ok(());
+            return;
         };
         match report.message {
             Message::Hello {
@@ -459,59 +490,69 @@ impl Supervisor {
                 if let Some(replacement) = self.awaiting.filter(|r| r.new == generation) {
                     self.awaiting = None;
                     self.stop(replacement.old);
-                    self.continue_rolling_restart()?;
+                    self.continue_rolling_restart();
                 }
             }
         }
-        Ok(())
     }
 
-    fn on_exit(&mut self, exited: Exited) -> Result<()> {
+    /// Whether a worker we have not asked to stop runs as number `number`.
+    fn holds(&self, number: u32) -> bool {
+        self.workers
+            .values()
+            .any(|w| w.number == number && !w.stopping)
+    }
+
+    fn on_exit(&mut self, exited: Exited) {
         let Some(worker) = self.workers.remove(&exited.generation) else {
-            return Ok(());
+            return;
         };
         let status = describe(exited.status);
         if worker.respawn_on_exit {
-            info!(worker = %worker.name, %status, "worker stopped; starting it again (rolling restart)");
+            info!(worker = %worker.name, %status, "worker stopped; starting it again");
             self.restarts.insert(worker.number, Instant::now());
-            return Ok(());
+            return;
         }
         if worker.stopping {
             info!(worker = %worker.name, %status, "worker stopped");
-            return Ok(());
+            return;
         }
-        if self.awaiting.is_some_and(|r| r.new == worker.generation) {
-            warn!(worker = %worker.name, %status, "the rolling-restart replacement died before it was ready; keeping the old worker");
+        let replacement = self.awaiting.is_some_and(|r| r.new == worker.generation);
+        if replacement {
             self.awaiting = None;
-            return self.continue_rolling_restart();
         }
-        if self
-            .workers
-            .values()
-            .any(|w| w.number == worker.number && !w.stopping)
-        {
-            // Its replacement (or the worker it was replacing) runs under the name.
-            warn!(worker = %worker.name, %status, "worker died; another process already runs under its name");
-            return Ok(());
-        }
-        if exited
+        if self.holds(worker.number) {
+            if replacement {
+                warn!(worker = %worker.name, %status, "the rolling-restart replacement died before it was ready; keeping the old worker");
+            } else {
+                // Its replacement (or the worker it was replacing) runs under the name.
+                warn!(worker = %worker.name, %status, "worker died; another process already runs under its name");
+            }
+        } else if exited
             .status
             .and_then(|s| s.code())
             .is_some_and(|code| code == i32::from(EXIT_CONFIG))
         {
             error!(worker = %worker.name, %status, "worker failed on its configuration (exit code 78, EX_CONFIG); not restarting it: fix the configuration, then SIGTTIN adds a worker");
-            return Ok(());
+            self.config_failed.insert(worker.number);
+        } else {
+            if replacement {
+                warn!(worker = %worker.name, %status, "the rolling-restart replacement died before it was ready, and the worker it replaced is gone too");
+            }
+            self.on_crash(worker.number, &worker.name, worker.started, &status);
         }
-        self.on_crash(&worker, &status);
-        Ok(())
+        if replacement {
+            self.continue_rolling_restart();
+        }
     }
 
-    /// Schedules the restart of a worker that died, with capped exponential backoff; never gives
-    /// up on it, and never leaves the cluster without a worker for long.
-    fn on_crash(&mut self, worker: &Worker, status: &str) {
+    /// Schedules the restart of worker `number` (`name`, started at `started`) that died or
+    /// could not be started, with capped exponential backoff; never gives up on it, and never
+    /// leaves the cluster without a worker for long.
+    fn on_crash(&mut self, number: u32, name: &str, started: Instant, status: &str) {
         let now = Instant::now();
-        let failures = self.failures.entry(worker.number).or_default();
-        if now.duration_since(worker.started) >= STABLE_AFTER {
+        let failures = self.failures.entry(number).or_default();
+        if now.duration_since(started) >= STABLE_AFTER {
             *failures = 0;
         }
         *failures += 1;
@@ -522,14 +563,14 @@ impl Supervisor {
         }
         let restart_in_ms = at.duration_since(now).as_millis() as u64;
         if failures >= CRASH_LOOP_AFTER {
-            error!(worker = %worker.name, exits = failures, %status, restart_in_ms, "worker is crash-looping: it died {failures} times in a row soon after starting; restarting it with backoff");
+            error!(worker = %name, exits = failures, %status, restart_in_ms, "worker is crash-looping: it died {failures} times in a row soon after starting; restarting it with backoff");
         } else {
-            warn!(worker = %worker.name, %status, restart_in_ms, "worker died; restarting it under the same name");
+            warn!(worker = %name, %status, restart_in_ms, "worker died; restarting it under the same name");
         }
-        self.restarts.insert(worker.number, at);
+        self.restarts.insert(number, at);
     }
 
-    fn restart_due(&mut self) -> Result<()> {
+    fn restart_due(&mut self) {
         let now = Instant::now();
         let due: Vec<u32> = self
             .restarts
@@ -539,18 +580,27 @@ impl Supervisor {
             .collect();
         for number in due {
             self.restarts.remove(&number);
-            self.spawn(number, None)?;
+            if self.holds(number) {
+                continue;
+            }
+            self.start(number);
         }
-        Ok(())
     }
 
     /// SIGTERM to one worker, once; its process group is killed if it is still there after
-    /// `stop_timeout`.
+    /// `stop_timeout`. A worker that has not said hello yet has nothing to drain and may not
+    /// handle SIGTERM yet (it would die of it): its process group is killed at once.
     fn stop(&mut self, generation: u64) {
         if let Some(worker) = self.workers.get_mut(&generation)
             && !worker.stopping
         {
             worker.stopping = true;
+            if worker.incarnation.is_none() {
+                info!(worker = %worker.name, pid = worker.pid, "stopping worker (still starting: killing it)");
+                worker.killed_unstarted = true;
+                kill_group(worker.pid);
+                return;
+            }
             worker.kill_at = Some(Instant::now() + self.stop_timeout);
             info!(worker = %worker.name, pid = worker.pid, "stopping worker");
             send(worker.pid, Signal::SIGTERM);
@@ -584,10 +634,10 @@ impl Supervisor {
         }
     }
 
-    fn begin_rolling_restart(&mut self) -> Result<()> {
+    fn begin_rolling_restart(&mut self) {
         if self.awaiting.is_some() || !self.rolling.is_empty() {
             warn!("SIGUSR2 ignored: a rolling restart is already running");
-            return Ok(());
+            return;
         }
         info!(workers = self.workers.len(), "SIGUSR2: rolling restart");
         self.rolling = self
@@ -601,7 +651,7 @@ impl Supervisor {
 
     /// Starts the replacement of the next old worker under the same name, handing it the old
     /// one's incarnation; the old one stops once the replacement is ready.
-    fn continue_rolling_restart(&mut self) -> Result<()> {
+    fn continue_rolling_restart(&mut self) {
         while let Some(old) = self.rolling.pop_front() {
             let Some(worker) = self.workers.get_mut(&old).filter(|w| !w.stopping) else {
                 continue;
@@ -614,29 +664,44 @@ impl Supervisor {
                 self.stop(old);
                 continue;
             };
-            let number = worker.number;
-            let new = self.spawn(number, Some(incarnation))?;
-            self.awaiting = Some(Replacement {
-                new,
-                old,
-                deadline: Instant::now() + READY_TIMEOUT,
-            });
-            return Ok(());
+            let (number, name) = (worker.number, worker.name.clone());
+            match self.spawn(number, Some(incarnation)) {
+                Ok(new) => {
+                    self.awaiting = Some(Replacement {
+                        new,
+                        old,
+                        deadline: Instant::now() + READY_TIMEOUT,
+                    });
+                    return;
+                }
+                Err(err) => {
+                    error!(worker = %name, error = %format!("{err:#}"), "rolling restart: could not start the replacement; keeping the old worker");
+                }
+            }
         }
         info!("rolling restart done");
-        Ok(())
     }
 
-    /// A replacement that did not become ready in time is stopped; the old worker stays.
-    fn replacement_timed_out(&mut self) -> Result<()> {
+    /// A replacement that did not become ready in time is stopped; the old worker stays. If
+    /// the old worker is gone meanwhile (it died while the replacement started), the number is
+    /// started afresh once the replacement has stopped.
+    fn replacement_timed_out(&mut self) {
         let Some(replacement) = self.awaiting.take() else {
-            return Ok(());
+            return;
         };
-        if let Some(worker) = self.workers.get(&replacement.new) {
-            error!(worker = %worker.name, pid = worker.pid, timeout_s = READY_TIMEOUT.as_secs(), "rolling-restart replacement not ready in time; stopping it and keeping the old worker");
-        }
         self.stop(replacement.new);
-        self.continue_rolling_restart()
+        if let Some(worker) = self.workers.get(&replacement.new) {
+            let number = worker.number;
+            if self.holds(number) {
+                error!(worker = %worker.name, pid = worker.pid, timeout_s = READY_TIMEOUT.as_secs(), "rolling-restart replacement not ready in time; stopping it and keeping the old worker");
+            } else {
+                error!(worker = %worker.name, pid = worker.pid, timeout_s = READY_TIMEOUT.as_secs(), "rolling-restart replacement not ready in time and the worker it replaced is gone; stopping it and starting the worker again");
+                if let Some(worker) = self.workers.get_mut(&replacement.new) {
+                    worker.respawn_on_exit = true;
+                }
+            }
+        }
+        self.continue_rolling_restart();
     }
 
     /// SIGTERM to every worker, once, then wait. A second SIGINT/SIGTERM forces them out
@@ -659,13 +724,14 @@ impl Supervisor {
             tokio::select! {
                 Some(exited) = inbox.exits.recv() => {
                     if let Some(worker) = self.workers.remove(&exited.generation) {
-                        clean &= exited.status.is_some_and(|s| s.success());
+                        clean &= worker.killed_unstarted || exited.status.is_some_and(|s| s.success());
                         info!(worker = %worker.name, status = %describe(exited.status), "worker stopped");
                     }
                 }
                 Some(_) = inbox.reports.recv() => {}
                 _ = signals.interrupt.recv() => self.insist(&mut insisted, "SIGINT"),
                 _ = signals.terminate.recv() => self.insist(&mut insisted, "SIGTERM"),
+                _ = signals.hangup.recv() => self.insist(&mut insisted, "SIGHUP"),
                 () = tokio::time::sleep_until(deadline) => {
                     for worker in self.workers.values() {
                         warn!(worker = %worker.name, pid = worker.pid, "worker did not stop in time; killing it");
@@ -690,7 +756,12 @@ impl Supervisor {
         if *insisted == 1 {
             warn!(%signal, "stop signal again: forcing every worker out now (SIGQUIT)");
             for worker in self.workers.values() {
-                send(worker.pid, Signal::SIGQUIT);
+                // SIGQUIT is handled only once a worker said hello; before, it would dump core.
+                if worker.incarnation.is_some() {
+                    send(worker.pid, Signal::SIGQUIT);
+                } else {
+                    kill_group(worker.pid);
+                }
             }
         } else {
             warn!(%signal, "stop signal again: killing every worker");
@@ -740,9 +811,12 @@ fn watch(name: String, generation: u64, mut child: Child, events: mpsc::Unbounde
 }
 
 async fn forward(name: String, pipe: impl AsyncRead + Unpin) {
+    use std::io::Write;
     let mut lines = BufReader::new(pipe).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        eprintln!("[{name}] {line}");
+        // Not `eprintln!`: after a hang-up the terminal refuses writes, and the worker's pipe must
+        // still be drained, or the worker blocks on its next log line.
+        let _ = writeln!(std::io::stderr(), "[{name}] {line}");
     }
 }
 

@@ -482,3 +482,212 @@ fn a_rolling_restart_at_log_level_warn_keeps_names_and_capacity() {
     let status = launched.supervisor.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{}", launched.supervisor.output());
 }
+
+/// Sends `signal` to `pid` directly (no `kill(1)` to start: these race a starting process).
+fn signal_pid(pid: u32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+}
+
+/// Whether `pid` runs a worker's command line (`run --id …`): it has exec'd. Stopped before
+/// that, it would hold up the supervisor's spawn, which waits for the exec.
+fn execed_worker(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == b"--id"))
+}
+
+/// Waits for a child of the supervisor that is not in `known` and stops it (SIGSTOP) as soon
+/// as it has exec'd: long before it can say hello or be ready.
+fn catch_new_worker(launched: &Launched, known: &[u32]) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(pid) = children(launched.supervisor.pid())
+            .into_iter()
+            .find(|pid| !known.contains(pid) && execed_worker(*pid))
+        {
+            signal_pid(pid, nix::sys::signal::Signal::SIGSTOP);
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no new worker was started");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+impl Launched {
+    /// The cluster's members as `cluster status --json` lists them: name -> (pid, incarnation).
+    fn members(&self) -> BTreeMap<String, (u64, u64)> {
+        let output = self.cli(&["cluster", "status", "--json"]);
+        let nodes: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        nodes
+            .as_array()
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .filter_map(|n| {
+                        Some((
+                            n["id"].as_str()?.to_owned(),
+                            (n["pid"].as_u64()?, n["incarnation"].as_u64()?),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn a_handover_whose_replacement_dies_leaves_the_old_worker_listed_and_serving() {
+    let mut launched = launch("1");
+    launched.wait_for("one worker", |w| w.len() == 1);
+    let (old_pid, old_incarnation) = launched.members()["stellar-worker-1"];
+    // A replacement under the same name, as a rolling restart starts it: it takes the name over
+    // from the old worker (STELLAR_REPLACES_INCARNATION), then is killed before it stops the old.
+    let mut command = stellar(&["run", "--id", "stellar-worker-1"]);
+    command
+        .env("STELLAR_REDIS_URL", launched.redis.url())
+        .env("STELLAR_SERVER_TOKEN", TOKEN)
+        .env("STELLAR_HEARTBEAT_INTERVAL_MS", "200")
+        .env("STELLAR_HEARTBEAT_TTL_MS", "1000")
+        .env("STELLAR_REPLACES_INCARNATION", old_incarnation.to_string());
+    let mut replacement = Process::spawn("replacement", command);
+    replacement.wait_for_line(&["node ready"], Duration::from_secs(10));
+    let new_pid = u64::from(replacement.pid());
+    assert_eq!(launched.members()["stellar-worker-1"].0, new_pid);
+    // Several of the old worker's heartbeats see the takeover.
+    std::thread::sleep(Duration::from_millis(600));
+    replacement.signal("KILL");
+    replacement.wait_exit(Duration::from_secs(5));
+    // The old worker is listed again within a couple of heartbeats, and serves calls.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while launched.members().get("stellar-worker-1").map(|m| m.0) != Some(old_pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the old worker is not listed: {:?}\n{}",
+            launched.members(),
+            launched.supervisor.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Past the replacement's TTL too: the old worker renews its record again.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        launched.workers(),
+        BTreeMap::from([("stellar-worker-1".to_owned(), old_pid)])
+    );
+    assert!(launched.supervisor.is_running());
+}
+
+#[test]
+fn a_rolling_restart_whose_old_worker_and_replacement_both_die_restarts_the_worker() {
+    let mut launched = launch("1");
+    let start = launched.wait_for("one worker", |w| w.len() == 1);
+    let old = start["stellar-worker-1"] as u32;
+    launched.supervisor.signal("USR2");
+    let replacement = catch_new_worker(&launched, &[old]);
+    // The old worker crashes while its replacement is still starting; then the replacement dies
+    // before it is ready.
+    signal_pid(old, nix::sys::signal::Signal::SIGKILL);
+    launched.supervisor.wait_for_line(
+        &["another process already runs under its name"],
+        Duration::from_secs(5),
+    );
+    signal_pid(replacement, nix::sys::signal::Signal::SIGKILL);
+    launched.supervisor.wait_for_line(
+        &["the rolling-restart replacement died before it was ready"],
+        Duration::from_secs(5),
+    );
+    let back = launched.wait_for("worker 1 restarted", |w| {
+        w.get("stellar-worker-1")
+            .is_some_and(|pid| ![old, replacement].contains(&(*pid as u32)))
+    });
+    assert_eq!(names(&back), ["stellar-worker-1"]);
+    assert!(
+        launched.supervisor.is_running(),
+        "{}",
+        launched.supervisor.output()
+    );
+}
+
+#[test]
+fn a_worker_that_cannot_be_started_is_retried_and_the_cluster_runs_on() {
+    // The supervisor runs from a copy of the program that the test can take away, so starting a
+    // worker fails as a spawn error (like fork's EAGAIN) would.
+    let bin = tempfile::tempdir().expect("dir");
+    let exe = bin.path().join("stellar");
+    std::fs::copy(env!("CARGO_BIN_EXE_stellar"), &exe).expect("copy the program");
+    let redis = RedisServer::start();
+    let pid_file = bin.path().join("stellar.pid").display().to_string();
+    let mut command = std::process::Command::new(&exe);
+    support::scrub(&mut command);
+    command
+        .args([
+            "run",
+            "--cluster",
+            "2",
+            "--redis",
+            &redis.url(),
+            "--pid-file",
+            &pid_file,
+        ])
+        .env("STELLAR_SERVER_TOKEN", TOKEN)
+        .env("STELLAR_HEARTBEAT_INTERVAL_MS", "200")
+        .env("STELLAR_HEARTBEAT_TTL_MS", "1000")
+        .process_group(0);
+    let mut launched = Launched {
+        redis,
+        supervisor: Process::spawn("supervisor", command),
+        _dir: tempfile::tempdir().expect("dir"),
+        pid_file,
+    };
+    let start = launched.wait_for("two workers", |w| w.len() == 2);
+    let hidden = bin.path().join("stellar.away");
+    std::fs::rename(&exe, &hidden).expect("take the program away");
+    kill("KILL", &[start["stellar-worker-1"].to_string()]);
+    launched.supervisor.wait_for_line(
+        &["could not start worker", "stellar-worker-1"],
+        Duration::from_secs(10),
+    );
+    // The rest of the cluster runs on, and the restart is retried with backoff.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        launched.supervisor.is_running(),
+        "{}",
+        launched.supervisor.output()
+    );
+    assert_eq!(names(&launched.workers()), ["stellar-worker-2"]);
+    std::fs::rename(&hidden, &exe).expect("put the program back");
+    let back = launched.wait_for("worker 1 back", |w| w.len() == 2);
+    assert_eq!(names(&back), ["stellar-worker-1", "stellar-worker-2"]);
+    launched.supervisor.signal("TERM");
+    let status = launched.supervisor.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{}", launched.supervisor.output());
+}
+
+#[test]
+fn sighup_stops_the_supervisor_gracefully() {
+    let mut launched = launch_with("2", &[("STELLAR_SHUTDOWN_TIMEOUT_MS", "6000")], &[]);
+    launched.wait_for("two workers", |w| w.len() == 2);
+    let workers = launched.worker_pids(2);
+    launched.keep_busy(4, 1500, 2);
+    // What a terminal does when it closes: SIGHUP to the foreground process group.
+    kill("HUP", &[format!("-{}", launched.supervisor.pid())]);
+    let status = launched.supervisor.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", launched.supervisor.output());
+    launched.assert_drained(&workers);
+}
+
+#[test]
+fn a_stop_while_a_worker_is_still_starting_kills_it_and_exits_0() {
+    let mut launched = launch_with("1", &[("STELLAR_SHUTDOWN_TIMEOUT_MS", "20000")], &[]);
+    // Caught as it is forked: it has not said hello, nor installed its signal handlers.
+    let worker = catch_new_worker(&launched, &[]);
+    launched
+        .supervisor
+        .wait_for_line(&["worker started"], Duration::from_secs(5));
+    launched.supervisor.signal("INT");
+    let status = launched.supervisor.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "{}", launched.supervisor.output());
+    let output = launched.supervisor.output();
+    assert!(output.contains("killing it"), "{output}");
+    assert!(!output.contains("core dumped"), "{output}");
+    assert_gone(&[worker], Duration::from_secs(1));
+}

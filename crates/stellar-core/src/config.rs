@@ -663,28 +663,62 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}{user}:***@{host}")
 }
 
-/// Replaces the value of each `pass=`/`password=` parameter (after `?` or `&`, any case) with
-/// `***`, up to the next `&`.
+/// Replaces the value of each `pass`/`password` parameter (after `?` or `&`, any case) with
+/// `***`, up to the next `&`. Names are compared after percent-decoding (and `+` as a space), as
+/// redis-rs reads them: `?%70ass=secret` is a password too.
 fn redact_query_secrets(url: &str) -> String {
-    const SECRET_PARAMS: [&str; 2] = ["pass=", "password="];
+    const SECRET_PARAMS: [&str; 2] = ["pass", "password"];
     let mut out = String::with_capacity(url.len());
     let mut rest = url;
     while let Some(i) = rest.find(['?', '&']) {
         out.push_str(&rest[..=i]);
         rest = &rest[i + 1..];
-        let secret = SECRET_PARAMS.iter().find(|param| {
-            rest.get(..param.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(param))
-        });
-        if let Some(param) = secret {
-            out.push_str(&rest[..param.len()]);
+        let name_end = rest.find(['=', '&']).unwrap_or(rest.len());
+        let has_value = rest[name_end..].starts_with('=');
+        let name = percent_decode(&rest[..name_end]);
+        let secret = SECRET_PARAMS
+            .iter()
+            .any(|param| name.eq_ignore_ascii_case(param));
+        if secret && has_value {
+            out.push_str(&rest[..=name_end]);
             out.push_str("***");
-            rest = &rest[param.len()..];
+            rest = &rest[name_end + 1..];
             rest = &rest[rest.find('&').unwrap_or(rest.len())..];
         }
     }
     out.push_str(rest);
     out
+}
+
+/// `text` with `%XX` escapes decoded and `+` read as a space (form encoding, as in a query);
+/// invalid escapes and bytes that do not make UTF-8 are kept or replaced, never an error.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| {
+            bytes
+                .get(at)
+                .and_then(|b| char::from(*b).to_digit(16))
+                .map(|d| d as u8)
+        };
+        match bytes[i] {
+            b'%' if let (Some(high), Some(low)) = (hex(i + 1), hex(i + 2)) => {
+                out.push(high << 4 | low);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -872,6 +906,13 @@ mod tests {
                 "redis://host:1/0?password=secret",
                 "redis://host:1/0?password=***",
             ),
+            // Parameter names are percent-decoded before they are compared, as redis-rs does.
+            ("unix:///s.sock?%70ass=secret", "unix:///s.sock?%70ass=***"),
+            (
+                "unix:///s.sock?db=1&%50%41%53%53%57%4f%52%44=secret",
+                "unix:///s.sock?db=1&%50%41%53%53%57%4f%52%44=***",
+            ),
+            ("unix:///s.sock?passx=1&pass", "unix:///s.sock?passx=1&pass"),
         ];
         for (url, redacted) in cases {
             assert_eq!(redact_url(url), redacted, "{url}");

@@ -70,6 +70,12 @@ struct Request {
     method: String,
     args: Value,
     wants_reply: bool,
+    /// For a request to one node: the run of that node (its incarnation, from its membership
+    /// record) the call is for. During a handover two runs share the id and both receive the
+    /// node's direct messages; only the named run handles the request, so it runs once. Absent
+    /// from callers that predate it: then every receiving run handles it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to_incarnation: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -269,15 +275,16 @@ impl Rpc {
         timeout: Option<Duration>,
     ) -> Result<Vec<Reply>> {
         let after = timeout.unwrap_or(self.inner.bus.api().config().rpc_timeout);
-        let live: BTreeSet<NodeId> = self
+        let incarnations: HashMap<NodeId, u64> = self
             .inner
             .membership
             .nodes()
             .await
             .map_err(Error::Membership)?
             .into_iter()
-            .map(|n| n.id)
+            .map(|n| (n.id, n.incarnation))
             .collect();
+        let live: BTreeSet<NodeId> = incarnations.keys().cloned().collect();
         // `None` is every node; `Some` one node, however the caller named it.
         let node = match target {
             Target::All => None,
@@ -306,6 +313,9 @@ impl Rpc {
             method: method.to_owned(),
             args,
             wants_reply: wait != Wait::None,
+            to_incarnation: node
+                .as_ref()
+                .and_then(|node| incarnations.get(node).copied()),
         };
         let (done, completed) = oneshot::channel();
         // Registered before publishing: a fast reply must find its call (ActionHero #1244). The
@@ -426,6 +436,15 @@ impl Inner {
 
     async fn on_request(&self, message: Message) -> Result<(), HandlerError> {
         let request: Request = message.body()?;
+        let incarnation = self.bus.api().incarnation();
+        if message.is_direct()
+            && let Some(wanted) = request.to_incarnation
+            && wanted != incarnation
+        {
+            // Another run of this id (a handover's other side) holds the record the caller read.
+            debug!(node_id = %self.bus.node_id(), method = %request.method, wanted, incarnation, "direct request for another run of this id ignored");
+            return Ok(());
+        }
         let method = self
             .methods
             .read()

@@ -479,6 +479,54 @@ macro_rules! contract {
     };
 }
 
+async fn a_direct_call_during_a_handover_runs_once_on_the_record_holder(cluster: Cluster) {
+    let (caller_api, caller) = cluster.node("caller").await;
+    let calls = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let count = |rpc: &Rpc, api: &Api| {
+        let (calls, incarnation) = (calls.clone(), api.incarnation());
+        rpc.register("test.count", move |_, _: Value| {
+            let calls = calls.clone();
+            async move {
+                calls.lock().expect("lock").push(incarnation);
+                Ok(incarnation)
+            }
+        });
+    };
+    let (old_api, old) = cluster.node("worker-1").await;
+    count(&old, &old_api);
+    // The replacement joins under the same id while the old run still runs and listens.
+    let new_api = Api::new(old_api.config().clone());
+    let (transport, store) = cluster.backend().await;
+    let bus = Bus::start(&new_api, transport, BusConfig::default())
+        .await
+        .expect("bus");
+    let membership = Membership::new(store, &new_api);
+    membership
+        .join_replacing(&new_api, old_api.incarnation())
+        .await
+        .expect("handover");
+    let new = Rpc::new(bus, membership);
+    new.serve();
+    count(&new, &new_api);
+    for _ in 0..3 {
+        let value = caller
+            .call(&id("worker-1"), "test.count", Value::Null)
+            .await
+            .expect("call");
+        assert_eq!(value, json!(new_api.incarnation()));
+    }
+    // Late duplicates would arrive by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        *calls.lock().expect("lock"),
+        vec![new_api.incarnation(); 3],
+        "a direct request ran on both runs of the id"
+    );
+    for api in [new_api, old_api, caller_api] {
+        api.shutdown().await.expect("stop");
+    }
+}
+
 contract!(
     wait_all_returns_one_reply_per_live_node_early,
     a_node_target_hits_exactly_that_node,
@@ -490,4 +538,5 @@ contract!(
     a_connection_target_reaches_the_node_holding_it,
     calls_dropped_by_their_caller_leave_nothing_pending,
     methods_that_call_other_nodes_do_not_starve_on_the_handler_limit,
+    a_direct_call_during_a_handover_runs_once_on_the_record_holder,
 );
