@@ -129,7 +129,10 @@ async fn client_on_another_worker(port: u16, avoid: &BTreeSet<String>) -> (Socke
             return (socket, connection, node);
         }
         drop(socket);
-        assert!(Instant::now() < deadline, "every connection landed on {avoid:?}");
+        assert!(
+            Instant::now() < deadline,
+            "every connection landed on {avoid:?}"
+        );
     }
 }
 
@@ -142,7 +145,15 @@ async fn three_workers_serve_one_port_chat_across_workers_and_take_pushes_from_t
     let addr = format!("127.0.0.1:{port}");
     let url = redis.url();
     let mut command = stellar(&[
-        "run", "--cluster", "3", "--redis", &url, "--http", &addr, "--pid-file", &pid_file,
+        "run",
+        "--cluster",
+        "3",
+        "--redis",
+        &url,
+        "--http",
+        &addr,
+        "--pid-file",
+        &pid_file,
     ]);
     command
         .env("STELLAR_SERVER_TOKEN", TOKEN)
@@ -190,7 +201,13 @@ async fn three_workers_serve_one_port_chat_across_workers_and_take_pushes_from_t
         let joined = call(socket, id, "room.join", json!({"room": "lobby"})).await;
         assert!(joined.get("error").is_none(), "{joined}");
     }
-    let said = call(&mut ann, 2, "room.say", json!({"room": "lobby", "message": "hello bob"})).await;
+    let said = call(
+        &mut ann,
+        2,
+        "room.say",
+        json!({"room": "lobby", "message": "hello bob"}),
+    )
+    .await;
     assert!(said.get("error").is_none(), "{said}");
     let heard = pushed(&mut bob, "hello bob").await;
     assert_eq!(heard["room"], "lobby", "{heard}");
@@ -229,7 +246,10 @@ async fn three_workers_serve_one_port_chat_across_workers_and_take_pushes_from_t
     drop(bob);
     let deadline = Instant::now() + Duration::from_secs(10);
     while connections_recorded(&redis).await > 0 {
-        assert!(Instant::now() < deadline, "connections left after disconnects");
+        assert!(
+            Instant::now() < deadline,
+            "connections left after disconnects"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
