@@ -567,3 +567,25 @@ impl Drop for Client {
         self.stop();
     }
 }
+
+/// `--cluster 3` serving one port under constant HTTP load (wrk, 32 keep-alive connections) while
+/// a SIGUSR2 rolling restart replaces every worker: no request may fail.
+pub(crate) fn rolling_restart_under_http_load(env: &Env) -> Result<Row> {
+    let run = crate::bench::web::rolling_restart(env, 6)?;
+    let requests = (run.requests_per_s * 6.0) as usize;
+    let mut row = Row {
+        enqueued: requests,
+        completed: requests.saturating_sub(run.failed as usize),
+        lost: run.failed as usize,
+        ..Row::default()
+    };
+    if requests == 0 {
+        row.failure = Some("no request was served".into());
+    } else if run.failed > 0 {
+        row.failure = Some(format!(
+            "{} request(s) failed during the rolling restart",
+            run.failed
+        ));
+    }
+    Ok(row)
+}

@@ -48,6 +48,10 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("12-id-reuse", chaos::id_reuse_after_completion),
     ("13-partition-heal", chaos::partition_past_lease),
     ("14-chaos-10k", chaos::long_chaos),
+    (
+        "15-rolling-restart-http",
+        chaos::rolling_restart_under_http_load,
+    ),
 ];
 
 pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<()> {

@@ -8,17 +8,19 @@ use std::process::Command;
 pub(crate) fn stellar(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stellar"));
     scrub(&mut command);
-    command.env("STELLAR_HTTP_ADDR", "");
     command.args(args);
     command
 }
 
-/// Removes inherited `STELLAR_*` and `RUST_LOG` variables from `command`.
+/// Removes inherited `STELLAR_*` and `RUST_LOG` variables from `command`, and serves no HTTP
+/// unless the test sets `STELLAR_HTTP_ADDR` or `--http` (tests run in parallel; every node would
+/// want port 8080).
 pub(crate) fn scrub(command: &mut Command) {
     for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("STELLAR_")) {
         command.env_remove(name);
     }
     command.env_remove("RUST_LOG");
+    command.env("STELLAR_HTTP_ADDR", "");
 }
 
 /// The state letter and parent pid of `pid` from `/proc/<pid>/stat`; `None` if there is no such

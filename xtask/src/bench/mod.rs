@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 use crate::cluster::{Env, harness::Redis};
 
+pub(crate) mod web;
+
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let external = args
@@ -44,6 +46,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         "stellar-cache",
         "-p",
         "stellar-tasks",
+        "-p",
+        "stellar-web",
     ])?;
     build(&["-p", "stellar-cli"])?;
     let out = root.join("target/bench");
@@ -98,6 +102,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         }
     }
     results.extend(node_figures(&env)?);
+    results.extend(web::figures(root, &env, quick)?);
     println!(
         "{:<22} {:>12} {:<8} {:<34} {:>12} {:>7}",
         "name", "value", "unit", "baseline", "baseline", "ratio"
@@ -126,6 +131,7 @@ fn node_figures(env: &Env) -> Result<Vec<Value>> {
     let mut node = Command::new(&env.bin)
         .args(["run", "--id", "bench-node"])
         .env_remove("STELLAR_REDIS_URL")
+        .env("STELLAR_HTTP_ADDR", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
