@@ -73,9 +73,16 @@ async fn call(rpc: &Rpc, args: DoArgs) -> Result<()> {
     // A method aimed at a connection learns which one from its arguments (the RPC target only
     // routes the call to the node holding it): `--connection ID` fills `connection_id` in.
     if let (Some(connection), Value::Object(fields)) = (&args.connection, &mut call_args) {
-        fields
-            .entry("connection_id")
-            .or_insert_with(|| Value::String(connection.clone()));
+        match fields.get("connection_id") {
+            None => {
+                fields.insert("connection_id".into(), Value::String(connection.clone()));
+            }
+            Some(Value::String(named)) if named == connection => {}
+            Some(other) => bail!(
+                "ARGS_JSON names connection_id {other} but --connection is {connection:?}: the call \
+                 would reach one connection's node and act on another"
+            ),
+        }
     }
     let target = match (&args.node, &args.connection) {
         (Some(node), _) => Target::Node(NodeId::new(node.as_str())?),

@@ -83,7 +83,7 @@ pub(crate) async fn run(
     };
     info!(node_id = %api.node_id(), %reason, timeout_ms = api.config().shutdown_timeout.as_millis() as u64, "shutdown begun");
     tokio::spawn(force_on(signals, quit));
-    api.shutdown().await.context("graceful shutdown")?;
+    node.shutdown().await.context("graceful shutdown")?;
     // Held until here: the supervisor sees the connection close when the node has stopped.
     drop(control);
     Ok(())
@@ -123,6 +123,10 @@ fn inherited_listener() -> Result<std::net::TcpListener> {
     listener
         .local_addr()
         .context("standard input is not the listening socket the supervisor should hand down")?;
+    // Standard input becomes /dev/null again: a program the app starts must not inherit (and
+    // hold open) the cluster's listening socket.
+    let null = std::fs::File::open("/dev/null").context("opening /dev/null")?;
+    nix::unistd::dup2_stdin(&null).context("replacing standard input with /dev/null")?;
     Ok(listener)
 }
 

@@ -120,13 +120,23 @@ impl Node {
         }
     }
 
-    /// Stops the node gracefully: components stop taking work, tasks drain and are handed back,
-    /// the node leaves the cluster, all within the configured `shutdown_timeout`.
+    /// Stops the node gracefully: the web server drains (requests in flight finish, keep-alive
+    /// clients leave, WebSockets get 1001), then components stop taking work, tasks drain and are
+    /// handed back, the node leaves the cluster, each within the configured `shutdown_timeout`.
     ///
     /// # Errors
     ///
     /// [`Error::Shutdown`] when the deadline passed with work still running.
     pub async fn shutdown(&self) -> Result<()> {
+        // The web server drains first, while the bus, RPC and the stores still run: a request in
+        // flight may need them. Then everything else stops.
+        if let Some(web) = &self.web {
+            web.stop();
+            let deadline = self.api.config().shutdown_timeout;
+            if tokio::time::timeout(deadline, web.drained()).await.is_err() {
+                warn!(node_id = %self.api.node_id(), "the web drain passed the shutdown deadline");
+            }
+        }
         Ok(self.api.shutdown().await?)
     }
 }

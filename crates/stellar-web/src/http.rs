@@ -45,6 +45,7 @@ impl Web {
             .merge(ws::routes())
             .fallback(not_found);
         let layers = ServiceBuilder::new()
+            .layer(middleware::map_request(sanitize_request_id))
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeId { shared: shared.clone() }))
             .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 let request_id = request
@@ -124,6 +125,9 @@ fn body_error(rejection: &BytesRejection, limit: usize) -> ActionError {
 /// draining, so a load balancer stops sending before the node leaves.
 async fn readyz(State(shared): State<AppState>) -> Result<Json<Value>, ActionError> {
     use stellar_core::NodeState;
+    if shared.stop.is_cancelled() {
+        return Err(ActionError::Draining);
+    }
     match shared.services.api.state() {
         NodeState::Ready => {}
         NodeState::Starting => {
@@ -176,6 +180,23 @@ async fn count(State(shared): State<AppState>, request: Request, next: Next) -> 
 }
 
 /// Request ids for requests that come without one: unique in the cluster.
+/// Drops a client's `x-request-id` that is not 1 to 64 of `[A-Za-z0-9._-]`, so a fresh one is made:
+/// the id goes into every log line of the request, where spaces or a huge value would forge
+/// fields or bloat the log.
+async fn sanitize_request_id(mut request: Request) -> Request {
+    let valid = request.headers().get(REQUEST_ID).is_none_or(|value| {
+        let bytes = value.as_bytes();
+        (1..=64).contains(&bytes.len())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    });
+    if !valid {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
 #[derive(Clone)]
 struct MakeId {
     shared: AppState,

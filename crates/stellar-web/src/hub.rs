@@ -15,6 +15,9 @@ use crate::{ConnectionId, stats::Counters};
 pub(crate) enum Outbound {
     /// A JSON text frame.
     Json(Value),
+    /// A text frame serialised once and shared by every recipient (a room message), so a room
+    /// of many slow members holds one copy of each message, not one per member.
+    Shared(Arc<str>),
 }
 
 /// How many messages may wait for a slow client before more are dropped (and counted).
@@ -161,8 +164,9 @@ impl Hub {
                 .filter_map(|id| state.connections.get(id).map(|l| l.tx.clone()))
                 .collect()
         };
+        let text: Arc<str> = payload.to_string().into();
         for tx in senders {
-            if tx.try_send(Outbound::Json(payload.clone())).is_err() {
+            if tx.try_send(Outbound::Shared(text.clone())).is_err() {
                 crate::stats::bump(&self.counters.ws_dropped);
             }
         }

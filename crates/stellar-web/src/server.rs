@@ -65,7 +65,18 @@ impl Web {
             .keep_alive(true);
         let addr = listener.local_addr().ok();
         info!(node_id = %api.node_id(), addr = ?addr, "web server listening");
-        let cancel = api.cancellation_token();
+        // The drain starts on `Web::stop` or, failing that, on the node's own stop.
+        let cancel = self.shared.stop.clone();
+        let node_stop = api.cancellation_token();
+        let web_stop = cancel.clone();
+        api.spawn(async move {
+            tokio::select! {
+                () = node_stop.cancelled() => web_stop.cancel(),
+                () = web_stop.cancelled() => {}
+            }
+        });
+        let drained = self.shared.drained.clone();
+        let _drained = drained.drop_guard();
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,

@@ -5,7 +5,7 @@ use std::{fmt, future::Future, pin::Pin, sync::Arc};
 use serde_json::Value;
 use stellar_core::NodeState;
 use tokio::sync::Semaphore;
-use tokio_util::task::TaskTracker;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     ActionContext, ActionError, Actions, ConnectionId, Rooms, Services, WebConfig, WebStats,
@@ -44,6 +44,10 @@ pub(crate) struct Shared {
     pub(crate) ws_permits: Arc<Semaphore>,
     /// Every WebSocket session and the action calls it spawned, so the drain can wait for them.
     pub(crate) ws_tasks: TaskTracker,
+    /// Starts the drain: [`Web::stop`], or the node's own stop.
+    pub(crate) stop: CancellationToken,
+    /// Cancelled once the drain is over (or there was nothing to serve).
+    pub(crate) drained: CancellationToken,
 }
 
 impl fmt::Debug for Web {
@@ -87,8 +91,26 @@ impl Web {
                 rooms,
                 ws_permits,
                 ws_tasks: TaskTracker::new(),
+                stop: CancellationToken::new(),
+                drained: CancellationToken::new(),
             }),
         }
+    }
+
+    /// Starts draining (see [`Web::serve`]) before the rest of the node stops, so requests in
+    /// flight can still use the bus, RPC and the stores. A node stops its web server this way
+    /// first, waits for [`Web::drained`], then stops everything else.
+    pub fn stop(&self) {
+        self.shared.stop.cancel();
+    }
+
+    /// Waits until the drain is over.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn drained(&self) {
+        self.shared.drained.cancelled().await;
     }
 
     /// The actions this node serves.
@@ -145,8 +167,8 @@ impl Shared {
         }
     }
 
-    /// True once the node started stopping.
+    /// True once the web server or the node started stopping.
     pub(crate) fn draining(&self) -> bool {
-        self.services.api.state() >= NodeState::Stopping
+        self.stop.is_cancelled() || self.services.api.state() >= NodeState::Stopping
     }
 }

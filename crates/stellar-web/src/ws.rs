@@ -144,15 +144,19 @@ impl Session {
         if send_json(&mut sink, &welcome).await.is_err() {
             return;
         }
-        let cancel = self.shared.services.api.cancellation_token();
+        let cancel = self.shared.stop.clone();
         let idle = self.shared.config.idle_timeout;
         let mut ping = tokio::time::interval_at(Instant::now() + idle / 2, idle / 2);
         let mut silent_until = Instant::now() + idle;
         let close = loop {
             tokio::select! {
                 () = cancel.cancelled() => break Some((GOING_AWAY, "server shutting down")),
-                Some(Outbound::Json(value)) = rx.recv() => {
-                    if send_json(&mut sink, &value).await.is_err() {
+                Some(outbound) = rx.recv() => {
+                    let text = match outbound {
+                        Outbound::Json(value) => value.to_string(),
+                        Outbound::Shared(text) => text.to_string(),
+                    };
+                    if send_text(&mut sink, text).await.is_err() {
                         break None;
                     }
                 }
@@ -161,7 +165,8 @@ impl Session {
                     break Some((NORMAL, "idle timeout"));
                 }
                 _ = ping.tick() => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    let ping = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Ping(Default::default())));
+                    if !matches!(ping.await, Ok(Ok(()))) {
                         break None;
                     }
                 }
@@ -363,6 +368,21 @@ impl Session {
     }
 }
 
+/// How long one frame may take to reach a client's socket. A client that stops reading fills its
+/// socket buffer; without this bound its session would wait on the write for ever, deaf to the
+/// idle timeout and to the node's stop.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn send_json(sink: &mut Sink, value: &Value) -> Result<(), axum::Error> {
-    sink.send(Message::Text(value.to_string().into())).await
+    send_text(sink, value.to_string()).await
+}
+
+async fn send_text(sink: &mut Sink, text: String) -> Result<(), axum::Error> {
+    match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await {
+        Ok(sent) => sent,
+        Err(_) => Err(axum::Error::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not read within the write timeout",
+        ))),
+    }
 }

@@ -41,6 +41,21 @@ async fn status_answers_with_node_and_request_ids() {
     )
     .await;
     assert_eq!(response.header("x-request-id"), Some("req-42"));
+    // An id that would forge log fields (spaces, `=`) or bloat every log line is replaced.
+    let long = "x".repeat(65);
+    for forged in ["abc node_id=evil", long.as_str()] {
+        let response = http(
+            node.addr,
+            "GET",
+            "/api/status",
+            &[("x-request-id", forged)],
+            b"",
+        )
+        .await;
+        let id = response.header("x-request-id").expect("an id");
+        assert_ne!(id, forged);
+        assert!(id.len() <= 64 && !id.contains(' '), "{id}");
+    }
 }
 
 #[tokio::test]

@@ -250,8 +250,13 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
     let mut client = ws(node.addr).await;
     recv(&mut client).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(close_code(&mut client).await, Some(1000));
-    assert_eq!(node.web.stats().ws_idle_closed, 1);
+    // The server closes with 1000; under load the client may instead see the connection end
+    // (its automatic pong to a ping racing the close). Either way the socket ends, and the
+    // server counts an idle close.
+    let code = close_code(&mut client).await;
+    assert!(matches!(code, Some(1000) | None), "{code:?}");
+    let web = node.web.clone();
+    eventually(async || web.stats().ws_idle_closed == 1).await;
 }
 
 #[tokio::test]
