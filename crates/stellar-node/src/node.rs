@@ -292,6 +292,14 @@ impl NodeBuilder {
             })?),
             None => None,
         };
+        if listener.is_some() && config.http_request_timeout >= config.shutdown_timeout {
+            warn!(
+                node_id = %api.node_id(),
+                request_timeout_ms = config.http_request_timeout.as_millis() as u64,
+                shutdown_timeout_ms = config.shutdown_timeout.as_millis() as u64,
+                "http_request_timeout_ms is not below shutdown_timeout_ms: a request that long is cut off when the node stops"
+            );
+        }
         let web = listener.is_some().then(|| {
             let services = Services {
                 api: api.clone(),

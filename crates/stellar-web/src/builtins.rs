@@ -136,10 +136,18 @@ fn room_members() -> Action {
     Action::new(
         "room.members",
         |ctx: ActionContext, input: RoomInput| async move {
+            // Only a member sees who else is in a room (as the original's roomView): the list
+            // holds connection ids, and every listing asks every node.
+            let id = caller(&ctx)?;
+            if !ctx.rooms().is_local_member(&id, &input.room) {
+                return Err(ActionError::Forbidden {
+                    message: format!("only a member of {} sees its members", input.room),
+                });
+            }
             let members = ctx.rooms().members(&input.room).await?;
             Ok(json!({ "room": input.room, "members": members }))
         },
     )
-    .description("The members of a room on every live node")
+    .description("The members of a room on every live node (for a member of the room)")
     .input("room", "the room name")
 }

@@ -136,6 +136,14 @@ impl Hub {
         Some(true)
     }
 
+    /// How many rooms the local connection `id` is in; `None` if it is not here.
+    pub(crate) fn room_count(&self, id: &ConnectionId) -> Option<usize> {
+        self.state()
+            .connections
+            .get(id)
+            .map(|local| local.rooms.len())
+    }
+
     pub(crate) fn is_member(&self, id: &ConnectionId, room: &str) -> bool {
         self.state()
             .rooms

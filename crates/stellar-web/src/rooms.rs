@@ -113,6 +113,9 @@ impl Rooms {
             .register(ROOM_JOIN_METHOD, move |_ctx, args: MemberArgs| {
                 let hub = hub.clone();
                 async move {
+                    if room_limit_reached(&hub, &args.connection_id, &args.room) {
+                        return Err(HandlerError::from(too_many_rooms()));
+                    }
                     hub.join(&args.connection_id, &args.room)
                         .ok_or_else(|| not_here(&args.connection_id))
                 }
@@ -152,6 +155,9 @@ impl Rooms {
     /// node holds the connection.
     pub async fn join(&self, connection: &ConnectionId, room: &str) -> Result<bool, ActionError> {
         check_room(room)?;
+        if room_limit_reached(&self.hub, connection, room) {
+            return Err(ActionError::invalid("room", too_many_rooms()));
+        }
         match self.hub.join(connection, room) {
             Some(joined) => Ok(joined),
             None => self.remote(ROOM_JOIN_METHOD, connection, room).await,
@@ -236,6 +242,11 @@ impl Rooms {
             (a.joined_at_ms, &a.connection_id).cmp(&(b.joined_at_ms, &b.connection_id))
         });
         Ok(members)
+    }
+
+    /// Whether the connection `id`, held by this node, is a member of `room`.
+    pub fn is_local_member(&self, id: &ConnectionId, room: &str) -> bool {
+        self.hub.is_member(id, room)
     }
 
     /// The members of `room` held by this node.
@@ -364,4 +375,18 @@ fn check_room(room: &str) -> Result<(), ActionError> {
         ));
     }
     Ok(())
+}
+
+/// How many rooms one connection may be in: each is an entry in the node's room index and in
+/// every `room.members` answer.
+pub(crate) const MAX_ROOMS_PER_CONNECTION: usize = 64;
+
+fn too_many_rooms() -> String {
+    format!("a connection is in at most {MAX_ROOMS_PER_CONNECTION} rooms; leave one first")
+}
+
+/// Whether the local `connection` is in as many rooms as allowed and `room` is not one of them.
+fn room_limit_reached(hub: &Hub, connection: &ConnectionId, room: &str) -> bool {
+    hub.room_count(connection)
+        .is_some_and(|n| n >= MAX_ROOMS_PER_CONNECTION && !hub.is_member(connection, room))
 }

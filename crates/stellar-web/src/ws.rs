@@ -279,6 +279,11 @@ impl Session {
                 .say(&self.id, &room, message)
                 .await
                 .map(|()| json!(true)),
+            Event::RoomView { room } if !rooms.is_local_member(&self.id, &room) => {
+                Err(ActionError::Forbidden {
+                    message: format!("only a member of {room} sees its members"),
+                })
+            }
             Event::RoomView { room } => rooms.members(&room).await.map(|members| {
                 let listed: Map<String, Value> = members
                     .iter()

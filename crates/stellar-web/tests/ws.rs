@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::SinkExt;
 use serde_json::json;
 use stellar_web::{ConnectionId, WebConfig, always_ready};
-use support::{Cluster, close_code, eventually, recv, send, ws};
+use support::{Cluster, close_code, eventually, http, recv, send, ws};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -279,4 +279,59 @@ async fn draining_sends_going_away_and_empties_the_connection_map() {
             .is_none()
     );
     assert_eq!(node.web.connections(), 0);
+}
+
+/// Reads until the reply with `id`, skipping pushed messages.
+async fn reply_to(client: &mut support::Ws, id: u64) -> serde_json::Value {
+    loop {
+        let message = recv(client).await;
+        if message["id"] == id {
+            return message;
+        }
+    }
+}
+
+#[tokio::test]
+async fn only_members_list_a_room_and_a_connection_joins_a_bounded_number_of_rooms() {
+    let node = Cluster::new().node("web-1").await;
+    let mut member = ws(node.addr).await;
+    recv(&mut member).await;
+    let mut outsider = ws(node.addr).await;
+    recv(&mut outsider).await;
+    let join = |id: u64, room: &str| serde_json::json!({"action": "room.join", "params": {"room": room}, "id": id});
+    send(&mut member, join(1, "lobby")).await;
+    assert!(reply_to(&mut member, 1).await.get("error").is_none());
+    let list = serde_json::json!({"action": "room.members", "params": {"room": "lobby"}, "id": 2});
+    send(&mut member, list.clone()).await;
+    let listed = reply_to(&mut member, 2).await;
+    assert_eq!(
+        listed["response"]["members"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    send(&mut outsider, list).await;
+    let refused = reply_to(&mut outsider, 2).await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+    // The original protocol's roomView too.
+    send(
+        &mut outsider,
+        serde_json::json!({"event": "roomView", "room": "lobby", "messageId": "v"}),
+    )
+    .await;
+    let view = recv(&mut outsider).await;
+    assert!(view.get("error").is_some(), "{view}");
+    // Over HTTP there is no connection, hence no membership.
+    let http_list = http(node.addr, "GET", "/api/room.members?room=lobby", &[], b"").await;
+    assert_ne!(http_list.status, 200, "{http_list:?}");
+    // 64 rooms, then a refusal naming the field.
+    for n in 0..63 {
+        send(&mut member, join(10 + n, &format!("r{n}"))).await;
+        assert!(reply_to(&mut member, 10 + n).await.get("error").is_none());
+    }
+    send(&mut member, join(100, "one-too-many")).await;
+    let full = reply_to(&mut member, 100).await;
+    assert_eq!(full["error"]["field"], "room", "{full}");
+    // Joining a room it is in already is fine.
+    send(&mut member, join(101, "lobby")).await;
+    assert!(reply_to(&mut member, 101).await.get("error").is_none());
 }
