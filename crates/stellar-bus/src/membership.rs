@@ -225,7 +225,7 @@ impl Membership {
     fn seal(&self, info: &NodeInfo) -> String {
         let json = serde_json::to_vec(info).expect("NodeInfo serialises to JSON");
         let tag = self.sealer.sign_bytes(RECORD_CONTEXT, &json);
-        let tag: String = tag.iter().map(|byte| format!("{byte:02x}")).collect();
+        let tag = crate::signer::hex(&tag);
         serde_json::to_string(&SignedRecord {
             info: info.clone(),
             tag,
@@ -252,15 +252,7 @@ impl Membership {
 
     fn verify(&self, stored: &MemberRecord) -> Option<NodeInfo> {
         let record: SignedRecord = serde_json::from_str(&stored.record).ok()?;
-        let tag: Vec<u8> = (0..record.tag.len())
-            .step_by(2)
-            .map(|i| {
-                record
-                    .tag
-                    .get(i..i + 2)
-                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-            })
-            .collect::<Option<_>>()?;
+        let tag = crate::signer::unhex(&record.tag)?;
         let json = serde_json::to_vec(&record.info).ok()?;
         let valid =
             self.sealer.verify_bytes(RECORD_CONTEXT, &json, &tag) && record.info.id == stored.id;

@@ -78,6 +78,33 @@ pub enum TransportError {
     Closed,
 }
 
+impl TransportError {
+    /// Whether this is a connection blip worth retrying (connection lost or refused, a timeout,
+    /// Redis loading its data after a restart), not a refused or malformed command. Retry only
+    /// what is idempotent: a lost reply may mean the command ran.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::Timeout { .. } => true,
+            Self::Backend { source, .. } => {
+                source.downcast_ref::<redis::RedisError>().is_some_and(|e| {
+                    e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_connection_refusal()
+                        || e.is_timeout()
+                        || matches!(
+                            e.kind(),
+                            redis::ErrorKind::Server(
+                                redis::ServerErrorKind::BusyLoading
+                                    | redis::ServerErrorKind::TryAgain
+                            )
+                        )
+                })
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A subscription to one channel. Dropping it unsubscribes.
 pub struct RawSubscription {
     channel: String,

@@ -24,10 +24,7 @@ pub fn unique_token(node_id: &NodeId, bytes: usize) -> String {
         .chain_update(n.to_be_bytes())
         .chain_update(nanos.to_be_bytes())
         .finalize();
-    digest[..bytes.min(32)]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::signer::hex(&digest[..bytes.min(32)])
 }
 
 #[cfg(test)]
