@@ -3,15 +3,15 @@
 use std::sync::Arc;
 
 use stellar_bus::{
-    MembershipStore, MemoryMembershipStore, MemoryTransport, RedisConfig, RedisMembershipStore,
-    RedisPool, RedisTransport, Transport,
+    Bus, BusConfig, MembershipStore, MemoryMembershipStore, MemoryTransport, RedisConfig,
+    RedisMembershipStore, RedisPool, RedisTransport, Transport,
 };
-use stellar_cache::{CacheConfig, CacheStore, MemoryCacheStore, RedisCacheStore};
+use stellar_cache::{Cache, CacheConfig, CacheStore, MemoryCacheStore, RedisCacheStore};
 use stellar_core::{Api, CancellationToken, Config};
-use stellar_tasks::{MemoryTaskStore, RedisTaskStore, TaskStore};
+use stellar_tasks::{MemoryTaskStore, RedisTaskStore, TaskDefinition, TaskStore, Tasks};
 use tracing::info;
 
-use crate::{Error, Result};
+use crate::{Error, Result, builtin_tasks, node::task_config};
 
 /// The backend of a node or client.
 pub(crate) struct Backend {
@@ -58,5 +58,38 @@ impl Backend {
             tasks: Arc::new(RedisTaskStore::new(pool.clone(), transport)),
             pool: Some(pool),
         }))
+    }
+
+    /// The bus of `api` on this backend's transport, started.
+    pub(crate) async fn start_bus(&self, api: &Api) -> Result<Bus> {
+        Bus::start(api, self.transport.clone(), BusConfig::default())
+            .await
+            .map_err(|source| Error::Bus {
+                what: "starting the bus",
+                source,
+            })
+    }
+
+    /// The shared cache, as `api`'s node id sees it.
+    pub(crate) fn cache(&self, api: &Api, config: CacheConfig) -> Cache {
+        Cache::new(self.cache.clone(), api.node_id().clone(), config)
+    }
+
+    /// The task system of `api` (settings from its config), with the built-in task types and
+    /// `definitions`; not started.
+    pub(crate) fn tasks(
+        &self,
+        api: &Api,
+        definitions: impl IntoIterator<Item = TaskDefinition>,
+    ) -> Tasks {
+        let tasks = Tasks::new(
+            self.tasks.clone(),
+            api.node_id().clone(),
+            task_config(api.config()),
+        );
+        for definition in builtin_tasks().into_iter().chain(definitions) {
+            tasks.register(definition);
+        }
+        tasks
     }
 }

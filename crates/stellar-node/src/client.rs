@@ -2,13 +2,13 @@
 
 use std::fmt;
 
-use stellar_bus::{Bus, BusConfig, Membership};
+use stellar_bus::{Bus, Membership};
 use stellar_cache::{Cache, CacheConfig};
 use stellar_core::{Api, Config, NodeId};
 use stellar_rpc::Rpc;
 use stellar_tasks::{TaskDefinition, Tasks};
 
-use crate::{Error, Result, backend::Backend, builtin_tasks, node::task_config};
+use crate::{Error, Result, backend::Backend};
 
 /// A short-lived client of a cluster (what `stellar cluster`, `cache` and `tasks` use). It talks
 /// on the bus under its own id (`stellar-client-<host>-<pid>`) to receive RPC replies, but never
@@ -63,25 +63,13 @@ impl Client {
         let backend = Backend::redis(api.config(), &api, &cache_config, api.cancellation_token())
             .await?
             .ok_or(Error::NoSharedBackend)?;
-        let bus = Bus::start(&api, backend.transport.clone(), BusConfig::default())
-            .await
-            .map_err(|source| Error::Bus {
-                what: "starting the bus",
-                source,
-            })?;
-        let rpc = Rpc::new(bus.clone(), Membership::new(backend.membership, &api));
-        let cache = Cache::new(backend.cache, api.node_id().clone(), cache_config);
-        let tasks = Tasks::new(
-            backend.tasks,
-            api.node_id().clone(),
-            task_config(api.config()),
+        let bus = backend.start_bus(&api).await?;
+        let rpc = Rpc::new(
+            bus.clone(),
+            Membership::new(backend.membership.clone(), &api),
         );
-        for definition in builtin_tasks()
-            .into_iter()
-            .chain(definitions.iter().cloned())
-        {
-            tasks.register(definition);
-        }
+        let cache = backend.cache(&api, cache_config);
+        let tasks = backend.tasks(&api, definitions.iter().cloned());
         Ok(Self {
             api,
             bus,

@@ -2,7 +2,7 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use stellar_bus::{Bus, BusConfig, Membership, RecordSigner, RedisPool, Transport};
+use stellar_bus::{Bus, Membership, RecordSigner, RedisPool, Transport};
 use stellar_cache::{Cache, CacheConfig};
 use stellar_core::{Api, Config};
 use stellar_rpc::Rpc;
@@ -10,7 +10,7 @@ use stellar_tasks::{TaskConfig, TaskDefinition, Tasks};
 use stellar_web::{Action, Actions, Readiness, Services, Web, WebConfig};
 use tracing::{info, warn};
 
-use crate::{Error, Result, backend::Backend, builtin_tasks};
+use crate::{Error, Result, backend::Backend};
 
 /// A set-up hook: runs on the node once its components are up and before it is ready, e.g. to
 /// register RPC methods, bus handlers or components of your own.
@@ -230,12 +230,7 @@ impl NodeBuilder {
                 Backend::memory()
             }
         };
-        let bus = Bus::start(&api, backend.transport.clone(), BusConfig::default())
-            .await
-            .map_err(|source| Error::Bus {
-                what: "starting the bus",
-                source,
-            })?;
+        let bus = backend.start_bus(&api).await?;
         let membership = Membership::new(backend.membership.clone(), &api);
         match self.replaces {
             Some(old) => membership.join_replacing(&api, old).await,
@@ -263,15 +258,8 @@ impl NodeBuilder {
         }
         let rpc = Rpc::new(bus.clone(), membership.clone());
         rpc.serve();
-        let cache = Cache::new(backend.cache.clone(), api.node_id().clone(), cache_config);
-        let tasks = Tasks::new(
-            backend.tasks.clone(),
-            api.node_id().clone(),
-            task_config(&config),
-        );
-        for definition in builtin_tasks().into_iter().chain(self.tasks) {
-            tasks.register(definition);
-        }
+        let cache = backend.cache(&api, cache_config);
+        let tasks = backend.tasks(&api, self.tasks);
         api.insert(cache.clone());
         api.insert(tasks.clone());
         api.insert(backend.transport.clone());
