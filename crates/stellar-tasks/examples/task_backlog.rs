@@ -36,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         node: node.clone(),
         lease: Duration::from_millis(200),
         max,
-        names: vec!["work".to_owned()],
+        names: vec!["work".to_owned()].into(),
         request_id: format!("backlog-{n}"),
     };
     let mut rows = Vec::new();

@@ -43,6 +43,7 @@
 mod error;
 mod memory_store;
 mod redis_store;
+mod retry;
 mod scheduler;
 mod store;
 mod tasks;

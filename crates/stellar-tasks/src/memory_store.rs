@@ -6,7 +6,7 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -16,7 +16,7 @@ use tokio::{sync::Notify, time::Instant};
 
 use crate::store::{
     ClaimRequest, Claimed, Enqueued, FailOutcome, NewTask, Schedule, Stats, TaskRecord, TaskState,
-    TaskStore, WorkerInfo,
+    TaskStore, WorkerInfo, now_ms,
 };
 
 #[derive(Debug)]
@@ -122,12 +122,6 @@ pub struct MemoryTaskStore {
     state: Arc<Mutex<State>>,
     generation: Arc<AtomicU64>,
     woken: Arc<Notify>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Up to `limit` ids whose time in `times` has come.
@@ -322,7 +316,7 @@ impl TaskStore for MemoryTaskStore {
         let can_run = |name: &str| request.names.iter().any(|n| n == name);
         for queue in &request.queues {
             // Parked tasks of names this node can run, first.
-            for name in &request.names {
+            for name in request.names.iter() {
                 let key = (queue.clone(), name.clone());
                 while claimed.len() < request.max && skipped < CLAIM_SKIP_LIMIT {
                     let Some(id) = state.parked.get_mut(&key).and_then(VecDeque::pop_back) else {

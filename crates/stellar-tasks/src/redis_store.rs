@@ -20,7 +20,7 @@ use tracing::warn;
 
 use crate::store::{
     ClaimRequest, Claimed, Enqueued, FailOutcome, NewTask, Schedule, Stats, TaskRecord, TaskState,
-    TaskStore, WorkerInfo,
+    TaskStore, WorkerInfo, now_ms,
 };
 
 const TASK: &str = "stellar:task:";
@@ -57,7 +57,6 @@ struct Scripts {
     enqueue: Script,
     claim: Script,
     renew: Script,
-    complete: Script,
     fail: Script,
     release: Script,
     reap: Script,
@@ -98,7 +97,6 @@ impl RedisTaskStore {
                 enqueue: Script::new(include_str!("../lua/enqueue.lua")),
                 claim: Script::new(include_str!("../lua/claim.lua")),
                 renew: Script::new(include_str!("../lua/renew.lua")),
-                complete: Script::new(include_str!("../lua/complete.lua")),
                 fail: Script::new(include_str!("../lua/fail.lua")),
                 release: Script::new(include_str!("../lua/release.lua")),
                 reap: Script::new(include_str!("../lua/reap.lua")),
@@ -255,12 +253,6 @@ fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
     })
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn ms(duration: Duration) -> String {
     duration.as_millis().max(1).to_string()
 }
@@ -403,18 +395,11 @@ impl TaskStore for RedisTaskStore {
     }
 
     async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, TransportError> {
-        let key = format!("{TASK}{}", claimed.id);
-        let (token, keep) = (claimed.token.to_string(), ms(keep));
-        let done: u8 = self
-            .pool
-            .invoke(
-                "task complete",
-                &self.scripts.complete,
-                &[&key, INFLIGHT, STATS, NODE_STATS_INDEX],
-                &[&claimed.id, &token, &keep, NODE_STATS, NODE_STATS_TTL],
-            )
+        // One script for one completion or many: the same checks, counters and idempotency.
+        let accepted = self
+            .complete_many(std::slice::from_ref(claimed), keep)
             .await?;
-        Ok(done == 1)
+        Ok(accepted.first().copied().unwrap_or(false))
     }
 
     async fn complete_many(

@@ -4,14 +4,14 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use stellar_core::CancellationToken;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::{Enqueued, NewTask, Schedule, Slot, Tasks};
+use crate::{Enqueued, NewTask, Schedule, Slot, Tasks, store::now_ms};
 
 /// How often the scheduler looks at the clock for new slots.
 const TICK: Duration = Duration::from_millis(50);
@@ -80,12 +80,6 @@ pub(crate) async fn run(tasks: Tasks, cancel: CancellationToken) {
     if epoch.is_some() && matches!(store.resign(&node).await, Ok(true)) {
         info!(node_id = %node, "resigned the scheduler leadership");
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Code-defined recurring tasks become stored schedules (idempotent: every node writes the same).

@@ -7,6 +7,13 @@ use serde::{Deserialize, Serialize};
 use stellar_bus::TransportError;
 use stellar_core::NodeId;
 
+/// Wall-clock milliseconds since the Unix epoch (0 before it).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -146,7 +153,7 @@ pub struct ClaimRequest {
     pub max: usize,
     /// The task names this node can run. A ready task of another name is set aside (parked, no
     /// attempt counted) until a node that can run it claims it.
-    pub names: Vec<String>,
+    pub names: std::sync::Arc<[String]>,
     /// Unique per claim: asking again with the same id (after a lost reply) returns the tasks the
     /// first ask claimed, for as long as their lease, instead of claiming more.
     pub request_id: String,

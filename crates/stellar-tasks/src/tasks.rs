@@ -13,13 +13,13 @@ use std::{
 };
 
 use serde::{Serialize, de::DeserializeOwned};
-use stellar_bus::{RecordSigner, TransportError};
+use stellar_bus::RecordSigner;
 use stellar_core::{Api, NodeId, ServerToken};
 use tracing::warn;
 
 use crate::{
     Claimed, Enqueued, Error, HandlerError, NewTask, Result, Schedule, Stats, TaskRecord,
-    TaskStore, WorkerInfo, task_signature_fields, worker,
+    TaskStore, WorkerInfo, retry::Retry, task_signature_fields, worker,
 };
 
 /// The context of task record signatures.
@@ -232,6 +232,8 @@ pub(crate) struct Inner {
     pub(crate) node_id: NodeId,
     pub(crate) config: TaskConfig,
     definitions: RwLock<HashMap<String, TaskDefinition>>,
+    /// The names of `definitions`, sorted, rebuilt by `register`: every claim sends them.
+    names: RwLock<Arc<[String]>>,
     /// Tasks this node is running now.
     pub(crate) running_here: AtomicU64,
 }
@@ -254,6 +256,7 @@ impl Tasks {
                 node_id,
                 config,
                 definitions: RwLock::new(HashMap::new()),
+                names: RwLock::new(Arc::from([])),
                 running_here: AtomicU64::new(0),
             }),
         }
@@ -267,6 +270,9 @@ impl Tasks {
             .write()
             .unwrap_or_else(|p| p.into_inner());
         definitions.insert(definition.name.clone(), definition);
+        let mut names: Vec<String> = definitions.keys().cloned().collect();
+        names.sort();
+        *self.inner.names.write().unwrap_or_else(|p| p.into_inner()) = names.into();
     }
 
     pub(crate) fn definitions(&self) -> Vec<TaskDefinition> {
@@ -281,16 +287,16 @@ impl Tasks {
 
     /// The names of the registered task types, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .inner
-            .definitions
+        self.runnable_names().to_vec()
+    }
+
+    /// The names of the registered task types, sorted, shared (no copy per claim).
+    pub(crate) fn runnable_names(&self) -> Arc<[String]> {
+        self.inner
+            .names
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        names.sort();
-        names
+            .clone()
     }
 
     pub(crate) fn definition(&self, name: &str) -> Option<TaskDefinition> {
@@ -414,19 +420,17 @@ impl Tasks {
 
     /// Adds `task`; with an id, retries transient errors for up to `enqueue_retry`.
     pub(crate) async fn store_enqueue(&self, task: &NewTask, idempotent: bool) -> Result<Enqueued> {
-        let deadline = tokio::time::Instant::now() + self.inner.config.enqueue_retry;
-        let mut pause = Duration::from_millis(50);
+        let mut retry = Retry::within(
+            self.inner.config.enqueue_retry,
+            Duration::from_millis(50),
+            Duration::from_secs(1),
+        );
         loop {
             match self.inner.store.enqueue(task).await {
                 Ok(outcome) => return Ok(outcome),
-                Err(err)
-                    if idempotent
-                        && is_transient(&err)
-                        && tokio::time::Instant::now() + pause < deadline =>
-                {
+                Err(err) if idempotent && err.is_transient() && retry.has_time() => {
                     warn!(task_id = %task.id, error = %err, "enqueue failed; retrying (the id makes it idempotent)");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
+                    retry.wait().await;
                 }
                 Err(err) => return Err(err.into()),
             }
@@ -653,28 +657,6 @@ impl Tasks {
     /// [`Error::Store`].
     pub async fn stats(&self) -> Result<Stats> {
         Ok(self.inner.store.stats().await?)
-    }
-}
-
-/// Whether `err` is a connection blip worth retrying (not a refused or malformed command).
-fn is_transient(err: &TransportError) -> bool {
-    match err {
-        TransportError::Connect { .. } | TransportError::Timeout { .. } => true,
-        TransportError::Backend { source, .. } => {
-            source.downcast_ref::<redis::RedisError>().is_some_and(|e| {
-                e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || e.is_timeout()
-                    || matches!(
-                        e.kind(),
-                        redis::ErrorKind::Server(
-                            redis::ServerErrorKind::BusyLoading | redis::ServerErrorKind::TryAgain
-                        )
-                    )
-            })
-        }
-        _ => false,
     }
 }
 

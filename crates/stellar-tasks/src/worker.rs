@@ -7,7 +7,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::{ClaimRequest, Claimed, FailOutcome, TaskContext, Tasks, WorkerInfo};
+use crate::{ClaimRequest, Claimed, FailOutcome, TaskContext, Tasks, WorkerInfo, retry::Retry};
 
 /// How many due or expired tasks one maintenance step moves at most.
 const BATCH: u32 = 200;
@@ -53,7 +53,7 @@ async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
             node: tasks.inner.node_id.clone(),
             lease: config.lease,
             max: permits_held.len(),
-            names: tasks.names(),
+            names: tasks.runnable_names(),
             request_id: stellar_bus::unique_token(&tasks.inner.node_id, 12),
         };
         match claim(&tasks, &request, &cancel).await {
@@ -117,18 +117,15 @@ async fn claim(
     request: &ClaimRequest,
     cancel: &CancellationToken,
 ) -> Result<Vec<Claimed>, stellar_bus::TransportError> {
-    let store = &tasks.inner.store;
-    let mut deadline = tokio::time::Instant::now() + request.lease / 3;
-    let mut pause = Duration::from_millis(20);
+    let mut retry = ask_again(request.lease);
     loop {
-        match store.claim(request).await {
-            Err(err) if tokio::time::Instant::now() + pause < deadline => {
+        match tasks.inner.store.claim(request).await {
+            Err(err) if retry.has_time() => {
                 debug!(node_id = %request.node, error = %err, "claim failed; asking again with the same request id");
                 if cancel.is_cancelled() {
-                    deadline = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+                    retry.cap(Duration::from_secs(1));
                 }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(250));
+                retry.wait().await;
             }
             result => return result,
         }
@@ -174,18 +171,26 @@ async fn complete_many(
     claims: &[Claimed],
     keep: Duration,
 ) -> Result<Vec<bool>, stellar_bus::TransportError> {
-    let deadline = tokio::time::Instant::now() + tasks.inner.config.lease / 3;
-    let mut pause = Duration::from_millis(20);
+    let mut retry = ask_again(tasks.inner.config.lease);
     loop {
         match tasks.inner.store.complete_many(claims, keep).await {
-            Err(err) if tokio::time::Instant::now() + pause < deadline => {
+            Err(err) if retry.has_time() => {
                 debug!(node_id = %tasks.inner.node_id, error = %err, "recording completions failed; trying again");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(250));
+                retry.wait().await;
             }
             result => return result,
         }
     }
+}
+
+/// The budget for asking again after a lost claim or completion reply: a third of the lease,
+/// so the tasks are still leased when the answer comes.
+fn ask_again(lease: Duration) -> Retry {
+    Retry::within(
+        lease / 3,
+        Duration::from_millis(20),
+        Duration::from_millis(250),
+    )
 }
 
 /// What ended one attempt.

@@ -97,7 +97,7 @@ fn request(queues: &[String], node: &NodeId, lease: Duration, max: usize) -> Cla
         node: node.clone(),
         lease,
         max,
-        names: vec!["work".to_owned()],
+        names: vec!["work".to_owned()].into(),
         request_id: format!("r{}", NEXT.fetch_add(1, Ordering::Relaxed)),
     }
 }
@@ -961,7 +961,7 @@ async fn a_node_parks_tasks_it_cannot_run_without_spending_attempts(backend: Bac
     assert_eq!(stats.parked.get("default brand-new"), Some(&1), "{stats:?}");
     assert_eq!(stats.failed + stats.failed_now, 0);
     let upgraded = ClaimRequest {
-        names: vec!["brand-new".to_owned(), "work".to_owned()],
+        names: vec!["brand-new".to_owned(), "work".to_owned()].into(),
         ..request(
             &queues,
             &NodeId::new("new").expect("id"),
