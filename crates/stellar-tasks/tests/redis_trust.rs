@@ -38,19 +38,16 @@ async fn run(pool: &RedisPool, args: &[&str]) {
         .expect("command");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_written_by_hand_lands_in_the_failed_set_never_in_a_handler() {
-    let server = RedisServer::start();
-    let cancel = CancellationToken::new();
-    let (pool, store) = store(&server, &cancel).await;
+/// A node `id` on `store` whose task `work` counts its runs; not started.
+fn counting_node(
+    store: RedisTaskStore,
+    id: &str,
+    config: TaskConfig,
+) -> (Api, Tasks, Arc<AtomicU32>) {
     let api = Api::new(Config {
-        id: Some(NodeId::new("n1").expect("id")),
+        id: Some(NodeId::new(id).expect("id")),
         ..Config::default()
     });
-    let config = TaskConfig {
-        idle_poll: Duration::from_millis(50),
-        ..TaskConfig::default()
-    };
     let tasks = Tasks::new(Arc::new(store), api.node_id().clone(), config);
     let runs = Arc::new(AtomicU32::new(0));
     let counted = runs.clone();
@@ -64,6 +61,31 @@ async fn a_task_written_by_hand_lands_in_the_failed_set_never_in_a_handler() {
             }
         },
     ));
+    (api, tasks, runs)
+}
+
+/// Waits until task `id` is completed, at most 10 s.
+async fn completed(tasks: &Tasks, id: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tasks.show(id).await.expect("show").map(|t| t.state) != Some(TaskState::Completed) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} did not complete"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_written_by_hand_lands_in_the_failed_set_never_in_a_handler() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let config = TaskConfig {
+        idle_poll: Duration::from_millis(50),
+        ..TaskConfig::default()
+    };
+    let (api, tasks, runs) = counting_node(store, "n1", config);
     // HSET + LPUSH: what a Redis writer without the token can do.
     run(
         &pool,
@@ -156,29 +178,13 @@ async fn per_node_counters_expire_instead_of_piling_up() {
     let server = RedisServer::start();
     let cancel = CancellationToken::new();
     let (pool, store) = store(&server, &cancel).await;
-    let api = Api::new(Config {
-        id: Some(NodeId::new("short-lived-1").expect("id")),
-        ..Config::default()
-    });
-    let tasks = Tasks::new(
-        Arc::new(store),
-        api.node_id().clone(),
-        TaskConfig::default(),
-    );
-    tasks.register(TaskDefinition::new(
-        "work",
-        |_, _: serde_json::Value| async { Ok(()) },
-    ));
+    let (api, tasks, _) = counting_node(store, "short-lived-1", TaskConfig::default());
     tasks.start(&api);
     let id = tasks
         .enqueue("work", &1, EnqueueOptions::default())
         .await
         .expect("enqueue");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while tasks.show(&id).await.expect("show").map(|t| t.state) != Some(TaskState::Completed) {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    completed(&tasks, &id).await;
     let stats = tasks.stats().await.expect("stats");
     assert_eq!(
         stats.by_node.get("processed@short-lived-1"),
@@ -202,27 +208,7 @@ async fn malformed_records_neither_stop_a_claim_nor_misalign_it() {
     let server = RedisServer::start();
     let cancel = CancellationToken::new();
     let (pool, store) = store(&server, &cancel).await;
-    let api = Api::new(Config {
-        id: Some(NodeId::new("n1").expect("id")),
-        ..Config::default()
-    });
-    let tasks = Tasks::new(
-        Arc::new(store),
-        api.node_id().clone(),
-        TaskConfig::default(),
-    );
-    let runs = Arc::new(AtomicU32::new(0));
-    let counted = runs.clone();
-    tasks.register(TaskDefinition::new(
-        "work",
-        move |_, _: serde_json::Value| {
-            let counted = counted.clone();
-            async move {
-                counted.fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            }
-        },
-    ));
+    let (api, tasks, runs) = counting_node(store, "n1", TaskConfig::default());
     let mut genuine = Vec::new();
     for n in 0..3 {
         genuine.push(
@@ -281,15 +267,8 @@ async fn malformed_records_neither_stop_a_claim_nor_misalign_it() {
         );
     }
     tasks.start(&api);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     for id in &genuine {
-        while tasks.show(id).await.expect("show").map(|t| t.state) != Some(TaskState::Completed) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{id} did not complete"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        completed(&tasks, id).await;
     }
     assert_eq!(runs.load(Ordering::SeqCst), 6, "only the genuine tasks ran");
     let odd = tasks.show("odd").await.expect("show").map(|t| t.state);
