@@ -7,9 +7,12 @@
 //!   ratio; `target/bench/results.json`.
 //! - `cargo xtask cluster-test [FILTER]`: the fault scenarios (`cluster/scenarios.rs`) with real
 //!   processes, a real redis-server and real signals; logs under `target/cluster-test/`.
+//! - `cargo xtask metrics`: function lengths, doc share and trait sizes of the library code.
 
 mod bench;
 mod cluster;
+mod metrics;
+mod source;
 mod tidy;
 
 use std::{
@@ -36,6 +39,10 @@ fn run(args: Vec<String>) -> Result<()> {
         Some("bench") => bench::run(&tidy::workspace_root(), &args[1..]),
         Some("cluster-test") => {
             cluster::run(&tidy::workspace_root(), args.get(1).map(String::as_str))
+        }
+        Some("metrics") => {
+            metrics::run(&tidy::workspace_root());
+            Ok(())
         }
         Some("help" | "--help" | "-h") | None => {
             println!(
