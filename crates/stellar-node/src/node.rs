@@ -1,6 +1,6 @@
 //! A node: every component, assembled from one `Config`.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 
 use stellar_bus::{Bus, Membership, RecordSigner, RedisPool, Transport};
 use stellar_cache::{Cache, CacheConfig};
@@ -217,45 +217,10 @@ impl NodeBuilder {
         let config = api.config().clone();
         config.check_shared_backend()?;
         let cache_config = CacheConfig::default();
-        let backend = match Backend::redis(&config, &api, &cache_config, api.cancellation_token())
-            .await?
-        {
-            Some(backend) => backend,
-            None => {
-                warn!(
-                    node_id = %api.node_id(),
-                    "running on the embedded in-memory backend: state is not shared with other nodes; \
-                     to join a cluster, start every node with --redis URL (or STELLAR_REDIS_URL) and the same server token"
-                );
-                Backend::memory()
-            }
-        };
+        let backend = connect(&api, &config, &cache_config).await?;
         let bus = backend.start_bus(&api).await?;
         let membership = Membership::new(backend.membership.clone(), &api);
-        match self.replaces {
-            Some(old) => membership.join_replacing(&api, old).await,
-            None => membership.join(&api).await,
-        }
-        .map_err(|source| Error::Bus {
-            what: "joining the cluster",
-            source,
-        })?;
-        // This run holds no client connection yet: whatever is recorded under its id was held by
-        // a run that died without releasing it. Not in a supervised handover: the run it
-        // replaces still serves its connections until it stops (and releases them).
-        let forgotten = match self.replaces {
-            Some(_) => Ok(0),
-            None => membership.forget_connections(&api).await,
-        };
-        match forgotten {
-            Ok(0) => {}
-            Ok(forgotten) => {
-                info!(node_id = %api.node_id(), forgotten, "forgot the connections of this node's previous run")
-            }
-            Err(err) => {
-                warn!(node_id = %api.node_id(), error = %err, "could not forget the connections of this node's previous run")
-            }
-        }
+        join(&api, &membership, self.replaces).await?;
         let rpc = Rpc::new(bus.clone(), membership.clone());
         rpc.serve();
         let cache = backend.cache(&api, cache_config);
@@ -266,28 +231,7 @@ impl NodeBuilder {
         api.insert(bus.clone());
         api.insert(membership.clone());
         api.insert(rpc.clone());
-        let listener = match (self.listener, config.http_addr) {
-            (Some(listener), _) => Some(listener),
-            (None, Some(addr)) => Some(
-                std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?,
-            ),
-            (None, None) => None,
-        };
-        let http_addr = match &listener {
-            Some(listener) => Some(listener.local_addr().map_err(|source| Error::Bind {
-                addr: config.http_addr.unwrap_or(stellar_core::DEFAULT_HTTP_ADDR),
-                source,
-            })?),
-            None => None,
-        };
-        if listener.is_some() && config.http_request_timeout >= config.shutdown_timeout {
-            warn!(
-                node_id = %api.node_id(),
-                request_timeout_ms = config.http_request_timeout.as_millis() as u64,
-                shutdown_timeout_ms = config.shutdown_timeout.as_millis() as u64,
-                "http_request_timeout_ms is not below shutdown_timeout_ms: a request that long is cut off when the node stops"
-            );
-        }
+        let (listener, http_addr) = listen(self.listener, &config)?;
         let web = listener.is_some().then(|| {
             let services = Services {
                 api: api.clone(),
@@ -321,33 +265,109 @@ impl NodeBuilder {
         }
         // After the hooks, so tasks they register run too.
         node.tasks.start(&api);
-        if let (Some(web), Some(listener)) = (node.web.clone(), listener) {
-            let addr = node.http_addr;
-            listener
-                .set_nonblocking(true)
-                .map_err(|source| Error::Bind {
-                    addr: addr.unwrap_or(stellar_core::DEFAULT_HTTP_ADDR),
-                    source,
-                })?;
-            let listener =
-                tokio::net::TcpListener::from_std(listener).map_err(|source| Error::Bind {
-                    addr: addr.unwrap_or(stellar_core::DEFAULT_HTTP_ADDR),
-                    source,
-                })?;
-            api.spawn(async move {
-                if let Err(err) = web.serve(listener).await {
-                    warn!(error = %err, "the web server stopped");
-                }
-            });
-            if let Some(addr) = addr {
-                info!(node_id = %api.node_id(), %addr, "serving actions over HTTP and WebSocket: try `curl http://{addr}/api/status`");
-            }
-        } else {
-            node.http_addr = None;
+        match (node.web.clone(), listener) {
+            (Some(web), Some(listener)) => serve(&api, web, listener, node.http_addr)?,
+            _ => node.http_addr = None,
         }
         api.set_ready();
         Ok(node)
     }
+}
+
+/// The Redis backend the config names, or the embedded in-memory one (with a warning that
+/// nothing is shared).
+async fn connect(api: &Api, config: &Config, cache_config: &CacheConfig) -> Result<Backend> {
+    if let Some(backend) =
+        Backend::redis(config, api, cache_config, api.cancellation_token()).await?
+    {
+        return Ok(backend);
+    }
+    warn!(
+        node_id = %api.node_id(),
+        "running on the embedded in-memory backend: state is not shared with other nodes; \
+         to join a cluster, start every node with --redis URL (or STELLAR_REDIS_URL) and the same server token"
+    );
+    Ok(Backend::memory())
+}
+
+/// Joins the cluster (taking over the live run `replaces` in a supervised handover) and forgets
+/// the client connections a dead previous run of this id left behind.
+async fn join(api: &Api, membership: &Membership, replaces: Option<u64>) -> Result<()> {
+    match replaces {
+        Some(old) => membership.join_replacing(api, old).await,
+        None => membership.join(api).await,
+    }
+    .map_err(|source| Error::Bus {
+        what: "joining the cluster",
+        source,
+    })?;
+    // This run holds no client connection yet: whatever is recorded under its id was held by
+    // a run that died without releasing it. Not in a supervised handover: the run it replaces
+    // still serves its connections until it stops (and releases them).
+    if replaces.is_some() {
+        return Ok(());
+    }
+    match membership.forget_connections(api).await {
+        Ok(0) => {}
+        Ok(forgotten) => {
+            info!(node_id = %api.node_id(), forgotten, "forgot the connections of this node's previous run")
+        }
+        Err(err) => {
+            warn!(node_id = %api.node_id(), error = %err, "could not forget the connections of this node's previous run")
+        }
+    }
+    Ok(())
+}
+
+/// The HTTP listener: the one handed in, else one bound on `http_addr`, else none; with the
+/// address it listens on.
+fn listen(
+    given: Option<std::net::TcpListener>,
+    config: &Config,
+) -> Result<(Option<std::net::TcpListener>, Option<SocketAddr>)> {
+    let listener = match (given, config.http_addr) {
+        (Some(listener), _) => listener,
+        (None, Some(addr)) => {
+            std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?
+        }
+        (None, None) => return Ok((None, None)),
+    };
+    let addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.http_addr.unwrap_or(stellar_core::DEFAULT_HTTP_ADDR),
+        source,
+    })?;
+    if config.http_request_timeout >= config.shutdown_timeout {
+        warn!(
+            request_timeout_ms = config.http_request_timeout.as_millis() as u64,
+            shutdown_timeout_ms = config.shutdown_timeout.as_millis() as u64,
+            "http_request_timeout_ms is not below shutdown_timeout_ms: a request that long is cut off when the node stops"
+        );
+    }
+    Ok((Some(listener), Some(addr)))
+}
+
+/// Serves `web` on `listener` on the node's tracker.
+fn serve(
+    api: &Api,
+    web: Web,
+    listener: std::net::TcpListener,
+    addr: Option<SocketAddr>,
+) -> Result<()> {
+    let bind_error = |source| Error::Bind {
+        addr: addr.unwrap_or(stellar_core::DEFAULT_HTTP_ADDR),
+        source,
+    };
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
+    api.spawn(async move {
+        if let Err(err) = web.serve(listener).await {
+            warn!(error = %err, "the web server stopped");
+        }
+    });
+    if let Some(addr) = addr {
+        info!(node_id = %api.node_id(), %addr, "serving actions over HTTP and WebSocket: try `curl http://{addr}/api/status`");
+    }
+    Ok(())
 }
 
 /// The web settings of a node, from its config.
