@@ -1,6 +1,6 @@
 //! `/ws`: one task per WebSocket, speaking both protocols of [`crate::protocol`].
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, ops::ControlFlow, sync::Arc};
 
 use axum::{
     Extension, Router,
@@ -172,28 +172,8 @@ impl Session {
                 }
                 frame = stream.next() => {
                     silent_until = Instant::now() + idle;
-                    match frame {
-                        None | Some(Ok(Message::Close(_))) => break None,
-                        Some(Err(err)) => break self.on_error(&err),
-                        Some(Ok(Message::Text(text))) => {
-                            let (replies, quit) = self.on_text(text.as_str()).await;
-                            for reply in replies {
-                                if send_json(&mut sink, &reply).await.is_err() {
-                                    break;
-                                }
-                            }
-                            if quit {
-                                break Some((NORMAL, "bye"));
-                            }
-                        }
-                        Some(Ok(Message::Binary(_))) => {
-                            bump(&self.shared.counters.ws_bad_frames);
-                            let err = ActionError::BadRequest { message: "binary frames are not supported".into() };
-                            if send_json(&mut sink, &protocol::call_reply(Value::Null, Err(err))).await.is_err() {
-                                break None;
-                            }
-                        }
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    if let ControlFlow::Break(close) = self.on_frame(&mut sink, frame).await {
+                        break close;
                     }
                 }
             }
@@ -208,6 +188,42 @@ impl Session {
                 sink.send(Message::Close(Some(frame))),
             )
             .await;
+        }
+    }
+
+    /// Handles one frame from the client (or the end of its stream): `Break` with the close
+    /// frame to send (if any) ends the session.
+    async fn on_frame(
+        &mut self,
+        sink: &mut Sink,
+        frame: Option<Result<Message, axum::Error>>,
+    ) -> ControlFlow<Option<(u16, &'static str)>> {
+        match frame {
+            None | Some(Ok(Message::Close(_))) => ControlFlow::Break(None),
+            Some(Err(err)) => ControlFlow::Break(self.on_error(&err)),
+            Some(Ok(Message::Text(text))) => {
+                let (replies, quit) = self.on_text(text.as_str()).await;
+                for reply in replies {
+                    if send_json(sink, &reply).await.is_err() {
+                        return ControlFlow::Break(None);
+                    }
+                }
+                if quit {
+                    return ControlFlow::Break(Some((NORMAL, "bye")));
+                }
+                ControlFlow::Continue(())
+            }
+            Some(Ok(Message::Binary(_))) => {
+                bump(&self.shared.counters.ws_bad_frames);
+                let err = ActionError::BadRequest {
+                    message: "binary frames are not supported".into(),
+                };
+                match send_json(sink, &protocol::call_reply(Value::Null, Err(err))).await {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(None),
+                }
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => ControlFlow::Continue(()),
         }
     }
 
