@@ -21,11 +21,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let window = Duration::from_secs_f64(seconds);
     let (_owned, url) = stellar_testkit::bench::redis();
     let pool = RedisPool::connect(RedisConfig::new(url.clone())).await?;
-    let config = CacheConfig::default();
     let cache = Cache::new(
-        Arc::new(RedisCacheStore::new(pool.clone(), &config)),
+        Arc::new(RedisCacheStore::new(pool.clone())),
         NodeId::new("bench")?,
-        config,
+        CacheConfig::default(),
     );
     let value = serde_json::json!({ "user": "ada", "visits": 42, "tags": ["a", "b", "c"] });
     let payload = serde_json::to_string(&value)?;

@@ -217,9 +217,7 @@ impl NodeBuilder {
         let config = api.config().clone();
         config.check_shared_backend()?;
         let cache_config = CacheConfig::default();
-        let backend = match Backend::redis(&config, &api, &cache_config, api.cancellation_token())
-            .await?
-        {
+        let backend = match Backend::redis(&config, &api, api.cancellation_token()).await? {
             Some(backend) => backend,
             None => {
                 warn!(
