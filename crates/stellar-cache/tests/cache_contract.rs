@@ -304,7 +304,7 @@ mod locks {
         assert_eq!(winners.len(), 1, "{winners:?}");
     }
 
-    async fn locks_are_owned_fenced_and_block_foreign_writes(backend: Backend) {
+    async fn locks_block_foreign_writes_but_not_reads_or_the_holder(backend: Backend) {
         let (a, b) = (backend.cache("a").await, backend.cache("b").await);
         a.save("doc", &"v1", None).await.expect("save");
         let guard = a.lock("doc", Duration::from_secs(30)).await.expect("lock");
@@ -336,7 +336,11 @@ mod locks {
                 .value,
             "v2"
         );
+    }
 
+    async fn lock_tokens_are_the_ownership_and_fences_rise(backend: Backend) {
+        let (a, b) = (backend.cache("a").await, backend.cache("b").await);
+        let guard = a.lock("doc", Duration::from_secs(30)).await.expect("lock");
         let forged = stellar_cache::LockGuard::clone(&guard);
         assert!(
             !b.unlock_token("doc", "not-the-token")
@@ -479,7 +483,8 @@ mod locks {
 
     contract!(
         twenty_racers_get_exactly_one_lock,
-        locks_are_owned_fenced_and_block_foreign_writes,
+        locks_block_foreign_writes_but_not_reads_or_the_holder,
+        lock_tokens_are_the_ownership_and_fences_rise,
         an_expired_lock_cannot_be_released_by_its_old_holder,
         node_locks_are_reentrant_for_the_node,
         check_lock_waits_for_release_with_backoff,
