@@ -3,13 +3,25 @@
 -- KEYS[2]  <lock prefix><key>
 -- ARGV[1]  amount (may be negative)
 -- ARGV[2]  the caller's lock token, or ""
--- Returns { 1, new value } or { 0 } when locked by someone else.
+-- Returns { 1, new value }, { 0 } when locked by someone else, { -1 } when the key holds a list,
+-- { -2 } when its value is not an integer, { -3 } when the sum would overflow (nothing changes).
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[2] then
   return { 0 }
+end
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'none' and kind ~= 'hash' then
+  return { -1 }
 end
 if redis.call('HEXISTS', KEYS[1], 'value') == 0 then
   local t = redis.call('TIME')
   redis.call('HSET', KEYS[1], 'value', 0, 'created_at', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 end
-return { 1, redis.call('HINCRBY', KEYS[1], 'value', ARGV[1]) }
+local added = redis.pcall('HINCRBY', KEYS[1], 'value', ARGV[1])
+if type(added) == 'table' and added['err'] then
+  if string.find(added['err'], 'overflow') then
+    return { -3 }
+  end
+  return { -2 }
+end
+return { 1, added }

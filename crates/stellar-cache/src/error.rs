@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use stellar_bus::TransportError;
+use crate::store::StoreError;
 
 /// A cache operation failed. Nothing was written unless the variant says so.
 #[derive(Debug, thiserror::Error)]
@@ -78,9 +78,9 @@ pub enum Error {
         /// How long we waited.
         after: Duration,
     },
-    /// The store failed.
+    /// The store failed (see [`StoreError::is_transient`] for whether to retry).
     #[error("cache store failed")]
-    Store(#[from] TransportError),
+    Store(#[from] StoreError),
     /// A dump file could not be read or written.
     #[error("cannot access dump file {path}")]
     DumpFile {
@@ -101,6 +101,20 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+}
+
+impl Error {
+    /// Whether this is a connection blip worth retrying: only a [`Error::Store`] failure can be.
+    /// Retry only what is idempotent: a lost reply may mean the operation ran.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Store(err) if err.is_transient())
+    }
+
+    pub(crate) fn locked(key: &str) -> Self {
+        Self::Locked {
+            key: key.to_owned(),
+        }
+    }
 }
 
 /// A cache result.

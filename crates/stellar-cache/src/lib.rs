@@ -1,17 +1,29 @@
 //! The shared cluster cache of a Stellar cluster.
 //!
-//! A [`Cache`] stores serde values as JSON under a prefix (`stellar:cache:` by default), so other
-//! clients can read and write them too; lists and counters live beside them. Every node, and
-//! every other client of the same Redis, sees the same data. Locks ([`Cache::lock`]) belong to
-//! the caller that took them (a random token), or to the node with [`Cache::as_node`]; unlock and
-//! extend are compare-and-set, so nobody removes someone else's lock, and every acquisition gets a
-//! higher fencing token. Writes to a key locked by another owner fail with [`Error::Locked`].
-//! [`Cache::get_or_set_with`] runs its loader once across the cluster when many callers miss at
-//! once.
+//! A [`Cache`] stores serde values as JSON, so other clients can read and write them too; lists
+//! and counters live beside them. Every node, and every other client of the same Redis, sees the
+//! same data. Locks ([`Cache::lock`]) belong to the caller that took them (a random token), or to
+//! the node with [`Cache::as_node`]; unlock and extend are compare-and-set, so nobody removes
+//! someone else's lock, and every acquisition gets a higher fencing token. Writes to a key locked
+//! by another owner fail with [`Error::Locked`]. [`Cache::get_or_set_with`] runs its loader once
+//! across the cluster when many callers miss at once.
 //!
-//! A [`CacheStore`] holds the data: [`RedisCacheStore`] (one atomic Lua script per multi-step
-//! operation, SCAN instead of KEYS) or [`MemoryCacheStore`] for the embedded backend. One contract
-//! test suite runs against both.
+//! # Stores
+//!
+//! A cache runs on a [`store::CacheStore`], which is any type with the four capabilities of the
+//! [`store`] module, each a small trait of atomic primitives:
+//! [`CacheValues`](store::CacheValues) (save, load, destroy, increment),
+//! [`CacheLocks`](store::CacheLocks) (lock, unlock, extend, holder, list of locks),
+//! [`CacheLists`](store::CacheLists) (push, pop, blocking pop, length) and
+//! [`CacheDump`](store::CacheDump) (keys, clear, export, import). Stores fail with their own
+//! [`store::StoreError`], which [`Error::Store`] carries.
+//!
+//! Two stores come with the crate, and one contract test suite (a module per capability) runs
+//! against both:
+//! - [`RedisCacheStore`]: a shared Redis, one atomic Lua script per multi-step operation, SCAN
+//!   instead of KEYS; entries under `stellar:cache:`, locks under `stellar:lock:`.
+//! - [`MemoryCacheStore`]: this process's memory, with the same semantics, for the embedded
+//!   backend and tests (Tokio's clock, so paused tests take no real time).
 //!
 //! # Example
 //!
@@ -36,14 +48,12 @@
 
 mod cache;
 mod error;
-mod memory_store;
-mod redis_store;
-mod store;
+mod keys;
+pub mod store;
+mod support;
 
 pub use crate::{
     cache::{Cache, CacheConfig, Entry, LockGuard},
     error::{Error, Result},
-    memory_store::MemoryCacheStore,
-    redis_store::RedisCacheStore,
-    store::{CacheStore, DumpItem, LockInfo, RawEntry, Written},
+    store::{LockInfo, MemoryCacheStore, RedisCacheStore},
 };

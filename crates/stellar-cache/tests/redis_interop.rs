@@ -7,21 +7,26 @@ use stellar_cache::{Cache, CacheConfig, RedisCacheStore};
 use stellar_core::NodeId;
 use stellar_testkit::RedisServer;
 
-async fn cache(url: &str, config: CacheConfig) -> (Cache, RedisPool) {
-    let pool = RedisPool::connect(RedisConfig::new(url))
+async fn connect(url: &str) -> RedisPool {
+    RedisPool::connect(RedisConfig::new(url))
         .await
-        .expect("redis");
-    let store = Arc::new(RedisCacheStore::new(pool.clone(), &config));
-    (
-        Cache::new(store, NodeId::new("a").expect("id"), config),
-        pool,
-    )
+        .expect("redis")
+}
+
+fn cache_on(store: RedisCacheStore) -> Cache {
+    let node_id = NodeId::new("a").expect("id");
+    Cache::new(Arc::new(store), node_id, CacheConfig::default())
+}
+
+async fn cache(url: &str) -> (Cache, RedisPool) {
+    let pool = connect(url).await;
+    (cache_on(RedisCacheStore::new(pool.clone())), pool)
 }
 
 #[tokio::test]
 async fn other_clients_read_and_write_the_same_json() {
     let server = RedisServer::start();
-    let (cache, pool) = cache(&server.url(), CacheConfig::default()).await;
+    let (cache, pool) = cache(&server.url()).await;
     cache
         .save("profile", &serde_json::json!({ "name": "ada" }), None)
         .await
@@ -57,7 +62,7 @@ async fn other_clients_read_and_write_the_same_json() {
 #[tokio::test]
 async fn loading_never_rewrites_the_value_or_resets_its_ttl() {
     let server = RedisServer::start();
-    let (cache, pool) = cache(&server.url(), CacheConfig::default()).await;
+    let (cache, pool) = cache(&server.url()).await;
     cache
         .save("short", &"v", Some(Duration::from_millis(1500)))
         .await
@@ -93,13 +98,9 @@ async fn loading_never_rewrites_the_value_or_resets_its_ttl() {
 #[tokio::test]
 async fn prefixes_are_configurable_and_kept_apart() {
     let server = RedisServer::start();
-    let config = CacheConfig {
-        prefix: "app*1:".into(),
-        lock_prefix: "app*1-lock:".into(),
-        ..CacheConfig::default()
-    };
-    let (mine, pool) = cache(&server.url(), config).await;
-    let (other, _) = cache(&server.url(), CacheConfig::default()).await;
+    let pool = connect(&server.url()).await;
+    let mine = cache_on(RedisCacheStore::new(pool.clone()).with_prefixes("app*1:", "app*1-lock:"));
+    let (other, _) = cache(&server.url()).await;
     mine.save("k", &1, None).await.expect("save");
     other.save("k", &2, None).await.expect("save");
     let _guard = mine.lock("k", Duration::from_secs(30)).await.expect("lock");
@@ -126,7 +127,7 @@ async fn prefixes_are_configurable_and_kept_apart() {
 #[tokio::test]
 async fn enumeration_works_for_a_user_denied_the_keys_command() {
     let server = RedisServer::start();
-    let (admin, pool) = cache(&server.url(), CacheConfig::default()).await;
+    let (admin, pool) = cache(&server.url()).await;
     let acl = redis::cmd("ACL")
         .arg("SETUSER")
         .arg("cache")
@@ -149,7 +150,7 @@ async fn enumeration_works_for_a_user_denied_the_keys_command() {
             .expect("save");
     }
     let url = format!("redis://cache:pw@127.0.0.1:{}", server.port());
-    let (limited, _) = cache(&url, CacheConfig::default()).await;
+    let (limited, _) = cache(&url).await;
     assert_eq!(
         limited.keys("bulk:*").await.expect("SCAN, not KEYS").len(),
         2500
@@ -161,7 +162,7 @@ async fn enumeration_works_for_a_user_denied_the_keys_command() {
 #[tokio::test]
 async fn fencing_counters_expire_and_tokens_still_rise() {
     let server = RedisServer::start();
-    let (cache, pool) = cache(&server.url(), CacheConfig::default()).await;
+    let (cache, pool) = cache(&server.url()).await;
     let mut last = 0;
     for n in 0..3 {
         let key = format!("job-{n}");

@@ -21,10 +21,9 @@ pub(crate) async fn run(config: Config, command: CacheCommand) -> Result<()> {
     let pool = RedisPool::connect(redis)
         .await
         .context("connecting to redis")?;
-    let config_cache = CacheConfig::default();
-    let store = Arc::new(RedisCacheStore::new(pool, &config_cache));
+    let store = Arc::new(RedisCacheStore::new(pool));
     let client_id = NodeId::new(format!("stellar-cli-{}", NodeId::from_host()))?;
-    let cache = Cache::new(store, client_id, config_cache);
+    let cache = Cache::new(store, client_id, CacheConfig::default());
     match command {
         CacheCommand::Set { key, value, ttl } => {
             let value: Value = serde_json::from_str(&value)

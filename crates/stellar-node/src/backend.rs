@@ -6,7 +6,7 @@ use stellar_bus::{
     Bus, BusConfig, MembershipStore, MemoryMembershipStore, MemoryTransport, RedisConfig,
     RedisMembershipStore, RedisPool, RedisTransport, Transport,
 };
-use stellar_cache::{Cache, CacheConfig, CacheStore, MemoryCacheStore, RedisCacheStore};
+use stellar_cache::{Cache, CacheConfig, MemoryCacheStore, RedisCacheStore, store::CacheStore};
 use stellar_core::{Api, CancellationToken, Config};
 use stellar_tasks::{MemoryTaskStore, RedisTaskStore, TaskDefinition, TaskStore, Tasks};
 use tracing::info;
@@ -39,7 +39,6 @@ impl Backend {
     pub(crate) async fn redis(
         config: &Config,
         api: &Api,
-        cache: &CacheConfig,
         cancel: CancellationToken,
     ) -> Result<Option<Self>> {
         let Some(redis) = RedisConfig::from_config(config) else {
@@ -54,7 +53,7 @@ impl Backend {
         Ok(Some(Self {
             transport: transport.clone(),
             membership: Arc::new(RedisMembershipStore::new(pool.clone())),
-            cache: Arc::new(RedisCacheStore::new(pool.clone(), cache)),
+            cache: Arc::new(RedisCacheStore::new(pool.clone())),
             tasks: Arc::new(RedisTaskStore::new(pool.clone(), transport)),
             pool: Some(pool),
         }))

@@ -60,7 +60,7 @@ impl Client {
             ..config
         });
         let cache_config = CacheConfig::default();
-        let backend = Backend::redis(api.config(), &api, &cache_config, api.cancellation_token())
+        let backend = Backend::redis(api.config(), &api, api.cancellation_token())
             .await?
             .ok_or(Error::NoSharedBackend)?;
         let bus = backend.start_bus(&api).await?;

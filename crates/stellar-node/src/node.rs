@@ -217,7 +217,7 @@ impl NodeBuilder {
         let config = api.config().clone();
         config.check_shared_backend()?;
         let cache_config = CacheConfig::default();
-        let backend = connect(&api, &config, &cache_config).await?;
+        let backend = connect(&api, &config).await?;
         let bus = backend.start_bus(&api).await?;
         let membership = Membership::new(backend.membership.clone(), &api);
         join(&api, &membership, self.replaces).await?;
@@ -276,10 +276,8 @@ impl NodeBuilder {
 
 /// The Redis backend the config names, or the embedded in-memory one (with a warning that
 /// nothing is shared).
-async fn connect(api: &Api, config: &Config, cache_config: &CacheConfig) -> Result<Backend> {
-    if let Some(backend) =
-        Backend::redis(config, api, cache_config, api.cancellation_token()).await?
-    {
+async fn connect(api: &Api, config: &Config) -> Result<Backend> {
+    if let Some(backend) = Backend::redis(config, api, api.cancellation_token()).await? {
         return Ok(backend);
     }
     warn!(

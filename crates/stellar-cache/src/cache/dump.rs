@@ -1,0 +1,103 @@
+//! Enumeration and dump files: [`Cache::keys`], [`Cache::clear`], [`Cache::dump`],
+//! [`Cache::restore`].
+
+use std::{
+    io::{BufRead, BufWriter, Write},
+    path::Path,
+};
+
+use super::Cache;
+use crate::{Error, Result, store::DumpItem};
+
+impl Cache {
+    /// Keys (values, counters and lists) matching the glob `pattern`, without the prefix.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the store cannot be reached.
+    pub async fn keys(&self, pattern: &str) -> Result<Vec<String>> {
+        Ok(self.store().keys(pattern).await?)
+    }
+
+    /// How many keys the cache holds.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the store cannot be reached.
+    pub async fn size(&self) -> Result<u64> {
+        Ok(self.keys("*").await?.len() as u64)
+    }
+
+    /// Deletes every key matching `pattern` (locks are left alone); how many.
+    ///
+    /// # Errors
+    ///
+    /// Fails if the store cannot be reached.
+    pub async fn clear(&self, pattern: &str) -> Result<u64> {
+        Ok(self.store().clear(pattern).await?)
+    }
+
+    /// Writes every key (values, counters, lists) with its remaining TTL to `path`, one JSON item
+    /// per line, sorted by key; how many. The file is replaced whole or not at all.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DumpFile`] if the file cannot be written.
+    pub async fn dump(&self, path: &Path) -> Result<u64> {
+        let mut items = self.store().export("*").await?;
+        items.sort_by(|a, b| a.key().cmp(b.key()));
+        let partial = path.with_extension("partial");
+        write_items(&partial, &items).map_err(|source| dump_file(path, source))?;
+        std::fs::rename(&partial, path).map_err(|source| dump_file(path, source))?;
+        Ok(items.len() as u64)
+    }
+
+    /// Writes back what [`Cache::dump`] wrote, with the TTLs left at dump time; how many keys.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DumpFile`] or [`Error::DumpFormat`] before anything is written.
+    pub async fn restore(&self, path: &Path) -> Result<u64> {
+        let items = read_items(path)?;
+        self.store().import(&items).await?;
+        Ok(items.len() as u64)
+    }
+}
+
+fn dump_file(path: &Path, source: std::io::Error) -> Error {
+    Error::DumpFile {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes `items` to `path` as JSON lines and syncs the file.
+fn write_items(path: &Path, items: &[DumpItem]) -> std::io::Result<()> {
+    let mut file = BufWriter::new(std::fs::File::create(path)?);
+    for item in items {
+        serde_json::to_writer(&mut file, item)?;
+        file.write_all(b"\n")?;
+    }
+    file.into_inner()
+        .map_err(|err| err.into_error())?
+        .sync_all()
+}
+
+/// The items of the dump file at `path`; blank lines are skipped.
+fn read_items(path: &Path) -> Result<Vec<DumpItem>> {
+    let file = std::fs::File::open(path).map_err(|source| dump_file(path, source))?;
+    let mut items = Vec::new();
+    for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| dump_file(path, source))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let item = serde_json::from_str(&line).map_err(|source| Error::DumpFormat {
+            path: path.to_owned(),
+            line: index + 1,
+            source,
+        })?;
+        items.push(item);
+    }
+    Ok(items)
+}

@@ -1,0 +1,436 @@
+//! The cache on Redis: one HASH per entry (`value`, `created_at`, `read_at`), plain LISTs, and
+//! locks as `SET NX PX` strings, every multi-step change one Lua script (`lua/`). Key names come
+//! from [`crate::keys`].
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use redis::{Pipeline, Script};
+use stellar_bus::{RedisPool, TransportError};
+
+use super::{
+    CacheDump, CacheLists, CacheLocks, CacheValues, DumpItem, ItemKind, LockInfo, RawEntry,
+    StoreError, Written,
+};
+use crate::keys::Keys;
+
+/// How many keys one SCAN step asks for.
+const SCAN_COUNT: u64 = 1000;
+
+/// How many keys one UNLINK deletes.
+const UNLINK_CHUNK: usize = 500;
+
+/// Declares the scripts of `lua/`, one line each: the name is the file name.
+macro_rules! scripts {
+    ($($name:ident),* $(,)?) => {
+        /// Loaded once per store and called by SHA (`EVALSHA`, reloaded by redis-rs on `NOSCRIPT`).
+        #[derive(Debug)]
+        struct Scripts {
+            $($name: Script,)*
+        }
+
+        impl Scripts {
+            fn new() -> Self {
+                Self {
+                    $($name: Script::new(include_str!(concat!("../../lua/", stringify!($name), ".lua"))),)*
+                }
+            }
+        }
+    };
+}
+
+scripts! {
+    save,
+    load,
+    destroy,
+    increment,
+    lock,
+    unlock,
+    extend,
+}
+
+/// A cache store on a shared Redis: values, counters and lists under `stellar:cache:`, locks
+/// under `stellar:lock:` (see [`RedisCacheStore::with_prefixes`]).
+#[derive(Debug, Clone)]
+pub struct RedisCacheStore {
+    pool: RedisPool,
+    keys: Keys,
+    scripts: Arc<Scripts>,
+}
+
+impl RedisCacheStore {
+    /// A store on `pool`, with the default key prefixes.
+    pub fn new(pool: RedisPool) -> Self {
+        Self {
+            pool,
+            keys: Keys::default(),
+            scripts: Arc::new(Scripts::new()),
+        }
+    }
+
+    /// The same store with entries (values, counters, lists) under `entry_prefix` and locks under
+    /// `lock_prefix`, to keep several caches apart on one Redis. Glob characters in a prefix are
+    /// taken literally.
+    pub fn with_prefixes(
+        mut self,
+        entry_prefix: impl Into<String>,
+        lock_prefix: impl Into<String>,
+    ) -> Self {
+        self.keys = Keys::new(entry_prefix, lock_prefix);
+        self
+    }
+
+    /// Every Redis key matching the SCAN pattern `matcher`, sorted and deduplicated.
+    async fn scan(&self, matcher: &str) -> Result<Vec<String>, StoreError> {
+        let mut cursor = 0_u64;
+        let mut found = Vec::new();
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(matcher)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            let (next, keys): (u64, Vec<String>) = self.pool.query("SCAN", &cmd).await?;
+            found.extend(keys);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// Runs `script` (one of [`Scripts`]) on the Redis `keys`.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &Script,
+        keys: &[String],
+        args: &[&str],
+    ) -> Result<T, TransportError> {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.pool.invoke(op, script, &keys, args).await
+    }
+
+    /// Runs `pipe` as one round trip.
+    async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &Pipeline,
+    ) -> Result<T, StoreError> {
+        let timeout = self.pool.config().op_timeout;
+        let reply = self
+            .pool
+            .run(op, timeout, async |conn| pipe.query_async(conn).await)
+            .await?;
+        Ok(reply)
+    }
+
+    /// The lock `key` as `locks()` lists it; `None` if it was released meanwhile.
+    async fn lock_info(&self, key: String) -> Result<Option<LockInfo>, StoreError> {
+        let lock = self.keys.lock(&key);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&lock).cmd("PTTL").arg(&lock);
+        let (token, ttl): (Option<String>, i64) = self.pipeline("lock info", &pipe).await?;
+        Ok(token.map(|token| LockInfo {
+            key,
+            token,
+            ttl_ms: u64::try_from(ttl).ok(),
+        }))
+    }
+
+    /// The dump item of the entry `key`; `None` if it expired meanwhile or has a shape (a type
+    /// written by another client) the cache does not own.
+    async fn export_one(&self, key: String) -> Result<Option<DumpItem>, StoreError> {
+        let entry = self.keys.entry(&key);
+        let mut pipe = redis::pipe();
+        pipe.cmd("TYPE").arg(&entry).cmd("PTTL").arg(&entry);
+        let (kind, pttl): (String, i64) = self.pipeline("TYPE", &pipe).await?;
+        let ttl_ms = u64::try_from(pttl).ok();
+        Ok(match kind.as_str() {
+            "hash" => {
+                let cmd = redis::cmd("HMGET")
+                    .arg(&entry)
+                    .arg("value")
+                    .arg("created_at")
+                    .clone();
+                let (json, created): (Option<String>, Option<String>) =
+                    self.pool.query("HMGET", &cmd).await?;
+                json.map(|json| DumpItem::Value {
+                    key,
+                    json,
+                    created_at_ms: created.as_deref().and_then(parse_ms),
+                    ttl_ms,
+                })
+            }
+            "list" => {
+                let cmd = redis::cmd("LRANGE").arg(&entry).arg(0).arg(-1).clone();
+                let items = self.pool.query("LRANGE", &cmd).await?;
+                Some(DumpItem::List { key, items, ttl_ms })
+            }
+            _ => None,
+        })
+    }
+
+    /// One atomic pipeline that replaces the entry of `item` with it.
+    fn restore_pipe(&self, item: &DumpItem) -> Pipeline {
+        let entry = self.keys.entry(item.key());
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(&entry).ignore();
+        let ttl_ms = match item {
+            DumpItem::Value {
+                json,
+                created_at_ms,
+                ttl_ms,
+                ..
+            } => {
+                pipe.cmd("HSET")
+                    .arg(&entry)
+                    .arg("value")
+                    .arg(json)
+                    .arg("created_at")
+                    .arg(created_at_ms.unwrap_or(0))
+                    .ignore();
+                ttl_ms
+            }
+            // An empty list does not exist in Redis: deleting it was the whole restore.
+            DumpItem::List { items, .. } if items.is_empty() => &None,
+            DumpItem::List { items, ttl_ms, .. } => {
+                pipe.cmd("RPUSH").arg(&entry).arg(items).ignore();
+                ttl_ms
+            }
+        };
+        if let Some(ttl) = ttl_ms {
+            pipe.cmd("PEXPIRE").arg(&entry).arg((*ttl).max(1)).ignore();
+        }
+        pipe
+    }
+}
+
+fn ttl_arg(ttl: Option<Duration>) -> String {
+    ttl.map_or_else(String::new, |ttl| ttl.as_millis().max(1).to_string())
+}
+
+fn parse_ms(text: &str) -> Option<u64> {
+    text.parse().ok()
+}
+
+/// Maps Redis's `WRONGTYPE` (the key holds the other kind of item) to
+/// [`StoreError::WrongKind`]; every other failure stays a Redis error.
+fn kind_error(key: &str, expected: ItemKind) -> impl FnOnce(TransportError) -> StoreError + '_ {
+    move |err| {
+        let wrong_type = match &err {
+            TransportError::Backend { source, .. } => source
+                .downcast_ref::<redis::RedisError>()
+                .is_some_and(|e| e.code() == Some("WRONGTYPE")),
+            _ => false,
+        };
+        if wrong_type {
+            StoreError::wrong_kind(key, expected)
+        } else {
+            StoreError::Redis(err)
+        }
+    }
+}
+
+#[async_trait]
+impl CacheValues for RedisCacheStore {
+    async fn save(
+        &self,
+        key: &str,
+        json: &str,
+        ttl: Option<Duration>,
+        token: Option<&str>,
+    ) -> Result<Written, StoreError> {
+        let keys = [self.keys.entry(key), self.keys.lock(key)];
+        let args = [json, &ttl_arg(ttl), token.unwrap_or("")];
+        let script = &self.scripts.save;
+        let done: u8 = self.invoke("cache save", script, &keys, &args).await?;
+        Ok(if done == 1 {
+            Written::Yes
+        } else {
+            Written::Locked
+        })
+    }
+
+    async fn load(
+        &self,
+        key: &str,
+        slide: Option<Duration>,
+    ) -> Result<Option<RawEntry>, StoreError> {
+        let (keys, slide) = ([self.keys.entry(key)], ttl_arg(slide));
+        let script = &self.scripts.load;
+        let reply: Option<(String, String, String, i64, u64)> = self
+            .invoke("cache load", script, &keys, &[&slide])
+            .await
+            .map_err(kind_error(key, ItemKind::Value))?;
+        Ok(reply.map(|(json, created, read, pttl, now)| RawEntry {
+            json,
+            created_at_ms: parse_ms(&created),
+            last_read_at_ms: parse_ms(&read),
+            expires_at_ms: u64::try_from(pttl).ok().map(|pttl| now + pttl),
+        }))
+    }
+
+    async fn destroy(&self, key: &str, token: Option<&str>) -> Result<Option<bool>, StoreError> {
+        let keys = [self.keys.entry(key), self.keys.lock(key)];
+        let script = &self.scripts.destroy;
+        let args = [token.unwrap_or("")];
+        let outcome: i64 = self.invoke("cache destroy", script, &keys, &args).await?;
+        Ok(match outcome {
+            -1 => None,
+            deleted => Some(deleted > 0),
+        })
+    }
+
+    async fn increment(
+        &self,
+        key: &str,
+        by: i64,
+        token: Option<&str>,
+    ) -> Result<Option<i64>, StoreError> {
+        let keys = [self.keys.entry(key), self.keys.lock(key)];
+        let args = [&by.to_string(), token.unwrap_or("")];
+        let script = &self.scripts.increment;
+        let reply: Vec<i64> = self.invoke("cache increment", script, &keys, &args).await?;
+        let key = key.to_owned();
+        match reply.as_slice() {
+            [1, value] => Ok(Some(*value)),
+            [-1] => Err(StoreError::WrongKind {
+                key,
+                expected: ItemKind::Value,
+            }),
+            [-2] => Err(StoreError::NotACounter { key }),
+            [-3] => Err(StoreError::CounterOverflow { key, by }),
+            _ => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl CacheLocks for RedisCacheStore {
+    async fn lock(&self, key: &str, token: &str, ttl: Duration) -> Result<Option<u64>, StoreError> {
+        let keys = [self.keys.lock(key), self.keys.fence(key)];
+        let args = [token, &ttl_arg(Some(ttl))];
+        let script = &self.scripts.lock;
+        let fence: u64 = self.invoke("cache lock", script, &keys, &args).await?;
+        Ok((fence > 0).then_some(fence))
+    }
+
+    async fn unlock(&self, key: &str, token: &str) -> Result<bool, StoreError> {
+        let keys = [self.keys.lock(key)];
+        let script = &self.scripts.unlock;
+        let released: u8 = self.invoke("cache unlock", script, &keys, &[token]).await?;
+        Ok(released == 1)
+    }
+
+    async fn extend(&self, key: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let keys = [self.keys.lock(key)];
+        let args = [token, &ttl_arg(Some(ttl))];
+        let script = &self.scripts.extend;
+        let extended: u8 = self.invoke("cache extend", script, &keys, &args).await?;
+        Ok(extended == 1)
+    }
+
+    async fn lock_holder(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let cmd = redis::cmd("GET").arg(self.keys.lock(key)).clone();
+        Ok(self.pool.query("GET lock", &cmd).await?)
+    }
+
+    async fn locks(&self) -> Result<Vec<LockInfo>, StoreError> {
+        let mut locks = Vec::new();
+        for redis_key in self.scan(&self.keys.lock_pattern()).await? {
+            let Some(key) = self.keys.lock_name(&redis_key) else {
+                continue;
+            };
+            locks.extend(self.lock_info(key.to_owned()).await?);
+        }
+        Ok(locks)
+    }
+}
+
+#[async_trait]
+impl CacheLists for RedisCacheStore {
+    async fn push(&self, key: &str, json: &str) -> Result<u64, StoreError> {
+        let cmd = redis::cmd("RPUSH")
+            .arg(self.keys.entry(key))
+            .arg(json)
+            .clone();
+        let wrong_kind = kind_error(key, ItemKind::List);
+        self.pool.query("RPUSH", &cmd).await.map_err(wrong_kind)
+    }
+
+    async fn pop(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let cmd = redis::cmd("LPOP").arg(self.keys.entry(key)).clone();
+        let wrong_kind = kind_error(key, ItemKind::List);
+        self.pool.query("LPOP", &cmd).await.map_err(wrong_kind)
+    }
+
+    async fn pop_blocking(
+        &self,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let entry = self.keys.entry(key);
+        // BLPOP holds its pooled connection while it waits; the deadline covers the wait.
+        let deadline = timeout + self.pool.config().op_timeout;
+        let reply: Option<(String, String)> = self
+            .pool
+            .run_blocking("BLPOP", deadline, async |conn| {
+                redis::cmd("BLPOP")
+                    .arg(&entry)
+                    .arg(timeout.as_secs_f64())
+                    .query_async(conn)
+                    .await
+            })
+            .await
+            .map_err(kind_error(key, ItemKind::List))?;
+        Ok(reply.map(|(_, item)| item))
+    }
+
+    async fn list_length(&self, key: &str) -> Result<u64, StoreError> {
+        let cmd = redis::cmd("LLEN").arg(self.keys.entry(key)).clone();
+        let wrong_kind = kind_error(key, ItemKind::List);
+        self.pool.query("LLEN", &cmd).await.map_err(wrong_kind)
+    }
+}
+
+#[async_trait]
+impl CacheDump for RedisCacheStore {
+    async fn keys(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        let found = self.scan(&self.keys.entry_pattern(pattern)).await?;
+        let names = found.iter().filter_map(|key| self.keys.entry_name(key));
+        Ok(names.map(str::to_owned).collect())
+    }
+
+    async fn clear(&self, pattern: &str) -> Result<u64, StoreError> {
+        let mut cleared = 0;
+        for chunk in self.keys(pattern).await?.chunks(UNLINK_CHUNK) {
+            let keys: Vec<String> = chunk.iter().map(|key| self.keys.entry(key)).collect();
+            let deleted: u64 = self
+                .pool
+                .query("UNLINK", redis::cmd("UNLINK").arg(&keys))
+                .await?;
+            cleared += deleted;
+        }
+        Ok(cleared)
+    }
+
+    async fn export(&self, pattern: &str) -> Result<Vec<DumpItem>, StoreError> {
+        let mut items = Vec::new();
+        for key in self.keys(pattern).await? {
+            items.extend(self.export_one(key).await?);
+        }
+        Ok(items)
+    }
+
+    async fn import(&self, items: &[DumpItem]) -> Result<(), StoreError> {
+        for item in items {
+            let () = self.pipeline("restore", &self.restore_pipe(item)).await?;
+        }
+        Ok(())
+    }
+}
