@@ -258,6 +258,13 @@ mod values {
             "{overflow:?}"
         );
         assert!(!overflow.expect_err("overflow").is_transient());
+        assert!(matches!(
+            cache.decrement("big", i64::MIN).await,
+            Err(Error::Store(StoreError::CounterOverflow {
+                by: i64::MIN,
+                ..
+            }))
+        ));
         assert_eq!(
             cache.load::<i64>("big").await.expect("load").value,
             i64::MAX,

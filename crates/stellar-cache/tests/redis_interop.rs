@@ -202,3 +202,37 @@ async fn fencing_counters_expire_and_tokens_still_rise() {
     assert_eq!(hash, 0, "no hash with one field per key ever locked");
     assert!(cache.locks().await.expect("locks").is_empty());
 }
+
+/// A refusal by Redis itself (here out of memory) is a Redis error, never "not a counter": a
+/// caller that repaired a "bad" counter by overwriting it would destroy a good one.
+#[tokio::test]
+async fn a_redis_refusal_of_an_increment_is_not_reported_as_bad_data() {
+    let server = RedisServer::start();
+    let (cache, pool) = cache(&server.url()).await;
+    assert_eq!(cache.increment("hits", 1).await.expect("incr"), 1);
+    let _: () = pool
+        .query(
+            "CONFIG SET",
+            redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1"),
+        )
+        .await
+        .expect("config set");
+    let refused = cache.increment("hits", 1).await;
+    assert!(
+        matches!(
+            refused,
+            Err(stellar_cache::Error::Store(
+                stellar_cache::store::StoreError::Redis(_)
+            ))
+        ),
+        "{refused:?}"
+    );
+    let _: () = pool
+        .query(
+            "CONFIG SET",
+            redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0"),
+        )
+        .await
+        .expect("config set");
+    assert_eq!(cache.increment("hits", 1).await.expect("incr"), 2);
+}

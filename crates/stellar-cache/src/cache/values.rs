@@ -5,7 +5,10 @@ use std::time::{Duration, SystemTime};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{Cache, check_key, check_ttl, decode, time};
-use crate::{Error, Result, store::Written};
+use crate::{
+    Error, Result,
+    store::{StoreError, Written},
+};
 
 /// A value with what the cache knows about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,7 +121,13 @@ impl Cache {
     ///
     /// As [`Cache::increment`].
     pub async fn decrement(&self, key: &str, by: i64) -> Result<i64> {
-        self.increment(key, by.checked_neg().unwrap_or(i64::MAX))
-            .await
+        match by.checked_neg() {
+            Some(by) => self.increment(key, by).await,
+            None => Err(StoreError::CounterOverflow {
+                key: key.to_owned(),
+                by,
+            }
+            .into()),
+        }
     }
 }

@@ -29,7 +29,8 @@ pub enum StoreError {
     /// Redis failed: it could not be reached, timed out, or refused the command.
     #[error(transparent)]
     Redis(#[from] TransportError),
-    /// The key holds the other kind of item (a list where a value was expected, or the reverse).
+    /// The key holds another kind of item: a list where a value was expected or the reverse, or
+    /// a Redis type another client wrote (e.g. a plain string).
     #[error("key {key:?} does not hold a {expected}")]
     WrongKind {
         /// The key.
@@ -63,6 +64,15 @@ impl StoreError {
                 false
             }
         }
+    }
+
+    /// A script replied with something its contract does not allow: Redis and this build
+    /// disagree about the script (never retried).
+    pub(crate) fn unexpected(op: &'static str, reply: &[i64]) -> Self {
+        Self::Redis(TransportError::Backend {
+            op,
+            source: format!("unexpected script reply {reply:?}").into(),
+        })
     }
 
     pub(crate) fn wrong_kind(key: &str, expected: ItemKind) -> Self {

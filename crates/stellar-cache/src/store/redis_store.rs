@@ -305,7 +305,8 @@ impl CacheValues for RedisCacheStore {
             }),
             [-2] => Err(StoreError::NotACounter { key }),
             [-3] => Err(StoreError::CounterOverflow { key, by }),
-            _ => Ok(None),
+            [0] => Ok(None),
+            other => Err(StoreError::unexpected("cache increment", other)),
         }
     }
 }
