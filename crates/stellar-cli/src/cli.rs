@@ -24,6 +24,13 @@ pub(crate) struct GlobalArgs {
     /// Log filter, e.g. `info` or `stellar_bus=debug,info` (config key `log`).
     #[arg(long, global = true, value_name = "FILTER")]
     pub(crate) log: Option<String>,
+    /// The shared Redis, e.g. redis://127.0.0.1:6379/0 (config key `redis_url`).
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) redis: Option<String>,
+    /// The cluster's secret (config key `server_token`). Prefer STELLAR_SERVER_TOKEN: flags
+    /// show in `ps`.
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub(crate) server_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,8 +48,6 @@ pub(crate) enum Command {
 /// `stellar tasks …`.
 #[derive(Debug, Args)]
 pub(crate) struct TasksArgs {
-    #[command(flatten)]
-    pub(crate) backend: BackendArgs,
     #[command(subcommand)]
     pub(crate) command: TasksCommand,
 }
@@ -135,8 +140,6 @@ pub(crate) enum TasksCommand {
 /// `stellar cache …`.
 #[derive(Debug, Args)]
 pub(crate) struct CacheArgs {
-    #[command(flatten)]
-    pub(crate) backend: BackendArgs,
     #[command(subcommand)]
     pub(crate) command: CacheCommand,
 }
@@ -203,26 +206,12 @@ pub(crate) enum CacheCommand {
     },
 }
 
-/// Where the shared backend is and how to authenticate to it.
-#[derive(Debug, Args)]
-pub(crate) struct BackendArgs {
-    /// The shared Redis, e.g. redis://127.0.0.1:6379/0 (config key `redis_url`).
-    #[arg(long, value_name = "URL")]
-    pub(crate) redis: Option<String>,
-    /// The cluster's secret (config key `server_token`). Prefer STELLAR_SERVER_TOKEN: flags
-    /// show in `ps`.
-    #[arg(long, value_name = "TOKEN")]
-    pub(crate) server_token: Option<String>,
-}
-
 /// Flags of `stellar run`.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// This node's id (config key `id`; default `<hostname>-<pid>`).
     #[arg(long, value_name = "ID")]
     pub(crate) id: Option<String>,
-    #[command(flatten)]
-    pub(crate) backend: BackendArgs,
     /// How long a graceful stop may take (config key `shutdown_timeout_ms`).
     #[arg(long, value_name = "MS")]
     pub(crate) shutdown_timeout_ms: Option<String>,
@@ -254,8 +243,6 @@ pub(crate) struct RunArgs {
 /// `stellar cluster …`.
 #[derive(Debug, Args)]
 pub(crate) struct ClusterArgs {
-    #[command(flatten)]
-    pub(crate) backend: BackendArgs,
     #[command(subcommand)]
     pub(crate) command: ClusterCommand,
 }
@@ -324,19 +311,13 @@ impl Cli {
             }
         };
         flag("log", &self.global.log);
-        let backend = match &self.command {
-            Command::Run(run) => {
-                flag("id", &run.id);
-                flag("shutdown_timeout_ms", &run.shutdown_timeout_ms);
-                flag("http_addr", &run.http);
-                &run.backend
-            }
-            Command::Cluster(cluster) => &cluster.backend,
-            Command::Cache(cache) => &cache.backend,
-            Command::Tasks(tasks) => &tasks.backend,
-        };
-        flag("redis_url", &backend.redis);
-        flag("server_token", &backend.server_token);
+        flag("redis_url", &self.global.redis);
+        flag("server_token", &self.global.server_token);
+        if let Command::Run(run) = &self.command {
+            flag("id", &run.id);
+            flag("shutdown_timeout_ms", &run.shutdown_timeout_ms);
+            flag("http_addr", &run.http);
+        }
         sources
     }
 }
