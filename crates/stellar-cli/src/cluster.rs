@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use stellar_bus::{Bus, NodeInfo};
+use stellar_bus::{Bus, Membership, NodeInfo};
 use stellar_core::{Config, NodeId};
 use stellar_node::Client;
 use stellar_rpc::{Reply, Rpc, Target, Wait};
@@ -28,15 +28,38 @@ pub(crate) async fn run(config: Config, command: ClusterCommand) -> Result<()> {
     result
 }
 
-async fn status(rpc: &Rpc, as_json: bool) -> Result<()> {
-    let nodes = rpc
-        .membership()
+/// The live nodes that verify with this client's token, and how many membership records did not.
+async fn live_nodes(membership: &Membership) -> Result<(Vec<NodeInfo>, u64)> {
+    let before = membership.stats().bad_signature;
+    let nodes = membership
         .nodes()
         .await
         .context("listing the cluster's nodes")?;
+    let foreign = membership.stats().bad_signature.saturating_sub(before);
+    Ok((nodes, foreign))
+}
+
+/// Fails when `foreign` membership records did not verify: a wrong token must not look like an
+/// empty (or smaller) cluster.
+fn check_foreign(foreign: u64) -> Result<()> {
+    match foreign {
+        0 => Ok(()),
+        1 => bail!(
+            "1 node record is signed with another token: set --server-token or \
+             STELLAR_SERVER_TOKEN to the cluster's token"
+        ),
+        n => bail!(
+            "{n} node records are signed with another token: set --server-token or \
+             STELLAR_SERVER_TOKEN to the cluster's token"
+        ),
+    }
+}
+
+async fn status(rpc: &Rpc, as_json: bool) -> Result<()> {
+    let (nodes, foreign) = live_nodes(rpc.membership()).await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&nodes)?);
-        return Ok(());
+        return check_foreign(foreign);
     }
     println!(
         "{:<28} {:<20} {:>8} {:>10} {:>10} {:<8}",
@@ -60,7 +83,7 @@ async fn status(rpc: &Rpc, as_json: bool) -> Result<()> {
         println!("{id:<28} {host:<20} {pid:>8} {uptime:>10} {seen:>10} {version:<8}");
     }
     println!("{} node(s)", nodes.len());
-    Ok(())
+    check_foreign(foreign)
 }
 
 async fn call(rpc: &Rpc, args: DoArgs) -> Result<()> {
@@ -94,6 +117,11 @@ async fn call(rpc: &Rpc, args: DoArgs) -> Result<()> {
         WaitArg::First => Wait::First,
         WaitArg::All => Wait::All,
     };
+    let (nodes, foreign) = live_nodes(rpc.membership()).await?;
+    if nodes.is_empty() {
+        check_foreign(foreign)?;
+        bail!("no live nodes");
+    }
     let timeout = args.timeout.map(Duration::from_millis);
     let replies = rpc
         .do_cluster(&args.method, call_args, target, wait, timeout)
@@ -110,7 +138,7 @@ async fn call(rpc: &Rpc, args: DoArgs) -> Result<()> {
             args.method
         );
     }
-    Ok(())
+    check_foreign(foreign)
 }
 
 fn print_replies(replies: &[Reply], as_json: bool) -> Result<()> {

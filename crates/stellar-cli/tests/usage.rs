@@ -2,10 +2,12 @@
 
 mod support;
 
-use std::process::Output;
+use std::{process::Output, time::Duration};
 
-use stellar_testkit::RedisServer;
+use stellar_testkit::{Process, RedisServer};
 use support::stellar;
+
+const TOKEN: &str = "usage-test-token";
 
 fn text(output: &Output) -> (String, String) {
     (
@@ -29,22 +31,70 @@ fn backend_flags_are_accepted_after_the_subcommand() {
         "--redis",
         &url,
         "--server-token",
-        "usage-test-token",
+        TOKEN,
     ])
     .output()
     .expect("run");
     assert!(get.status.success(), "{:?}", text(&get));
     assert_eq!(text(&get).0.trim(), "42");
     // Before the subcommand's name too, and on `tasks`, which checks the token.
-    let stats = stellar(&[
-        "--redis",
-        &url,
-        "tasks",
-        "stats",
-        "--server-token",
-        "usage-test-token",
-    ])
-    .output()
-    .expect("run");
+    let stats = stellar(&["--redis", &url, "tasks", "stats", "--server-token", TOKEN])
+        .output()
+        .expect("run");
     assert!(stats.status.success(), "{:?}", text(&stats));
+}
+
+/// `stellar run --id ID` on `redis` with `token`, ready.
+fn node(redis: &RedisServer, id: &str, token: &str) -> Process {
+    let mut command = stellar(&["run", "--id", id, "--redis", &redis.url()]);
+    command
+        .env("STELLAR_SERVER_TOKEN", token)
+        .env("STELLAR_HEARTBEAT_INTERVAL_MS", "200")
+        .env("STELLAR_HEARTBEAT_TTL_MS", "1000");
+    let process = Process::spawn(id, command);
+    process.wait_for_line(&["node ready", id], Duration::from_secs(10));
+    process
+}
+
+/// `stellar cluster ARGS…` on `redis` with `token`.
+fn cluster(redis: &RedisServer, token: &str, args: &[&str]) -> Output {
+    let url = redis.url();
+    let mut full = vec!["cluster"];
+    full.extend_from_slice(args);
+    full.extend(["--redis", &url, "--server-token", token]);
+    stellar(&full).output().expect("run stellar cluster")
+}
+
+#[test]
+fn cluster_do_without_a_live_node_fails() {
+    let redis = RedisServer::start();
+    let output = cluster(&redis, TOKEN, &["do", "api.ping"]);
+    assert!(!output.status.success(), "{:?}", text(&output));
+    assert!(
+        text(&output).1.contains("no live nodes"),
+        "{:?}",
+        text(&output)
+    );
+    let status = cluster(&redis, TOKEN, &["status"]);
+    assert!(status.status.success(), "{:?}", text(&status));
+    assert!(text(&status).0.contains("0 node(s)"), "{:?}", text(&status));
+}
+
+#[test]
+fn a_wrong_token_is_not_mistaken_for_an_empty_cluster() {
+    let redis = RedisServer::start();
+    let _node = node(&redis, "n1", TOKEN);
+    for args in [&["status"][..], &["status", "--json"], &["do", "api.ping"]] {
+        let output = cluster(&redis, "not-the-token", args);
+        assert!(!output.status.success(), "{args:?}: {:?}", text(&output));
+        assert!(
+            text(&output)
+                .1
+                .contains("1 node record is signed with another token"),
+            "{args:?}: {:?}",
+            text(&output)
+        );
+    }
+    let right = cluster(&redis, TOKEN, &["do", "api.ping"]);
+    assert!(right.status.success(), "{:?}", text(&right));
 }
