@@ -53,6 +53,39 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// `err` and its causes, `: `-separated, each said once: a cause whose text its parent's already
+/// ends with (an I/O error that a Redis error quotes and also gives as its source) is skipped.
+pub(crate) fn error_text(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || parts.last().is_some_and(|last| last.ends_with(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
+/// A client command's connection error as its user should read it: the default token is a
+/// missing `--server-token`, not a refusal to start.
+pub(crate) fn client_error(err: stellar_node::Error) -> anyhow::Error {
+    match err {
+        stellar_node::Error::Config(ConfigError::DefaultTokenOnSharedBackend { redis_url }) => {
+            ExitWith {
+                code: EXIT_CONFIG,
+                message: format!(
+                    "the server token is the default `change-me`, which no cluster on a shared \
+                     Redis ({redis_url}) uses: set --server-token or STELLAR_SERVER_TOKEN to the \
+                     cluster's token"
+                ),
+            }
+            .into()
+        }
+        other => other.into(),
+    }
+}
+
 /// A set-up hook: runs on every node this process starts, before the node is ready.
 pub(crate) type Setup = std::sync::Arc<dyn Fn(&NodeContext) -> Result<()> + Send + Sync>;
 
@@ -113,7 +146,7 @@ impl App {
             Err(err) => {
                 // Not `eprintln!`: it panics when stderr is a closed pipe (a worker whose
                 // supervisor died).
-                let _ = writeln!(std::io::stderr(), "stellar: error: {err:#}");
+                let _ = writeln!(std::io::stderr(), "stellar: error: {}", error_text(&err));
                 exit_code(&err)
             }
         }

@@ -146,7 +146,7 @@ fn wait_all_ping_gets_one_reply_per_node() {
         .as_array()
         .expect("array")
         .iter()
-        .map(|r| r["node_id"].as_str().expect("id"))
+        .map(|r| r["node"].as_str().expect("node"))
         .collect();
     assert_eq!(ids, ["n1", "n2", "n3"]);
     assert!(
@@ -158,7 +158,11 @@ fn wait_all_ping_gets_one_reply_per_node() {
         "{replies}"
     );
     let text = stdout(&cluster.client(&["do", "api.ping"]));
-    assert_eq!(text.lines().count(), 3, "{text}");
+    assert_eq!(
+        text.lines().count(),
+        4,
+        "a header and one row per node: {text}"
+    );
 }
 
 #[test]
@@ -172,7 +176,7 @@ fn a_node_target_hits_exactly_one_node() {
         "n2",
     ]);
     assert!(output.status.success(), "{}", describe(&output));
-    assert_eq!(stdout(&output).trim(), "n2: true");
+    assert_eq!(stdout(&output), "NODE  REPLY\nn2    true\n");
     cluster
         .node("n2")
         .wait_for_line(&["marker-for-n2"], Duration::from_secs(5));
@@ -311,8 +315,14 @@ fn errors_and_timeouts_exit_non_zero() {
         started.elapsed()
     );
     let text = stdout(&partial);
-    assert!(text.contains("n1: {") && text.contains("n3: {"), "{text}");
-    assert!(text.contains("n2: error: no reply within 700 ms"), "{text}");
+    assert!(
+        text.contains("n1    {") && text.contains("n3    {"),
+        "{text}"
+    );
+    assert!(
+        text.contains("n2    error: no reply within 700 ms"),
+        "{text}"
+    );
 }
 
 #[test]
