@@ -86,6 +86,29 @@ pub(crate) fn client_error(err: stellar_node::Error) -> anyhow::Error {
     }
 }
 
+/// Prints what `completions` and `man` generate from the command line's definition; `None` for
+/// every other command. Needs no configuration.
+fn print_generated(command: &Command) -> Option<Result<()>> {
+    let mut definition = <Cli as clap::CommandFactory>::command();
+    // Generated in memory, then written: a closed stdout (`stellar man | head`) is no error.
+    let mut text = Vec::new();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut definition, "stellar", &mut text);
+        }
+        Command::Man => {
+            if let Err(err) = clap_mangen::Man::new(definition).render(&mut text) {
+                return Some(Err(err.into()));
+            }
+        }
+        _ => return None,
+    }
+    match std::io::stdout().lock().write_all(&text) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Some(Err(err.into())),
+        _ => Some(Ok(())),
+    }
+}
+
 /// A set-up hook: runs on every node this process starts, before the node is ready.
 pub(crate) type Setup = std::sync::Arc<dyn Fn(&NodeContext) -> Result<()> + Send + Sync>;
 
@@ -165,36 +188,47 @@ impl App {
         T: Into<OsString> + Clone,
     {
         let cli = Cli::parse_from(args);
-        let sources = cli.config_sources();
-        let config = Config::load(&sources)?;
-        // A client command prints results on stdout; its own lifecycle logs are noise unless the
-        // user asked for a log level.
-        let asked = sources.flags.iter().any(|(key, _)| *key == "log")
-            || sources.env.iter().any(|(name, _)| name == "STELLAR_LOG");
-        let filter = match cli.command {
-            Command::Cluster(_) | Command::Cache(_) | Command::Tasks(_) if !asked => "warn",
-            _ => config.log.as_str(),
-        };
-        // An invalid log filter is a configuration error like any other.
-        logging::init(filter).map_err(|err| ExitWith {
-            code: EXIT_CONFIG,
-            message: format!("{err:#}"),
-        })?;
+        if let Some(printed) = print_generated(&cli.command) {
+            return printed;
+        }
+        let config = configure(&cli)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
+        runtime.block_on(self.execute(cli, config))
+    }
+
+    /// Runs the command `cli` names, with `config`.
+    async fn execute(&self, cli: Cli, config: Config) -> Result<()> {
         match cli.command {
             Command::Run(run) if run.cluster.is_some() => {
-                runtime.block_on(supervisor::run(config, &cli.global, run))
+                supervisor::run(config, &cli.global, run).await
             }
-            Command::Run(_) => {
-                runtime.block_on(node::run(config, &self.setups, &self.tasks, &self.actions))
-            }
-            Command::Tasks(tasks) => {
-                runtime.block_on(tasks_cmd::run(config, tasks.command, &self.tasks))
-            }
-            Command::Cluster(cluster) => runtime.block_on(cluster::run(config, cluster.command)),
-            Command::Cache(cache) => runtime.block_on(cache_cmd::run(config, cache.command)),
+            Command::Run(_) => node::run(config, &self.setups, &self.tasks, &self.actions).await,
+            Command::Tasks(tasks) => tasks_cmd::run(config, tasks.command, &self.tasks).await,
+            Command::Cluster(cluster) => cluster::run(config, cluster.command).await,
+            Command::Cache(cache) => cache_cmd::run(config, cache.command).await,
+            Command::Completions { .. } | Command::Man => Ok(()),
         }
     }
+}
+
+/// Loads the configuration `cli` points at and installs the log subscriber.
+fn configure(cli: &Cli) -> Result<Config> {
+    let sources = cli.config_sources();
+    let config = Config::load(&sources)?;
+    // A client command prints results on stdout; its own lifecycle logs are noise unless the
+    // user asked for a log level.
+    let asked = sources.flags.iter().any(|(key, _)| *key == "log")
+        || sources.env.iter().any(|(name, _)| name == "STELLAR_LOG");
+    let filter = match cli.command {
+        Command::Cluster(_) | Command::Cache(_) | Command::Tasks(_) if !asked => "warn",
+        _ => config.log.as_str(),
+    };
+    // An invalid log filter is a configuration error like any other.
+    logging::init(filter).map_err(|err| ExitWith {
+        code: EXIT_CONFIG,
+        message: format!("{err:#}"),
+    })?;
+    Ok(config)
 }

@@ -43,6 +43,13 @@ pub(crate) enum Command {
     Cache(CacheArgs),
     /// Enqueue and inspect tasks (needs the cluster's Redis).
     Tasks(TasksArgs),
+    /// Print a shell completion script, e.g. `stellar completions bash > ~/.local/share/bash-completion/completions/stellar`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `stellar man > stellar.1`.
+    Man,
 }
 
 /// `stellar tasks …`.

@@ -98,3 +98,39 @@ fn a_wrong_token_is_not_mistaken_for_an_empty_cluster() {
     let right = cluster(&redis, TOKEN, &["do", "api.ping"]);
     assert!(right.status.success(), "{:?}", text(&right));
 }
+
+#[test]
+fn completions_and_the_man_page_are_generated_without_a_configuration() {
+    for (shell, marker) in [
+        ("bash", "_stellar()"),
+        ("zsh", "#compdef stellar"),
+        ("fish", "complete -c stellar"),
+    ] {
+        let output = stellar(&["completions", shell])
+            .env("STELLAR_SHUTDOWN_TIMEOUT_MS", "not a number")
+            .output()
+            .expect("run");
+        assert!(output.status.success(), "{shell}: {:?}", text(&output));
+        let script = text(&output).0;
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("server-token"), "{shell}: no global flag");
+    }
+    let man = stellar(&["man"]).output().expect("run");
+    assert!(man.status.success(), "{:?}", text(&man));
+    let page = text(&man).0;
+    assert!(
+        page.starts_with(".ie") && page.contains(".TH stellar 1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("completions") && page.contains("cluster"),
+        "{page}"
+    );
+}
+
+#[test]
+fn run_help_shows_the_workers_alias() {
+    let help = stellar(&["run", "--help"]).output().expect("run");
+    assert!(help.status.success());
+    assert!(text(&help).0.contains("--workers"), "{:?}", text(&help));
+}
