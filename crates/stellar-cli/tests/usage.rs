@@ -134,3 +134,81 @@ fn run_help_shows_the_workers_alias() {
     assert!(help.status.success());
     assert!(text(&help).0.contains("--workers"), "{:?}", text(&help));
 }
+
+/// `stellar tasks ARGS…` on `redis` with the test token.
+fn tasks(redis: &RedisServer, args: &[&str]) -> Output {
+    let url = redis.url();
+    let mut full = vec!["tasks"];
+    full.extend_from_slice(args);
+    full.extend(["--redis", &url, "--server-token", TOKEN]);
+    stellar(&full).output().expect("run stellar tasks")
+}
+
+#[test]
+fn an_unknown_task_names_what_the_cluster_runs_and_bad_args_are_called_args() {
+    let redis = RedisServer::start();
+    let _node = node(&redis, "n1", TOKEN);
+    let unknown = tasks(&redis, &["enqueue", "no.such.task"]);
+    assert_eq!(unknown.status.code(), Some(1), "{:?}", text(&unknown));
+    let said = text(&unknown).1;
+    assert!(said.contains("register it with Tasks::register"), "{said}");
+    assert!(
+        said.contains("the cluster's workers run: stellar.fail, stellar.log"),
+        "{said}"
+    );
+    let bad = tasks(&redis, &["enqueue", "stellar.log", "{not json"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad).1.contains("ARGS is not JSON: {not json"),
+        "{:?}",
+        text(&bad)
+    );
+    let bad = cluster(&redis, TOKEN, &["do", "api.log", "{not json"]);
+    assert!(
+        text(&bad).1.contains("ARGS is not JSON"),
+        "{:?}",
+        text(&bad)
+    );
+    // A clean exit of a client logs nothing at WARN (the default level of client commands).
+    for output in [&unknown, &bad] {
+        assert!(!text(output).1.contains("WARN"), "{:?}", text(output));
+    }
+}
+
+#[test]
+fn a_refused_connection_is_said_once() {
+    for args in [&["cache", "get", "k"][..], &["tasks", "stats"]] {
+        let mut full = args.to_vec();
+        full.extend(["--redis", "redis://127.0.0.1:1", "--server-token", TOKEN]);
+        let output = stellar(&full).output().expect("run");
+        assert_eq!(output.status.code(), Some(1));
+        let said = text(&output).1;
+        assert_eq!(said.matches("Connection refused").count(), 1, "{said}");
+        assert!(said.contains("redis://127.0.0.1:1"), "{said}");
+    }
+}
+
+#[test]
+fn a_client_with_the_default_token_is_told_to_set_the_clusters() {
+    for args in [&["tasks", "stats"][..], &["cluster", "status"]] {
+        let mut full = args.to_vec();
+        full.extend(["--redis", "redis://127.0.0.1:1"]);
+        let output = stellar(&full).output().expect("run");
+        assert_eq!(output.status.code(), Some(78), "{:?}", text(&output));
+        let said = text(&output).1;
+        assert!(
+            said.contains("set --server-token or STELLAR_SERVER_TOKEN to the cluster's token"),
+            "{said}"
+        );
+        assert!(!said.contains("refusing to start"), "{said}");
+    }
+    // `run` keeps its wording: it is the node that refuses.
+    let run = stellar(&["run", "--redis", "redis://127.0.0.1:1"])
+        .output()
+        .expect("run");
+    assert!(
+        text(&run).1.contains("refusing to start"),
+        "{:?}",
+        text(&run)
+    );
+}
