@@ -227,31 +227,51 @@ fn print_queues(stats: &Stats) {
 
 /// The per-task (`processed:<name>`) and per-node (`processed@<node>`) counters, as tables.
 fn print_counters(stats: &Stats) {
-    let columns = ["processed", "failed", "retried"];
-    for (title, counters, separator) in
-        [("TASK", &stats.by_name, ':'), ("NODE", &stats.by_node, '@')]
-    {
-        let mut rows: std::collections::BTreeMap<&str, [u64; 3]> = Default::default();
-        for (key, value) in counters {
-            let Some((counter, subject)) = key.split_once(separator) else {
-                continue;
-            };
-            if let Some(c) = columns.iter().position(|name| *name == counter) {
-                rows.entry(subject).or_default()[c] = *value;
-            }
-        }
-        if rows.is_empty() {
+    print_counter_table(
+        "TASK",
+        &stats.by_name,
+        ':',
+        &["processed", "failed", "retried"],
+    );
+    print_counter_table("NODE", &stats.by_node, '@', &["processed", "failed"]);
+}
+
+/// One table of `<counter><separator><subject>` counters: a row per subject, a column per counter.
+fn print_counter_table(
+    title: &'static str,
+    counters: &std::collections::BTreeMap<String, u64>,
+    separator: char,
+    columns: &[&'static str],
+) {
+    let mut rows: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    for (key, value) in counters {
+        let Some((counter, subject)) = key.split_once(separator) else {
             continue;
+        };
+        if let Some(c) = columns.iter().position(|name| *name == counter) {
+            rows.entry(subject)
+                .or_insert_with(|| vec![0; columns.len()])[c] = *value;
         }
-        let mut table = Table::new(&[title, "PROCESSED", "FAILED", "RETRIED"]).right(&[1, 2, 3]);
-        for (subject, values) in rows {
-            let mut row = vec![subject.to_owned()];
-            row.extend(values.iter().map(u64::to_string));
-            table.row(row);
-        }
-        line("");
-        table.print();
     }
+    if rows.is_empty() {
+        return;
+    }
+    let header: Vec<&'static str> = std::iter::once(title)
+        .chain(columns.iter().map(|c| match *c {
+            "processed" => "PROCESSED",
+            "failed" => "FAILED",
+            _ => "RETRIED",
+        }))
+        .collect();
+    let numbers: Vec<usize> = (1..header.len()).collect();
+    let mut table = Table::new(&header).right(&numbers);
+    for (subject, values) in rows {
+        let mut row = vec![subject.to_owned()];
+        row.extend(values.iter().map(u64::to_string));
+        table.row(row);
+    }
+    line("");
+    table.print();
 }
 
 async fn show(tasks: &Tasks, id: &str, as_json: bool) -> Result<()> {

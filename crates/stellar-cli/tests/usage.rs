@@ -212,3 +212,78 @@ fn a_client_with_the_default_token_is_told_to_set_the_clusters() {
         text(&run)
     );
 }
+
+/// `stellar tasks enqueue --stdin` fed `input`.
+fn enqueue_stdin(redis: &RedisServer, input: &str) -> Output {
+    use std::{io::Write, process::Stdio};
+    let url = redis.url();
+    let mut child = stellar(&["tasks", "enqueue", "--stdin", "--redis", &url])
+        .env("STELLAR_SERVER_TOKEN", TOKEN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("write");
+    drop(stdin);
+    child.wait_with_output().expect("wait")
+}
+
+fn queued_ids(redis: &RedisServer) -> Vec<String> {
+    let output = tasks(redis, &["queued", "default", "--json"]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    let records: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    records
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[test]
+fn enqueue_stdin_checks_every_line_before_enqueueing_any() {
+    let redis = RedisServer::start();
+    let bad = enqueue_stdin(
+        &redis,
+        concat!(
+            r#"{"name": "stellar.log", "args": {"message": "a"}, "id": "first"}"#,
+            "\n",
+            r#"{"name": "stellar.log", "in": 5, "at": "2026-11-28T09:00:00Z"}"#,
+            "\n",
+        ),
+    );
+    assert_eq!(bad.status.code(), Some(1), "{:?}", text(&bad));
+    assert!(text(&bad).1.contains("line 2: "), "{:?}", text(&bad));
+    assert!(
+        text(&bad).1.contains("nothing enqueued"),
+        "{:?}",
+        text(&bad)
+    );
+    assert!(queued_ids(&redis).is_empty(), "a bad batch enqueued a task");
+    assert_eq!(tasks(&redis, &["show", "first"]).status.code(), Some(1));
+
+    let good = enqueue_stdin(
+        &redis,
+        concat!(
+            r#"{"name": "stellar.log", "args": {"message": "a"}, "id": "first"}"#,
+            "\n\n",
+            r#"{"name": "stellar.sleep", "args": {"ms": 1}, "in": 60000, "id": "later"}"#,
+            "\n",
+            r#"{"name": "stellar.log", "args": {"message": "b"}}"#,
+            "\n",
+        ),
+    );
+    assert!(good.status.success(), "{:?}", text(&good));
+    let printed: Vec<String> = text(&good).0.lines().map(str::to_owned).collect();
+    assert_eq!(printed.len(), 3, "{printed:?}");
+    assert_eq!(
+        (printed[0].as_str(), printed[1].as_str()),
+        ("first", "later")
+    );
+    assert_eq!(queued_ids(&redis), [printed[0].clone(), printed[2].clone()]);
+    let later = tasks(&redis, &["show", "later", "--json"]);
+    let later: serde_json::Value = serde_json::from_slice(&later.stdout).expect("JSON");
+    assert_eq!(later["state"], "delayed", "{later}");
+}
