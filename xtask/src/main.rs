@@ -33,6 +33,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// What `cargo xtask help` prints: every command.
+const HELP: &str = "\
+usage: cargo xtask test                            fmt check, clippy -D warnings, all tests
+       cargo xtask bench [--quick] [--redis URL]   figures beside raw-Redis baselines
+                                                   (target/bench/results.json)
+       cargo xtask cluster-test [FILTER]           fault scenarios with real processes
+       cargo xtask help                            this text";
+
 fn run(args: Vec<String>) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(),
@@ -45,12 +53,7 @@ fn run(args: Vec<String>) -> Result<()> {
             Ok(())
         }
         Some("help" | "--help" | "-h") | None => {
-            println!(
-                "usage: cargo xtask test                     fmt check, clippy -D warnings, all tests"
-            );
-            println!(
-                "       cargo xtask cluster-test [FILTER]    fault scenarios with real processes"
-            );
+            println!("{HELP}");
             Ok(())
         }
         Some(other) => bail!("unknown command `{other}`; try `cargo xtask help`"),

@@ -185,6 +185,12 @@ impl SubscriberTask {
             };
             match self.serve(pubsub, reconnected).await {
                 Ended::Cancelled => return,
+                // A deliberate close (the client or node stopping) can fail an UNSUBSCRIBE in
+                // flight: nothing was lost.
+                Ended::Lost(reason) if self.cancel.is_cancelled() => {
+                    debug!(%reason, "redis subscriber connection closed while stopping");
+                    return;
+                }
                 Ended::Lost(reason) => {
                     warn!(url = %self.pool.redacted_url(), %reason, "redis subscriber connection lost, reconnecting");
                     reconnected = true;

@@ -53,6 +53,62 @@ fn exit_code(err: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// `err` and its causes, `: `-separated, each said once: a cause whose text its parent's already
+/// ends with (an I/O error that a Redis error quotes and also gives as its source) is skipped.
+pub(crate) fn error_text(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || parts.last().is_some_and(|last| last.ends_with(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
+/// A client command's connection error as its user should read it: the default token is a
+/// missing `--server-token`, not a refusal to start.
+pub(crate) fn client_error(err: stellar_node::Error) -> anyhow::Error {
+    match err {
+        stellar_node::Error::Config(ConfigError::DefaultTokenOnSharedBackend { redis_url }) => {
+            ExitWith {
+                code: EXIT_CONFIG,
+                message: format!(
+                    "the server token is the default `change-me`, which no cluster on a shared \
+                     Redis ({redis_url}) uses: set --server-token or STELLAR_SERVER_TOKEN to the \
+                     cluster's token"
+                ),
+            }
+            .into()
+        }
+        other => other.into(),
+    }
+}
+
+/// Prints what `completions` and `man` generate from the command line's definition; `None` for
+/// every other command. Needs no configuration.
+fn print_generated(command: &Command) -> Option<Result<()>> {
+    let mut definition = <Cli as clap::CommandFactory>::command();
+    // Generated in memory, then written: a closed stdout (`stellar man | head`) is no error.
+    let mut text = Vec::new();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut definition, "stellar", &mut text);
+        }
+        Command::Man => {
+            if let Err(err) = clap_mangen::Man::new(definition).render(&mut text) {
+                return Some(Err(err.into()));
+            }
+        }
+        _ => return None,
+    }
+    match std::io::stdout().lock().write_all(&text) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => Some(Err(err.into())),
+        _ => Some(Ok(())),
+    }
+}
+
 /// A set-up hook: runs on every node this process starts, before the node is ready.
 pub(crate) type Setup = std::sync::Arc<dyn Fn(&NodeContext) -> Result<()> + Send + Sync>;
 
@@ -113,7 +169,7 @@ impl App {
             Err(err) => {
                 // Not `eprintln!`: it panics when stderr is a closed pipe (a worker whose
                 // supervisor died).
-                let _ = writeln!(std::io::stderr(), "stellar: error: {err:#}");
+                let _ = writeln!(std::io::stderr(), "stellar: error: {}", error_text(&err));
                 exit_code(&err)
             }
         }
@@ -132,36 +188,47 @@ impl App {
         T: Into<OsString> + Clone,
     {
         let cli = Cli::parse_from(args);
-        let sources = cli.config_sources();
-        let config = Config::load(&sources)?;
-        // A client command prints results on stdout; its own lifecycle logs are noise unless the
-        // user asked for a log level.
-        let asked = sources.flags.iter().any(|(key, _)| *key == "log")
-            || sources.env.iter().any(|(name, _)| name == "STELLAR_LOG");
-        let filter = match cli.command {
-            Command::Cluster(_) | Command::Cache(_) | Command::Tasks(_) if !asked => "warn",
-            _ => config.log.as_str(),
-        };
-        // An invalid log filter is a configuration error like any other.
-        logging::init(filter).map_err(|err| ExitWith {
-            code: EXIT_CONFIG,
-            message: format!("{err:#}"),
-        })?;
+        if let Some(printed) = print_generated(&cli.command) {
+            return printed;
+        }
+        let config = configure(&cli)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
+        runtime.block_on(self.execute(cli, config))
+    }
+
+    /// Runs the command `cli` names, with `config`.
+    async fn execute(&self, cli: Cli, config: Config) -> Result<()> {
         match cli.command {
             Command::Run(run) if run.cluster.is_some() => {
-                runtime.block_on(supervisor::run(config, &cli.global, run))
+                supervisor::run(config, &cli.global, run).await
             }
-            Command::Run(_) => {
-                runtime.block_on(node::run(config, &self.setups, &self.tasks, &self.actions))
-            }
-            Command::Tasks(tasks) => {
-                runtime.block_on(tasks_cmd::run(config, tasks.command, &self.tasks))
-            }
-            Command::Cluster(cluster) => runtime.block_on(cluster::run(config, cluster.command)),
-            Command::Cache(cache) => runtime.block_on(cache_cmd::run(config, cache.command)),
+            Command::Run(_) => node::run(config, &self.setups, &self.tasks, &self.actions).await,
+            Command::Tasks(tasks) => tasks_cmd::run(config, tasks.command, &self.tasks).await,
+            Command::Cluster(cluster) => cluster::run(config, cluster.command).await,
+            Command::Cache(cache) => cache_cmd::run(config, cache.command).await,
+            Command::Completions { .. } | Command::Man => Ok(()),
         }
     }
+}
+
+/// Loads the configuration `cli` points at and installs the log subscriber.
+fn configure(cli: &Cli) -> Result<Config> {
+    let sources = cli.config_sources();
+    let config = Config::load(&sources)?;
+    // A client command prints results on stdout; its own lifecycle logs are noise unless the
+    // user asked for a log level.
+    let asked = sources.flags.iter().any(|(key, _)| *key == "log")
+        || sources.env.iter().any(|(name, _)| name == "STELLAR_LOG");
+    let filter = match cli.command {
+        Command::Cluster(_) | Command::Cache(_) | Command::Tasks(_) if !asked => "warn",
+        _ => config.log.as_str(),
+    };
+    // An invalid log filter is a configuration error like any other.
+    logging::init(filter).map_err(|err| ExitWith {
+        code: EXIT_CONFIG,
+        message: format!("{err:#}"),
+    })?;
+    Ok(config)
 }

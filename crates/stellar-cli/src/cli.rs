@@ -24,6 +24,13 @@ pub(crate) struct GlobalArgs {
     /// Log filter, e.g. `info` or `stellar_bus=debug,info` (config key `log`).
     #[arg(long, global = true, value_name = "FILTER")]
     pub(crate) log: Option<String>,
+    /// The shared Redis, e.g. redis://127.0.0.1:6379/0 (config key `redis_url`).
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) redis: Option<String>,
+    /// The cluster's secret (config key `server_token`). Prefer STELLAR_SERVER_TOKEN: flags
+    /// show in `ps`.
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub(crate) server_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -36,50 +43,26 @@ pub(crate) enum Command {
     Cache(CacheArgs),
     /// Enqueue and inspect tasks (needs the cluster's Redis).
     Tasks(TasksArgs),
+    /// Print a shell completion script, e.g. `stellar completions bash > ~/.local/share/bash-completion/completions/stellar`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `stellar man > stellar.1`.
+    Man,
 }
 
 /// `stellar tasks …`.
 #[derive(Debug, Args)]
 pub(crate) struct TasksArgs {
-    #[command(flatten)]
-    pub(crate) backend: BackendArgs,
     #[command(subcommand)]
     pub(crate) command: TasksCommand,
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TasksCommand {
-    /// Enqueue a task and print its id (or schedule it with --every).
-    Enqueue {
-        /// The task name, e.g. `stellar.sleep`.
-        name: String,
-        /// The arguments, as JSON (default `null`).
-        args: Option<String>,
-        /// The queue (default: the task's).
-        #[arg(long)]
-        queue: Option<String>,
-        /// Run after this many milliseconds.
-        #[arg(long = "in", value_name = "MS", conflicts_with_all = ["at", "every"])]
-        in_ms: Option<u64>,
-        /// Run at this time, RFC 3339 (e.g. 2026-11-28T09:00:00Z).
-        #[arg(long, value_name = "RFC3339", conflicts_with = "every")]
-        at: Option<String>,
-        /// Run once every this many milliseconds, cluster wide, until unscheduled.
-        #[arg(long, value_name = "MS")]
-        every: Option<u64>,
-        /// The task id, an idempotency key: while a task with this id has a record (pending,
-        /// running, failed, or completed within task_keep_completed_ms), nothing is added and
-        /// its state is reported.
-        #[arg(long)]
-        id: Option<String>,
-        /// With --id: run a completed or failed task with this id again (a fresh record).
-        #[arg(long, requires = "id")]
-        replace: bool,
-        /// With --id: enqueue N tasks with ids `ID-0` .. `ID-<N-1>` (`{id}` in ARGS_JSON becomes
-        /// each task's id), printing each id once it is acknowledged.
-        #[arg(long, value_name = "N", requires = "id", conflicts_with = "every")]
-        count: Option<u64>,
-    },
+    /// Enqueue a task and print its id (or schedule it with --every, or many with --stdin).
+    Enqueue(EnqueueArgs),
     /// Remove a recurring schedule.
     Unschedule {
         /// The schedule (the task name).
@@ -106,6 +89,9 @@ pub(crate) enum TasksCommand {
         /// How many to list.
         #[arg(long, default_value_t = 100)]
         limit: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Tasks in the failed set.
     Failed {
@@ -129,14 +115,58 @@ pub(crate) enum TasksCommand {
         id: String,
     },
     /// What each node serves and is running now, and who leads the scheduler.
-    Workers,
+    Workers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Flags of `stellar tasks enqueue`.
+#[derive(Debug, Args)]
+pub(crate) struct EnqueueArgs {
+    /// The task name, e.g. `stellar.sleep`.
+    #[arg(required_unless_present = "stdin")]
+    pub(crate) name: Option<String>,
+    /// The arguments, as JSON (default `null`).
+    pub(crate) args: Option<String>,
+    /// The queue (default: the task's).
+    #[arg(long)]
+    pub(crate) queue: Option<String>,
+    /// Run after this many milliseconds.
+    #[arg(long = "in", value_name = "MS", conflicts_with_all = ["at", "every"])]
+    pub(crate) in_ms: Option<u64>,
+    /// Run at this time, RFC 3339 (e.g. 2026-11-28T09:00:00Z).
+    #[arg(long, value_name = "RFC3339", conflicts_with = "every")]
+    pub(crate) at: Option<String>,
+    /// Run once every this many milliseconds, cluster wide, until unscheduled.
+    #[arg(long, value_name = "MS")]
+    pub(crate) every: Option<u64>,
+    /// The task id, an idempotency key: while a task with this id has a record (pending,
+    /// running, failed, or completed within task_keep_completed_ms), nothing is added and
+    /// its state is reported.
+    #[arg(long)]
+    pub(crate) id: Option<String>,
+    /// With --id: run a completed or failed task with this id again (a fresh record).
+    #[arg(long, requires = "id")]
+    pub(crate) replace: bool,
+    /// With --id: enqueue N tasks with ids `ID-0` .. `ID-<N-1>` (`{id}` in ARGS becomes each
+    /// task's id), printing each id once it is acknowledged.
+    #[arg(long, value_name = "N", requires = "id", conflicts_with = "every")]
+    pub(crate) count: Option<u64>,
+    /// Read tasks from standard input, one JSON object a line: `{"name": NAME, "args": ARGS}`
+    /// with optional "id", "queue", "in" (ms) and "at" (RFC 3339). Every line is checked
+    /// first: a bad line is reported with its number and nothing is enqueued.
+    #[arg(
+        long,
+        conflicts_with_all = ["name", "args", "queue", "in_ms", "at", "every", "id", "count"]
+    )]
+    pub(crate) stdin: bool,
 }
 
 /// `stellar cache …`.
 #[derive(Debug, Args)]
 pub(crate) struct CacheArgs {
-    #[command(flatten)]
-    pub(crate) backend: BackendArgs,
     #[command(subcommand)]
     pub(crate) command: CacheCommand,
 }
@@ -170,6 +200,9 @@ pub(crate) enum CacheCommand {
     Keys {
         /// The pattern (default `*`).
         pattern: Option<String>,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
     },
     /// Take a lock and print its token (exit code 1 if another owner holds it).
     Lock {
@@ -203,26 +236,12 @@ pub(crate) enum CacheCommand {
     },
 }
 
-/// Where the shared backend is and how to authenticate to it.
-#[derive(Debug, Args)]
-pub(crate) struct BackendArgs {
-    /// The shared Redis, e.g. redis://127.0.0.1:6379/0 (config key `redis_url`).
-    #[arg(long, value_name = "URL")]
-    pub(crate) redis: Option<String>,
-    /// The cluster's secret (config key `server_token`). Prefer STELLAR_SERVER_TOKEN: flags
-    /// show in `ps`.
-    #[arg(long, value_name = "TOKEN")]
-    pub(crate) server_token: Option<String>,
-}
-
 /// Flags of `stellar run`.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// This node's id (config key `id`; default `<hostname>-<pid>`).
     #[arg(long, value_name = "ID")]
     pub(crate) id: Option<String>,
-    #[command(flatten)]
-    pub(crate) backend: BackendArgs,
     /// How long a graceful stop may take (config key `shutdown_timeout_ms`).
     #[arg(long, value_name = "MS")]
     pub(crate) shutdown_timeout_ms: Option<String>,
@@ -231,7 +250,7 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub(crate) http: Option<String>,
     /// Run N worker nodes under a supervisor (default N: the number of CPUs). Needs Redis.
-    #[arg(long, alias = "workers", value_name = "N", num_args = 0..=1, default_missing_value = "0", conflicts_with = "id")]
+    #[arg(long, visible_alias = "workers", value_name = "N", num_args = 0..=1, default_missing_value = "0", conflicts_with = "id")]
     pub(crate) cluster: Option<usize>,
     /// Worker names are `<PREFIX>-<n>`, with the lowest free n.
     #[arg(
@@ -254,8 +273,6 @@ pub(crate) struct RunArgs {
 /// `stellar cluster …`.
 #[derive(Debug, Args)]
 pub(crate) struct ClusterArgs {
-    #[command(flatten)]
-    pub(crate) backend: BackendArgs,
     #[command(subcommand)]
     pub(crate) command: ClusterCommand,
 }
@@ -298,7 +315,7 @@ pub(crate) struct DoArgs {
     /// How long to wait for replies (default: config key `rpc_timeout_ms`).
     #[arg(long, value_name = "MS")]
     pub(crate) timeout: Option<u64>,
-    /// Print JSON instead of one line per reply.
+    /// Print JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
 }
@@ -324,19 +341,13 @@ impl Cli {
             }
         };
         flag("log", &self.global.log);
-        let backend = match &self.command {
-            Command::Run(run) => {
-                flag("id", &run.id);
-                flag("shutdown_timeout_ms", &run.shutdown_timeout_ms);
-                flag("http_addr", &run.http);
-                &run.backend
-            }
-            Command::Cluster(cluster) => &cluster.backend,
-            Command::Cache(cache) => &cache.backend,
-            Command::Tasks(tasks) => &tasks.backend,
-        };
-        flag("redis_url", &backend.redis);
-        flag("server_token", &backend.server_token);
+        flag("redis_url", &self.global.redis);
+        flag("server_token", &self.global.server_token);
+        if let Command::Run(run) = &self.command {
+            flag("id", &run.id);
+            flag("shutdown_timeout_ms", &run.shutdown_timeout_ms);
+            flag("http_addr", &run.http);
+        }
         sources
     }
 }

@@ -26,12 +26,14 @@
 //! with `ready` and the node id once up, and stops gracefully on SIGINT or SIGTERM.
 
 mod app;
+mod batch;
 mod cache_cmd;
 mod cli;
 mod cluster;
 mod control;
 mod logging;
 mod node;
+mod output;
 mod supervisor;
 mod tasks_cmd;
 

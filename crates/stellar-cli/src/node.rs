@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use stellar_core::{Api, Config, StopSignals};
-use stellar_node::{Node, SetupHook};
+use stellar_node::{Node, NodeBuilder, SetupHook};
 use stellar_tasks::TaskDefinition;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{error, info, warn};
@@ -25,21 +25,7 @@ pub(crate) async fn run(
     actions: &[stellar_node::Action],
 ) -> Result<()> {
     config.check_shared_backend()?;
-    let replaces = replaced_incarnation(std::env::var(REPLACES_INCARNATION).ok())?;
-    let mut builder = Node::builder(config)
-        .tasks(definitions.iter().cloned())
-        .replaces(replaces);
-    for action in actions {
-        builder = builder.action(action.clone());
-    }
-    if std::env::var(control::LISTENER_ENV).as_deref() == Ok("stdin") {
-        builder = builder.http_listener(inherited_listener()?);
-    }
-    for setup in setups {
-        let setup = setup.clone();
-        let hook: SetupHook = Box::new(move |node: &Node| setup(node).map_err(Into::into));
-        builder = builder.setup(hook);
-    }
+    let builder = builder(config, setups, definitions, actions)?;
     let api = builder.api().clone();
     let incarnation = api.incarnation();
     let mut control = Control::connect(api.node_id().as_str(), incarnation).await?;
@@ -57,16 +43,8 @@ pub(crate) async fn run(
     // nothing to drain yet.
     let node = tokio::select! {
         node = builder.start() => node.context("starting the node")?,
-        signal = signals.recv() => {
-            info!(node_id = %api.node_id(), %signal, "stopped during start-up");
-            let _ = api.shutdown().await;
-            return Ok(());
-        }
-        () = api.stop_requested() => {
-            info!(node_id = %api.node_id(), "stopped during start-up");
-            let _ = api.shutdown().await;
-            return Ok(());
-        }
+        signal = signals.recv() => return abandon_start(&api, &signal.to_string()).await,
+        () = api.stop_requested() => return abandon_start(&api, "stop requested").await,
     };
     let backend = if node.is_shared() { "redis" } else { "memory" };
     info!(node_id = %api.node_id(), backend, pid = std::process::id(), incarnation, "node ready");
@@ -86,6 +64,39 @@ pub(crate) async fn run(
     node.shutdown().await.context("graceful shutdown")?;
     // Held until here: the supervisor sees the connection close when the node has stopped.
     drop(control);
+    Ok(())
+}
+
+/// The node's builder: this process's configuration, tasks, actions and set-up hooks, and the
+/// HTTP listener a supervisor handed down.
+fn builder(
+    config: Config,
+    setups: &[Setup],
+    definitions: &[TaskDefinition],
+    actions: &[stellar_node::Action],
+) -> Result<NodeBuilder> {
+    let replaces = replaced_incarnation(std::env::var(REPLACES_INCARNATION).ok())?;
+    let mut builder = Node::builder(config)
+        .tasks(definitions.iter().cloned())
+        .replaces(replaces);
+    for action in actions {
+        builder = builder.action(action.clone());
+    }
+    if std::env::var(control::LISTENER_ENV).as_deref() == Ok("stdin") {
+        builder = builder.http_listener(inherited_listener()?);
+    }
+    for setup in setups {
+        let setup = setup.clone();
+        let hook: SetupHook = Box::new(move |node: &Node| setup(node).map_err(Into::into));
+        builder = builder.setup(hook);
+    }
+    Ok(builder)
+}
+
+/// Stops a node whose start-up was interrupted (`reason`): there is nothing to drain yet.
+async fn abandon_start(api: &Api, reason: &str) -> Result<()> {
+    info!(node_id = %api.node_id(), %reason, "stopped during start-up");
+    let _ = api.shutdown().await;
     Ok(())
 }
 

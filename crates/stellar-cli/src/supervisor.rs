@@ -179,15 +179,6 @@ pub(crate) async fn run(config: Config, global: &GlobalArgs, run: RunArgs) -> Re
     let _pid_file = PidFile::acquire(&run.pid_file)?;
     let supervisor_id = NodeId::new(format!("stellar-supervisor-{}", NodeId::from_host()))?;
     let client = Client::connect_as(supervisor_id, config.clone(), &[]).await?;
-    let listener = match config.http_addr {
-        Some(addr) => {
-            let listener = std::net::TcpListener::bind(addr)
-                .with_context(|| format!("binding the cluster's HTTP address {addr}"))?;
-            info!(addr = %listener.local_addr()?, "the workers serve HTTP and WebSocket here");
-            Some(listener)
-        }
-        None => None,
-    };
     let (exits, exits_received) = mpsc::unbounded_channel();
     let (reports, reports_received) = mpsc::unbounded_channel();
     let mut inbox = Inbox {
@@ -211,23 +202,43 @@ pub(crate) async fn run(config: Config, global: &GlobalArgs, run: RunArgs) -> Re
         rolling: VecDeque::new(),
         awaiting: None,
         stop_timeout: config.shutdown_timeout + Duration::from_secs(5),
-        listener,
+        listener: bind_listener(&config)?,
     };
     info!(workers = wanted, prefix = %run.worker_prefix, pid = std::process::id(), "supervisor starting");
     let result = supervisor.supervise(wanted, &mut signals, &mut inbox).await;
-    match &result {
-        Ok(Stop::Signal(signal)) => {
-            info!(%signal, workers = supervisor.workers.len(), "supervisor stopping all workers")
-        }
-        Ok(Stop::NothingToRun) => error!("no worker left to run; the supervisor stops"),
-        Err(err) => {
-            error!(error = %format!("{err:#}"), workers = supervisor.workers.len(), "supervisor failed; stopping all workers")
-        }
-    }
+    log_stop(&result, supervisor.workers.len());
     // Every way out of the loop, an error included, stops the workers first.
     let outcome = supervisor.stop_all(&mut signals, &mut inbox).await;
     client.close().await;
-    let stop = result?;
+    finish(result?, outcome)
+}
+
+/// The cluster's one HTTP listener, bound by the supervisor for every worker; `None` when the
+/// configuration serves no HTTP.
+fn bind_listener(config: &Config) -> Result<Option<std::net::TcpListener>> {
+    let Some(addr) = config.http_addr else {
+        return Ok(None);
+    };
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("binding the cluster's HTTP address {addr}"))?;
+    info!(addr = %listener.local_addr()?, "the workers serve HTTP and WebSocket here");
+    Ok(Some(listener))
+}
+
+fn log_stop(result: &Result<Stop>, workers: usize) {
+    match result {
+        Ok(Stop::Signal(signal)) => {
+            info!(%signal, workers, "supervisor stopping all workers")
+        }
+        Ok(Stop::NothingToRun) => error!("no worker left to run; the supervisor stops"),
+        Err(err) => {
+            error!(error = %format!("{err:#}"), workers, "supervisor failed; stopping all workers")
+        }
+    }
+}
+
+/// The supervisor's own result, from why it stopped and how its workers did.
+fn finish(stop: Stop, outcome: Outcome) -> Result<()> {
     match outcome {
         Outcome::Forced => {
             return Err(ExitWith {
@@ -405,14 +416,12 @@ impl Supervisor {
         }
     }
 
-    /// Starts worker `number`, in its own process group; `replaces` is the incarnation of the
-    /// running worker of the same name it takes over from.
-    fn spawn(&mut self, number: u32, replaces: Option<u64>) -> Result<u64> {
-        let name = format!("{}-{number}", self.prefix);
+    /// The command that starts worker `name` (number `number`), in its own process group.
+    fn worker_command(&self, name: &str, number: u32, replaces: Option<u64>) -> Result<Command> {
         let mut command = Command::new(&self.exe);
         command
             .args(&self.child_args)
-            .args(["run", "--id", &name])
+            .args(["run", "--id", name])
             .envs(self.child_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(control::SOCKET_ENV, self.control.path())
             .env_remove(control::REPLACES_ENV)
@@ -438,6 +447,14 @@ impl Supervisor {
         if let Some(failures) = self.failures.get(&number).filter(|f| **f > 0) {
             command.env(control::RESTARTS_ENV, failures.to_string());
         }
+        Ok(command)
+    }
+
+    /// Starts worker `number`, in its own process group; `replaces` is the incarnation of the
+    /// running worker of the same name it takes over from.
+    fn spawn(&mut self, number: u32, replaces: Option<u64>) -> Result<u64> {
+        let name = format!("{}-{number}", self.prefix);
+        let mut command = self.worker_command(&name, number, replaces)?;
         let child = command
             .spawn()
             .with_context(|| format!("starting worker {name}"))?;

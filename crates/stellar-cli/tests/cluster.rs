@@ -99,14 +99,20 @@ impl Cluster {
     fn status_ids(&self, token: &str) -> Vec<String> {
         let output = self.client_with_token(token, &["status", "--json"]);
         assert!(output.status.success(), "{}", describe(&output));
-        let nodes: Value = serde_json::from_slice(&output.stdout).expect("status JSON");
-        nodes
-            .as_array()
-            .expect("array")
-            .iter()
-            .map(|n| n["id"].as_str().expect("id").to_owned())
-            .collect()
+        ids(&output)
     }
+}
+
+/// The node ids in the output of `cluster status --json`.
+fn ids(output: &Output) -> Vec<String> {
+    let nodes: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("not JSON ({err}): {}", describe(output)));
+    nodes
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|n| n["id"].as_str().expect("id").to_owned())
+        .collect()
 }
 
 fn describe(output: &Output) -> String {
@@ -140,7 +146,7 @@ fn wait_all_ping_gets_one_reply_per_node() {
         .as_array()
         .expect("array")
         .iter()
-        .map(|r| r["node_id"].as_str().expect("id"))
+        .map(|r| r["node"].as_str().expect("node"))
         .collect();
     assert_eq!(ids, ["n1", "n2", "n3"]);
     assert!(
@@ -152,7 +158,11 @@ fn wait_all_ping_gets_one_reply_per_node() {
         "{replies}"
     );
     let text = stdout(&cluster.client(&["do", "api.ping"]));
-    assert_eq!(text.lines().count(), 3, "{text}");
+    assert_eq!(
+        text.lines().count(),
+        4,
+        "a header and one row per node: {text}"
+    );
 }
 
 #[test]
@@ -166,7 +176,7 @@ fn a_node_target_hits_exactly_one_node() {
         "n2",
     ]);
     assert!(output.status.success(), "{}", describe(&output));
-    assert_eq!(stdout(&output).trim(), "n2: true");
+    assert_eq!(stdout(&output), "NODE  REPLY\nn2    true\n");
     cluster
         .node("n2")
         .wait_for_line(&["marker-for-n2"], Duration::from_secs(5));
@@ -305,28 +315,51 @@ fn errors_and_timeouts_exit_non_zero() {
         started.elapsed()
     );
     let text = stdout(&partial);
-    assert!(text.contains("n1: {") && text.contains("n3: {"), "{text}");
-    assert!(text.contains("n2: error: no reply within 700 ms"), "{text}");
+    assert!(
+        text.contains("n1    {") && text.contains("n3    {"),
+        "{text}"
+    );
+    assert!(
+        text.contains("n2    error: no reply within 700 ms"),
+        "{text}"
+    );
 }
 
 #[test]
 fn a_node_with_another_token_sees_none_of_the_traffic() {
     let mut cluster = Cluster::start(&["n1", "n2", "n3"]);
     cluster.add("outsider", "another-token");
+    // Each side lists its own nodes, and says that a record did not verify (exit code 1).
+    let ours = cluster.client(&["status", "--json"]);
+    assert!(!ours.status.success(), "{}", describe(&ours));
+    assert!(
+        String::from_utf8_lossy(&ours.stderr)
+            .contains("1 node record is signed with another token"),
+        "{}",
+        describe(&ours)
+    );
     assert_eq!(
-        cluster.status_ids(TOKEN),
+        ids(&ours),
         ["n1", "n2", "n3"],
         "the outsider is not a member"
     );
-    assert_eq!(cluster.status_ids("another-token"), ["outsider"]);
-    let replies = cluster.json(&["do", "api.ping", "--json"]);
+    let theirs = cluster.client_with_token("another-token", &["status", "--json"]);
+    assert!(
+        String::from_utf8_lossy(&theirs.stderr)
+            .contains("3 node records are signed with another token"),
+        "{}",
+        describe(&theirs)
+    );
+    assert_eq!(ids(&theirs), ["outsider"]);
+    let replies = cluster.client(&["do", "api.ping", "--json"]);
+    assert!(!replies.status.success(), "{}", describe(&replies));
+    let replies: Value = serde_json::from_slice(&replies.stdout).expect("JSON");
     assert_eq!(replies.as_array().expect("array").len(), 3);
 
     let output = cluster.client_with_token(
         "another-token",
         &["do", "api.status", "--node", "outsider", "--json"],
     );
-    assert!(output.status.success(), "{}", describe(&output));
     let status: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert!(
         status[0]["ok"]["bus"]["bad_signature"]

@@ -80,7 +80,7 @@ impl Launched {
                 replies
                     .iter()
                     .filter_map(|r| {
-                        Some((r["node_id"].as_str()?.to_owned(), r["ok"]["pid"].as_u64()?))
+                        Some((r["node"].as_str()?.to_owned(), r["ok"]["pid"].as_u64()?))
                     })
                     .collect()
             })

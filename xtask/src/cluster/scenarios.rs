@@ -339,14 +339,13 @@ pub(crate) fn do_cluster_with_a_stopped_node(env: &Env) -> Result<Row> {
     nodes[1].signal(Signal::SIGCONT);
     let replies: Value = serde_json::from_slice(&output.stdout).context("replies as JSON")?;
     let ok = |id: &str| {
-        replies.as_array().is_some_and(|r| {
-            r.iter()
-                .any(|x| x["node_id"] == id && x["ok"]["pong"] == true)
-        })
+        replies
+            .as_array()
+            .is_some_and(|r| r.iter().any(|x| x["node"] == id && x["ok"]["pong"] == true))
     };
     let timed_out = replies.as_array().is_some_and(|r| {
         r.iter().any(|x| {
-            x["node_id"] == "n2" && x["error"].as_str().is_some_and(|e| e.contains("no reply"))
+            x["node"] == "n2" && x["error"].as_str().is_some_and(|e| e.contains("no reply"))
         })
     });
     let mut row = Row {

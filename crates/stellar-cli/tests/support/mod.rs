@@ -5,6 +5,7 @@ use std::process::Command;
 /// `stellar ARGS…` with no `STELLAR_*` or `RUST_LOG` variable inherited from the test's
 /// environment, so each test sets exactly the configuration it means. Nodes serve no HTTP unless
 /// the test sets `STELLAR_HTTP_ADDR` (tests run in parallel; they would all want port 8080).
+#[allow(dead_code)]
 pub(crate) fn stellar(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_stellar"));
     scrub(&mut command);

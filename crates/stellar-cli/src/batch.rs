@@ -1,0 +1,240 @@
+//! `stellar tasks enqueue --stdin`: tasks as JSON lines, every line checked before any task is
+//! enqueued.
+//!
+//! One task a line: `{"name": NAME, "args": ARGS}` with optional `"id"`, `"queue"`, `"in"` (ms
+//! from now) and `"at"` (RFC 3339). Blank lines are skipped. A line that is not such an object,
+//! names a task this program cannot enqueue, has both `"in"` and `"at"`, or an `"at"` that is not
+//! RFC 3339 makes the whole batch fail, reported with its line number, before anything is written.
+
+use std::{
+    collections::BTreeSet,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{Result, bail};
+use serde::Deserialize;
+use serde_json::Value;
+use stellar_tasks::{EnqueueOptions, Submitted, Tasks};
+
+/// How many bad lines an error lists; the rest are counted.
+const LISTED_ERRORS: usize = 10;
+
+/// One line of input, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    name: String,
+    #[serde(default)]
+    args: Value,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default, rename = "in")]
+    in_ms: Option<u64>,
+    #[serde(default)]
+    at: Option<String>,
+}
+
+/// One task of a batch, checked. The same fields as `stellar_tasks::BatchTask` (which
+/// `Tasks::enqueue_many` takes), so it becomes that type at merge.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchTask {
+    /// The task name.
+    pub(crate) name: String,
+    /// The arguments.
+    pub(crate) args: Value,
+    /// The id and queue.
+    pub(crate) options: EnqueueOptions,
+    /// When to run it; `None` is now.
+    pub(crate) at: Option<SystemTime>,
+}
+
+/// Parses and checks every line of `input`: tasks named in `known` only, times relative to
+/// `now`. Returns the tasks in input order.
+///
+/// # Errors
+///
+/// Lists the bad lines by number (1-based); no task is returned when any line is bad.
+pub(crate) fn parse(
+    input: &str,
+    known: &BTreeSet<String>,
+    now: SystemTime,
+) -> Result<Vec<BatchTask>> {
+    let mut tasks = Vec::new();
+    let mut errors = Vec::new();
+    for (index, text) in input.lines().enumerate() {
+        if text.trim().is_empty() {
+            continue;
+        }
+        match parse_line(text, known, now) {
+            Ok(task) => tasks.push(task),
+            Err(err) => errors.push(format!("line {}: {err}", index + 1)),
+        }
+    }
+    if !errors.is_empty() {
+        let count = errors.len();
+        let more = count.saturating_sub(LISTED_ERRORS);
+        errors.truncate(LISTED_ERRORS);
+        if more > 0 {
+            errors.push(format!("and {more} more"));
+        }
+        let lines = if count == 1 { "line" } else { "lines" };
+        bail!(
+            "{count} bad {lines} on standard input, nothing enqueued:\n  {}",
+            errors.join("\n  ")
+        );
+    }
+    if tasks.is_empty() {
+        bail!(
+            "no task on standard input (one JSON object a line: {{\"name\": NAME, \"args\": ARGS}})"
+        );
+    }
+    Ok(tasks)
+}
+
+/// One non-blank line, checked.
+fn parse_line(text: &str, known: &BTreeSet<String>, now: SystemTime) -> Result<BatchTask> {
+    let line: Line = serde_json::from_str(text).map_err(|err| {
+        anyhow::anyhow!("not a task ({err}); expected {{\"name\": NAME, \"args\": ARGS}}")
+    })?;
+    if !known.contains(&line.name) {
+        bail!(
+            "unknown task {:?}: register it with Tasks::register (known here: {})",
+            line.name,
+            known.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if line.id.as_deref() == Some("") || line.queue.as_deref() == Some("") {
+        bail!("\"id\" and \"queue\" must not be empty");
+    }
+    let at = match (line.in_ms, &line.at) {
+        (Some(_), Some(_)) => bail!("\"in\" and \"at\" both given; pick one"),
+        (Some(ms), None) => Some(now + Duration::from_millis(ms)),
+        (None, Some(at)) => Some(
+            humantime::parse_rfc3339_weak(at)
+                .map_err(|err| anyhow::anyhow!("\"at\" is not an RFC 3339 time ({err}): {at}"))?,
+        ),
+        (None, None) => None,
+    };
+    Ok(BatchTask {
+        name: line.name,
+        args: line.args,
+        options: EnqueueOptions {
+            queue: line.queue,
+            id: line.id,
+            replace: false,
+        },
+        at,
+    })
+}
+
+/// Enqueues a checked batch, in order.
+///
+/// MERGE: becomes `tasks.enqueue_many(batch)` (one round trip, all or nothing) once
+/// `stellar_tasks::Tasks::enqueue_many` and `stellar_tasks::BatchTask` exist; until then one
+/// `submit` per task, so a store failure part-way leaves the tasks before it enqueued (the checks
+/// in [`parse`] catch every other failure before the first one).
+pub(crate) async fn enqueue_batch(tasks: &Tasks, batch: Vec<BatchTask>) -> Result<Vec<Submitted>> {
+    let mut submitted = Vec::with_capacity(batch.len());
+    for task in batch {
+        submitted.push(
+            tasks
+                .submit(&task.name, &task.args, task.options, task.at)
+                .await?,
+        );
+    }
+    Ok(submitted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known() -> BTreeSet<String> {
+        ["stellar.log", "stellar.sleep"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn every_field_of_a_line_is_read() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let input = concat!(
+            r#"{"name": "stellar.log", "args": {"message": "hi"}}"#,
+            "\n\n",
+            r#"{"name": "stellar.sleep", "args": {"ms": 5}, "id": "s-1", "queue": "slow", "in": 1500}"#,
+            "\n",
+            r#"{"name": "stellar.log", "at": "2026-11-28T09:00:00Z"}"#,
+            "\n",
+        );
+        let batch = parse(input, &known(), now).expect("valid");
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch[0].name, "stellar.log");
+        assert_eq!(batch[0].args, serde_json::json!({"message": "hi"}));
+        assert_eq!((batch[0].options.id.as_deref(), batch[0].at), (None, None));
+        assert_eq!(batch[1].options.id.as_deref(), Some("s-1"));
+        assert_eq!(batch[1].options.queue.as_deref(), Some("slow"));
+        assert_eq!(batch[1].at, Some(now + Duration::from_millis(1500)));
+        assert_eq!(batch[2].args, Value::Null);
+        assert_eq!(
+            batch[2].at,
+            Some(humantime::parse_rfc3339("2026-11-28T09:00:00Z").expect("time"))
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_reported_by_number_and_nothing_is_returned() {
+        let input = [
+            r#"{"name": "stellar.log", "args": 1}"#,
+            "not json",
+            r#"{"name": "no.such.task"}"#,
+            r#"{"name": "stellar.log", "in": 5, "at": "2026-11-28T09:00:00Z"}"#,
+            r#"{"name": "stellar.log", "at": "tomorrow"}"#,
+            r#"{"name": "stellar.log", "extra": 1}"#,
+            r#"{"args": 1}"#,
+            r#"{"name": "stellar.log", "in": -5}"#,
+        ]
+        .join("\n");
+        let err = parse(&input, &known(), SystemTime::now())
+            .expect_err("bad lines")
+            .to_string();
+        assert!(
+            err.starts_with("7 bad lines on standard input, nothing enqueued"),
+            "{err}"
+        );
+        for line in 2..=8 {
+            assert!(
+                err.contains(&format!("line {line}: ")),
+                "line {line}: {err}"
+            );
+        }
+        assert!(!err.contains("line 1:"), "{err}");
+        assert!(err.contains("register it with Tasks::register"), "{err}");
+        assert!(err.contains("\"in\" and \"at\" both given"), "{err}");
+        assert!(err.contains("not an RFC 3339 time"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_input_is_an_error() {
+        let err = parse("\n \n", &known(), SystemTime::now()).expect_err("empty");
+        assert!(
+            err.to_string().contains("no task on standard input"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn only_the_first_errors_are_listed() {
+        let input = "x\n".repeat(15);
+        let err = parse(&input, &known(), SystemTime::now())
+            .expect_err("bad")
+            .to_string();
+        assert!(
+            err.contains("line 10: ") && !err.contains("line 11: "),
+            "{err}"
+        );
+        assert!(err.contains("and 5 more"), "{err}");
+    }
+}
