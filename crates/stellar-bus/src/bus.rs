@@ -15,7 +15,7 @@ use std::{
 
 use futures_util::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
-use stellar_core::{Api, CancellationToken, NodeId, ServerToken};
+use stellar_core::{Api, CancellationToken, NodeId, ServerToken, sync, time::now_ms};
 use tokio::{sync::Semaphore, time::Instant};
 use tracing::{debug, warn};
 
@@ -425,10 +425,7 @@ impl Bus {
 impl Inner {
     fn next_seq(&self, channel: &str) -> u64 {
         // One map update per call: a poisoned lock is still consistent.
-        self.seqs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .next(channel, Instant::now())
+        sync::lock(&self.seqs).next(channel, Instant::now())
     }
 
     fn register(&self, message_type: String, handler: Handler) -> HandlerId {
@@ -453,9 +450,7 @@ impl Inner {
         &self,
     ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<(HandlerId, Handler)>>> {
         // Critical sections are single map updates: a poisoned lock is still consistent.
-        self.handlers
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        sync::write(&self.handlers)
     }
 
     /// Checks raw bytes from `channel`; the message if it passes, counting it either way.
@@ -485,10 +480,7 @@ impl Inner {
             return None;
         }
         let verdict = {
-            let mut guard = self
-                .replay
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut guard = sync::lock(&self.replay);
             let (replay, last_prune) = &mut *guard;
             if now.saturating_sub(*last_prune) > window {
                 replay.prune(now, self.config.clock_window * 3);
@@ -545,10 +537,7 @@ impl Inner {
     }
 
     fn handlers_for(&self, message_type: &str) -> Vec<Handler> {
-        let handlers = self
-            .handlers
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let handlers = sync::read(&self.handlers);
         handlers.get(message_type).map_or_else(Vec::new, |list| {
             list.iter().map(|(_, h)| h.clone()).collect()
         })
@@ -619,12 +608,6 @@ fn run_inline(inner: &Inner, handler: &InlineHandler, message: &Message) {
         Err(_) => "handler panicked".to_owned(),
     };
     inner.handler_failed(&message.message_type, &failure);
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The last sequence number sent on each channel, forgetting channels unused for a while: node

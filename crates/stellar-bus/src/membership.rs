@@ -7,11 +7,11 @@ use std::{
         Arc,
         atomic::{AtomicI64, AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
-use stellar_core::{Api, NodeId};
+use stellar_core::{Api, NodeId, time::now_ms};
 use tracing::{debug, error, info, warn};
 
 use crate::{
@@ -548,12 +548,6 @@ async fn heartbeat_loop(membership: Membership, api: Api, mut known: BTreeSet<No
             warn!(node_id = %api.node_id(), error = %err, "could not remove the membership record; it expires by itself")
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

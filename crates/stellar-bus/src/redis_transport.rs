@@ -8,7 +8,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use async_trait::async_trait;
@@ -197,7 +197,7 @@ impl SubscriberTask {
     async fn reconnect(&mut self) -> Option<PubSub> {
         let mut delay = MIN_BACKOFF;
         for attempt in 1_u32.. {
-            let sleep = tokio::time::sleep(jitter(delay));
+            let sleep = tokio::time::sleep(stellar_core::time::jitter(delay, 0.2));
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
@@ -357,18 +357,4 @@ impl SubscriberTask {
             Err(_) => Err(TransportError::Timeout { op, after }),
         }
     }
-}
-
-/// Spreads reconnects of many nodes: `delay` plus or minus up to a fifth, from the clock's
-/// nanoseconds (no need for a random number generator here).
-fn jitter(delay: Duration) -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let spread = delay.as_millis() as u64 / 5;
-    if spread == 0 {
-        return delay;
-    }
-    let offset = u64::from(nanos) % (2 * spread + 1);
-    delay + Duration::from_millis(offset) - Duration::from_millis(spread)
 }

@@ -37,6 +37,8 @@ mod config;
 mod error;
 mod node_id;
 mod signal;
+pub mod sync;
+pub mod time;
 
 pub use crate::{
     api::{Api, NodeState},

@@ -15,7 +15,7 @@ use std::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use stellar_bus::{Bus, HandlerError, Membership, Message};
-use stellar_core::{Api, NodeId};
+use stellar_core::{Api, NodeId, sync};
 use tokio::sync::oneshot;
 use tracing::{debug, instrument, warn};
 
@@ -204,11 +204,7 @@ impl Rpc {
                 })
             })
         });
-        self.inner
-            .methods
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(method, erased);
+        sync::write(&self.inner.methods).insert(method, erased);
     }
 
     /// How many calls are waiting for replies.
@@ -399,9 +395,7 @@ impl Drop for PendingEntry<'_> {
 impl Inner {
     fn pending(&self) -> MutexGuard<'_, HashMap<u64, Pending>> {
         // Each critical section is one map update: a poisoned lock is still consistent.
-        self.pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        sync::lock(&self.pending)
     }
 
     fn on_reply(&self, message: &Message) -> Result<(), HandlerError> {
@@ -445,12 +439,7 @@ impl Inner {
             debug!(node_id = %self.bus.node_id(), method = %request.method, wanted, incarnation, "direct request for another run of this id ignored");
             return Ok(());
         }
-        let method = self
-            .methods
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&request.method)
-            .cloned();
+        let method = sync::read(&self.methods).get(&request.method).cloned();
         let ctx = CallContext {
             caller: message.sender().clone(),
             api: self.bus.api().clone(),
