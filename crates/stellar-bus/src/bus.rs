@@ -15,7 +15,7 @@ use std::{
 
 use futures_util::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
-use stellar_core::{Api, CancellationToken, NodeId, ServerToken, sync, time::now_ms};
+use stellar_core::{Api, CancellationToken, Config, NodeId, ServerToken, sync, time::now_ms};
 use tokio::{sync::Semaphore, time::Instant};
 use tracing::{debug, warn};
 
@@ -37,9 +37,16 @@ pub const START_SKEW: Duration = Duration::from_secs(1);
 /// [`SeqTable::idle_limit`].
 const SEQ_IDLE: Duration = Duration::from_secs(10 * 60);
 
-/// Settings of a [`Bus`].
+/// Settings of a [`Bus`]: the tokens it signs and verifies with, and its limits.
+///
+/// A node builds them from its configuration with `BusSettings::from(&config)`; tests and
+/// embedders start from [`BusSettings::new`] and change what they need.
 #[derive(Debug, Clone)]
-pub struct BusConfig {
+pub struct BusSettings {
+    /// The token every message is signed with.
+    pub server_token: ServerToken,
+    /// Older tokens still accepted (never used to sign) while a cluster rolls to a new one.
+    pub previous_tokens: Vec<ServerToken>,
     /// The broadcast channel; each node also listens on `<channel>:node:<id>`.
     pub channel: String,
     /// Sealed messages larger than this are refused on send and dropped on receipt. At most
@@ -50,18 +57,28 @@ pub struct BusConfig {
     pub clock_window: Duration,
     /// How many handler calls may run at once.
     pub handler_concurrency: usize,
-    /// Older tokens still accepted (never used to sign) while a cluster rolls to a new one.
-    pub previous_tokens: Vec<ServerToken>,
 }
 
-impl Default for BusConfig {
-    fn default() -> Self {
+impl BusSettings {
+    /// The default limits, signing with `server_token` and accepting no other token.
+    pub fn new(server_token: ServerToken) -> Self {
         Self {
+            server_token,
+            previous_tokens: Vec::new(),
             channel: "stellar:bus".to_owned(),
             max_message_bytes: MAX_MESSAGE_BYTES,
             clock_window: Duration::from_secs(30),
             handler_concurrency: 64,
-            previous_tokens: Vec::new(),
+        }
+    }
+}
+
+impl From<&Config> for BusSettings {
+    /// The server token and previous token of `config`, and the default limits.
+    fn from(config: &Config) -> Self {
+        Self {
+            previous_tokens: config.previous_server_token.iter().cloned().collect(),
+            ..Self::new(config.server_token.clone())
         }
     }
 }
@@ -197,7 +214,7 @@ pub struct Bus {
 
 struct Inner {
     node_id: NodeId,
-    config: BusConfig,
+    settings: BusSettings,
     transport: Arc<dyn Transport>,
     sealer: Sealer,
     /// Identifies this run of the node, so a restarted node's sequence numbers are new.
@@ -223,7 +240,7 @@ impl fmt::Debug for Bus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bus")
             .field("node_id", &self.inner.node_id)
-            .field("channel", &self.inner.config.channel)
+            .field("channel", &self.inner.settings.channel)
             .finish_non_exhaustive()
     }
 }
@@ -238,35 +255,31 @@ impl Bus {
     pub async fn start(
         api: &Api,
         transport: Arc<dyn Transport>,
-        config: BusConfig,
+        settings: BusSettings,
     ) -> Result<Self> {
-        let mut previous = config.previous_tokens.clone();
-        previous.extend(api.config().previous_server_token.clone());
-        let sealer = Sealer::new(&api.config().server_token, &previous);
-        let config = BusConfig {
-            max_message_bytes: config.max_message_bytes.min(MAX_MESSAGE_BYTES),
-            ..config
+        let sealer = Sealer::new(&settings.server_token, &settings.previous_tokens);
+        let settings = BusSettings {
+            max_message_bytes: settings.max_message_bytes.min(MAX_MESSAGE_BYTES),
+            ..settings
         };
-        let seqs = Mutex::new(SeqTable::new(config.clock_window));
+        let handlers = settings.handler_concurrency.max(1);
         let inner = Arc::new(Inner {
             node_id: api.node_id().clone(),
-            limiter: Arc::new(Semaphore::new(config.handler_concurrency.max(1))),
-            backlog: Arc::new(Semaphore::new(
-                config.handler_concurrency.max(1) * BACKLOG_PER_HANDLER,
-            )),
-            config,
+            limiter: Arc::new(Semaphore::new(handlers)),
+            backlog: Arc::new(Semaphore::new(handlers * BACKLOG_PER_HANDLER)),
+            seqs: Mutex::new(SeqTable::new(settings.clock_window)),
+            settings,
             transport,
             sealer,
             incarnation: api.incarnation(),
             started_at_ms: now_ms(),
-            seqs,
             handlers: RwLock::new(HashMap::new()),
             next_handler: AtomicU64::new(0),
             counters: Counters::default(),
             replay: Mutex::new((ReplayGuard::default(), 0)),
             api: api.clone(),
         });
-        let broadcast = inner.transport.subscribe(&inner.config.channel).await?;
+        let broadcast = inner.transport.subscribe(&inner.settings.channel).await?;
         let direct = inner
             .transport
             .subscribe(&inner.node_channel(&inner.node_id))
@@ -300,7 +313,7 @@ impl Bus {
     /// [`Error::Encode`] if `body` cannot be JSON, [`Error::TooLarge`] past the cap, or
     /// [`Error::Transport`].
     pub async fn publish<T: Serialize + ?Sized>(&self, message_type: &str, body: &T) -> Result<()> {
-        let channel = self.inner.config.channel.clone();
+        let channel = self.inner.settings.channel.clone();
         self.send(&channel, message_type, body).await
     }
 
@@ -342,7 +355,7 @@ impl Bus {
         };
         self.inner.sealer.seal(channel, &mut envelope);
         let bytes = envelope.encode();
-        let max = self.inner.config.max_message_bytes;
+        let max = self.inner.settings.max_message_bytes;
         if bytes.len() > max {
             return Err(Error::TooLarge {
                 message_type: message_type.to_owned(),
@@ -443,7 +456,7 @@ impl Inner {
     }
 
     fn node_channel(&self, node: &NodeId) -> String {
-        format!("{}:node:{node}", self.config.channel)
+        format!("{}:node:{node}", self.settings.channel)
     }
 
     fn handlers_mut(
@@ -456,7 +469,7 @@ impl Inner {
     /// Checks raw bytes from `channel`; the message if it passes, counting it either way.
     fn admit(&self, channel: &str, bytes: &[u8], direct: bool) -> Option<Message> {
         let c = &self.counters;
-        let envelope = match Envelope::decode(bytes, self.config.max_message_bytes) {
+        let envelope = match Envelope::decode(bytes, self.settings.max_message_bytes) {
             Ok(envelope) => envelope,
             Err(rejection) => return self.reject(rejection, channel),
         };
@@ -467,7 +480,7 @@ impl Inner {
             return self.reject(Rejection::Malformed, channel);
         };
         let now = now_ms();
-        let window = self.config.clock_window.as_millis() as u64;
+        let window = self.settings.clock_window.as_millis() as u64;
         if envelope.sent_at_ms.abs_diff(now) > window {
             bump(&c.outside_window);
             debug!(channel, sender = %sender, "message outside the clock window dropped");
@@ -483,7 +496,7 @@ impl Inner {
             let mut guard = sync::lock(&self.replay);
             let (replay, last_prune) = &mut *guard;
             if now.saturating_sub(*last_prune) > window {
-                replay.prune(now, self.config.clock_window * 3);
+                replay.prune(now, self.settings.clock_window * 3);
                 *last_prune = now;
             }
             replay.check(
@@ -658,8 +671,6 @@ impl SeqTable {
 
 #[cfg(test)]
 mod tests {
-    use stellar_core::Config;
-
     use super::*;
     use crate::MemoryTransport;
 
@@ -682,11 +693,9 @@ mod tests {
 
     async fn bus() -> (Bus, MemoryTransport) {
         let transport = MemoryTransport::new();
-        let api = Api::new(Config {
-            server_token: ServerToken::new("t"),
-            ..Config::default()
-        });
-        let bus = Bus::start(&api, Arc::new(transport.clone()), BusConfig::default())
+        let api = Api::new(Config::default());
+        let settings = BusSettings::new(ServerToken::new("t"));
+        let bus = Bus::start(&api, Arc::new(transport.clone()), settings)
             .await
             .expect("start");
         bus.subscribe_handler("x", |_| async { Ok(()) });

@@ -45,9 +45,9 @@ mod transport;
 mod unique;
 
 pub use crate::{
-    bus::{Bus, BusConfig, BusStats, HandlerId, Message, START_SKEW},
+    bus::{Bus, BusSettings, BusStats, HandlerId, Message, START_SKEW},
     error::{Error, HandlerError, Result},
-    membership::{Membership, MembershipStats, NodeInfo, RECORD_SKEW},
+    membership::{Membership, MembershipSettings, MembershipStats, NodeInfo, RECORD_SKEW},
     membership_store::{
         Beat, Claim, LiveRecords, MemberRecord, MembershipStore, MemoryMembershipStore,
         RedisMembershipStore,

@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use stellar_core::{Api, NodeId, time::now_ms};
+use stellar_core::{Api, Config, NodeId, ServerToken, time::now_ms};
 use tracing::{debug, error, info, warn};
 
 use crate::{
@@ -55,8 +55,8 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    /// The record of the node `api`, seen now (local clock).
-    pub fn of(api: &Api) -> Self {
+    /// The record of the node `api`, seen now (local clock), living `ttl` without renewal.
+    fn of(api: &Api, ttl: Duration) -> Self {
         let started_at_ms = api
             .started_at()
             .duration_since(UNIX_EPOCH)
@@ -68,9 +68,49 @@ impl NodeInfo {
             pid: std::process::id(),
             started_at_ms,
             last_seen_ms: now_ms(),
-            ttl_ms: api.config().heartbeat_ttl.as_millis() as u64,
+            ttl_ms: ttl.as_millis() as u64,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             replaces: None,
+        }
+    }
+}
+
+/// Settings of a [`Membership`]: the tokens records are signed and verified with, and the
+/// heartbeat. A node builds them from its configuration with `MembershipSettings::from(&config)`.
+#[derive(Debug, Clone)]
+pub struct MembershipSettings {
+    /// The token this node signs its record with.
+    pub server_token: ServerToken,
+    /// Older tokens whose records are still trusted while a cluster rolls to a new one.
+    pub previous_tokens: Vec<ServerToken>,
+    /// How often a joined node renews its record.
+    pub heartbeat_interval: Duration,
+    /// How long a record lives without renewal: a node that dies unannounced drops out of the
+    /// cluster after this long.
+    pub heartbeat_ttl: Duration,
+}
+
+impl MembershipSettings {
+    /// The default heartbeat (every second, records live 5 s), signing with `server_token`.
+    pub fn new(server_token: ServerToken) -> Self {
+        let defaults = Config::default();
+        Self {
+            server_token,
+            previous_tokens: Vec::new(),
+            heartbeat_interval: defaults.heartbeat_interval,
+            heartbeat_ttl: defaults.heartbeat_ttl,
+        }
+    }
+}
+
+impl From<&Config> for MembershipSettings {
+    /// The tokens and heartbeat of `config`.
+    fn from(config: &Config) -> Self {
+        Self {
+            server_token: config.server_token.clone(),
+            previous_tokens: config.previous_server_token.iter().cloned().collect(),
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_ttl: config.heartbeat_ttl,
         }
     }
 }
@@ -118,6 +158,8 @@ struct SignedRecord {
 pub struct Membership {
     store: Arc<dyn MembershipStore>,
     sealer: Sealer,
+    heartbeat_interval: Duration,
+    heartbeat_ttl: Duration,
     /// This run of the node ([`Api::incarnation`]).
     incarnation: u64,
     /// The incarnation this run took the id over from ([`Membership::join_replacing`]); 0 for
@@ -145,14 +187,14 @@ enum Opened {
 }
 
 impl Membership {
-    /// Membership over `store`, trusting records signed with `api`'s server token (or its
-    /// previous one). Until [`Membership::join`], this node only reads.
-    pub fn new(store: Arc<dyn MembershipStore>, api: &Api) -> Self {
-        let config = api.config();
-        let previous: Vec<_> = config.previous_server_token.iter().cloned().collect();
+    /// Membership of the node `api` over `store`, trusting records signed with the tokens of
+    /// `settings`. Until [`Membership::join`], this node only reads.
+    pub fn new(store: Arc<dyn MembershipStore>, api: &Api, settings: MembershipSettings) -> Self {
         Self {
             store,
-            sealer: Sealer::new(&config.server_token, &previous),
+            sealer: Sealer::new(&settings.server_token, &settings.previous_tokens),
+            heartbeat_interval: settings.heartbeat_interval,
+            heartbeat_ttl: settings.heartbeat_ttl,
             incarnation: api.incarnation(),
             replaces: Arc::new(AtomicU64::new(0)),
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
@@ -377,7 +419,7 @@ impl Membership {
                     api.node_id(),
                     self.incarnation,
                     &record,
-                    api.config().heartbeat_ttl,
+                    self.heartbeat_ttl,
                     claim,
                 )
                 .await
@@ -428,7 +470,7 @@ impl Membership {
 
     /// This run's info, its `last_seen_ms` on the store's clock as last observed.
     fn info(&self, api: &Api) -> NodeInfo {
-        let mut info = NodeInfo::of(api);
+        let mut info = NodeInfo::of(api, self.heartbeat_ttl);
         info.replaces = self.replaced();
         let offset = self.clock_offset_ms.load(Ordering::Relaxed);
         info.last_seen_ms = info.last_seen_ms.saturating_add_signed(offset);
@@ -478,8 +520,7 @@ enum BeatResult {
 
 async fn heartbeat_loop(membership: Membership, api: Api, mut known: BTreeSet<NodeId>) {
     let cancel = api.cancellation_token();
-    let config = api.config();
-    let mut tick = tokio::time::interval(config.heartbeat_interval);
+    let mut tick = tokio::time::interval(membership.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut healthy = true;
     // The run holding this id after a supervised handover, while it does.
@@ -552,8 +593,6 @@ async fn heartbeat_loop(membership: Membership, api: Api, mut known: BTreeSet<No
 
 #[cfg(test)]
 mod tests {
-    use stellar_core::{Config, ServerToken};
-
     use super::*;
     use crate::MemoryMembershipStore;
 
@@ -567,11 +606,15 @@ mod tests {
         })
     }
 
+    fn settings(api: &Api) -> MembershipSettings {
+        MembershipSettings::from(api.config())
+    }
+
     /// Puts a live, validly signed record of a run of `id` with `pid` in `store`.
     async fn record_of_run(store: &Arc<dyn MembershipStore>, id: &str, pid: u32) -> u64 {
         let earlier = api(id);
-        let membership = Membership::new(store.clone(), &earlier);
-        let mut info = NodeInfo::of(&earlier);
+        let membership = Membership::new(store.clone(), &earlier, settings(&earlier));
+        let mut info = NodeInfo::of(&earlier, Duration::from_secs(60));
         info.pid = pid;
         let record = membership.seal(&info);
         let ttl = Duration::from_secs(60);
@@ -598,7 +641,7 @@ mod tests {
         child.wait().expect("reap");
         record_of_run(&store, "crashed", dead_pid).await;
         let restarted = api("crashed");
-        let membership = Membership::new(store.clone(), &restarted);
+        let membership = Membership::new(store.clone(), &restarted, settings(&restarted));
         membership
             .join(&restarted)
             .await
@@ -608,7 +651,9 @@ mod tests {
         // A live pid on this host (this test's) still holds its id.
         let holder = record_of_run(&store, "alive", std::process::id()).await;
         let second = api("alive");
-        let refused = Membership::new(store.clone(), &second).join(&second).await;
+        let refused = Membership::new(store.clone(), &second, settings(&second))
+            .join(&second)
+            .await;
         assert!(
             matches!(refused, Err(Error::DuplicateNode { incarnation, .. }) if incarnation == holder),
             "{refused:?}"

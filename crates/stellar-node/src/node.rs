@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use stellar_bus::{Bus, Membership, RecordSigner, RedisPool, Transport};
 use stellar_cache::{Cache, CacheConfig};
 use stellar_core::{Api, Config};
-use stellar_rpc::Rpc;
+use stellar_rpc::{Rpc, RpcSettings};
 use stellar_tasks::{TaskConfig, TaskDefinition, Tasks};
 use stellar_web::{Action, Actions, Readiness, Services, Web, WebConfig};
 use tracing::{info, warn};
@@ -231,7 +231,7 @@ impl NodeBuilder {
             }
         };
         let bus = backend.start_bus(&api).await?;
-        let membership = Membership::new(backend.membership.clone(), &api);
+        let membership = backend.membership(&api);
         match self.replaces {
             Some(old) => membership.join_replacing(&api, old).await,
             None => membership.join(&api).await,
@@ -256,7 +256,11 @@ impl NodeBuilder {
                 warn!(node_id = %api.node_id(), error = %err, "could not forget the connections of this node's previous run")
             }
         }
-        let rpc = Rpc::new(bus.clone(), membership.clone());
+        let rpc = Rpc::new(
+            bus.clone(),
+            membership.clone(),
+            RpcSettings::from(api.config()),
+        );
         rpc.serve();
         let cache = backend.cache(&api, cache_config);
         let tasks = backend.tasks(&api, self.tasks);

@@ -15,7 +15,7 @@ use std::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use stellar_bus::{Bus, HandlerError, Membership, Message};
-use stellar_core::{Api, NodeId, sync};
+use stellar_core::{Api, Config, NodeId, sync};
 use tokio::sync::oneshot;
 use tracing::{debug, instrument, warn};
 
@@ -87,6 +87,30 @@ struct ReplyBody {
 type MethodFuture = Pin<Box<dyn Future<Output = Result<Value, RemoteError>> + Send>>;
 type Method = Arc<dyn Fn(CallContext, Value) -> MethodFuture + Send + Sync>;
 
+/// Settings of an [`Rpc`]. A node builds them from its configuration with
+/// `RpcSettings::from(&config)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcSettings {
+    /// How long a call waits for replies unless it says otherwise.
+    pub timeout: Duration,
+}
+
+impl Default for RpcSettings {
+    /// The default of `rpc_timeout_ms`: 5 s.
+    fn default() -> Self {
+        Self::from(&Config::default())
+    }
+}
+
+impl From<&Config> for RpcSettings {
+    /// `rpc_timeout_ms` of `config`.
+    fn from(config: &Config) -> Self {
+        Self {
+            timeout: config.rpc_timeout,
+        }
+    }
+}
+
 /// A call waiting for replies.
 struct Pending {
     wait: Wait,
@@ -105,6 +129,7 @@ pub struct Rpc {
 struct Inner {
     bus: Bus,
     membership: Membership,
+    settings: RpcSettings,
     methods: RwLock<HashMap<String, Method>>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_request: AtomicU64,
@@ -120,8 +145,9 @@ impl fmt::Debug for Rpc {
 }
 
 impl Rpc {
-    /// A caller on `bus`. It can call other nodes at once; call [`Rpc::serve`] to answer calls.
-    pub fn new(bus: Bus, membership: Membership) -> Self {
+    /// A caller on `bus`, finding the cluster's nodes through `membership`. It can call other
+    /// nodes at once; call [`Rpc::serve`] to answer calls.
+    pub fn new(bus: Bus, membership: Membership, settings: RpcSettings) -> Self {
         // Request ids start from the clock, so a restarted caller's ids do not meet late replies
         // to its previous run.
         let first = SystemTime::now()
@@ -132,6 +158,7 @@ impl Rpc {
             inner: Arc::new(Inner {
                 bus,
                 membership,
+                settings,
                 methods: RwLock::new(HashMap::new()),
                 pending: Mutex::new(HashMap::new()),
                 next_request: AtomicU64::new(first),
@@ -218,9 +245,9 @@ impl Rpc {
     ///
     /// [`Error::UnknownNode`] if `node` is not live, [`Error::NoSuchMethod`],
     /// [`Error::InvalidArgs`] or [`Error::Remote`] as the node answered, [`Error::Timeout`] after
-    /// `rpc_timeout`.
+    /// the timeout of the [`RpcSettings`].
     pub async fn call(&self, node: &NodeId, method: &str, args: Value) -> Result<Value> {
-        let timeout = self.inner.bus.api().config().rpc_timeout;
+        let timeout = self.inner.settings.timeout;
         let mut replies = self
             .do_cluster(
                 method,
@@ -249,7 +276,7 @@ impl Rpc {
     }
 
     /// Calls `method` with `args` on `target` and waits as `wait` says, at most `timeout`
-    /// (default `rpc_timeout`).
+    /// (default: the timeout of the [`RpcSettings`]).
     ///
     /// - [`Wait::None`]: returns no replies once the request is published.
     /// - [`Wait::First`]: returns the first reply, whatever it is, or [`Error::Timeout`].
@@ -270,7 +297,7 @@ impl Rpc {
         wait: Wait,
         timeout: Option<Duration>,
     ) -> Result<Vec<Reply>> {
-        let after = timeout.unwrap_or(self.inner.bus.api().config().rpc_timeout);
+        let after = timeout.unwrap_or(self.inner.settings.timeout);
         let incarnations: HashMap<NodeId, u64> = self
             .inner
             .membership

@@ -4,11 +4,11 @@ use std::{sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
 use stellar_bus::{
-    Bus, BusConfig, Membership, MembershipStore, MemoryMembershipStore, MemoryTransport,
-    RedisConfig, RedisMembershipStore, RedisPool, RedisTransport, Transport,
+    Bus, BusSettings, Membership, MembershipSettings, MembershipStore, MemoryMembershipStore,
+    MemoryTransport, RedisConfig, RedisMembershipStore, RedisPool, RedisTransport, Transport,
 };
 use stellar_core::{Api, CancellationToken, Config, NodeId, ServerToken};
-use stellar_rpc::{Error, RemoteError, Rpc, Target, Wait, builtins::NodeStatus};
+use stellar_rpc::{Error, RemoteError, Rpc, RpcSettings, Target, Wait, builtins::NodeStatus};
 use stellar_testkit::RedisServer;
 
 /// One cluster's shared backend.
@@ -78,12 +78,12 @@ impl Cluster {
             ..Config::default()
         });
         let (transport, store) = self.backend().await;
-        let bus = Bus::start(&api, transport, BusConfig::default())
+        let bus = Bus::start(&api, transport, BusSettings::from(api.config()))
             .await
             .expect("bus");
-        let membership = Membership::new(store, &api);
+        let membership = Membership::new(store, &api, MembershipSettings::from(api.config()));
         membership.join(&api).await.expect("join");
-        let rpc = Rpc::new(bus, membership);
+        let rpc = Rpc::new(bus, membership, RpcSettings::from(api.config()));
         rpc.serve();
         rpc.register("test.echo", |ctx, args: Value| async move {
             Ok(json!({ "from": ctx.api.node_id(), "args": args }))
@@ -497,15 +497,15 @@ async fn a_direct_call_during_a_handover_runs_once_on_the_record_holder(cluster:
     // The replacement joins under the same id while the old run still runs and listens.
     let new_api = Api::new(old_api.config().clone());
     let (transport, store) = cluster.backend().await;
-    let bus = Bus::start(&new_api, transport, BusConfig::default())
+    let bus = Bus::start(&new_api, transport, BusSettings::from(new_api.config()))
         .await
         .expect("bus");
-    let membership = Membership::new(store, &new_api);
+    let membership = Membership::new(store, &new_api, MembershipSettings::from(new_api.config()));
     membership
         .join_replacing(&new_api, old_api.incarnation())
         .await
         .expect("handover");
-    let new = Rpc::new(bus, membership);
+    let new = Rpc::new(bus, membership, RpcSettings::from(new_api.config()));
     new.serve();
     count(&new, &new_api);
     for _ in 0..3 {

@@ -6,10 +6,12 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
-use stellar_bus::{Bus, BusConfig, Membership, MemoryMembershipStore, MemoryTransport};
+use stellar_bus::{
+    Bus, BusSettings, Membership, MembershipSettings, MemoryMembershipStore, MemoryTransport,
+};
 use stellar_cache::{Cache, CacheConfig, MemoryCacheStore};
 use stellar_core::{Api, Config, NodeId};
-use stellar_rpc::Rpc;
+use stellar_rpc::{Rpc, RpcSettings};
 use stellar_tasks::{MemoryTaskStore, TaskConfig, Tasks};
 use stellar_web::{
     Action, ActionError, Actions, Readiness, Services, Web, WebConfig, always_ready, bind,
@@ -57,12 +59,24 @@ impl Cluster {
             shutdown_timeout: Duration::from_secs(5),
             ..Config::default()
         });
-        let bus = Bus::start(&api, self.transport.clone(), BusConfig::default())
-            .await
-            .expect("bus");
-        let membership = Membership::new(self.store.clone(), &api);
+        let bus = Bus::start(
+            &api,
+            self.transport.clone(),
+            BusSettings::from(api.config()),
+        )
+        .await
+        .expect("bus");
+        let membership = Membership::new(
+            self.store.clone(),
+            &api,
+            MembershipSettings::from(api.config()),
+        );
         membership.join(&api).await.expect("join");
-        let rpc = Rpc::new(bus.clone(), membership.clone());
+        let rpc = Rpc::new(
+            bus.clone(),
+            membership.clone(),
+            RpcSettings::from(api.config()),
+        );
         rpc.serve();
         let cache = Cache::new(
             Arc::new(MemoryCacheStore::new()),
