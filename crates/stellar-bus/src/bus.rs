@@ -519,6 +519,7 @@ impl Inner {
                     warn!(channel, sender = %sender, gap, "gap in a sender's messages: some were probably lost");
                 }
                 if late {
+                    // Never fails: the update always returns `Some`.
                     let _ =
                         c.possibly_lost
                             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {

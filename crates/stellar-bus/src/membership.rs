@@ -3,6 +3,7 @@
 
 use std::{
     collections::BTreeSet,
+    ops::ControlFlow,
     sync::{
         Arc,
         atomic::{AtomicI64, AtomicU64, Ordering},
@@ -518,75 +519,123 @@ enum BeatResult {
     },
 }
 
-async fn heartbeat_loop(membership: Membership, api: Api, mut known: BTreeSet<NodeId>) {
+/// Renews this run's record every heartbeat interval until the node stops, logs the members
+/// that come and go, then removes the record.
+async fn heartbeat_loop(membership: Membership, api: Api, known: BTreeSet<NodeId>) {
     let cancel = api.cancellation_token();
     let mut tick = tokio::time::interval(membership.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut healthy = true;
-    // The run holding this id after a supervised handover, while it does.
-    let mut taken_over: Option<u64> = None;
+    let mut state = HeartbeatState {
+        healthy: true,
+        taken_over: None,
+        known,
+    };
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
         let beat = membership.beat(&api, Claim::Own).await;
-        match &beat {
+        if state.record(&membership, &api, beat).is_break() {
+            break;
+        }
+        state.watch_members(&membership, &api).await;
+    }
+    membership.leave(&api).await;
+}
+
+/// What the heartbeat loop remembers between beats.
+struct HeartbeatState {
+    /// Whether the last heartbeat was written (failures are logged when they start and end).
+    healthy: bool,
+    /// The run holding this id after a supervised handover, while it does.
+    taken_over: Option<u64>,
+    /// The members seen at the last beat.
+    known: BTreeSet<NodeId>,
+}
+
+impl HeartbeatState {
+    /// Logs what one heartbeat came to; `Break` when this run must stop (its id was taken
+    /// over without a handover), after asking the node to stop.
+    fn record(
+        &mut self,
+        membership: &Membership,
+        api: &Api,
+        beat: Result<BeatResult>,
+    ) -> ControlFlow<()> {
+        let (node_id, incarnation) = (api.node_id(), membership.incarnation);
+        match beat {
             Ok(BeatResult::TakenOver {
-                incarnation,
+                incarnation: holder,
                 handover: false,
             }) => {
-                error!(node_id = %api.node_id(), incarnation = membership.incarnation, taken_over_by = *incarnation, "another run of this node holds its id without a supervised handover naming this run (a second process started under the same id, or this run stalled past its heartbeat TTL and lost its record); stopping this run so two live runs never share an id");
+                error!(%node_id, incarnation, taken_over_by = holder, "another run of this node holds its id without a supervised handover naming this run (a second process started under the same id, or this run stalled past its heartbeat TTL and lost its record); stopping this run so two live runs never share an id");
                 api.stop();
-                break;
+                return ControlFlow::Break(());
             }
             Ok(BeatResult::TakenOver {
-                incarnation,
+                incarnation: holder,
                 handover: true,
             }) => {
-                if taken_over != Some(*incarnation) {
-                    warn!(node_id = %api.node_id(), incarnation = membership.incarnation, taken_over_by = *incarnation, "another run of this node took over its id (supervised handover); this run stops writing its record and takes it back if the id becomes free");
-                    taken_over = Some(*incarnation);
+                if self.taken_over != Some(holder) {
+                    warn!(%node_id, incarnation, taken_over_by = holder, "another run of this node took over its id (supervised handover); this run stops writing its record and takes it back if the id becomes free");
+                    self.taken_over = Some(holder);
                 }
             }
             Ok(BeatResult::Written) => {
-                if let Some(other) = taken_over.take() {
-                    info!(node_id = %api.node_id(), incarnation = membership.incarnation, other, "the run that took over this id left or is gone; this run holds the id again");
+                if let Some(other) = self.taken_over.take() {
+                    info!(%node_id, incarnation, other, "the run that took over this id left or is gone; this run holds the id again");
                 }
             }
-            Err(_) => {}
-        }
-        match (&beat, healthy) {
-            (Err(err), true) => {
-                warn!(node_id = %api.node_id(), error = %err, "membership heartbeat failed")
+            Err(err) if self.healthy => {
+                warn!(%node_id, error = %err, "membership heartbeat failed");
+                self.healthy = false;
+                return ControlFlow::Continue(());
             }
-            (Ok(_), false) => info!(node_id = %api.node_id(), "membership heartbeat restored"),
-            _ => {}
+            Err(err) => {
+                debug!(%node_id, error = %err, "membership heartbeat failed again");
+                return ControlFlow::Continue(());
+            }
         }
-        healthy = beat.is_ok();
-        let Ok(live) = membership.nodes().await else {
-            continue;
-        };
-        let live: BTreeSet<NodeId> = live.into_iter().map(|n| n.id).collect();
-        for joined in live.difference(&known) {
-            info!(node_id = %api.node_id(), member = %joined, "member {joined} has joined the cluster");
+        if !self.healthy {
+            info!(%node_id, "membership heartbeat restored");
+            self.healthy = true;
         }
-        for left in known.difference(&live) {
-            info!(node_id = %api.node_id(), member = %left, "member {left} has left the cluster");
-        }
-        known = live;
+        ControlFlow::Continue(())
     }
-    match membership
-        .store
-        .leave(api.node_id(), membership.incarnation)
-        .await
-    {
-        Ok(true) => info!(node_id = %api.node_id(), "left the cluster"),
-        Ok(false) => {
-            info!(node_id = %api.node_id(), "left the cluster; another run of this node holds its record, left in place")
+
+    /// Lists the live members and logs each that joined or left since the last beat.
+    async fn watch_members(&mut self, membership: &Membership, api: &Api) {
+        let node_id = api.node_id();
+        let live: BTreeSet<NodeId> = match membership.nodes().await {
+            Ok(live) => live.into_iter().map(|n| n.id).collect(),
+            Err(err) => {
+                debug!(%node_id, error = %err, "could not list the cluster's members");
+                return;
+            }
+        };
+        for joined in live.difference(&self.known) {
+            info!(%node_id, member = %joined, "member {joined} has joined the cluster");
         }
-        Err(err) => {
-            warn!(node_id = %api.node_id(), error = %err, "could not remove the membership record; it expires by itself")
+        for left in self.known.difference(&live) {
+            info!(%node_id, member = %left, "member {left} has left the cluster");
+        }
+        self.known = live;
+    }
+}
+
+impl Membership {
+    /// Removes this run's record at the end of its heartbeat, unless another run holds it.
+    async fn leave(&self, api: &Api) {
+        let node_id = api.node_id();
+        match self.store.leave(node_id, self.incarnation).await {
+            Ok(true) => info!(%node_id, "left the cluster"),
+            Ok(false) => {
+                info!(%node_id, "left the cluster; another run of this node holds its record, left in place")
+            }
+            Err(err) => {
+                warn!(%node_id, error = %err, "could not remove the membership record; it expires by itself")
+            }
         }
     }
 }

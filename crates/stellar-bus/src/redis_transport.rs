@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::{PubSub, PubSubSink};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -47,6 +47,8 @@ struct Inner {
     next_id: AtomicU64,
     /// Stops the subscriber task; cancelled when the transport is dropped or its parent stops.
     cancel: CancellationToken,
+    /// Holds the subscriber task, so [`RedisTransport::stopped`] can wait for it.
+    tasks: TaskTracker,
 }
 
 impl Drop for Inner {
@@ -70,7 +72,8 @@ enum Command {
 
 impl RedisTransport {
     /// Opens the subscriber connection and starts its task. The task stops when `cancel` is
-    /// cancelled or the transport is dropped; open subscriptions then end.
+    /// cancelled or the transport is dropped; open subscriptions then end. A node waits for it
+    /// at shutdown through [`RedisTransport::stopped`].
     ///
     /// # Errors
     ///
@@ -90,15 +93,29 @@ impl RedisTransport {
             waiting: Vec::new(),
             cancel: cancel.clone(),
         };
-        tokio::spawn(task.run(first));
+        let tasks = TaskTracker::new();
+        tasks.spawn(task.run(first));
+        // The subscriber task is the only one: `stopped` resolves when it ends.
+        tasks.close();
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 commands,
                 next_id: AtomicU64::new(0),
                 cancel,
+                tasks,
             }),
         })
+    }
+
+    /// Resolves once the subscriber task has ended: after the `cancel` token given to
+    /// [`RedisTransport::connect`] is cancelled, or every clone of the transport is dropped.
+    /// The future holds no clone of the transport, so a node can hand it to
+    /// [`Api::spawn`](stellar_core::Api::spawn) and have its shutdown wait for the subscriber
+    /// connection to close.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let tasks = self.inner.tasks.clone();
+        async move { tasks.wait().await }
     }
 
     /// The pool this transport publishes through.
@@ -250,6 +267,7 @@ impl SubscriberTask {
             }
         }
         for ack in self.waiting.drain(..) {
+            // A subscriber that stopped waiting (its timeout passed) needs no answer.
             let _ = ack.send(Ok(()));
         }
         let mut keepalive = tokio::time::interval(KEEPALIVE);
@@ -294,6 +312,7 @@ impl SubscriberTask {
                     return Err(err.to_string());
                 }
                 debug!(channel, "subscribed");
+                // A subscriber that stopped waiting (its timeout passed) needs no answer.
                 let _ = ack.send(Ok(()));
                 Ok(())
             }

@@ -50,6 +50,8 @@ impl Backend {
             .await
             .map_err(Error::Connect)?;
         info!(node_id = %api.node_id(), url = %pool.redacted_url(), "connected to redis");
+        // Shutdown waits for the subscriber connection to close.
+        api.spawn(transport.stopped());
         let transport: Arc<dyn Transport> = Arc::new(transport);
         Ok(Some(Self {
             transport: transport.clone(),

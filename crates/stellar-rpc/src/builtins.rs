@@ -98,7 +98,8 @@ pub(crate) fn register(rpc: &Rpc) {
     rpc.register(STOP, |ctx: CallContext, _: serde_json::Value| async move {
         info!(node_id = %ctx.api.node_id(), caller = %ctx.caller, "stop requested over rpc");
         let api = ctx.api.clone();
-        tokio::spawn(async move {
+        // On the node's tracker: shutdown waits for it (100 ms at most).
+        ctx.api.spawn(async move {
             // Give the reply a moment to leave before the bus stops.
             tokio::time::sleep(Duration::from_millis(100)).await;
             api.stop();

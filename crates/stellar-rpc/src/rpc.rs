@@ -450,6 +450,7 @@ impl Inner {
             Wait::None => false,
         };
         if complete && let Some(done) = call.done.take() {
+            // The call may have ended meanwhile (its timeout, or its caller dropped it).
             let _ = done.send(());
         }
         Ok(())
