@@ -4,6 +4,7 @@ use std::{
     collections::HashMap,
     fmt,
     future::Future,
+    ops::ControlFlow,
     panic::AssertUnwindSafe,
     pin::Pin,
     sync::{
@@ -16,7 +17,10 @@ use std::{
 use futures_util::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
 use stellar_core::{Api, CancellationToken, Config, NodeId, ServerToken, sync, time::now_ms};
-use tokio::{sync::Semaphore, time::Instant};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
 use tracing::{debug, warn};
 
 use crate::{
@@ -468,7 +472,6 @@ impl Inner {
 
     /// Checks raw bytes from `channel`; the message if it passes, counting it either way.
     fn admit(&self, channel: &str, bytes: &[u8], direct: bool) -> Option<Message> {
-        let c = &self.counters;
         let envelope = match Envelope::decode(bytes, self.settings.max_message_bytes) {
             Ok(envelope) => envelope,
             Err(rejection) => return self.reject(rejection, channel),
@@ -480,55 +483,12 @@ impl Inner {
             return self.reject(Rejection::Malformed, channel);
         };
         let now = now_ms();
-        let window = self.settings.clock_window.as_millis() as u64;
-        if envelope.sent_at_ms.abs_diff(now) > window {
-            bump(&c.outside_window);
-            debug!(channel, sender = %sender, "message outside the clock window dropped");
+        if !self.in_time(channel, &sender, envelope.sent_at_ms, now)
+            || !self.first_seen(channel, &sender, envelope.incarnation, envelope.seq, now)
+        {
             return None;
         }
-        let skew = START_SKEW.as_millis() as u64;
-        if envelope.sent_at_ms.saturating_add(skew) < self.started_at_ms {
-            bump(&c.before_start);
-            debug!(channel, sender = %sender, "message sent before this bus started dropped");
-            return None;
-        }
-        let verdict = {
-            let mut guard = sync::lock(&self.replay);
-            let (replay, last_prune) = &mut *guard;
-            if now.saturating_sub(*last_prune) > window {
-                replay.prune(now, self.settings.clock_window * 3);
-                *last_prune = now;
-            }
-            replay.check(
-                sender.as_str(),
-                channel,
-                envelope.incarnation,
-                envelope.seq,
-                now,
-            )
-        };
-        match verdict {
-            Verdict::Replayed => {
-                bump(&c.replayed);
-                debug!(channel, sender = %sender, "replayed message dropped");
-                return None;
-            }
-            Verdict::Fresh { gap, late } => {
-                if gap > 0 {
-                    c.possibly_lost.fetch_add(gap, Ordering::Relaxed);
-                    warn!(channel, sender = %sender, gap, "gap in a sender's messages: some were probably lost");
-                }
-                if late {
-                    // Never fails: the update always returns `Some`.
-                    let _ =
-                        c.possibly_lost
-                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                                Some(n.saturating_sub(1))
-                            });
-                }
-            }
-        }
-        bump(&c.accepted);
+        bump(&self.counters.accepted);
         Some(Message {
             message_type: envelope.message_type,
             own: sender == self.node_id,
@@ -537,6 +497,66 @@ impl Inner {
             direct,
             body: envelope.body.into(),
         })
+    }
+
+    /// Whether a message sent at `sent_at_ms` is within the clock window of `now` and not meant
+    /// for an earlier run of this node; counts it if not.
+    fn in_time(&self, channel: &str, sender: &NodeId, sent_at_ms: u64, now: u64) -> bool {
+        let window = self.settings.clock_window.as_millis() as u64;
+        if sent_at_ms.abs_diff(now) > window {
+            bump(&self.counters.outside_window);
+            debug!(channel, sender = %sender, "message outside the clock window dropped");
+            return false;
+        }
+        let skew = START_SKEW.as_millis() as u64;
+        if sent_at_ms.saturating_add(skew) < self.started_at_ms {
+            bump(&self.counters.before_start);
+            debug!(channel, sender = %sender, "message sent before this bus started dropped");
+            return false;
+        }
+        true
+    }
+
+    /// Whether `seq` of this sender's run on `channel` is new (not a replay), recording it and
+    /// counting gaps in the sequence as possibly lost messages.
+    fn first_seen(
+        &self,
+        channel: &str,
+        sender: &NodeId,
+        incarnation: u64,
+        seq: u64,
+        now: u64,
+    ) -> bool {
+        let verdict = {
+            let mut guard = sync::lock(&self.replay);
+            let (replay, last_prune) = &mut *guard;
+            let window = self.settings.clock_window;
+            if now.saturating_sub(*last_prune) > window.as_millis() as u64 {
+                replay.prune(now, window * 3);
+                *last_prune = now;
+            }
+            replay.check(sender.as_str(), channel, incarnation, seq, now)
+        };
+        let (gap, late) = match verdict {
+            Verdict::Replayed => {
+                bump(&self.counters.replayed);
+                debug!(channel, sender = %sender, "replayed message dropped");
+                return false;
+            }
+            Verdict::Fresh { gap, late } => (gap, late),
+        };
+        let lost = &self.counters.possibly_lost;
+        if gap > 0 {
+            lost.fetch_add(gap, Ordering::Relaxed);
+            warn!(channel, sender = %sender, gap, "gap in a sender's messages: some were probably lost");
+        }
+        if late {
+            // Never fails: the update always returns `Some`.
+            let _ = lost.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+        }
+        true
     }
 
     fn reject(&self, rejection: Rejection, channel: &str) -> Option<Message> {
@@ -576,43 +596,71 @@ async fn receive_loop(
         let Some(message) = inner.admit(&channel, &bytes, direct) else {
             continue;
         };
-        let handlers = inner.handlers_for(&message.message_type);
-        if handlers.is_empty() {
-            bump(&inner.counters.unhandled);
-            continue;
-        }
-        for handler in handlers {
-            let handler = match handler {
-                Handler::Inline(handler) => {
-                    run_inline(&inner, &handler, &message);
-                    continue;
-                }
-                Handler::Spawned(handler) => handler,
-            };
-            let queued = tokio::select! {
-                () = cancel.cancelled() => return,
-                permit = inner.backlog.clone().acquire_owned() => permit.expect("the backlog is never closed"),
-            };
-            let (inner, message, cancel) = (inner.clone(), message.clone(), cancel.clone());
-            inner.api.clone().spawn(async move {
-                let permit = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    permit = inner.limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
-                };
-                drop(queued);
-                let message_type = message.message_type.clone();
-                let outcome = AssertUnwindSafe(handler(message)).catch_unwind().await;
-                drop(permit);
-                let failure = match outcome {
-                    Ok(Ok(())) => return,
-                    Ok(Err(err)) => err.to_string(),
-                    Err(_) => "handler panicked".to_owned(),
-                };
-                inner.handler_failed(&message_type, &failure);
-            });
+        if dispatch(&inner, &message, &cancel).await.is_break() {
+            break;
         }
     }
     debug!(channel, "bus receive loop ended");
+}
+
+/// Hands an accepted message to every handler of its type: inline handlers at once, the others
+/// each in a task of its own once the backlog admits it. `Break` if the bus stopped meanwhile.
+async fn dispatch(
+    inner: &Arc<Inner>,
+    message: &Message,
+    cancel: &CancellationToken,
+) -> ControlFlow<()> {
+    let handlers = inner.handlers_for(&message.message_type);
+    if handlers.is_empty() {
+        bump(&inner.counters.unhandled);
+    }
+    for handler in handlers {
+        let handler = match handler {
+            Handler::Inline(handler) => {
+                run_inline(inner, &handler, message);
+                continue;
+            }
+            Handler::Spawned(handler) => handler,
+        };
+        let queued = tokio::select! {
+            () = cancel.cancelled() => return ControlFlow::Break(()),
+            permit = inner.backlog.clone().acquire_owned() => permit.expect("the backlog is never closed"),
+        };
+        let run = run_spawned(
+            inner.clone(),
+            handler,
+            message.clone(),
+            queued,
+            cancel.clone(),
+        );
+        inner.api.spawn(run);
+    }
+    ControlFlow::Continue(())
+}
+
+/// Runs a spawned handler once it gets a permit of the handler limiter, giving up its place in
+/// the backlog (`queued`) then; counts a failure or panic.
+async fn run_spawned(
+    inner: Arc<Inner>,
+    handler: SpawnedHandler,
+    message: Message,
+    queued: OwnedSemaphorePermit,
+    cancel: CancellationToken,
+) {
+    let permit = tokio::select! {
+        () = cancel.cancelled() => return,
+        permit = inner.limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
+    };
+    drop(queued);
+    let message_type = message.message_type.clone();
+    let outcome = AssertUnwindSafe(handler(message)).catch_unwind().await;
+    drop(permit);
+    let failure = match outcome {
+        Ok(Ok(())) => return,
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => "handler panicked".to_owned(),
+    };
+    inner.handler_failed(&message_type, &failure);
 }
 
 fn run_inline(inner: &Inner, handler: &InlineHandler, message: &Message) {

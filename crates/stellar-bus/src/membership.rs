@@ -437,30 +437,47 @@ impl Membership {
                 record,
                 last_seen_ms: now_ms,
             };
-            match self.open(&stored, now_ms) {
-                Opened::Valid(holder) if claim_allows(claim, self.incarnation, &holder) => {
-                    warn!(node_id = %api.node_id(), "the membership record of this id does not match its holder; overwriting it");
-                }
-                Opened::Valid(holder) if is_gone(&holder) => {
-                    info!(node_id = %api.node_id(), pid = holder.pid, incarnation = holder.incarnation, "the earlier run of this id is gone; taking over its record before it expires");
-                }
-                Opened::Valid(holder) => {
-                    let handover = holder.replaces == Some(self.incarnation)
-                        || self.replaced() == Some(holder.incarnation);
-                    return Ok(BeatResult::TakenOver {
-                        incarnation: holder.incarnation,
-                        handover,
-                    });
-                }
-                Opened::BadSignature | Opened::Stale => {
-                    warn!(node_id = %api.node_id(), "the membership record of this id does not verify or is stale; overwriting it");
-                }
+            if let Some(taken_over) = self.held_by_another_run(api, claim, &stored, now_ms) {
+                return Ok(taken_over);
             }
         }
         Err(Error::Membership(TransportError::Backend {
             op: "membership heartbeat",
             source: "the store refused a forced heartbeat".into(),
         }))
+    }
+
+    /// Whether the record `stored` (found holding this id when a heartbeat did not write)
+    /// belongs to another live run this run must not overwrite: `Some` with what that means,
+    /// `None` (logged) when the next, forced, heartbeat may overwrite it.
+    fn held_by_another_run(
+        &self,
+        api: &Api,
+        claim: Claim,
+        stored: &MemberRecord,
+        now_ms: u64,
+    ) -> Option<BeatResult> {
+        let node_id = api.node_id();
+        match self.open(stored, now_ms) {
+            Opened::Valid(holder) if claim_allows(claim, self.incarnation, &holder) => {
+                warn!(%node_id, "the membership record of this id does not match its holder; overwriting it");
+            }
+            Opened::Valid(holder) if is_gone(&holder) => {
+                info!(%node_id, pid = holder.pid, incarnation = holder.incarnation, "the earlier run of this id is gone; taking over its record before it expires");
+            }
+            Opened::Valid(holder) => {
+                let handover = holder.replaces == Some(self.incarnation)
+                    || self.replaced() == Some(holder.incarnation);
+                return Some(BeatResult::TakenOver {
+                    incarnation: holder.incarnation,
+                    handover,
+                });
+            }
+            Opened::BadSignature | Opened::Stale => {
+                warn!(%node_id, "the membership record of this id does not verify or is stale; overwriting it");
+            }
+        }
+        None
     }
 
     /// The incarnation this run took the id over from, if it joined with

@@ -298,95 +298,129 @@ impl Rpc {
         timeout: Option<Duration>,
     ) -> Result<Vec<Reply>> {
         let after = timeout.unwrap_or(self.inner.settings.timeout);
-        let incarnations: HashMap<NodeId, u64> = self
-            .inner
-            .membership
+        let resolved = self.resolve(target).await?;
+        let request = Request {
+            request_id: self.inner.next_request.fetch_add(1, Ordering::Relaxed),
+            method: method.to_owned(),
+            args,
+            wants_reply: wait != Wait::None,
+            to_incarnation: resolved.incarnation,
+        };
+        // Registered before publishing: a fast reply must find its call (ActionHero #1244). The
+        // guard removes the entry however this future ends, dropped by a caller's own timeout
+        // or `select!` included.
+        let (done, completed) = oneshot::channel();
+        let entry = (wait != Wait::None).then(|| {
+            PendingEntry::insert(
+                &self.inner,
+                request.request_id,
+                Pending::new(wait, resolved.expected.clone(), done),
+            )
+        });
+        match &resolved.node {
+            Some(node) => self.inner.bus.send_to(node, REQUEST, &request).await?,
+            None => self.inner.bus.publish(REQUEST, &request).await?,
+        }
+        let Some(entry) = entry else {
+            return Ok(Vec::new());
+        };
+        let in_time = tokio::time::timeout(after, completed).await.is_ok();
+        let replies = entry.finish();
+        debug!(
+            request_id = request.request_id,
+            replies = replies.len(),
+            in_time,
+            "call ended"
+        );
+        collect(method, wait, after, &resolved.expected, replies)
+    }
+
+    /// The live nodes `target` names, checked against the membership.
+    async fn resolve(&self, target: Target) -> Result<Resolved> {
+        let membership = &self.inner.membership;
+        let incarnations: HashMap<NodeId, u64> = membership
             .nodes()
             .await
             .map_err(Error::Membership)?
             .into_iter()
             .map(|n| (n.id, n.incarnation))
             .collect();
-        let live: BTreeSet<NodeId> = incarnations.keys().cloned().collect();
-        // `None` is every node; `Some` one node, however the caller named it.
         let node = match target {
-            Target::All => None,
-            Target::Node(node) => Some(node),
-            Target::Connection(connection) => {
-                match self
-                    .inner
-                    .membership
-                    .connection_holder(&connection)
-                    .await
-                    .map_err(Error::Membership)?
-                {
-                    Some(holder) => Some(holder),
-                    None => return Err(Error::UnknownConnection { connection }),
-                }
+            Target::All => {
+                return Ok(Resolved {
+                    node: None,
+                    incarnation: None,
+                    expected: incarnations.into_keys().collect(),
+                });
             }
+            Target::Node(node) => node,
+            Target::Connection(connection) => membership
+                .connection_holder(&connection)
+                .await
+                .map_err(Error::Membership)?
+                .ok_or(Error::UnknownConnection { connection })?,
         };
-        let expected = match &node {
-            None => live,
-            Some(node) if live.contains(node) => BTreeSet::from([node.clone()]),
-            Some(node) => return Err(Error::UnknownNode { node: node.clone() }),
+        let Some(incarnation) = incarnations.get(&node).copied() else {
+            return Err(Error::UnknownNode { node });
         };
-        let request_id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
-        let request = Request {
-            request_id,
-            method: method.to_owned(),
-            args,
-            wants_reply: wait != Wait::None,
-            to_incarnation: node
-                .as_ref()
-                .and_then(|node| incarnations.get(node).copied()),
-        };
-        let (done, completed) = oneshot::channel();
-        // Registered before publishing: a fast reply must find its call (ActionHero #1244). The
-        // guard removes the entry however this future ends, dropped by a caller's own timeout
-        // or `select!` included.
-        let entry = (wait != Wait::None).then(|| {
-            let pending = Pending {
-                wait,
-                expected: expected.clone(),
-                replies: Vec::new(),
-                done: Some(done),
-            };
-            PendingEntry::insert(&self.inner, request_id, pending)
-        });
-        let sent = match &node {
-            Some(node) => self.inner.bus.send_to(node, REQUEST, &request).await,
-            None => self.inner.bus.publish(REQUEST, &request).await,
-        };
-        sent?;
-        let Some(entry) = entry else {
-            return Ok(Vec::new());
-        };
-        let in_time = tokio::time::timeout(after, completed).await.is_ok();
-        let mut replies = entry.finish();
-        debug!(request_id, replies = replies.len(), in_time, "call ended");
-        match wait {
-            Wait::First if replies.is_empty() => Err(Error::Timeout {
+        Ok(Resolved {
+            expected: BTreeSet::from([node.clone()]),
+            node: Some(node),
+            incarnation: Some(incarnation),
+        })
+    }
+}
+
+/// Where a call goes, as [`Rpc::do_cluster`] resolved its [`Target`].
+struct Resolved {
+    /// The one node called; `None` for every node.
+    node: Option<NodeId>,
+    /// The run of that node the call is for (its membership record's incarnation).
+    incarnation: Option<u64>,
+    /// The nodes whose replies a [`Wait::All`] call waits for.
+    expected: BTreeSet<NodeId>,
+}
+
+/// The result of a call from the `replies` that arrived within `after`: the first one for
+/// [`Wait::First`] (or [`Error::Timeout`]); for the others one per `expected` node, ordered by
+/// id, [`RemoteError::Timeout`] for each node that did not answer.
+fn collect(
+    method: &str,
+    wait: Wait,
+    after: Duration,
+    expected: &BTreeSet<NodeId>,
+    mut replies: Vec<Reply>,
+) -> Result<Vec<Reply>> {
+    if wait == Wait::First {
+        if replies.is_empty() {
+            return Err(Error::Timeout {
                 method: method.to_owned(),
                 after,
                 replies,
-            }),
-            Wait::First => {
-                replies.truncate(1);
-                Ok(replies)
-            }
-            Wait::All | Wait::None => {
-                let answered: BTreeSet<NodeId> =
-                    replies.iter().map(|r| r.node_id.clone()).collect();
-                let after_ms = after.as_millis() as u64;
-                for node_id in expected.difference(&answered) {
-                    replies.push(Reply {
-                        node_id: node_id.clone(),
-                        result: Err(RemoteError::Timeout { after_ms }),
-                    });
-                }
-                replies.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-                Ok(replies)
-            }
+            });
+        }
+        replies.truncate(1);
+        return Ok(replies);
+    }
+    let answered: BTreeSet<NodeId> = replies.iter().map(|r| r.node_id.clone()).collect();
+    let after_ms = after.as_millis() as u64;
+    for node_id in expected.difference(&answered) {
+        replies.push(Reply {
+            node_id: node_id.clone(),
+            result: Err(RemoteError::Timeout { after_ms }),
+        });
+    }
+    replies.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    Ok(replies)
+}
+
+impl Pending {
+    fn new(wait: Wait, expected: BTreeSet<NodeId>, done: oneshot::Sender<()>) -> Self {
+        Self {
+            wait,
+            expected,
+            replies: Vec::new(),
+            done: Some(done),
         }
     }
 }
