@@ -1,6 +1,5 @@
 //! The authenticated bus on both backends: delivery, handlers, and everything it must refuse.
 
-#[macro_use]
 mod support;
 
 use std::{
@@ -14,7 +13,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 use stellar_bus::{Bus, BusSettings, Message, START_SKEW};
 use stellar_core::ServerToken;
-use support::{Backend, QUIET_FOR, api, eventually, recv};
+use stellar_testkit::{QUIET_FOR, eventually};
+use support::{Backend, api, recv};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Greeting {
@@ -369,7 +369,7 @@ async fn inline_handlers_run_while_every_handler_permit_is_held(backend: Backend
     release.notify_waiters();
 }
 
-contract!(
+stellar_testkit::contract_cases!(
     broadcasts_reach_every_node_and_the_sender_knows_its_own,
     send_to_reaches_only_that_node,
     handlers_are_per_type_and_can_be_removed,

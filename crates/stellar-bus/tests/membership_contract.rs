@@ -1,6 +1,5 @@
 //! Membership on both stores: records appear, renew, expire, leave, and must be signed.
 
-#[macro_use]
 mod support;
 
 use std::{sync::Arc, time::Duration};
@@ -498,7 +497,7 @@ async fn stale_and_unreadable_records_are_removed_from_the_store(backend: Backen
     other.shutdown().await.expect("stops");
 }
 
-contract!(
+stellar_testkit::contract_cases!(
     store_records_expire_and_leave,
     store_writes_and_leaves_compare_the_incarnation,
     a_replayed_old_record_is_not_a_member,

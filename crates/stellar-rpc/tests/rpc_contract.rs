@@ -9,61 +9,53 @@ use stellar_bus::{
 };
 use stellar_core::{Api, CancellationToken, Config, NodeId, ServerToken};
 use stellar_rpc::{Error, RemoteError, Rpc, RpcSettings, Target, Wait, builtins::NodeStatus};
-use stellar_testkit::RedisServer;
+use stellar_testkit::BackendKind;
 
 /// One cluster's shared backend.
-enum Cluster {
-    Memory {
-        transport: MemoryTransport,
-        store: MemoryMembershipStore,
-    },
-    Redis {
-        server: RedisServer,
-        cancel: CancellationToken,
-    },
+struct Cluster {
+    kind: BackendKind,
+    /// What memory nodes share.
+    transport: MemoryTransport,
+    store: MemoryMembershipStore,
+    /// Stops the Redis subscriber tasks when the case ends.
+    cancel: CancellationToken,
+}
+
+impl From<BackendKind> for Cluster {
+    fn from(kind: BackendKind) -> Self {
+        Self {
+            kind,
+            transport: MemoryTransport::new(),
+            store: MemoryMembershipStore::new(),
+            cancel: CancellationToken::new(),
+        }
+    }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Self::Redis { cancel, .. } = self {
-            cancel.cancel();
-        }
+        self.cancel.cancel();
     }
 }
 
 impl Cluster {
-    fn memory() -> Self {
-        Self::Memory {
-            transport: MemoryTransport::new(),
-            store: MemoryMembershipStore::new(),
-        }
-    }
-
-    fn redis() -> Self {
-        Self::Redis {
-            server: RedisServer::start(),
-            cancel: CancellationToken::new(),
-        }
-    }
-
     async fn backend(&self) -> (Arc<dyn Transport>, Arc<dyn MembershipStore>) {
-        match self {
-            Self::Memory { transport, store } => {
-                (Arc::new(transport.clone()), Arc::new(store.clone()))
-            }
-            Self::Redis { server, cancel } => {
-                let pool = RedisPool::connect(RedisConfig::new(server.url()))
-                    .await
-                    .expect("redis");
-                let transport = RedisTransport::connect(pool.clone(), cancel.clone())
-                    .await
-                    .expect("subscriber");
-                (
-                    Arc::new(transport),
-                    Arc::new(RedisMembershipStore::new(pool)),
-                )
-            }
-        }
+        let Some(url) = self.kind.url() else {
+            return (
+                Arc::new(self.transport.clone()),
+                Arc::new(self.store.clone()),
+            );
+        };
+        let pool = RedisPool::connect(RedisConfig::new(url))
+            .await
+            .expect("redis");
+        let transport = RedisTransport::connect(pool.clone(), self.cancel.clone())
+            .await
+            .expect("subscriber");
+        (
+            Arc::new(transport),
+            Arc::new(RedisMembershipStore::new(pool)),
+        )
     }
 
     /// A node that joined the cluster and serves calls.
@@ -458,27 +450,6 @@ async fn methods_that_call_other_nodes_do_not_starve_on_the_handler_limit(cluste
     assert_eq!(nodes[1].1.pending_calls(), 0);
 }
 
-macro_rules! contract {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Cluster::memory()).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Cluster::redis()).await;
-                }
-            )*
-        }
-    };
-}
-
 async fn a_direct_call_during_a_handover_runs_once_on_the_record_holder(cluster: Cluster) {
     let (caller_api, caller) = cluster.node("caller").await;
     let calls = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
@@ -527,7 +498,7 @@ async fn a_direct_call_during_a_handover_runs_once_on_the_record_holder(cluster:
     }
 }
 
-contract!(
+stellar_testkit::contract_cases!(
     wait_all_returns_one_reply_per_live_node_early,
     a_node_target_hits_exactly_that_node,
     first_reply_returns_as_soon_as_one_arrives,

@@ -266,14 +266,3 @@ pub async fn close_code(ws: &mut Ws) -> Option<u16> {
         }
     }
 }
-
-/// Waits until `check` holds, up to 5 s.
-pub async fn eventually(mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not met within 5 s");
-}
