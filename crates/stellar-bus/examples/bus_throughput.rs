@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use stellar_bus::{Bus, BusConfig, RedisConfig, RedisPool, RedisTransport, Transport};
+use stellar_bus::{Bus, BusSettings, RedisConfig, RedisPool, RedisTransport, Transport};
 use stellar_core::{Api, Config, NodeId, ServerToken};
 use stellar_testkit::bench::report;
 
@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let pool = RedisPool::connect(config()).await?;
         let transport: Arc<dyn Transport> =
             Arc::new(RedisTransport::connect(pool, api.cancellation_token()).await?);
-        buses.push(Bus::start(&api, transport, BusConfig::default()).await?);
+        buses.push(Bus::start(&api, transport, BusSettings::from(api.config())).await?);
         apis.push(api);
     }
     let received = Arc::new(AtomicU64::new(0));

@@ -4,6 +4,7 @@ use std::{
     collections::HashMap,
     fmt,
     future::Future,
+    ops::ControlFlow,
     panic::AssertUnwindSafe,
     pin::Pin,
     sync::{
@@ -15,8 +16,11 @@ use std::{
 
 use futures_util::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
-use stellar_core::{Api, CancellationToken, NodeId, ServerToken};
-use tokio::{sync::Semaphore, time::Instant};
+use stellar_core::{Api, CancellationToken, Config, NodeId, ServerToken, sync, time::now_ms};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    time::Instant,
+};
 use tracing::{debug, warn};
 
 use crate::{
@@ -37,9 +41,16 @@ pub const START_SKEW: Duration = Duration::from_secs(1);
 /// [`SeqTable::idle_limit`].
 const SEQ_IDLE: Duration = Duration::from_secs(10 * 60);
 
-/// Settings of a [`Bus`].
+/// Settings of a [`Bus`]: the tokens it signs and verifies with, and its limits.
+///
+/// A node builds them from its configuration with `BusSettings::from(&config)`; tests and
+/// embedders start from [`BusSettings::new`] and change what they need.
 #[derive(Debug, Clone)]
-pub struct BusConfig {
+pub struct BusSettings {
+    /// The token every message is signed with.
+    pub server_token: ServerToken,
+    /// Older tokens still accepted (never used to sign) while a cluster rolls to a new one.
+    pub previous_tokens: Vec<ServerToken>,
     /// The broadcast channel; each node also listens on `<channel>:node:<id>`.
     pub channel: String,
     /// Sealed messages larger than this are refused on send and dropped on receipt. At most
@@ -50,18 +61,28 @@ pub struct BusConfig {
     pub clock_window: Duration,
     /// How many handler calls may run at once.
     pub handler_concurrency: usize,
-    /// Older tokens still accepted (never used to sign) while a cluster rolls to a new one.
-    pub previous_tokens: Vec<ServerToken>,
 }
 
-impl Default for BusConfig {
-    fn default() -> Self {
+impl BusSettings {
+    /// The default limits, signing with `server_token` and accepting no other token.
+    pub fn new(server_token: ServerToken) -> Self {
         Self {
+            server_token,
+            previous_tokens: Vec::new(),
             channel: "stellar:bus".to_owned(),
             max_message_bytes: MAX_MESSAGE_BYTES,
             clock_window: Duration::from_secs(30),
             handler_concurrency: 64,
-            previous_tokens: Vec::new(),
+        }
+    }
+}
+
+impl From<&Config> for BusSettings {
+    /// The server token and previous token of `config`, and the default limits.
+    fn from(config: &Config) -> Self {
+        Self {
+            previous_tokens: config.previous_server_token.iter().cloned().collect(),
+            ..Self::new(config.server_token.clone())
         }
     }
 }
@@ -197,7 +218,7 @@ pub struct Bus {
 
 struct Inner {
     node_id: NodeId,
-    config: BusConfig,
+    settings: BusSettings,
     transport: Arc<dyn Transport>,
     sealer: Sealer,
     /// Identifies this run of the node, so a restarted node's sequence numbers are new.
@@ -223,7 +244,7 @@ impl fmt::Debug for Bus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bus")
             .field("node_id", &self.inner.node_id)
-            .field("channel", &self.inner.config.channel)
+            .field("channel", &self.inner.settings.channel)
             .finish_non_exhaustive()
     }
 }
@@ -238,35 +259,31 @@ impl Bus {
     pub async fn start(
         api: &Api,
         transport: Arc<dyn Transport>,
-        config: BusConfig,
+        settings: BusSettings,
     ) -> Result<Self> {
-        let mut previous = config.previous_tokens.clone();
-        previous.extend(api.config().previous_server_token.clone());
-        let sealer = Sealer::new(&api.config().server_token, &previous);
-        let config = BusConfig {
-            max_message_bytes: config.max_message_bytes.min(MAX_MESSAGE_BYTES),
-            ..config
+        let sealer = Sealer::new(&settings.server_token, &settings.previous_tokens);
+        let settings = BusSettings {
+            max_message_bytes: settings.max_message_bytes.min(MAX_MESSAGE_BYTES),
+            ..settings
         };
-        let seqs = Mutex::new(SeqTable::new(config.clock_window));
+        let handlers = settings.handler_concurrency.max(1);
         let inner = Arc::new(Inner {
             node_id: api.node_id().clone(),
-            limiter: Arc::new(Semaphore::new(config.handler_concurrency.max(1))),
-            backlog: Arc::new(Semaphore::new(
-                config.handler_concurrency.max(1) * BACKLOG_PER_HANDLER,
-            )),
-            config,
+            limiter: Arc::new(Semaphore::new(handlers)),
+            backlog: Arc::new(Semaphore::new(handlers * BACKLOG_PER_HANDLER)),
+            seqs: Mutex::new(SeqTable::new(settings.clock_window)),
+            settings,
             transport,
             sealer,
             incarnation: api.incarnation(),
             started_at_ms: now_ms(),
-            seqs,
             handlers: RwLock::new(HashMap::new()),
             next_handler: AtomicU64::new(0),
             counters: Counters::default(),
             replay: Mutex::new((ReplayGuard::default(), 0)),
             api: api.clone(),
         });
-        let broadcast = inner.transport.subscribe(&inner.config.channel).await?;
+        let broadcast = inner.transport.subscribe(&inner.settings.channel).await?;
         let direct = inner
             .transport
             .subscribe(&inner.node_channel(&inner.node_id))
@@ -300,7 +317,7 @@ impl Bus {
     /// [`Error::Encode`] if `body` cannot be JSON, [`Error::TooLarge`] past the cap, or
     /// [`Error::Transport`].
     pub async fn publish<T: Serialize + ?Sized>(&self, message_type: &str, body: &T) -> Result<()> {
-        let channel = self.inner.config.channel.clone();
+        let channel = self.inner.settings.channel.clone();
         self.send(&channel, message_type, body).await
     }
 
@@ -342,7 +359,7 @@ impl Bus {
         };
         self.inner.sealer.seal(channel, &mut envelope);
         let bytes = envelope.encode();
-        let max = self.inner.config.max_message_bytes;
+        let max = self.inner.settings.max_message_bytes;
         if bytes.len() > max {
             return Err(Error::TooLarge {
                 message_type: message_type.to_owned(),
@@ -425,10 +442,7 @@ impl Bus {
 impl Inner {
     fn next_seq(&self, channel: &str) -> u64 {
         // One map update per call: a poisoned lock is still consistent.
-        self.seqs
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .next(channel, Instant::now())
+        sync::lock(&self.seqs).next(channel, Instant::now())
     }
 
     fn register(&self, message_type: String, handler: Handler) -> HandlerId {
@@ -446,22 +460,19 @@ impl Inner {
     }
 
     fn node_channel(&self, node: &NodeId) -> String {
-        format!("{}:node:{node}", self.config.channel)
+        format!("{}:node:{node}", self.settings.channel)
     }
 
     fn handlers_mut(
         &self,
     ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Vec<(HandlerId, Handler)>>> {
         // Critical sections are single map updates: a poisoned lock is still consistent.
-        self.handlers
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        sync::write(&self.handlers)
     }
 
     /// Checks raw bytes from `channel`; the message if it passes, counting it either way.
     fn admit(&self, channel: &str, bytes: &[u8], direct: bool) -> Option<Message> {
-        let c = &self.counters;
-        let envelope = match Envelope::decode(bytes, self.config.max_message_bytes) {
+        let envelope = match Envelope::decode(bytes, self.settings.max_message_bytes) {
             Ok(envelope) => envelope,
             Err(rejection) => return self.reject(rejection, channel),
         };
@@ -472,57 +483,12 @@ impl Inner {
             return self.reject(Rejection::Malformed, channel);
         };
         let now = now_ms();
-        let window = self.config.clock_window.as_millis() as u64;
-        if envelope.sent_at_ms.abs_diff(now) > window {
-            bump(&c.outside_window);
-            debug!(channel, sender = %sender, "message outside the clock window dropped");
+        if !self.in_time(channel, &sender, envelope.sent_at_ms, now)
+            || !self.first_seen(channel, &sender, envelope.incarnation, envelope.seq, now)
+        {
             return None;
         }
-        let skew = START_SKEW.as_millis() as u64;
-        if envelope.sent_at_ms.saturating_add(skew) < self.started_at_ms {
-            bump(&c.before_start);
-            debug!(channel, sender = %sender, "message sent before this bus started dropped");
-            return None;
-        }
-        let verdict = {
-            let mut guard = self
-                .replay
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let (replay, last_prune) = &mut *guard;
-            if now.saturating_sub(*last_prune) > window {
-                replay.prune(now, self.config.clock_window * 3);
-                *last_prune = now;
-            }
-            replay.check(
-                sender.as_str(),
-                channel,
-                envelope.incarnation,
-                envelope.seq,
-                now,
-            )
-        };
-        match verdict {
-            Verdict::Replayed => {
-                bump(&c.replayed);
-                debug!(channel, sender = %sender, "replayed message dropped");
-                return None;
-            }
-            Verdict::Fresh { gap, late } => {
-                if gap > 0 {
-                    c.possibly_lost.fetch_add(gap, Ordering::Relaxed);
-                    warn!(channel, sender = %sender, gap, "gap in a sender's messages: some were probably lost");
-                }
-                if late {
-                    let _ =
-                        c.possibly_lost
-                            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                                Some(n.saturating_sub(1))
-                            });
-                }
-            }
-        }
-        bump(&c.accepted);
+        bump(&self.counters.accepted);
         Some(Message {
             message_type: envelope.message_type,
             own: sender == self.node_id,
@@ -531,6 +497,66 @@ impl Inner {
             direct,
             body: envelope.body.into(),
         })
+    }
+
+    /// Whether a message sent at `sent_at_ms` is within the clock window of `now` and not meant
+    /// for an earlier run of this node; counts it if not.
+    fn in_time(&self, channel: &str, sender: &NodeId, sent_at_ms: u64, now: u64) -> bool {
+        let window = self.settings.clock_window.as_millis() as u64;
+        if sent_at_ms.abs_diff(now) > window {
+            bump(&self.counters.outside_window);
+            debug!(channel, sender = %sender, "message outside the clock window dropped");
+            return false;
+        }
+        let skew = START_SKEW.as_millis() as u64;
+        if sent_at_ms.saturating_add(skew) < self.started_at_ms {
+            bump(&self.counters.before_start);
+            debug!(channel, sender = %sender, "message sent before this bus started dropped");
+            return false;
+        }
+        true
+    }
+
+    /// Whether `seq` of this sender's run on `channel` is new (not a replay), recording it and
+    /// counting gaps in the sequence as possibly lost messages.
+    fn first_seen(
+        &self,
+        channel: &str,
+        sender: &NodeId,
+        incarnation: u64,
+        seq: u64,
+        now: u64,
+    ) -> bool {
+        let verdict = {
+            let mut guard = sync::lock(&self.replay);
+            let (replay, last_prune) = &mut *guard;
+            let window = self.settings.clock_window;
+            if now.saturating_sub(*last_prune) > window.as_millis() as u64 {
+                replay.prune(now, window * 3);
+                *last_prune = now;
+            }
+            replay.check(sender.as_str(), channel, incarnation, seq, now)
+        };
+        let (gap, late) = match verdict {
+            Verdict::Replayed => {
+                bump(&self.counters.replayed);
+                debug!(channel, sender = %sender, "replayed message dropped");
+                return false;
+            }
+            Verdict::Fresh { gap, late } => (gap, late),
+        };
+        let lost = &self.counters.possibly_lost;
+        if gap > 0 {
+            lost.fetch_add(gap, Ordering::Relaxed);
+            warn!(channel, sender = %sender, gap, "gap in a sender's messages: some were probably lost");
+        }
+        if late {
+            // Never fails: the update always returns `Some`.
+            let _ = lost.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            });
+        }
+        true
     }
 
     fn reject(&self, rejection: Rejection, channel: &str) -> Option<Message> {
@@ -545,10 +571,7 @@ impl Inner {
     }
 
     fn handlers_for(&self, message_type: &str) -> Vec<Handler> {
-        let handlers = self
-            .handlers
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let handlers = sync::read(&self.handlers);
         handlers.get(message_type).map_or_else(Vec::new, |list| {
             list.iter().map(|(_, h)| h.clone()).collect()
         })
@@ -573,43 +596,71 @@ async fn receive_loop(
         let Some(message) = inner.admit(&channel, &bytes, direct) else {
             continue;
         };
-        let handlers = inner.handlers_for(&message.message_type);
-        if handlers.is_empty() {
-            bump(&inner.counters.unhandled);
-            continue;
-        }
-        for handler in handlers {
-            let handler = match handler {
-                Handler::Inline(handler) => {
-                    run_inline(&inner, &handler, &message);
-                    continue;
-                }
-                Handler::Spawned(handler) => handler,
-            };
-            let queued = tokio::select! {
-                () = cancel.cancelled() => return,
-                permit = inner.backlog.clone().acquire_owned() => permit.expect("the backlog is never closed"),
-            };
-            let (inner, message, cancel) = (inner.clone(), message.clone(), cancel.clone());
-            inner.api.clone().spawn(async move {
-                let permit = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    permit = inner.limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
-                };
-                drop(queued);
-                let message_type = message.message_type.clone();
-                let outcome = AssertUnwindSafe(handler(message)).catch_unwind().await;
-                drop(permit);
-                let failure = match outcome {
-                    Ok(Ok(())) => return,
-                    Ok(Err(err)) => err.to_string(),
-                    Err(_) => "handler panicked".to_owned(),
-                };
-                inner.handler_failed(&message_type, &failure);
-            });
+        if dispatch(&inner, &message, &cancel).await.is_break() {
+            break;
         }
     }
     debug!(channel, "bus receive loop ended");
+}
+
+/// Hands an accepted message to every handler of its type: inline handlers at once, the others
+/// each in a task of its own once the backlog admits it. `Break` if the bus stopped meanwhile.
+async fn dispatch(
+    inner: &Arc<Inner>,
+    message: &Message,
+    cancel: &CancellationToken,
+) -> ControlFlow<()> {
+    let handlers = inner.handlers_for(&message.message_type);
+    if handlers.is_empty() {
+        bump(&inner.counters.unhandled);
+    }
+    for handler in handlers {
+        let handler = match handler {
+            Handler::Inline(handler) => {
+                run_inline(inner, &handler, message);
+                continue;
+            }
+            Handler::Spawned(handler) => handler,
+        };
+        let queued = tokio::select! {
+            () = cancel.cancelled() => return ControlFlow::Break(()),
+            permit = inner.backlog.clone().acquire_owned() => permit.expect("the backlog is never closed"),
+        };
+        let run = run_spawned(
+            inner.clone(),
+            handler,
+            message.clone(),
+            queued,
+            cancel.clone(),
+        );
+        inner.api.spawn(run);
+    }
+    ControlFlow::Continue(())
+}
+
+/// Runs a spawned handler once it gets a permit of the handler limiter, giving up its place in
+/// the backlog (`queued`) then; counts a failure or panic.
+async fn run_spawned(
+    inner: Arc<Inner>,
+    handler: SpawnedHandler,
+    message: Message,
+    queued: OwnedSemaphorePermit,
+    cancel: CancellationToken,
+) {
+    let permit = tokio::select! {
+        () = cancel.cancelled() => return,
+        permit = inner.limiter.clone().acquire_owned() => permit.expect("the limiter is never closed"),
+    };
+    drop(queued);
+    let message_type = message.message_type.clone();
+    let outcome = AssertUnwindSafe(handler(message)).catch_unwind().await;
+    drop(permit);
+    let failure = match outcome {
+        Ok(Ok(())) => return,
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => "handler panicked".to_owned(),
+    };
+    inner.handler_failed(&message_type, &failure);
 }
 
 fn run_inline(inner: &Inner, handler: &InlineHandler, message: &Message) {
@@ -619,12 +670,6 @@ fn run_inline(inner: &Inner, handler: &InlineHandler, message: &Message) {
         Err(_) => "handler panicked".to_owned(),
     };
     inner.handler_failed(&message.message_type, &failure);
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The last sequence number sent on each channel, forgetting channels unused for a while: node
@@ -675,8 +720,6 @@ impl SeqTable {
 
 #[cfg(test)]
 mod tests {
-    use stellar_core::Config;
-
     use super::*;
     use crate::MemoryTransport;
 
@@ -699,11 +742,9 @@ mod tests {
 
     async fn bus() -> (Bus, MemoryTransport) {
         let transport = MemoryTransport::new();
-        let api = Api::new(Config {
-            server_token: ServerToken::new("t"),
-            ..Config::default()
-        });
-        let bus = Bus::start(&api, Arc::new(transport.clone()), BusConfig::default())
+        let api = Api::new(Config::default());
+        let settings = BusSettings::new(ServerToken::new("t"));
+        let bus = Bus::start(&api, Arc::new(transport.clone()), settings)
             .await
             .expect("start");
         bus.subscribe_handler("x", |_| async { Ok(()) });

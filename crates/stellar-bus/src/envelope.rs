@@ -8,7 +8,7 @@ use stellar_core::ServerToken;
 
 /// The envelope version this build writes and reads.
 pub(crate) const VERSION: u8 = 1;
-/// The largest sealed message the bus sends or accepts (`BusConfig::max_message_bytes` can only
+/// The largest sealed message the bus sends or accepts (`BusSettings::max_message_bytes` can only
 /// lower it).
 pub(crate) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Bincode's allocation limit while decoding: a length prefix claiming more than the message cap

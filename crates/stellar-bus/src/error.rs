@@ -36,7 +36,7 @@ pub enum Error {
         message_type: String,
         /// Its sealed size.
         size: usize,
-        /// The cap (`BusConfig::max_message_bytes`).
+        /// The cap (`BusSettings::max_message_bytes`).
         max: usize,
     },
     /// Another live run of a node (another incarnation, with a valid record) holds this node's

@@ -1,31 +1,74 @@
-//! Pub/sub between the nodes of a Stellar cluster, over Redis or in memory.
+//! Authenticated pub/sub and live membership between the nodes of a Stellar cluster, over Redis
+//! or in memory.
 //!
-//! A [`Transport`] moves opaque bytes on named channels: [`RedisTransport`] for real clusters,
-//! [`MemoryTransport`] for a single process (the embedded backend of `stellar run`, and tests).
-//! Both keep the same contract, checked by one test suite run against each:
+//! Three layers, each built on the public API of the one below:
 //!
-//! - a subscriber gets every message published on its channel after `subscribe` returned, in the
-//!   order each publisher published them;
-//! - every subscriber of a channel gets its own copy;
-//! - dropping a [`RawSubscription`] unsubscribes it;
-//! - delivery is at most once: a subscriber that falls more than its buffer behind loses the
-//!   excess, and counts it in [`RawSubscription::dropped`].
+//! - [`Bus`] sends typed messages between nodes: JSON bodies in an envelope sealed with an
+//!   HMAC keyed from the server token ([`BusSettings`]). Every node receives what is broadcast
+//!   ([`Bus::publish`]) and what is sent to it alone ([`Bus::send_to`]); handlers registered by
+//!   message type run concurrently, up to a bound. Receivers drop, and count in [`BusStats`],
+//!   whatever is oversized, malformed, badly signed, outside the clock window or replayed.
+//! - [`Membership`] keeps a signed record per live node, renewed by a heartbeat
+//!   ([`MembershipSettings`]): [`Membership::nodes`] is who is up, and one id is held by one run of
+//!   a node at a time. Records live behind the narrow [`MembershipStore`] trait
+//!   ([`RedisMembershipStore`], [`MemoryMembershipStore`]), which sees them as opaque
+//!   [`MemberRecord`]s.
+//! - A [`Transport`] moves opaque bytes on named channels and never sees a token or a decoded
+//!   message: [`RedisTransport`] for real clusters, [`MemoryTransport`] for one process (the
+//!   embedded backend of `stellar run`, and tests). Both keep one contract, checked by one test
+//!   suite run against each: a subscriber gets every message published on its channel after
+//!   `subscribe` returned, in each publisher's order; every subscriber gets its own copy;
+//!   dropping a [`RawSubscription`] unsubscribes it; delivery is at most once, and a subscriber
+//!   that falls more than its buffer behind loses the excess, counted in
+//!   [`RawSubscription::dropped`].
 //!
 //! [`RedisPool`] is the one place that turns a [`RedisConfig`] into Redis connections (URL
-//! parsing, credentials, database, timeouts on every operation); the cache and task stores reuse
-//! it.
+//! parsing, credentials, database, a timeout on every operation); the Redis transport, the
+//! membership store and the cache and task stores of other crates all connect through it. It is
+//! also the only public item of this crate that names a `redis` type: everything above it speaks
+//! [`TransportError`]. [`RecordSigner`] signs records other crates keep in Redis with the same
+//! token-derived keys as the bus.
 //!
 //! # Example
 //!
+//! Two nodes on one in-memory backend: both join, one greets the other.
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), stellar_bus::TransportError> {
-//! use stellar_bus::{MemoryTransport, Transport};
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use stellar_bus::{
+//!     Bus, BusSettings, Membership, MembershipSettings, MemoryMembershipStore, MemoryTransport,
+//! };
+//! use stellar_core::{Api, Config, NodeId, ServerToken};
 //!
-//! let transport = MemoryTransport::new();
-//! let mut sub = transport.subscribe("greetings").await?;
-//! transport.publish("greetings", b"hello".to_vec()).await?;
-//! assert_eq!(sub.recv().await.as_deref(), Some(&b"hello"[..]));
+//! let (transport, store) = (MemoryTransport::new(), Arc::new(MemoryMembershipStore::new()));
+//! let node = |id: &str| -> Result<Api, Box<dyn std::error::Error>> {
+//!     let token = ServerToken::new("s3cret");
+//!     Ok(Api::new(Config { id: Some(NodeId::new(id)?), server_token: token, ..Config::default() }))
+//! };
+//! let (a, b) = (node("a")?, node("b")?);
+//! let (greeted, mut got) = tokio::sync::mpsc::unbounded_channel();
+//! let mut buses = Vec::new();
+//! for api in [&a, &b] {
+//!     let config = api.config();
+//!     buses.push(Bus::start(api, Arc::new(transport.clone()), BusSettings::from(config)).await?);
+//!     Membership::new(store.clone(), api, MembershipSettings::from(config)).join(api).await?;
+//! }
+//! let greeted = greeted.clone();
+//! buses[1].subscribe_handler("greeting", move |message| {
+//!     let greeted = greeted.clone();
+//!     async move {
+//!         greeted.send((message.sender().to_string(), message.body::<String>()?))?;
+//!         Ok(())
+//!     }
+//! });
+//! let members = Membership::new(store, &a, MembershipSettings::from(a.config())).nodes().await?;
+//! assert_eq!(members.len(), 2);
+//! buses[0].send_to(b.node_id(), "greeting", "hello").await?;
+//! assert_eq!(got.recv().await, Some(("a".to_owned(), "hello".to_owned())));
+//! # a.shutdown().await?;
+//! # b.shutdown().await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -45,9 +88,9 @@ mod transport;
 mod unique;
 
 pub use crate::{
-    bus::{Bus, BusConfig, BusStats, HandlerId, Message, START_SKEW},
+    bus::{Bus, BusSettings, BusStats, HandlerId, Message, START_SKEW},
     error::{Error, HandlerError, Result},
-    membership::{Membership, MembershipStats, NodeInfo, RECORD_SKEW},
+    membership::{Membership, MembershipSettings, MembershipStats, NodeInfo, RECORD_SKEW},
     membership_store::{
         Beat, Claim, LiveRecords, MemberRecord, MembershipStore, MemoryMembershipStore,
         RedisMembershipStore,

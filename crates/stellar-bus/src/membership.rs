@@ -3,15 +3,16 @@
 
 use std::{
     collections::BTreeSet,
+    ops::ControlFlow,
     sync::{
         Arc,
         atomic::{AtomicI64, AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
-use stellar_core::{Api, NodeId};
+use stellar_core::{Api, Config, NodeId, ServerToken, time::now_ms};
 use tracing::{debug, error, info, warn};
 
 use crate::{
@@ -55,8 +56,8 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    /// The record of the node `api`, seen now (local clock).
-    pub fn of(api: &Api) -> Self {
+    /// The record of the node `api`, seen now (local clock), living `ttl` without renewal.
+    fn of(api: &Api, ttl: Duration) -> Self {
         let started_at_ms = api
             .started_at()
             .duration_since(UNIX_EPOCH)
@@ -68,9 +69,49 @@ impl NodeInfo {
             pid: std::process::id(),
             started_at_ms,
             last_seen_ms: now_ms(),
-            ttl_ms: api.config().heartbeat_ttl.as_millis() as u64,
+            ttl_ms: ttl.as_millis() as u64,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             replaces: None,
+        }
+    }
+}
+
+/// Settings of a [`Membership`]: the tokens records are signed and verified with, and the
+/// heartbeat. A node builds them from its configuration with `MembershipSettings::from(&config)`.
+#[derive(Debug, Clone)]
+pub struct MembershipSettings {
+    /// The token this node signs its record with.
+    pub server_token: ServerToken,
+    /// Older tokens whose records are still trusted while a cluster rolls to a new one.
+    pub previous_tokens: Vec<ServerToken>,
+    /// How often a joined node renews its record.
+    pub heartbeat_interval: Duration,
+    /// How long a record lives without renewal: a node that dies unannounced drops out of the
+    /// cluster after this long.
+    pub heartbeat_ttl: Duration,
+}
+
+impl MembershipSettings {
+    /// The default heartbeat (every second, records live 5 s), signing with `server_token`.
+    pub fn new(server_token: ServerToken) -> Self {
+        let defaults = Config::default();
+        Self {
+            server_token,
+            previous_tokens: Vec::new(),
+            heartbeat_interval: defaults.heartbeat_interval,
+            heartbeat_ttl: defaults.heartbeat_ttl,
+        }
+    }
+}
+
+impl From<&Config> for MembershipSettings {
+    /// The tokens and heartbeat of `config`.
+    fn from(config: &Config) -> Self {
+        Self {
+            server_token: config.server_token.clone(),
+            previous_tokens: config.previous_server_token.iter().cloned().collect(),
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_ttl: config.heartbeat_ttl,
         }
     }
 }
@@ -118,6 +159,8 @@ struct SignedRecord {
 pub struct Membership {
     store: Arc<dyn MembershipStore>,
     sealer: Sealer,
+    heartbeat_interval: Duration,
+    heartbeat_ttl: Duration,
     /// This run of the node ([`Api::incarnation`]).
     incarnation: u64,
     /// The incarnation this run took the id over from ([`Membership::join_replacing`]); 0 for
@@ -145,14 +188,14 @@ enum Opened {
 }
 
 impl Membership {
-    /// Membership over `store`, trusting records signed with `api`'s server token (or its
-    /// previous one). Until [`Membership::join`], this node only reads.
-    pub fn new(store: Arc<dyn MembershipStore>, api: &Api) -> Self {
-        let config = api.config();
-        let previous: Vec<_> = config.previous_server_token.iter().cloned().collect();
+    /// Membership of the node `api` over `store`, trusting records signed with the tokens of
+    /// `settings`. Until [`Membership::join`], this node only reads.
+    pub fn new(store: Arc<dyn MembershipStore>, api: &Api, settings: MembershipSettings) -> Self {
         Self {
             store,
-            sealer: Sealer::new(&config.server_token, &previous),
+            sealer: Sealer::new(&settings.server_token, &settings.previous_tokens),
+            heartbeat_interval: settings.heartbeat_interval,
+            heartbeat_ttl: settings.heartbeat_ttl,
             incarnation: api.incarnation(),
             replaces: Arc::new(AtomicU64::new(0)),
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
@@ -377,7 +420,7 @@ impl Membership {
                     api.node_id(),
                     self.incarnation,
                     &record,
-                    api.config().heartbeat_ttl,
+                    self.heartbeat_ttl,
                     claim,
                 )
                 .await
@@ -394,30 +437,47 @@ impl Membership {
                 record,
                 last_seen_ms: now_ms,
             };
-            match self.open(&stored, now_ms) {
-                Opened::Valid(holder) if claim_allows(claim, self.incarnation, &holder) => {
-                    warn!(node_id = %api.node_id(), "the membership record of this id does not match its holder; overwriting it");
-                }
-                Opened::Valid(holder) if is_gone(&holder) => {
-                    info!(node_id = %api.node_id(), pid = holder.pid, incarnation = holder.incarnation, "the earlier run of this id is gone; taking over its record before it expires");
-                }
-                Opened::Valid(holder) => {
-                    let handover = holder.replaces == Some(self.incarnation)
-                        || self.replaced() == Some(holder.incarnation);
-                    return Ok(BeatResult::TakenOver {
-                        incarnation: holder.incarnation,
-                        handover,
-                    });
-                }
-                Opened::BadSignature | Opened::Stale => {
-                    warn!(node_id = %api.node_id(), "the membership record of this id does not verify or is stale; overwriting it");
-                }
+            if let Some(taken_over) = self.held_by_another_run(api, claim, &stored, now_ms) {
+                return Ok(taken_over);
             }
         }
         Err(Error::Membership(TransportError::Backend {
             op: "membership heartbeat",
             source: "the store refused a forced heartbeat".into(),
         }))
+    }
+
+    /// Whether the record `stored` (found holding this id when a heartbeat did not write)
+    /// belongs to another live run this run must not overwrite: `Some` with what that means,
+    /// `None` (logged) when the next, forced, heartbeat may overwrite it.
+    fn held_by_another_run(
+        &self,
+        api: &Api,
+        claim: Claim,
+        stored: &MemberRecord,
+        now_ms: u64,
+    ) -> Option<BeatResult> {
+        let node_id = api.node_id();
+        match self.open(stored, now_ms) {
+            Opened::Valid(holder) if claim_allows(claim, self.incarnation, &holder) => {
+                warn!(%node_id, "the membership record of this id does not match its holder; overwriting it");
+            }
+            Opened::Valid(holder) if is_gone(&holder) => {
+                info!(%node_id, pid = holder.pid, incarnation = holder.incarnation, "the earlier run of this id is gone; taking over its record before it expires");
+            }
+            Opened::Valid(holder) => {
+                let handover = holder.replaces == Some(self.incarnation)
+                    || self.replaced() == Some(holder.incarnation);
+                return Some(BeatResult::TakenOver {
+                    incarnation: holder.incarnation,
+                    handover,
+                });
+            }
+            Opened::BadSignature | Opened::Stale => {
+                warn!(%node_id, "the membership record of this id does not verify or is stale; overwriting it");
+            }
+        }
+        None
     }
 
     /// The incarnation this run took the id over from, if it joined with
@@ -428,7 +488,7 @@ impl Membership {
 
     /// This run's info, its `last_seen_ms` on the store's clock as last observed.
     fn info(&self, api: &Api) -> NodeInfo {
-        let mut info = NodeInfo::of(api);
+        let mut info = NodeInfo::of(api, self.heartbeat_ttl);
         info.replaces = self.replaced();
         let offset = self.clock_offset_ms.load(Ordering::Relaxed);
         info.last_seen_ms = info.last_seen_ms.saturating_add_signed(offset);
@@ -476,90 +536,129 @@ enum BeatResult {
     },
 }
 
-async fn heartbeat_loop(membership: Membership, api: Api, mut known: BTreeSet<NodeId>) {
+/// Renews this run's record every heartbeat interval until the node stops, logs the members
+/// that come and go, then removes the record.
+async fn heartbeat_loop(membership: Membership, api: Api, known: BTreeSet<NodeId>) {
     let cancel = api.cancellation_token();
-    let config = api.config();
-    let mut tick = tokio::time::interval(config.heartbeat_interval);
+    let mut tick = tokio::time::interval(membership.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut healthy = true;
-    // The run holding this id after a supervised handover, while it does.
-    let mut taken_over: Option<u64> = None;
+    let mut state = HeartbeatState {
+        healthy: true,
+        taken_over: None,
+        known,
+    };
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
         let beat = membership.beat(&api, Claim::Own).await;
-        match &beat {
+        if state.record(&membership, &api, beat).is_break() {
+            break;
+        }
+        state.watch_members(&membership, &api).await;
+    }
+    membership.leave(&api).await;
+}
+
+/// What the heartbeat loop remembers between beats.
+struct HeartbeatState {
+    /// Whether the last heartbeat was written (failures are logged when they start and end).
+    healthy: bool,
+    /// The run holding this id after a supervised handover, while it does.
+    taken_over: Option<u64>,
+    /// The members seen at the last beat.
+    known: BTreeSet<NodeId>,
+}
+
+impl HeartbeatState {
+    /// Logs what one heartbeat came to; `Break` when this run must stop (its id was taken
+    /// over without a handover), after asking the node to stop.
+    fn record(
+        &mut self,
+        membership: &Membership,
+        api: &Api,
+        beat: Result<BeatResult>,
+    ) -> ControlFlow<()> {
+        let (node_id, incarnation) = (api.node_id(), membership.incarnation);
+        match beat {
             Ok(BeatResult::TakenOver {
-                incarnation,
+                incarnation: holder,
                 handover: false,
             }) => {
-                error!(node_id = %api.node_id(), incarnation = membership.incarnation, taken_over_by = *incarnation, "another run of this node holds its id without a supervised handover naming this run (a second process started under the same id, or this run stalled past its heartbeat TTL and lost its record); stopping this run so two live runs never share an id");
+                error!(%node_id, incarnation, taken_over_by = holder, "another run of this node holds its id without a supervised handover naming this run (a second process started under the same id, or this run stalled past its heartbeat TTL and lost its record); stopping this run so two live runs never share an id");
                 api.stop();
-                break;
+                return ControlFlow::Break(());
             }
             Ok(BeatResult::TakenOver {
-                incarnation,
+                incarnation: holder,
                 handover: true,
             }) => {
-                if taken_over != Some(*incarnation) {
-                    warn!(node_id = %api.node_id(), incarnation = membership.incarnation, taken_over_by = *incarnation, "another run of this node took over its id (supervised handover); this run stops writing its record and takes it back if the id becomes free");
-                    taken_over = Some(*incarnation);
+                if self.taken_over != Some(holder) {
+                    warn!(%node_id, incarnation, taken_over_by = holder, "another run of this node took over its id (supervised handover); this run stops writing its record and takes it back if the id becomes free");
+                    self.taken_over = Some(holder);
                 }
             }
             Ok(BeatResult::Written) => {
-                if let Some(other) = taken_over.take() {
-                    info!(node_id = %api.node_id(), incarnation = membership.incarnation, other, "the run that took over this id left or is gone; this run holds the id again");
+                if let Some(other) = self.taken_over.take() {
+                    info!(%node_id, incarnation, other, "the run that took over this id left or is gone; this run holds the id again");
                 }
             }
-            Err(_) => {}
-        }
-        match (&beat, healthy) {
-            (Err(err), true) => {
-                warn!(node_id = %api.node_id(), error = %err, "membership heartbeat failed")
+            Err(err) if self.healthy => {
+                warn!(%node_id, error = %err, "membership heartbeat failed");
+                self.healthy = false;
+                return ControlFlow::Continue(());
             }
-            (Ok(_), false) => info!(node_id = %api.node_id(), "membership heartbeat restored"),
-            _ => {}
+            Err(err) => {
+                debug!(%node_id, error = %err, "membership heartbeat failed again");
+                return ControlFlow::Continue(());
+            }
         }
-        healthy = beat.is_ok();
-        let Ok(live) = membership.nodes().await else {
-            continue;
-        };
-        let live: BTreeSet<NodeId> = live.into_iter().map(|n| n.id).collect();
-        for joined in live.difference(&known) {
-            info!(node_id = %api.node_id(), member = %joined, "member {joined} has joined the cluster");
+        if !self.healthy {
+            info!(%node_id, "membership heartbeat restored");
+            self.healthy = true;
         }
-        for left in known.difference(&live) {
-            info!(node_id = %api.node_id(), member = %left, "member {left} has left the cluster");
-        }
-        known = live;
+        ControlFlow::Continue(())
     }
-    match membership
-        .store
-        .leave(api.node_id(), membership.incarnation)
-        .await
-    {
-        Ok(true) => info!(node_id = %api.node_id(), "left the cluster"),
-        Ok(false) => {
-            info!(node_id = %api.node_id(), "left the cluster; another run of this node holds its record, left in place")
+
+    /// Lists the live members and logs each that joined or left since the last beat.
+    async fn watch_members(&mut self, membership: &Membership, api: &Api) {
+        let node_id = api.node_id();
+        let live: BTreeSet<NodeId> = match membership.nodes().await {
+            Ok(live) => live.into_iter().map(|n| n.id).collect(),
+            Err(err) => {
+                debug!(%node_id, error = %err, "could not list the cluster's members");
+                return;
+            }
+        };
+        for joined in live.difference(&self.known) {
+            info!(%node_id, member = %joined, "member {joined} has joined the cluster");
         }
-        Err(err) => {
-            warn!(node_id = %api.node_id(), error = %err, "could not remove the membership record; it expires by itself")
+        for left in self.known.difference(&live) {
+            info!(%node_id, member = %left, "member {left} has left the cluster");
         }
+        self.known = live;
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+impl Membership {
+    /// Removes this run's record at the end of its heartbeat, unless another run holds it.
+    async fn leave(&self, api: &Api) {
+        let node_id = api.node_id();
+        match self.store.leave(node_id, self.incarnation).await {
+            Ok(true) => info!(%node_id, "left the cluster"),
+            Ok(false) => {
+                info!(%node_id, "left the cluster; another run of this node holds its record, left in place")
+            }
+            Err(err) => {
+                warn!(%node_id, error = %err, "could not remove the membership record; it expires by itself")
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use stellar_core::{Config, ServerToken};
-
     use super::*;
     use crate::MemoryMembershipStore;
 
@@ -573,11 +672,15 @@ mod tests {
         })
     }
 
+    fn settings(api: &Api) -> MembershipSettings {
+        MembershipSettings::from(api.config())
+    }
+
     /// Puts a live, validly signed record of a run of `id` with `pid` in `store`.
     async fn record_of_run(store: &Arc<dyn MembershipStore>, id: &str, pid: u32) -> u64 {
         let earlier = api(id);
-        let membership = Membership::new(store.clone(), &earlier);
-        let mut info = NodeInfo::of(&earlier);
+        let membership = Membership::new(store.clone(), &earlier, settings(&earlier));
+        let mut info = NodeInfo::of(&earlier, Duration::from_secs(60));
         info.pid = pid;
         let record = membership.seal(&info);
         let ttl = Duration::from_secs(60);
@@ -604,7 +707,7 @@ mod tests {
         child.wait().expect("reap");
         record_of_run(&store, "crashed", dead_pid).await;
         let restarted = api("crashed");
-        let membership = Membership::new(store.clone(), &restarted);
+        let membership = Membership::new(store.clone(), &restarted, settings(&restarted));
         membership
             .join(&restarted)
             .await
@@ -614,7 +717,9 @@ mod tests {
         // A live pid on this host (this test's) still holds its id.
         let holder = record_of_run(&store, "alive", std::process::id()).await;
         let second = api("alive");
-        let refused = Membership::new(store.clone(), &second).join(&second).await;
+        let refused = Membership::new(store.clone(), &second, settings(&second))
+            .join(&second)
+            .await;
         assert!(
             matches!(refused, Err(Error::DuplicateNode { incarnation, .. }) if incarnation == holder),
             "{refused:?}"

@@ -7,11 +7,11 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use async_trait::async_trait;
-use stellar_core::NodeId;
+use stellar_core::{NodeId, sync, time::now_ms};
 use tokio::time::Instant;
 
 use crate::{RedisPool, TransportError, keys};
@@ -137,18 +137,13 @@ impl MemoryMembershipStore {
 
     fn connections(&self) -> std::sync::MutexGuard<'_, HashMap<String, NodeId>> {
         // Each critical section is one map update: a poisoned lock is still consistent.
-        self.connections
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        sync::lock(&self.connections)
     }
 
     /// The live records, expired ones forgotten.
     fn records(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Stored>> {
         // Each critical section is one map update: a poisoned lock is still consistent.
-        let mut records = self
-            .records
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut records = sync::lock(&self.records);
         let now = Instant::now();
         records.retain(|_, stored| stored.expires > now);
         records
@@ -444,10 +439,4 @@ impl MembershipStore for RedisMembershipStore {
         let holder: Option<String> = self.pool.query("HGET connection", &cmd).await?;
         Ok(holder.and_then(|id| NodeId::new(id).ok()))
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

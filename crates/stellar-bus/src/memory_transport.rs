@@ -13,6 +13,7 @@ use crate::{
     transport::{Subscriber, fan_out},
 };
 use async_trait::async_trait;
+use stellar_core::sync;
 
 /// A [`Transport`] inside one process. Clones share the same channels, so each clone can play one
 /// node of an in-process cluster.
@@ -56,9 +57,7 @@ impl MemoryTransport {
 impl Inner {
     fn channels(&self) -> MutexGuard<'_, HashMap<String, Vec<Subscriber>>> {
         // Every critical section is a single map update, so a poisoned lock is still consistent.
-        self.channels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        sync::lock(&self.channels)
     }
 
     fn remove(&self, channel: &str, id: u64) {

@@ -7,7 +7,7 @@ use deadpool_redis::{Manager, Pool, PoolError, Runtime};
 use redis::{
     AsyncConnectionConfig, FromRedisValue, IntoConnectionInfo, aio::MultiplexedConnection,
 };
-use stellar_core::redact_url;
+use stellar_core::{redact_url, sync};
 
 use crate::{DEFAULT_SUBSCRIPTION_CAPACITY, TransportError};
 
@@ -237,11 +237,7 @@ impl RedisPool {
                         || err.is_connection_refusal()
                     {
                         // Reconnect on the next command instead of failing forever.
-                        self.inner
-                            .shared
-                            .write()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .take();
+                        sync::write(&self.inner.shared).take();
                     }
                     Err(self.backend_error(op, err))
                 }
@@ -302,23 +298,11 @@ impl RedisPool {
 
     async fn shared_connection(&self) -> Result<MultiplexedConnection, TransportError> {
         // The fast path is a read lock and a clone: no await, no contention between commands.
-        if let Some(conn) = self
-            .inner
-            .shared
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(conn) = sync::read(&self.inner.shared).as_ref() {
             return Ok(conn.clone());
         }
         let _turn = self.inner.reconnecting.lock().await;
-        if let Some(conn) = self
-            .inner
-            .shared
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(conn) = sync::read(&self.inner.shared).as_ref() {
             return Ok(conn.clone());
         }
         let conn = self
@@ -327,7 +311,7 @@ impl RedisPool {
             .get_multiplexed_async_connection_with_config(&self.inner.connection_config)
             .await
             .map_err(|err| self.connect_error(err))?;
-        *self.inner.shared.write().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+        *sync::write(&self.inner.shared) = Some(conn.clone());
         Ok(conn)
     }
 

@@ -8,14 +8,14 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::{PubSub, PubSubSink};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -47,6 +47,8 @@ struct Inner {
     next_id: AtomicU64,
     /// Stops the subscriber task; cancelled when the transport is dropped or its parent stops.
     cancel: CancellationToken,
+    /// Holds the subscriber task, so [`RedisTransport::stopped`] can wait for it.
+    tasks: TaskTracker,
 }
 
 impl Drop for Inner {
@@ -70,7 +72,8 @@ enum Command {
 
 impl RedisTransport {
     /// Opens the subscriber connection and starts its task. The task stops when `cancel` is
-    /// cancelled or the transport is dropped; open subscriptions then end.
+    /// cancelled or the transport is dropped; open subscriptions then end. A node waits for it
+    /// at shutdown through [`RedisTransport::stopped`].
     ///
     /// # Errors
     ///
@@ -90,15 +93,29 @@ impl RedisTransport {
             waiting: Vec::new(),
             cancel: cancel.clone(),
         };
-        tokio::spawn(task.run(first));
+        let tasks = TaskTracker::new();
+        tasks.spawn(task.run(first));
+        // The subscriber task is the only one: `stopped` resolves when it ends.
+        tasks.close();
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
                 commands,
                 next_id: AtomicU64::new(0),
                 cancel,
+                tasks,
             }),
         })
+    }
+
+    /// Resolves once the subscriber task has ended: after the `cancel` token given to
+    /// [`RedisTransport::connect`] is cancelled, or every clone of the transport is dropped.
+    /// The future holds no clone of the transport, so a node can hand it to
+    /// [`Api::spawn`](stellar_core::Api::spawn) and have its shutdown wait for the subscriber
+    /// connection to close.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let tasks = self.inner.tasks.clone();
+        async move { tasks.wait().await }
     }
 
     /// The pool this transport publishes through.
@@ -203,7 +220,7 @@ impl SubscriberTask {
     async fn reconnect(&mut self) -> Option<PubSub> {
         let mut delay = MIN_BACKOFF;
         for attempt in 1_u32.. {
-            let sleep = tokio::time::sleep(jitter(delay));
+            let sleep = tokio::time::sleep(stellar_core::time::jitter(delay, 0.2));
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
@@ -256,6 +273,7 @@ impl SubscriberTask {
             }
         }
         for ack in self.waiting.drain(..) {
+            // A subscriber that stopped waiting (its timeout passed) needs no answer.
             let _ = ack.send(Ok(()));
         }
         let mut keepalive = tokio::time::interval(KEEPALIVE);
@@ -300,6 +318,7 @@ impl SubscriberTask {
                     return Err(err.to_string());
                 }
                 debug!(channel, "subscribed");
+                // A subscriber that stopped waiting (its timeout passed) needs no answer.
                 let _ = ack.send(Ok(()));
                 Ok(())
             }
@@ -363,18 +382,4 @@ impl SubscriberTask {
             Err(_) => Err(TransportError::Timeout { op, after }),
         }
     }
-}
-
-/// Spreads reconnects of many nodes: `delay` plus or minus up to a fifth, from the clock's
-/// nanoseconds (no need for a random number generator here).
-fn jitter(delay: Duration) -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let spread = delay.as_millis() as u64 / 5;
-    if spread == 0 {
-        return delay;
-    }
-    let offset = u64::from(nanos) % (2 * spread + 1);
-    delay + Duration::from_millis(offset) - Duration::from_millis(spread)
 }

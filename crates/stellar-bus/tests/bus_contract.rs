@@ -1,6 +1,5 @@
 //! The authenticated bus on both backends: delivery, handlers, and everything it must refuse.
 
-#[macro_use]
 mod support;
 
 use std::{
@@ -12,9 +11,10 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use stellar_bus::{Bus, BusConfig, Message, START_SKEW};
+use stellar_bus::{Bus, BusSettings, Message, START_SKEW};
 use stellar_core::ServerToken;
-use support::{Backend, QUIET_FOR, api, eventually, recv};
+use stellar_testkit::{QUIET_FOR, eventually};
+use support::{Backend, api, recv};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Greeting {
@@ -40,12 +40,18 @@ fn count(seen: &Arc<Mutex<Vec<Message>>>) -> usize {
     seen.lock().expect("collector").len()
 }
 
-async fn start(backend: &Backend, id: &str, token: &str) -> Bus {
-    start_with(backend, id, token, BusConfig::default()).await
+/// The default bus settings, signing with `token`.
+fn settings(token: &str) -> BusSettings {
+    BusSettings::new(ServerToken::new(token))
 }
 
-async fn start_with(backend: &Backend, id: &str, token: &str, config: BusConfig) -> Bus {
-    Bus::start(&api(id, token), backend.node().await, config)
+async fn start(backend: &Backend, id: &str, token: &str) -> Bus {
+    start_with(backend, id, settings(token)).await
+}
+
+async fn start_with(backend: &Backend, id: &str, settings: BusSettings) -> Bus {
+    let token = settings.server_token.expose().to_owned();
+    Bus::start(&api(id, &token), backend.node().await, settings)
         .await
         .expect("bus starts")
 }
@@ -167,11 +173,11 @@ async fn a_node_with_another_token_sees_none_of_the_traffic(backend: Backend) {
 
 async fn a_previous_token_is_accepted_while_the_cluster_rolls(backend: Backend) {
     let old = start(&backend, "old", "token-1").await;
-    let config = BusConfig {
+    let config = BusSettings {
         previous_tokens: vec![ServerToken::new("token-1")],
-        ..BusConfig::default()
+        ..settings("token-2")
     };
-    let rolled = start_with(&backend, "rolled", "token-2", config).await;
+    let rolled = start_with(&backend, "rolled", config).await;
     let at_rolled = collect(&rolled, "x");
     old.publish("x", &1).await.expect("publish");
     eventually("the rolled node accepts the old token", || {
@@ -289,11 +295,11 @@ async fn a_slow_or_failing_handler_holds_up_no_other(backend: Backend) {
 
 async fn handlers_run_concurrently_up_to_the_bound(backend: Backend) {
     let a = start(&backend, "a", "t").await;
-    let config = BusConfig {
+    let config = BusSettings {
         handler_concurrency: 4,
-        ..BusConfig::default()
+        ..settings("t")
     };
-    let b = start_with(&backend, "b", "t", config).await;
+    let b = start_with(&backend, "b", config).await;
     let (running, peak) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let done = Arc::new(AtomicU64::new(0));
     let (r, p, d) = (running.clone(), peak.clone(), done.clone());
@@ -318,11 +324,11 @@ async fn handlers_run_concurrently_up_to_the_bound(backend: Backend) {
 
 async fn inline_handlers_run_while_every_handler_permit_is_held(backend: Backend) {
     let a = start(&backend, "a", "t").await;
-    let config = BusConfig {
+    let config = BusSettings {
         handler_concurrency: 2,
-        ..BusConfig::default()
+        ..settings("t")
     };
-    let b = start_with(&backend, "b", "t", config).await;
+    let b = start_with(&backend, "b", config).await;
     let release = Arc::new(tokio::sync::Notify::new());
     let (started, gate) = (Arc::new(AtomicU64::new(0)), release.clone());
     let counter = started.clone();
@@ -363,7 +369,7 @@ async fn inline_handlers_run_while_every_handler_permit_is_held(backend: Backend
     release.notify_waiters();
 }
 
-contract!(
+stellar_testkit::contract_cases!(
     broadcasts_reach_every_node_and_the_sender_knows_its_own,
     send_to_reaches_only_that_node,
     handlers_are_per_type_and_can_be_removed,

@@ -1,13 +1,12 @@
 //! Membership on both stores: records appear, renew, expire, leave, and must be signed.
 
-#[macro_use]
 mod support;
 
 use std::{sync::Arc, time::Duration};
 
 use stellar_bus::{
-    Beat, Claim, Error, Membership, MembershipStore, MemoryMembershipStore, NodeInfo, RECORD_SKEW,
-    RedisMembershipStore,
+    Beat, Claim, Error, Membership, MembershipSettings, MembershipStore, MemoryMembershipStore,
+    NodeInfo, RECORD_SKEW, RedisMembershipStore,
 };
 use stellar_core::{Api, Config, NodeId, ServerToken};
 use support::Backend;
@@ -28,6 +27,11 @@ fn node_api(id: &str, token: &str, interval_ms: u64, ttl_ms: u64) -> Api {
         shutdown_timeout: Duration::from_secs(2),
         ..Config::default()
     })
+}
+
+/// The membership of the node `api` on `store`, with the settings of its config.
+fn member_of(store: &Arc<dyn MembershipStore>, api: &Api) -> Membership {
+    Membership::new(store.clone(), api, MembershipSettings::from(api.config()))
 }
 
 fn ids(nodes: &[NodeInfo]) -> Vec<&str> {
@@ -120,12 +124,9 @@ async fn store_writes_and_leaves_compare_the_incarnation(backend: Backend) {
 async fn joined_nodes_stay_listed_and_leave_when_they_stop(backend: Backend) {
     let store = store(&backend).await;
     let (a, b) = (node_api("a", "t", 50, 300), node_api("b", "t", 50, 300));
-    let membership = Membership::new(store.clone(), &a);
+    let membership = member_of(&store, &a);
     membership.join(&a).await.expect("a joins");
-    Membership::new(store.clone(), &b)
-        .join(&b)
-        .await
-        .expect("b joins");
+    member_of(&store, &b).join(&b).await.expect("b joins");
     tokio::time::sleep(Duration::from_millis(600)).await;
     let nodes = membership.nodes().await.expect("list");
     assert_eq!(
@@ -150,7 +151,7 @@ async fn a_node_that_stops_beating_drops_out_within_the_ttl(backend: Backend) {
     let store = store(&backend).await;
     // Beats once, then not for a minute: to the others it looks dead after 300 ms.
     let stuck = node_api("stuck", "t", 60_000, 300);
-    let membership = Membership::new(store.clone(), &stuck);
+    let membership = member_of(&store, &stuck);
     membership.join(&stuck).await.expect("join");
     assert_eq!(ids(&membership.nodes().await.expect("list")), ["stuck"]);
     let started = tokio::time::Instant::now();
@@ -174,9 +175,9 @@ async fn records_signed_with_another_token_are_not_members(backend: Backend) {
         node_api("ours", "right", 50, 5000),
         node_api("theirs", "wrong", 50, 5000),
     );
-    let membership = Membership::new(store.clone(), &ours);
+    let membership = member_of(&store, &ours);
     membership.join(&ours).await.expect("join");
-    Membership::new(store.clone(), &theirs)
+    member_of(&store, &theirs)
         .join(&theirs)
         .await
         .expect("join");
@@ -191,7 +192,7 @@ async fn records_signed_with_another_token_are_not_members(backend: Backend) {
         .await
         .expect("raw");
     assert_eq!(ids(&membership.nodes().await.expect("list")), ["ours"]);
-    let their_view = Membership::new(store.clone(), &theirs);
+    let their_view = member_of(&store, &theirs);
     assert_eq!(ids(&their_view.nodes().await.expect("list")), ["theirs"]);
     let rotated = node_api("rotated", "new", 50, 5000);
     let rolled = Api::new(Config {
@@ -199,10 +200,7 @@ async fn records_signed_with_another_token_are_not_members(backend: Backend) {
         ..rotated.config().clone()
     });
     assert_eq!(
-        ids(&Membership::new(store.clone(), &rolled)
-            .nodes()
-            .await
-            .expect("list")),
+        ids(&member_of(&store, &rolled).nodes().await.expect("list")),
         ["ours"]
     );
 }
@@ -210,13 +208,10 @@ async fn records_signed_with_another_token_are_not_members(backend: Backend) {
 async fn a_replayed_old_record_is_not_a_member(backend: Backend) {
     let store = store(&backend).await;
     let observer = node_api("observer", "t", 50, 1000);
-    let membership = Membership::new(store.clone(), &observer);
+    let membership = member_of(&store, &observer);
     // A real record, signed with the cluster's token, captured from the store.
     let ghost = node_api("ghost", "t", 60_000, 300);
-    Membership::new(store.clone(), &ghost)
-        .join(&ghost)
-        .await
-        .expect("join");
+    member_of(&store, &ghost).join(&ghost).await.expect("join");
     let live = store.live().await.expect("list");
     let captured = live.records[0].record.clone();
     ghost.shutdown().await.expect("ghost stops");
@@ -239,7 +234,7 @@ async fn a_replayed_old_record_is_not_a_member(backend: Backend) {
     assert_eq!(membership.stats().stale, 1, "{:?}", membership.stats());
     // The id is free for a new run, whatever the stale record says.
     let again = node_api("ghost", "t", 50, 1000);
-    Membership::new(store.clone(), &again)
+    member_of(&store, &again)
         .join(&again)
         .await
         .expect("a new run joins over a stale record");
@@ -253,11 +248,11 @@ async fn a_second_live_run_with_the_same_id_is_refused(backend: Backend) {
         node_api("dup", "t", 50, 1000),
         node_api("dup", "t", 50, 1000),
     );
-    Membership::new(store.clone(), &first)
+    member_of(&store, &first)
         .join(&first)
         .await
         .expect("the first run joins");
-    let refused = Membership::new(store.clone(), &second).join(&second).await;
+    let refused = member_of(&store, &second).join(&second).await;
     match &refused {
         Err(Error::DuplicateNode { id, incarnation }) => {
             assert_eq!(id.as_str(), "dup");
@@ -279,14 +274,11 @@ async fn a_second_live_run_with_the_same_id_is_refused(backend: Backend) {
         )
         .await
         .expect("raw write");
-    Membership::new(store.clone(), &forged)
+    member_of(&store, &forged)
         .join(&forged)
         .await
         .expect("an unverified record does not hold the id");
-    let nodes = Membership::new(store.clone(), &first)
-        .nodes()
-        .await
-        .expect("list");
+    let nodes = member_of(&store, &first).nodes().await.expect("list");
     assert_eq!(ids(&nodes), ["dup", "forged-id"]);
     assert_eq!(nodes[0].incarnation, first.incarnation());
     forged.shutdown().await.expect("stops");
@@ -296,18 +288,18 @@ async fn a_second_live_run_with_the_same_id_is_refused(backend: Backend) {
 async fn a_supervised_replacement_takes_over_and_the_old_run_leaves_it_alone(backend: Backend) {
     let store = store(&backend).await;
     let old = node_api("worker-1", "t", 50, 1000);
-    let old_membership = Membership::new(store.clone(), &old);
+    let old_membership = member_of(&store, &old);
     old_membership.join(&old).await.expect("old joins");
     assert_eq!(old_membership.incarnation(), old.incarnation());
     let new = node_api("worker-1", "t", 50, 1000);
     let stranger = node_api("worker-1", "t", 50, 1000);
     assert!(matches!(
-        Membership::new(store.clone(), &stranger)
+        member_of(&store, &stranger)
             .join_replacing(&stranger, new.incarnation())
             .await,
         Err(Error::DuplicateNode { .. })
     ));
-    let membership = Membership::new(store.clone(), &new);
+    let membership = member_of(&store, &new);
     membership
         .join_replacing(&new, old.incarnation())
         .await
@@ -386,10 +378,10 @@ async fn listed_within(
 async fn a_failed_handover_gives_the_id_back_to_the_old_run(backend: Backend) {
     let store = store(&backend).await;
     let old = node_api("worker-1", "t", 50, 1000);
-    let membership = Membership::new(store.clone(), &old);
+    let membership = member_of(&store, &old);
     membership.join(&old).await.expect("old joins");
     let new = node_api("worker-1", "t", 50, 1000);
-    let new_membership = Membership::new(store.clone(), &new);
+    let new_membership = member_of(&store, &new);
     new_membership
         .join_replacing(&new, old.incarnation())
         .await
@@ -428,7 +420,7 @@ async fn a_failed_handover_gives_the_id_back_to_the_old_run(backend: Backend) {
 async fn a_run_taken_over_without_a_handover_stops(backend: Backend) {
     let store = store(&backend).await;
     let first = node_api("solo", "t", 200, 1000);
-    let membership = Membership::new(store.clone(), &first);
+    let membership = member_of(&store, &first);
     membership.join(&first).await.expect("first joins");
     // Someone with write access to Redis deletes the record (or the run stalled past its TTL),
     // and another process joins under the same id.
@@ -440,7 +432,7 @@ async fn a_run_taken_over_without_a_handover_stops(backend: Backend) {
             .leave(first.node_id(), first.incarnation())
             .await
             .expect("delete");
-        match Membership::new(store.clone(), &second).join(&second).await {
+        match member_of(&store, &second).join(&second).await {
             Ok(()) => break,
             Err(Error::DuplicateNode { .. }) if attempts < 5 => attempts += 1,
             Err(err) => panic!("the id was free: {err:?}"),
@@ -461,18 +453,12 @@ async fn a_run_taken_over_without_a_handover_stops(backend: Backend) {
 async fn stale_and_unreadable_records_are_removed_from_the_store(backend: Backend) {
     let store = store(&backend).await;
     let observer = node_api("observer", "t", 50, 1000);
-    let membership = Membership::new(store.clone(), &observer);
+    let membership = member_of(&store, &observer);
     // A well-formed record signed with another token may be a node with a rotated token: kept.
     let other = node_api("other-token", "another", 60_000, 60_000);
-    Membership::new(store.clone(), &other)
-        .join(&other)
-        .await
-        .expect("join");
+    member_of(&store, &other).join(&other).await.expect("join");
     let ghost = node_api("ghost", "t", 60_000, 300);
-    Membership::new(store.clone(), &ghost)
-        .join(&ghost)
-        .await
-        .expect("join");
+    member_of(&store, &ghost).join(&ghost).await.expect("join");
     let captured = store
         .live()
         .await
@@ -511,7 +497,7 @@ async fn stale_and_unreadable_records_are_removed_from_the_store(backend: Backen
     other.shutdown().await.expect("stops");
 }
 
-contract!(
+stellar_testkit::contract_cases!(
     store_records_expire_and_leave,
     store_writes_and_leaves_compare_the_incarnation,
     a_replayed_old_record_is_not_a_member,

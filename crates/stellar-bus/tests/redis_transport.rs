@@ -269,9 +269,18 @@ async fn cancelling_the_transport_ends_its_subscriptions() {
     let server = RedisServer::start();
     let (_pool, transport, cancel) = connect(&server.url()).await;
     let mut sub = transport.subscribe("ends").await.expect("subscribe");
+    let stopped = transport.stopped();
+    let still_running = tokio::time::timeout(Duration::from_millis(100), transport.stopped()).await;
+    assert!(
+        still_running.is_err(),
+        "the subscriber task ended before it was cancelled"
+    );
     cancel.cancel();
     let end = tokio::time::timeout(Duration::from_secs(5), sub.recv())
         .await
         .expect("ends promptly");
     assert_eq!(end, None);
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("the subscriber task ends once cancelled");
 }

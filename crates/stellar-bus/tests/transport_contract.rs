@@ -1,13 +1,13 @@
 //! One contract, two backends: every case runs against `MemoryTransport` and against
 //! `RedisTransport` on a real `redis-server` started for that test.
 
-#[macro_use]
 mod support;
 
 use std::{sync::Arc, time::Duration};
 
 use stellar_bus::{MemoryTransport, Transport};
-use support::{ARRIVES_WITHIN, Backend, assert_quiet, recv};
+use stellar_testkit::ARRIVES_WITHIN;
+use support::{Backend, assert_quiet, recv};
 
 async fn delivers_in_publish_order_per_publisher(backend: Backend) {
     let (a, b, listener) = (
@@ -115,11 +115,11 @@ async fn a_full_subscriber_drops_and_counts_without_blocking_others(backend: Bac
     // A node whose subscriptions buffer 16 messages. Memory capacity is per transport, so there
     // the slow node is a separate transport and gets its own copy of the burst.
     let (slow_node, separate) = match &backend {
-        Backend::Memory(_) => (
+        _ if backend.is_memory() => (
             Arc::new(MemoryTransport::with_capacity(16)) as Arc<dyn Transport>,
             true,
         ),
-        Backend::Redis { .. } => (backend.node_with_capacity(16).await, false),
+        _ => (backend.node_with_capacity(16).await, false),
     };
     let mut slow = slow_node.subscribe("burst").await.expect("subscribe");
     let mut fast = publisher.subscribe("burst").await.expect("subscribe");
@@ -151,7 +151,7 @@ async fn a_full_subscriber_drops_and_counts_without_blocking_others(backend: Bac
     assert_quiet(&mut slow).await;
 }
 
-contract!(
+stellar_testkit::contract_cases!(
     delivers_in_publish_order_per_publisher,
     every_subscriber_gets_its_own_copy,
     delivers_only_subscribed_channels_and_only_after_subscribe,

@@ -225,10 +225,8 @@ fn configure(cli: &Cli) -> Result<Config> {
         Command::Cluster(_) | Command::Cache(_) | Command::Tasks(_) if !asked => "warn",
         _ => config.log.as_str(),
     };
-    // An invalid log filter is a configuration error like any other.
-    logging::init(filter).map_err(|err| ExitWith {
-        code: EXIT_CONFIG,
-        message: format!("{err:#}"),
-    })?;
+    // An invalid log filter is a configuration error like any other, naming where it came from.
+    logging::init(filter)
+        .map_err(|err| config.invalid("log", format!("{filter:?} ({})", err.root_cause())))?;
     Ok(config)
 }

@@ -158,12 +158,7 @@ impl Api {
 
     /// Returns a clone of the component of type `T`, if one was inserted.
     pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
-        let components = self
-            .inner
-            .components
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        components
+        crate::sync::read(&self.inner.components)
             .get(&TypeId::of::<T>())
             .and_then(|c| c.downcast_ref::<T>())
             .cloned()
@@ -174,10 +169,7 @@ impl Api {
     ) -> std::sync::RwLockWriteGuard<'_, HashMap<TypeId, Box<dyn Any + Send + Sync>>> {
         // A panic while holding this lock cannot leave the map half-updated: inserts are single
         // calls, so a poisoned lock is still consistent.
-        self.inner
-            .components
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::write(&self.inner.components)
     }
 
     /// Registers a number a component reports about itself (e.g. `tasks_in_flight`), so status
@@ -187,23 +179,17 @@ impl Api {
         name: &'static str,
         read: impl Fn() -> u64 + Send + Sync + 'static,
     ) {
-        let mut gauges = self
-            .inner
-            .gauges
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut gauges = crate::sync::write(&self.inner.gauges);
         gauges.retain(|(existing, _)| *existing != name);
         gauges.push((name, Box::new(read)));
     }
 
     /// The current value of every registered gauge.
     pub fn gauges(&self) -> Vec<(&'static str, u64)> {
-        let gauges = self
-            .inner
-            .gauges
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        gauges.iter().map(|(name, read)| (*name, read())).collect()
+        crate::sync::read(&self.inner.gauges)
+            .iter()
+            .map(|(name, read)| (*name, read()))
+            .collect()
     }
 
     /// The node's current state.

@@ -8,9 +8,11 @@ use crate::{ConfigError, NodeId};
 /// in-memory backend, where nothing leaves the process.
 pub const DEFAULT_SERVER_TOKEN: &str = "change-me";
 
-/// One documented configuration key.
-#[derive(Debug, Clone, Copy)]
-pub struct KeyDoc {
+/// One configuration key: its name in every source, its default, the form its value must have,
+/// and how a value is parsed into [`Config`]. [`KEYS`] lists them all; a new key is one entry
+/// there plus its field in [`Config`].
+#[derive(Clone, Copy)]
+pub struct ConfigKey {
     /// The key as written in the TOML file, e.g. `redis_url`.
     pub name: &'static str,
     /// The environment variable that sets it, e.g. `STELLAR_REDIS_URL`.
@@ -21,169 +23,266 @@ pub struct KeyDoc {
     pub default: &'static str,
     /// The form a value must have.
     pub expected: &'static str,
+    /// Writes a trimmed value into the configuration, or says what was rejected (quoted, or
+    /// described: "an empty string"; never a secret).
+    parse: Parse,
+    /// The value as `Config`'s `Debug` shows it, secrets hidden.
+    show: Show,
+}
+
+type Parse = fn(&str, &mut Config) -> Result<(), String>;
+type Show = fn(&Config) -> String;
+
+impl fmt::Debug for ConfigKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigKey")
+            .field("name", &self.name)
+            .field("env", &self.env)
+            .field("flag", &self.flag)
+            .field("default", &self.default)
+            .field("expected", &self.expected)
+            .finish_non_exhaustive()
+    }
 }
 
 const MS: &str = "a positive whole number of milliseconds";
+const NON_EMPTY: &str = "a non-empty string";
 
 /// Where a loaded configuration serves HTTP when `http_addr` is not set.
 pub const DEFAULT_HTTP_ADDR: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 
+/// A key that only the config file and its environment variable set, in milliseconds.
+macro_rules! ms_key {
+    ($name:literal, $env:literal, $flag:expr, $default:literal, $field:ident) => {
+        ConfigKey {
+            name: $name,
+            env: $env,
+            flag: $flag,
+            default: $default,
+            expected: MS,
+            parse: |value, config| {
+                config.$field = millis(value)?;
+                Ok(())
+            },
+            show: |config| format!("{:?}", config.$field),
+        }
+    };
+}
+
 /// Every configuration key, in the order `docs/configuration.md` lists them.
-pub const KEYS: &[KeyDoc] = &[
-    KeyDoc {
+pub const KEYS: &[ConfigKey] = &[
+    ConfigKey {
         name: "id",
         env: "STELLAR_ID",
         flag: Some("--id"),
         default: "<hostname>-<pid>",
         expected: "1 to 128 printable characters without whitespace",
+        parse: |value, config| {
+            config.id = Some(NodeId::new(value).map_err(|_| quote(value))?);
+            Ok(())
+        },
+        show: |config| format!("{:?}", config.id),
     },
-    KeyDoc {
+    ConfigKey {
         name: "server_token",
         env: "STELLAR_SERVER_TOKEN",
         flag: Some("--server-token"),
         default: DEFAULT_SERVER_TOKEN,
-        expected: "a non-empty string",
+        expected: NON_EMPTY,
+        parse: |value, config| {
+            config.server_token = ServerToken::new(non_empty(value)?);
+            Ok(())
+        },
+        show: |config| format!("{:?}", config.server_token),
     },
-    KeyDoc {
+    ConfigKey {
         name: "previous_server_token",
         env: "STELLAR_PREVIOUS_SERVER_TOKEN",
         flag: None,
         default: "(none)",
-        expected: "a non-empty string",
+        expected: NON_EMPTY,
+        parse: |value, config| {
+            config.previous_server_token = Some(ServerToken::new(non_empty(value)?));
+            Ok(())
+        },
+        show: |config| format!("{:?}", config.previous_server_token),
     },
-    KeyDoc {
+    ConfigKey {
         name: "redis_url",
         env: "STELLAR_REDIS_URL",
         flag: Some("--redis"),
         default: "(none: embedded in-memory backend)",
         expected: "a redis://, rediss:// or unix:// URL",
+        parse: |value, config| {
+            config.redis_url = redis_url(value)?;
+            Ok(())
+        },
+        show: |config| format!("{:?}", config.redis_url.as_deref().map(redact_url)),
     },
-    KeyDoc {
+    ConfigKey {
         name: "redis_pool_size",
         env: "STELLAR_REDIS_POOL_SIZE",
         flag: None,
         default: "16",
         expected: "a whole number from 1 to 1024",
+        parse: |value, config| {
+            config.redis_pool_size = number(value, 1..=1024)?;
+            Ok(())
+        },
+        show: |config| config.redis_pool_size.to_string(),
     },
-    KeyDoc {
-        name: "redis_connect_timeout_ms",
-        env: "STELLAR_REDIS_CONNECT_TIMEOUT_MS",
-        flag: None,
-        default: "2000",
-        expected: MS,
-    },
-    KeyDoc {
-        name: "redis_op_timeout_ms",
-        env: "STELLAR_REDIS_OP_TIMEOUT_MS",
-        flag: None,
-        default: "2000",
-        expected: MS,
-    },
-    KeyDoc {
-        name: "rpc_timeout_ms",
-        env: "STELLAR_RPC_TIMEOUT_MS",
-        flag: None,
-        default: "5000",
-        expected: MS,
-    },
-    KeyDoc {
-        name: "heartbeat_interval_ms",
-        env: "STELLAR_HEARTBEAT_INTERVAL_MS",
-        flag: None,
-        default: "1000",
-        expected: MS,
-    },
-    KeyDoc {
-        name: "heartbeat_ttl_ms",
-        env: "STELLAR_HEARTBEAT_TTL_MS",
-        flag: None,
-        default: "5000",
-        expected: MS,
-    },
-    KeyDoc {
+    ms_key!(
+        "redis_connect_timeout_ms",
+        "STELLAR_REDIS_CONNECT_TIMEOUT_MS",
+        None,
+        "2000",
+        redis_connect_timeout
+    ),
+    ms_key!(
+        "redis_op_timeout_ms",
+        "STELLAR_REDIS_OP_TIMEOUT_MS",
+        None,
+        "2000",
+        redis_op_timeout
+    ),
+    ms_key!(
+        "rpc_timeout_ms",
+        "STELLAR_RPC_TIMEOUT_MS",
+        None,
+        "5000",
+        rpc_timeout
+    ),
+    ms_key!(
+        "heartbeat_interval_ms",
+        "STELLAR_HEARTBEAT_INTERVAL_MS",
+        None,
+        "1000",
+        heartbeat_interval
+    ),
+    ms_key!(
+        "heartbeat_ttl_ms",
+        "STELLAR_HEARTBEAT_TTL_MS",
+        None,
+        "5000",
+        heartbeat_ttl
+    ),
+    ConfigKey {
         name: "task_queues",
         env: "STELLAR_TASK_QUEUES",
         flag: None,
         default: "default",
         expected: "comma-separated queue names, highest priority first",
+        parse: |value, config| {
+            config.task_queues = queue_names(value)?;
+            Ok(())
+        },
+        show: |config| format!("{:?}", config.task_queues),
     },
-    KeyDoc {
+    ConfigKey {
         name: "task_concurrency",
         env: "STELLAR_TASK_CONCURRENCY",
         flag: None,
         default: "10",
         expected: "a whole number from 0 to 10000 (0: this node runs no tasks)",
+        parse: |value, config| {
+            config.task_concurrency = number(value, 0..=10_000)?;
+            Ok(())
+        },
+        show: |config| config.task_concurrency.to_string(),
     },
-    KeyDoc {
-        name: "task_lease_ms",
-        env: "STELLAR_TASK_LEASE_MS",
-        flag: None,
-        default: "30000",
-        expected: MS,
-    },
-    KeyDoc {
-        name: "task_keep_completed_ms",
-        env: "STELLAR_TASK_KEEP_COMPLETED_MS",
-        flag: None,
-        default: "3600000",
-        expected: MS,
-    },
-    KeyDoc {
-        name: "task_enqueue_retry_ms",
-        env: "STELLAR_TASK_ENQUEUE_RETRY_MS",
-        flag: None,
-        default: "10000",
-        expected: MS,
-    },
-    KeyDoc {
-        name: "shutdown_timeout_ms",
-        env: "STELLAR_SHUTDOWN_TIMEOUT_MS",
-        flag: Some("--shutdown-timeout-ms"),
-        default: "10000",
-        expected: MS,
-    },
-    KeyDoc {
+    ms_key!(
+        "task_lease_ms",
+        "STELLAR_TASK_LEASE_MS",
+        None,
+        "30000",
+        task_lease
+    ),
+    ms_key!(
+        "task_keep_completed_ms",
+        "STELLAR_TASK_KEEP_COMPLETED_MS",
+        None,
+        "3600000",
+        task_keep_completed
+    ),
+    ms_key!(
+        "task_enqueue_retry_ms",
+        "STELLAR_TASK_ENQUEUE_RETRY_MS",
+        None,
+        "10000",
+        task_enqueue_retry
+    ),
+    ms_key!(
+        "shutdown_timeout_ms",
+        "STELLAR_SHUTDOWN_TIMEOUT_MS",
+        Some("--shutdown-timeout-ms"),
+        "10000",
+        shutdown_timeout
+    ),
+    ConfigKey {
         name: "http_addr",
         env: "STELLAR_HTTP_ADDR",
         flag: Some("--http"),
         default: "127.0.0.1:8080",
         expected: "an address such as 127.0.0.1:8080 or 0.0.0.0:80, or an empty string to serve no HTTP",
+        parse: |value, config| {
+            config.http_addr = match value {
+                "" => None,
+                value => Some(value.parse().map_err(|_| quote(value))?),
+            };
+            Ok(())
+        },
+        show: |config| format!("{:?}", config.http_addr),
     },
-    KeyDoc {
+    ConfigKey {
         name: "http_body_limit_bytes",
         env: "STELLAR_HTTP_BODY_LIMIT_BYTES",
         flag: None,
         default: "1048576",
         expected: "a whole number of bytes from 1 to 1073741824",
+        parse: |value, config| {
+            config.http_body_limit = number(value, 1..=1 << 30)?;
+            Ok(())
+        },
+        show: |config| config.http_body_limit.to_string(),
     },
-    KeyDoc {
-        name: "http_request_timeout_ms",
-        env: "STELLAR_HTTP_REQUEST_TIMEOUT_MS",
-        flag: None,
-        default: "30000",
-        expected: MS,
-    },
-    KeyDoc {
-        name: "http_header_timeout_ms",
-        env: "STELLAR_HTTP_HEADER_TIMEOUT_MS",
-        flag: None,
-        default: "10000",
-        expected: MS,
-    },
-    KeyDoc {
+    ms_key!(
+        "http_request_timeout_ms",
+        "STELLAR_HTTP_REQUEST_TIMEOUT_MS",
+        None,
+        "30000",
+        http_request_timeout
+    ),
+    ms_key!(
+        "http_header_timeout_ms",
+        "STELLAR_HTTP_HEADER_TIMEOUT_MS",
+        None,
+        "10000",
+        http_header_timeout
+    ),
+    ConfigKey {
         name: "ws_max_connections",
         env: "STELLAR_WS_MAX_CONNECTIONS",
         flag: None,
         default: "10000",
         expected: "a whole number from 0 to 1000000 (0: no WebSocket)",
+        parse: |value, config| {
+            config.ws_max_connections = number(value, 0..=1_000_000)?;
+            Ok(())
+        },
+        show: |config| config.ws_max_connections.to_string(),
     },
-    KeyDoc {
+    ConfigKey {
         name: "log",
         env: "STELLAR_LOG",
         flag: Some("--log"),
         default: "info",
         expected: "a tracing filter such as `info` or `stellar_bus=debug,info`",
+        parse: |value, config| {
+            non_empty(value)?.clone_into(&mut config.log);
+            Ok(())
+        },
+        show: |config| format!("{:?}", config.log),
     },
 ];
 
@@ -272,34 +371,17 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The log filter.
     pub log: String,
+    /// Where each value came from; see [`Config::origin`].
+    pub origins: Origins,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("id", &self.id)
-            .field("server_token", &self.server_token)
-            .field("previous_server_token", &self.previous_server_token)
-            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
-            .field("redis_pool_size", &self.redis_pool_size)
-            .field("redis_connect_timeout", &self.redis_connect_timeout)
-            .field("redis_op_timeout", &self.redis_op_timeout)
-            .field("rpc_timeout", &self.rpc_timeout)
-            .field("heartbeat_interval", &self.heartbeat_interval)
-            .field("heartbeat_ttl", &self.heartbeat_ttl)
-            .field("task_queues", &self.task_queues)
-            .field("task_concurrency", &self.task_concurrency)
-            .field("task_lease", &self.task_lease)
-            .field("task_keep_completed", &self.task_keep_completed)
-            .field("task_enqueue_retry", &self.task_enqueue_retry)
-            .field("http_addr", &self.http_addr)
-            .field("http_body_limit", &self.http_body_limit)
-            .field("http_request_timeout", &self.http_request_timeout)
-            .field("http_header_timeout", &self.http_header_timeout)
-            .field("ws_max_connections", &self.ws_max_connections)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("log", &self.log)
-            .finish()
+        let mut shown = f.debug_struct("Config");
+        for key in KEYS {
+            shown.field(key.name, &format_args!("{}", (key.show)(self)));
+        }
+        shown.finish()
     }
 }
 
@@ -328,7 +410,21 @@ impl Default for Config {
             task_enqueue_retry: Duration::from_millis(10_000),
             shutdown_timeout: Duration::from_millis(10_000),
             log: "info".to_owned(),
+            origins: Origins::default(),
         }
+    }
+}
+
+/// Where each value of a [`Config`] came from: a flag, an environment variable, the file, or
+/// the default. Messages about a value name its origin, so a user knows what to change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origins(BTreeMap<&'static str, String>);
+
+impl Origins {
+    /// Where the value of `key` came from, e.g. `flag --log`, `environment variable STELLAR_LOG`
+    /// or `` `log` in /etc/stellar.toml ``; `the default` for a key nobody set.
+    pub fn of(&self, key: &str) -> &str {
+        self.0.get(key).map_or("the default", String::as_str)
     }
 }
 
@@ -387,11 +483,7 @@ impl ConfigSources {
     ///
     /// Panics if `key` is not one of [`KEYS`]: that is a programming error in the caller.
     pub fn with_flag(mut self, key: &'static str, value: impl Into<String>) -> Self {
-        assert!(
-            KEYS.iter().any(|k| k.name == key),
-            "unknown config key {key}"
-        );
-        self.flags.push((key, value.into()));
+        self.flags.push((key_doc(key).name, value.into()));
         self
     }
 }
@@ -450,122 +542,39 @@ impl Config {
         };
         for (name, raw) in raw {
             let key = key_doc(name);
-            let invalid = |got: String| ConfigError::Invalid {
+            (key.parse)(raw.value.trim(), &mut config).map_err(|got| ConfigError::Invalid {
                 key: key.name,
                 origin: raw.origin.clone(),
                 expected: key.expected,
                 got,
-            };
-            let value = raw.value.trim();
-            match name {
-                "id" => config.id = Some(NodeId::new(value).map_err(|_| invalid(quote(value)))?),
-                "server_token" if value.is_empty() => {
-                    return Err(invalid("an empty string".into()));
-                }
-                "server_token" => config.server_token = ServerToken::new(value),
-                "previous_server_token" if value.is_empty() => {
-                    return Err(invalid("an empty string".into()));
-                }
-                "previous_server_token" => {
-                    config.previous_server_token = Some(ServerToken::new(value))
-                }
-                "redis_url" if value.is_empty() => config.redis_url = None,
-                "redis_url" => {
-                    let schemes = ["redis://", "rediss://", "unix://", "redis+unix://"];
-                    if !schemes.iter().any(|scheme| value.starts_with(scheme)) {
-                        return Err(invalid(quote(&redact_url(value))));
-                    }
-                    config.redis_url = Some(value.to_owned());
-                }
-                "redis_pool_size" => {
-                    config.redis_pool_size = value
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=1024).contains(n))
-                        .ok_or_else(|| invalid(quote(value)))?;
-                }
-                "redis_connect_timeout_ms" => {
-                    config.redis_connect_timeout =
-                        millis(value).ok_or_else(|| invalid(quote(value)))?;
-                }
-                "redis_op_timeout_ms" => {
-                    config.redis_op_timeout = millis(value).ok_or_else(|| invalid(quote(value)))?;
-                }
-                "rpc_timeout_ms" => {
-                    config.rpc_timeout = millis(value).ok_or_else(|| invalid(quote(value)))?;
-                }
-                "heartbeat_interval_ms" => {
-                    config.heartbeat_interval =
-                        millis(value).ok_or_else(|| invalid(quote(value)))?;
-                }
-                "heartbeat_ttl_ms" => {
-                    config.heartbeat_ttl = millis(value).ok_or_else(|| invalid(quote(value)))?;
-                }
-                "task_queues" => {
-                    let queues: Vec<String> =
-                        value.split(',').map(|q| q.trim().to_owned()).collect();
-                    if queues
-                        .iter()
-                        .any(|q| q.is_empty() || q.chars().any(char::is_whitespace))
-                    {
-                        return Err(invalid(quote(value)));
-                    }
-                    config.task_queues = queues;
-                }
-                "task_concurrency" => {
-                    config.task_concurrency = value
-                        .parse()
-                        .ok()
-                        .filter(|n| *n <= 10_000)
-                        .ok_or_else(|| invalid(quote(value)))?;
-                }
-                "task_lease_ms" => {
-                    config.task_lease = millis(value).ok_or_else(|| invalid(quote(value)))?;
-                }
-                "task_keep_completed_ms" => {
-                    config.task_keep_completed =
-                        millis(value).ok_or_else(|| invalid(quote(value)))?;
-                }
-                "task_enqueue_retry_ms" => {
-                    config.task_enqueue_retry =
-                        millis(value).ok_or_else(|| invalid(quote(value)))?;
-                }
-                "shutdown_timeout_ms" => {
-                    config.shutdown_timeout = millis(value).ok_or_else(|| invalid(quote(value)))?;
-                }
-                "http_addr" if value.trim().is_empty() => config.http_addr = None,
-                "http_addr" => {
-                    config.http_addr =
-                        Some(value.trim().parse().map_err(|_| invalid(quote(value)))?);
-                }
-                "http_body_limit_bytes" => {
-                    config.http_body_limit = value
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=1 << 30).contains(n))
-                        .ok_or_else(|| invalid(quote(value)))?;
-                }
-                "http_request_timeout_ms" => {
-                    config.http_request_timeout =
-                        millis(value).ok_or_else(|| invalid(quote(value)))?;
-                }
-                "http_header_timeout_ms" => {
-                    config.http_header_timeout =
-                        millis(value).ok_or_else(|| invalid(quote(value)))?;
-                }
-                "ws_max_connections" => {
-                    config.ws_max_connections = value
-                        .parse()
-                        .ok()
-                        .filter(|n| *n <= 1_000_000)
-                        .ok_or_else(|| invalid(quote(value)))?;
-                }
-                "log" if value.is_empty() => return Err(invalid("an empty string".into())),
-                "log" => config.log = value.to_owned(),
-                _ => unreachable!("every key in KEYS is handled above"),
-            }
+            })?;
+            config.origins.0.insert(key.name, raw.origin);
         }
         Ok(config)
+    }
+
+    /// Where the value of `key` came from, as [`ConfigError`] messages name it; `the default`
+    /// for a key no source set (and for every key of a `Config` built in code).
+    pub fn origin(&self, key: &str) -> &str {
+        self.origins.of(key)
+    }
+
+    /// The error for a value of `key` that a later check refused (one this crate cannot make,
+    /// such as parsing the `log` filter): it names the key, the value's origin and the expected
+    /// form, as every error of [`Config::load`] does. `got` is the rejected value, quoted, or a
+    /// description of it; never a secret.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `key` is not one of [`KEYS`]: that is a programming error in the caller.
+    pub fn invalid(&self, key: &str, got: impl Into<String>) -> ConfigError {
+        let key = key_doc(key);
+        ConfigError::Invalid {
+            key: key.name,
+            origin: self.origin(key.name).to_owned(),
+            expected: key.expected,
+            got: got.into(),
+        }
     }
 
     /// This node's id: the configured one, or `<hostname>-<pid>`.
@@ -591,10 +600,10 @@ impl Config {
     }
 }
 
-fn key_doc(name: &str) -> &'static KeyDoc {
+fn key_doc(name: &str) -> &'static ConfigKey {
     KEYS.iter()
         .find(|k| k.name == name)
-        .expect("callers pass only names from KEYS")
+        .unwrap_or_else(|| panic!("unknown config key {name}"))
 }
 
 fn read_file(path: &PathBuf, raw: &mut BTreeMap<&'static str, Raw>) -> Result<(), ConfigError> {
@@ -630,12 +639,56 @@ fn read_file(path: &PathBuf, raw: &mut BTreeMap<&'static str, Raw>) -> Result<()
     Ok(())
 }
 
-fn millis(value: &str) -> Option<Duration> {
+/// A positive whole number of milliseconds.
+fn millis(value: &str) -> Result<Duration, String> {
     value
         .parse::<u64>()
         .ok()
         .filter(|ms| *ms > 0)
         .map(Duration::from_millis)
+        .ok_or_else(|| quote(value))
+}
+
+/// A whole number within `range`.
+fn number(value: &str, range: std::ops::RangeInclusive<usize>) -> Result<usize, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| quote(value))
+}
+
+/// Any text but an empty one.
+fn non_empty(value: &str) -> Result<&str, String> {
+    if value.is_empty() {
+        return Err("an empty string".to_owned());
+    }
+    Ok(value)
+}
+
+/// A Redis URL of a known scheme; empty means none (the embedded backend). A rejected URL is
+/// shown with its password hidden.
+fn redis_url(value: &str) -> Result<Option<String>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let schemes = ["redis://", "rediss://", "unix://", "redis+unix://"];
+    if !schemes.iter().any(|scheme| value.starts_with(scheme)) {
+        return Err(quote(&redact_url(value)));
+    }
+    Ok(Some(value.to_owned()))
+}
+
+/// Comma-separated queue names, none empty or holding whitespace.
+fn queue_names(value: &str) -> Result<Vec<String>, String> {
+    let queues: Vec<String> = value.split(',').map(|q| q.trim().to_owned()).collect();
+    if queues
+        .iter()
+        .any(|q| q.is_empty() || q.chars().any(char::is_whitespace))
+    {
+        return Err(quote(value));
+    }
+    Ok(queues)
 }
 
 fn quote(value: &str) -> String {
@@ -953,6 +1006,57 @@ mod tests {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("STELLAR_SERVER_TOKEN"), "{shown}");
+    }
+
+    #[test]
+    fn each_documented_default_is_the_loaded_default() {
+        let loaded = Config::load(&ConfigSources::default()).expect("defaults load");
+        for key in KEYS {
+            // Placeholders such as `<hostname>-<pid>` or `(none)` describe an unset value.
+            if key.default.starts_with(['<', '(']) {
+                continue;
+            }
+            let mut parsed = loaded.clone();
+            (key.parse)(key.default, &mut parsed)
+                .unwrap_or_else(|got| panic!("{}: default {got} does not parse", key.name));
+            assert_eq!(
+                (key.show)(&parsed),
+                (key.show)(&loaded),
+                "{}: the table's default differs from Config::default()",
+                key.name
+            );
+        }
+    }
+
+    #[test]
+    fn origins_are_kept_and_later_checks_name_them() {
+        let toml = file("log = \"debug\"\n");
+        let sources = ConfigSources {
+            file: Some(toml.path().to_owned()),
+            env: env(&[("STELLAR_RPC_TIMEOUT_MS", "700")]),
+            flags: vec![("id", "a".into())],
+        };
+        let config = Config::load(&sources).expect("valid config");
+        assert_eq!(config.origin("id"), "flag --id");
+        assert_eq!(
+            config.origin("rpc_timeout_ms"),
+            "environment variable STELLAR_RPC_TIMEOUT_MS"
+        );
+        assert!(
+            config.origin("log").starts_with("`log` in "),
+            "{}",
+            config.origin("log")
+        );
+        assert_eq!(config.origin("task_lease_ms"), "the default");
+        let err = config.invalid("log", "\"debug\"").to_string();
+        assert!(
+            err.contains("`log`") && err.contains("tracing filter"),
+            "{err}"
+        );
+        assert!(err.contains(&toml.path().display().to_string()), "{err}");
+        let flagged = Config::load(&ConfigSources::default().with_flag("log", "x[")).expect("load");
+        let err = flagged.invalid("log", "\"x[\"").to_string();
+        assert!(err.contains("(from flag --log)"), "{err}");
     }
 
     #[test]

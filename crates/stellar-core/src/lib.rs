@@ -10,6 +10,15 @@
 //! [`CancellationToken`] tree, waits for every task it spawned, and gives up after the configured
 //! `shutdown_timeout`.
 //!
+//! Each key of the configuration is one [`ConfigKey`] of [`KEYS`] (its TOML name, environment
+//! variable, flag, default, expected form and parser); a loaded [`Config`] remembers where each
+//! value came from ([`Config::origin`]), so every message about a value names its source.
+//! Components do not read the configuration themselves: the node builds each one's settings from
+//! it (`BusSettings::from(&config)` and so on) and passes them at construction.
+//!
+//! Small helpers every crate shares live here once: [`time::now_ms`] and [`time::jitter`], and
+//! poison-tolerant locking in [`sync`].
+//!
 //! This crate has no Redis dependency: backends live in `stellar-bus` and above.
 //!
 //! # Example
@@ -37,12 +46,14 @@ mod config;
 mod error;
 mod node_id;
 mod signal;
+pub mod sync;
+pub mod time;
 
 pub use crate::{
     api::{Api, NodeState},
     config::{
-        Config, ConfigSources, DEFAULT_HTTP_ADDR, DEFAULT_SERVER_TOKEN, KEYS, KeyDoc, ServerToken,
-        redact_url,
+        Config, ConfigKey, ConfigSources, DEFAULT_HTTP_ADDR, DEFAULT_SERVER_TOKEN, KEYS, Origins,
+        ServerToken, redact_url,
     },
     error::{ConfigError, ShutdownError},
     node_id::{InvalidNodeId, NodeId, hostname},

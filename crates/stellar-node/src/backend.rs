@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use stellar_bus::{
-    Bus, BusConfig, MembershipStore, MemoryMembershipStore, MemoryTransport, RedisConfig,
-    RedisMembershipStore, RedisPool, RedisTransport, Transport,
+    Bus, BusSettings, Membership, MembershipSettings, MembershipStore, MemoryMembershipStore,
+    MemoryTransport, RedisConfig, RedisMembershipStore, RedisPool, RedisTransport, Transport,
 };
 use stellar_cache::{Cache, CacheConfig, MemoryCacheStore, RedisCacheStore, store::CacheStore};
 use stellar_core::{Api, CancellationToken, Config};
@@ -49,6 +49,8 @@ impl Backend {
             .await
             .map_err(Error::Connect)?;
         info!(node_id = %api.node_id(), url = %pool.redacted_url(), "connected to redis");
+        // Shutdown waits for the subscriber connection to close.
+        api.spawn(transport.stopped());
         let transport: Arc<dyn Transport> = Arc::new(transport);
         Ok(Some(Self {
             transport: transport.clone(),
@@ -59,14 +61,23 @@ impl Backend {
         }))
     }
 
-    /// The bus of `api` on this backend's transport, started.
+    /// The bus of `api` on this backend's transport (settings from its config), started.
     pub(crate) async fn start_bus(&self, api: &Api) -> Result<Bus> {
-        Bus::start(api, self.transport.clone(), BusConfig::default())
+        Bus::start(api, self.transport.clone(), BusSettings::from(api.config()))
             .await
             .map_err(|source| Error::Bus {
                 what: "starting the bus",
                 source,
             })
+    }
+
+    /// The membership of `api` on this backend's store (settings from its config); not joined.
+    pub(crate) fn membership(&self, api: &Api) -> Membership {
+        Membership::new(
+            self.membership.clone(),
+            api,
+            MembershipSettings::from(api.config()),
+        )
     }
 
     /// The shared cache, as `api`'s node id sees it.

@@ -5,7 +5,7 @@ use std::fmt;
 use stellar_bus::{Bus, Membership};
 use stellar_cache::{Cache, CacheConfig};
 use stellar_core::{Api, Config, NodeId};
-use stellar_rpc::Rpc;
+use stellar_rpc::{Rpc, RpcSettings};
 use stellar_tasks::{TaskDefinition, Tasks};
 
 use crate::{Error, Result, backend::Backend};
@@ -66,7 +66,8 @@ impl Client {
         let bus = backend.start_bus(&api).await?;
         let rpc = Rpc::new(
             bus.clone(),
-            Membership::new(backend.membership.clone(), &api),
+            backend.membership(&api),
+            RpcSettings::from(api.config()),
         );
         let cache = backend.cache(&api, cache_config);
         let tasks = backend.tasks(&api, definitions.iter().cloned());

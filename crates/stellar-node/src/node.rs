@@ -5,7 +5,7 @@ use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 use stellar_bus::{Bus, Membership, RecordSigner, RedisPool, Transport};
 use stellar_cache::{Cache, CacheConfig};
 use stellar_core::{Api, Config};
-use stellar_rpc::Rpc;
+use stellar_rpc::{Rpc, RpcSettings};
 use stellar_tasks::{TaskConfig, TaskDefinition, Tasks};
 use stellar_web::{Action, Actions, Readiness, Services, Web, WebConfig};
 use tracing::{info, warn};
@@ -219,9 +219,13 @@ impl NodeBuilder {
         let cache_config = CacheConfig::default();
         let backend = connect(&api, &config).await?;
         let bus = backend.start_bus(&api).await?;
-        let membership = Membership::new(backend.membership.clone(), &api);
+        let membership = backend.membership(&api);
         join(&api, &membership, self.replaces).await?;
-        let rpc = Rpc::new(bus.clone(), membership.clone());
+        let rpc = Rpc::new(
+            bus.clone(),
+            membership.clone(),
+            RpcSettings::from(api.config()),
+        );
         rpc.serve();
         let cache = backend.cache(&api, cache_config);
         let tasks = backend.tasks(&api, self.tasks);

@@ -16,10 +16,11 @@ use std::{
 use futures_util::StreamExt;
 use serde_json::Value;
 use stellar_bus::{
-    Bus, BusConfig, Membership, RedisConfig, RedisMembershipStore, RedisPool, RedisTransport,
+    Bus, BusSettings, Membership, MembershipSettings, RedisConfig, RedisMembershipStore, RedisPool,
+    RedisTransport,
 };
 use stellar_core::{Api, Config, NodeId, ServerToken};
-use stellar_rpc::{Rpc, Target, Wait};
+use stellar_rpc::{Rpc, RpcSettings, Target, Wait};
 use stellar_testkit::bench::report;
 
 #[tokio::main]
@@ -130,10 +131,11 @@ async fn node(id: &str, url: &str) -> Result<(Api, Rpc), Box<dyn std::error::Err
     });
     let pool = RedisPool::connect(RedisConfig::new(url)).await?;
     let transport = RedisTransport::connect(pool.clone(), api.cancellation_token()).await?;
-    let bus = Bus::start(&api, Arc::new(transport), BusConfig::default()).await?;
-    let membership = Membership::new(Arc::new(RedisMembershipStore::new(pool)), &api);
+    let bus = Bus::start(&api, Arc::new(transport), BusSettings::from(api.config())).await?;
+    let store = Arc::new(RedisMembershipStore::new(pool));
+    let membership = Membership::new(store, &api, MembershipSettings::from(api.config()));
     membership.join(&api).await?;
-    let rpc = Rpc::new(bus, membership);
+    let rpc = Rpc::new(bus, membership, RpcSettings::from(api.config()));
     rpc.serve();
     Ok((api, rpc))
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stellar_bus::BusStats;
+use stellar_bus::{BusStats, HandlerError};
 use tracing::{debug, error, info, trace, warn};
 
 use crate::{CallContext, Rpc};
@@ -52,59 +52,69 @@ fn default_level() -> String {
     "info".to_owned()
 }
 
+/// Registers every built-in method on `rpc`.
 pub(crate) fn register(rpc: &Rpc) {
-    rpc.register(PING, |ctx: CallContext, _: serde_json::Value| async move {
-        Ok(serde_json::json!({ "pong": true, "node_id": ctx.api.node_id() }))
-    });
+    rpc.register(PING, ping);
     let status_rpc = rpc.clone();
-    rpc.register(STATUS, move |ctx: CallContext, _: serde_json::Value| {
+    rpc.register(STATUS, move |ctx, _: serde_json::Value| {
         let rpc = status_rpc.clone();
-        async move {
-            Ok(NodeStatus {
-                node_id: ctx.api.node_id().to_string(),
-                host: stellar_core::hostname(),
-                pid: std::process::id(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                uptime_ms: ctx.api.uptime().as_millis() as u64,
-                rss_bytes: rss_bytes(),
-                bus: rpc.bus().stats(),
-                pending_calls: rpc.pending_calls(),
-                gauges: ctx
-                    .api
-                    .gauges()
-                    .into_iter()
-                    .map(|(name, value)| (name.to_owned(), value))
-                    .collect(),
-            })
+        async move { Ok(status(&ctx, &rpc)) }
+    });
+    rpc.register(LOG, log);
+    rpc.register(STOP, stop);
+}
+
+async fn ping(ctx: CallContext, _: serde_json::Value) -> Result<serde_json::Value, HandlerError> {
+    Ok(serde_json::json!({ "pong": true, "node_id": ctx.api.node_id() }))
+}
+
+fn status(ctx: &CallContext, rpc: &Rpc) -> NodeStatus {
+    NodeStatus {
+        node_id: ctx.api.node_id().to_string(),
+        host: stellar_core::hostname(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_ms: ctx.api.uptime().as_millis() as u64,
+        rss_bytes: rss_bytes(),
+        bus: rpc.bus().stats(),
+        pending_calls: rpc.pending_calls(),
+        gauges: ctx
+            .api
+            .gauges()
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value))
+            .collect(),
+    }
+}
+
+async fn log(ctx: CallContext, args: LogArgs) -> Result<bool, HandlerError> {
+    let (node_id, caller, message) = (ctx.api.node_id(), &ctx.caller, args.message);
+    match args.level.as_str() {
+        "error" => error!(%node_id, %caller, "{message}"),
+        "warn" => warn!(%node_id, %caller, "{message}"),
+        "info" => info!(%node_id, %caller, "{message}"),
+        "debug" => debug!(%node_id, %caller, "{message}"),
+        "trace" => trace!(%node_id, %caller, "{message}"),
+        other => {
+            return Err(format!(
+                "unknown log level {other:?}: use error, warn, info, debug or trace"
+            )
+            .into());
         }
+    }
+    Ok(true)
+}
+
+async fn stop(ctx: CallContext, _: serde_json::Value) -> Result<serde_json::Value, HandlerError> {
+    info!(node_id = %ctx.api.node_id(), caller = %ctx.caller, "stop requested over rpc");
+    let api = ctx.api.clone();
+    // On the node's tracker: shutdown waits for it (100 ms at most).
+    ctx.api.spawn(async move {
+        // Give the reply a moment to leave before the bus stops.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        api.stop();
     });
-    rpc.register(LOG, |ctx: CallContext, args: LogArgs| async move {
-        let (node_id, caller, message) = (ctx.api.node_id(), &ctx.caller, args.message);
-        match args.level.as_str() {
-            "error" => error!(%node_id, %caller, "{message}"),
-            "warn" => warn!(%node_id, %caller, "{message}"),
-            "info" => info!(%node_id, %caller, "{message}"),
-            "debug" => debug!(%node_id, %caller, "{message}"),
-            "trace" => trace!(%node_id, %caller, "{message}"),
-            other => {
-                return Err(format!(
-                    "unknown log level {other:?}: use error, warn, info, debug or trace"
-                )
-                .into());
-            }
-        }
-        Ok(true)
-    });
-    rpc.register(STOP, |ctx: CallContext, _: serde_json::Value| async move {
-        info!(node_id = %ctx.api.node_id(), caller = %ctx.caller, "stop requested over rpc");
-        let api = ctx.api.clone();
-        tokio::spawn(async move {
-            // Give the reply a moment to leave before the bus stops.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            api.stop();
-        });
-        Ok(serde_json::json!({ "stopping": true }))
-    });
+    Ok(serde_json::json!({ "stopping": true }))
 }
 
 /// Resident memory from `/proc/self/status` (Linux); `None` elsewhere.

@@ -93,15 +93,6 @@ pub enum Error {
         /// The connection asked for.
         connection: String,
     },
-    /// The arguments could not be encoded.
-    #[error("cannot encode the arguments of {method}")]
-    Encode {
-        /// The method.
-        method: String,
-        /// The serializer's error.
-        #[source]
-        source: serde_json::Error,
-    },
     /// The bus failed.
     #[error("bus failed")]
     Bus(#[from] stellar_bus::Error),

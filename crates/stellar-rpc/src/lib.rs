@@ -18,15 +18,17 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use stellar_bus::{Bus, BusConfig, Membership, MemoryMembershipStore, MemoryTransport};
+//! use stellar_bus::{Bus, BusSettings, Membership, MembershipSettings, MemoryMembershipStore, MemoryTransport};
 //! use stellar_core::{Api, Config, NodeId};
-//! use stellar_rpc::Rpc;
+//! use stellar_rpc::{Rpc, RpcSettings};
 //!
 //! let api = Api::new(Config { id: Some(NodeId::new("solo")?), ..Config::default() });
-//! let bus = Bus::start(&api, Arc::new(MemoryTransport::new()), BusConfig::default()).await?;
-//! let membership = Membership::new(Arc::new(MemoryMembershipStore::new()), &api);
+//! let config = api.config();
+//! let bus = Bus::start(&api, Arc::new(MemoryTransport::new()), BusSettings::from(config)).await?;
+//! let store = Arc::new(MemoryMembershipStore::new());
+//! let membership = Membership::new(store, &api, MembershipSettings::from(config));
 //! membership.join(&api).await?;
-//! let rpc = Rpc::new(bus, membership);
+//! let rpc = Rpc::new(bus, membership, RpcSettings::from(config));
 //! rpc.serve();
 //! rpc.register("math.double", |_ctx, n: i64| async move { Ok(n * 2) });
 //!
@@ -43,5 +45,5 @@ mod rpc;
 
 pub use crate::{
     error::{Error, RemoteError, Result},
-    rpc::{CallContext, Reply, Rpc, Target, Wait},
+    rpc::{CallContext, Reply, Rpc, RpcSettings, Target, Wait},
 };

@@ -15,7 +15,7 @@ use std::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use stellar_bus::{Bus, HandlerError, Membership, Message};
-use stellar_core::{Api, NodeId};
+use stellar_core::{Api, Config, NodeId, sync};
 use tokio::sync::oneshot;
 use tracing::{debug, instrument, warn};
 
@@ -87,6 +87,30 @@ struct ReplyBody {
 type MethodFuture = Pin<Box<dyn Future<Output = Result<Value, RemoteError>> + Send>>;
 type Method = Arc<dyn Fn(CallContext, Value) -> MethodFuture + Send + Sync>;
 
+/// Settings of an [`Rpc`]. A node builds them from its configuration with
+/// `RpcSettings::from(&config)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcSettings {
+    /// How long a call waits for replies unless it says otherwise.
+    pub timeout: Duration,
+}
+
+impl Default for RpcSettings {
+    /// The default of `rpc_timeout_ms`: 5 s.
+    fn default() -> Self {
+        Self::from(&Config::default())
+    }
+}
+
+impl From<&Config> for RpcSettings {
+    /// `rpc_timeout_ms` of `config`.
+    fn from(config: &Config) -> Self {
+        Self {
+            timeout: config.rpc_timeout,
+        }
+    }
+}
+
 /// A call waiting for replies.
 struct Pending {
     wait: Wait,
@@ -105,6 +129,7 @@ pub struct Rpc {
 struct Inner {
     bus: Bus,
     membership: Membership,
+    settings: RpcSettings,
     methods: RwLock<HashMap<String, Method>>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_request: AtomicU64,
@@ -120,8 +145,9 @@ impl fmt::Debug for Rpc {
 }
 
 impl Rpc {
-    /// A caller on `bus`. It can call other nodes at once; call [`Rpc::serve`] to answer calls.
-    pub fn new(bus: Bus, membership: Membership) -> Self {
+    /// A caller on `bus`, finding the cluster's nodes through `membership`. It can call other
+    /// nodes at once; call [`Rpc::serve`] to answer calls.
+    pub fn new(bus: Bus, membership: Membership, settings: RpcSettings) -> Self {
         // Request ids start from the clock, so a restarted caller's ids do not meet late replies
         // to its previous run.
         let first = SystemTime::now()
@@ -132,6 +158,7 @@ impl Rpc {
             inner: Arc::new(Inner {
                 bus,
                 membership,
+                settings,
                 methods: RwLock::new(HashMap::new()),
                 pending: Mutex::new(HashMap::new()),
                 next_request: AtomicU64::new(first),
@@ -204,11 +231,7 @@ impl Rpc {
                 })
             })
         });
-        self.inner
-            .methods
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(method, erased);
+        sync::write(&self.inner.methods).insert(method, erased);
     }
 
     /// How many calls are waiting for replies.
@@ -222,9 +245,9 @@ impl Rpc {
     ///
     /// [`Error::UnknownNode`] if `node` is not live, [`Error::NoSuchMethod`],
     /// [`Error::InvalidArgs`] or [`Error::Remote`] as the node answered, [`Error::Timeout`] after
-    /// `rpc_timeout`.
+    /// the timeout of the [`RpcSettings`].
     pub async fn call(&self, node: &NodeId, method: &str, args: Value) -> Result<Value> {
-        let timeout = self.inner.bus.api().config().rpc_timeout;
+        let timeout = self.inner.settings.timeout;
         let mut replies = self
             .do_cluster(
                 method,
@@ -253,7 +276,7 @@ impl Rpc {
     }
 
     /// Calls `method` with `args` on `target` and waits as `wait` says, at most `timeout`
-    /// (default `rpc_timeout`).
+    /// (default: the timeout of the [`RpcSettings`]).
     ///
     /// - [`Wait::None`]: returns no replies once the request is published.
     /// - [`Wait::First`]: returns the first reply, whatever it is, or [`Error::Timeout`].
@@ -274,96 +297,130 @@ impl Rpc {
         wait: Wait,
         timeout: Option<Duration>,
     ) -> Result<Vec<Reply>> {
-        let after = timeout.unwrap_or(self.inner.bus.api().config().rpc_timeout);
-        let incarnations: HashMap<NodeId, u64> = self
-            .inner
-            .membership
+        let after = timeout.unwrap_or(self.inner.settings.timeout);
+        let resolved = self.resolve(target).await?;
+        let request = Request {
+            request_id: self.inner.next_request.fetch_add(1, Ordering::Relaxed),
+            method: method.to_owned(),
+            args,
+            wants_reply: wait != Wait::None,
+            to_incarnation: resolved.incarnation,
+        };
+        // Registered before publishing: a fast reply must find its call (ActionHero #1244). The
+        // guard removes the entry however this future ends, dropped by a caller's own timeout
+        // or `select!` included.
+        let (done, completed) = oneshot::channel();
+        let entry = (wait != Wait::None).then(|| {
+            PendingEntry::insert(
+                &self.inner,
+                request.request_id,
+                Pending::new(wait, resolved.expected.clone(), done),
+            )
+        });
+        match &resolved.node {
+            Some(node) => self.inner.bus.send_to(node, REQUEST, &request).await?,
+            None => self.inner.bus.publish(REQUEST, &request).await?,
+        }
+        let Some(entry) = entry else {
+            return Ok(Vec::new());
+        };
+        let in_time = tokio::time::timeout(after, completed).await.is_ok();
+        let replies = entry.finish();
+        debug!(
+            request_id = request.request_id,
+            replies = replies.len(),
+            in_time,
+            "call ended"
+        );
+        collect(method, wait, after, &resolved.expected, replies)
+    }
+
+    /// The live nodes `target` names, checked against the membership.
+    async fn resolve(&self, target: Target) -> Result<Resolved> {
+        let membership = &self.inner.membership;
+        let incarnations: HashMap<NodeId, u64> = membership
             .nodes()
             .await
             .map_err(Error::Membership)?
             .into_iter()
             .map(|n| (n.id, n.incarnation))
             .collect();
-        let live: BTreeSet<NodeId> = incarnations.keys().cloned().collect();
-        // `None` is every node; `Some` one node, however the caller named it.
         let node = match target {
-            Target::All => None,
-            Target::Node(node) => Some(node),
-            Target::Connection(connection) => {
-                match self
-                    .inner
-                    .membership
-                    .connection_holder(&connection)
-                    .await
-                    .map_err(Error::Membership)?
-                {
-                    Some(holder) => Some(holder),
-                    None => return Err(Error::UnknownConnection { connection }),
-                }
+            Target::All => {
+                return Ok(Resolved {
+                    node: None,
+                    incarnation: None,
+                    expected: incarnations.into_keys().collect(),
+                });
             }
+            Target::Node(node) => node,
+            Target::Connection(connection) => membership
+                .connection_holder(&connection)
+                .await
+                .map_err(Error::Membership)?
+                .ok_or(Error::UnknownConnection { connection })?,
         };
-        let expected = match &node {
-            None => live,
-            Some(node) if live.contains(node) => BTreeSet::from([node.clone()]),
-            Some(node) => return Err(Error::UnknownNode { node: node.clone() }),
+        let Some(incarnation) = incarnations.get(&node).copied() else {
+            return Err(Error::UnknownNode { node });
         };
-        let request_id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
-        let request = Request {
-            request_id,
-            method: method.to_owned(),
-            args,
-            wants_reply: wait != Wait::None,
-            to_incarnation: node
-                .as_ref()
-                .and_then(|node| incarnations.get(node).copied()),
-        };
-        let (done, completed) = oneshot::channel();
-        // Registered before publishing: a fast reply must find its call (ActionHero #1244). The
-        // guard removes the entry however this future ends, dropped by a caller's own timeout
-        // or `select!` included.
-        let entry = (wait != Wait::None).then(|| {
-            let pending = Pending {
-                wait,
-                expected: expected.clone(),
-                replies: Vec::new(),
-                done: Some(done),
-            };
-            PendingEntry::insert(&self.inner, request_id, pending)
-        });
-        let sent = match &node {
-            Some(node) => self.inner.bus.send_to(node, REQUEST, &request).await,
-            None => self.inner.bus.publish(REQUEST, &request).await,
-        };
-        sent?;
-        let Some(entry) = entry else {
-            return Ok(Vec::new());
-        };
-        let in_time = tokio::time::timeout(after, completed).await.is_ok();
-        let mut replies = entry.finish();
-        debug!(request_id, replies = replies.len(), in_time, "call ended");
-        match wait {
-            Wait::First if replies.is_empty() => Err(Error::Timeout {
+        Ok(Resolved {
+            expected: BTreeSet::from([node.clone()]),
+            node: Some(node),
+            incarnation: Some(incarnation),
+        })
+    }
+}
+
+/// Where a call goes, as [`Rpc::do_cluster`] resolved its [`Target`].
+struct Resolved {
+    /// The one node called; `None` for every node.
+    node: Option<NodeId>,
+    /// The run of that node the call is for (its membership record's incarnation).
+    incarnation: Option<u64>,
+    /// The nodes whose replies a [`Wait::All`] call waits for.
+    expected: BTreeSet<NodeId>,
+}
+
+/// The result of a call from the `replies` that arrived within `after`: the first one for
+/// [`Wait::First`] (or [`Error::Timeout`]); for the others one per `expected` node, ordered by
+/// id, [`RemoteError::Timeout`] for each node that did not answer.
+fn collect(
+    method: &str,
+    wait: Wait,
+    after: Duration,
+    expected: &BTreeSet<NodeId>,
+    mut replies: Vec<Reply>,
+) -> Result<Vec<Reply>> {
+    if wait == Wait::First {
+        if replies.is_empty() {
+            return Err(Error::Timeout {
                 method: method.to_owned(),
                 after,
                 replies,
-            }),
-            Wait::First => {
-                replies.truncate(1);
-                Ok(replies)
-            }
-            Wait::All | Wait::None => {
-                let answered: BTreeSet<NodeId> =
-                    replies.iter().map(|r| r.node_id.clone()).collect();
-                let after_ms = after.as_millis() as u64;
-                for node_id in expected.difference(&answered) {
-                    replies.push(Reply {
-                        node_id: node_id.clone(),
-                        result: Err(RemoteError::Timeout { after_ms }),
-                    });
-                }
-                replies.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-                Ok(replies)
-            }
+            });
+        }
+        replies.truncate(1);
+        return Ok(replies);
+    }
+    let answered: BTreeSet<NodeId> = replies.iter().map(|r| r.node_id.clone()).collect();
+    let after_ms = after.as_millis() as u64;
+    for node_id in expected.difference(&answered) {
+        replies.push(Reply {
+            node_id: node_id.clone(),
+            result: Err(RemoteError::Timeout { after_ms }),
+        });
+    }
+    replies.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    Ok(replies)
+}
+
+impl Pending {
+    fn new(wait: Wait, expected: BTreeSet<NodeId>, done: oneshot::Sender<()>) -> Self {
+        Self {
+            wait,
+            expected,
+            replies: Vec::new(),
+            done: Some(done),
         }
     }
 }
@@ -399,9 +456,7 @@ impl Drop for PendingEntry<'_> {
 impl Inner {
     fn pending(&self) -> MutexGuard<'_, HashMap<u64, Pending>> {
         // Each critical section is one map update: a poisoned lock is still consistent.
-        self.pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        sync::lock(&self.pending)
     }
 
     fn on_reply(&self, message: &Message) -> Result<(), HandlerError> {
@@ -429,6 +484,7 @@ impl Inner {
             Wait::None => false,
         };
         if complete && let Some(done) = call.done.take() {
+            // The call may have ended meanwhile (its timeout, or its caller dropped it).
             let _ = done.send(());
         }
         Ok(())
@@ -445,12 +501,7 @@ impl Inner {
             debug!(node_id = %self.bus.node_id(), method = %request.method, wanted, incarnation, "direct request for another run of this id ignored");
             return Ok(());
         }
-        let method = self
-            .methods
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&request.method)
-            .cloned();
+        let method = sync::read(&self.methods).get(&request.method).cloned();
         let ctx = CallContext {
             caller: message.sender().clone(),
             api: self.bus.api().clone(),

@@ -4,66 +4,58 @@ use std::{sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
 use stellar_bus::{
-    Bus, BusConfig, Membership, MembershipStore, MemoryMembershipStore, MemoryTransport,
-    RedisConfig, RedisMembershipStore, RedisPool, RedisTransport, Transport,
+    Bus, BusSettings, Membership, MembershipSettings, MembershipStore, MemoryMembershipStore,
+    MemoryTransport, RedisConfig, RedisMembershipStore, RedisPool, RedisTransport, Transport,
 };
 use stellar_core::{Api, CancellationToken, Config, NodeId, ServerToken};
-use stellar_rpc::{Error, RemoteError, Rpc, Target, Wait, builtins::NodeStatus};
-use stellar_testkit::RedisServer;
+use stellar_rpc::{Error, RemoteError, Rpc, RpcSettings, Target, Wait, builtins::NodeStatus};
+use stellar_testkit::BackendKind;
 
 /// One cluster's shared backend.
-enum Cluster {
-    Memory {
-        transport: MemoryTransport,
-        store: MemoryMembershipStore,
-    },
-    Redis {
-        server: RedisServer,
-        cancel: CancellationToken,
-    },
+struct Cluster {
+    kind: BackendKind,
+    /// What memory nodes share.
+    transport: MemoryTransport,
+    store: MemoryMembershipStore,
+    /// Stops the Redis subscriber tasks when the case ends.
+    cancel: CancellationToken,
+}
+
+impl From<BackendKind> for Cluster {
+    fn from(kind: BackendKind) -> Self {
+        Self {
+            kind,
+            transport: MemoryTransport::new(),
+            store: MemoryMembershipStore::new(),
+            cancel: CancellationToken::new(),
+        }
+    }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Self::Redis { cancel, .. } = self {
-            cancel.cancel();
-        }
+        self.cancel.cancel();
     }
 }
 
 impl Cluster {
-    fn memory() -> Self {
-        Self::Memory {
-            transport: MemoryTransport::new(),
-            store: MemoryMembershipStore::new(),
-        }
-    }
-
-    fn redis() -> Self {
-        Self::Redis {
-            server: RedisServer::start(),
-            cancel: CancellationToken::new(),
-        }
-    }
-
     async fn backend(&self) -> (Arc<dyn Transport>, Arc<dyn MembershipStore>) {
-        match self {
-            Self::Memory { transport, store } => {
-                (Arc::new(transport.clone()), Arc::new(store.clone()))
-            }
-            Self::Redis { server, cancel } => {
-                let pool = RedisPool::connect(RedisConfig::new(server.url()))
-                    .await
-                    .expect("redis");
-                let transport = RedisTransport::connect(pool.clone(), cancel.clone())
-                    .await
-                    .expect("subscriber");
-                (
-                    Arc::new(transport),
-                    Arc::new(RedisMembershipStore::new(pool)),
-                )
-            }
-        }
+        let Some(url) = self.kind.url() else {
+            return (
+                Arc::new(self.transport.clone()),
+                Arc::new(self.store.clone()),
+            );
+        };
+        let pool = RedisPool::connect(RedisConfig::new(url))
+            .await
+            .expect("redis");
+        let transport = RedisTransport::connect(pool.clone(), self.cancel.clone())
+            .await
+            .expect("subscriber");
+        (
+            Arc::new(transport),
+            Arc::new(RedisMembershipStore::new(pool)),
+        )
     }
 
     /// A node that joined the cluster and serves calls.
@@ -78,12 +70,12 @@ impl Cluster {
             ..Config::default()
         });
         let (transport, store) = self.backend().await;
-        let bus = Bus::start(&api, transport, BusConfig::default())
+        let bus = Bus::start(&api, transport, BusSettings::from(api.config()))
             .await
             .expect("bus");
-        let membership = Membership::new(store, &api);
+        let membership = Membership::new(store, &api, MembershipSettings::from(api.config()));
         membership.join(&api).await.expect("join");
-        let rpc = Rpc::new(bus, membership);
+        let rpc = Rpc::new(bus, membership, RpcSettings::from(api.config()));
         rpc.serve();
         rpc.register("test.echo", |ctx, args: Value| async move {
             Ok(json!({ "from": ctx.api.node_id(), "args": args }))
@@ -458,27 +450,6 @@ async fn methods_that_call_other_nodes_do_not_starve_on_the_handler_limit(cluste
     assert_eq!(nodes[1].1.pending_calls(), 0);
 }
 
-macro_rules! contract {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Cluster::memory()).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Cluster::redis()).await;
-                }
-            )*
-        }
-    };
-}
-
 async fn a_direct_call_during_a_handover_runs_once_on_the_record_holder(cluster: Cluster) {
     let (caller_api, caller) = cluster.node("caller").await;
     let calls = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
@@ -497,15 +468,15 @@ async fn a_direct_call_during_a_handover_runs_once_on_the_record_holder(cluster:
     // The replacement joins under the same id while the old run still runs and listens.
     let new_api = Api::new(old_api.config().clone());
     let (transport, store) = cluster.backend().await;
-    let bus = Bus::start(&new_api, transport, BusConfig::default())
+    let bus = Bus::start(&new_api, transport, BusSettings::from(new_api.config()))
         .await
         .expect("bus");
-    let membership = Membership::new(store, &new_api);
+    let membership = Membership::new(store, &new_api, MembershipSettings::from(new_api.config()));
     membership
         .join_replacing(&new_api, old_api.incarnation())
         .await
         .expect("handover");
-    let new = Rpc::new(bus, membership);
+    let new = Rpc::new(bus, membership, RpcSettings::from(new_api.config()));
     new.serve();
     count(&new, &new_api);
     for _ in 0..3 {
@@ -527,7 +498,7 @@ async fn a_direct_call_during_a_handover_runs_once_on_the_record_holder(cluster:
     }
 }
 
-contract!(
+stellar_testkit::contract_cases!(
     wait_all_returns_one_reply_per_live_node_early,
     a_node_target_hits_exactly_that_node,
     first_reply_returns_as_soon_as_one_arrives,

@@ -9,11 +9,21 @@
 //! missing, [`RedisServer::start`] panics with instructions, so a missing dependency never looks
 //! like a pass.
 //!
+//! Contract suites run every case on both backends: [`contract_cases!`] expands each case into
+//! one test per [`BackendKind`], and [`eventually`] waits for what should happen.
+//!
 //! [`Process`] owns a spawned process (a `stellar` node, say), collects its output lines, sends
 //! it signals, and kills it on drop.
 
 pub mod bench;
+mod contract;
 mod process;
 mod redis_server;
 
-pub use crate::{process::Process, redis_server::RedisServer};
+pub use crate::{
+    contract::{
+        ARRIVES_WITHIN, BackendKind, QUIET_FOR, eventually, eventually_async, eventually_within,
+    },
+    process::Process,
+    redis_server::RedisServer,
+};

@@ -23,18 +23,19 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use serde::Deserialize;
-//! use stellar_bus::{Bus, BusConfig, Membership, MemoryMembershipStore, MemoryTransport};
+//! use stellar_bus::{Bus, BusSettings, Membership, MembershipSettings, MemoryMembershipStore, MemoryTransport};
 //! use stellar_cache::{Cache, CacheConfig, MemoryCacheStore};
 //! use stellar_core::{Api, Config, NodeId};
-//! use stellar_rpc::Rpc;
+//! use stellar_rpc::{Rpc, RpcSettings};
 //! use stellar_tasks::{MemoryTaskStore, TaskConfig, Tasks};
 //! use stellar_web::{Action, Actions, Services, Web, WebConfig, always_ready, bind};
 //!
 //! let api = Api::new(Config { id: Some(NodeId::new("web-a")?), ..Config::default() });
-//! let bus = Bus::start(&api, Arc::new(MemoryTransport::new()), BusConfig::default()).await?;
-//! let membership = Membership::new(Arc::new(MemoryMembershipStore::new()), &api);
+//! let bus = Bus::start(&api, Arc::new(MemoryTransport::new()), BusSettings::from(api.config())).await?;
+//! let store = Arc::new(MemoryMembershipStore::new());
+//! let membership = Membership::new(store, &api, MembershipSettings::from(api.config()));
 //! membership.join(&api).await?;
-//! let rpc = Rpc::new(bus.clone(), membership.clone());
+//! let rpc = Rpc::new(bus.clone(), membership.clone(), RpcSettings::from(api.config()));
 //! rpc.serve();
 //! let cache = Cache::new(Arc::new(MemoryCacheStore::new()), api.node_id().clone(), CacheConfig::default());
 //! let tasks = Tasks::new(Arc::new(MemoryTaskStore::new()), api.node_id().clone(), TaskConfig::default());

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use stellar_rpc::{Target, Wait};
+use stellar_testkit::eventually_async;
 use stellar_web::ConnectionId;
-use support::{Cluster, eventually, recv, send, ws};
+use support::{Cluster, recv, send, ws};
 
 #[tokio::test]
 async fn clients_on_two_nodes_in_one_room_hear_each_other_once_and_in_order() {
@@ -174,7 +175,10 @@ async fn members_of_a_stopped_node_leave_the_room_and_the_connection_map() {
     );
     two.api.shutdown().await.expect("clean shutdown");
     let rooms = one.web.rooms().clone();
-    eventually(async || rooms.members("r").await.expect("members").len() == 1).await;
+    eventually_async("the stopped node leaves the room", async || {
+        rooms.members("r").await.expect("members").len() == 1
+    })
+    .await;
     assert!(
         one.membership
             .connection_holder(&id_two)

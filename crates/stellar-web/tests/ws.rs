@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use serde_json::json;
+use stellar_testkit::eventually_async;
 use stellar_web::{ConnectionId, WebConfig, always_ready};
-use support::{Cluster, close_code, eventually, http, recv, send, ws};
+use support::{Cluster, close_code, http, recv, send, ws};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -176,7 +177,7 @@ async fn connections_are_in_the_cluster_map_while_open() {
     client.close(None).await.expect("close");
     drop(client);
     let membership = node.membership.clone();
-    eventually(async || {
+    eventually_async("the closed connection is released", async || {
         membership
             .connection_holder(&id)
             .await
@@ -232,7 +233,7 @@ async fn connections_past_the_maximum_are_refused_with_503() {
     assert_eq!(node.web.stats().ws_refused, 1);
     drop(first);
     let addr = node.addr;
-    eventually(async || {
+    eventually_async("a connection is accepted again", async || {
         tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
             .await
             .is_ok()
@@ -256,7 +257,10 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
     let code = close_code(&mut client).await;
     assert!(matches!(code, Some(1000) | None), "{code:?}");
     let web = node.web.clone();
-    eventually(async || web.stats().ws_idle_closed == 1).await;
+    eventually_async("the idle connection is closed", async || {
+        web.stats().ws_idle_closed == 1
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -6,10 +6,12 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
-use stellar_bus::{Bus, BusConfig, Membership, MemoryMembershipStore, MemoryTransport};
+use stellar_bus::{
+    Bus, BusSettings, Membership, MembershipSettings, MemoryMembershipStore, MemoryTransport,
+};
 use stellar_cache::{Cache, CacheConfig, MemoryCacheStore};
 use stellar_core::{Api, Config, NodeId};
-use stellar_rpc::Rpc;
+use stellar_rpc::{Rpc, RpcSettings};
 use stellar_tasks::{MemoryTaskStore, TaskConfig, Tasks};
 use stellar_web::{
     Action, ActionError, Actions, Readiness, Services, Web, WebConfig, always_ready, bind,
@@ -57,12 +59,24 @@ impl Cluster {
             shutdown_timeout: Duration::from_secs(5),
             ..Config::default()
         });
-        let bus = Bus::start(&api, self.transport.clone(), BusConfig::default())
-            .await
-            .expect("bus");
-        let membership = Membership::new(self.store.clone(), &api);
+        let bus = Bus::start(
+            &api,
+            self.transport.clone(),
+            BusSettings::from(api.config()),
+        )
+        .await
+        .expect("bus");
+        let membership = Membership::new(
+            self.store.clone(),
+            &api,
+            MembershipSettings::from(api.config()),
+        );
         membership.join(&api).await.expect("join");
-        let rpc = Rpc::new(bus.clone(), membership.clone());
+        let rpc = Rpc::new(
+            bus.clone(),
+            membership.clone(),
+            RpcSettings::from(api.config()),
+        );
         rpc.serve();
         let cache = Cache::new(
             Arc::new(MemoryCacheStore::new()),
@@ -251,15 +265,4 @@ pub async fn close_code(ws: &mut Ws) -> Option<u16> {
             Some(Err(_)) | None => return None,
         }
     }
-}
-
-/// Waits until `check` holds, up to 5 s.
-pub async fn eventually(mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..100 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not met within 5 s");
 }
