@@ -50,7 +50,6 @@ mod cache;
 mod error;
 mod keys;
 pub mod store;
-mod support;
 
 pub use crate::{
     cache::{Cache, CacheConfig, Entry, LockGuard},

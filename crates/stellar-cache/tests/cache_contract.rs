@@ -9,20 +9,31 @@ use serde::{Deserialize, Serialize};
 use stellar_bus::{RedisConfig, RedisPool};
 use stellar_cache::{Cache, CacheConfig, MemoryCacheStore, RedisCacheStore, store::CacheStore};
 use stellar_core::NodeId;
-use stellar_testkit::RedisServer;
+use stellar_testkit::BackendKind;
 
-enum Backend {
-    Memory(MemoryCacheStore),
-    Redis(RedisServer),
+/// A case's backend: one memory store every client shares, or a Redis server each client
+/// connects to anew.
+struct Backend {
+    kind: BackendKind,
+    memory: MemoryCacheStore,
+}
+
+impl From<BackendKind> for Backend {
+    fn from(kind: BackendKind) -> Self {
+        Self {
+            kind,
+            memory: MemoryCacheStore::new(),
+        }
+    }
 }
 
 impl Backend {
     /// The store of this backend; on Redis, a new client of the same server.
     async fn store(&self) -> Arc<dyn CacheStore> {
-        match self {
-            Self::Memory(store) => Arc::new(store.clone()),
-            Self::Redis(server) => {
-                let pool = RedisPool::connect(RedisConfig::new(server.url()))
+        match self.kind.url() {
+            None => Arc::new(self.memory.clone()),
+            Some(url) => {
+                let pool = RedisPool::connect(RedisConfig::new(url))
                     .await
                     .expect("redis");
                 Arc::new(RedisCacheStore::new(pool))
@@ -50,24 +61,14 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// Runs each case of the enclosing module on both backends.
+/// Runs each case of the enclosing module on both backends: memory on a paused clock (TTLs take
+/// no real time), Redis in real time.
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(start_paused = true)]
-                async fn $case() {
-                    super::$case(crate::Backend::Memory(stellar_cache::MemoryCacheStore::new())).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(crate::Backend::Redis(stellar_testkit::RedisServer::start())).await;
-                }
-            )*
+        stellar_testkit::contract_cases! {
+            memory: #[tokio::test(start_paused = true)],
+            redis: #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
+            cases: [$($case),*],
         }
     };
 }

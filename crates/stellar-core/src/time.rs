@@ -19,6 +19,13 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Microseconds since the Unix epoch on this machine's clock; 0 if the clock is set before 1970.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// `delay` plus or minus up to `fraction` of it (whole milliseconds), so that many nodes retrying
 /// after one failure spread out instead of arriving together. `fraction` is clamped to `0..=1`.
 ///

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::{Cache, check_key, check_ttl};
-use crate::{Error, Result, keys, support};
+use crate::{Error, Result, keys};
 
 /// A per-key gate of this process: local callers of one key queue on it.
 type Gate = Arc<tokio::sync::Mutex<()>>;
@@ -50,13 +50,13 @@ impl Cache {
 
     /// The gate of `key`, created if no local caller is filling it.
     fn enter_gate(&self, key: &str) -> Gate {
-        let mut fills = support::lock(&self.inner.fills);
+        let mut fills = stellar_core::sync::lock(&self.inner.fills);
         fills.entry(key.to_owned()).or_default().clone()
     }
 
     /// Forgets the gate of `key` when no other local caller waits on it.
     fn leave_gate(&self, key: &str, gate: Gate) {
-        let mut fills = support::lock(&self.inner.fills);
+        let mut fills = stellar_core::sync::lock(&self.inner.fills);
         // The map and this call hold the last two references: no local caller waits on the gate.
         if Arc::strong_count(&gate) == 2 {
             fills.remove(key);

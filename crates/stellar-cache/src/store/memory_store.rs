@@ -13,7 +13,10 @@ use super::{
     CacheDump, CacheLists, CacheLocks, CacheValues, DumpItem, ItemKind, LockInfo, RawEntry,
     StoreError, Written,
 };
-use crate::support::{self, now_ms, now_us};
+use stellar_core::{
+    sync,
+    time::{now_ms, now_us},
+};
 
 /// How long a fencing token is remembered after its last use, as on Redis.
 const FENCE_MEMORY: Duration = Duration::from_secs(86_400);
@@ -167,7 +170,7 @@ impl MemoryCacheStore {
 
     /// The state, with whatever expired dropped.
     fn state(&self) -> MutexGuard<'_, State> {
-        let mut state = support::lock(&self.state);
+        let mut state = sync::lock(&self.state);
         state.expire(Instant::now());
         state
     }
