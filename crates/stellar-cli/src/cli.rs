@@ -173,7 +173,8 @@ pub(crate) struct CacheArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CacheCommand {
-    /// Save a JSON value.
+    /// Save a JSON value (alias: save, as `api.cache.save`).
+    #[command(visible_alias = "save")]
     Set {
         /// The key.
         key: String,
@@ -183,7 +184,8 @@ pub(crate) enum CacheCommand {
         #[arg(long, value_name = "MS")]
         ttl: Option<u64>,
     },
-    /// Print a value (exit code 1 if absent).
+    /// Print a value (exit code 1 if absent; alias: load).
+    #[command(visible_alias = "load")]
     Get {
         /// The key.
         key: String,
@@ -191,7 +193,8 @@ pub(crate) enum CacheCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a value (exit code 1 if absent).
+    /// Delete a value (exit code 1 if absent; alias: destroy).
+    #[command(visible_alias = "destroy")]
     Del {
         /// The key.
         key: String,

@@ -154,3 +154,23 @@ fn cache_commands_need_redis() {
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output).1.contains("--redis"), "{:?}", text(&output));
 }
+
+/// `save`/`load`/`destroy` are the original framework's names (`api.cache.save/load/destroy`);
+/// the flags work after the subcommand too.
+#[test]
+fn save_load_destroy_aliases_with_flags_after_the_subcommand() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let run = |args: &[&str]| {
+        let mut full = vec!["cache"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--redis", &url]);
+        stellar(&full).output().expect("run stellar cache")
+    };
+    assert!(run(&["save", "greeting", "\"hi\""]).status.success());
+    let loaded = run(&["load", "greeting"]);
+    assert!(loaded.status.success(), "{:?}", text(&loaded));
+    assert_eq!(text(&loaded).0.trim(), "\"hi\"");
+    assert!(run(&["destroy", "greeting"]).status.success());
+    assert_eq!(run(&["load", "greeting"]).status.code(), Some(1));
+}
