@@ -69,7 +69,7 @@ impl BusSettings {
         Self {
             server_token,
             previous_tokens: Vec::new(),
-            channel: "stellar:bus".to_owned(),
+            channel: crate::keys::bus_channel().to_owned(),
             max_message_bytes: MAX_MESSAGE_BYTES,
             clock_window: Duration::from_secs(30),
             handler_concurrency: 64,

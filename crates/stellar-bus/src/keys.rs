@@ -2,6 +2,12 @@
 
 use stellar_core::NodeId;
 
+/// The pub/sub channel every node's bus listens on by default (direct messages use
+/// `<channel>:node:<id>`).
+pub(crate) fn bus_channel() -> &'static str {
+    "stellar:bus"
+}
+
 /// ZSET of live node ids, scored by when their record expires (Redis time, ms).
 pub(crate) fn nodes() -> &'static str {
     "stellar:nodes"
@@ -17,12 +23,12 @@ pub(crate) fn node(id: &NodeId) -> String {
     format!("{}{id}", node_prefix())
 }
 
-/// HASH of connection id -> the node that holds the connection.
-/// The connections recorded for one node (an index of [`connections`]).
+/// SET of the client connections recorded for one node (an index of [`connections`]).
 pub(crate) fn node_connections(node: &NodeId) -> String {
     format!("stellar:node-connections:{node}")
 }
 
+/// HASH of client connection id -> the node that holds the connection.
 pub(crate) fn connections() -> &'static str {
     "stellar:connections"
 }
