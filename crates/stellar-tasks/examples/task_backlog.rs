@@ -133,7 +133,7 @@ async fn fill(store: &Arc<RedisTaskStore>, total: usize) -> Result<(), Box<dyn s
                 store.enqueue(&task(&format!("t{n}"), None)).await?;
                 n += CALLERS;
             }
-            Ok::<_, stellar_bus::TransportError>(())
+            Ok::<_, stellar_tasks::StoreError>(())
         }));
     }
     for caller in callers {

@@ -1,4 +1,4 @@
-//! Errors of the task queue.
+//! Errors of the task queue: [`Error`] for users of [`crate::Tasks`], [`StoreError`] for stores.
 
 use stellar_bus::TransportError;
 
@@ -37,11 +37,77 @@ pub enum Error {
     },
     /// The store failed.
     #[error("task store failed")]
-    Store(#[from] TransportError),
+    Store(#[from] StoreError),
 }
 
 /// A task result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a task store fails with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend could not be reached or did not answer in time (connection lost or refused, a
+    /// timeout, Redis loading its data): the step may or may not have run, and asking again is
+    /// safe for the idempotent ones.
+    #[error("task store unavailable")]
+    Unavailable(#[source] TransportError),
+    /// The backend refused the step (a script error, a wrong key type, an error reply).
+    #[error("task store refused the operation")]
+    Refused(#[source] TransportError),
+    /// The backend answered with a reply of the wrong shape.
+    #[error("malformed {op} reply: {detail}")]
+    Malformed {
+        /// The step, e.g. `task claim`.
+        op: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+}
+
+impl StoreError {
+    /// Whether this is a connection blip worth retrying, not a refused or malformed step. Retry
+    /// only what is idempotent: a lost reply may mean the step ran.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<TransportError> for StoreError {
+    fn from(err: TransportError) -> Self {
+        if err.is_transient() {
+            Self::Unavailable(err)
+        } else {
+            Self::Refused(err)
+        }
+    }
+}
+
 /// What a task handler may fail with.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn only_connection_blips_are_transient() {
+        let timeout = TransportError::Timeout {
+            op: "EVALSHA",
+            after: Duration::from_secs(1),
+        };
+        assert!(StoreError::from(timeout).is_transient());
+        let refused = TransportError::Backend {
+            op: "EVALSHA",
+            source: "ERR wrong number of arguments".into(),
+        };
+        assert!(!StoreError::from(refused).is_transient());
+        let malformed = StoreError::Malformed {
+            op: "task claim",
+            detail: "3 entries".into(),
+        };
+        assert!(!malformed.is_transient());
+    }
+}

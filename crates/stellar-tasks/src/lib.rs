@@ -50,7 +50,7 @@ mod tasks;
 mod worker;
 
 pub use crate::{
-    error::{Error, HandlerError, Result},
+    error::{Error, HandlerError, Result, StoreError},
     memory_store::MemoryTaskStore,
     redis_store::RedisTaskStore,
     store::{

@@ -9,8 +9,8 @@ use std::{
     time::Duration,
 };
 
+use crate::error::StoreError;
 use async_trait::async_trait;
-use stellar_bus::TransportError;
 use stellar_core::NodeId;
 use tokio::{sync::Notify, time::Instant};
 
@@ -224,7 +224,7 @@ impl MemoryTaskStore {
 
 #[async_trait]
 impl TaskStore for MemoryTaskStore {
-    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, TransportError> {
+    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, StoreError> {
         let added = {
             let mut state = self.state();
             if let Some(existing) = state.tasks.get(&task.id) {
@@ -301,7 +301,7 @@ impl TaskStore for MemoryTaskStore {
         Ok(Enqueued::Added)
     }
 
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, TransportError> {
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
         let mut state = self.state();
         if let Some((claimed, _)) = state.claim_replies.get(&request.request_id) {
             // A re-ask: the same tasks, those still held by this claim.
@@ -367,7 +367,7 @@ impl TaskStore for MemoryTaskStore {
         Ok(claimed)
     }
 
-    async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, TransportError> {
+    async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, StoreError> {
         let mut state = self.state();
         if !Self::current(&state, claimed) {
             return Ok(false);
@@ -378,7 +378,7 @@ impl TaskStore for MemoryTaskStore {
         Ok(true)
     }
 
-    async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, TransportError> {
+    async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, StoreError> {
         let mut state = self.state();
         let repeat = state
             .tasks
@@ -408,15 +408,15 @@ impl TaskStore for MemoryTaskStore {
         claimed: &Claimed,
         error: &str,
         retry_in: Duration,
-    ) -> Result<FailOutcome, TransportError> {
+    ) -> Result<FailOutcome, StoreError> {
         Ok(self.record_failure(claimed, error, Some(retry_in)))
     }
 
-    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, TransportError> {
+    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, StoreError> {
         Ok(self.record_failure(claimed, error, None) == FailOutcome::Dead)
     }
 
-    async fn release(&self, claimed: &Claimed) -> Result<bool, TransportError> {
+    async fn release(&self, claimed: &Claimed) -> Result<bool, StoreError> {
         {
             let mut state = self.state();
             if !Self::current(&state, claimed) {
@@ -440,7 +440,7 @@ impl TaskStore for MemoryTaskStore {
         Ok(true)
     }
 
-    async fn reap(&self, limit: u32) -> Result<u64, TransportError> {
+    async fn reap(&self, limit: u32) -> Result<u64, StoreError> {
         let reaped = {
             let mut state = self.state();
             let now = Instant::now();
@@ -479,7 +479,7 @@ impl TaskStore for MemoryTaskStore {
         Ok(reaped)
     }
 
-    async fn promote(&self, limit: u32) -> Result<u64, TransportError> {
+    async fn promote(&self, limit: u32) -> Result<u64, StoreError> {
         let promoted = {
             let mut state = self.state();
             let now = Instant::now();
@@ -522,11 +522,11 @@ impl TaskStore for MemoryTaskStore {
         let _ = tokio::time::timeout(timeout, woken).await;
     }
 
-    async fn show(&self, id: &str) -> Result<Option<TaskRecord>, TransportError> {
+    async fn show(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         Ok(self.state().tasks.get(id).map(|task| task.record.clone()))
     }
 
-    async fn failed(&self) -> Result<Vec<TaskRecord>, TransportError> {
+    async fn failed(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let state = self.state();
         let mut failed: Vec<(u64, TaskRecord)> = state
             .failed
@@ -542,11 +542,7 @@ impl TaskStore for MemoryTaskStore {
         Ok(failed.into_iter().map(|(_, record)| record).collect())
     }
 
-    async fn retry_failed(
-        &self,
-        id: &str,
-        signature: Option<&str>,
-    ) -> Result<bool, TransportError> {
+    async fn retry_failed(&self, id: &str, signature: Option<&str>) -> Result<bool, StoreError> {
         {
             let mut state = self.state();
             if state.failed.remove(id).is_none() {
@@ -569,7 +565,7 @@ impl TaskStore for MemoryTaskStore {
         Ok(true)
     }
 
-    async fn remove_failed(&self, id: &str) -> Result<bool, TransportError> {
+    async fn remove_failed(&self, id: &str) -> Result<bool, StoreError> {
         let mut state = self.state();
         if state.failed.remove(id).is_none() {
             return Ok(false);
@@ -578,7 +574,7 @@ impl TaskStore for MemoryTaskStore {
         Ok(true)
     }
 
-    async fn stats(&self) -> Result<Stats, TransportError> {
+    async fn stats(&self) -> Result<Stats, StoreError> {
         let state = self.state();
         let total = |name: &str| state.counters.get(name).copied().unwrap_or(0);
         Ok(Stats {
@@ -619,7 +615,7 @@ impl TaskStore for MemoryTaskStore {
         queue: &str,
         start: u64,
         stop: u64,
-    ) -> Result<Vec<TaskRecord>, TransportError> {
+    ) -> Result<Vec<TaskRecord>, StoreError> {
         let state = self.state();
         let Some(ids) = state.queues.get(queue) else {
             return Ok(Vec::new());
@@ -632,7 +628,7 @@ impl TaskStore for MemoryTaskStore {
         Ok(state.records(next_first))
     }
 
-    async fn delayed(&self) -> Result<Vec<TaskRecord>, TransportError> {
+    async fn delayed(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let state = self.state();
         let mut due: Vec<(&Instant, &String)> =
             state.delayed.iter().map(|(id, at)| (at, id)).collect();
@@ -640,14 +636,14 @@ impl TaskStore for MemoryTaskStore {
         Ok(state.records(due.into_iter().map(|(_, id)| id)))
     }
 
-    async fn running(&self) -> Result<Vec<TaskRecord>, TransportError> {
+    async fn running(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let state = self.state();
         let mut ids: Vec<&String> = state.inflight.keys().collect();
         ids.sort();
         Ok(state.records(ids.into_iter()))
     }
 
-    async fn delete(&self, id: &str) -> Result<Option<bool>, TransportError> {
+    async fn delete(&self, id: &str) -> Result<Option<bool>, StoreError> {
         let mut state = self.state();
         match state.tasks.get(id).map(|task| task.record.state) {
             None => Ok(Some(false)),
@@ -665,7 +661,7 @@ impl TaskStore for MemoryTaskStore {
         }
     }
 
-    async fn delete_queue(&self, queue: &str) -> Result<u64, TransportError> {
+    async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError> {
         let mut state = self.state();
         let mut ids = state.queues.remove(queue).unwrap_or_default();
         let parked: Vec<(String, String)> = state
@@ -689,14 +685,14 @@ impl TaskStore for MemoryTaskStore {
         Ok(ids.len() as u64)
     }
 
-    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), TransportError> {
+    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), StoreError> {
         self.state()
             .workers
             .insert(worker.node.clone(), (worker.clone(), Instant::now() + ttl));
         Ok(())
     }
 
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, TransportError> {
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
         Ok(self
             .state()
             .workers
@@ -705,11 +701,7 @@ impl TaskStore for MemoryTaskStore {
             .collect())
     }
 
-    async fn try_lead(
-        &self,
-        node: &NodeId,
-        lease: Duration,
-    ) -> Result<Option<u64>, TransportError> {
+    async fn try_lead(&self, node: &NodeId, lease: Duration) -> Result<Option<u64>, StoreError> {
         let mut state = self.state();
         let until = Instant::now() + lease;
         match &mut state.leader {
@@ -727,7 +719,7 @@ impl TaskStore for MemoryTaskStore {
         }
     }
 
-    async fn resign(&self, node: &NodeId) -> Result<bool, TransportError> {
+    async fn resign(&self, node: &NodeId) -> Result<bool, StoreError> {
         let mut state = self.state();
         let holds = state
             .leader
@@ -739,7 +731,7 @@ impl TaskStore for MemoryTaskStore {
         Ok(holds)
     }
 
-    async fn leader(&self) -> Result<Option<(String, u64)>, TransportError> {
+    async fn leader(&self) -> Result<Option<(String, u64)>, StoreError> {
         Ok(self
             .state()
             .leader
@@ -747,22 +739,22 @@ impl TaskStore for MemoryTaskStore {
             .map(|(holder, epoch, _)| (holder.clone(), *epoch)))
     }
 
-    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), TransportError> {
+    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
         self.state()
             .schedules
             .insert(schedule.name.clone(), schedule.clone());
         Ok(())
     }
 
-    async fn remove_schedule(&self, name: &str) -> Result<bool, TransportError> {
+    async fn remove_schedule(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self.state().schedules.remove(name).is_some())
     }
 
-    async fn schedules(&self) -> Result<Vec<Schedule>, TransportError> {
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
         Ok(self.state().schedules.values().cloned().collect())
     }
 
-    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, TransportError> {
+    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.state().last_slots.get(schedule).copied())
     }
 }

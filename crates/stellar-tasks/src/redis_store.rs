@@ -13,14 +13,17 @@ use std::{
 
 use async_trait::async_trait;
 use redis::Script;
-use stellar_bus::{RedisPool, Transport, TransportError};
+use stellar_bus::{RedisPool, Transport};
 use stellar_core::NodeId;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use crate::store::{
-    ClaimRequest, Claimed, Enqueued, FailOutcome, NewTask, Schedule, Stats, TaskRecord, TaskState,
-    TaskStore, WorkerInfo, now_ms,
+use crate::{
+    error::StoreError,
+    store::{
+        ClaimRequest, Claimed, Enqueued, FailOutcome, NewTask, Schedule, Stats, TaskRecord,
+        TaskState, TaskStore, WorkerInfo, now_ms,
+    },
 };
 
 const TASK: &str = "stellar:task:";
@@ -153,7 +156,7 @@ impl RedisTaskStore {
         error: &str,
         retry_in: Duration,
         bury: bool,
-    ) -> Result<u8, TransportError> {
+    ) -> Result<u8, StoreError> {
         let key = format!("{TASK}{}", claimed.id);
         let (token, retry_in) = (claimed.token.to_string(), retry_in.as_millis().to_string());
         let bury = if bury { "1" } else { "0" };
@@ -173,12 +176,13 @@ impl RedisTaskStore {
                 ],
             )
             .await
+            .map_err(StoreError::from)
     }
 
     /// Every node's counters, as `processed@<node>` and `failed@<node>`, from the index of nodes
     /// updated in the last day (no keyspace scan; the index forgets older nodes as their counters
     /// expire).
-    async fn node_stats(&self) -> Result<BTreeMap<String, u64>, TransportError> {
+    async fn node_stats(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         let now = now_ms();
         let day: u64 = NODE_STATS_TTL.parse().expect("a number");
         let _: u64 = self
@@ -214,7 +218,7 @@ impl RedisTaskStore {
         Ok(by_node)
     }
 
-    async fn record(&self, id: &str) -> Result<Option<TaskRecord>, TransportError> {
+    async fn record(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         let fields: HashMap<String, String> = self
             .pool
             .query("HGETALL", redis::cmd("HGETALL").arg(format!("{TASK}{id}")))
@@ -222,7 +226,7 @@ impl RedisTaskStore {
         Ok(parse_record(&fields))
     }
 
-    async fn records(&self, ids: Vec<String>) -> Result<Vec<TaskRecord>, TransportError> {
+    async fn records(&self, ids: Vec<String>) -> Result<Vec<TaskRecord>, StoreError> {
         let mut records = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(record) = self.record(&id).await? {
@@ -259,7 +263,7 @@ fn ms(duration: Duration) -> String {
 
 #[async_trait]
 impl TaskStore for RedisTaskStore {
-    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, TransportError> {
+    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, StoreError> {
         let (key, queue) = (
             format!("{TASK}{}", task.id),
             format!("{QUEUE}{}", task.queue),
@@ -307,7 +311,7 @@ impl TaskStore for RedisTaskStore {
         })
     }
 
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, TransportError> {
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
         let reply_key = format!("{CLAIM_REPLY}{}", request.request_id);
         let mut keys: Vec<String> = vec![INFLIGHT.to_owned(), CLAIM_SEQ.to_owned(), reply_key];
         for queue in &request.queues {
@@ -351,9 +355,9 @@ impl TaskStore for RedisTaskStore {
             }
         }
         if flat.is_empty() || !(flat.len() - 1).is_multiple_of(8) {
-            return Err(TransportError::Backend {
+            return Err(StoreError::Malformed {
                 op: "task claim",
-                source: format!("malformed claim reply of {} entries", flat.len()).into(),
+                detail: format!("{} entries", flat.len()),
             });
         }
         let text = |value: &redis::Value| {
@@ -379,7 +383,7 @@ impl TaskStore for RedisTaskStore {
             .collect())
     }
 
-    async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, TransportError> {
+    async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, StoreError> {
         let key = format!("{TASK}{}", claimed.id);
         let (token, lease) = (claimed.token.to_string(), ms(lease));
         let renewed: u8 = self
@@ -394,7 +398,7 @@ impl TaskStore for RedisTaskStore {
         Ok(renewed == 1)
     }
 
-    async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, TransportError> {
+    async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, StoreError> {
         // One script for one completion or many: the same checks, counters and idempotency.
         let accepted = self
             .complete_many(std::slice::from_ref(claimed), keep)
@@ -406,7 +410,7 @@ impl TaskStore for RedisTaskStore {
         &self,
         claimed: &[Claimed],
         keep: Duration,
-    ) -> Result<Vec<bool>, TransportError> {
+    ) -> Result<Vec<bool>, StoreError> {
         let keep = ms(keep);
         let tokens: Vec<String> = claimed.iter().map(|c| c.token.to_string()).collect();
         let mut args: Vec<&str> = vec![&keep, TASK, NODE_STATS, NODE_STATS_TTL];
@@ -430,7 +434,7 @@ impl TaskStore for RedisTaskStore {
         claimed: &Claimed,
         error: &str,
         retry_in: Duration,
-    ) -> Result<FailOutcome, TransportError> {
+    ) -> Result<FailOutcome, StoreError> {
         Ok(
             match self.record_failure(claimed, error, retry_in, false).await? {
                 1 => FailOutcome::Retrying,
@@ -440,14 +444,14 @@ impl TaskStore for RedisTaskStore {
         )
     }
 
-    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, TransportError> {
+    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, StoreError> {
         Ok(self
             .record_failure(claimed, error, Duration::ZERO, true)
             .await?
             == 2)
     }
 
-    async fn release(&self, claimed: &Claimed) -> Result<bool, TransportError> {
+    async fn release(&self, claimed: &Claimed) -> Result<bool, StoreError> {
         let (key, queue, wake) = (
             format!("{TASK}{}", claimed.id),
             format!("{QUEUE}{}", claimed.queue),
@@ -466,7 +470,7 @@ impl TaskStore for RedisTaskStore {
         Ok(released == 1)
     }
 
-    async fn reap(&self, limit: u32) -> Result<u64, TransportError> {
+    async fn reap(&self, limit: u32) -> Result<u64, StoreError> {
         let limit = limit.to_string();
         self.pool
             .invoke(
@@ -476,9 +480,10 @@ impl TaskStore for RedisTaskStore {
                 &[TASK, QUEUE, WAKE, &limit],
             )
             .await
+            .map_err(StoreError::from)
     }
 
-    async fn promote(&self, limit: u32) -> Result<u64, TransportError> {
+    async fn promote(&self, limit: u32) -> Result<u64, StoreError> {
         let limit = limit.to_string();
         self.pool
             .invoke(
@@ -488,6 +493,7 @@ impl TaskStore for RedisTaskStore {
                 &[TASK, QUEUE, WAKE, &limit],
             )
             .await
+            .map_err(StoreError::from)
     }
 
     fn wake_generation(&self) -> u64 {
@@ -505,11 +511,11 @@ impl TaskStore for RedisTaskStore {
         let _ = tokio::time::timeout(timeout, woken).await;
     }
 
-    async fn show(&self, id: &str) -> Result<Option<TaskRecord>, TransportError> {
+    async fn show(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         self.record(id).await
     }
 
-    async fn failed(&self) -> Result<Vec<TaskRecord>, TransportError> {
+    async fn failed(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let ids: Vec<String> = self
             .pool
             .query("ZRANGE", redis::cmd("ZRANGE").arg(FAILED).arg(0).arg(-1))
@@ -523,11 +529,7 @@ impl TaskStore for RedisTaskStore {
         Ok(records)
     }
 
-    async fn retry_failed(
-        &self,
-        id: &str,
-        signature: Option<&str>,
-    ) -> Result<bool, TransportError> {
+    async fn retry_failed(&self, id: &str, signature: Option<&str>) -> Result<bool, StoreError> {
         let key = format!("{TASK}{id}");
         let moved: u8 = self
             .pool
@@ -541,7 +543,7 @@ impl TaskStore for RedisTaskStore {
         Ok(moved == 1)
     }
 
-    async fn remove_failed(&self, id: &str) -> Result<bool, TransportError> {
+    async fn remove_failed(&self, id: &str) -> Result<bool, StoreError> {
         let key = format!("{TASK}{id}");
         let removed: u8 = self
             .pool
@@ -555,7 +557,7 @@ impl TaskStore for RedisTaskStore {
         Ok(removed == 1)
     }
 
-    async fn stats(&self) -> Result<Stats, TransportError> {
+    async fn stats(&self) -> Result<Stats, StoreError> {
         let counters: HashMap<String, u64> = self
             .pool
             .query("HGETALL", redis::cmd("HGETALL").arg(STATS))
@@ -621,7 +623,7 @@ impl TaskStore for RedisTaskStore {
         queue: &str,
         start: u64,
         stop: u64,
-    ) -> Result<Vec<TaskRecord>, TransportError> {
+    ) -> Result<Vec<TaskRecord>, StoreError> {
         // Claims pop from the right: index -1 is next.
         let (from, to) = (
             -1 - i64::try_from(stop).unwrap_or(i64::MAX - 1),
@@ -641,7 +643,7 @@ impl TaskStore for RedisTaskStore {
         self.records(ids).await
     }
 
-    async fn delayed(&self) -> Result<Vec<TaskRecord>, TransportError> {
+    async fn delayed(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let ids: Vec<String> = self
             .pool
             .query("ZRANGE", redis::cmd("ZRANGE").arg(DELAYED).arg(0).arg(-1))
@@ -649,7 +651,7 @@ impl TaskStore for RedisTaskStore {
         self.records(ids).await
     }
 
-    async fn running(&self) -> Result<Vec<TaskRecord>, TransportError> {
+    async fn running(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let ids: Vec<String> = self
             .pool
             .query("ZRANGE", redis::cmd("ZRANGE").arg(INFLIGHT).arg(0).arg(-1))
@@ -657,7 +659,7 @@ impl TaskStore for RedisTaskStore {
         self.records(ids).await
     }
 
-    async fn delete(&self, id: &str) -> Result<Option<bool>, TransportError> {
+    async fn delete(&self, id: &str) -> Result<Option<bool>, StoreError> {
         let key = format!("{TASK}{id}");
         let outcome: i64 = self
             .pool
@@ -674,7 +676,7 @@ impl TaskStore for RedisTaskStore {
         })
     }
 
-    async fn delete_queue(&self, queue: &str) -> Result<u64, TransportError> {
+    async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError> {
         let (key, parked_names) = (format!("{QUEUE}{queue}"), format!("{PARKED_NAMES}{queue}"));
         let batch = DELETE_BATCH.to_string();
         let mut deleted = 0;
@@ -695,7 +697,7 @@ impl TaskStore for RedisTaskStore {
         }
     }
 
-    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), TransportError> {
+    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), StoreError> {
         let json = serde_json::to_string(worker).expect("worker info serialises");
         let cmd = redis::cmd("SET")
             .arg(format!("{WORKER}{}", worker.node))
@@ -712,10 +714,11 @@ impl TaskStore for RedisTaskStore {
         self.pool
             .query::<u64>("ZADD workers", &index)
             .await
+            .map_err(StoreError::from)
             .map(drop)
     }
 
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, TransportError> {
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
         // The index of announcing nodes, not a keyspace scan; a node whose announcement expired
         // leaves the index here.
         let nodes: Vec<String> = self
@@ -745,11 +748,7 @@ impl TaskStore for RedisTaskStore {
         Ok(workers)
     }
 
-    async fn try_lead(
-        &self,
-        node: &NodeId,
-        lease: Duration,
-    ) -> Result<Option<u64>, TransportError> {
+    async fn try_lead(&self, node: &NodeId, lease: Duration) -> Result<Option<u64>, StoreError> {
         let lease = ms(lease);
         let epoch: u64 = self
             .pool
@@ -763,7 +762,7 @@ impl TaskStore for RedisTaskStore {
         Ok((epoch > 0).then_some(epoch))
     }
 
-    async fn resign(&self, node: &NodeId) -> Result<bool, TransportError> {
+    async fn resign(&self, node: &NodeId) -> Result<bool, StoreError> {
         let resigned: u8 = self
             .pool
             .invoke("resign", &self.scripts.resign, &[LEADER], &[node.as_str()])
@@ -771,7 +770,7 @@ impl TaskStore for RedisTaskStore {
         Ok(resigned == 1)
     }
 
-    async fn leader(&self) -> Result<Option<(String, u64)>, TransportError> {
+    async fn leader(&self) -> Result<Option<(String, u64)>, StoreError> {
         let current: Option<String> = self
             .pool
             .query("GET leader", redis::cmd("GET").arg(LEADER))
@@ -782,7 +781,7 @@ impl TaskStore for RedisTaskStore {
         }))
     }
 
-    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), TransportError> {
+    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
         let json = serde_json::to_string(schedule).expect("schedules serialise");
         self.pool
             .query::<u64>(
@@ -793,10 +792,11 @@ impl TaskStore for RedisTaskStore {
                     .arg(json),
             )
             .await
+            .map_err(StoreError::from)
             .map(drop)
     }
 
-    async fn remove_schedule(&self, name: &str) -> Result<bool, TransportError> {
+    async fn remove_schedule(&self, name: &str) -> Result<bool, StoreError> {
         let removed: u64 = self
             .pool
             .query("HDEL schedule", redis::cmd("HDEL").arg(SCHEDULES).arg(name))
@@ -804,7 +804,7 @@ impl TaskStore for RedisTaskStore {
         Ok(removed == 1)
     }
 
-    async fn schedules(&self) -> Result<Vec<Schedule>, TransportError> {
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
         let all: HashMap<String, String> = self
             .pool
             .query("HGETALL schedules", redis::cmd("HGETALL").arg(SCHEDULES))
@@ -817,12 +817,13 @@ impl TaskStore for RedisTaskStore {
         Ok(schedules)
     }
 
-    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, TransportError> {
+    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, StoreError> {
         self.pool
             .query(
                 "HGET last slot",
                 redis::cmd("HGET").arg(LAST_SLOT).arg(schedule),
             )
             .await
+            .map_err(StoreError::from)
     }
 }

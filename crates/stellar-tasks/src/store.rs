@@ -2,9 +2,9 @@
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
+use crate::error::StoreError;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use stellar_bus::TransportError;
 use stellar_core::NodeId;
 
 /// Wall-clock milliseconds since the Unix epoch (0 before it).
@@ -253,21 +253,21 @@ pub struct Stats {
 pub trait TaskStore: fmt::Debug + Send + Sync + 'static {
     /// Adds `task`, unless a task record with its id exists (pending, running, completed within
     /// retention, or failed); with `task.replace`, a completed or failed one is replaced.
-    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, TransportError>;
+    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, StoreError>;
     /// Claims up to `request.max` of the oldest ready tasks the node can run, from its queues in
     /// priority order, each leased for `request.lease` under a claim token never used before for
     /// that id. Tasks parked for a name the node can run come first.
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, TransportError>;
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError>;
     /// Extends the lease of a claim; false if the claim is no longer current.
-    async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, TransportError>;
+    async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, StoreError>;
     /// Records a success; false (rejected) if the claim is no longer current.
-    async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, TransportError>;
+    async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, StoreError>;
     /// Records several successes at once: one answer per claim, as `complete` would give.
     async fn complete_many(
         &self,
         claimed: &[Claimed],
         keep: Duration,
-    ) -> Result<Vec<bool>, TransportError> {
+    ) -> Result<Vec<bool>, StoreError> {
         let mut accepted = Vec::with_capacity(claimed.len());
         for one in claimed {
             accepted.push(self.complete(one, keep).await?);
@@ -280,64 +280,62 @@ pub trait TaskStore: fmt::Debug + Send + Sync + 'static {
         claimed: &Claimed,
         error: &str,
         retry_in: Duration,
-    ) -> Result<FailOutcome, TransportError>;
+    ) -> Result<FailOutcome, StoreError>;
     /// Moves a claimed task straight to the failed set with `error`, whatever attempts remain
     /// (a record that fails verification); false if the claim is no longer current.
-    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, TransportError>;
+    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, StoreError>;
     /// Hands a claimed task back to the front of its queue without counting the attempt.
-    async fn release(&self, claimed: &Claimed) -> Result<bool, TransportError>;
+    async fn release(&self, claimed: &Claimed) -> Result<bool, StoreError>;
     /// Returns up to `limit` tasks whose lease expired; how many.
-    async fn reap(&self, limit: u32) -> Result<u64, TransportError>;
+    async fn reap(&self, limit: u32) -> Result<u64, StoreError>;
     /// Moves up to `limit` due delayed tasks to their queues; how many.
-    async fn promote(&self, limit: u32) -> Result<u64, TransportError>;
+    async fn promote(&self, limit: u32) -> Result<u64, StoreError>;
     /// A number that changes whenever work may have become ready.
     fn wake_generation(&self) -> u64;
     /// Waits until work may be ready on `queues` (the generation moved past `seen`) or `timeout`.
     async fn wait_for_work(&self, queues: &[String], seen: u64, timeout: Duration);
     /// The record of task `id`.
-    async fn show(&self, id: &str) -> Result<Option<TaskRecord>, TransportError>;
+    async fn show(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
     /// Tasks in the failed set, oldest failure first.
-    async fn failed(&self) -> Result<Vec<TaskRecord>, TransportError>;
+    async fn failed(&self) -> Result<Vec<TaskRecord>, StoreError>;
     /// Moves a failed task back to its queue with fresh attempts (and, given one, a new record
     /// signature); false if it is not failed.
-    async fn retry_failed(&self, id: &str, signature: Option<&str>)
-    -> Result<bool, TransportError>;
+    async fn retry_failed(&self, id: &str, signature: Option<&str>) -> Result<bool, StoreError>;
     /// Deletes a failed task; false if it is not failed.
-    async fn remove_failed(&self, id: &str) -> Result<bool, TransportError>;
+    async fn remove_failed(&self, id: &str) -> Result<bool, StoreError>;
     /// Counters and gauges.
-    async fn stats(&self) -> Result<Stats, TransportError>;
+    async fn stats(&self) -> Result<Stats, StoreError>;
     /// Ready tasks of `queue`, next to run first, from `start` to `stop` (inclusive).
     async fn queued(
         &self,
         queue: &str,
         start: u64,
         stop: u64,
-    ) -> Result<Vec<TaskRecord>, TransportError>;
+    ) -> Result<Vec<TaskRecord>, StoreError>;
     /// Delayed tasks (including retries waiting for their backoff), soonest first.
-    async fn delayed(&self) -> Result<Vec<TaskRecord>, TransportError>;
+    async fn delayed(&self) -> Result<Vec<TaskRecord>, StoreError>;
     /// Running tasks, under a lease.
-    async fn running(&self) -> Result<Vec<TaskRecord>, TransportError>;
+    async fn running(&self) -> Result<Vec<TaskRecord>, StoreError>;
     /// Deletes a task that is not running: `Some(true)` deleted, `Some(false)` absent, `None` running.
-    async fn delete(&self, id: &str) -> Result<Option<bool>, TransportError>;
+    async fn delete(&self, id: &str) -> Result<Option<bool>, StoreError>;
     /// Deletes a queue and its waiting tasks; how many.
-    async fn delete_queue(&self, queue: &str) -> Result<u64, TransportError>;
+    async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError>;
     /// Announces this node's workers for `ttl`.
-    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), TransportError>;
+    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), StoreError>;
     /// Every announced worker pool that has not expired.
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, TransportError>;
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError>;
     /// Takes or renews the scheduler leadership for `lease`: the epoch if this node leads.
-    async fn try_lead(&self, node: &NodeId, lease: Duration)
-    -> Result<Option<u64>, TransportError>;
+    async fn try_lead(&self, node: &NodeId, lease: Duration) -> Result<Option<u64>, StoreError>;
     /// Gives up the leadership if this node holds it.
-    async fn resign(&self, node: &NodeId) -> Result<bool, TransportError>;
+    async fn resign(&self, node: &NodeId) -> Result<bool, StoreError>;
     /// The current leader and its epoch.
-    async fn leader(&self) -> Result<Option<(String, u64)>, TransportError>;
+    async fn leader(&self) -> Result<Option<(String, u64)>, StoreError>;
     /// Adds or replaces a recurring schedule.
-    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), TransportError>;
+    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), StoreError>;
     /// Removes a recurring schedule; false if there was none.
-    async fn remove_schedule(&self, name: &str) -> Result<bool, TransportError>;
+    async fn remove_schedule(&self, name: &str) -> Result<bool, StoreError>;
     /// Every recurring schedule.
-    async fn schedules(&self) -> Result<Vec<Schedule>, TransportError>;
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError>;
     /// The latest slot enqueued for `schedule`, ms since the epoch.
-    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, TransportError>;
+    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, StoreError>;
 }

@@ -116,7 +116,7 @@ async fn claim(
     tasks: &Tasks,
     request: &ClaimRequest,
     cancel: &CancellationToken,
-) -> Result<Vec<Claimed>, stellar_bus::TransportError> {
+) -> Result<Vec<Claimed>, crate::StoreError> {
     let mut retry = ask_again(request.lease);
     loop {
         match tasks.inner.store.claim(request).await {
@@ -170,7 +170,7 @@ async fn complete_many(
     tasks: &Tasks,
     claims: &[Claimed],
     keep: Duration,
-) -> Result<Vec<bool>, stellar_bus::TransportError> {
+) -> Result<Vec<bool>, crate::StoreError> {
     let mut retry = ask_again(tasks.inner.config.lease);
     loop {
         match tasks.inner.store.complete_many(claims, keep).await {
