@@ -10,7 +10,10 @@ use std::{sync::Arc, time::Duration};
 
 use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
 use stellar_core::{CancellationToken, NodeId};
-use stellar_tasks::{ClaimRequest, NewTask, RedisTaskStore, TaskStore};
+use stellar_tasks::{
+    RedisTaskStore,
+    store::{ClaimRequest, NewTask, TaskInspector, TaskMaintenance, TaskQueue},
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

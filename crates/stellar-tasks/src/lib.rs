@@ -13,7 +13,9 @@
 //! the shutdown deadline and hands the rest back at once without counting an attempt.
 //!
 //! A [`TaskStore`] holds the queues: [`RedisTaskStore`] (one Lua script per step, see `lua/`) or
-//! [`MemoryTaskStore`].
+//! [`MemoryTaskStore`]. Backend authors find its capability traits (`TaskQueue`,
+//! `TaskMaintenance`, `TaskInspector`, `Leadership`, `Schedules`, `WorkerRegistry`) and the types
+//! they exchange in [`store`].
 //!
 //! # Example
 //!
@@ -45,19 +47,18 @@ mod memory_store;
 mod redis_store;
 mod retry;
 mod scheduler;
-mod store;
+pub mod store;
 mod tasks;
+mod types;
 mod worker;
 
 pub use crate::{
     error::{Error, HandlerError, Result, StoreError},
     memory_store::MemoryTaskStore,
     redis_store::RedisTaskStore,
-    store::{
-        ClaimRequest, Claimed, Enqueued, FailOutcome, NewTask, Schedule, Slot, Stats, TaskRecord,
-        TaskState, TaskStore, WorkerInfo, task_signature_fields,
-    },
+    store::TaskStore,
     tasks::{
         DEFAULT_QUEUE, EnqueueOptions, Submitted, TaskConfig, TaskContext, TaskDefinition, Tasks,
     },
+    types::{Enqueued, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };

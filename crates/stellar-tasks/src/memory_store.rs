@@ -9,14 +9,16 @@ use std::{
     time::Duration,
 };
 
-use crate::error::StoreError;
 use async_trait::async_trait;
 use stellar_core::NodeId;
 use tokio::{sync::Notify, time::Instant};
 
-use crate::store::{
-    ClaimRequest, Claimed, Enqueued, FailOutcome, NewTask, Schedule, Stats, TaskRecord, TaskState,
-    TaskStore, WorkerInfo, now_ms,
+use crate::{
+    store::{
+        ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, Schedules, StoreError,
+        TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
+    },
+    types::{Enqueued, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };
 
 #[derive(Debug)]
@@ -105,6 +107,29 @@ impl State {
         self.inflight
             .insert(id.to_owned(), Instant::now() + request.lease);
         Some(claimed)
+    }
+
+    /// Records the success of `claimed`: false if the claim is not current; true again (counted
+    /// once) for a repeat by the claim that completed it.
+    fn complete(&mut self, claimed: &Claimed, keep: Duration) -> bool {
+        let Some(task) = self.tasks.get_mut(&claimed.id) else {
+            return false;
+        };
+        if task.claims != claimed.token {
+            return false;
+        }
+        match task.record.state {
+            TaskState::Completed => return true,
+            TaskState::Running => {}
+            _ => return false,
+        }
+        task.record.state = TaskState::Completed;
+        task.record.finished_at_ms = Some(now_ms());
+        task.forget_at = Some(Instant::now() + keep);
+        self.inflight.remove(&claimed.id);
+        self.bump("processed", &claimed.name);
+        self.bump_node("processed", &claimed.id);
+        true
     }
 
     fn records<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Vec<TaskRecord> {
@@ -223,7 +248,7 @@ impl MemoryTaskStore {
 }
 
 #[async_trait]
-impl TaskStore for MemoryTaskStore {
+impl TaskQueue for MemoryTaskStore {
     async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, StoreError> {
         let added = {
             let mut state = self.state();
@@ -378,29 +403,16 @@ impl TaskStore for MemoryTaskStore {
         Ok(true)
     }
 
-    async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, StoreError> {
+    async fn complete_many(
+        &self,
+        claimed: &[Claimed],
+        keep: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
         let mut state = self.state();
-        let repeat = state
-            .tasks
-            .get(&claimed.id)
-            .is_some_and(|t| t.claims == claimed.token && t.record.state == TaskState::Completed);
-        if repeat {
-            return Ok(true);
-        }
-        if !Self::current(&state, claimed) {
-            return Ok(false);
-        }
-        state.inflight.remove(&claimed.id);
-        let task = state
-            .tasks
-            .get_mut(&claimed.id)
-            .expect("current claims have a task");
-        task.record.state = TaskState::Completed;
-        task.record.finished_at_ms = Some(now_ms());
-        task.forget_at = Some(Instant::now() + keep);
-        state.bump("processed", &claimed.name);
-        state.bump_node("processed", &claimed.id);
-        Ok(true)
+        Ok(claimed
+            .iter()
+            .map(|one| state.complete(one, keep))
+            .collect())
     }
 
     async fn fail(
@@ -440,6 +452,23 @@ impl TaskStore for MemoryTaskStore {
         Ok(true)
     }
 
+    fn wake_generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    async fn wait_for_work(&self, _queues: &[String], seen: u64, timeout: Duration) {
+        let woken = self.woken.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if self.wake_generation() != seen {
+            return;
+        }
+        let _ = tokio::time::timeout(timeout, woken).await;
+    }
+}
+
+#[async_trait]
+impl TaskMaintenance for MemoryTaskStore {
     async fn reap(&self, limit: u32) -> Result<u64, StoreError> {
         let reaped = {
             let mut state = self.state();
@@ -507,21 +536,10 @@ impl TaskStore for MemoryTaskStore {
         }
         Ok(promoted)
     }
+}
 
-    fn wake_generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
-    }
-
-    async fn wait_for_work(&self, _queues: &[String], seen: u64, timeout: Duration) {
-        let woken = self.woken.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        if self.wake_generation() != seen {
-            return;
-        }
-        let _ = tokio::time::timeout(timeout, woken).await;
-    }
-
+#[async_trait]
+impl TaskInspector for MemoryTaskStore {
     async fn show(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         Ok(self.state().tasks.get(id).map(|task| task.record.clone()))
     }
@@ -684,23 +702,10 @@ impl TaskStore for MemoryTaskStore {
         }
         Ok(ids.len() as u64)
     }
+}
 
-    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), StoreError> {
-        self.state()
-            .workers
-            .insert(worker.node.clone(), (worker.clone(), Instant::now() + ttl));
-        Ok(())
-    }
-
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
-        Ok(self
-            .state()
-            .workers
-            .values()
-            .map(|(info, _)| info.clone())
-            .collect())
-    }
-
+#[async_trait]
+impl Leadership for MemoryTaskStore {
     async fn try_lead(&self, node: &NodeId, lease: Duration) -> Result<Option<u64>, StoreError> {
         let mut state = self.state();
         let until = Instant::now() + lease;
@@ -738,7 +743,10 @@ impl TaskStore for MemoryTaskStore {
             .as_ref()
             .map(|(holder, epoch, _)| (holder.clone(), *epoch)))
     }
+}
 
+#[async_trait]
+impl Schedules for MemoryTaskStore {
     async fn set_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
         self.state()
             .schedules
@@ -756,5 +764,24 @@ impl TaskStore for MemoryTaskStore {
 
     async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.state().last_slots.get(schedule).copied())
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for MemoryTaskStore {
+    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), StoreError> {
+        self.state()
+            .workers
+            .insert(worker.node.clone(), (worker.clone(), Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        Ok(self
+            .state()
+            .workers
+            .values()
+            .map(|(info, _)| info.clone())
+            .collect())
     }
 }

@@ -19,11 +19,11 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use crate::{
-    error::StoreError,
     store::{
-        ClaimRequest, Claimed, Enqueued, FailOutcome, NewTask, Schedule, Stats, TaskRecord,
-        TaskState, TaskStore, WorkerInfo, now_ms,
+        ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, Schedules, StoreError,
+        TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
     },
+    types::{Enqueued, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };
 
 const TASK: &str = "stellar:task:";
@@ -262,7 +262,7 @@ fn ms(duration: Duration) -> String {
 }
 
 #[async_trait]
-impl TaskStore for RedisTaskStore {
+impl TaskQueue for RedisTaskStore {
     async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, StoreError> {
         let (key, queue) = (
             format!("{TASK}{}", task.id),
@@ -398,14 +398,6 @@ impl TaskStore for RedisTaskStore {
         Ok(renewed == 1)
     }
 
-    async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, StoreError> {
-        // One script for one completion or many: the same checks, counters and idempotency.
-        let accepted = self
-            .complete_many(std::slice::from_ref(claimed), keep)
-            .await?;
-        Ok(accepted.first().copied().unwrap_or(false))
-    }
-
     async fn complete_many(
         &self,
         claimed: &[Claimed],
@@ -470,6 +462,24 @@ impl TaskStore for RedisTaskStore {
         Ok(released == 1)
     }
 
+    fn wake_generation(&self) -> u64 {
+        self.wake.generation.load(Ordering::SeqCst)
+    }
+
+    async fn wait_for_work(&self, queues: &[String], seen: u64, timeout: Duration) {
+        self.listen(queues).await;
+        let woken = self.wake.notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if self.wake_generation() != seen {
+            return;
+        }
+        let _ = tokio::time::timeout(timeout, woken).await;
+    }
+}
+
+#[async_trait]
+impl TaskMaintenance for RedisTaskStore {
     async fn reap(&self, limit: u32) -> Result<u64, StoreError> {
         let limit = limit.to_string();
         self.pool
@@ -495,22 +505,10 @@ impl TaskStore for RedisTaskStore {
             .await
             .map_err(StoreError::from)
     }
+}
 
-    fn wake_generation(&self) -> u64 {
-        self.wake.generation.load(Ordering::SeqCst)
-    }
-
-    async fn wait_for_work(&self, queues: &[String], seen: u64, timeout: Duration) {
-        self.listen(queues).await;
-        let woken = self.wake.notify.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        if self.wake_generation() != seen {
-            return;
-        }
-        let _ = tokio::time::timeout(timeout, woken).await;
-    }
-
+#[async_trait]
+impl TaskInspector for RedisTaskStore {
     async fn show(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         self.record(id).await
     }
@@ -696,7 +694,95 @@ impl TaskStore for RedisTaskStore {
             }
         }
     }
+}
 
+#[async_trait]
+impl Leadership for RedisTaskStore {
+    async fn try_lead(&self, node: &NodeId, lease: Duration) -> Result<Option<u64>, StoreError> {
+        let lease = ms(lease);
+        let epoch: u64 = self
+            .pool
+            .invoke(
+                "lead",
+                &self.scripts.lead,
+                &[LEADER, LEADER_EPOCH],
+                &[node.as_str(), &lease],
+            )
+            .await?;
+        Ok((epoch > 0).then_some(epoch))
+    }
+
+    async fn resign(&self, node: &NodeId) -> Result<bool, StoreError> {
+        let resigned: u8 = self
+            .pool
+            .invoke("resign", &self.scripts.resign, &[LEADER], &[node.as_str()])
+            .await?;
+        Ok(resigned == 1)
+    }
+
+    async fn leader(&self) -> Result<Option<(String, u64)>, StoreError> {
+        let current: Option<String> = self
+            .pool
+            .query("GET leader", redis::cmd("GET").arg(LEADER))
+            .await?;
+        Ok(current.and_then(|value| {
+            let (node, epoch) = value.split_once(' ')?;
+            Some((node.to_owned(), epoch.parse().ok()?))
+        }))
+    }
+}
+
+#[async_trait]
+impl Schedules for RedisTaskStore {
+    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
+        let json = serde_json::to_string(schedule).expect("schedules serialise");
+        self.pool
+            .query::<u64>(
+                "HSET schedule",
+                redis::cmd("HSET")
+                    .arg(SCHEDULES)
+                    .arg(&schedule.name)
+                    .arg(json),
+            )
+            .await
+            .map_err(StoreError::from)
+            .map(drop)
+    }
+
+    async fn remove_schedule(&self, name: &str) -> Result<bool, StoreError> {
+        let removed: u64 = self
+            .pool
+            .query("HDEL schedule", redis::cmd("HDEL").arg(SCHEDULES).arg(name))
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        let all: HashMap<String, String> = self
+            .pool
+            .query("HGETALL schedules", redis::cmd("HGETALL").arg(SCHEDULES))
+            .await?;
+        let mut schedules: Vec<Schedule> = all
+            .values()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect();
+        schedules.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(schedules)
+    }
+
+    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, StoreError> {
+        self.pool
+            .query(
+                "HGET last slot",
+                redis::cmd("HGET").arg(LAST_SLOT).arg(schedule),
+            )
+            .await
+            .map_err(StoreError::from)
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for RedisTaskStore {
     async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), StoreError> {
         let json = serde_json::to_string(worker).expect("worker info serialises");
         let cmd = redis::cmd("SET")
@@ -746,84 +832,5 @@ impl TaskStore for RedisTaskStore {
         }
         workers.sort_by(|a, b| a.node.cmp(&b.node));
         Ok(workers)
-    }
-
-    async fn try_lead(&self, node: &NodeId, lease: Duration) -> Result<Option<u64>, StoreError> {
-        let lease = ms(lease);
-        let epoch: u64 = self
-            .pool
-            .invoke(
-                "lead",
-                &self.scripts.lead,
-                &[LEADER, LEADER_EPOCH],
-                &[node.as_str(), &lease],
-            )
-            .await?;
-        Ok((epoch > 0).then_some(epoch))
-    }
-
-    async fn resign(&self, node: &NodeId) -> Result<bool, StoreError> {
-        let resigned: u8 = self
-            .pool
-            .invoke("resign", &self.scripts.resign, &[LEADER], &[node.as_str()])
-            .await?;
-        Ok(resigned == 1)
-    }
-
-    async fn leader(&self) -> Result<Option<(String, u64)>, StoreError> {
-        let current: Option<String> = self
-            .pool
-            .query("GET leader", redis::cmd("GET").arg(LEADER))
-            .await?;
-        Ok(current.and_then(|value| {
-            let (node, epoch) = value.split_once(' ')?;
-            Some((node.to_owned(), epoch.parse().ok()?))
-        }))
-    }
-
-    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
-        let json = serde_json::to_string(schedule).expect("schedules serialise");
-        self.pool
-            .query::<u64>(
-                "HSET schedule",
-                redis::cmd("HSET")
-                    .arg(SCHEDULES)
-                    .arg(&schedule.name)
-                    .arg(json),
-            )
-            .await
-            .map_err(StoreError::from)
-            .map(drop)
-    }
-
-    async fn remove_schedule(&self, name: &str) -> Result<bool, StoreError> {
-        let removed: u64 = self
-            .pool
-            .query("HDEL schedule", redis::cmd("HDEL").arg(SCHEDULES).arg(name))
-            .await?;
-        Ok(removed == 1)
-    }
-
-    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
-        let all: HashMap<String, String> = self
-            .pool
-            .query("HGETALL schedules", redis::cmd("HGETALL").arg(SCHEDULES))
-            .await?;
-        let mut schedules: Vec<Schedule> = all
-            .values()
-            .filter_map(|json| serde_json::from_str(json).ok())
-            .collect();
-        schedules.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(schedules)
-    }
-
-    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, StoreError> {
-        self.pool
-            .query(
-                "HGET last slot",
-                redis::cmd("HGET").arg(LAST_SLOT).arg(schedule),
-            )
-            .await
-            .map_err(StoreError::from)
     }
 }

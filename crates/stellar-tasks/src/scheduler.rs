@@ -11,7 +11,10 @@ use stellar_core::CancellationToken;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::{Enqueued, NewTask, Schedule, Slot, Tasks, store::now_ms};
+use crate::{
+    Enqueued, Schedule, Tasks,
+    store::{NewTask, Slot, now_ms},
+};
 
 /// How often the scheduler looks at the clock for new slots.
 const TICK: Duration = Duration::from_millis(50);
@@ -217,7 +220,10 @@ mod tests {
     use stellar_core::NodeId;
 
     use super::*;
-    use crate::{MemoryTaskStore, TaskConfig, TaskDefinition, TaskStore};
+    use crate::{
+        MemoryTaskStore, TaskConfig, TaskDefinition,
+        store::{Leadership, Schedules, TaskInspector},
+    };
 
     /// A leader whose next slot lies a day back (it was paused, or the clock stepped forward a
     /// day) enqueues at most `CATCH_UP` + 1 slots, not 86,400, and never one twice.

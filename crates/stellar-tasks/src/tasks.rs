@@ -18,8 +18,10 @@ use stellar_core::{Api, NodeId, ServerToken};
 use tracing::warn;
 
 use crate::{
-    Claimed, Enqueued, Error, HandlerError, NewTask, Result, Schedule, Stats, TaskRecord,
-    TaskStore, WorkerInfo, retry::Retry, task_signature_fields, worker,
+    Enqueued, Error, HandlerError, Result, Schedule, Stats, TaskRecord, TaskStore, WorkerInfo,
+    retry::Retry,
+    store::{Claimed, NewTask, task_signature_fields},
+    worker,
 };
 
 /// The context of task record signatures.

@@ -7,7 +7,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::{ClaimRequest, Claimed, FailOutcome, TaskContext, Tasks, WorkerInfo, retry::Retry};
+use crate::{
+    TaskContext, Tasks, WorkerInfo,
+    retry::Retry,
+    store::{ClaimRequest, Claimed, FailOutcome},
+};
 
 /// How many due or expired tasks one maintenance step moves at most.
 const BATCH: u32 = 200;

@@ -12,7 +12,7 @@ use std::{
 use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
 use stellar_core::{Api, CancellationToken, Config, NodeId};
 use stellar_tasks::{
-    EnqueueOptions, RedisTaskStore, TaskConfig, TaskDefinition, TaskState, TaskStore, Tasks,
+    EnqueueOptions, RedisTaskStore, TaskConfig, TaskDefinition, TaskState, Tasks, store::Leadership,
 };
 use stellar_testkit::RedisServer;
 

@@ -1,0 +1,134 @@
+//! What users of [`crate::Tasks`] see of a task: its state, record, schedules, worker pools,
+//! what an enqueue did, and the queue statistics.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting in its queue.
+    Queued,
+    /// Waiting for its time (a delayed task, or a retry after backoff).
+    Delayed,
+    /// Claimed by a worker under a lease.
+    Running,
+    /// Done; the record is kept for a while.
+    Completed,
+    /// Out of attempts; in the failed set until retried or removed.
+    Failed,
+}
+
+impl TaskState {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "queued" => Self::Queued,
+            "delayed" => Self::Delayed,
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A recurring schedule: enqueue `task` with `args` once per `every_ms` slot of wall-clock time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// The schedule's name (by default the task's).
+    pub name: String,
+    /// The task to enqueue.
+    pub task: String,
+    /// Its arguments as JSON.
+    pub args: String,
+    /// Its queue.
+    pub queue: String,
+    /// The period, in ms; slots start at multiples of it since the Unix epoch.
+    pub every_ms: u64,
+}
+
+/// What a node announces about its workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// The node.
+    pub node: String,
+    /// The queues it serves, highest priority first.
+    pub queues: Vec<String>,
+    /// How many tasks it runs at once.
+    pub concurrency: usize,
+    /// The task names it can run.
+    #[serde(default)]
+    pub tasks: Vec<String>,
+}
+
+/// What `enqueue` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The task was added.
+    Added,
+    /// A pending task already has this id; nothing was added.
+    Exists(TaskState),
+    /// This recurring slot was enqueued before, or its schedule is gone; nothing was added.
+    SlotTaken,
+    /// The slot's leader no longer holds the leadership; nothing was added.
+    Fenced,
+}
+
+/// A task record, as `show` and `failed` return it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Its id.
+    pub id: String,
+    /// The task definition's name.
+    pub name: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its arguments as JSON.
+    pub args: String,
+    /// Where it is.
+    pub state: TaskState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Attempts it gets.
+    pub max_attempts: u32,
+    /// The node running it, or that ran it last.
+    pub node: Option<String>,
+    /// When it was enqueued (ms since the epoch, store clock).
+    pub enqueued_at_ms: Option<u64>,
+    /// When it is (or was) due, if delayed.
+    pub due_at_ms: Option<u64>,
+    /// When its last attempt started.
+    pub started_at_ms: Option<u64>,
+    /// When its last attempt ended.
+    pub finished_at_ms: Option<u64>,
+    /// The last error.
+    pub error: Option<String>,
+}
+
+/// Counters and gauges of the whole queue system.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Completed tasks, in all.
+    pub processed: u64,
+    /// Tasks moved to the failed set, in all.
+    pub failed: u64,
+    /// Attempts scheduled again after a failure or a lost lease, in all.
+    pub retried: u64,
+    /// The same three counters per task name: `processed:<name>` and so on.
+    pub by_name: BTreeMap<String, u64>,
+    /// Processed and failed per node: `processed@<node>`, `failed@<node>`.
+    pub by_node: BTreeMap<String, u64>,
+    /// Ready tasks per queue.
+    pub queues: BTreeMap<String, u64>,
+    /// Tasks waiting for their time.
+    pub delayed: u64,
+    /// Tasks under a lease.
+    pub in_flight: u64,
+    /// Tasks in the failed set.
+    pub failed_now: u64,
+    /// Ready tasks set aside because the nodes that claimed them cannot run their name, per
+    /// `<queue> <name>`: they wait for a node that can.
+    pub parked: BTreeMap<String, u64>,
+}

@@ -1,0 +1,64 @@
+//! TaskInspector: records, lists, statistics and deletion.
+
+use crate::support::*;
+
+async fn deleting_a_large_queue_works_in_bounded_steps(backend: Backend) {
+    let store = backend.store().await;
+    for n in 0..2500 {
+        store
+            .enqueue(&plain_task(&format!("q{n}"), "work", 1))
+            .await
+            .expect("enqueue");
+    }
+    assert_eq!(store.delete("q7").await.expect("delete"), Some(true));
+    assert_eq!(
+        store.delete_queue("default").await.expect("delete queue"),
+        2499
+    );
+    let stats = store.stats().await.expect("stats");
+    assert!(!stats.queues.contains_key("default"), "{stats:?}");
+    assert_eq!(store.show("q8").await.expect("show"), None);
+}
+
+/// Review finding: an id deleted from queue A and enqueued again in queue B leaves a stale copy in
+/// A's list; neither A's deletion nor A's workers may touch B's task.
+async fn a_stale_id_in_another_queue_never_touches_the_live_task(backend: Backend) {
+    let store = backend.store().await;
+    let in_queue = |queue: &str| NewTask {
+        queue: queue.into(),
+        ..plain_task("x", "work", 1)
+    };
+    store.enqueue(&in_queue("a")).await.expect("enqueue");
+    assert_eq!(store.delete("x").await.expect("delete"), Some(true));
+    assert_eq!(
+        store.enqueue(&in_queue("b")).await.expect("enqueue"),
+        Enqueued::Added
+    );
+    let node = NodeId::new("n").expect("id");
+    let only_a = request(&["a".to_owned()], &node, Duration::from_secs(30), 8);
+    assert!(
+        store.claim(&only_a).await.expect("claim").is_empty(),
+        "a worker of queue a took b's task"
+    );
+    store.delete_queue("a").await.expect("delete queue");
+    let record = store
+        .show("x")
+        .await
+        .expect("show")
+        .expect("the task in b survives");
+    assert_eq!(
+        (record.queue.as_str(), record.state),
+        ("b", TaskState::Queued)
+    );
+    let only_b = request(&["b".to_owned()], &node, Duration::from_secs(30), 8);
+    let claimed = store.claim(&only_b).await.expect("claim");
+    assert_eq!(
+        claimed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["x"]
+    );
+}
+
+contract!(
+    deleting_a_large_queue_works_in_bounded_steps,
+    a_stale_id_in_another_queue_never_touches_the_live_task,
+);
