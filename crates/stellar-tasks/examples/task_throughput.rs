@@ -19,7 +19,9 @@ use std::{
 
 use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
 use stellar_core::{Api, Config, NodeId};
-use stellar_tasks::{EnqueueOptions, RedisTaskStore, TaskConfig, TaskDefinition, Tasks};
+use stellar_tasks::{
+    EnqueueOptions, RedisTaskStore, TaskConfig, TaskDefinition, Tasks, WorkSignal,
+};
 use stellar_testkit::bench::report;
 use tokio::sync::mpsc;
 
@@ -36,12 +38,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let transport: Arc<dyn Transport> =
         Arc::new(RedisTransport::connect(pool.clone(), api.cancellation_token()).await?);
-    let store = Arc::new(RedisTaskStore::new(pool.clone(), transport));
+    let store = Arc::new(RedisTaskStore::new(pool.clone()));
     let config = TaskConfig {
         concurrency,
         ..TaskConfig::default()
     };
-    let tasks = Tasks::new(store, api.node_id().clone(), config);
+    let tasks = Tasks::new(
+        store,
+        WorkSignal::subscribed(transport),
+        api.node_id().clone(),
+        config,
+    );
     let done = Arc::new(AtomicU64::new(0));
     let counter = done.clone();
     tasks.register(TaskDefinition::new("noop", move |_, _: u64| {

@@ -15,7 +15,8 @@
 //! A [`TaskStore`] holds the queues: [`RedisTaskStore`] (one Lua script per step, see `lua/`) or
 //! [`MemoryTaskStore`]. Backend authors find its capability traits (`TaskQueue`,
 //! `TaskMaintenance`, `TaskInspector`, `Leadership`, `Schedules`, `WorkerRegistry`) and the types
-//! they exchange in [`store`].
+//! they exchange in [`store`]. Idle workers wake up on a [`WorkSignal`]: the memory store's own, or
+//! one subscribed to the wake-ups the Redis scripts publish.
 //!
 //! # Example
 //!
@@ -27,7 +28,8 @@
 //! use stellar_tasks::{EnqueueOptions, MemoryTaskStore, TaskConfig, TaskDefinition, TaskState, Tasks};
 //!
 //! let api = Api::new(Config::default());
-//! let tasks = Tasks::new(Arc::new(MemoryTaskStore::new()), api.node_id().clone(), TaskConfig::default());
+//! let store = MemoryTaskStore::new();
+//! let tasks = Tasks::new(Arc::new(store.clone()), store.signal(), api.node_id().clone(), TaskConfig::default());
 //! tasks.register(TaskDefinition::new("email.send", |_ctx, to: String| async move {
 //!     assert_eq!(to, "ada@example.com");
 //!     Ok(())
@@ -43,10 +45,12 @@
 //! ```
 
 mod error;
+mod keys;
 mod memory_store;
 mod redis_store;
 mod retry;
 mod scheduler;
+mod signal;
 pub mod store;
 mod tasks;
 mod types;
@@ -56,6 +60,7 @@ pub use crate::{
     error::{Error, HandlerError, Result, StoreError},
     memory_store::MemoryTaskStore,
     redis_store::RedisTaskStore,
+    signal::WorkSignal,
     store::TaskStore,
     tasks::{
         DEFAULT_QUEUE, EnqueueOptions, Submitted, TaskConfig, TaskContext, TaskDefinition, Tasks,

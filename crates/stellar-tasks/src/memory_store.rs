@@ -2,18 +2,16 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
 use async_trait::async_trait;
 use stellar_core::NodeId;
-use tokio::{sync::Notify, time::Instant};
+use tokio::time::Instant;
 
 use crate::{
+    signal::WorkSignal,
     store::{
         ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, Schedules, StoreError,
         TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
@@ -141,12 +139,11 @@ impl State {
 /// How many stale or parked ids one claim passes over at most (as on Redis).
 const CLAIM_SKIP_LIMIT: usize = 256;
 
-/// A [`TaskStore`] in memory. Clones share the same queues.
+/// A task store in memory. Clones share the same queues and the same [`WorkSignal`].
 #[derive(Debug, Clone, Default)]
 pub struct MemoryTaskStore {
     state: Arc<Mutex<State>>,
-    generation: Arc<AtomicU64>,
-    woken: Arc<Notify>,
+    signal: WorkSignal,
 }
 
 /// Up to `limit` ids whose time in `times` has come.
@@ -234,9 +231,13 @@ impl MemoryTaskStore {
         FailOutcome::Dead
     }
 
+    /// The signal this store wakes when work becomes ready: give it to [`crate::Tasks::new`].
+    pub fn signal(&self) -> WorkSignal {
+        self.signal.clone()
+    }
+
     fn wake(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.woken.notify_waiters();
+        self.signal.notify();
     }
 
     fn current(state: &State, claimed: &Claimed) -> bool {
@@ -450,20 +451,6 @@ impl TaskQueue for MemoryTaskStore {
         }
         self.wake();
         Ok(true)
-    }
-
-    fn wake_generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
-    }
-
-    async fn wait_for_work(&self, _queues: &[String], seen: u64, timeout: Duration) {
-        let woken = self.woken.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        if self.wake_generation() != seen {
-            return;
-        }
-        let _ = tokio::time::timeout(timeout, woken).await;
     }
 }
 

@@ -3,20 +3,15 @@
 //! Enqueues publish a wake-up on `stellar:tasks:wake:<queue>` inside the same script.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
     time::Duration,
 };
 
 use async_trait::async_trait;
 use redis::Script;
-use stellar_bus::{RedisPool, Transport};
+use stellar_bus::RedisPool;
 use stellar_core::NodeId;
-use tokio::sync::Notify;
-use tracing::warn;
 
 use crate::{
     store::{
@@ -28,7 +23,7 @@ use crate::{
 
 const TASK: &str = "stellar:task:";
 const QUEUE: &str = "stellar:queue:";
-const WAKE: &str = "stellar:tasks:wake:";
+use crate::keys::WAKE_PREFIX as WAKE;
 const QUEUES: &str = "stellar:tasks:queues";
 const DELAYED: &str = "stellar:tasks:delayed";
 const INFLIGHT: &str = "stellar:tasks:inflight";
@@ -73,29 +68,19 @@ struct Scripts {
     resign: Script,
 }
 
-/// A [`TaskStore`] on a shared Redis. Wake-ups arrive over `transport`.
+/// A task store on a shared Redis. Its scripts publish wake-ups on each queue's channel: give
+/// the workers a [`crate::WorkSignal::subscribed`] to hear them.
 #[derive(Debug, Clone)]
 pub struct RedisTaskStore {
     pool: RedisPool,
-    transport: Arc<dyn Transport>,
     scripts: Arc<Scripts>,
-    wake: Arc<Wake>,
-}
-
-#[derive(Debug, Default)]
-struct Wake {
-    generation: AtomicU64,
-    notify: Notify,
-    /// Queues whose wake-up channel this process listens to.
-    listening: Mutex<HashSet<String>>,
 }
 
 impl RedisTaskStore {
-    /// A store on `pool`; `transport` carries the wake-ups (the node's Redis transport).
-    pub fn new(pool: RedisPool, transport: Arc<dyn Transport>) -> Self {
+    /// A store on `pool`.
+    pub fn new(pool: RedisPool) -> Self {
         Self {
             pool,
-            transport,
             scripts: Arc::new(Scripts {
                 enqueue: Script::new(include_str!("../lua/enqueue.lua")),
                 claim: Script::new(include_str!("../lua/claim.lua")),
@@ -112,41 +97,6 @@ impl RedisTaskStore {
                 lead: Script::new(include_str!("../lua/lead.lua")),
                 resign: Script::new(include_str!("../lua/resign.lua")),
             }),
-            wake: Arc::default(),
-        }
-    }
-
-    /// Starts listening to the wake-up channel of each queue not listened to yet.
-    async fn listen(&self, queues: &[String]) {
-        for queue in queues {
-            let fresh = self
-                .wake
-                .listening
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(queue.clone());
-            if !fresh {
-                continue;
-            }
-            match self.transport.subscribe(&format!("{WAKE}{queue}")).await {
-                Ok(mut subscription) => {
-                    let wake = self.wake.clone();
-                    tokio::spawn(async move {
-                        while subscription.recv().await.is_some() {
-                            wake.generation.fetch_add(1, Ordering::SeqCst);
-                            wake.notify.notify_waiters();
-                        }
-                    });
-                }
-                Err(err) => {
-                    warn!(queue, error = %err, "cannot listen for task wake-ups; polling instead");
-                    self.wake
-                        .listening
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(queue);
-                }
-            }
         }
     }
 
@@ -460,21 +410,6 @@ impl TaskQueue for RedisTaskStore {
             )
             .await?;
         Ok(released == 1)
-    }
-
-    fn wake_generation(&self) -> u64 {
-        self.wake.generation.load(Ordering::SeqCst)
-    }
-
-    async fn wait_for_work(&self, queues: &[String], seen: u64, timeout: Duration) {
-        self.listen(queues).await;
-        let woken = self.wake.notify.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        if self.wake_generation() != seen {
-            return;
-        }
-        let _ = tokio::time::timeout(timeout, woken).await;
     }
 }
 

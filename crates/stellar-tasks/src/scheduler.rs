@@ -231,7 +231,12 @@ mod tests {
     async fn catch_up_is_clamped_whenever_the_next_slot_lies_far_back() {
         let store = MemoryTaskStore::new();
         let node = NodeId::new("leader").expect("id");
-        let tasks = Tasks::new(Arc::new(store.clone()), node.clone(), TaskConfig::default());
+        let tasks = Tasks::new(
+            Arc::new(store.clone()),
+            store.signal(),
+            node.clone(),
+            TaskConfig::default(),
+        );
         tasks.register(TaskDefinition::new("tick", |_, _: ()| async { Ok(()) }));
         let schedule = Schedule {
             name: "tick".into(),

@@ -173,10 +173,6 @@ pub trait TaskQueue: fmt::Debug + Send + Sync + 'static {
     async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, StoreError>;
     /// Hands a claimed task back to the front of its queue without counting the attempt.
     async fn release(&self, claimed: &Claimed) -> Result<bool, StoreError>;
-    /// A number that changes whenever work may have become ready.
-    fn wake_generation(&self) -> u64;
-    /// Waits until work may be ready on `queues` (the generation moved past `seen`) or `timeout`.
-    async fn wait_for_work(&self, queues: &[String], seen: u64, timeout: Duration);
 }
 
 /// Housekeeping any node may run at any time: every step is idempotent and bounded.

@@ -18,7 +18,8 @@ use stellar_core::{Api, NodeId, ServerToken};
 use tracing::warn;
 
 use crate::{
-    Enqueued, Error, HandlerError, Result, Schedule, Stats, TaskRecord, TaskStore, WorkerInfo,
+    Enqueued, Error, HandlerError, Result, Schedule, Stats, TaskRecord, TaskStore, WorkSignal,
+    WorkerInfo,
     retry::Retry,
     store::{Claimed, NewTask, task_signature_fields},
     worker,
@@ -231,6 +232,8 @@ pub struct Tasks {
 
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn TaskStore>,
+    /// What wakes this node's idle workers when work becomes ready.
+    pub(crate) signal: WorkSignal,
     pub(crate) node_id: NodeId,
     pub(crate) config: TaskConfig,
     definitions: RwLock<HashMap<String, TaskDefinition>>,
@@ -250,11 +253,19 @@ impl fmt::Debug for Tasks {
 }
 
 impl Tasks {
-    /// Tasks on `store` for node `node_id`.
-    pub fn new(store: Arc<dyn TaskStore>, node_id: NodeId, config: TaskConfig) -> Self {
+    /// Tasks on `store` for node `node_id`; its idle workers wake up on `signal` (the memory
+    /// store's [`crate::MemoryTaskStore::signal`], or [`WorkSignal::subscribed`] to the node's
+    /// transport for Redis).
+    pub fn new(
+        store: Arc<dyn TaskStore>,
+        signal: WorkSignal,
+        node_id: NodeId,
+        config: TaskConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
+                signal,
                 node_id,
                 config,
                 definitions: RwLock::new(HashMap::new()),

@@ -21,16 +21,18 @@ const MAX_CLAIM: usize = 32;
 pub(crate) fn start(tasks: Tasks, api: &Api) {
     let cancel = api.cancellation_token();
     if tasks.inner.config.concurrency > 0 {
-        api.spawn(run_workers(tasks.clone(), cancel.clone()));
+        api.spawn(run_workers(tasks.clone(), api.clone()));
     }
     api.spawn(crate::scheduler::run(tasks.clone(), cancel.clone()));
     api.spawn(run_maintenance(tasks, cancel));
 }
 
 /// Claims tasks while permits are free; on cancel, drains, then hands the rest back.
-async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
+async fn run_workers(tasks: Tasks, api: Api) {
+    let cancel = api.cancellation_token();
     let config = &tasks.inner.config;
-    let store = tasks.inner.store.clone();
+    let signal = tasks.inner.signal.clone();
+    signal.listen(&api, &config.queues).await;
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let running = TaskTracker::new();
     let hand_back = CancellationToken::new();
@@ -51,7 +53,7 @@ async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
                 Err(_) => break,
             }
         }
-        let seen = store.wake_generation();
+        let seen = signal.generation();
         let request = ClaimRequest {
             queues: config.queues.clone(),
             node: tasks.inner.node_id.clone(),
@@ -77,7 +79,10 @@ async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
                 drop(permits_held);
                 tokio::select! {
                     () = cancel.cancelled() => break,
-                    () = store.wait_for_work(&config.queues, seen, config.idle_poll) => {}
+                    () = async {
+                        signal.listen(&api, &config.queues).await;
+                        signal.wait(seen, config.idle_poll).await;
+                    } => {}
                 }
             }
             Err(err) => {

@@ -13,7 +13,7 @@ pub(crate) use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
 pub(crate) use stellar_core::{Api, CancellationToken, Config, NodeId};
 pub(crate) use stellar_tasks::{
     EnqueueOptions, Enqueued, Error, MemoryTaskStore, RedisTaskStore, Schedule, TaskConfig,
-    TaskDefinition, TaskState, TaskStore, Tasks, WorkerInfo,
+    TaskDefinition, TaskState, TaskStore, Tasks, WorkSignal, WorkerInfo,
     store::{ClaimRequest, Claimed, FailOutcome, NewTask, Slot},
 };
 pub(crate) use stellar_testkit::RedisServer;
@@ -36,8 +36,13 @@ impl Drop for Backend {
 
 impl Backend {
     pub(crate) async fn store(&self) -> Arc<dyn TaskStore> {
+        self.store_and_signal().await.0
+    }
+
+    /// A store of this backend, and the signal its workers wake up on.
+    pub(crate) async fn store_and_signal(&self) -> (Arc<dyn TaskStore>, WorkSignal) {
         match self {
-            Self::Memory(store) => Arc::new(store.clone()),
+            Self::Memory(store) => (Arc::new(store.clone()), store.signal()),
             Self::Redis { server, cancel } => {
                 let pool = RedisPool::connect(RedisConfig::new(server.url()))
                     .await
@@ -47,7 +52,10 @@ impl Backend {
                         .await
                         .expect("subscriber"),
                 );
-                Arc::new(RedisTaskStore::new(pool, transport))
+                (
+                    Arc::new(RedisTaskStore::new(pool)),
+                    WorkSignal::subscribed(transport),
+                )
             }
         }
     }
@@ -59,7 +67,8 @@ impl Backend {
             shutdown_timeout: Duration::from_secs(5),
             ..Config::default()
         });
-        let tasks = Tasks::new(self.store().await, api.node_id().clone(), config);
+        let (store, signal) = self.store_and_signal().await;
+        let tasks = Tasks::new(store, signal, api.node_id().clone(), config);
         (api, tasks)
     }
 }

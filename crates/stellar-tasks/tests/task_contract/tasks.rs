@@ -475,7 +475,40 @@ async fn an_unsigned_task_record_never_reaches_a_handler(backend: Backend) {
     api.shutdown().await.expect("stops");
 }
 
+/// Wake-ups come from the work signal, not the store: an idle worker whose next poll is far off
+/// starts a task enqueued by another node at once.
+async fn an_idle_worker_starts_a_new_task_at_once(backend: Backend) {
+    let config = TaskConfig {
+        idle_poll: Duration::from_secs(30),
+        ..fast()
+    };
+    let (api, worker) = backend.node("worker", config.clone()).await;
+    let runs = Runs::default();
+    counting(&worker, &runs);
+    worker.start(&api);
+    let (_client_api, client) = backend.node("client", config).await;
+    counting(&client, &Runs::default());
+    // Let the worker find nothing and go idle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let enqueued = tokio::time::Instant::now();
+    let id = client
+        .enqueue("work", &(), EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    eventually("it ran", async || {
+        state_of(&worker, &id).await == Some(TaskState::Completed)
+    })
+    .await;
+    assert!(
+        enqueued.elapsed() < Duration::from_secs(5),
+        "picked up after {:?}: the wake-up did not reach the idle worker",
+        enqueued.elapsed()
+    );
+    api.shutdown().await.expect("stops");
+}
+
 contract!(
+    an_idle_worker_starts_a_new_task_at_once,
     every_task_runs_exactly_once_across_three_nodes,
     an_id_is_an_idempotency_key_and_bad_input_is_refused,
     a_delayed_task_does_not_run_early,
