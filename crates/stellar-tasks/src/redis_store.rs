@@ -21,27 +21,11 @@ use crate::{
     types::{Enqueued, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };
 
-const TASK: &str = "stellar:task:";
-const QUEUE: &str = "stellar:queue:";
-use crate::keys::WAKE_PREFIX as WAKE;
-const QUEUES: &str = "stellar:tasks:queues";
-const DELAYED: &str = "stellar:tasks:delayed";
-const INFLIGHT: &str = "stellar:tasks:inflight";
-const FAILED: &str = "stellar:tasks:failed";
-const STATS: &str = "stellar:tasks:stats";
-const SLOT: &str = "stellar:tasks:slot:";
-const LAST_SLOT: &str = "stellar:tasks:last-slot";
-const SCHEDULES: &str = "stellar:tasks:schedules";
-const WORKER: &str = "stellar:tasks:worker:";
-const LEADER: &str = "stellar:tasks:leader";
-const LEADER_EPOCH: &str = "stellar:tasks:leader-epoch";
-const CLAIM_SEQ: &str = "stellar:tasks:claim-seq";
-const CLAIM_REPLY: &str = "stellar:tasks:claim-reply:";
-const PARKED: &str = "stellar:tasks:parked:";
-const PARKED_NAMES: &str = "stellar:tasks:parked-names:";
-const NODE_STATS: &str = "stellar:tasks:stats:node:";
-const NODE_STATS_INDEX: &str = "stellar:tasks:stats:nodes";
-const WORKERS: &str = "stellar:tasks:workers";
+use crate::keys::{
+    self, CLAIM_SEQ, DELAYED, FAILED, INFLIGHT, LAST_SLOT, LEADER, LEADER_EPOCH, NODE_STATS_INDEX,
+    NODE_STATS_PREFIX as NODE_STATS, PARKED_PREFIX as PARKED, QUEUE_PREFIX as QUEUE, QUEUES,
+    SCHEDULES, STATS, TASK_PREFIX as TASK, WAKE_PREFIX as WAKE, WORKERS,
+};
 /// How long a node's processed/failed counters outlive its last update (one hash per node id, and
 /// a restarted process is a new id: without expiry they would pile up forever).
 const NODE_STATS_TTL: &str = "86400000";
@@ -50,23 +34,42 @@ const CLAIM_SKIP_LIMIT: usize = 256;
 /// How many ids one call of the queue deletion takes off at most.
 const DELETE_BATCH: u64 = 250;
 
-#[derive(Debug)]
-struct Scripts {
-    enqueue: Script,
-    claim: Script,
-    renew: Script,
-    fail: Script,
-    release: Script,
-    reap: Script,
-    promote: Script,
-    retry_failed: Script,
-    remove_failed: Script,
-    delete: Script,
-    delete_queue: Script,
-    complete_many: Script,
-    lead: Script,
-    resign: Script,
+/// Declares the Lua scripts, one line each: `name` is `lua/<name>.lua`, loaded into
+/// `Scripts::name`.
+macro_rules! scripts {
+    ($($name:ident),* $(,)?) => {
+        /// Every Lua script of the store, one per atomic step.
+        #[derive(Debug)]
+        struct Scripts {
+            $($name: Script,)*
+        }
+
+        impl Scripts {
+            fn load() -> Self {
+                Self {
+                    $($name: Script::new(include_str!(concat!("../lua/", stringify!($name), ".lua"))),)*
+                }
+            }
+        }
+    };
 }
+
+scripts!(
+    enqueue,
+    claim,
+    renew,
+    complete_many,
+    fail,
+    release,
+    reap,
+    promote,
+    retry_failed,
+    remove_failed,
+    delete,
+    delete_queue,
+    lead,
+    resign,
+);
 
 /// A task store on a shared Redis. Its scripts publish wake-ups on each queue's channel: give
 /// the workers a [`crate::WorkSignal::subscribed`] to hear them.
@@ -81,22 +84,7 @@ impl RedisTaskStore {
     pub fn new(pool: RedisPool) -> Self {
         Self {
             pool,
-            scripts: Arc::new(Scripts {
-                enqueue: Script::new(include_str!("../lua/enqueue.lua")),
-                claim: Script::new(include_str!("../lua/claim.lua")),
-                renew: Script::new(include_str!("../lua/renew.lua")),
-                fail: Script::new(include_str!("../lua/fail.lua")),
-                release: Script::new(include_str!("../lua/release.lua")),
-                reap: Script::new(include_str!("../lua/reap.lua")),
-                promote: Script::new(include_str!("../lua/promote.lua")),
-                retry_failed: Script::new(include_str!("../lua/retry_failed.lua")),
-                remove_failed: Script::new(include_str!("../lua/remove_failed.lua")),
-                delete: Script::new(include_str!("../lua/delete.lua")),
-                complete_many: Script::new(include_str!("../lua/complete_many.lua")),
-                delete_queue: Script::new(include_str!("../lua/delete_queue.lua")),
-                lead: Script::new(include_str!("../lua/lead.lua")),
-                resign: Script::new(include_str!("../lua/resign.lua")),
-            }),
+            scripts: Arc::new(Scripts::load()),
         }
     }
 
@@ -107,7 +95,7 @@ impl RedisTaskStore {
         retry_in: Duration,
         bury: bool,
     ) -> Result<u8, StoreError> {
-        let key = format!("{TASK}{}", claimed.id);
+        let key = keys::task(&claimed.id);
         let (token, retry_in) = (claimed.token.to_string(), retry_in.as_millis().to_string());
         let bury = if bury { "1" } else { "0" };
         self.pool
@@ -158,7 +146,7 @@ impl RedisTaskStore {
                 .pool
                 .query(
                     "HGETALL",
-                    redis::cmd("HGETALL").arg(format!("{NODE_STATS}{node}")),
+                    redis::cmd("HGETALL").arg(keys::node_stats(&node)),
                 )
                 .await?;
             for (counter, value) in counters {
@@ -171,7 +159,7 @@ impl RedisTaskStore {
     async fn record(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         let fields: HashMap<String, String> = self
             .pool
-            .query("HGETALL", redis::cmd("HGETALL").arg(format!("{TASK}{id}")))
+            .query("HGETALL", redis::cmd("HGETALL").arg(keys::task(id)))
             .await?;
         Ok(parse_record(&fields))
     }
@@ -214,14 +202,11 @@ fn ms(duration: Duration) -> String {
 #[async_trait]
 impl TaskQueue for RedisTaskStore {
     async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, StoreError> {
-        let (key, queue) = (
-            format!("{TASK}{}", task.id),
-            format!("{QUEUE}{}", task.queue),
-        );
+        let (key, queue) = (keys::task(&task.id), keys::queue(&task.queue));
         let (max, due, wake) = (
             task.max_attempts.to_string(),
             task.due_at_ms.unwrap_or(0).to_string(),
-            format!("{WAKE}{}", task.queue),
+            keys::wake(&task.queue),
         );
         let mut keys = vec![key.as_str(), queue.as_str(), DELAYED, QUEUES, FAILED];
         let replace = if task.replace { "1" } else { "0" };
@@ -238,7 +223,7 @@ impl TaskQueue for RedisTaskStore {
         ];
         let (slot_key, remember, at, leader);
         if let Some(slot) = &task.slot {
-            slot_key = format!("{SLOT}{}:{}", slot.schedule, slot.at_ms);
+            slot_key = keys::slot(&slot.schedule, slot.at_ms);
             (remember, at) = (ms(slot.remember), slot.at_ms.to_string());
             leader = format!("{} {}", slot.leader.0, slot.leader.1);
             keys.extend([slot_key.as_str(), LAST_SLOT, SCHEDULES, LEADER]);
@@ -262,10 +247,10 @@ impl TaskQueue for RedisTaskStore {
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
-        let reply_key = format!("{CLAIM_REPLY}{}", request.request_id);
+        let reply_key = keys::claim_reply(&request.request_id);
         let mut keys: Vec<String> = vec![INFLIGHT.to_owned(), CLAIM_SEQ.to_owned(), reply_key];
         for queue in &request.queues {
-            keys.extend([format!("{QUEUE}{queue}"), format!("{PARKED_NAMES}{queue}")]);
+            keys.extend([keys::queue(queue), keys::parked_names(queue)]);
         }
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let (lease, max, skip, n_names, keep_reply) = (
@@ -334,7 +319,7 @@ impl TaskQueue for RedisTaskStore {
     }
 
     async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, StoreError> {
-        let key = format!("{TASK}{}", claimed.id);
+        let key = keys::task(&claimed.id);
         let (token, lease) = (claimed.token.to_string(), ms(lease));
         let renewed: u8 = self
             .pool
@@ -395,9 +380,9 @@ impl TaskQueue for RedisTaskStore {
 
     async fn release(&self, claimed: &Claimed) -> Result<bool, StoreError> {
         let (key, queue, wake) = (
-            format!("{TASK}{}", claimed.id),
-            format!("{QUEUE}{}", claimed.queue),
-            format!("{WAKE}{}", claimed.queue),
+            keys::task(&claimed.id),
+            keys::queue(&claimed.queue),
+            keys::wake(&claimed.queue),
         );
         let token = claimed.token.to_string();
         let released: u8 = self
@@ -463,7 +448,7 @@ impl TaskInspector for RedisTaskStore {
     }
 
     async fn retry_failed(&self, id: &str, signature: Option<&str>) -> Result<bool, StoreError> {
-        let key = format!("{TASK}{id}");
+        let key = keys::task(id);
         let moved: u8 = self
             .pool
             .invoke(
@@ -477,7 +462,7 @@ impl TaskInspector for RedisTaskStore {
     }
 
     async fn remove_failed(&self, id: &str) -> Result<bool, StoreError> {
-        let key = format!("{TASK}{id}");
+        let key = keys::task(id);
         let removed: u8 = self
             .pool
             .invoke(
@@ -504,22 +489,19 @@ impl TaskInspector for RedisTaskStore {
         for queue in queue_names {
             let length: u64 = self
                 .pool
-                .query("LLEN", redis::cmd("LLEN").arg(format!("{QUEUE}{queue}")))
+                .query("LLEN", redis::cmd("LLEN").arg(keys::queue(&queue)))
                 .await?;
             let names: Vec<String> = self
                 .pool
                 .query(
                     "SMEMBERS",
-                    redis::cmd("SMEMBERS").arg(format!("{PARKED_NAMES}{queue}")),
+                    redis::cmd("SMEMBERS").arg(keys::parked_names(&queue)),
                 )
                 .await?;
             for name in names {
                 let waiting: u64 = self
                     .pool
-                    .query(
-                        "LLEN",
-                        redis::cmd("LLEN").arg(format!("{PARKED}{queue} {name}")),
-                    )
+                    .query("LLEN", redis::cmd("LLEN").arg(keys::parked(&queue, &name)))
                     .await?;
                 if waiting > 0 {
                     parked.insert(format!("{queue} {name}"), waiting);
@@ -567,7 +549,7 @@ impl TaskInspector for RedisTaskStore {
             .query(
                 "LRANGE",
                 redis::cmd("LRANGE")
-                    .arg(format!("{QUEUE}{queue}"))
+                    .arg(keys::queue(queue))
                     .arg(from)
                     .arg(to),
             )
@@ -593,7 +575,7 @@ impl TaskInspector for RedisTaskStore {
     }
 
     async fn delete(&self, id: &str) -> Result<Option<bool>, StoreError> {
-        let key = format!("{TASK}{id}");
+        let key = keys::task(id);
         let outcome: i64 = self
             .pool
             .invoke(
@@ -610,7 +592,7 @@ impl TaskInspector for RedisTaskStore {
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError> {
-        let (key, parked_names) = (format!("{QUEUE}{queue}"), format!("{PARKED_NAMES}{queue}"));
+        let (key, parked_names) = (keys::queue(queue), keys::parked_names(queue));
         let batch = DELETE_BATCH.to_string();
         let mut deleted = 0;
         loop {
@@ -721,7 +703,7 @@ impl WorkerRegistry for RedisTaskStore {
     async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), StoreError> {
         let json = serde_json::to_string(worker).expect("worker info serialises");
         let cmd = redis::cmd("SET")
-            .arg(format!("{WORKER}{}", worker.node))
+            .arg(keys::worker(&worker.node))
             .arg(json)
             .arg("PX")
             .arg(ms(ttl))
@@ -750,10 +732,7 @@ impl WorkerRegistry for RedisTaskStore {
         for node in nodes {
             let json: Option<String> = self
                 .pool
-                .query(
-                    "GET worker",
-                    redis::cmd("GET").arg(format!("{WORKER}{node}")),
-                )
+                .query("GET worker", redis::cmd("GET").arg(keys::worker(&node)))
                 .await?;
             match json {
                 Some(json) => workers.extend(serde_json::from_str::<WorkerInfo>(&json).ok()),
