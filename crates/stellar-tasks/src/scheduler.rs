@@ -12,8 +12,9 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::{
-    Enqueued, Schedule, Tasks,
+    Enqueued, Schedule, StoreError, Tasks,
     store::{NewTask, Slot, now_ms},
+    worker::Trouble,
 };
 
 /// How often the scheduler looks at the clock for new slots.
@@ -35,6 +36,7 @@ pub(crate) async fn run(tasks: Tasks, cancel: CancellationToken) {
     let mut next_unserved = Instant::now() + UNSERVED_CHECK;
     // The next slot to enqueue, per schedule; filled from the store when leadership begins.
     let mut next_slot: HashMap<String, u64> = HashMap::new();
+    let mut trouble = Trouble::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -45,7 +47,16 @@ pub(crate) async fn run(tasks: Tasks, cancel: CancellationToken) {
         let now = Instant::now();
         if now >= next_lead {
             next_lead = now + lease / 3;
-            let led = store.try_lead(&node, lease).await.ok().flatten();
+            let led = match store.try_lead(&node, lease).await {
+                Ok(led) => {
+                    trouble.check("taking the scheduler leadership", Ok(()));
+                    led
+                }
+                Err(err) => {
+                    trouble.check("taking the scheduler leadership", Err(err));
+                    None
+                }
+            };
             match (epoch, led) {
                 (None, Some(new)) => {
                     info!(node_id = %node, epoch = new, "became the scheduler leader");
@@ -63,8 +74,12 @@ pub(crate) async fn run(tasks: Tasks, cancel: CancellationToken) {
         };
         if now >= next_refresh {
             next_refresh = now + Duration::from_secs(1);
-            if let Ok(fresh) = store.schedules().await {
-                schedules = fresh;
+            match store.schedules().await {
+                Ok(fresh) => {
+                    schedules = fresh;
+                    trouble.check("reading the schedules", Ok(()));
+                }
+                Err(err) => trouble.check("reading the schedules", Err(err)),
             }
         }
         let leader = (node.to_string(), current_epoch);
@@ -77,11 +92,20 @@ pub(crate) async fn run(tasks: Tasks, cancel: CancellationToken) {
         }
         if now >= next_unserved {
             next_unserved = now + UNSERVED_CHECK;
-            warn_about_unserved_queues(&tasks).await;
+            trouble.check(
+                "looking for unserved queues",
+                warn_about_unserved_queues(&tasks).await,
+            );
         }
     }
-    if epoch.is_some() && matches!(store.resign(&node).await, Ok(true)) {
-        info!(node_id = %node, "resigned the scheduler leadership");
+    if epoch.is_some() {
+        match store.resign(&node).await {
+            Ok(true) => info!(node_id = %node, "resigned the scheduler leadership"),
+            Ok(false) => {}
+            Err(err) => {
+                warn!(node_id = %node, error = %err, "cannot resign the scheduler leadership; it ends with its lease")
+            }
+        }
     }
 }
 
@@ -120,13 +144,13 @@ async fn enqueue_due_slots(
         Some(next) => (*next).max(floor),
         None => {
             // Continue after the last slot any leader enqueued, catching up a bounded number.
-            let last = tasks
-                .inner
-                .store
-                .last_slot(&schedule.name)
-                .await
-                .ok()
-                .flatten();
+            let last = match tasks.inner.store.last_slot(&schedule.name).await {
+                Ok(last) => last,
+                Err(err) => {
+                    warn!(schedule = %schedule.name, error = %err, "cannot read the last slot enqueued; will retry");
+                    return true;
+                }
+            };
             last.map_or(current, |last| (last + every).max(floor))
         }
     };
@@ -176,13 +200,9 @@ async fn enqueue_due_slots(
     true
 }
 
-async fn warn_about_unserved_queues(tasks: &Tasks) {
-    let (Ok(stats), Ok(workers)) = (
-        tasks.inner.store.stats().await,
-        tasks.inner.store.workers().await,
-    ) else {
-        return;
-    };
+async fn warn_about_unserved_queues(tasks: &Tasks) -> Result<(), StoreError> {
+    let stats = tasks.inner.store.stats().await?;
+    let workers = tasks.inner.store.workers().await?;
     let served: HashSet<&str> = workers
         .iter()
         .flat_map(|w| w.queues.iter().map(String::as_str))
@@ -211,6 +231,7 @@ async fn warn_about_unserved_queues(tasks: &Tasks) {
             );
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::{
-    TaskContext, Tasks, WorkerInfo,
+    StoreError, TaskContext, Tasks, WorkerInfo,
     retry::Retry,
     store::{ClaimRequest, Claimed, FailOutcome},
 };
@@ -37,7 +37,7 @@ async fn run_workers(tasks: Tasks, api: Api) {
     let running = TaskTracker::new();
     let hand_back = CancellationToken::new();
     let (acks, pending_acks) = mpsc::unbounded_channel();
-    let acknowledger = tokio::spawn(acknowledge(tasks.clone(), pending_acks));
+    let acknowledger = api.spawn(acknowledge(tasks.clone(), pending_acks));
     info!(node_id = %tasks.inner.node_id, queues = ?config.queues, concurrency = config.concurrency, "task workers started");
     let mut failures = 0_u32;
     loop {
@@ -68,6 +68,7 @@ async fn run_workers(tasks: Tasks, api: Api) {
                 for (claimed, permit) in claimed.into_iter().zip(permits_held) {
                     running.spawn(run_claimed(
                         tasks.clone(),
+                        running.clone(),
                         claimed,
                         permit,
                         hand_back.clone(),
@@ -112,7 +113,9 @@ async fn run_workers(tasks: Tasks, api: Api) {
     }
     // Every attempt has ended, so no more acknowledgements come; let the last batch go out.
     drop(acks);
-    let _ = acknowledger.await;
+    if let Err(err) = acknowledger.await {
+        warn!(node_id = %tasks.inner.node_id, error = %err, "the acknowledger ended abnormally");
+    }
     info!(node_id = %tasks.inner.node_id, "task workers stopped");
 }
 
@@ -212,6 +215,7 @@ enum Outcome {
 
 async fn run_claimed(
     tasks: Tasks,
+    running: TaskTracker,
     claimed: Claimed,
     permit: OwnedSemaphorePermit,
     hand_back: CancellationToken,
@@ -251,7 +255,7 @@ async fn run_claimed(
         node_id: node_id.clone(),
     };
     // Its own task: a panic fails this attempt, never the worker.
-    let mut handler = tokio::spawn((definition.handler)(ctx, claimed.args.clone()));
+    let mut handler = running.spawn((definition.handler)(ctx, claimed.args.clone()));
     let deadline = tokio::time::sleep(definition.timeout);
     tokio::pin!(deadline);
     let mut renew = tokio::time::interval(config.lease / 3);
@@ -269,9 +273,15 @@ async fn run_claimed(
                 break Outcome::Failed(format!("timed out after {:?}", definition.timeout));
             }
             _ = renew.tick() => {
-                if let Ok(false) = store.renew(&claimed, config.lease).await {
-                    handler.abort();
-                    break Outcome::LeaseLost;
+                match store.renew(&claimed, config.lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        handler.abort();
+                        break Outcome::LeaseLost;
+                    }
+                    Err(err) => {
+                        warn!(%node_id, task_id = %claimed.id, error = %err, "renewing the lease failed; trying again at the next renewal");
+                    }
                 }
             }
             () = hand_back.cancelled() => {
@@ -336,13 +346,14 @@ async fn run_claimed(
     drop(permit);
 }
 
-/// Promotes due tasks and reaps expired leases, on every node (the scripts are idempotent).
+/// Promotes due tasks and reaps expired leases, on every node (the scripts are idempotent), and
+/// announces this node's workers. A failing step is logged at warn when it starts failing.
 async fn run_maintenance(tasks: Tasks, cancel: CancellationToken) {
-    let store = tasks.inner.store.clone();
     let config = &tasks.inner.config;
     let mut tick = tokio::time::interval(config.maintenance_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_announce = tokio::time::Instant::now();
+    let mut trouble = Trouble::default();
     loop {
         tokio::select! {
             () = cancel.cancelled() => break,
@@ -350,29 +361,61 @@ async fn run_maintenance(tasks: Tasks, cancel: CancellationToken) {
         }
         if tokio::time::Instant::now() >= next_announce {
             next_announce = tokio::time::Instant::now() + Duration::from_secs(1);
-            let announcement = WorkerInfo {
-                node: tasks.inner.node_id.to_string(),
-                queues: config.queues.clone(),
-                concurrency: config.concurrency,
-                tasks: tasks.names(),
-            };
-            if let Err(err) = store.announce(&announcement, Duration::from_secs(5)).await {
-                debug!(node_id = %tasks.inner.node_id, error = %err, "cannot announce this node's workers");
-            }
+            trouble.check("announcing this node's workers", announce(&tasks).await);
         }
-        while let Ok(n) = store.promote(BATCH).await {
-            if n < u64::from(BATCH) {
-                break;
-            }
-        }
-        match store.reap(BATCH).await {
-            Ok(0) => {}
-            Err(err) => {
-                debug!(node_id = %tasks.inner.node_id, error = %err, "reaping expired leases failed; will retry")
-            }
+        trouble.check("promoting due tasks", promote_due(&tasks).await);
+        match tasks.inner.store.reap(BATCH).await {
+            Ok(0) => trouble.check("reaping expired leases", Ok(())),
             Ok(reaped) => {
-                warn!(node_id = %tasks.inner.node_id, reaped, "returned tasks with expired leases to their queues")
+                trouble.check("reaping expired leases", Ok(()));
+                warn!(node_id = %tasks.inner.node_id, reaped, "returned tasks with expired leases to their queues");
             }
+            Err(err) => trouble.check("reaping expired leases", Err(err)),
+        }
+    }
+}
+
+async fn announce(tasks: &Tasks) -> Result<(), StoreError> {
+    let config = &tasks.inner.config;
+    let announcement = WorkerInfo {
+        node: tasks.inner.node_id.to_string(),
+        queues: config.queues.clone(),
+        concurrency: config.concurrency,
+        tasks: tasks.names(),
+    };
+    tasks
+        .inner
+        .store
+        .announce(&announcement, Duration::from_secs(5))
+        .await
+}
+
+/// Promotes every due task, a batch at a time.
+async fn promote_due(tasks: &Tasks) -> Result<(), StoreError> {
+    while tasks.inner.store.promote(BATCH).await? >= u64::from(BATCH) {}
+    Ok(())
+}
+
+/// Which maintenance steps are failing: a step is logged at warn when it starts failing (with
+/// its error), at debug while it keeps failing, and at info when it works again, so an outage of
+/// Redis is reported without a line per tick.
+#[derive(Debug, Default)]
+pub(crate) struct Trouble {
+    failing: std::collections::HashSet<&'static str>,
+}
+
+impl Trouble {
+    pub(crate) fn check(&mut self, step: &'static str, result: Result<(), StoreError>) {
+        match result {
+            Ok(()) => {
+                if self.failing.remove(step) {
+                    info!(step, "task maintenance works again");
+                }
+            }
+            Err(err) if self.failing.insert(step) => {
+                warn!(step, error = %err, "task maintenance failed; will retry");
+            }
+            Err(err) => debug!(step, error = %err, "task maintenance still failing"),
         }
     }
 }
