@@ -46,6 +46,7 @@
 
 mod error;
 mod keys;
+mod maintenance;
 mod memory_store;
 mod redis_store;
 mod retry;

@@ -79,6 +79,50 @@ impl State {
             .or_default() += 1;
     }
 
+    /// Claims tasks of `queue` parked for names the claiming node can run.
+    fn claim_parked(&mut self, queue: &str, claim: &mut Claim<'_>) {
+        for name in claim.request.names.iter() {
+            let key = (queue.to_owned(), name.clone());
+            while claim.wants_more() {
+                let Some(id) = self.parked.get_mut(&key).and_then(VecDeque::pop_back) else {
+                    self.parked.remove(&key);
+                    break;
+                };
+                match self.take(&id, claim.request) {
+                    Some(one) => claim.claimed.push(one),
+                    None => claim.skipped += 1,
+                }
+            }
+        }
+    }
+
+    /// Claims the oldest ready tasks of `queue`: a stale id is dropped, a task of a name the
+    /// node cannot run is parked.
+    fn claim_ready(&mut self, queue: &str, claim: &mut Claim<'_>) {
+        while claim.wants_more() {
+            let Some(id) = self.queues.get_mut(queue).and_then(VecDeque::pop_back) else {
+                break;
+            };
+            let name = match self.tasks.get(&id) {
+                Some(task) if task.record.state == TaskState::Queued => task.record.name.clone(),
+                _ => {
+                    claim.skipped += 1;
+                    continue;
+                }
+            };
+            if !claim.request.names.contains(&name) {
+                claim.skipped += 1;
+                if let Some(task) = self.tasks.get_mut(&id) {
+                    task.parked = true;
+                }
+                let parked = self.parked.entry((queue.to_owned(), name)).or_default();
+                parked.push_front(id);
+                continue;
+            }
+            claim.claimed.extend(self.take(&id, claim.request));
+        }
+    }
+
     /// Leases the queued task `id` under a fresh claim token.
     fn take(&mut self, id: &str, request: &ClaimRequest) -> Option<Claimed> {
         let task = self.tasks.get_mut(id)?;
@@ -133,6 +177,20 @@ impl State {
     fn records<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Vec<TaskRecord> {
         ids.filter_map(|id| self.tasks.get(id).map(|task| task.record.clone()))
             .collect()
+    }
+}
+
+/// One claim in progress.
+struct Claim<'a> {
+    request: &'a ClaimRequest,
+    claimed: Vec<Claimed>,
+    /// Stale or parked ids passed over so far.
+    skipped: usize,
+}
+
+impl Claim<'_> {
+    fn wants_more(&self) -> bool {
+        self.claimed.len() < self.request.max && self.skipped < CLAIM_SKIP_LIMIT
     }
 }
 
@@ -337,60 +395,22 @@ impl TaskQueue for MemoryTaskStore {
                 .cloned()
                 .collect());
         }
-        let mut claimed = Vec::new();
-        let mut skipped = 0;
-        let can_run = |name: &str| request.names.iter().any(|n| n == name);
+        let mut claim = Claim {
+            request,
+            claimed: Vec::new(),
+            skipped: 0,
+        };
         for queue in &request.queues {
-            // Parked tasks of names this node can run, first.
-            for name in request.names.iter() {
-                let key = (queue.clone(), name.clone());
-                while claimed.len() < request.max && skipped < CLAIM_SKIP_LIMIT {
-                    let Some(id) = state.parked.get_mut(&key).and_then(VecDeque::pop_back) else {
-                        state.parked.remove(&key);
-                        break;
-                    };
-                    match state.take(&id, request) {
-                        Some(one) => claimed.push(one),
-                        None => skipped += 1,
-                    }
-                }
-            }
-            while claimed.len() < request.max && skipped < CLAIM_SKIP_LIMIT {
-                let Some(id) = state.queues.get_mut(queue).and_then(VecDeque::pop_back) else {
-                    break;
-                };
-                let name = match state.tasks.get(&id) {
-                    Some(task) if task.record.state == TaskState::Queued => {
-                        task.record.name.clone()
-                    }
-                    // A stale id (its task was deleted, replaced or moved) is dropped.
-                    _ => {
-                        skipped += 1;
-                        continue;
-                    }
-                };
-                if !can_run(&name) {
-                    skipped += 1;
-                    if let Some(task) = state.tasks.get_mut(&id) {
-                        task.parked = true;
-                    }
-                    state
-                        .parked
-                        .entry((queue.clone(), name))
-                        .or_default()
-                        .push_front(id);
-                    continue;
-                }
-                claimed.extend(state.take(&id, request));
-            }
+            state.claim_parked(queue, &mut claim);
+            state.claim_ready(queue, &mut claim);
         }
-        if !claimed.is_empty() {
+        if !claim.claimed.is_empty() {
             let until = Instant::now() + request.lease / 3;
             state
                 .claim_replies
-                .insert(request.request_id.clone(), (claimed.clone(), until));
+                .insert(request.request_id.clone(), (claim.claimed.clone(), until));
         }
-        Ok(claimed)
+        Ok(claim.claimed)
     }
 
     async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, StoreError> {

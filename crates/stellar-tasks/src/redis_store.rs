@@ -195,6 +195,58 @@ fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
     })
 }
 
+/// The keys and arguments of `lua/claim.lua` for `request`.
+fn claim_call(request: &ClaimRequest) -> (Vec<String>, Vec<String>) {
+    let mut keys = vec![
+        INFLIGHT.to_owned(),
+        CLAIM_SEQ.to_owned(),
+        keys::claim_reply(&request.request_id),
+    ];
+    for queue in &request.queues {
+        keys.extend([keys::queue(queue), keys::parked_names(queue)]);
+    }
+    let mut args = vec![
+        ms(request.lease),
+        request.node.to_string(),
+        TASK.to_owned(),
+        request.max.to_string(),
+        PARKED.to_owned(),
+        CLAIM_SKIP_LIMIT.to_string(),
+        request.names.len().to_string(),
+    ];
+    args.extend(request.names.iter().cloned());
+    args.extend(request.queues.iter().cloned());
+    args.push(ms(request.lease / 3));
+    (keys, args)
+}
+
+/// The claimed tasks of a claim reply: how many ids it passed over, then 8 fields per task.
+fn parse_claimed(flat: &[redis::Value]) -> Result<Vec<Claimed>, StoreError> {
+    if flat.is_empty() || !(flat.len() - 1).is_multiple_of(8) {
+        return Err(StoreError::Malformed {
+            op: "task claim",
+            detail: format!("{} entries", flat.len()),
+        });
+    }
+    let text =
+        |value: &redis::Value| redis::from_redis_value::<String>(value.clone()).unwrap_or_default();
+    let number =
+        |value: &redis::Value| redis::from_redis_value::<u64>(value.clone()).unwrap_or_default();
+    Ok(flat[1..]
+        .chunks_exact(8)
+        .map(|f| Claimed {
+            id: text(&f[0]),
+            token: number(&f[1]),
+            name: text(&f[2]),
+            queue: text(&f[3]),
+            args: text(&f[4]),
+            attempt: number(&f[5]) as u32,
+            max_attempts: number(&f[6]) as u32,
+            signature: text(&f[7]),
+        })
+        .collect())
+}
+
 fn ms(duration: Duration) -> String {
     duration.as_millis().max(1).to_string()
 }
@@ -247,31 +299,9 @@ impl TaskQueue for RedisTaskStore {
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
-        let reply_key = keys::claim_reply(&request.request_id);
-        let mut keys: Vec<String> = vec![INFLIGHT.to_owned(), CLAIM_SEQ.to_owned(), reply_key];
-        for queue in &request.queues {
-            keys.extend([keys::queue(queue), keys::parked_names(queue)]);
-        }
+        let (keys, args) = claim_call(request);
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let (lease, max, skip, n_names, keep_reply) = (
-            ms(request.lease),
-            request.max.to_string(),
-            CLAIM_SKIP_LIMIT.to_string(),
-            request.names.len().to_string(),
-            ms(request.lease / 3),
-        );
-        let mut args: Vec<&str> = vec![
-            &lease,
-            request.node.as_str(),
-            TASK,
-            &max,
-            PARKED,
-            &skip,
-            &n_names,
-        ];
-        args.extend(request.names.iter().map(String::as_str));
-        args.extend(request.queues.iter().map(String::as_str));
-        args.push(&keep_reply);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         // A call that only passed over stale or parked ids (its budget spent) is repeated at once,
         // a few times, rather than leaving the worker idle until its next poll. Nothing was
         // claimed, so no reply was saved under the request id and asking again is safe.
@@ -289,33 +319,7 @@ impl TaskQueue for RedisTaskStore {
                 break;
             }
         }
-        if flat.is_empty() || !(flat.len() - 1).is_multiple_of(8) {
-            return Err(StoreError::Malformed {
-                op: "task claim",
-                detail: format!("{} entries", flat.len()),
-            });
-        }
-        let text = |value: &redis::Value| {
-            redis::from_redis_value::<String>(value.clone()).unwrap_or_default()
-        };
-        let number = |value: &redis::Value| {
-            redis::from_redis_value::<u64>(value.clone()).unwrap_or_default()
-        };
-        Ok(flat
-            .get(1..)
-            .unwrap_or_default()
-            .chunks_exact(8)
-            .map(|f| Claimed {
-                id: text(&f[0]),
-                token: number(&f[1]),
-                name: text(&f[2]),
-                queue: text(&f[3]),
-                args: text(&f[4]),
-                attempt: number(&f[5]) as u32,
-                max_attempts: number(&f[6]) as u32,
-                signature: text(&f[7]),
-            })
-            .collect())
+        parse_claimed(&flat)
     }
 
     async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, StoreError> {
