@@ -83,8 +83,67 @@ impl From<TransportError> for StoreError {
     }
 }
 
-/// What a task handler may fail with.
+/// What a task handler may fail with: any error (the attempt fails and is retried after the
+/// definition's backoff while attempts remain), or a [`TaskError`] that says otherwise.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A handler's failure that decides what happens next, instead of the definition's backoff:
+///
+/// ```
+/// # use std::time::Duration;
+/// use stellar_tasks::{HandlerError, TaskError};
+///
+/// fn charge(amount: i64, gateway_busy: bool) -> Result<(), HandlerError> {
+///     if amount <= 0 {
+///         // Retrying cannot help: straight to the failed set.
+///         return Err(TaskError::abort(format!("invalid amount {amount}")).into());
+///     }
+///     if gateway_busy {
+///         return Err(TaskError::retry_after(Duration::from_secs(30), "gateway busy").into());
+///     }
+///     Ok(())
+/// }
+/// # assert!(charge(0, false).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TaskError {
+    message: String,
+    then: AfterFailure,
+}
+
+/// What follows a [`TaskError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterFailure {
+    /// No retry: the task goes to the failed set whatever attempts remain.
+    Abort,
+    /// Retry after this delay (if attempts remain), instead of the backoff.
+    RetryAfter(std::time::Duration),
+}
+
+impl TaskError {
+    /// Fails the task for good: it goes to the failed set with `message`, whatever attempts
+    /// remain (bad input, a permanent refusal).
+    pub fn abort(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            then: AfterFailure::Abort,
+        }
+    }
+
+    /// Fails this attempt and runs the next one after `delay` instead of the definition's
+    /// backoff (a rate limit that says when to come back); out of attempts, the task fails.
+    pub fn retry_after(delay: std::time::Duration, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            then: AfterFailure::RetryAfter(delay),
+        }
+    }
+
+    pub(crate) fn then(&self) -> AfterFailure {
+        self.then
+    }
+}
 
 #[cfg(test)]
 mod tests {

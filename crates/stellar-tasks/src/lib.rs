@@ -58,7 +58,7 @@ mod types;
 mod worker;
 
 pub use crate::{
-    error::{Error, HandlerError, Result, StoreError},
+    error::{Error, HandlerError, Result, StoreError, TaskError},
     memory_store::MemoryTaskStore,
     redis_store::RedisTaskStore,
     signal::WorkSignal,

@@ -359,6 +359,7 @@ impl TaskQueue for MemoryTaskStore {
                 started_at_ms: None,
                 finished_at_ms: None,
                 error: None,
+                progress: None,
             };
             state.tasks.insert(
                 task.id.clone(),
@@ -447,6 +448,19 @@ impl TaskQueue for MemoryTaskStore {
 
     async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, StoreError> {
         Ok(self.record_failure(claimed, error, None) == FailOutcome::Dead)
+    }
+
+    async fn progress(&self, claimed: &Claimed, progress: &str) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        if !Self::current(&state, claimed) {
+            return Ok(false);
+        }
+        let task = state
+            .tasks
+            .get_mut(&claimed.id)
+            .expect("current claims have a task");
+        task.record.progress = serde_json::from_str(progress).ok();
+        Ok(true)
     }
 
     async fn release(&self, claimed: &Claimed) -> Result<bool, StoreError> {

@@ -61,6 +61,7 @@ scripts!(
     complete_many,
     fail,
     release,
+    progress,
     reap,
     promote,
     retry_failed,
@@ -192,6 +193,9 @@ fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
         started_at_ms: number("started_at"),
         finished_at_ms: number("finished_at"),
         error: text("error"),
+        progress: fields
+            .get("progress")
+            .and_then(|json| serde_json::from_str(json).ok()),
     })
 }
 
@@ -380,6 +384,20 @@ impl TaskQueue for RedisTaskStore {
             .record_failure(claimed, error, Duration::ZERO, true)
             .await?
             == 2)
+    }
+
+    async fn progress(&self, claimed: &Claimed, progress: &str) -> Result<bool, StoreError> {
+        let (key, token) = (keys::task(&claimed.id), claimed.token.to_string());
+        let recorded: u8 = self
+            .pool
+            .invoke(
+                "task progress",
+                &self.scripts.progress,
+                &[&key],
+                &[&token, progress],
+            )
+            .await?;
+        Ok(recorded == 1)
     }
 
     async fn release(&self, claimed: &Claimed) -> Result<bool, StoreError> {

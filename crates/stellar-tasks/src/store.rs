@@ -173,6 +173,9 @@ pub trait TaskQueue: fmt::Debug + Send + Sync + 'static {
     async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, StoreError>;
     /// Hands a claimed task back to the front of its queue without counting the attempt.
     async fn release(&self, claimed: &Claimed) -> Result<bool, StoreError>;
+    /// Records the progress (JSON) a running task reports on its record; false if the claim is
+    /// no longer current.
+    async fn progress(&self, claimed: &Claimed, progress: &str) -> Result<bool, StoreError>;
 }
 
 /// Housekeeping any node may run at any time: every step is idempotent and bounded.

@@ -34,7 +34,7 @@ pub const DEFAULT_QUEUE: &str = "default";
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
 type Handler = Arc<dyn Fn(TaskContext, String) -> BoxFuture + Send + Sync>;
 
-/// What a handler learns about the run.
+/// What a handler learns about the run, and how it reports progress.
 #[derive(Debug, Clone)]
 pub struct TaskContext {
     /// The task's id.
@@ -43,6 +43,27 @@ pub struct TaskContext {
     pub attempt: u32,
     /// The node running it.
     pub node_id: NodeId,
+    /// The store and the claim, to record progress under.
+    pub(crate) claim: Arc<(Arc<dyn TaskStore>, Claimed)>,
+}
+
+impl TaskContext {
+    /// Records how far this attempt got, on the task's record (`Tasks::show`, `stellar tasks
+    /// show`): a percentage (`ctx.progress(40_u8)`) or any JSON (`ctx.progress(json!({"step":
+    /// "upload"}))`). Each report replaces the last; it stays after the task ends. False if this
+    /// worker lost the lease (another node may run the task now).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] if `progress` does not serialize; [`Error::Store`].
+    pub async fn progress<P: Serialize + ?Sized>(&self, progress: &P) -> Result<bool> {
+        let (store, claimed) = &*self.claim;
+        let json = serde_json::to_string(progress).map_err(|source| Error::Encode {
+            name: claimed.name.clone(),
+            source,
+        })?;
+        Ok(store.progress(claimed, &json).await?)
+    }
 }
 
 /// A task type: its name, handler and policies.

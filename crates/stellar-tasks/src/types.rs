@@ -105,6 +105,10 @@ pub struct TaskRecord {
     pub finished_at_ms: Option<u64>,
     /// The last error.
     pub error: Option<String>,
+    /// The progress its handler last reported ([`crate::TaskContext::progress`]): a percentage
+    /// or any JSON value.
+    #[serde(default)]
+    pub progress: Option<serde_json::Value>,
 }
 
 /// Counters and gauges of the whole queue system.

@@ -13,7 +13,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::{
-    StoreError, TaskContext, TaskDefinition, Tasks,
+    StoreError, TaskContext, TaskDefinition, TaskError, Tasks,
+    error::AfterFailure,
     retry::Retry,
     store::{ClaimRequest, Claimed, FailOutcome},
 };
@@ -252,8 +253,8 @@ fn ask_again(lease: Duration) -> Retry {
 enum Outcome {
     /// The handler succeeded.
     Done,
-    /// The handler failed, panicked or timed out.
-    Failed(String),
+    /// The handler failed, panicked or timed out; what follows, unless the handler said.
+    Failed(String, Option<AfterFailure>),
     /// The lease was lost while it ran: another node may run the task.
     LeaseLost,
     /// The drain deadline passed: hand the task back.
@@ -306,6 +307,7 @@ async fn execute(pool: &Pool, definition: &TaskDefinition, claimed: &Claimed) ->
         id: claimed.id.clone(),
         attempt: claimed.attempt,
         node_id: tasks.inner.node_id.clone(),
+        claim: Arc::new((tasks.inner.store.clone(), claimed.clone())),
     };
     let mut handler = pool
         .running
@@ -318,7 +320,7 @@ async fn execute(pool: &Pool, definition: &TaskDefinition, claimed: &Claimed) ->
     loop {
         let stopped = tokio::select! {
             joined = &mut handler => return handler_outcome(joined),
-            () = &mut deadline => Outcome::Failed(format!("timed out after {:?}", definition.timeout)),
+            () = &mut deadline => Outcome::Failed(format!("timed out after {:?}", definition.timeout), None),
             _ = renew.tick() => match renew_lease(tasks, claimed, lease).await {
                 true => continue,
                 false => Outcome::LeaseLost,
@@ -335,9 +337,12 @@ fn handler_outcome(
 ) -> Outcome {
     match joined {
         Ok(Ok(())) => Outcome::Done,
-        Ok(Err(err)) => Outcome::Failed(err.to_string()),
-        Err(err) if err.is_panic() => Outcome::Failed("handler panicked".to_owned()),
-        Err(_) => Outcome::Failed("handler was cancelled".to_owned()),
+        Ok(Err(err)) => {
+            let then = err.downcast_ref::<TaskError>().map(TaskError::then);
+            Outcome::Failed(err.to_string(), then)
+        }
+        Err(err) if err.is_panic() => Outcome::Failed("handler panicked".to_owned(), None),
+        Err(_) => Outcome::Failed("handler was cancelled".to_owned(), None),
     }
 }
 
@@ -358,8 +363,14 @@ async fn record(pool: &Pool, definition: &TaskDefinition, claimed: &Claimed, out
     let node_id = &pool.tasks.inner.node_id;
     match outcome {
         Outcome::Done => record_done(pool, claimed).await,
-        Outcome::Failed(error) => {
-            let retry_in = definition.retry_delay(claimed.attempt);
+        Outcome::Failed(error, Some(AfterFailure::Abort)) => {
+            abort(&pool.tasks, claimed, &error).await;
+        }
+        Outcome::Failed(error, then) => {
+            let retry_in = match then {
+                Some(AfterFailure::RetryAfter(delay)) => delay,
+                _ => definition.retry_delay(claimed.attempt),
+            };
             record_failure(&pool.tasks, claimed, &error, retry_in).await;
         }
         Outcome::LeaseLost => {
@@ -405,6 +416,22 @@ async fn record_failure(tasks: &Tasks, claimed: &Claimed, error: &str, retry_in:
         }
         Err(err) => {
             warn!(%node_id, task_id = %claimed.id, error = %err, "could not record failure; the lease will expire")
+        }
+    }
+}
+
+/// Moves a task its handler aborted straight to the failed set.
+async fn abort(tasks: &Tasks, claimed: &Claimed, error: &str) {
+    let node_id = &tasks.inner.node_id;
+    match tasks.inner.store.bury(claimed, error).await {
+        Ok(true) => {
+            warn!(%node_id, task_id = %claimed.id, attempt = claimed.attempt, %error, "task aborted by its handler; not retried")
+        }
+        Ok(false) => {
+            warn!(%node_id, task_id = %claimed.id, "abort rejected: this worker lost the lease")
+        }
+        Err(err) => {
+            warn!(%node_id, task_id = %claimed.id, error = %err, "could not record the abort; the lease will expire")
         }
     }
 }

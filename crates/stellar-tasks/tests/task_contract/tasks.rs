@@ -507,7 +507,117 @@ async fn an_idle_worker_starts_a_new_task_at_once(backend: Backend) {
     api.shutdown().await.expect("stops");
 }
 
+async fn a_handler_can_abort_or_ask_for_a_retry_after_a_delay(backend: Backend) {
+    let (api, tasks) = backend.node("n1", fast()).await;
+    let attempts = Arc::new(AtomicU32::new(0));
+    tasks.register(
+        TaskDefinition::new("refuse", |_, _: ()| async {
+            Err(TaskError::abort("bad input: retrying cannot help").into())
+        })
+        .max_attempts(5),
+    );
+    let counter = attempts.clone();
+    tasks.register(
+        TaskDefinition::new("busy", move |ctx, _: ()| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                if ctx.attempt == 1 {
+                    return Err(TaskError::retry_after(Duration::from_millis(300), "busy").into());
+                }
+                Ok(())
+            }
+        })
+        // Without the handler's delay, the retry would wait an hour.
+        .backoff(Duration::from_secs(3600), Duration::from_secs(3600)),
+    );
+    tasks.start(&api);
+    let refused = tasks
+        .enqueue("refuse", &(), EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    let started = tokio::time::Instant::now();
+    let busy = tasks
+        .enqueue("busy", &(), EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    eventually("the aborted task failed", async || {
+        state_of(&tasks, &refused).await == Some(TaskState::Failed)
+    })
+    .await;
+    let record = tasks.show(&refused).await.expect("show").expect("record");
+    assert_eq!(
+        (record.attempts, record.error.as_deref()),
+        (1, Some("bad input: retrying cannot help")),
+        "aborted at its first attempt of five"
+    );
+    eventually("the busy task ran again", async || {
+        state_of(&tasks, &busy).await == Some(TaskState::Completed)
+    })
+    .await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(60),
+        "retried after {elapsed:?}"
+    );
+    api.shutdown().await.expect("stops");
+}
+
+async fn a_task_reports_progress_on_its_record(backend: Backend) {
+    let (api, tasks) = backend.node("n1", fast()).await;
+    let (step, mut steps) = tokio::sync::watch::channel(0_u8);
+    let (go, gate) = tokio::sync::watch::channel(0_u8);
+    tasks.register(TaskDefinition::new("upload", move |ctx, _: ()| {
+        let (step, mut gate) = (step.clone(), gate.clone());
+        async move {
+            assert!(ctx.progress(&40_u8).await?, "the claim is current");
+            step.send_replace(1);
+            gate.wait_for(|n| *n >= 1).await?;
+            ctx.progress(&serde_json::json!({"step": "upload", "files": 3}))
+                .await?;
+            step.send_replace(2);
+            gate.wait_for(|n| *n >= 2).await?;
+            Ok(())
+        }
+    }));
+    tasks.start(&api);
+    let id = tasks
+        .enqueue("upload", &(), EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    let progress = async |tasks: &Tasks| {
+        tasks
+            .show(&id)
+            .await
+            .expect("show")
+            .expect("record")
+            .progress
+    };
+    steps.wait_for(|n| *n >= 1).await.expect("step 1");
+    assert_eq!(progress(&tasks).await, Some(serde_json::json!(40)));
+    go.send_replace(1);
+    steps.wait_for(|n| *n >= 2).await.expect("step 2");
+    assert_eq!(
+        progress(&tasks).await,
+        Some(serde_json::json!({"step": "upload", "files": 3}))
+    );
+    go.send_replace(2);
+    eventually("it completed", async || {
+        state_of(&tasks, &id).await == Some(TaskState::Completed)
+    })
+    .await;
+    assert_eq!(
+        progress(&tasks).await,
+        Some(serde_json::json!({"step": "upload", "files": 3})),
+        "the last report stays on the record"
+    );
+    api.shutdown().await.expect("stops");
+}
+
 contract!(
+    a_handler_can_abort_or_ask_for_a_retry_after_a_delay,
+    a_task_reports_progress_on_its_record,
     an_idle_worker_starts_a_new_task_at_once,
     every_task_runs_exactly_once_across_three_nodes,
     an_id_is_an_idempotency_key_and_bad_input_is_refused,
