@@ -35,6 +35,23 @@ pub enum Error {
         /// The task id.
         id: String,
     },
+    /// A task of a batch is invalid; nothing of the batch was written.
+    #[error("task {index} of the batch (counting from 0) is invalid; nothing was enqueued")]
+    InBatch {
+        /// Its position in the batch, from 0.
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A batch holds more tasks than one call takes.
+    #[error("a batch of {len} tasks is too large: at most {max} go in one call")]
+    BatchTooLarge {
+        /// The batch's size.
+        len: usize,
+        /// The most one call takes.
+        max: usize,
+    },
     /// The store failed.
     #[error("task store failed")]
     Store(#[from] StoreError),

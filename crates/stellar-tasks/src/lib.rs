@@ -64,7 +64,8 @@ pub use crate::{
     signal::WorkSignal,
     store::TaskStore,
     tasks::{
-        DEFAULT_QUEUE, EnqueueOptions, Submitted, TaskConfig, TaskContext, TaskDefinition, Tasks,
+        BatchTask, DEFAULT_QUEUE, EnqueueOptions, MAX_BATCH, Submitted, TaskConfig, TaskContext,
+        TaskDefinition, Tasks,
     },
     types::{Enqueued, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };

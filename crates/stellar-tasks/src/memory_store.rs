@@ -43,8 +43,8 @@ struct State {
     failed: BTreeMap<String, u64>,
     failures: u64,
     counters: BTreeMap<String, u64>,
-    /// Recurring slots already enqueued, until when they are remembered.
-    slots: HashMap<String, Instant>,
+    /// Recurring slots already enqueued (schedule, slot), until when they are remembered.
+    slots: HashMap<(String, u64), Instant>,
     last_slots: HashMap<String, u64>,
     schedules: BTreeMap<String, Schedule>,
     workers: BTreeMap<String, (WorkerInfo, Instant)>,
@@ -77,6 +77,82 @@ impl State {
             .counters
             .entry(format!("{counter}@{node}"))
             .or_default() += 1;
+    }
+
+    /// Why `task` is not added, if it is not: its id has a record (that it may not replace), or
+    /// its recurring slot is fenced off or taken (a slot it may take is marked taken).
+    fn refusal(&mut self, task: &NewTask) -> Option<Enqueued> {
+        if let Some(existing) = self.tasks.get(&task.id) {
+            let replaceable = matches!(
+                existing.record.state,
+                TaskState::Completed | TaskState::Failed
+            );
+            if !(replaceable && task.replace) {
+                return Some(Enqueued::Exists(existing.record.state));
+            }
+        }
+        let slot = task.slot.as_ref()?;
+        let leads = self.leader.as_ref().is_some_and(|(node, epoch, _)| {
+            (node.as_str(), *epoch) == (slot.leader.0.as_str(), slot.leader.1)
+        });
+        if !leads {
+            return Some(Enqueued::Fenced);
+        }
+        let key = (slot.schedule.clone(), slot.at_ms);
+        if self.slots.contains_key(&key) || !self.schedules.contains_key(&slot.schedule) {
+            return Some(Enqueued::SlotTaken);
+        }
+        self.slots.insert(key, Instant::now() + slot.remember);
+        let last = self.last_slots.entry(slot.schedule.clone()).or_insert(0);
+        *last = (*last).max(slot.at_ms);
+        None
+    }
+
+    /// Adds `task` as a fresh record, ready or delayed; true if it is ready now.
+    fn insert(&mut self, task: &NewTask) -> bool {
+        self.failed.remove(&task.id);
+        let due = task
+            .due_at_ms
+            .filter(|due| *due > now_ms())
+            .map(|due| Instant::now() + Duration::from_millis(due - now_ms()));
+        let record = TaskRecord {
+            id: task.id.clone(),
+            name: task.name.clone(),
+            queue: task.queue.clone(),
+            args: task.args.clone(),
+            state: match due {
+                Some(_) => TaskState::Delayed,
+                None => TaskState::Queued,
+            },
+            attempts: 0,
+            max_attempts: task.max_attempts,
+            node: None,
+            enqueued_at_ms: Some(now_ms()),
+            due_at_ms: due.map(wall_ms),
+            started_at_ms: None,
+            finished_at_ms: None,
+            error: None,
+            progress: None,
+        };
+        let fresh = Task {
+            record,
+            claims: 0,
+            signature: task.signature.clone(),
+            parked: false,
+            forget_at: None,
+        };
+        self.tasks.insert(task.id.clone(), fresh);
+        let queue = self.queues.entry(task.queue.clone()).or_default();
+        match due {
+            Some(due) => {
+                self.delayed.insert(task.id.clone(), due);
+                false
+            }
+            None => {
+                queue.push_front(task.id.clone());
+                true
+            }
+        }
     }
 
     /// Claims tasks of `queue` parked for names the claiming node can run.
@@ -308,82 +384,26 @@ impl MemoryTaskStore {
 
 #[async_trait]
 impl TaskQueue for MemoryTaskStore {
-    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, StoreError> {
-        let added = {
+    async fn enqueue_many(&self, tasks: &[NewTask]) -> Result<Vec<Enqueued>, StoreError> {
+        let (outcomes, ready) = {
             let mut state = self.state();
-            if let Some(existing) = state.tasks.get(&task.id) {
-                let replaceable = matches!(
-                    existing.record.state,
-                    TaskState::Completed | TaskState::Failed
-                );
-                if !(replaceable && task.replace) {
-                    return Ok(Enqueued::Exists(existing.record.state));
-                }
-            }
-            if let Some(slot) = &task.slot {
-                let leads = state.leader.as_ref().is_some_and(|(node, epoch, _)| {
-                    (node.as_str(), *epoch) == (slot.leader.0.as_str(), slot.leader.1)
-                });
-                if !leads {
-                    return Ok(Enqueued::Fenced);
-                }
-                let key = format!("{}:{}", slot.schedule, slot.at_ms);
-                if state.slots.contains_key(&key) || !state.schedules.contains_key(&slot.schedule) {
-                    return Ok(Enqueued::SlotTaken);
-                }
-                state.slots.insert(key, Instant::now() + slot.remember);
-                let last = state.last_slots.entry(slot.schedule.clone()).or_insert(0);
-                *last = (*last).max(slot.at_ms);
-            }
-            state.failed.remove(&task.id);
-            let now = Instant::now();
-            let due = task
-                .due_at_ms
-                .filter(|due| *due > now_ms())
-                .map(|due| now + Duration::from_millis(due - now_ms()));
-            let record = TaskRecord {
-                id: task.id.clone(),
-                name: task.name.clone(),
-                queue: task.queue.clone(),
-                args: task.args.clone(),
-                state: if due.is_some() {
-                    TaskState::Delayed
-                } else {
-                    TaskState::Queued
-                },
-                attempts: 0,
-                max_attempts: task.max_attempts,
-                node: None,
-                enqueued_at_ms: Some(now_ms()),
-                due_at_ms: due.map(wall_ms),
-                started_at_ms: None,
-                finished_at_ms: None,
-                error: None,
-                progress: None,
-            };
-            state.tasks.insert(
-                task.id.clone(),
-                Task {
-                    record,
-                    claims: 0,
-                    signature: task.signature.clone(),
-                    parked: false,
-                    forget_at: None,
-                },
-            );
-            let queue = state.queues.entry(task.queue.clone()).or_default();
-            match due {
-                Some(due) => {
-                    state.delayed.insert(task.id.clone(), due);
-                }
-                None => queue.push_front(task.id.clone()),
-            }
-            due.is_none()
+            let mut ready = false;
+            let outcomes = tasks
+                .iter()
+                .map(|task| {
+                    let refused = state.refusal(task);
+                    refused.unwrap_or_else(|| {
+                        ready |= state.insert(task);
+                        Enqueued::Added
+                    })
+                })
+                .collect();
+            (outcomes, ready)
         };
-        if added {
+        if ready {
             self.wake();
         }
-        Ok(Enqueued::Added)
+        Ok(outcomes)
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError> {

@@ -199,6 +199,29 @@ fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
     })
 }
 
+/// The 16 fields of one task in `lua/enqueue.lua`.
+fn enqueue_fields(task: &NewTask) -> [String; 16] {
+    let slot = task.slot.as_ref();
+    [
+        keys::task(&task.id),
+        keys::queue(&task.queue),
+        keys::wake(&task.queue),
+        task.id.clone(),
+        task.name.clone(),
+        task.queue.clone(),
+        task.args.clone(),
+        task.max_attempts.to_string(),
+        task.due_at_ms.unwrap_or(0).to_string(),
+        task.signature.clone(),
+        if task.replace { "1" } else { "0" }.to_owned(),
+        slot.map_or_else(String::new, |s| keys::slot(&s.schedule, s.at_ms)),
+        slot.map_or_else(String::new, |s| ms(s.remember)),
+        slot.map_or_else(String::new, |s| s.schedule.clone()),
+        slot.map_or_else(String::new, |s| s.at_ms.to_string()),
+        slot.map_or_else(String::new, |s| format!("{} {}", s.leader.0, s.leader.1)),
+    ]
+}
+
 /// The keys and arguments of `lua/claim.lua` for `request`.
 fn claim_call(request: &ClaimRequest) -> (Vec<String>, Vec<String>) {
     let mut keys = vec![
@@ -257,49 +280,32 @@ fn ms(duration: Duration) -> String {
 
 #[async_trait]
 impl TaskQueue for RedisTaskStore {
-    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, StoreError> {
-        let (key, queue) = (keys::task(&task.id), keys::queue(&task.queue));
-        let (max, due, wake) = (
-            task.max_attempts.to_string(),
-            task.due_at_ms.unwrap_or(0).to_string(),
-            keys::wake(&task.queue),
-        );
-        let mut keys = vec![key.as_str(), queue.as_str(), DELAYED, QUEUES, FAILED];
-        let replace = if task.replace { "1" } else { "0" };
-        let mut args = vec![
-            task.id.as_str(),
-            &task.name,
-            &task.queue,
-            &task.args,
-            &max,
-            &due,
-            &wake,
-            &task.signature,
-            replace,
-        ];
-        let (slot_key, remember, at, leader);
-        if let Some(slot) = &task.slot {
-            slot_key = keys::slot(&slot.schedule, slot.at_ms);
-            (remember, at) = (ms(slot.remember), slot.at_ms.to_string());
-            leader = format!("{} {}", slot.leader.0, slot.leader.1);
-            keys.extend([slot_key.as_str(), LAST_SLOT, SCHEDULES, LEADER]);
-            args.extend([
-                remember.as_str(),
-                slot.schedule.as_str(),
-                at.as_str(),
-                leader.as_str(),
-            ]);
+    async fn enqueue_many(&self, tasks: &[NewTask]) -> Result<Vec<Enqueued>, StoreError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
         }
+        let args: Vec<String> = tasks.iter().flat_map(enqueue_fields).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let keys = [DELAYED, QUEUES, FAILED, LAST_SLOT, SCHEDULES, LEADER];
         let reply: Vec<String> = self
             .pool
             .invoke("task enqueue", &self.scripts.enqueue, &keys, &args)
             .await?;
-        Ok(match reply.as_slice() {
-            [_, state] if state == "slot" => Enqueued::SlotTaken,
-            [_, state] if state == "fenced" => Enqueued::Fenced,
-            [_, state] => Enqueued::Exists(TaskState::parse(state).unwrap_or(TaskState::Queued)),
-            _ => Enqueued::Added,
-        })
+        if reply.len() != tasks.len() {
+            return Err(StoreError::Malformed {
+                op: "task enqueue",
+                detail: format!("{} outcomes for {} tasks", reply.len(), tasks.len()),
+            });
+        }
+        Ok(reply
+            .iter()
+            .map(|outcome| match outcome.as_str() {
+                "added" => Enqueued::Added,
+                "slot" => Enqueued::SlotTaken,
+                "fenced" => Enqueued::Fenced,
+                state => Enqueued::Exists(TaskState::parse(state).unwrap_or(TaskState::Queued)),
+            })
+            .collect())
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError> {

@@ -140,7 +140,17 @@ pub enum FailOutcome {
 pub trait TaskQueue: fmt::Debug + Send + Sync + 'static {
     /// Adds `task`, unless a task record with its id exists (pending, running, completed within
     /// retention, or failed); with `task.replace`, a completed or failed one is replaced.
-    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, StoreError>;
+    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, StoreError> {
+        let outcomes = self.enqueue_many(std::slice::from_ref(task)).await?;
+        outcomes.first().copied().ok_or(StoreError::Malformed {
+            op: "task enqueue",
+            detail: "no outcome".to_owned(),
+        })
+    }
+    /// Adds every task of `tasks` in one atomic step (all or none are written; on Redis one
+    /// script call): one outcome per task, in order, as `enqueue` would give. A later task with
+    /// the id of an earlier one of the batch finds it existing.
+    async fn enqueue_many(&self, tasks: &[NewTask]) -> Result<Vec<Enqueued>, StoreError>;
     /// Claims up to `request.max` of the oldest ready tasks the node can run, from its queues in
     /// priority order, each leased for `request.lease` under a claim token never used before for
     /// that id. Tasks parked for a name the node can run come first.

@@ -299,7 +299,66 @@ async fn asking_again_after_a_lost_claim_reply_returns_the_same_tasks(backend: B
     assert_eq!(store.stats().await.expect("stats").processed, 2);
 }
 
+async fn a_batch_is_added_in_one_step_with_an_outcome_per_task(backend: Backend) {
+    let store = backend.store().await;
+    store
+        .enqueue(&plain_task("old", "work", 1))
+        .await
+        .expect("enqueue");
+    let later = NewTask {
+        due_at_ms: Some(u64::MAX / 2),
+        ..plain_task("later", "work", 1)
+    };
+    let batch = [
+        plain_task("a", "work", 1),
+        plain_task("old", "work", 1),
+        later,
+        NewTask {
+            queue: "other".into(),
+            ..plain_task("b", "work", 1)
+        },
+        plain_task("a", "work", 1),
+    ];
+    assert_eq!(
+        store.enqueue_many(&batch).await.expect("enqueue many"),
+        [
+            Enqueued::Added,
+            Enqueued::Exists(TaskState::Queued),
+            Enqueued::Added,
+            Enqueued::Added,
+            Enqueued::Exists(TaskState::Queued),
+        ]
+    );
+    assert_eq!(store.enqueue_many(&[]).await.expect("empty"), []);
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(
+        (
+            stats.queues["default"],
+            stats.queues["other"],
+            stats.delayed
+        ),
+        (2, 1, 1),
+        "{stats:?}"
+    );
+    let node = NodeId::new("n").expect("id");
+    let claimed = store
+        .claim(&request(
+            &["default".to_owned()],
+            &node,
+            Duration::from_secs(30),
+            8,
+        ))
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["old", "a"],
+        "oldest first"
+    );
+}
+
 contract!(
+    a_batch_is_added_in_one_step_with_an_outcome_per_task,
     a_batch_claim_takes_queues_in_priority_order_up_to_its_size,
     batch_completions_accept_current_claims_and_reject_stale_ones,
     claim_tokens_never_repeat_when_an_id_is_enqueued_again,

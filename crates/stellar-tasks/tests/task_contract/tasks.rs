@@ -615,7 +615,59 @@ async fn a_task_reports_progress_on_its_record(backend: Backend) {
     api.shutdown().await.expect("stops");
 }
 
+async fn a_batch_is_checked_whole_then_enqueued_at_once(backend: Backend) {
+    let (api, tasks) = backend.node("n1", fast()).await;
+    let runs = Runs::default();
+    counting(&tasks, &runs);
+    let task = |id: &str, name: &str| BatchTask {
+        name: name.into(),
+        args: serde_json::json!({"n": id}),
+        options: EnqueueOptions {
+            id: Some(id.into()),
+            ..EnqueueOptions::default()
+        },
+        at: None,
+    };
+    let bad = vec![task("b0", "work"), task("b1", "work"), task("b2", "nope")];
+    match tasks.enqueue_many(bad).await {
+        Err(Error::InBatch { index: 2, source }) => {
+            assert!(matches!(*source, Error::UnknownTask { .. }), "{source:?}")
+        }
+        other => panic!("a bad task was not refused: {other:?}"),
+    }
+    assert_eq!(
+        tasks.show("b0").await.expect("show"),
+        None,
+        "half a batch was written"
+    );
+    let mut good: Vec<BatchTask> = (0..50).map(|n| task(&format!("b{n}"), "work")).collect();
+    good[7].at = Some(std::time::SystemTime::now() + Duration::from_millis(200));
+    let submitted = tasks
+        .enqueue_many(good.clone())
+        .await
+        .expect("enqueue many");
+    assert_eq!(submitted.len(), 50);
+    assert!(submitted.iter().all(|s| s.outcome == Enqueued::Added));
+    assert_eq!(submitted[3].id, "b3");
+    assert_eq!(state_of(&tasks, "b7").await, Some(TaskState::Delayed));
+    tasks.start(&api);
+    eventually("the batch ran", async || {
+        runs.lock().expect("runs").len() == 50
+    })
+    .await;
+    let again = tasks.enqueue_many(good).await.expect("again");
+    assert!(
+        again
+            .iter()
+            .all(|s| s.outcome == Enqueued::Exists(TaskState::Completed)),
+        "ids are idempotency keys"
+    );
+    assert!(runs.lock().expect("runs").values().all(|n| *n == 1));
+    api.shutdown().await.expect("stops");
+}
+
 contract!(
+    a_batch_is_checked_whole_then_enqueued_at_once,
     a_handler_can_abort_or_ask_for_a_retry_after_a_delay,
     a_task_reports_progress_on_its_record,
     an_idle_worker_starts_a_new_task_at_once,
