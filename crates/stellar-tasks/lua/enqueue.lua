@@ -46,6 +46,7 @@ end
 
 local out = {}
 local wake = {}
+local queues = {}
 for i = 1, #ARGV, 16 do
   local key, queue_key, channel, id, name, queue, args, max, due, sig, replace, slot_key, remember,
     schedule, at, leader = unpack(ARGV, i, i + 15)
@@ -56,19 +57,23 @@ for i = 1, #ARGV, 16 do
     -- A replaced record, or a failed-set entry left by a record that expired or was deleted.
     redis.call('DEL', key)
     redis.call('ZREM', KEYS[3], id)
-    redis.call('HSET', key, 'id', id, 'name', name, 'queue', queue, 'args', args,
-      'max_attempts', max, 'attempts', 0, 'enqueued_at', now, 'sig', sig)
-    redis.call('SADD', KEYS[2], queue)
+    queues[queue] = true
     if tonumber(due) > now then
-      redis.call('HSET', key, 'state', 'delayed', 'due_at', due)
+      redis.call('HSET', key, 'id', id, 'name', name, 'queue', queue, 'args', args,
+        'max_attempts', max, 'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', 'delayed',
+        'due_at', due)
       redis.call('ZADD', KEYS[1], due, id)
     else
-      redis.call('HSET', key, 'state', 'queued')
+      redis.call('HSET', key, 'id', id, 'name', name, 'queue', queue, 'args', args,
+        'max_attempts', max, 'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', 'queued')
       redis.call('LPUSH', queue_key, id)
       wake[channel] = queue
     end
     table.insert(out, 'added')
   end
+end
+for queue in pairs(queues) do
+  redis.call('SADD', KEYS[2], queue)
 end
 for channel, queue in pairs(wake) do
   redis.call('PUBLISH', channel, queue)
