@@ -99,16 +99,24 @@ pub(crate) async fn run(
                         "delayed {}  in flight {}  in failed set {}",
                         stats.delayed, stats.in_flight, stats.failed_now
                     );
-                    for (queue, length) in &stats.queues {
-                        println!("queue {queue}: {length}");
+                    for (queue, backlog) in &stats.queues {
+                        println!(
+                            "queue {queue}: {} waiting, oldest {} ms",
+                            backlog.depth, backlog.oldest_ms
+                        );
                     }
                     for (queue_and_name, waiting) in &stats.parked {
                         println!(
                             "waiting for a node that can run it: {queue_and_name}: {waiting}"
                         );
                     }
-                    for (counter, value) in stats.by_name.iter().chain(&stats.by_node) {
-                        println!("{counter} {value}");
+                    let counted = stats.tasks.iter().map(|(name, c)| ("task", name, c));
+                    let by_node = stats.nodes.iter().map(|(node, c)| ("node", node, c));
+                    for (what, name, c) in counted.chain(by_node) {
+                        println!(
+                            "{what} {name}: processed {}  failed {}  retried {}",
+                            c.processed, c.failed, c.retried
+                        );
                     }
                 }
             }

@@ -67,5 +67,5 @@ pub use crate::{
         BatchTask, DEFAULT_QUEUE, EnqueueOptions, MAX_BATCH, Submitted, TaskConfig, TaskContext,
         TaskDefinition, Tasks,
     },
-    types::{Enqueued, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
+    types::{Counters, Enqueued, QueueStats, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };

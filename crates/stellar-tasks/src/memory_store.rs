@@ -16,7 +16,7 @@ use crate::{
         ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, Schedules, StoreError,
         TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
     },
-    types::{Enqueued, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
+    types::{Counters, Enqueued, QueueStats, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };
 
 #[derive(Debug)]
@@ -29,6 +29,9 @@ struct Task {
     parked: bool,
     /// When a completed record is forgotten.
     forget_at: Option<Instant>,
+    /// Since when it waits when ready: its enqueue, or its latest due time (as on Redis, from
+    /// the record's `enqueued_at` and `due_at`).
+    ready_since: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -42,7 +45,9 @@ struct State {
     /// id -> order of failure.
     failed: BTreeMap<String, u64>,
     failures: u64,
-    counters: BTreeMap<String, u64>,
+    totals: Counters,
+    by_task: BTreeMap<String, Counters>,
+    by_node: BTreeMap<String, Counters>,
     /// Recurring slots already enqueued (schedule, slot), until when they are remembered.
     slots: HashMap<(String, u64), Instant>,
     last_slots: HashMap<String, u64>,
@@ -60,11 +65,11 @@ struct State {
 
 impl State {
     fn bump(&mut self, counter: &str, name: &str) {
-        *self.counters.entry(counter.to_owned()).or_default() += 1;
-        *self
-            .counters
-            .entry(format!("{counter}:{name}"))
-            .or_default() += 1;
+        self.totals.add(counter, 1);
+        self.by_task
+            .entry(name.to_owned())
+            .or_default()
+            .add(counter, 1);
     }
 
     fn bump_node(&mut self, counter: &str, id: &str) {
@@ -73,10 +78,21 @@ impl State {
             .get(id)
             .and_then(|t| t.record.node.clone())
             .unwrap_or_else(|| "?".to_owned());
-        *self
-            .counters
-            .entry(format!("{counter}@{node}"))
-            .or_default() += 1;
+        self.by_node.entry(node).or_default().add(counter, 1);
+    }
+
+    /// The backlog of `queue`: its length, and how long the task next to run has waited.
+    fn queue_stats(&self, queue: &str, ids: &VecDeque<String>) -> QueueStats {
+        let next = ids.iter().rev().find_map(|id| {
+            let task = self.tasks.get(id)?;
+            let record = &task.record;
+            (record.state == TaskState::Queued && record.queue == queue).then_some(task)
+        });
+        let age = next.map(|task| Instant::now().saturating_duration_since(task.ready_since));
+        QueueStats {
+            depth: ids.len() as u64,
+            oldest_ms: age.map_or(0, |age| age.as_millis() as u64),
+        }
     }
 
     /// Why `task` is not added, if it is not: its id has a record (that it may not replace), or
@@ -140,6 +156,7 @@ impl State {
             signature: task.signature.clone(),
             parked: false,
             forget_at: None,
+            ready_since: due.unwrap_or_else(Instant::now),
         };
         self.tasks.insert(task.id.clone(), fresh);
         let queue = self.queues.entry(task.queue.clone()).or_default();
@@ -352,6 +369,7 @@ impl MemoryTaskStore {
             let due = Instant::now() + retry_in;
             task.record.state = TaskState::Delayed;
             task.record.due_at_ms = Some(wall_ms(due));
+            task.ready_since = due;
             state.delayed.insert(claimed.id.clone(), due);
             state.bump("retried", &claimed.name);
             return FailOutcome::Retrying;
@@ -531,7 +549,7 @@ impl TaskMaintenance for MemoryTaskStore {
                 if task.record.attempts < task.record.max_attempts {
                     task.record.state = TaskState::Queued;
                     state.queues.entry(queue).or_default().push_back(id.clone());
-                    *state.counters.entry("retried".to_owned()).or_default() += 1;
+                    state.totals.add("retried", 1);
                 } else {
                     task.record.state = TaskState::Failed;
                     task.record.finished_at_ms = Some(now_ms());
@@ -635,35 +653,22 @@ impl TaskInspector for MemoryTaskStore {
 
     async fn stats(&self) -> Result<Stats, StoreError> {
         let state = self.state();
-        let total = |name: &str| state.counters.get(name).copied().unwrap_or(0);
+        let parked = state.parked.iter().filter(|(_, ids)| !ids.is_empty());
         Ok(Stats {
-            processed: total("processed"),
-            failed: total("failed"),
-            retried: total("retried"),
-            by_name: state
-                .counters
-                .iter()
-                .filter(|(k, _)| k.contains(':'))
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
-            by_node: state
-                .counters
-                .iter()
-                .filter(|(k, _)| k.contains('@'))
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
+            processed: state.totals.processed,
+            failed: state.totals.failed,
+            retried: state.totals.retried,
+            tasks: state.by_task.clone(),
+            nodes: state.by_node.clone(),
             queues: state
                 .queues
                 .iter()
-                .map(|(q, ids)| (q.clone(), ids.len() as u64))
+                .map(|(queue, ids)| (queue.clone(), state.queue_stats(queue, ids)))
                 .collect(),
             delayed: state.delayed.len() as u64,
             in_flight: state.inflight.len() as u64,
             failed_now: state.failed.len() as u64,
-            parked: state
-                .parked
-                .iter()
-                .filter(|(_, ids)| !ids.is_empty())
+            parked: parked
                 .map(|((queue, name), ids)| (format!("{queue} {name}"), ids.len() as u64))
                 .collect(),
         })

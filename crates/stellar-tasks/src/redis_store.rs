@@ -18,7 +18,7 @@ use crate::{
         ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, Schedules, StoreError,
         TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
     },
-    types::{Enqueued, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
+    types::{Counters, Enqueued, QueueStats, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };
 
 use crate::keys::{
@@ -118,22 +118,16 @@ impl RedisTaskStore {
             .map_err(StoreError::from)
     }
 
-    /// Every node's counters, as `processed@<node>` and `failed@<node>`, from the index of nodes
-    /// updated in the last day (no keyspace scan; the index forgets older nodes as their counters
-    /// expire).
-    async fn node_stats(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let now = now_ms();
+    /// Every node's counters, from the index of nodes updated in the last day (no keyspace
+    /// scan; the index forgets older nodes as their counters expire).
+    async fn node_stats(&self) -> Result<BTreeMap<String, Counters>, StoreError> {
         let day: u64 = NODE_STATS_TTL.parse().expect("a number");
-        let _: u64 = self
-            .pool
-            .query(
-                "ZREMRANGEBYSCORE",
-                redis::cmd("ZREMRANGEBYSCORE")
-                    .arg(NODE_STATS_INDEX)
-                    .arg("-inf")
-                    .arg(now.saturating_sub(day)),
-            )
-            .await?;
+        let stale = redis::cmd("ZREMRANGEBYSCORE")
+            .arg(NODE_STATS_INDEX)
+            .arg("-inf")
+            .arg(now_ms().saturating_sub(day))
+            .clone();
+        self.pool.query::<u64>("ZREMRANGEBYSCORE", &stale).await?;
         let nodes: Vec<String> = self
             .pool
             .query(
@@ -143,18 +137,88 @@ impl RedisTaskStore {
             .await?;
         let mut by_node = BTreeMap::new();
         for node in nodes {
-            let counters: HashMap<String, u64> = self
+            let fields: HashMap<String, u64> = self
                 .pool
                 .query(
                     "HGETALL",
                     redis::cmd("HGETALL").arg(keys::node_stats(&node)),
                 )
                 .await?;
-            for (counter, value) in counters {
-                by_node.insert(format!("{counter}@{node}"), value);
+            let counters: &mut Counters = by_node.entry(node).or_default();
+            for (counter, value) in fields {
+                counters.add(&counter, value);
             }
         }
         Ok(by_node)
+    }
+
+    /// The totals and the counters per task name (`<counter>:<name>` fields of the stats hash).
+    async fn task_stats(&self) -> Result<(Counters, BTreeMap<String, Counters>), StoreError> {
+        let fields: HashMap<String, u64> = self
+            .pool
+            .query("HGETALL", redis::cmd("HGETALL").arg(STATS))
+            .await?;
+        let (mut totals, mut by_task) = (Counters::default(), BTreeMap::new());
+        for (field, value) in fields {
+            match field.split_once(':') {
+                Some((counter, name)) => by_task
+                    .entry(name.to_owned())
+                    .or_insert_with(Counters::default)
+                    .add(counter, value),
+                None => totals.add(&field, value),
+            }
+        }
+        Ok((totals, by_task))
+    }
+
+    /// The backlog of `queue`: its length, and how long the task next to run has waited (the
+    /// first of the last few ids that is a queued task of this queue; stale ids are skipped).
+    async fn queue_stats(&self, queue: &str) -> Result<QueueStats, StoreError> {
+        let key = keys::queue(queue);
+        let depth: u64 = self
+            .pool
+            .query("LLEN", redis::cmd("LLEN").arg(&key))
+            .await?;
+        let next: Vec<String> = self
+            .pool
+            .query("LRANGE", redis::cmd("LRANGE").arg(&key).arg(-8).arg(-1))
+            .await?;
+        for id in next.iter().rev() {
+            match self.record(id).await? {
+                Some(record) if record.state == TaskState::Queued && record.queue == queue => {
+                    let age = now_ms().saturating_sub(record.waiting_since());
+                    return Ok(QueueStats {
+                        depth,
+                        oldest_ms: age,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(QueueStats {
+            depth,
+            oldest_ms: 0,
+        })
+    }
+
+    /// Parked tasks of `queue` per `<queue> <name>`.
+    async fn parked(&self, queue: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let names: Vec<String> = self
+            .pool
+            .query(
+                "SMEMBERS",
+                redis::cmd("SMEMBERS").arg(keys::parked_names(queue)),
+            )
+            .await?;
+        let mut parked = Vec::new();
+        for name in names {
+            let list = redis::cmd("LLEN").arg(keys::parked(queue, &name)).clone();
+            let waiting: u64 = self.pool.query("LLEN", &list).await?;
+            if waiting > 0 {
+                parked.push((format!("{queue} {name}"), waiting));
+            }
+        }
+        Ok(parked)
     }
 
     async fn record(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
@@ -504,55 +568,27 @@ impl TaskInspector for RedisTaskStore {
     }
 
     async fn stats(&self) -> Result<Stats, StoreError> {
-        let counters: HashMap<String, u64> = self
-            .pool
-            .query("HGETALL", redis::cmd("HGETALL").arg(STATS))
-            .await?;
+        let (totals, tasks) = self.task_stats().await?;
         let queue_names: Vec<String> = self
             .pool
             .query("SMEMBERS", redis::cmd("SMEMBERS").arg(QUEUES))
             .await?;
-        let mut queues = BTreeMap::new();
-        let mut parked = BTreeMap::new();
+        let (mut queues, mut parked) = (BTreeMap::new(), BTreeMap::new());
         for queue in queue_names {
-            let length: u64 = self
-                .pool
-                .query("LLEN", redis::cmd("LLEN").arg(keys::queue(&queue)))
-                .await?;
-            let names: Vec<String> = self
-                .pool
-                .query(
-                    "SMEMBERS",
-                    redis::cmd("SMEMBERS").arg(keys::parked_names(&queue)),
-                )
-                .await?;
-            for name in names {
-                let waiting: u64 = self
-                    .pool
-                    .query("LLEN", redis::cmd("LLEN").arg(keys::parked(&queue, &name)))
-                    .await?;
-                if waiting > 0 {
-                    parked.insert(format!("{queue} {name}"), waiting);
-                }
-            }
-            queues.insert(queue, length);
+            parked.extend(self.parked(&queue).await?);
+            queues.insert(queue.clone(), self.queue_stats(&queue).await?);
         }
         let card = |key: &'static str| async move {
             self.pool
                 .query::<u64>("ZCARD", redis::cmd("ZCARD").arg(key))
                 .await
         };
-        let total = |name: &str| counters.get(name).copied().unwrap_or(0);
         Ok(Stats {
-            processed: total("processed"),
-            failed: total("failed"),
-            retried: total("retried"),
-            by_name: counters
-                .iter()
-                .filter(|(k, _)| k.contains(':'))
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
-            by_node: self.node_stats().await?,
+            processed: totals.processed,
+            failed: totals.failed,
+            retried: totals.retried,
+            tasks,
+            nodes: self.node_stats().await?,
             queues,
             delayed: card(DELAYED).await?,
             in_flight: card(INFLIGHT).await?,

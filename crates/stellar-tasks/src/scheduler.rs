@@ -260,11 +260,12 @@ async fn warn_about_unserved_queues(tasks: &Tasks) -> Result<(), StoreError> {
         .iter()
         .flat_map(|w| w.queues.iter().map(String::as_str))
         .collect();
-    for (queue, waiting) in &stats.queues {
-        if *waiting > 0 && !served.contains(queue.as_str()) {
+    for (queue, backlog) in &stats.queues {
+        let (waiting, oldest_ms) = (backlog.depth, backlog.oldest_ms);
+        if waiting > 0 && !served.contains(queue.as_str()) {
             warn!(
                 queue,
-                waiting, "tasks wait in a queue that no live node serves"
+                waiting, oldest_ms, "tasks wait in a queue that no live node serves"
             );
         }
     }
@@ -329,14 +330,14 @@ mod tests {
         let a_day_ago = now_ms() / 1000 * 1000 - 86_400_000;
         let mut next_slot = HashMap::from([("tick".to_owned(), a_day_ago)]);
         assert!(enqueue_due_slots(&tasks, &schedule, &leader, &mut next_slot).await);
-        let queued = store.stats().await.expect("stats").queues["default"];
+        let queued = store.stats().await.expect("stats").queues["default"].depth;
         assert!(
             (CATCH_UP..=CATCH_UP + 2).contains(&queued),
             "{queued} slots enqueued after a day"
         );
         // The next tick adds at most the slot that just began.
         assert!(enqueue_due_slots(&tasks, &schedule, &leader, &mut next_slot).await);
-        let after = store.stats().await.expect("stats").queues["default"];
+        let after = store.stats().await.expect("stats").queues["default"].depth;
         assert!(after <= queued + 1, "{queued} then {after}");
         // A deposed leader (another epoch) is fenced.
         let deposed = (node.to_string(), epoch + 1);
@@ -347,7 +348,7 @@ mod tests {
         store.set_schedule(&tock).await.expect("schedule");
         let mut behind = HashMap::from([("tock".to_owned(), a_day_ago)]);
         assert!(!enqueue_due_slots(&tasks, &tock, &deposed, &mut behind).await);
-        let fenced = store.stats().await.expect("stats").queues["default"];
+        let fenced = store.stats().await.expect("stats").queues["default"].depth;
         assert_eq!(fenced, after, "a deposed leader enqueued slots");
     }
 }

@@ -111,7 +111,17 @@ pub struct TaskRecord {
     pub progress: Option<serde_json::Value>,
 }
 
-/// Counters and gauges of the whole queue system.
+impl TaskRecord {
+    /// Since when a ready task waits (ms since the epoch): its enqueue, or the due time it was
+    /// promoted at.
+    pub(crate) fn waiting_since(&self) -> u64 {
+        let enqueued = self.enqueued_at_ms.unwrap_or(0);
+        self.due_at_ms.map_or(enqueued, |due| due.max(enqueued))
+    }
+}
+
+/// Counters and gauges of the whole queue system (`stellar tasks stats --json` prints it; the
+/// schema is in `docs/tasks.md`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Completed tasks, in all.
@@ -120,12 +130,12 @@ pub struct Stats {
     pub failed: u64,
     /// Attempts scheduled again after a failure or a lost lease, in all.
     pub retried: u64,
-    /// The same three counters per task name: `processed:<name>` and so on.
-    pub by_name: BTreeMap<String, u64>,
-    /// Processed and failed per node: `processed@<node>`, `failed@<node>`.
-    pub by_node: BTreeMap<String, u64>,
+    /// The same counters per task name.
+    pub tasks: BTreeMap<String, Counters>,
+    /// Processed and failed per node id (nodes updated within the last day).
+    pub nodes: BTreeMap<String, Counters>,
     /// Ready tasks per queue.
-    pub queues: BTreeMap<String, u64>,
+    pub queues: BTreeMap<String, QueueStats>,
     /// Tasks waiting for their time.
     pub delayed: u64,
     /// Tasks under a lease.
@@ -135,4 +145,37 @@ pub struct Stats {
     /// Ready tasks set aside because the nodes that claimed them cannot run their name, per
     /// `<queue> <name>`: they wait for a node that can.
     pub parked: BTreeMap<String, u64>,
+}
+
+/// Processed, failed and retried counts of one task name or one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Completed.
+    pub processed: u64,
+    /// Moved to the failed set.
+    pub failed: u64,
+    /// Scheduled again after a failure.
+    pub retried: u64,
+}
+
+impl Counters {
+    /// Adds `n` to the counter named `counter` (`processed`, `failed` or `retried`; another name
+    /// is ignored).
+    pub(crate) fn add(&mut self, counter: &str, n: u64) {
+        match counter {
+            "processed" => self.processed += n,
+            "failed" => self.failed += n,
+            "retried" => self.retried += n,
+            _ => {}
+        }
+    }
+}
+
+/// One queue's backlog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Ready tasks waiting in it.
+    pub depth: u64,
+    /// How long the task next to run has waited, in ms (0 when the queue is empty).
+    pub oldest_ms: u64,
 }

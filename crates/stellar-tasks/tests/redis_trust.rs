@@ -194,8 +194,8 @@ async fn per_node_counters_expire_instead_of_piling_up() {
     completed(&tasks, &id).await;
     let stats = tasks.stats().await.expect("stats");
     assert_eq!(
-        stats.by_node.get("processed@short-lived-1"),
-        Some(&1),
+        stats.nodes.get("short-lived-1").map(|n| n.processed),
+        Some(1),
         "{stats:?}"
     );
     let ttl: i64 = pool

@@ -58,7 +58,71 @@ async fn a_stale_id_in_another_queue_never_touches_the_live_task(backend: Backen
     );
 }
 
+/// The structured statistics: counters per task name and per node, and each queue's depth and
+/// the age of the task next to run; serialized as `docs/tasks.md` documents.
+async fn stats_count_per_task_and_node_and_age_each_queue(backend: Backend) {
+    let store = backend.store().await;
+    let node = NodeId::new("n1").expect("id");
+    for id in ["a", "b", "c"] {
+        store
+            .enqueue(&plain_task(id, "work", 1))
+            .await
+            .expect("enqueue");
+    }
+    let empty = store.stats().await.expect("stats");
+    assert_eq!(empty.queues["default"].depth, 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let claims = store
+        .claim(&request(
+            &["default".to_owned()],
+            &node,
+            Duration::from_secs(30),
+            2,
+        ))
+        .await
+        .expect("claim");
+    assert!(
+        store
+            .complete(&claims[0], Duration::from_secs(60))
+            .await
+            .expect("complete")
+    );
+    let failed = store
+        .fail(&claims[1], "boom", Duration::ZERO)
+        .await
+        .expect("fail");
+    assert_eq!(failed, FailOutcome::Dead);
+    let stats = store.stats().await.expect("stats");
+    let once = |processed, failed| stellar_tasks::Counters {
+        processed,
+        failed,
+        retried: 0,
+    };
+    assert_eq!(stats.tasks["work"], once(1, 1), "{stats:?}");
+    assert_eq!(stats.nodes["n1"], once(1, 1), "{stats:?}");
+    assert_eq!((stats.processed, stats.failed, stats.failed_now), (1, 1, 1));
+    let backlog = stats.queues["default"];
+    assert_eq!(backlog.depth, 1);
+    assert!(
+        (300..60_000).contains(&backlog.oldest_ms),
+        "the waiting task is {} ms old",
+        backlog.oldest_ms
+    );
+    let json = serde_json::to_value(&stats).expect("json");
+    assert_eq!(json["tasks"]["work"]["processed"], 1);
+    assert_eq!(json["nodes"]["n1"]["failed"], 1);
+    assert_eq!(json["queues"]["default"]["depth"], 1);
+    store.delete_queue("default").await.expect("delete queue");
+    let drained = store.stats().await.expect("stats");
+    assert_eq!(
+        drained.queues.get("default").map_or(0, |q| q.oldest_ms),
+        0,
+        "an empty queue has no age"
+    );
+}
+
 contract!(
+    stats_count_per_task_and_node_and_age_each_queue,
     deleting_a_large_queue_works_in_bounded_steps,
     a_stale_id_in_another_queue_never_touches_the_live_task,
 );

@@ -126,7 +126,7 @@ async fn concurrent_promoters_never_duplicate_a_delayed_task(backend: Backend) {
     while stores[1].promote(100).await.expect("promote") > 0 {}
     let stats = stores[2].stats().await.expect("stats");
     assert_eq!(
-        (stats.queues["default"], stats.delayed),
+        (stats.queues["default"].depth, stats.delayed),
         (50, 0),
         "{stats:?}"
     );

@@ -177,7 +177,7 @@ async fn an_id_is_deduplicated_while_its_record_is_kept(backend: Backend) {
     }
     let stats = store.stats().await.expect("stats");
     assert_eq!(
-        (stats.queues["default"], stats.failed_now),
+        (stats.queues["default"].depth, stats.failed_now),
         (0, 1),
         "{stats:?}"
     );
@@ -194,7 +194,7 @@ async fn an_id_is_deduplicated_while_its_record_is_kept(backend: Backend) {
     }
     let stats = store.stats().await.expect("stats");
     assert_eq!(
-        (stats.queues["default"], stats.failed_now),
+        (stats.queues["default"].depth, stats.failed_now),
         (2, 0),
         "{stats:?}"
     );
@@ -275,7 +275,7 @@ async fn asking_again_after_a_lost_claim_reply_returns_the_same_tasks(backend: B
     // The reply was lost: the same request gets the same tasks and tokens, nothing more.
     assert_eq!(store.claim(&ask).await.expect("re-ask"), first);
     let stats = store.stats().await.expect("stats");
-    assert_eq!((stats.in_flight, stats.queues["default"]), (2, 1));
+    assert_eq!((stats.in_flight, stats.queues["default"].depth), (2, 1));
     let other = store
         .claim(&request(&queues, &node, Duration::from_secs(30), 8))
         .await
@@ -333,8 +333,8 @@ async fn a_batch_is_added_in_one_step_with_an_outcome_per_task(backend: Backend)
     let stats = store.stats().await.expect("stats");
     assert_eq!(
         (
-            stats.queues["default"],
-            stats.queues["other"],
+            stats.queues["default"].depth,
+            stats.queues["other"].depth,
             stats.delayed
         ),
         (2, 1, 1),

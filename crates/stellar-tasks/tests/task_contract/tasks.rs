@@ -31,11 +31,11 @@ async fn every_task_runs_exactly_once_across_three_nodes(backend: Backend) {
     assert!(runs.values().all(|n| *n == 1), "a task ran twice");
     let stats = tasks.stats().await.expect("stats");
     assert_eq!(
-        (stats.failed, stats.in_flight, stats.queues["default"]),
+        (stats.failed, stats.in_flight, stats.queues["default"].depth),
         (0, 0, 0),
         "{stats:?}"
     );
-    assert_eq!(stats.by_name["processed:work"], 300);
+    assert_eq!(stats.tasks["work"].processed, 300);
     assert_eq!(state_of(&tasks, &ids[0]).await, Some(TaskState::Completed));
     for (api, _) in nodes {
         api.shutdown().await.expect("stops");
@@ -61,7 +61,7 @@ async fn an_id_is_an_idempotency_key_and_bad_input_is_refused(backend: Backend) 
         "invoice-7"
     );
     assert_eq!(
-        tasks.stats().await.expect("stats").queues["default"],
+        tasks.stats().await.expect("stats").queues["default"].depth,
         1,
         "the second enqueue added nothing"
     );
@@ -410,8 +410,8 @@ async fn inspection_shows_queues_delays_workers_and_deletes(backend: Backend) {
     .await;
     let stats = tasks.stats().await.expect("stats");
     assert_eq!(
-        stats.by_node.get("processed@inspector"),
-        Some(&1),
+        stats.nodes.get("inspector").map(|n| n.processed),
+        Some(1),
         "{stats:?}"
     );
     api.shutdown().await.expect("stops");
