@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Result, bail};
 use serde::Deserialize;
 use serde_json::Value;
-use stellar_tasks::{EnqueueOptions, Submitted, Tasks};
+use stellar_tasks::{BatchTask, EnqueueOptions, Submitted, Tasks};
 
 /// How many bad lines an error lists; the rest are counted.
 const LISTED_ERRORS: usize = 10;
@@ -34,20 +34,6 @@ struct Line {
     in_ms: Option<u64>,
     #[serde(default)]
     at: Option<String>,
-}
-
-/// One task of a batch, checked. The same fields as `stellar_tasks::BatchTask` (which
-/// `Tasks::enqueue_many` takes), so it becomes that type at merge.
-#[derive(Debug, Clone)]
-pub(crate) struct BatchTask {
-    /// The task name.
-    pub(crate) name: String,
-    /// The arguments.
-    pub(crate) args: Value,
-    /// The id and queue.
-    pub(crate) options: EnqueueOptions,
-    /// When to run it; `None` is now.
-    pub(crate) at: Option<SystemTime>,
 }
 
 /// Parses and checks every line of `input`: tasks named in `known` only, times relative to
@@ -129,22 +115,10 @@ fn parse_line(text: &str, known: &BTreeSet<String>, now: SystemTime) -> Result<B
     })
 }
 
-/// Enqueues a checked batch, in order.
-///
-/// MERGE: becomes `tasks.enqueue_many(batch)` (one round trip, all or nothing) once
-/// `stellar_tasks::Tasks::enqueue_many` and `stellar_tasks::BatchTask` exist; until then one
-/// `submit` per task, so a store failure part-way leaves the tasks before it enqueued (the checks
-/// in [`parse`] catch every other failure before the first one).
+/// Enqueues a checked batch in one atomic store step (on Redis, one round trip): all of it or,
+/// on a store failure, none of it.
 pub(crate) async fn enqueue_batch(tasks: &Tasks, batch: Vec<BatchTask>) -> Result<Vec<Submitted>> {
-    let mut submitted = Vec::with_capacity(batch.len());
-    for task in batch {
-        submitted.push(
-            tasks
-                .submit(&task.name, &task.args, task.options, task.at)
-                .await?,
-        );
-    }
-    Ok(submitted)
+    Ok(tasks.enqueue_many(batch).await?)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! subcommand.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, SystemTime},
 };
 
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use stellar_core::Config;
 use stellar_node::Client;
 use stellar_tasks::{
-    EnqueueOptions, Enqueued, Stats, Submitted, TaskDefinition, TaskRecord, Tasks,
+    Counters, EnqueueOptions, Enqueued, Stats, Submitted, TaskDefinition, TaskRecord, Tasks,
 };
 
 use crate::{
@@ -208,9 +208,13 @@ async fn stats(tasks: &Tasks, as_json: bool) -> Result<()> {
 }
 
 fn print_queues(stats: &Stats) {
-    let mut table = Table::new(&["QUEUE", "DEPTH"]).right(&[1]);
-    for (queue, depth) in &stats.queues {
-        table.row(vec![queue.clone(), depth.to_string()]);
+    let mut table = Table::new(&["QUEUE", "DEPTH", "OLDEST MS"]).right(&[1, 2]);
+    for (queue, backlog) in &stats.queues {
+        table.row(vec![
+            queue.clone(),
+            backlog.depth.to_string(),
+            backlog.oldest_ms.to_string(),
+        ]);
     }
     line("");
     table.print();
@@ -225,50 +229,25 @@ fn print_queues(stats: &Stats) {
     parked.print();
 }
 
-/// The per-task (`processed:<name>`) and per-node (`processed@<node>`) counters, as tables.
+/// The per-task and per-node counters, as tables.
 fn print_counters(stats: &Stats) {
-    print_counter_table(
-        "TASK",
-        &stats.by_name,
-        ':',
-        &["processed", "failed", "retried"],
-    );
-    print_counter_table("NODE", &stats.by_node, '@', &["processed", "failed"]);
+    print_counter_table("TASK", &stats.tasks);
+    print_counter_table("NODE", &stats.nodes);
 }
 
-/// One table of `<counter><separator><subject>` counters: a row per subject, a column per counter.
-fn print_counter_table(
-    title: &'static str,
-    counters: &std::collections::BTreeMap<String, u64>,
-    separator: char,
-    columns: &[&'static str],
-) {
-    let mut rows: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
-    for (key, value) in counters {
-        let Some((counter, subject)) = key.split_once(separator) else {
-            continue;
-        };
-        if let Some(c) = columns.iter().position(|name| *name == counter) {
-            rows.entry(subject)
-                .or_insert_with(|| vec![0; columns.len()])[c] = *value;
-        }
-    }
-    if rows.is_empty() {
+/// One table of counters: a row per task name or node, a column per counter.
+fn print_counter_table(title: &'static str, counters: &BTreeMap<String, Counters>) {
+    if counters.is_empty() {
         return;
     }
-    let header: Vec<&'static str> = std::iter::once(title)
-        .chain(columns.iter().map(|c| match *c {
-            "processed" => "PROCESSED",
-            "failed" => "FAILED",
-            _ => "RETRIED",
-        }))
-        .collect();
-    let numbers: Vec<usize> = (1..header.len()).collect();
-    let mut table = Table::new(&header).right(&numbers);
-    for (subject, values) in rows {
-        let mut row = vec![subject.to_owned()];
-        row.extend(values.iter().map(u64::to_string));
-        table.row(row);
+    let mut table = Table::new(&[title, "PROCESSED", "FAILED", "RETRIED"]).right(&[1, 2, 3]);
+    for (subject, c) in counters {
+        table.row(vec![
+            subject.clone(),
+            c.processed.to_string(),
+            c.failed.to_string(),
+            c.retried.to_string(),
+        ]);
     }
     line("");
     table.print();

@@ -12,7 +12,9 @@ use std::{
 
 use stellar_bus::{RecordSigner, RedisConfig, RedisPool, RedisTransport};
 use stellar_core::{CancellationToken, NodeId, ServerToken};
-use stellar_tasks::{EnqueueOptions, RedisTaskStore, TaskConfig, TaskDefinition, TaskState, Tasks};
+use stellar_tasks::{
+    EnqueueOptions, RedisTaskStore, TaskConfig, TaskDefinition, TaskState, Tasks, WorkSignal,
+};
 use stellar_testkit::{Process, RedisServer};
 use support::stellar;
 
@@ -41,7 +43,8 @@ async fn client(redis: &RedisServer, cancel: &CancellationToken) -> Tasks {
             .expect("subscriber"),
     );
     let tasks = Tasks::new(
-        Arc::new(RedisTaskStore::new(pool, transport)),
+        Arc::new(RedisTaskStore::new(pool)),
+        WorkSignal::subscribed(transport),
         NodeId::new("test-client").expect("id"),
         TaskConfig {
             signer: RecordSigner::new(&ServerToken::new(TOKEN), None),

@@ -8,7 +8,9 @@ use stellar_bus::{
 };
 use stellar_cache::{Cache, CacheConfig, MemoryCacheStore, RedisCacheStore, store::CacheStore};
 use stellar_core::{Api, CancellationToken, Config};
-use stellar_tasks::{MemoryTaskStore, RedisTaskStore, TaskDefinition, TaskStore, Tasks};
+use stellar_tasks::{
+    MemoryTaskStore, RedisTaskStore, TaskDefinition, TaskStore, Tasks, WorkSignal,
+};
 use tracing::info;
 
 use crate::{Error, Result, builtin_tasks, node::task_config};
@@ -19,6 +21,8 @@ pub(crate) struct Backend {
     pub(crate) membership: Arc<dyn MembershipStore>,
     pub(crate) cache: Arc<dyn CacheStore>,
     pub(crate) tasks: Arc<dyn TaskStore>,
+    /// What wakes idle task workers when work becomes ready.
+    pub(crate) work_signal: WorkSignal,
     /// The Redis pool, for a readiness check; `None` on the embedded backend.
     pub(crate) pool: Option<RedisPool>,
 }
@@ -26,11 +30,13 @@ pub(crate) struct Backend {
 impl Backend {
     /// The embedded in-memory backend: state shared by nothing outside this process.
     pub(crate) fn memory() -> Self {
+        let tasks = MemoryTaskStore::new();
         Self {
             transport: Arc::new(MemoryTransport::new()),
             membership: Arc::new(MemoryMembershipStore::new()),
             cache: Arc::new(MemoryCacheStore::new()),
-            tasks: Arc::new(MemoryTaskStore::new()),
+            work_signal: tasks.signal(),
+            tasks: Arc::new(tasks),
             pool: None,
         }
     }
@@ -56,7 +62,8 @@ impl Backend {
             transport: transport.clone(),
             membership: Arc::new(RedisMembershipStore::new(pool.clone())),
             cache: Arc::new(RedisCacheStore::new(pool.clone())),
-            tasks: Arc::new(RedisTaskStore::new(pool.clone(), transport)),
+            tasks: Arc::new(RedisTaskStore::new(pool.clone())),
+            work_signal: WorkSignal::subscribed(transport),
             pool: Some(pool),
         }))
     }
@@ -94,6 +101,7 @@ impl Backend {
     ) -> Tasks {
         let tasks = Tasks::new(
             self.tasks.clone(),
+            self.work_signal.clone(),
             api.node_id().clone(),
             task_config(api.config()),
         );

@@ -8,9 +8,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
-use stellar_core::{CancellationToken, NodeId};
-use stellar_tasks::{ClaimRequest, NewTask, RedisTaskStore, TaskStore};
+use stellar_bus::{RedisConfig, RedisPool};
+use stellar_core::NodeId;
+use stellar_tasks::{
+    RedisTaskStore,
+    store::{ClaimRequest, NewTask, TaskInspector, TaskMaintenance, TaskQueue},
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,10 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map_or(Ok(1_000_000), |n| n.parse())?;
     let (_owned, url) = stellar_testkit::bench::redis();
     let pool = RedisPool::connect(RedisConfig::new(url)).await?;
-    let cancel = CancellationToken::new();
-    let transport: Arc<dyn Transport> =
-        Arc::new(RedisTransport::connect(pool.clone(), cancel.clone()).await?);
-    let store = Arc::new(RedisTaskStore::new(pool.clone(), transport));
+    let store = Arc::new(RedisTaskStore::new(pool.clone()));
     fill(&store, total).await?;
     // A stale tail: deleted tasks whose ids stay in the list until a claim drops them.
     for n in 0..5_000 {
@@ -104,7 +104,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_by_key(|(_, (longest, _, _))| *longest)
         .expect("rows");
     println!("slowest: {} at {} us", worst.0, worst.1.0);
-    cancel.cancel();
     Ok(())
 }
 
@@ -133,7 +132,7 @@ async fn fill(store: &Arc<RedisTaskStore>, total: usize) -> Result<(), Box<dyn s
                 store.enqueue(&task(&format!("t{n}"), None)).await?;
                 n += CALLERS;
             }
-            Ok::<_, stellar_bus::TransportError>(())
+            Ok::<_, stellar_tasks::StoreError>(())
         }));
     }
     for caller in callers {

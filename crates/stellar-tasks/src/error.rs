@@ -1,4 +1,4 @@
-//! Errors of the task queue.
+//! Errors of the task queue: [`Error`] for users of [`crate::Tasks`], [`StoreError`] for stores.
 
 use stellar_bus::TransportError;
 
@@ -35,13 +35,155 @@ pub enum Error {
         /// The task id.
         id: String,
     },
+    /// A task of a batch is invalid; nothing of the batch was written.
+    #[error("task {index} of the batch (counting from 0) is invalid; nothing was enqueued")]
+    InBatch {
+        /// Its position in the batch, from 0.
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A batch holds more tasks than one call takes.
+    #[error("a batch of {len} tasks is too large: at most {max} go in one call")]
+    BatchTooLarge {
+        /// The batch's size.
+        len: usize,
+        /// The most one call takes.
+        max: usize,
+    },
     /// The store failed.
     #[error("task store failed")]
-    Store(#[from] TransportError),
+    Store(#[from] StoreError),
 }
 
 /// A task result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What a task handler may fail with.
+/// What a task store fails with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend could not be reached or did not answer in time (connection lost or refused, a
+    /// timeout, Redis loading its data): the step may or may not have run, and asking again is
+    /// safe for the idempotent ones.
+    #[error("task store unavailable")]
+    Unavailable(#[source] TransportError),
+    /// The backend refused the step (a script error, a wrong key type, an error reply).
+    #[error("task store refused the operation")]
+    Refused(#[source] TransportError),
+    /// The backend answered with a reply of the wrong shape.
+    #[error("malformed {op} reply: {detail}")]
+    Malformed {
+        /// The step, e.g. `task claim`.
+        op: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+}
+
+impl StoreError {
+    /// Whether this is a connection blip worth retrying, not a refused or malformed step. Retry
+    /// only what is idempotent: a lost reply may mean the step ran.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<TransportError> for StoreError {
+    fn from(err: TransportError) -> Self {
+        if err.is_transient() {
+            Self::Unavailable(err)
+        } else {
+            Self::Refused(err)
+        }
+    }
+}
+
+/// What a task handler may fail with: any error (the attempt fails and is retried after the
+/// definition's backoff while attempts remain), or a [`TaskError`] that says otherwise.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A handler's failure that decides what happens next, instead of the definition's backoff:
+///
+/// ```
+/// # use std::time::Duration;
+/// use stellar_tasks::{HandlerError, TaskError};
+///
+/// fn charge(amount: i64, gateway_busy: bool) -> Result<(), HandlerError> {
+///     if amount <= 0 {
+///         // Retrying cannot help: straight to the failed set.
+///         return Err(TaskError::abort(format!("invalid amount {amount}")).into());
+///     }
+///     if gateway_busy {
+///         return Err(TaskError::retry_after(Duration::from_secs(30), "gateway busy").into());
+///     }
+///     Ok(())
+/// }
+/// # assert!(charge(0, false).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TaskError {
+    message: String,
+    then: AfterFailure,
+}
+
+/// What follows a [`TaskError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterFailure {
+    /// No retry: the task goes to the failed set whatever attempts remain.
+    Abort,
+    /// Retry after this delay (if attempts remain), instead of the backoff.
+    RetryAfter(std::time::Duration),
+}
+
+impl TaskError {
+    /// Fails the task for good: it goes to the failed set with `message`, whatever attempts
+    /// remain (bad input, a permanent refusal).
+    pub fn abort(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            then: AfterFailure::Abort,
+        }
+    }
+
+    /// Fails this attempt and runs the next one after `delay` instead of the definition's
+    /// backoff (a rate limit that says when to come back); out of attempts, the task fails.
+    pub fn retry_after(delay: std::time::Duration, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            then: AfterFailure::RetryAfter(delay),
+        }
+    }
+
+    pub(crate) fn then(&self) -> AfterFailure {
+        self.then
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn only_connection_blips_are_transient() {
+        let timeout = TransportError::Timeout {
+            op: "EVALSHA",
+            after: Duration::from_secs(1),
+        };
+        assert!(StoreError::from(timeout).is_transient());
+        let refused = TransportError::Backend {
+            op: "EVALSHA",
+            source: "ERR wrong number of arguments".into(),
+        };
+        assert!(!StoreError::from(refused).is_transient());
+        let malformed = StoreError::Malformed {
+            op: "task claim",
+            detail: "3 entries".into(),
+        };
+        assert!(!malformed.is_transient());
+    }
+}

@@ -13,7 +13,10 @@
 //! the shutdown deadline and hands the rest back at once without counting an attempt.
 //!
 //! A [`TaskStore`] holds the queues: [`RedisTaskStore`] (one Lua script per step, see `lua/`) or
-//! [`MemoryTaskStore`].
+//! [`MemoryTaskStore`]. Backend authors find its capability traits (`TaskQueue`,
+//! `TaskMaintenance`, `TaskInspector`, `Leadership`, `Schedules`, `WorkerRegistry`) and the types
+//! they exchange in [`store`]. Idle workers wake up on a [`WorkSignal`]: the memory store's own, or
+//! one subscribed to the wake-ups the Redis scripts publish.
 //!
 //! # Example
 //!
@@ -25,7 +28,8 @@
 //! use stellar_tasks::{EnqueueOptions, MemoryTaskStore, TaskConfig, TaskDefinition, TaskState, Tasks};
 //!
 //! let api = Api::new(Config::default());
-//! let tasks = Tasks::new(Arc::new(MemoryTaskStore::new()), api.node_id().clone(), TaskConfig::default());
+//! let store = MemoryTaskStore::new();
+//! let tasks = Tasks::new(Arc::new(store.clone()), store.signal(), api.node_id().clone(), TaskConfig::default());
 //! tasks.register(TaskDefinition::new("email.send", |_ctx, to: String| async move {
 //!     assert_eq!(to, "ada@example.com");
 //!     Ok(())
@@ -41,23 +45,27 @@
 //! ```
 
 mod error;
+mod keys;
+mod maintenance;
 mod memory_store;
 mod redis_store;
 mod retry;
 mod scheduler;
-mod store;
+mod signal;
+pub mod store;
 mod tasks;
+mod types;
 mod worker;
 
 pub use crate::{
-    error::{Error, HandlerError, Result},
+    error::{Error, HandlerError, Result, StoreError, TaskError},
     memory_store::MemoryTaskStore,
     redis_store::RedisTaskStore,
-    store::{
-        ClaimRequest, Claimed, Enqueued, FailOutcome, NewTask, Schedule, Slot, Stats, TaskRecord,
-        TaskState, TaskStore, WorkerInfo, task_signature_fields,
-    },
+    signal::WorkSignal,
+    store::TaskStore,
     tasks::{
-        DEFAULT_QUEUE, EnqueueOptions, Submitted, TaskConfig, TaskContext, TaskDefinition, Tasks,
+        BatchTask, DEFAULT_QUEUE, EnqueueOptions, MAX_BATCH, Submitted, TaskConfig, TaskContext,
+        TaskDefinition, Tasks,
     },
+    types::{Counters, Enqueued, QueueStats, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };

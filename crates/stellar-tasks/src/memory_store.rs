@@ -2,21 +2,21 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
 use async_trait::async_trait;
-use stellar_bus::TransportError;
 use stellar_core::NodeId;
-use tokio::{sync::Notify, time::Instant};
+use tokio::time::Instant;
 
-use crate::store::{
-    ClaimRequest, Claimed, Enqueued, FailOutcome, NewTask, Schedule, Stats, TaskRecord, TaskState,
-    TaskStore, WorkerInfo, now_ms,
+use crate::{
+    signal::WorkSignal,
+    store::{
+        ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, Schedules, StoreError,
+        TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
+    },
+    types::{Counters, Enqueued, QueueStats, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };
 
 #[derive(Debug)]
@@ -29,6 +29,9 @@ struct Task {
     parked: bool,
     /// When a completed record is forgotten.
     forget_at: Option<Instant>,
+    /// Since when it waits when ready: its enqueue, or its latest due time (as on Redis, from
+    /// the record's `enqueued_at` and `due_at`).
+    ready_since: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -42,9 +45,11 @@ struct State {
     /// id -> order of failure.
     failed: BTreeMap<String, u64>,
     failures: u64,
-    counters: BTreeMap<String, u64>,
-    /// Recurring slots already enqueued, until when they are remembered.
-    slots: HashMap<String, Instant>,
+    totals: Counters,
+    by_task: BTreeMap<String, Counters>,
+    by_node: BTreeMap<String, Counters>,
+    /// Recurring slots already enqueued (schedule, slot), until when they are remembered.
+    slots: HashMap<(String, u64), Instant>,
     last_slots: HashMap<String, u64>,
     schedules: BTreeMap<String, Schedule>,
     workers: BTreeMap<String, (WorkerInfo, Instant)>,
@@ -60,11 +65,11 @@ struct State {
 
 impl State {
     fn bump(&mut self, counter: &str, name: &str) {
-        *self.counters.entry(counter.to_owned()).or_default() += 1;
-        *self
-            .counters
-            .entry(format!("{counter}:{name}"))
-            .or_default() += 1;
+        self.totals.add(counter, 1);
+        self.by_task
+            .entry(name.to_owned())
+            .or_default()
+            .add(counter, 1);
     }
 
     fn bump_node(&mut self, counter: &str, id: &str) {
@@ -73,10 +78,142 @@ impl State {
             .get(id)
             .and_then(|t| t.record.node.clone())
             .unwrap_or_else(|| "?".to_owned());
-        *self
-            .counters
-            .entry(format!("{counter}@{node}"))
-            .or_default() += 1;
+        self.by_node.entry(node).or_default().add(counter, 1);
+    }
+
+    /// The backlog of `queue`: its length, and how long the task next to run has waited.
+    fn queue_stats(&self, queue: &str, ids: &VecDeque<String>) -> QueueStats {
+        let next = ids.iter().rev().find_map(|id| {
+            let task = self.tasks.get(id)?;
+            let record = &task.record;
+            (record.state == TaskState::Queued && record.queue == queue).then_some(task)
+        });
+        let age = next.map(|task| Instant::now().saturating_duration_since(task.ready_since));
+        QueueStats {
+            depth: ids.len() as u64,
+            oldest_ms: age.map_or(0, |age| age.as_millis() as u64),
+        }
+    }
+
+    /// Why `task` is not added, if it is not: its id has a record (that it may not replace), or
+    /// its recurring slot is fenced off or taken (a slot it may take is marked taken).
+    fn refusal(&mut self, task: &NewTask) -> Option<Enqueued> {
+        if let Some(existing) = self.tasks.get(&task.id) {
+            let replaceable = matches!(
+                existing.record.state,
+                TaskState::Completed | TaskState::Failed
+            );
+            if !(replaceable && task.replace) {
+                return Some(Enqueued::Exists(existing.record.state));
+            }
+        }
+        let slot = task.slot.as_ref()?;
+        let leads = self.leader.as_ref().is_some_and(|(node, epoch, _)| {
+            (node.as_str(), *epoch) == (slot.leader.0.as_str(), slot.leader.1)
+        });
+        if !leads {
+            return Some(Enqueued::Fenced);
+        }
+        let key = (slot.schedule.clone(), slot.at_ms);
+        if self.slots.contains_key(&key) || !self.schedules.contains_key(&slot.schedule) {
+            return Some(Enqueued::SlotTaken);
+        }
+        self.slots.insert(key, Instant::now() + slot.remember);
+        let last = self.last_slots.entry(slot.schedule.clone()).or_insert(0);
+        *last = (*last).max(slot.at_ms);
+        None
+    }
+
+    /// Adds `task` as a fresh record, ready or delayed; true if it is ready now.
+    fn insert(&mut self, task: &NewTask) -> bool {
+        self.failed.remove(&task.id);
+        let due = task
+            .due_at_ms
+            .filter(|due| *due > now_ms())
+            .map(|due| Instant::now() + Duration::from_millis(due - now_ms()));
+        let record = TaskRecord {
+            id: task.id.clone(),
+            name: task.name.clone(),
+            queue: task.queue.clone(),
+            args: task.args.clone(),
+            state: match due {
+                Some(_) => TaskState::Delayed,
+                None => TaskState::Queued,
+            },
+            attempts: 0,
+            max_attempts: task.max_attempts,
+            node: None,
+            enqueued_at_ms: Some(now_ms()),
+            due_at_ms: due.map(wall_ms),
+            started_at_ms: None,
+            finished_at_ms: None,
+            error: None,
+            progress: None,
+        };
+        let fresh = Task {
+            record,
+            claims: 0,
+            signature: task.signature.clone(),
+            parked: false,
+            forget_at: None,
+            ready_since: due.unwrap_or_else(Instant::now),
+        };
+        self.tasks.insert(task.id.clone(), fresh);
+        let queue = self.queues.entry(task.queue.clone()).or_default();
+        match due {
+            Some(due) => {
+                self.delayed.insert(task.id.clone(), due);
+                false
+            }
+            None => {
+                queue.push_front(task.id.clone());
+                true
+            }
+        }
+    }
+
+    /// Claims tasks of `queue` parked for names the claiming node can run.
+    fn claim_parked(&mut self, queue: &str, claim: &mut Claim<'_>) {
+        for name in claim.request.names.iter() {
+            let key = (queue.to_owned(), name.clone());
+            while claim.wants_more() {
+                let Some(id) = self.parked.get_mut(&key).and_then(VecDeque::pop_back) else {
+                    self.parked.remove(&key);
+                    break;
+                };
+                match self.take(&id, claim.request) {
+                    Some(one) => claim.claimed.push(one),
+                    None => claim.skipped += 1,
+                }
+            }
+        }
+    }
+
+    /// Claims the oldest ready tasks of `queue`: a stale id is dropped, a task of a name the
+    /// node cannot run is parked.
+    fn claim_ready(&mut self, queue: &str, claim: &mut Claim<'_>) {
+        while claim.wants_more() {
+            let Some(id) = self.queues.get_mut(queue).and_then(VecDeque::pop_back) else {
+                break;
+            };
+            let name = match self.tasks.get(&id) {
+                Some(task) if task.record.state == TaskState::Queued => task.record.name.clone(),
+                _ => {
+                    claim.skipped += 1;
+                    continue;
+                }
+            };
+            if !claim.request.names.contains(&name) {
+                claim.skipped += 1;
+                if let Some(task) = self.tasks.get_mut(&id) {
+                    task.parked = true;
+                }
+                let parked = self.parked.entry((queue.to_owned(), name)).or_default();
+                parked.push_front(id);
+                continue;
+            }
+            claim.claimed.extend(self.take(&id, claim.request));
+        }
     }
 
     /// Leases the queued task `id` under a fresh claim token.
@@ -107,21 +244,57 @@ impl State {
         Some(claimed)
     }
 
+    /// Records the success of `claimed`: false if the claim is not current; true again (counted
+    /// once) for a repeat by the claim that completed it.
+    fn complete(&mut self, claimed: &Claimed, keep: Duration) -> bool {
+        let Some(task) = self.tasks.get_mut(&claimed.id) else {
+            return false;
+        };
+        if task.claims != claimed.token {
+            return false;
+        }
+        match task.record.state {
+            TaskState::Completed => return true,
+            TaskState::Running => {}
+            _ => return false,
+        }
+        task.record.state = TaskState::Completed;
+        task.record.finished_at_ms = Some(now_ms());
+        task.forget_at = Some(Instant::now() + keep);
+        self.inflight.remove(&claimed.id);
+        self.bump("processed", &claimed.name);
+        self.bump_node("processed", &claimed.id);
+        true
+    }
+
     fn records<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Vec<TaskRecord> {
         ids.filter_map(|id| self.tasks.get(id).map(|task| task.record.clone()))
             .collect()
     }
 }
 
+/// One claim in progress.
+struct Claim<'a> {
+    request: &'a ClaimRequest,
+    claimed: Vec<Claimed>,
+    /// Stale or parked ids passed over so far.
+    skipped: usize,
+}
+
+impl Claim<'_> {
+    fn wants_more(&self) -> bool {
+        self.claimed.len() < self.request.max && self.skipped < CLAIM_SKIP_LIMIT
+    }
+}
+
 /// How many stale or parked ids one claim passes over at most (as on Redis).
 const CLAIM_SKIP_LIMIT: usize = 256;
 
-/// A [`TaskStore`] in memory. Clones share the same queues.
+/// A task store in memory. Clones share the same queues and the same [`WorkSignal`].
 #[derive(Debug, Clone, Default)]
 pub struct MemoryTaskStore {
     state: Arc<Mutex<State>>,
-    generation: Arc<AtomicU64>,
-    woken: Arc<Notify>,
+    signal: WorkSignal,
 }
 
 /// Up to `limit` ids whose time in `times` has come.
@@ -196,6 +369,7 @@ impl MemoryTaskStore {
             let due = Instant::now() + retry_in;
             task.record.state = TaskState::Delayed;
             task.record.due_at_ms = Some(wall_ms(due));
+            task.ready_since = due;
             state.delayed.insert(claimed.id.clone(), due);
             state.bump("retried", &claimed.name);
             return FailOutcome::Retrying;
@@ -209,9 +383,13 @@ impl MemoryTaskStore {
         FailOutcome::Dead
     }
 
+    /// The signal this store wakes when work becomes ready: give it to [`crate::Tasks::new`].
+    pub fn signal(&self) -> WorkSignal {
+        self.signal.clone()
+    }
+
     fn wake(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.woken.notify_waiters();
+        self.signal.notify();
     }
 
     fn current(state: &State, claimed: &Claimed) -> bool {
@@ -223,85 +401,30 @@ impl MemoryTaskStore {
 }
 
 #[async_trait]
-impl TaskStore for MemoryTaskStore {
-    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, TransportError> {
-        let added = {
+impl TaskQueue for MemoryTaskStore {
+    async fn enqueue_many(&self, tasks: &[NewTask]) -> Result<Vec<Enqueued>, StoreError> {
+        let (outcomes, ready) = {
             let mut state = self.state();
-            if let Some(existing) = state.tasks.get(&task.id) {
-                let replaceable = matches!(
-                    existing.record.state,
-                    TaskState::Completed | TaskState::Failed
-                );
-                if !(replaceable && task.replace) {
-                    return Ok(Enqueued::Exists(existing.record.state));
-                }
-            }
-            if let Some(slot) = &task.slot {
-                let leads = state.leader.as_ref().is_some_and(|(node, epoch, _)| {
-                    (node.as_str(), *epoch) == (slot.leader.0.as_str(), slot.leader.1)
-                });
-                if !leads {
-                    return Ok(Enqueued::Fenced);
-                }
-                let key = format!("{}:{}", slot.schedule, slot.at_ms);
-                if state.slots.contains_key(&key) || !state.schedules.contains_key(&slot.schedule) {
-                    return Ok(Enqueued::SlotTaken);
-                }
-                state.slots.insert(key, Instant::now() + slot.remember);
-                let last = state.last_slots.entry(slot.schedule.clone()).or_insert(0);
-                *last = (*last).max(slot.at_ms);
-            }
-            state.failed.remove(&task.id);
-            let now = Instant::now();
-            let due = task
-                .due_at_ms
-                .filter(|due| *due > now_ms())
-                .map(|due| now + Duration::from_millis(due - now_ms()));
-            let record = TaskRecord {
-                id: task.id.clone(),
-                name: task.name.clone(),
-                queue: task.queue.clone(),
-                args: task.args.clone(),
-                state: if due.is_some() {
-                    TaskState::Delayed
-                } else {
-                    TaskState::Queued
-                },
-                attempts: 0,
-                max_attempts: task.max_attempts,
-                node: None,
-                enqueued_at_ms: Some(now_ms()),
-                due_at_ms: due.map(wall_ms),
-                started_at_ms: None,
-                finished_at_ms: None,
-                error: None,
-            };
-            state.tasks.insert(
-                task.id.clone(),
-                Task {
-                    record,
-                    claims: 0,
-                    signature: task.signature.clone(),
-                    parked: false,
-                    forget_at: None,
-                },
-            );
-            let queue = state.queues.entry(task.queue.clone()).or_default();
-            match due {
-                Some(due) => {
-                    state.delayed.insert(task.id.clone(), due);
-                }
-                None => queue.push_front(task.id.clone()),
-            }
-            due.is_none()
+            let mut ready = false;
+            let outcomes = tasks
+                .iter()
+                .map(|task| {
+                    let refused = state.refusal(task);
+                    refused.unwrap_or_else(|| {
+                        ready |= state.insert(task);
+                        Enqueued::Added
+                    })
+                })
+                .collect();
+            (outcomes, ready)
         };
-        if added {
+        if ready {
             self.wake();
         }
-        Ok(Enqueued::Added)
+        Ok(outcomes)
     }
 
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, TransportError> {
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
         let mut state = self.state();
         if let Some((claimed, _)) = state.claim_replies.get(&request.request_id) {
             // A re-ask: the same tasks, those still held by this claim.
@@ -311,63 +434,25 @@ impl TaskStore for MemoryTaskStore {
                 .cloned()
                 .collect());
         }
-        let mut claimed = Vec::new();
-        let mut skipped = 0;
-        let can_run = |name: &str| request.names.iter().any(|n| n == name);
+        let mut claim = Claim {
+            request,
+            claimed: Vec::new(),
+            skipped: 0,
+        };
         for queue in &request.queues {
-            // Parked tasks of names this node can run, first.
-            for name in request.names.iter() {
-                let key = (queue.clone(), name.clone());
-                while claimed.len() < request.max && skipped < CLAIM_SKIP_LIMIT {
-                    let Some(id) = state.parked.get_mut(&key).and_then(VecDeque::pop_back) else {
-                        state.parked.remove(&key);
-                        break;
-                    };
-                    match state.take(&id, request) {
-                        Some(one) => claimed.push(one),
-                        None => skipped += 1,
-                    }
-                }
-            }
-            while claimed.len() < request.max && skipped < CLAIM_SKIP_LIMIT {
-                let Some(id) = state.queues.get_mut(queue).and_then(VecDeque::pop_back) else {
-                    break;
-                };
-                let name = match state.tasks.get(&id) {
-                    Some(task) if task.record.state == TaskState::Queued => {
-                        task.record.name.clone()
-                    }
-                    // A stale id (its task was deleted, replaced or moved) is dropped.
-                    _ => {
-                        skipped += 1;
-                        continue;
-                    }
-                };
-                if !can_run(&name) {
-                    skipped += 1;
-                    if let Some(task) = state.tasks.get_mut(&id) {
-                        task.parked = true;
-                    }
-                    state
-                        .parked
-                        .entry((queue.clone(), name))
-                        .or_default()
-                        .push_front(id);
-                    continue;
-                }
-                claimed.extend(state.take(&id, request));
-            }
+            state.claim_parked(queue, &mut claim);
+            state.claim_ready(queue, &mut claim);
         }
-        if !claimed.is_empty() {
+        if !claim.claimed.is_empty() {
             let until = Instant::now() + request.lease / 3;
             state
                 .claim_replies
-                .insert(request.request_id.clone(), (claimed.clone(), until));
+                .insert(request.request_id.clone(), (claim.claimed.clone(), until));
         }
-        Ok(claimed)
+        Ok(claim.claimed)
     }
 
-    async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, TransportError> {
+    async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, StoreError> {
         let mut state = self.state();
         if !Self::current(&state, claimed) {
             return Ok(false);
@@ -378,29 +463,16 @@ impl TaskStore for MemoryTaskStore {
         Ok(true)
     }
 
-    async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, TransportError> {
+    async fn complete_many(
+        &self,
+        claimed: &[Claimed],
+        keep: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
         let mut state = self.state();
-        let repeat = state
-            .tasks
-            .get(&claimed.id)
-            .is_some_and(|t| t.claims == claimed.token && t.record.state == TaskState::Completed);
-        if repeat {
-            return Ok(true);
-        }
-        if !Self::current(&state, claimed) {
-            return Ok(false);
-        }
-        state.inflight.remove(&claimed.id);
-        let task = state
-            .tasks
-            .get_mut(&claimed.id)
-            .expect("current claims have a task");
-        task.record.state = TaskState::Completed;
-        task.record.finished_at_ms = Some(now_ms());
-        task.forget_at = Some(Instant::now() + keep);
-        state.bump("processed", &claimed.name);
-        state.bump_node("processed", &claimed.id);
-        Ok(true)
+        Ok(claimed
+            .iter()
+            .map(|one| state.complete(one, keep))
+            .collect())
     }
 
     async fn fail(
@@ -408,15 +480,28 @@ impl TaskStore for MemoryTaskStore {
         claimed: &Claimed,
         error: &str,
         retry_in: Duration,
-    ) -> Result<FailOutcome, TransportError> {
+    ) -> Result<FailOutcome, StoreError> {
         Ok(self.record_failure(claimed, error, Some(retry_in)))
     }
 
-    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, TransportError> {
+    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, StoreError> {
         Ok(self.record_failure(claimed, error, None) == FailOutcome::Dead)
     }
 
-    async fn release(&self, claimed: &Claimed) -> Result<bool, TransportError> {
+    async fn progress(&self, claimed: &Claimed, progress: &str) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        if !Self::current(&state, claimed) {
+            return Ok(false);
+        }
+        let task = state
+            .tasks
+            .get_mut(&claimed.id)
+            .expect("current claims have a task");
+        task.record.progress = serde_json::from_str(progress).ok();
+        Ok(true)
+    }
+
+    async fn release(&self, claimed: &Claimed) -> Result<bool, StoreError> {
         {
             let mut state = self.state();
             if !Self::current(&state, claimed) {
@@ -439,8 +524,11 @@ impl TaskStore for MemoryTaskStore {
         self.wake();
         Ok(true)
     }
+}
 
-    async fn reap(&self, limit: u32) -> Result<u64, TransportError> {
+#[async_trait]
+impl TaskMaintenance for MemoryTaskStore {
+    async fn reap(&self, limit: u32) -> Result<u64, StoreError> {
         let reaped = {
             let mut state = self.state();
             let now = Instant::now();
@@ -461,7 +549,7 @@ impl TaskStore for MemoryTaskStore {
                 if task.record.attempts < task.record.max_attempts {
                     task.record.state = TaskState::Queued;
                     state.queues.entry(queue).or_default().push_back(id.clone());
-                    *state.counters.entry("retried".to_owned()).or_default() += 1;
+                    state.totals.add("retried", 1);
                 } else {
                     task.record.state = TaskState::Failed;
                     task.record.finished_at_ms = Some(now_ms());
@@ -479,7 +567,7 @@ impl TaskStore for MemoryTaskStore {
         Ok(reaped)
     }
 
-    async fn promote(&self, limit: u32) -> Result<u64, TransportError> {
+    async fn promote(&self, limit: u32) -> Result<u64, StoreError> {
         let promoted = {
             let mut state = self.state();
             let now = Instant::now();
@@ -507,26 +595,15 @@ impl TaskStore for MemoryTaskStore {
         }
         Ok(promoted)
     }
+}
 
-    fn wake_generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
-    }
-
-    async fn wait_for_work(&self, _queues: &[String], seen: u64, timeout: Duration) {
-        let woken = self.woken.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        if self.wake_generation() != seen {
-            return;
-        }
-        let _ = tokio::time::timeout(timeout, woken).await;
-    }
-
-    async fn show(&self, id: &str) -> Result<Option<TaskRecord>, TransportError> {
+#[async_trait]
+impl TaskInspector for MemoryTaskStore {
+    async fn show(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         Ok(self.state().tasks.get(id).map(|task| task.record.clone()))
     }
 
-    async fn failed(&self) -> Result<Vec<TaskRecord>, TransportError> {
+    async fn failed(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let state = self.state();
         let mut failed: Vec<(u64, TaskRecord)> = state
             .failed
@@ -542,11 +619,7 @@ impl TaskStore for MemoryTaskStore {
         Ok(failed.into_iter().map(|(_, record)| record).collect())
     }
 
-    async fn retry_failed(
-        &self,
-        id: &str,
-        signature: Option<&str>,
-    ) -> Result<bool, TransportError> {
+    async fn retry_failed(&self, id: &str, signature: Option<&str>) -> Result<bool, StoreError> {
         {
             let mut state = self.state();
             if state.failed.remove(id).is_none() {
@@ -569,7 +642,7 @@ impl TaskStore for MemoryTaskStore {
         Ok(true)
     }
 
-    async fn remove_failed(&self, id: &str) -> Result<bool, TransportError> {
+    async fn remove_failed(&self, id: &str) -> Result<bool, StoreError> {
         let mut state = self.state();
         if state.failed.remove(id).is_none() {
             return Ok(false);
@@ -578,37 +651,24 @@ impl TaskStore for MemoryTaskStore {
         Ok(true)
     }
 
-    async fn stats(&self) -> Result<Stats, TransportError> {
+    async fn stats(&self) -> Result<Stats, StoreError> {
         let state = self.state();
-        let total = |name: &str| state.counters.get(name).copied().unwrap_or(0);
+        let parked = state.parked.iter().filter(|(_, ids)| !ids.is_empty());
         Ok(Stats {
-            processed: total("processed"),
-            failed: total("failed"),
-            retried: total("retried"),
-            by_name: state
-                .counters
-                .iter()
-                .filter(|(k, _)| k.contains(':'))
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
-            by_node: state
-                .counters
-                .iter()
-                .filter(|(k, _)| k.contains('@'))
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
+            processed: state.totals.processed,
+            failed: state.totals.failed,
+            retried: state.totals.retried,
+            tasks: state.by_task.clone(),
+            nodes: state.by_node.clone(),
             queues: state
                 .queues
                 .iter()
-                .map(|(q, ids)| (q.clone(), ids.len() as u64))
+                .map(|(queue, ids)| (queue.clone(), state.queue_stats(queue, ids)))
                 .collect(),
             delayed: state.delayed.len() as u64,
             in_flight: state.inflight.len() as u64,
             failed_now: state.failed.len() as u64,
-            parked: state
-                .parked
-                .iter()
-                .filter(|(_, ids)| !ids.is_empty())
+            parked: parked
                 .map(|((queue, name), ids)| (format!("{queue} {name}"), ids.len() as u64))
                 .collect(),
         })
@@ -619,7 +679,7 @@ impl TaskStore for MemoryTaskStore {
         queue: &str,
         start: u64,
         stop: u64,
-    ) -> Result<Vec<TaskRecord>, TransportError> {
+    ) -> Result<Vec<TaskRecord>, StoreError> {
         let state = self.state();
         let Some(ids) = state.queues.get(queue) else {
             return Ok(Vec::new());
@@ -632,7 +692,7 @@ impl TaskStore for MemoryTaskStore {
         Ok(state.records(next_first))
     }
 
-    async fn delayed(&self) -> Result<Vec<TaskRecord>, TransportError> {
+    async fn delayed(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let state = self.state();
         let mut due: Vec<(&Instant, &String)> =
             state.delayed.iter().map(|(id, at)| (at, id)).collect();
@@ -640,14 +700,14 @@ impl TaskStore for MemoryTaskStore {
         Ok(state.records(due.into_iter().map(|(_, id)| id)))
     }
 
-    async fn running(&self) -> Result<Vec<TaskRecord>, TransportError> {
+    async fn running(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let state = self.state();
         let mut ids: Vec<&String> = state.inflight.keys().collect();
         ids.sort();
         Ok(state.records(ids.into_iter()))
     }
 
-    async fn delete(&self, id: &str) -> Result<Option<bool>, TransportError> {
+    async fn delete(&self, id: &str) -> Result<Option<bool>, StoreError> {
         let mut state = self.state();
         match state.tasks.get(id).map(|task| task.record.state) {
             None => Ok(Some(false)),
@@ -665,7 +725,7 @@ impl TaskStore for MemoryTaskStore {
         }
     }
 
-    async fn delete_queue(&self, queue: &str) -> Result<u64, TransportError> {
+    async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError> {
         let mut state = self.state();
         let mut ids = state.queues.remove(queue).unwrap_or_default();
         let parked: Vec<(String, String)> = state
@@ -688,28 +748,11 @@ impl TaskStore for MemoryTaskStore {
         }
         Ok(ids.len() as u64)
     }
+}
 
-    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), TransportError> {
-        self.state()
-            .workers
-            .insert(worker.node.clone(), (worker.clone(), Instant::now() + ttl));
-        Ok(())
-    }
-
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, TransportError> {
-        Ok(self
-            .state()
-            .workers
-            .values()
-            .map(|(info, _)| info.clone())
-            .collect())
-    }
-
-    async fn try_lead(
-        &self,
-        node: &NodeId,
-        lease: Duration,
-    ) -> Result<Option<u64>, TransportError> {
+#[async_trait]
+impl Leadership for MemoryTaskStore {
+    async fn try_lead(&self, node: &NodeId, lease: Duration) -> Result<Option<u64>, StoreError> {
         let mut state = self.state();
         let until = Instant::now() + lease;
         match &mut state.leader {
@@ -727,7 +770,7 @@ impl TaskStore for MemoryTaskStore {
         }
     }
 
-    async fn resign(&self, node: &NodeId) -> Result<bool, TransportError> {
+    async fn resign(&self, node: &NodeId) -> Result<bool, StoreError> {
         let mut state = self.state();
         let holds = state
             .leader
@@ -739,30 +782,52 @@ impl TaskStore for MemoryTaskStore {
         Ok(holds)
     }
 
-    async fn leader(&self) -> Result<Option<(String, u64)>, TransportError> {
+    async fn leader(&self) -> Result<Option<(String, u64)>, StoreError> {
         Ok(self
             .state()
             .leader
             .as_ref()
             .map(|(holder, epoch, _)| (holder.clone(), *epoch)))
     }
+}
 
-    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), TransportError> {
+#[async_trait]
+impl Schedules for MemoryTaskStore {
+    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
         self.state()
             .schedules
             .insert(schedule.name.clone(), schedule.clone());
         Ok(())
     }
 
-    async fn remove_schedule(&self, name: &str) -> Result<bool, TransportError> {
+    async fn remove_schedule(&self, name: &str) -> Result<bool, StoreError> {
         Ok(self.state().schedules.remove(name).is_some())
     }
 
-    async fn schedules(&self) -> Result<Vec<Schedule>, TransportError> {
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
         Ok(self.state().schedules.values().cloned().collect())
     }
 
-    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, TransportError> {
+    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, StoreError> {
         Ok(self.state().last_slots.get(schedule).copied())
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for MemoryTaskStore {
+    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), StoreError> {
+        self.state()
+            .workers
+            .insert(worker.node.clone(), (worker.clone(), Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        Ok(self
+            .state()
+            .workers
+            .values()
+            .map(|(info, _)| info.clone())
+            .collect())
     }
 }

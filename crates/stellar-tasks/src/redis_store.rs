@@ -3,47 +3,29 @@
 //! Enqueues publish a wake-up on `stellar:tasks:wake:<queue>` inside the same script.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
     time::Duration,
 };
 
 use async_trait::async_trait;
 use redis::Script;
-use stellar_bus::{RedisPool, Transport, TransportError};
+use stellar_bus::RedisPool;
 use stellar_core::NodeId;
-use tokio::sync::Notify;
-use tracing::warn;
 
-use crate::store::{
-    ClaimRequest, Claimed, Enqueued, FailOutcome, NewTask, Schedule, Stats, TaskRecord, TaskState,
-    TaskStore, WorkerInfo, now_ms,
+use crate::{
+    store::{
+        ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, Schedules, StoreError,
+        TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
+    },
+    types::{Counters, Enqueued, QueueStats, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };
 
-const TASK: &str = "stellar:task:";
-const QUEUE: &str = "stellar:queue:";
-const WAKE: &str = "stellar:tasks:wake:";
-const QUEUES: &str = "stellar:tasks:queues";
-const DELAYED: &str = "stellar:tasks:delayed";
-const INFLIGHT: &str = "stellar:tasks:inflight";
-const FAILED: &str = "stellar:tasks:failed";
-const STATS: &str = "stellar:tasks:stats";
-const SLOT: &str = "stellar:tasks:slot:";
-const LAST_SLOT: &str = "stellar:tasks:last-slot";
-const SCHEDULES: &str = "stellar:tasks:schedules";
-const WORKER: &str = "stellar:tasks:worker:";
-const LEADER: &str = "stellar:tasks:leader";
-const LEADER_EPOCH: &str = "stellar:tasks:leader-epoch";
-const CLAIM_SEQ: &str = "stellar:tasks:claim-seq";
-const CLAIM_REPLY: &str = "stellar:tasks:claim-reply:";
-const PARKED: &str = "stellar:tasks:parked:";
-const PARKED_NAMES: &str = "stellar:tasks:parked-names:";
-const NODE_STATS: &str = "stellar:tasks:stats:node:";
-const NODE_STATS_INDEX: &str = "stellar:tasks:stats:nodes";
-const WORKERS: &str = "stellar:tasks:workers";
+use crate::keys::{
+    self, CLAIM_SEQ, DELAYED, FAILED, INFLIGHT, LAST_SLOT, LEADER, LEADER_EPOCH, NODE_STATS_INDEX,
+    NODE_STATS_PREFIX as NODE_STATS, PARKED_PREFIX as PARKED, QUEUE_PREFIX as QUEUE, QUEUES,
+    SCHEDULES, STATS, TASK_PREFIX as TASK, WAKE_PREFIX as WAKE, WORKERS,
+};
 /// How long a node's processed/failed counters outlive its last update (one hash per node id, and
 /// a restarted process is a new id: without expiry they would pile up forever).
 const NODE_STATS_TTL: &str = "86400000";
@@ -52,98 +34,58 @@ const CLAIM_SKIP_LIMIT: usize = 256;
 /// How many ids one call of the queue deletion takes off at most.
 const DELETE_BATCH: u64 = 250;
 
-#[derive(Debug)]
-struct Scripts {
-    enqueue: Script,
-    claim: Script,
-    renew: Script,
-    fail: Script,
-    release: Script,
-    reap: Script,
-    promote: Script,
-    retry_failed: Script,
-    remove_failed: Script,
-    delete: Script,
-    delete_queue: Script,
-    complete_many: Script,
-    lead: Script,
-    resign: Script,
+/// Declares the Lua scripts, one line each: `name` is `lua/<name>.lua`, loaded into
+/// `Scripts::name`.
+macro_rules! scripts {
+    ($($name:ident),* $(,)?) => {
+        /// Every Lua script of the store, one per atomic step.
+        #[derive(Debug)]
+        struct Scripts {
+            $($name: Script,)*
+        }
+
+        impl Scripts {
+            fn load() -> Self {
+                Self {
+                    $($name: Script::new(include_str!(concat!("../lua/", stringify!($name), ".lua"))),)*
+                }
+            }
+        }
+    };
 }
 
-/// A [`TaskStore`] on a shared Redis. Wake-ups arrive over `transport`.
+scripts!(
+    enqueue,
+    claim,
+    renew,
+    complete_many,
+    fail,
+    release,
+    progress,
+    reap,
+    promote,
+    retry_failed,
+    remove_failed,
+    delete,
+    delete_queue,
+    lead,
+    resign,
+);
+
+/// A task store on a shared Redis. Its scripts publish wake-ups on each queue's channel: give
+/// the workers a [`crate::WorkSignal::subscribed`] to hear them.
 #[derive(Debug, Clone)]
 pub struct RedisTaskStore {
     pool: RedisPool,
-    transport: Arc<dyn Transport>,
     scripts: Arc<Scripts>,
-    wake: Arc<Wake>,
-}
-
-#[derive(Debug, Default)]
-struct Wake {
-    generation: AtomicU64,
-    notify: Notify,
-    /// Queues whose wake-up channel this process listens to.
-    listening: Mutex<HashSet<String>>,
 }
 
 impl RedisTaskStore {
-    /// A store on `pool`; `transport` carries the wake-ups (the node's Redis transport).
-    pub fn new(pool: RedisPool, transport: Arc<dyn Transport>) -> Self {
+    /// A store on `pool`.
+    pub fn new(pool: RedisPool) -> Self {
         Self {
             pool,
-            transport,
-            scripts: Arc::new(Scripts {
-                enqueue: Script::new(include_str!("../lua/enqueue.lua")),
-                claim: Script::new(include_str!("../lua/claim.lua")),
-                renew: Script::new(include_str!("../lua/renew.lua")),
-                fail: Script::new(include_str!("../lua/fail.lua")),
-                release: Script::new(include_str!("../lua/release.lua")),
-                reap: Script::new(include_str!("../lua/reap.lua")),
-                promote: Script::new(include_str!("../lua/promote.lua")),
-                retry_failed: Script::new(include_str!("../lua/retry_failed.lua")),
-                remove_failed: Script::new(include_str!("../lua/remove_failed.lua")),
-                delete: Script::new(include_str!("../lua/delete.lua")),
-                complete_many: Script::new(include_str!("../lua/complete_many.lua")),
-                delete_queue: Script::new(include_str!("../lua/delete_queue.lua")),
-                lead: Script::new(include_str!("../lua/lead.lua")),
-                resign: Script::new(include_str!("../lua/resign.lua")),
-            }),
-            wake: Arc::default(),
-        }
-    }
-
-    /// Starts listening to the wake-up channel of each queue not listened to yet.
-    async fn listen(&self, queues: &[String]) {
-        for queue in queues {
-            let fresh = self
-                .wake
-                .listening
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(queue.clone());
-            if !fresh {
-                continue;
-            }
-            match self.transport.subscribe(&format!("{WAKE}{queue}")).await {
-                Ok(mut subscription) => {
-                    let wake = self.wake.clone();
-                    tokio::spawn(async move {
-                        while subscription.recv().await.is_some() {
-                            wake.generation.fetch_add(1, Ordering::SeqCst);
-                            wake.notify.notify_waiters();
-                        }
-                    });
-                }
-                Err(err) => {
-                    warn!(queue, error = %err, "cannot listen for task wake-ups; polling instead");
-                    self.wake
-                        .listening
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(queue);
-                }
-            }
+            scripts: Arc::new(Scripts::load()),
         }
     }
 
@@ -153,8 +95,8 @@ impl RedisTaskStore {
         error: &str,
         retry_in: Duration,
         bury: bool,
-    ) -> Result<u8, TransportError> {
-        let key = format!("{TASK}{}", claimed.id);
+    ) -> Result<u8, StoreError> {
+        let key = keys::task(&claimed.id);
         let (token, retry_in) = (claimed.token.to_string(), retry_in.as_millis().to_string());
         let bury = if bury { "1" } else { "0" };
         self.pool
@@ -173,24 +115,19 @@ impl RedisTaskStore {
                 ],
             )
             .await
+            .map_err(StoreError::from)
     }
 
-    /// Every node's counters, as `processed@<node>` and `failed@<node>`, from the index of nodes
-    /// updated in the last day (no keyspace scan; the index forgets older nodes as their counters
-    /// expire).
-    async fn node_stats(&self) -> Result<BTreeMap<String, u64>, TransportError> {
-        let now = now_ms();
+    /// Every node's counters, from the index of nodes updated in the last day (no keyspace
+    /// scan; the index forgets older nodes as their counters expire).
+    async fn node_stats(&self) -> Result<BTreeMap<String, Counters>, StoreError> {
         let day: u64 = NODE_STATS_TTL.parse().expect("a number");
-        let _: u64 = self
-            .pool
-            .query(
-                "ZREMRANGEBYSCORE",
-                redis::cmd("ZREMRANGEBYSCORE")
-                    .arg(NODE_STATS_INDEX)
-                    .arg("-inf")
-                    .arg(now.saturating_sub(day)),
-            )
-            .await?;
+        let stale = redis::cmd("ZREMRANGEBYSCORE")
+            .arg(NODE_STATS_INDEX)
+            .arg("-inf")
+            .arg(now_ms().saturating_sub(day))
+            .clone();
+        self.pool.query::<u64>("ZREMRANGEBYSCORE", &stale).await?;
         let nodes: Vec<String> = self
             .pool
             .query(
@@ -200,29 +137,99 @@ impl RedisTaskStore {
             .await?;
         let mut by_node = BTreeMap::new();
         for node in nodes {
-            let counters: HashMap<String, u64> = self
+            let fields: HashMap<String, u64> = self
                 .pool
                 .query(
                     "HGETALL",
-                    redis::cmd("HGETALL").arg(format!("{NODE_STATS}{node}")),
+                    redis::cmd("HGETALL").arg(keys::node_stats(&node)),
                 )
                 .await?;
-            for (counter, value) in counters {
-                by_node.insert(format!("{counter}@{node}"), value);
+            let counters: &mut Counters = by_node.entry(node).or_default();
+            for (counter, value) in fields {
+                counters.add(&counter, value);
             }
         }
         Ok(by_node)
     }
 
-    async fn record(&self, id: &str) -> Result<Option<TaskRecord>, TransportError> {
+    /// The totals and the counters per task name (`<counter>:<name>` fields of the stats hash).
+    async fn task_stats(&self) -> Result<(Counters, BTreeMap<String, Counters>), StoreError> {
+        let fields: HashMap<String, u64> = self
+            .pool
+            .query("HGETALL", redis::cmd("HGETALL").arg(STATS))
+            .await?;
+        let (mut totals, mut by_task) = (Counters::default(), BTreeMap::new());
+        for (field, value) in fields {
+            match field.split_once(':') {
+                Some((counter, name)) => by_task
+                    .entry(name.to_owned())
+                    .or_insert_with(Counters::default)
+                    .add(counter, value),
+                None => totals.add(&field, value),
+            }
+        }
+        Ok((totals, by_task))
+    }
+
+    /// The backlog of `queue`: its length, and how long the task next to run has waited (the
+    /// first of the last few ids that is a queued task of this queue; stale ids are skipped).
+    async fn queue_stats(&self, queue: &str) -> Result<QueueStats, StoreError> {
+        let key = keys::queue(queue);
+        let depth: u64 = self
+            .pool
+            .query("LLEN", redis::cmd("LLEN").arg(&key))
+            .await?;
+        let next: Vec<String> = self
+            .pool
+            .query("LRANGE", redis::cmd("LRANGE").arg(&key).arg(-8).arg(-1))
+            .await?;
+        for id in next.iter().rev() {
+            match self.record(id).await? {
+                Some(record) if record.state == TaskState::Queued && record.queue == queue => {
+                    let age = now_ms().saturating_sub(record.waiting_since());
+                    return Ok(QueueStats {
+                        depth,
+                        oldest_ms: age,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(QueueStats {
+            depth,
+            oldest_ms: 0,
+        })
+    }
+
+    /// Parked tasks of `queue` per `<queue> <name>`.
+    async fn parked(&self, queue: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let names: Vec<String> = self
+            .pool
+            .query(
+                "SMEMBERS",
+                redis::cmd("SMEMBERS").arg(keys::parked_names(queue)),
+            )
+            .await?;
+        let mut parked = Vec::new();
+        for name in names {
+            let list = redis::cmd("LLEN").arg(keys::parked(queue, &name)).clone();
+            let waiting: u64 = self.pool.query("LLEN", &list).await?;
+            if waiting > 0 {
+                parked.push((format!("{queue} {name}"), waiting));
+            }
+        }
+        Ok(parked)
+    }
+
+    async fn record(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         let fields: HashMap<String, String> = self
             .pool
-            .query("HGETALL", redis::cmd("HGETALL").arg(format!("{TASK}{id}")))
+            .query("HGETALL", redis::cmd("HGETALL").arg(keys::task(id)))
             .await?;
         Ok(parse_record(&fields))
     }
 
-    async fn records(&self, ids: Vec<String>) -> Result<Vec<TaskRecord>, TransportError> {
+    async fn records(&self, ids: Vec<String>) -> Result<Vec<TaskRecord>, StoreError> {
         let mut records = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(record) = self.record(&id).await? {
@@ -250,7 +257,85 @@ fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
         started_at_ms: number("started_at"),
         finished_at_ms: number("finished_at"),
         error: text("error"),
+        progress: fields
+            .get("progress")
+            .and_then(|json| serde_json::from_str(json).ok()),
     })
+}
+
+/// The 16 fields of one task in `lua/enqueue.lua`.
+fn enqueue_fields(task: &NewTask) -> [String; 16] {
+    let slot = task.slot.as_ref();
+    [
+        keys::task(&task.id),
+        keys::queue(&task.queue),
+        keys::wake(&task.queue),
+        task.id.clone(),
+        task.name.clone(),
+        task.queue.clone(),
+        task.args.clone(),
+        task.max_attempts.to_string(),
+        task.due_at_ms.unwrap_or(0).to_string(),
+        task.signature.clone(),
+        if task.replace { "1" } else { "0" }.to_owned(),
+        slot.map_or_else(String::new, |s| keys::slot(&s.schedule, s.at_ms)),
+        slot.map_or_else(String::new, |s| ms(s.remember)),
+        slot.map_or_else(String::new, |s| s.schedule.clone()),
+        slot.map_or_else(String::new, |s| s.at_ms.to_string()),
+        slot.map_or_else(String::new, |s| format!("{} {}", s.leader.0, s.leader.1)),
+    ]
+}
+
+/// The keys and arguments of `lua/claim.lua` for `request`.
+fn claim_call(request: &ClaimRequest) -> (Vec<String>, Vec<String>) {
+    let mut keys = vec![
+        INFLIGHT.to_owned(),
+        CLAIM_SEQ.to_owned(),
+        keys::claim_reply(&request.request_id),
+    ];
+    for queue in &request.queues {
+        keys.extend([keys::queue(queue), keys::parked_names(queue)]);
+    }
+    let mut args = vec![
+        ms(request.lease),
+        request.node.to_string(),
+        TASK.to_owned(),
+        request.max.to_string(),
+        PARKED.to_owned(),
+        CLAIM_SKIP_LIMIT.to_string(),
+        request.names.len().to_string(),
+    ];
+    args.extend(request.names.iter().cloned());
+    args.extend(request.queues.iter().cloned());
+    args.push(ms(request.lease / 3));
+    (keys, args)
+}
+
+/// The claimed tasks of a claim reply: how many ids it passed over, then 8 fields per task.
+fn parse_claimed(flat: &[redis::Value]) -> Result<Vec<Claimed>, StoreError> {
+    if flat.is_empty() || !(flat.len() - 1).is_multiple_of(8) {
+        return Err(StoreError::Malformed {
+            op: "task claim",
+            detail: format!("{} entries", flat.len()),
+        });
+    }
+    let text =
+        |value: &redis::Value| redis::from_redis_value::<String>(value.clone()).unwrap_or_default();
+    let number =
+        |value: &redis::Value| redis::from_redis_value::<u64>(value.clone()).unwrap_or_default();
+    Ok(flat[1..]
+        .chunks_exact(8)
+        .map(|f| Claimed {
+            id: text(&f[0]),
+            token: number(&f[1]),
+            name: text(&f[2]),
+            queue: text(&f[3]),
+            args: text(&f[4]),
+            attempt: number(&f[5]) as u32,
+            max_attempts: number(&f[6]) as u32,
+            signature: text(&f[7]),
+        })
+        .collect())
 }
 
 fn ms(duration: Duration) -> String {
@@ -258,81 +343,39 @@ fn ms(duration: Duration) -> String {
 }
 
 #[async_trait]
-impl TaskStore for RedisTaskStore {
-    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, TransportError> {
-        let (key, queue) = (
-            format!("{TASK}{}", task.id),
-            format!("{QUEUE}{}", task.queue),
-        );
-        let (max, due, wake) = (
-            task.max_attempts.to_string(),
-            task.due_at_ms.unwrap_or(0).to_string(),
-            format!("{WAKE}{}", task.queue),
-        );
-        let mut keys = vec![key.as_str(), queue.as_str(), DELAYED, QUEUES, FAILED];
-        let replace = if task.replace { "1" } else { "0" };
-        let mut args = vec![
-            task.id.as_str(),
-            &task.name,
-            &task.queue,
-            &task.args,
-            &max,
-            &due,
-            &wake,
-            &task.signature,
-            replace,
-        ];
-        let (slot_key, remember, at, leader);
-        if let Some(slot) = &task.slot {
-            slot_key = format!("{SLOT}{}:{}", slot.schedule, slot.at_ms);
-            (remember, at) = (ms(slot.remember), slot.at_ms.to_string());
-            leader = format!("{} {}", slot.leader.0, slot.leader.1);
-            keys.extend([slot_key.as_str(), LAST_SLOT, SCHEDULES, LEADER]);
-            args.extend([
-                remember.as_str(),
-                slot.schedule.as_str(),
-                at.as_str(),
-                leader.as_str(),
-            ]);
+impl TaskQueue for RedisTaskStore {
+    async fn enqueue_many(&self, tasks: &[NewTask]) -> Result<Vec<Enqueued>, StoreError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
         }
+        let args: Vec<String> = tasks.iter().flat_map(enqueue_fields).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let keys = [DELAYED, QUEUES, FAILED, LAST_SLOT, SCHEDULES, LEADER];
         let reply: Vec<String> = self
             .pool
             .invoke("task enqueue", &self.scripts.enqueue, &keys, &args)
             .await?;
-        Ok(match reply.as_slice() {
-            [_, state] if state == "slot" => Enqueued::SlotTaken,
-            [_, state] if state == "fenced" => Enqueued::Fenced,
-            [_, state] => Enqueued::Exists(TaskState::parse(state).unwrap_or(TaskState::Queued)),
-            _ => Enqueued::Added,
-        })
+        if reply.len() != tasks.len() {
+            return Err(StoreError::Malformed {
+                op: "task enqueue",
+                detail: format!("{} outcomes for {} tasks", reply.len(), tasks.len()),
+            });
+        }
+        Ok(reply
+            .iter()
+            .map(|outcome| match outcome.as_str() {
+                "added" => Enqueued::Added,
+                "slot" => Enqueued::SlotTaken,
+                "fenced" => Enqueued::Fenced,
+                state => Enqueued::Exists(TaskState::parse(state).unwrap_or(TaskState::Queued)),
+            })
+            .collect())
     }
 
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, TransportError> {
-        let reply_key = format!("{CLAIM_REPLY}{}", request.request_id);
-        let mut keys: Vec<String> = vec![INFLIGHT.to_owned(), CLAIM_SEQ.to_owned(), reply_key];
-        for queue in &request.queues {
-            keys.extend([format!("{QUEUE}{queue}"), format!("{PARKED_NAMES}{queue}")]);
-        }
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
+        let (keys, args) = claim_call(request);
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let (lease, max, skip, n_names, keep_reply) = (
-            ms(request.lease),
-            request.max.to_string(),
-            CLAIM_SKIP_LIMIT.to_string(),
-            request.names.len().to_string(),
-            ms(request.lease / 3),
-        );
-        let mut args: Vec<&str> = vec![
-            &lease,
-            request.node.as_str(),
-            TASK,
-            &max,
-            PARKED,
-            &skip,
-            &n_names,
-        ];
-        args.extend(request.names.iter().map(String::as_str));
-        args.extend(request.queues.iter().map(String::as_str));
-        args.push(&keep_reply);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         // A call that only passed over stale or parked ids (its budget spent) is repeated at once,
         // a few times, rather than leaving the worker idle until its next poll. Nothing was
         // claimed, so no reply was saved under the request id and asking again is safe.
@@ -350,37 +393,11 @@ impl TaskStore for RedisTaskStore {
                 break;
             }
         }
-        if flat.is_empty() || !(flat.len() - 1).is_multiple_of(8) {
-            return Err(TransportError::Backend {
-                op: "task claim",
-                source: format!("malformed claim reply of {} entries", flat.len()).into(),
-            });
-        }
-        let text = |value: &redis::Value| {
-            redis::from_redis_value::<String>(value.clone()).unwrap_or_default()
-        };
-        let number = |value: &redis::Value| {
-            redis::from_redis_value::<u64>(value.clone()).unwrap_or_default()
-        };
-        Ok(flat
-            .get(1..)
-            .unwrap_or_default()
-            .chunks_exact(8)
-            .map(|f| Claimed {
-                id: text(&f[0]),
-                token: number(&f[1]),
-                name: text(&f[2]),
-                queue: text(&f[3]),
-                args: text(&f[4]),
-                attempt: number(&f[5]) as u32,
-                max_attempts: number(&f[6]) as u32,
-                signature: text(&f[7]),
-            })
-            .collect())
+        parse_claimed(&flat)
     }
 
-    async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, TransportError> {
-        let key = format!("{TASK}{}", claimed.id);
+    async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, StoreError> {
+        let key = keys::task(&claimed.id);
         let (token, lease) = (claimed.token.to_string(), ms(lease));
         let renewed: u8 = self
             .pool
@@ -394,19 +411,11 @@ impl TaskStore for RedisTaskStore {
         Ok(renewed == 1)
     }
 
-    async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, TransportError> {
-        // One script for one completion or many: the same checks, counters and idempotency.
-        let accepted = self
-            .complete_many(std::slice::from_ref(claimed), keep)
-            .await?;
-        Ok(accepted.first().copied().unwrap_or(false))
-    }
-
     async fn complete_many(
         &self,
         claimed: &[Claimed],
         keep: Duration,
-    ) -> Result<Vec<bool>, TransportError> {
+    ) -> Result<Vec<bool>, StoreError> {
         let keep = ms(keep);
         let tokens: Vec<String> = claimed.iter().map(|c| c.token.to_string()).collect();
         let mut args: Vec<&str> = vec![&keep, TASK, NODE_STATS, NODE_STATS_TTL];
@@ -430,7 +439,7 @@ impl TaskStore for RedisTaskStore {
         claimed: &Claimed,
         error: &str,
         retry_in: Duration,
-    ) -> Result<FailOutcome, TransportError> {
+    ) -> Result<FailOutcome, StoreError> {
         Ok(
             match self.record_failure(claimed, error, retry_in, false).await? {
                 1 => FailOutcome::Retrying,
@@ -440,18 +449,32 @@ impl TaskStore for RedisTaskStore {
         )
     }
 
-    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, TransportError> {
+    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, StoreError> {
         Ok(self
             .record_failure(claimed, error, Duration::ZERO, true)
             .await?
             == 2)
     }
 
-    async fn release(&self, claimed: &Claimed) -> Result<bool, TransportError> {
+    async fn progress(&self, claimed: &Claimed, progress: &str) -> Result<bool, StoreError> {
+        let (key, token) = (keys::task(&claimed.id), claimed.token.to_string());
+        let recorded: u8 = self
+            .pool
+            .invoke(
+                "task progress",
+                &self.scripts.progress,
+                &[&key],
+                &[&token, progress],
+            )
+            .await?;
+        Ok(recorded == 1)
+    }
+
+    async fn release(&self, claimed: &Claimed) -> Result<bool, StoreError> {
         let (key, queue, wake) = (
-            format!("{TASK}{}", claimed.id),
-            format!("{QUEUE}{}", claimed.queue),
-            format!("{WAKE}{}", claimed.queue),
+            keys::task(&claimed.id),
+            keys::queue(&claimed.queue),
+            keys::wake(&claimed.queue),
         );
         let token = claimed.token.to_string();
         let released: u8 = self
@@ -465,8 +488,11 @@ impl TaskStore for RedisTaskStore {
             .await?;
         Ok(released == 1)
     }
+}
 
-    async fn reap(&self, limit: u32) -> Result<u64, TransportError> {
+#[async_trait]
+impl TaskMaintenance for RedisTaskStore {
+    async fn reap(&self, limit: u32) -> Result<u64, StoreError> {
         let limit = limit.to_string();
         self.pool
             .invoke(
@@ -476,9 +502,10 @@ impl TaskStore for RedisTaskStore {
                 &[TASK, QUEUE, WAKE, &limit],
             )
             .await
+            .map_err(StoreError::from)
     }
 
-    async fn promote(&self, limit: u32) -> Result<u64, TransportError> {
+    async fn promote(&self, limit: u32) -> Result<u64, StoreError> {
         let limit = limit.to_string();
         self.pool
             .invoke(
@@ -488,28 +515,17 @@ impl TaskStore for RedisTaskStore {
                 &[TASK, QUEUE, WAKE, &limit],
             )
             .await
+            .map_err(StoreError::from)
     }
+}
 
-    fn wake_generation(&self) -> u64 {
-        self.wake.generation.load(Ordering::SeqCst)
-    }
-
-    async fn wait_for_work(&self, queues: &[String], seen: u64, timeout: Duration) {
-        self.listen(queues).await;
-        let woken = self.wake.notify.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        if self.wake_generation() != seen {
-            return;
-        }
-        let _ = tokio::time::timeout(timeout, woken).await;
-    }
-
-    async fn show(&self, id: &str) -> Result<Option<TaskRecord>, TransportError> {
+#[async_trait]
+impl TaskInspector for RedisTaskStore {
+    async fn show(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         self.record(id).await
     }
 
-    async fn failed(&self) -> Result<Vec<TaskRecord>, TransportError> {
+    async fn failed(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let ids: Vec<String> = self
             .pool
             .query("ZRANGE", redis::cmd("ZRANGE").arg(FAILED).arg(0).arg(-1))
@@ -523,12 +539,8 @@ impl TaskStore for RedisTaskStore {
         Ok(records)
     }
 
-    async fn retry_failed(
-        &self,
-        id: &str,
-        signature: Option<&str>,
-    ) -> Result<bool, TransportError> {
-        let key = format!("{TASK}{id}");
+    async fn retry_failed(&self, id: &str, signature: Option<&str>) -> Result<bool, StoreError> {
+        let key = keys::task(id);
         let moved: u8 = self
             .pool
             .invoke(
@@ -541,8 +553,8 @@ impl TaskStore for RedisTaskStore {
         Ok(moved == 1)
     }
 
-    async fn remove_failed(&self, id: &str) -> Result<bool, TransportError> {
-        let key = format!("{TASK}{id}");
+    async fn remove_failed(&self, id: &str) -> Result<bool, StoreError> {
+        let key = keys::task(id);
         let removed: u8 = self
             .pool
             .invoke(
@@ -555,59 +567,28 @@ impl TaskStore for RedisTaskStore {
         Ok(removed == 1)
     }
 
-    async fn stats(&self) -> Result<Stats, TransportError> {
-        let counters: HashMap<String, u64> = self
-            .pool
-            .query("HGETALL", redis::cmd("HGETALL").arg(STATS))
-            .await?;
+    async fn stats(&self) -> Result<Stats, StoreError> {
+        let (totals, tasks) = self.task_stats().await?;
         let queue_names: Vec<String> = self
             .pool
             .query("SMEMBERS", redis::cmd("SMEMBERS").arg(QUEUES))
             .await?;
-        let mut queues = BTreeMap::new();
-        let mut parked = BTreeMap::new();
+        let (mut queues, mut parked) = (BTreeMap::new(), BTreeMap::new());
         for queue in queue_names {
-            let length: u64 = self
-                .pool
-                .query("LLEN", redis::cmd("LLEN").arg(format!("{QUEUE}{queue}")))
-                .await?;
-            let names: Vec<String> = self
-                .pool
-                .query(
-                    "SMEMBERS",
-                    redis::cmd("SMEMBERS").arg(format!("{PARKED_NAMES}{queue}")),
-                )
-                .await?;
-            for name in names {
-                let waiting: u64 = self
-                    .pool
-                    .query(
-                        "LLEN",
-                        redis::cmd("LLEN").arg(format!("{PARKED}{queue} {name}")),
-                    )
-                    .await?;
-                if waiting > 0 {
-                    parked.insert(format!("{queue} {name}"), waiting);
-                }
-            }
-            queues.insert(queue, length);
+            parked.extend(self.parked(&queue).await?);
+            queues.insert(queue.clone(), self.queue_stats(&queue).await?);
         }
         let card = |key: &'static str| async move {
             self.pool
                 .query::<u64>("ZCARD", redis::cmd("ZCARD").arg(key))
                 .await
         };
-        let total = |name: &str| counters.get(name).copied().unwrap_or(0);
         Ok(Stats {
-            processed: total("processed"),
-            failed: total("failed"),
-            retried: total("retried"),
-            by_name: counters
-                .iter()
-                .filter(|(k, _)| k.contains(':'))
-                .map(|(k, v)| (k.clone(), *v))
-                .collect(),
-            by_node: self.node_stats().await?,
+            processed: totals.processed,
+            failed: totals.failed,
+            retried: totals.retried,
+            tasks,
+            nodes: self.node_stats().await?,
             queues,
             delayed: card(DELAYED).await?,
             in_flight: card(INFLIGHT).await?,
@@ -621,7 +602,7 @@ impl TaskStore for RedisTaskStore {
         queue: &str,
         start: u64,
         stop: u64,
-    ) -> Result<Vec<TaskRecord>, TransportError> {
+    ) -> Result<Vec<TaskRecord>, StoreError> {
         // Claims pop from the right: index -1 is next.
         let (from, to) = (
             -1 - i64::try_from(stop).unwrap_or(i64::MAX - 1),
@@ -632,7 +613,7 @@ impl TaskStore for RedisTaskStore {
             .query(
                 "LRANGE",
                 redis::cmd("LRANGE")
-                    .arg(format!("{QUEUE}{queue}"))
+                    .arg(keys::queue(queue))
                     .arg(from)
                     .arg(to),
             )
@@ -641,7 +622,7 @@ impl TaskStore for RedisTaskStore {
         self.records(ids).await
     }
 
-    async fn delayed(&self) -> Result<Vec<TaskRecord>, TransportError> {
+    async fn delayed(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let ids: Vec<String> = self
             .pool
             .query("ZRANGE", redis::cmd("ZRANGE").arg(DELAYED).arg(0).arg(-1))
@@ -649,7 +630,7 @@ impl TaskStore for RedisTaskStore {
         self.records(ids).await
     }
 
-    async fn running(&self) -> Result<Vec<TaskRecord>, TransportError> {
+    async fn running(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let ids: Vec<String> = self
             .pool
             .query("ZRANGE", redis::cmd("ZRANGE").arg(INFLIGHT).arg(0).arg(-1))
@@ -657,8 +638,8 @@ impl TaskStore for RedisTaskStore {
         self.records(ids).await
     }
 
-    async fn delete(&self, id: &str) -> Result<Option<bool>, TransportError> {
-        let key = format!("{TASK}{id}");
+    async fn delete(&self, id: &str) -> Result<Option<bool>, StoreError> {
+        let key = keys::task(id);
         let outcome: i64 = self
             .pool
             .invoke(
@@ -674,8 +655,8 @@ impl TaskStore for RedisTaskStore {
         })
     }
 
-    async fn delete_queue(&self, queue: &str) -> Result<u64, TransportError> {
-        let (key, parked_names) = (format!("{QUEUE}{queue}"), format!("{PARKED_NAMES}{queue}"));
+    async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError> {
+        let (key, parked_names) = (keys::queue(queue), keys::parked_names(queue));
         let batch = DELETE_BATCH.to_string();
         let mut deleted = 0;
         loop {
@@ -694,62 +675,11 @@ impl TaskStore for RedisTaskStore {
             }
         }
     }
+}
 
-    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), TransportError> {
-        let json = serde_json::to_string(worker).expect("worker info serialises");
-        let cmd = redis::cmd("SET")
-            .arg(format!("{WORKER}{}", worker.node))
-            .arg(json)
-            .arg("PX")
-            .arg(ms(ttl))
-            .clone();
-        self.pool.query::<()>("SET worker", &cmd).await?;
-        let index = redis::cmd("ZADD")
-            .arg(WORKERS)
-            .arg(now_ms())
-            .arg(&worker.node)
-            .clone();
-        self.pool
-            .query::<u64>("ZADD workers", &index)
-            .await
-            .map(drop)
-    }
-
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, TransportError> {
-        // The index of announcing nodes, not a keyspace scan; a node whose announcement expired
-        // leaves the index here.
-        let nodes: Vec<String> = self
-            .pool
-            .query("ZRANGE", redis::cmd("ZRANGE").arg(WORKERS).arg(0).arg(-1))
-            .await?;
-        let mut workers = Vec::new();
-        for node in nodes {
-            let json: Option<String> = self
-                .pool
-                .query(
-                    "GET worker",
-                    redis::cmd("GET").arg(format!("{WORKER}{node}")),
-                )
-                .await?;
-            match json {
-                Some(json) => workers.extend(serde_json::from_str::<WorkerInfo>(&json).ok()),
-                None => {
-                    let _: u64 = self
-                        .pool
-                        .query("ZREM workers", redis::cmd("ZREM").arg(WORKERS).arg(&node))
-                        .await?;
-                }
-            }
-        }
-        workers.sort_by(|a, b| a.node.cmp(&b.node));
-        Ok(workers)
-    }
-
-    async fn try_lead(
-        &self,
-        node: &NodeId,
-        lease: Duration,
-    ) -> Result<Option<u64>, TransportError> {
+#[async_trait]
+impl Leadership for RedisTaskStore {
+    async fn try_lead(&self, node: &NodeId, lease: Duration) -> Result<Option<u64>, StoreError> {
         let lease = ms(lease);
         let epoch: u64 = self
             .pool
@@ -763,7 +693,7 @@ impl TaskStore for RedisTaskStore {
         Ok((epoch > 0).then_some(epoch))
     }
 
-    async fn resign(&self, node: &NodeId) -> Result<bool, TransportError> {
+    async fn resign(&self, node: &NodeId) -> Result<bool, StoreError> {
         let resigned: u8 = self
             .pool
             .invoke("resign", &self.scripts.resign, &[LEADER], &[node.as_str()])
@@ -771,7 +701,7 @@ impl TaskStore for RedisTaskStore {
         Ok(resigned == 1)
     }
 
-    async fn leader(&self) -> Result<Option<(String, u64)>, TransportError> {
+    async fn leader(&self) -> Result<Option<(String, u64)>, StoreError> {
         let current: Option<String> = self
             .pool
             .query("GET leader", redis::cmd("GET").arg(LEADER))
@@ -781,8 +711,11 @@ impl TaskStore for RedisTaskStore {
             Some((node.to_owned(), epoch.parse().ok()?))
         }))
     }
+}
 
-    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), TransportError> {
+#[async_trait]
+impl Schedules for RedisTaskStore {
+    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
         let json = serde_json::to_string(schedule).expect("schedules serialise");
         self.pool
             .query::<u64>(
@@ -793,10 +726,11 @@ impl TaskStore for RedisTaskStore {
                     .arg(json),
             )
             .await
+            .map_err(StoreError::from)
             .map(drop)
     }
 
-    async fn remove_schedule(&self, name: &str) -> Result<bool, TransportError> {
+    async fn remove_schedule(&self, name: &str) -> Result<bool, StoreError> {
         let removed: u64 = self
             .pool
             .query("HDEL schedule", redis::cmd("HDEL").arg(SCHEDULES).arg(name))
@@ -804,7 +738,7 @@ impl TaskStore for RedisTaskStore {
         Ok(removed == 1)
     }
 
-    async fn schedules(&self) -> Result<Vec<Schedule>, TransportError> {
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
         let all: HashMap<String, String> = self
             .pool
             .query("HGETALL schedules", redis::cmd("HGETALL").arg(SCHEDULES))
@@ -817,12 +751,64 @@ impl TaskStore for RedisTaskStore {
         Ok(schedules)
     }
 
-    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, TransportError> {
+    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, StoreError> {
         self.pool
             .query(
                 "HGET last slot",
                 redis::cmd("HGET").arg(LAST_SLOT).arg(schedule),
             )
             .await
+            .map_err(StoreError::from)
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for RedisTaskStore {
+    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), StoreError> {
+        let json = serde_json::to_string(worker).expect("worker info serialises");
+        let cmd = redis::cmd("SET")
+            .arg(keys::worker(&worker.node))
+            .arg(json)
+            .arg("PX")
+            .arg(ms(ttl))
+            .clone();
+        self.pool.query::<()>("SET worker", &cmd).await?;
+        let index = redis::cmd("ZADD")
+            .arg(WORKERS)
+            .arg(now_ms())
+            .arg(&worker.node)
+            .clone();
+        self.pool
+            .query::<u64>("ZADD workers", &index)
+            .await
+            .map_err(StoreError::from)
+            .map(drop)
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError> {
+        // The index of announcing nodes, not a keyspace scan; a node whose announcement expired
+        // leaves the index here.
+        let nodes: Vec<String> = self
+            .pool
+            .query("ZRANGE", redis::cmd("ZRANGE").arg(WORKERS).arg(0).arg(-1))
+            .await?;
+        let mut workers = Vec::new();
+        for node in nodes {
+            let json: Option<String> = self
+                .pool
+                .query("GET worker", redis::cmd("GET").arg(keys::worker(&node)))
+                .await?;
+            match json {
+                Some(json) => workers.extend(serde_json::from_str::<WorkerInfo>(&json).ok()),
+                None => {
+                    let _: u64 = self
+                        .pool
+                        .query("ZREM workers", redis::cmd("ZREM").arg(WORKERS).arg(&node))
+                        .await?;
+                }
+            }
+        }
+        workers.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(workers)
     }
 }

@@ -11,7 +11,11 @@ use stellar_core::CancellationToken;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::{Enqueued, NewTask, Schedule, Slot, Tasks, store::now_ms};
+use crate::{
+    Enqueued, Schedule, StoreError, Tasks,
+    maintenance::Trouble,
+    store::{NewTask, Slot, now_ms},
+};
 
 /// How often the scheduler looks at the clock for new slots.
 const TICK: Duration = Duration::from_millis(50);
@@ -21,17 +25,8 @@ const CATCH_UP: u64 = 20;
 const UNSERVED_CHECK: Duration = Duration::from_secs(10);
 
 pub(crate) async fn run(tasks: Tasks, cancel: CancellationToken) {
-    let store = tasks.inner.store.clone();
-    let node = tasks.inner.node_id.clone();
-    let lease = tasks.inner.config.leader_lease;
     register_code_schedules(&tasks).await;
-    let mut epoch: Option<u64> = None;
-    let mut next_lead = Instant::now();
-    let mut schedules: Vec<Schedule> = Vec::new();
-    let mut next_refresh = Instant::now();
-    let mut next_unserved = Instant::now() + UNSERVED_CHECK;
-    // The next slot to enqueue, per schedule; filled from the store when leadership begins.
-    let mut next_slot: HashMap<String, u64> = HashMap::new();
+    let mut scheduler = Scheduler::new(tasks);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -39,46 +34,126 @@ pub(crate) async fn run(tasks: Tasks, cancel: CancellationToken) {
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
+        scheduler.tick().await;
+    }
+    scheduler.resign().await;
+}
+
+/// One node's scheduler: a candidate for the leadership, and while it leads, the one that
+/// enqueues the slots of every schedule.
+struct Scheduler {
+    tasks: Tasks,
+    /// The leadership epoch while this node leads.
+    epoch: Option<u64>,
+    next_lead: Instant,
+    schedules: Vec<Schedule>,
+    next_refresh: Instant,
+    next_unserved: Instant,
+    /// The next slot to enqueue, per schedule; filled from the store when leadership begins.
+    next_slot: HashMap<String, u64>,
+    trouble: Trouble,
+}
+
+impl Scheduler {
+    fn new(tasks: Tasks) -> Self {
         let now = Instant::now();
-        if now >= next_lead {
-            next_lead = now + lease / 3;
-            let led = store.try_lead(&node, lease).await.ok().flatten();
-            match (epoch, led) {
-                (None, Some(new)) => {
-                    info!(node_id = %node, epoch = new, "became the scheduler leader");
-                    next_slot.clear();
-                }
-                (Some(old), None) => {
-                    warn!(node_id = %node, epoch = old, "lost the scheduler leadership")
-                }
-                _ => {}
-            }
-            epoch = led;
-        }
-        let Some(current_epoch) = epoch else {
-            continue;
-        };
-        if now >= next_refresh {
-            next_refresh = now + Duration::from_secs(1);
-            if let Ok(fresh) = store.schedules().await {
-                schedules = fresh;
-            }
-        }
-        let leader = (node.to_string(), current_epoch);
-        for schedule in &schedules {
-            if !enqueue_due_slots(&tasks, schedule, &leader, &mut next_slot).await {
-                warn!(node_id = %node, epoch = current_epoch, "lost the scheduler leadership (fenced)");
-                epoch = None;
-                break;
-            }
-        }
-        if now >= next_unserved {
-            next_unserved = now + UNSERVED_CHECK;
-            warn_about_unserved_queues(&tasks).await;
+        Self {
+            tasks,
+            epoch: None,
+            next_lead: now,
+            schedules: Vec::new(),
+            next_refresh: now,
+            next_unserved: now + UNSERVED_CHECK,
+            next_slot: HashMap::new(),
+            trouble: Trouble::default(),
         }
     }
-    if epoch.is_some() && matches!(store.resign(&node).await, Ok(true)) {
-        info!(node_id = %node, "resigned the scheduler leadership");
+
+    async fn tick(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_lead {
+            self.next_lead = now + self.tasks.inner.config.leader_lease / 3;
+            self.lead().await;
+        }
+        let Some(epoch) = self.epoch else {
+            return;
+        };
+        if now >= self.next_refresh {
+            self.next_refresh = now + Duration::from_secs(1);
+            self.refresh().await;
+        }
+        self.enqueue_slots(epoch).await;
+        if now >= self.next_unserved {
+            self.next_unserved = now + UNSERVED_CHECK;
+            let checked = warn_about_unserved_queues(&self.tasks).await;
+            self.trouble.check("looking for unserved queues", checked);
+        }
+    }
+
+    /// Takes or renews the leadership, and says when it begins or ends.
+    async fn lead(&mut self) {
+        let node = &self.tasks.inner.node_id;
+        let lease = self.tasks.inner.config.leader_lease;
+        let led = match self.tasks.inner.store.try_lead(node, lease).await {
+            Ok(led) => {
+                self.trouble
+                    .check("taking the scheduler leadership", Ok(()));
+                led
+            }
+            Err(err) => {
+                self.trouble
+                    .check("taking the scheduler leadership", Err(err));
+                None
+            }
+        };
+        match (self.epoch, led) {
+            (None, Some(new)) => {
+                info!(node_id = %node, epoch = new, "became the scheduler leader");
+                self.next_slot.clear();
+            }
+            (Some(old), None) => {
+                warn!(node_id = %node, epoch = old, "lost the scheduler leadership")
+            }
+            _ => {}
+        }
+        self.epoch = led;
+    }
+
+    async fn refresh(&mut self) {
+        match self.tasks.inner.store.schedules().await {
+            Ok(fresh) => {
+                self.schedules = fresh;
+                self.trouble.check("reading the schedules", Ok(()));
+            }
+            Err(err) => self.trouble.check("reading the schedules", Err(err)),
+        }
+    }
+
+    /// Enqueues the due slots of every schedule as the leader of `epoch`; stops leading when the
+    /// store fences a slot off.
+    async fn enqueue_slots(&mut self, epoch: u64) {
+        let leader = (self.tasks.inner.node_id.to_string(), epoch);
+        for schedule in &self.schedules {
+            if !enqueue_due_slots(&self.tasks, schedule, &leader, &mut self.next_slot).await {
+                warn!(node_id = %leader.0, epoch, "lost the scheduler leadership (fenced)");
+                self.epoch = None;
+                return;
+            }
+        }
+    }
+
+    async fn resign(&self) {
+        if self.epoch.is_none() {
+            return;
+        }
+        let node = &self.tasks.inner.node_id;
+        match self.tasks.inner.store.resign(node).await {
+            Ok(true) => info!(node_id = %node, "resigned the scheduler leadership"),
+            Ok(false) => {}
+            Err(err) => {
+                warn!(node_id = %node, error = %err, "cannot resign the scheduler leadership; it ends with its lease")
+            }
+        }
     }
 }
 
@@ -113,51 +188,24 @@ async fn enqueue_due_slots(
     let every = schedule.every_ms.max(1);
     let current = now_ms() / every * every;
     let floor = current.saturating_sub(CATCH_UP * every);
-    let next = match next_slot.get(&schedule.name) {
+    let mut slot = match next_slot.get(&schedule.name) {
         Some(next) => (*next).max(floor),
-        None => {
-            // Continue after the last slot any leader enqueued, catching up a bounded number.
-            let last = tasks
-                .inner
-                .store
-                .last_slot(&schedule.name)
-                .await
-                .ok()
-                .flatten();
-            last.map_or(current, |last| (last + every).max(floor))
-        }
+        // Continue after the last slot any leader enqueued, catching up a bounded number.
+        None => match tasks.inner.store.last_slot(&schedule.name).await {
+            Ok(last) => last.map_or(current, |last| (last + every).max(floor)),
+            Err(err) => {
+                warn!(schedule = %schedule.name, error = %err, "cannot read the last slot enqueued; will retry");
+                return true;
+            }
+        },
     };
-    let mut slot = next;
-    let max_attempts = tasks
-        .definition(&schedule.task)
-        .map_or(1, |d| d.max_attempts);
     while slot <= current {
-        let id = format!("recur:{}:{slot}", schedule.name);
-        let signature = tasks.sign(
-            &id,
-            &schedule.task,
-            &schedule.queue,
-            &schedule.args,
-            max_attempts,
-        );
-        let task = NewTask {
-            id,
-            name: schedule.task.clone(),
-            queue: schedule.queue.clone(),
-            args: schedule.args.clone(),
-            max_attempts,
-            due_at_ms: None,
-            signature,
-            replace: false,
-            slot: Some(Slot {
-                schedule: schedule.name.clone(),
-                at_ms: slot,
-                remember: Duration::from_millis(every * (CATCH_UP + 10))
-                    .max(Duration::from_secs(60)),
-                leader: leader.clone(),
-            }),
-        };
-        match tasks.inner.store.enqueue(&task).await {
+        match tasks
+            .inner
+            .store
+            .enqueue(&slot_task(tasks, schedule, slot, leader))
+            .await
+        {
             Ok(Enqueued::Fenced) => {
                 next_slot.clear();
                 return false;
@@ -173,22 +221,51 @@ async fn enqueue_due_slots(
     true
 }
 
-async fn warn_about_unserved_queues(tasks: &Tasks) {
-    let (Ok(stats), Ok(workers)) = (
-        tasks.inner.store.stats().await,
-        tasks.inner.store.workers().await,
-    ) else {
-        return;
-    };
+/// The task of slot `at_ms` of `schedule`, enqueued by `leader`.
+fn slot_task(tasks: &Tasks, schedule: &Schedule, at_ms: u64, leader: &(String, u64)) -> NewTask {
+    let max_attempts = tasks
+        .definition(&schedule.task)
+        .map_or(1, |d| d.max_attempts);
+    let id = format!("recur:{}:{at_ms}", schedule.name);
+    let signature = tasks.sign(
+        &id,
+        &schedule.task,
+        &schedule.queue,
+        &schedule.args,
+        max_attempts,
+    );
+    let every = schedule.every_ms.max(1);
+    NewTask {
+        id,
+        name: schedule.task.clone(),
+        queue: schedule.queue.clone(),
+        args: schedule.args.clone(),
+        max_attempts,
+        due_at_ms: None,
+        signature,
+        replace: false,
+        slot: Some(Slot {
+            schedule: schedule.name.clone(),
+            at_ms,
+            remember: Duration::from_millis(every * (CATCH_UP + 10)).max(Duration::from_secs(60)),
+            leader: leader.clone(),
+        }),
+    }
+}
+
+async fn warn_about_unserved_queues(tasks: &Tasks) -> Result<(), StoreError> {
+    let stats = tasks.inner.store.stats().await?;
+    let workers = tasks.inner.store.workers().await?;
     let served: HashSet<&str> = workers
         .iter()
         .flat_map(|w| w.queues.iter().map(String::as_str))
         .collect();
-    for (queue, waiting) in &stats.queues {
-        if *waiting > 0 && !served.contains(queue.as_str()) {
+    for (queue, backlog) in &stats.queues {
+        let (waiting, oldest_ms) = (backlog.depth, backlog.oldest_ms);
+        if waiting > 0 && !served.contains(queue.as_str()) {
             warn!(
                 queue,
-                waiting, "tasks wait in a queue that no live node serves"
+                waiting, oldest_ms, "tasks wait in a queue that no live node serves"
             );
         }
     }
@@ -208,6 +285,7 @@ async fn warn_about_unserved_queues(tasks: &Tasks) {
             );
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -217,7 +295,10 @@ mod tests {
     use stellar_core::NodeId;
 
     use super::*;
-    use crate::{MemoryTaskStore, TaskConfig, TaskDefinition, TaskStore};
+    use crate::{
+        MemoryTaskStore, TaskConfig, TaskDefinition,
+        store::{Leadership, Schedules, TaskInspector},
+    };
 
     /// A leader whose next slot lies a day back (it was paused, or the clock stepped forward a
     /// day) enqueues at most `CATCH_UP` + 1 slots, not 86,400, and never one twice.
@@ -225,7 +306,12 @@ mod tests {
     async fn catch_up_is_clamped_whenever_the_next_slot_lies_far_back() {
         let store = MemoryTaskStore::new();
         let node = NodeId::new("leader").expect("id");
-        let tasks = Tasks::new(Arc::new(store.clone()), node.clone(), TaskConfig::default());
+        let tasks = Tasks::new(
+            Arc::new(store.clone()),
+            store.signal(),
+            node.clone(),
+            TaskConfig::default(),
+        );
         tasks.register(TaskDefinition::new("tick", |_, _: ()| async { Ok(()) }));
         let schedule = Schedule {
             name: "tick".into(),
@@ -244,14 +330,14 @@ mod tests {
         let a_day_ago = now_ms() / 1000 * 1000 - 86_400_000;
         let mut next_slot = HashMap::from([("tick".to_owned(), a_day_ago)]);
         assert!(enqueue_due_slots(&tasks, &schedule, &leader, &mut next_slot).await);
-        let queued = store.stats().await.expect("stats").queues["default"];
+        let queued = store.stats().await.expect("stats").queues["default"].depth;
         assert!(
             (CATCH_UP..=CATCH_UP + 2).contains(&queued),
             "{queued} slots enqueued after a day"
         );
         // The next tick adds at most the slot that just began.
         assert!(enqueue_due_slots(&tasks, &schedule, &leader, &mut next_slot).await);
-        let after = store.stats().await.expect("stats").queues["default"];
+        let after = store.stats().await.expect("stats").queues["default"].depth;
         assert!(after <= queued + 1, "{queued} then {after}");
         // A deposed leader (another epoch) is fenced.
         let deposed = (node.to_string(), epoch + 1);
@@ -262,7 +348,7 @@ mod tests {
         store.set_schedule(&tock).await.expect("schedule");
         let mut behind = HashMap::from([("tock".to_owned(), a_day_ago)]);
         assert!(!enqueue_due_slots(&tasks, &tock, &deposed, &mut behind).await);
-        let fenced = store.stats().await.expect("stats").queues["default"];
+        let fenced = store.stats().await.expect("stats").queues["default"].depth;
         assert_eq!(fenced, after, "a deposed leader enqueued slots");
     }
 }

@@ -1,46 +1,31 @@
-//! The narrow storage seam of the task queue. Every method is one atomic step.
+//! The storage seam of the task queue, for backend authors: small capability traits (as apalis
+//! splits its storage), each method one atomic step, and the types they exchange.
+//!
+//! - [`TaskQueue`]: what a worker does (enqueue, claim, renew, complete, fail, bury, release);
+//! - [`TaskMaintenance`]: promote due tasks, reap expired leases (any node, idempotent);
+//! - [`TaskInspector`]: records, lists, statistics and deletion, for operators;
+//! - [`Leadership`]: the scheduler leader's lease and fencing epoch;
+//! - [`Schedules`]: recurring schedules and their last enqueued slot;
+//! - [`WorkerRegistry`]: which nodes serve which queues.
+//!
+//! [`TaskStore`] is all of them at once (implemented for any type that implements each), so
+//! `Arc<dyn TaskStore>` is what [`crate::Tasks`] holds. Redis ([`crate::RedisTaskStore`]) and
+//! memory ([`crate::MemoryTaskStore`]) implement every capability; `tests/task_contract` runs the
+//! same cases on both.
 
-use std::{collections::BTreeMap, fmt, time::Duration};
+use std::{fmt, time::Duration};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use stellar_bus::TransportError;
 use stellar_core::NodeId;
+
+pub use crate::error::StoreError;
+use crate::types::{Enqueued, Schedule, Stats, TaskRecord, WorkerInfo};
 
 /// Wall-clock milliseconds since the Unix epoch (0 before it).
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskState {
-    /// Waiting in its queue.
-    Queued,
-    /// Waiting for its time (a delayed task, or a retry after backoff).
-    Delayed,
-    /// Claimed by a worker under a lease.
-    Running,
-    /// Done; the record is kept for a while.
-    Completed,
-    /// Out of attempts; in the failed set until retried or removed.
-    Failed,
-}
-
-impl TaskState {
-    pub(crate) fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "queued" => Self::Queued,
-            "delayed" => Self::Delayed,
-            "running" => Self::Running,
-            "completed" => Self::Completed,
-            "failed" => Self::Failed,
-            _ => return None,
-        })
-    }
 }
 
 /// A task to add.
@@ -98,48 +83,6 @@ pub struct Slot {
     pub leader: (String, u64),
 }
 
-/// A recurring schedule: enqueue `task` with `args` once per `every_ms` slot of wall-clock time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Schedule {
-    /// The schedule's name (by default the task's).
-    pub name: String,
-    /// The task to enqueue.
-    pub task: String,
-    /// Its arguments as JSON.
-    pub args: String,
-    /// Its queue.
-    pub queue: String,
-    /// The period, in ms; slots start at multiples of it since the Unix epoch.
-    pub every_ms: u64,
-}
-
-/// What a node announces about its workers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerInfo {
-    /// The node.
-    pub node: String,
-    /// The queues it serves, highest priority first.
-    pub queues: Vec<String>,
-    /// How many tasks it runs at once.
-    pub concurrency: usize,
-    /// The task names it can run.
-    #[serde(default)]
-    pub tasks: Vec<String>,
-}
-
-/// What `enqueue` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Enqueued {
-    /// The task was added.
-    Added,
-    /// A pending task already has this id; nothing was added.
-    Exists(TaskState),
-    /// This recurring slot was enqueued before, or its schedule is gone; nothing was added.
-    SlotTaken,
-    /// The slot's leader no longer holds the leadership; nothing was added.
-    Fenced,
-}
-
 /// What a worker asks for when it claims tasks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRequest {
@@ -191,153 +134,142 @@ pub enum FailOutcome {
     Dead,
 }
 
-/// A task record, as `show` and `failed` return it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskRecord {
-    /// Its id.
-    pub id: String,
-    /// The task definition's name.
-    pub name: String,
-    /// Its queue.
-    pub queue: String,
-    /// Its arguments as JSON.
-    pub args: String,
-    /// Where it is.
-    pub state: TaskState,
-    /// Attempts made so far.
-    pub attempts: u32,
-    /// Attempts it gets.
-    pub max_attempts: u32,
-    /// The node running it, or that ran it last.
-    pub node: Option<String>,
-    /// When it was enqueued (ms since the epoch, store clock).
-    pub enqueued_at_ms: Option<u64>,
-    /// When it is (or was) due, if delayed.
-    pub due_at_ms: Option<u64>,
-    /// When its last attempt started.
-    pub started_at_ms: Option<u64>,
-    /// When its last attempt ended.
-    pub finished_at_ms: Option<u64>,
-    /// The last error.
-    pub error: Option<String>,
-}
-
-/// Counters and gauges of the whole queue system.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stats {
-    /// Completed tasks, in all.
-    pub processed: u64,
-    /// Tasks moved to the failed set, in all.
-    pub failed: u64,
-    /// Attempts scheduled again after a failure or a lost lease, in all.
-    pub retried: u64,
-    /// The same three counters per task name: `processed:<name>` and so on.
-    pub by_name: BTreeMap<String, u64>,
-    /// Processed and failed per node: `processed@<node>`, `failed@<node>`.
-    pub by_node: BTreeMap<String, u64>,
-    /// Ready tasks per queue.
-    pub queues: BTreeMap<String, u64>,
-    /// Tasks waiting for their time.
-    pub delayed: u64,
-    /// Tasks under a lease.
-    pub in_flight: u64,
-    /// Tasks in the failed set.
-    pub failed_now: u64,
-    /// Ready tasks set aside because the nodes that claimed them cannot run their name, per
-    /// `<queue> <name>`: they wait for a node that can.
-    pub parked: BTreeMap<String, u64>,
-}
-
-/// Storage of the task queue: Redis for a cluster, memory for one process.
+/// What a worker does with tasks: add them, claim them under a lease, and answer for each claim.
+/// Only the current claim (its token) can renew, complete, fail, bury or release a task.
 #[async_trait]
-pub trait TaskStore: fmt::Debug + Send + Sync + 'static {
+pub trait TaskQueue: fmt::Debug + Send + Sync + 'static {
     /// Adds `task`, unless a task record with its id exists (pending, running, completed within
     /// retention, or failed); with `task.replace`, a completed or failed one is replaced.
-    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, TransportError>;
+    async fn enqueue(&self, task: &NewTask) -> Result<Enqueued, StoreError> {
+        let outcomes = self.enqueue_many(std::slice::from_ref(task)).await?;
+        outcomes.first().copied().ok_or(StoreError::Malformed {
+            op: "task enqueue",
+            detail: "no outcome".to_owned(),
+        })
+    }
+    /// Adds every task of `tasks` in one atomic step (all or none are written; on Redis one
+    /// script call): one outcome per task, in order, as `enqueue` would give. A later task with
+    /// the id of an earlier one of the batch finds it existing.
+    async fn enqueue_many(&self, tasks: &[NewTask]) -> Result<Vec<Enqueued>, StoreError>;
     /// Claims up to `request.max` of the oldest ready tasks the node can run, from its queues in
     /// priority order, each leased for `request.lease` under a claim token never used before for
     /// that id. Tasks parked for a name the node can run come first.
-    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, TransportError>;
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, StoreError>;
     /// Extends the lease of a claim; false if the claim is no longer current.
-    async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, TransportError>;
+    async fn renew(&self, claimed: &Claimed, lease: Duration) -> Result<bool, StoreError>;
     /// Records a success; false (rejected) if the claim is no longer current.
-    async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, TransportError>;
-    /// Records several successes at once: one answer per claim, as `complete` would give.
+    async fn complete(&self, claimed: &Claimed, keep: Duration) -> Result<bool, StoreError> {
+        let accepted = self
+            .complete_many(std::slice::from_ref(claimed), keep)
+            .await?;
+        Ok(accepted.first().copied().unwrap_or(false))
+    }
+    /// Records several successes at once: one answer per claim, as `complete` would give. A
+    /// completion repeated by the same claim (after a lost reply) is accepted again, counted once.
     async fn complete_many(
         &self,
         claimed: &[Claimed],
         keep: Duration,
-    ) -> Result<Vec<bool>, TransportError> {
-        let mut accepted = Vec::with_capacity(claimed.len());
-        for one in claimed {
-            accepted.push(self.complete(one, keep).await?);
-        }
-        Ok(accepted)
-    }
+    ) -> Result<Vec<bool>, StoreError>;
     /// Records a failed attempt: retry after `retry_in`, or move to the failed set.
     async fn fail(
         &self,
         claimed: &Claimed,
         error: &str,
         retry_in: Duration,
-    ) -> Result<FailOutcome, TransportError>;
+    ) -> Result<FailOutcome, StoreError>;
     /// Moves a claimed task straight to the failed set with `error`, whatever attempts remain
     /// (a record that fails verification); false if the claim is no longer current.
-    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, TransportError>;
+    async fn bury(&self, claimed: &Claimed, error: &str) -> Result<bool, StoreError>;
     /// Hands a claimed task back to the front of its queue without counting the attempt.
-    async fn release(&self, claimed: &Claimed) -> Result<bool, TransportError>;
-    /// Returns up to `limit` tasks whose lease expired; how many.
-    async fn reap(&self, limit: u32) -> Result<u64, TransportError>;
+    async fn release(&self, claimed: &Claimed) -> Result<bool, StoreError>;
+    /// Records the progress (JSON) a running task reports on its record; false if the claim is
+    /// no longer current.
+    async fn progress(&self, claimed: &Claimed, progress: &str) -> Result<bool, StoreError>;
+}
+
+/// Housekeeping any node may run at any time: every step is idempotent and bounded.
+#[async_trait]
+pub trait TaskMaintenance: fmt::Debug + Send + Sync + 'static {
+    /// Returns up to `limit` tasks whose lease expired to their queue (or, after their last
+    /// attempt, to the failed set), invalidating the old claim; how many.
+    async fn reap(&self, limit: u32) -> Result<u64, StoreError>;
     /// Moves up to `limit` due delayed tasks to their queues; how many.
-    async fn promote(&self, limit: u32) -> Result<u64, TransportError>;
-    /// A number that changes whenever work may have become ready.
-    fn wake_generation(&self) -> u64;
-    /// Waits until work may be ready on `queues` (the generation moved past `seen`) or `timeout`.
-    async fn wait_for_work(&self, queues: &[String], seen: u64, timeout: Duration);
+    async fn promote(&self, limit: u32) -> Result<u64, StoreError>;
+}
+
+/// What an operator sees and does: records, lists, statistics, retries and deletion.
+#[async_trait]
+pub trait TaskInspector: fmt::Debug + Send + Sync + 'static {
     /// The record of task `id`.
-    async fn show(&self, id: &str) -> Result<Option<TaskRecord>, TransportError>;
+    async fn show(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
     /// Tasks in the failed set, oldest failure first.
-    async fn failed(&self) -> Result<Vec<TaskRecord>, TransportError>;
+    async fn failed(&self) -> Result<Vec<TaskRecord>, StoreError>;
     /// Moves a failed task back to its queue with fresh attempts (and, given one, a new record
     /// signature); false if it is not failed.
-    async fn retry_failed(&self, id: &str, signature: Option<&str>)
-    -> Result<bool, TransportError>;
+    async fn retry_failed(&self, id: &str, signature: Option<&str>) -> Result<bool, StoreError>;
     /// Deletes a failed task; false if it is not failed.
-    async fn remove_failed(&self, id: &str) -> Result<bool, TransportError>;
+    async fn remove_failed(&self, id: &str) -> Result<bool, StoreError>;
     /// Counters and gauges.
-    async fn stats(&self) -> Result<Stats, TransportError>;
+    async fn stats(&self) -> Result<Stats, StoreError>;
     /// Ready tasks of `queue`, next to run first, from `start` to `stop` (inclusive).
     async fn queued(
         &self,
         queue: &str,
         start: u64,
         stop: u64,
-    ) -> Result<Vec<TaskRecord>, TransportError>;
+    ) -> Result<Vec<TaskRecord>, StoreError>;
     /// Delayed tasks (including retries waiting for their backoff), soonest first.
-    async fn delayed(&self) -> Result<Vec<TaskRecord>, TransportError>;
+    async fn delayed(&self) -> Result<Vec<TaskRecord>, StoreError>;
     /// Running tasks, under a lease.
-    async fn running(&self) -> Result<Vec<TaskRecord>, TransportError>;
+    async fn running(&self) -> Result<Vec<TaskRecord>, StoreError>;
     /// Deletes a task that is not running: `Some(true)` deleted, `Some(false)` absent, `None` running.
-    async fn delete(&self, id: &str) -> Result<Option<bool>, TransportError>;
+    async fn delete(&self, id: &str) -> Result<Option<bool>, StoreError>;
     /// Deletes a queue and its waiting tasks; how many.
-    async fn delete_queue(&self, queue: &str) -> Result<u64, TransportError>;
-    /// Announces this node's workers for `ttl`.
-    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), TransportError>;
-    /// Every announced worker pool that has not expired.
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, TransportError>;
+    async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError>;
+}
+
+/// The scheduler leadership: a short lease with a fencing epoch that rises with every new leader.
+#[async_trait]
+pub trait Leadership: fmt::Debug + Send + Sync + 'static {
     /// Takes or renews the scheduler leadership for `lease`: the epoch if this node leads.
-    async fn try_lead(&self, node: &NodeId, lease: Duration)
-    -> Result<Option<u64>, TransportError>;
+    async fn try_lead(&self, node: &NodeId, lease: Duration) -> Result<Option<u64>, StoreError>;
     /// Gives up the leadership if this node holds it.
-    async fn resign(&self, node: &NodeId) -> Result<bool, TransportError>;
+    async fn resign(&self, node: &NodeId) -> Result<bool, StoreError>;
     /// The current leader and its epoch.
-    async fn leader(&self) -> Result<Option<(String, u64)>, TransportError>;
+    async fn leader(&self) -> Result<Option<(String, u64)>, StoreError>;
+}
+
+/// Recurring schedules. Their slots are enqueued through [`TaskQueue::enqueue`] with a [`Slot`].
+#[async_trait]
+pub trait Schedules: fmt::Debug + Send + Sync + 'static {
     /// Adds or replaces a recurring schedule.
-    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), TransportError>;
+    async fn set_schedule(&self, schedule: &Schedule) -> Result<(), StoreError>;
     /// Removes a recurring schedule; false if there was none.
-    async fn remove_schedule(&self, name: &str) -> Result<bool, TransportError>;
+    async fn remove_schedule(&self, name: &str) -> Result<bool, StoreError>;
     /// Every recurring schedule.
-    async fn schedules(&self) -> Result<Vec<Schedule>, TransportError>;
+    async fn schedules(&self) -> Result<Vec<Schedule>, StoreError>;
     /// The latest slot enqueued for `schedule`, ms since the epoch.
-    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, TransportError>;
+    async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, StoreError>;
+}
+
+/// Which nodes run workers, on which queues, for which task names.
+#[async_trait]
+pub trait WorkerRegistry: fmt::Debug + Send + Sync + 'static {
+    /// Announces this node's workers for `ttl`.
+    async fn announce(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), StoreError>;
+    /// Every announced worker pool that has not expired.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, StoreError>;
+}
+
+/// Every capability at once: what [`crate::Tasks`] runs on. Implemented for any type that
+/// implements each capability trait.
+pub trait TaskStore:
+    TaskQueue + TaskMaintenance + TaskInspector + Leadership + Schedules + WorkerRegistry
+{
+}
+
+impl<T> TaskStore for T where
+    T: TaskQueue + TaskMaintenance + TaskInspector + Leadership + Schedules + WorkerRegistry
+{
 }

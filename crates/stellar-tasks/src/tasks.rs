@@ -18,8 +18,11 @@ use stellar_core::{Api, NodeId, ServerToken};
 use tracing::warn;
 
 use crate::{
-    Claimed, Enqueued, Error, HandlerError, NewTask, Result, Schedule, Stats, TaskRecord,
-    TaskStore, WorkerInfo, retry::Retry, task_signature_fields, worker,
+    Enqueued, Error, HandlerError, Result, Schedule, Stats, StoreError, TaskRecord, TaskStore,
+    WorkSignal, WorkerInfo,
+    retry::Retry,
+    store::{Claimed, NewTask, task_signature_fields},
+    worker,
 };
 
 /// The context of task record signatures.
@@ -31,7 +34,7 @@ pub const DEFAULT_QUEUE: &str = "default";
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
 type Handler = Arc<dyn Fn(TaskContext, String) -> BoxFuture + Send + Sync>;
 
-/// What a handler learns about the run.
+/// What a handler learns about the run, and how it reports progress.
 #[derive(Debug, Clone)]
 pub struct TaskContext {
     /// The task's id.
@@ -40,6 +43,27 @@ pub struct TaskContext {
     pub attempt: u32,
     /// The node running it.
     pub node_id: NodeId,
+    /// The store and the claim, to record progress under.
+    pub(crate) claim: Arc<(Arc<dyn TaskStore>, Claimed)>,
+}
+
+impl TaskContext {
+    /// Records how far this attempt got, on the task's record (`Tasks::show`, `stellar tasks
+    /// show`): a percentage (`ctx.progress(40_u8)`) or any JSON (`ctx.progress(json!({"step":
+    /// "upload"}))`). Each report replaces the last; it stays after the task ends. False if this
+    /// worker lost the lease (another node may run the task now).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] if `progress` does not serialize; [`Error::Store`].
+    pub async fn progress<P: Serialize + ?Sized>(&self, progress: &P) -> Result<bool> {
+        let (store, claimed) = &*self.claim;
+        let json = serde_json::to_string(progress).map_err(|source| Error::Encode {
+            name: claimed.name.clone(),
+            source,
+        })?;
+        Ok(store.progress(claimed, &json).await?)
+    }
 }
 
 /// A task type: its name, handler and policies.
@@ -212,6 +236,22 @@ pub struct EnqueueOptions {
     pub replace: bool,
 }
 
+/// The most tasks [`Tasks::enqueue_many`] takes in one batch.
+pub const MAX_BATCH: usize = 10_000;
+
+/// One task of [`Tasks::enqueue_many`].
+#[derive(Debug, Clone)]
+pub struct BatchTask {
+    /// The task definition's name.
+    pub name: String,
+    /// Its arguments.
+    pub args: serde_json::Value,
+    /// Its queue, id (idempotency key) and replace flag.
+    pub options: EnqueueOptions,
+    /// When it may run; `None`: now.
+    pub at: Option<SystemTime>,
+}
+
 /// What an enqueue did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Submitted {
@@ -229,6 +269,8 @@ pub struct Tasks {
 
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn TaskStore>,
+    /// What wakes this node's idle workers when work becomes ready.
+    pub(crate) signal: WorkSignal,
     pub(crate) node_id: NodeId,
     pub(crate) config: TaskConfig,
     definitions: RwLock<HashMap<String, TaskDefinition>>,
@@ -248,11 +290,19 @@ impl fmt::Debug for Tasks {
 }
 
 impl Tasks {
-    /// Tasks on `store` for node `node_id`.
-    pub fn new(store: Arc<dyn TaskStore>, node_id: NodeId, config: TaskConfig) -> Self {
+    /// Tasks on `store` for node `node_id`; its idle workers wake up on `signal` (the memory
+    /// store's [`crate::MemoryTaskStore::signal`], or [`WorkSignal::subscribed`] to the node's
+    /// transport for Redis).
+    pub fn new(
+        store: Arc<dyn TaskStore>,
+        signal: WorkSignal,
+        node_id: NodeId,
+        config: TaskConfig,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
+                signal,
                 node_id,
                 config,
                 definitions: RwLock::new(HashMap::new()),
@@ -353,10 +403,7 @@ impl Tasks {
         args: &A,
         options: EnqueueOptions,
     ) -> Result<String> {
-        let due = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        Ok(self.add(name, args, options, Some(due)).await?.id)
+        Ok(self.add(name, args, options, Some(epoch_ms(at))).await?.id)
     }
 
     /// Enqueues a task to run after `delay`.
@@ -388,11 +435,7 @@ impl Tasks {
         options: EnqueueOptions,
         at: Option<SystemTime>,
     ) -> Result<Submitted> {
-        let due = at.map(|at| {
-            at.duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64)
-        });
-        self.add(name, args, options, due).await
+        self.add(name, args, options, at.map(epoch_ms)).await
     }
 
     /// The signature of a task record.
@@ -418,18 +461,19 @@ impl Tasks {
             .verify(SIGNATURE_CONTEXT, &fields, &claimed.signature)
     }
 
-    /// Adds `task`; with an id, retries transient errors for up to `enqueue_retry`.
-    pub(crate) async fn store_enqueue(&self, task: &NewTask, idempotent: bool) -> Result<Enqueued> {
+    /// Adds `tasks` in one store step; when `idempotent` (every task has an id and replaces
+    /// nothing), retries transient errors for up to `enqueue_retry`.
+    async fn store_enqueue(&self, tasks: &[NewTask], idempotent: bool) -> Result<Vec<Enqueued>> {
         let mut retry = Retry::within(
             self.inner.config.enqueue_retry,
             Duration::from_millis(50),
             Duration::from_secs(1),
         );
         loop {
-            match self.inner.store.enqueue(task).await {
-                Ok(outcome) => return Ok(outcome),
+            match self.inner.store.enqueue_many(tasks).await {
+                Ok(outcomes) => return Ok(outcomes),
                 Err(err) if idempotent && err.is_transient() && retry.has_time() => {
-                    warn!(task_id = %task.id, error = %err, "enqueue failed; retrying (the id makes it idempotent)");
+                    warn!(tasks = tasks.len(), error = %err, "enqueue failed; retrying (the ids make it idempotent)");
                     retry.wait().await;
                 }
                 Err(err) => return Err(err.into()),
@@ -444,6 +488,29 @@ impl Tasks {
         options: EnqueueOptions,
         due_at_ms: Option<u64>,
     ) -> Result<Submitted> {
+        let idempotent = idempotent(&options);
+        let task = self.new_task(name, args, options, due_at_ms)?;
+        let outcomes = self
+            .store_enqueue(std::slice::from_ref(&task), idempotent)
+            .await?;
+        let outcome = outcomes.first().copied().ok_or(StoreError::Malformed {
+            op: "task enqueue",
+            detail: "no outcome".to_owned(),
+        })?;
+        Ok(Submitted {
+            id: task.id,
+            outcome,
+        })
+    }
+
+    /// The signed task record of an enqueue, checked: nothing is written yet.
+    fn new_task<A: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        args: &A,
+        options: EnqueueOptions,
+        due_at_ms: Option<u64>,
+    ) -> Result<NewTask> {
         let definition = self.definition(name).ok_or_else(|| Error::UnknownTask {
             name: name.to_owned(),
         })?;
@@ -451,17 +518,14 @@ impl Tasks {
             name: name.to_owned(),
             source,
         })?;
-        // A replace is not idempotent: a retry after a lost reply could replace the run the
-        // first attempt started.
-        let idempotent = options.id.is_some() && !options.replace;
         let id = match options.id {
             Some(id) => checked("task id", id)?,
             None => stellar_bus::unique_token(&self.inner.node_id, 12),
         };
         let queue = checked("queue", options.queue.unwrap_or(definition.queue))?;
         let signature = self.sign(&id, name, &queue, &args, definition.max_attempts);
-        let task = NewTask {
-            id: id.clone(),
+        Ok(NewTask {
+            id,
             name: name.to_owned(),
             queue,
             args,
@@ -470,9 +534,49 @@ impl Tasks {
             slot: None,
             signature,
             replace: options.replace,
-        };
-        let outcome = self.store_enqueue(&task, idempotent).await?;
-        Ok(Submitted { id, outcome })
+        })
+    }
+
+    /// Enqueues a batch in one atomic step (BullMQ's `addBulk`): every task is checked first, so
+    /// a bad one ([`Error::InBatch`] says which) writes nothing; then all are written at once
+    /// (on Redis, one script call), never half of them. One [`Submitted`] per task, in order;
+    /// ids are idempotency keys as for [`Tasks::enqueue`]. Keep batches to a few thousand tasks:
+    /// on Redis the whole batch is one step that other clients wait for.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InBatch`] (wrapping [`Error::UnknownTask`], [`Error::Encode`] or
+    /// [`Error::Invalid`]) or [`Error::BatchTooLarge`] before anything is written;
+    /// [`Error::Store`].
+    pub async fn enqueue_many(&self, batch: Vec<BatchTask>) -> Result<Vec<Submitted>> {
+        if batch.len() > MAX_BATCH {
+            return Err(Error::BatchTooLarge {
+                len: batch.len(),
+                max: MAX_BATCH,
+            });
+        }
+        let idempotent = batch.iter().all(|task| idempotent(&task.options));
+        let tasks = batch
+            .into_iter()
+            .enumerate()
+            .map(|(index, task)| {
+                let due = task.at.map(epoch_ms);
+                self.new_task(&task.name, &task.args, task.options, due)
+                    .map_err(|source| Error::InBatch {
+                        index,
+                        source: Box::new(source),
+                    })
+            })
+            .collect::<Result<Vec<NewTask>>>()?;
+        let outcomes = self.store_enqueue(&tasks, idempotent).await?;
+        Ok(tasks
+            .into_iter()
+            .zip(outcomes)
+            .map(|(task, outcome)| Submitted {
+                id: task.id,
+                outcome,
+            })
+            .collect())
     }
 
     /// The record of task `id` (completed records are kept for `keep_completed`).
@@ -658,6 +762,18 @@ impl Tasks {
     pub async fn stats(&self) -> Result<Stats> {
         Ok(self.inner.store.stats().await?)
     }
+}
+
+/// Whether asking again after a lost reply is safe: an id makes an enqueue idempotent, but a
+/// replace is not (a retry could replace the run the first attempt started).
+fn idempotent(options: &EnqueueOptions) -> bool {
+    options.id.is_some() && !options.replace
+}
+
+/// Milliseconds since the Unix epoch of `at` (0 before it).
+fn epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn checked(what: &'static str, value: String) -> Result<String> {

@@ -1,110 +1,170 @@
-//! The worker pool and the maintenance loop of one node.
+//! The worker pool of one node: claim a batch while permits are free, run each claimed task
+//! (`execute` -> [`Outcome`]), then answer for it (`record`). On a stop, in-flight tasks get the
+//! drain deadline, then are handed back.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use stellar_core::{Api, CancellationToken};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::{ClaimRequest, Claimed, FailOutcome, TaskContext, Tasks, WorkerInfo, retry::Retry};
+use crate::{
+    StoreError, TaskContext, TaskDefinition, TaskError, Tasks,
+    error::AfterFailure,
+    retry::Retry,
+    store::{ClaimRequest, Claimed, FailOutcome},
+};
 
-/// How many due or expired tasks one maintenance step moves at most.
-const BATCH: u32 = 200;
 /// How many tasks one claim takes at most.
 const MAX_CLAIM: usize = 32;
+/// The error of a task whose record does not verify.
+const UNSIGNED: &str =
+    "unsigned: the task record's signature does not verify (not written with the server token)";
 
 pub(crate) fn start(tasks: Tasks, api: &Api) {
     let cancel = api.cancellation_token();
     if tasks.inner.config.concurrency > 0 {
-        api.spawn(run_workers(tasks.clone(), cancel.clone()));
+        api.spawn(run_workers(tasks.clone(), api.clone()));
     }
     api.spawn(crate::scheduler::run(tasks.clone(), cancel.clone()));
-    api.spawn(run_maintenance(tasks, cancel));
+    api.spawn(crate::maintenance::run_maintenance(tasks, cancel));
+}
+
+/// What the attempts of one worker pool share.
+#[derive(Clone)]
+struct Pool {
+    tasks: Tasks,
+    /// Every attempt and every handler, so a stop can wait for them.
+    running: TaskTracker,
+    /// Cancelled when the drain deadline passes: unfinished attempts hand their task back.
+    hand_back: CancellationToken,
+    /// Completions waiting to be recorded in a batch.
+    acks: mpsc::UnboundedSender<Ack>,
 }
 
 /// Claims tasks while permits are free; on cancel, drains, then hands the rest back.
-async fn run_workers(tasks: Tasks, cancel: CancellationToken) {
+async fn run_workers(tasks: Tasks, api: Api) {
     let config = &tasks.inner.config;
-    let store = tasks.inner.store.clone();
-    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    let running = TaskTracker::new();
-    let hand_back = CancellationToken::new();
     let (acks, pending_acks) = mpsc::unbounded_channel();
-    let acknowledger = tokio::spawn(acknowledge(tasks.clone(), pending_acks));
+    let acknowledger = api.spawn(acknowledge(tasks.clone(), pending_acks));
+    let pool = Pool {
+        tasks: tasks.clone(),
+        running: TaskTracker::new(),
+        hand_back: CancellationToken::new(),
+        acks,
+    };
+    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
     info!(node_id = %tasks.inner.node_id, queues = ?config.queues, concurrency = config.concurrency, "task workers started");
+    claim_loop(&pool, &api, &permits).await;
+    drain(&pool).await;
+    // Every attempt has ended, so no more acknowledgements come; let the last batch go out.
+    drop(pool);
+    if let Err(err) = acknowledger.await {
+        warn!(node_id = %tasks.inner.node_id, error = %err, "the acknowledger ended abnormally");
+    }
+    info!(node_id = %tasks.inner.node_id, "task workers stopped");
+}
+
+/// Claims a batch whenever a permit is free, waits for a wake-up when there is nothing to claim,
+/// and backs off after errors; until `api` stops.
+async fn claim_loop(pool: &Pool, api: &Api, permits: &Arc<Semaphore>) {
+    let (tasks, cancel) = (&pool.tasks, api.cancellation_token());
+    let (config, signal) = (&tasks.inner.config, &tasks.inner.signal);
+    signal.listen(api, &config.queues).await;
     let mut failures = 0_u32;
     loop {
-        let permit = tokio::select! {
-            () = cancel.cancelled() => break,
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        let Some(held) = free_permits(permits, &cancel).await else {
+            break;
         };
-        // One permit is ours; take every other free one, to claim a batch in one round trip.
-        let mut permits_held = vec![permit];
-        while permits_held.len() < MAX_CLAIM {
-            match permits.clone().try_acquire_owned() {
-                Ok(permit) => permits_held.push(permit),
-                Err(_) => break,
-            }
-        }
-        let seen = store.wake_generation();
-        let request = ClaimRequest {
-            queues: config.queues.clone(),
-            node: tasks.inner.node_id.clone(),
-            lease: config.lease,
-            max: permits_held.len(),
-            names: tasks.runnable_names(),
-            request_id: stellar_bus::unique_token(&tasks.inner.node_id, 12),
-        };
-        match claim(&tasks, &request, &cancel).await {
+        let seen = signal.generation();
+        let request = claim_request(tasks, held.len());
+        let backoff = match claim(tasks, &request, &cancel).await {
             Ok(claimed) if !claimed.is_empty() => {
                 failures = 0;
-                for (claimed, permit) in claimed.into_iter().zip(permits_held) {
-                    running.spawn(run_claimed(
-                        tasks.clone(),
-                        claimed,
-                        permit,
-                        hand_back.clone(),
-                        acks.clone(),
-                    ));
+                for (claimed, permit) in claimed.into_iter().zip(held) {
+                    pool.running
+                        .spawn(run_claimed(pool.clone(), claimed, permit));
                 }
+                continue;
             }
-            Ok(_) => {
-                drop(permits_held);
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = store.wait_for_work(&config.queues, seen, config.idle_poll) => {}
-                }
-            }
+            Ok(_) => None,
             Err(err) => {
-                drop(permits_held);
                 failures += 1;
                 if failures == 1 {
                     warn!(node_id = %tasks.inner.node_id, error = %err, "claiming tasks failed; retrying");
                 }
-                let pause = Duration::from_millis(50 * u64::from(failures.min(20)));
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = tokio::time::sleep(pause) => {}
+                Some(Duration::from_millis(50 * u64::from(failures.min(20))))
+            }
+        };
+        drop(held);
+        let pause = async {
+            match backoff {
+                Some(backoff) => tokio::time::sleep(backoff).await,
+                None => {
+                    // Listening again picks up a wake-up channel whose subscription ended.
+                    signal.listen(api, &config.queues).await;
+                    signal.wait(seen, config.idle_poll).await;
                 }
             }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = pause => {}
         }
     }
-    running.close();
-    let in_flight = running.len();
-    info!(node_id = %tasks.inner.node_id, in_flight, "task workers stopping; draining");
-    if tokio::time::timeout(config.drain_timeout, running.wait())
+}
+
+/// Waits for one free permit, then takes every other free one (up to a batch), so a batch is
+/// claimed in one round trip; `None` once `cancel` fires.
+async fn free_permits(
+    permits: &Arc<Semaphore>,
+    cancel: &CancellationToken,
+) -> Option<Vec<OwnedSemaphorePermit>> {
+    let first = tokio::select! {
+        () = cancel.cancelled() => return None,
+        permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+    };
+    let mut held = vec![first];
+    while held.len() < MAX_CLAIM {
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => held.push(permit),
+            Err(_) => break,
+        }
+    }
+    Some(held)
+}
+
+fn claim_request(tasks: &Tasks, max: usize) -> ClaimRequest {
+    let config = &tasks.inner.config;
+    ClaimRequest {
+        queues: config.queues.clone(),
+        node: tasks.inner.node_id.clone(),
+        lease: config.lease,
+        max,
+        names: tasks.runnable_names(),
+        request_id: stellar_bus::unique_token(&tasks.inner.node_id, 12),
+    }
+}
+
+/// Lets in-flight attempts finish within the drain deadline, then hands the rest back.
+async fn drain(pool: &Pool) {
+    let node_id = &pool.tasks.inner.node_id;
+    pool.running.close();
+    let in_flight = pool.running.len();
+    info!(%node_id, in_flight, "task workers stopping; draining");
+    let deadline = pool.tasks.inner.config.drain_timeout;
+    if tokio::time::timeout(deadline, pool.running.wait())
         .await
         .is_err()
     {
-        warn!(node_id = %tasks.inner.node_id, still_running = running.len(), "drain deadline passed; handing tasks back");
-        hand_back.cancel();
-        running.wait().await;
+        warn!(%node_id, still_running = pool.running.len(), "drain deadline passed; handing tasks back");
+        pool.hand_back.cancel();
+        pool.running.wait().await;
     }
-    // Every attempt has ended, so no more acknowledgements come; let the last batch go out.
-    drop(acks);
-    let _ = acknowledger.await;
-    info!(node_id = %tasks.inner.node_id, "task workers stopped");
 }
 
 /// Claims with `request`; after a transport error, asks again with the same request id (so a
@@ -116,7 +176,7 @@ async fn claim(
     tasks: &Tasks,
     request: &ClaimRequest,
     cancel: &CancellationToken,
-) -> Result<Vec<Claimed>, stellar_bus::TransportError> {
+) -> Result<Vec<Claimed>, StoreError> {
     let mut retry = ask_again(request.lease);
     loop {
         match tasks.inner.store.claim(request).await {
@@ -149,17 +209,13 @@ async fn acknowledge(tasks: Tasks, mut pending: mpsc::UnboundedReceiver<Ack>) {
             }
         }
         let claims: Vec<Claimed> = batch.iter().map(|(claimed, _)| claimed.clone()).collect();
-        match complete_many(&tasks, &claims, keep).await {
-            Ok(accepted) => {
-                for ((_, answer), accepted) in batch.into_iter().zip(accepted) {
-                    let _ = answer.send(Ok(accepted));
-                }
-            }
-            Err(err) => {
-                for (_, answer) in batch {
-                    let _ = answer.send(Err(err.to_string()));
-                }
-            }
+        let answers: Vec<Result<bool, String>> = match complete_many(&tasks, &claims, keep).await {
+            Ok(accepted) => accepted.into_iter().map(Ok).collect(),
+            Err(err) => vec![Err(err.to_string()); batch.len()],
+        };
+        for ((_, answer), result) in batch.into_iter().zip(answers) {
+            // The attempt waiting for it may have been aborted; nobody is left to tell.
+            let _ = answer.send(result);
         }
     }
 }
@@ -170,7 +226,7 @@ async fn complete_many(
     tasks: &Tasks,
     claims: &[Claimed],
     keep: Duration,
-) -> Result<Vec<bool>, stellar_bus::TransportError> {
+) -> Result<Vec<bool>, StoreError> {
     let mut retry = ask_again(tasks.inner.config.lease);
     loop {
         match tasks.inner.store.complete_many(claims, keep).await {
@@ -195,25 +251,36 @@ fn ask_again(lease: Duration) -> Retry {
 
 /// What ended one attempt.
 enum Outcome {
+    /// The handler succeeded.
     Done,
-    Failed(String),
+    /// The handler failed, panicked or timed out; what follows, unless the handler said.
+    Failed(String, Option<AfterFailure>),
+    /// The lease was lost while it ran: another node may run the task.
     LeaseLost,
+    /// The drain deadline passed: hand the task back.
     HandedBack,
 }
 
-async fn run_claimed(
-    tasks: Tasks,
-    claimed: Claimed,
-    permit: OwnedSemaphorePermit,
-    hand_back: CancellationToken,
-    acks: mpsc::UnboundedSender<Ack>,
-) {
-    let store = tasks.inner.store.clone();
-    let config = &tasks.inner.config;
-    let node_id = tasks.inner.node_id.clone();
-    if !tasks.verify(&claimed) {
-        let error = "unsigned: the task record's signature does not verify (not written with the server token)";
-        match store.bury(&claimed, error).await {
+/// Runs one claimed task and answers for it; the permit is held until then.
+async fn run_claimed(pool: Pool, claimed: Claimed, permit: OwnedSemaphorePermit) {
+    let Some(definition) = admit(&pool.tasks, &claimed).await else {
+        return;
+    };
+    let running_here = &pool.tasks.inner.running_here;
+    running_here.fetch_add(1, Ordering::Relaxed);
+    debug!(node_id = %pool.tasks.inner.node_id, task_id = %claimed.id, task = %claimed.name, attempt = claimed.attempt, "task started");
+    let outcome = execute(&pool, &definition, &claimed).await;
+    record(&pool, &definition, &claimed, outcome).await;
+    running_here.fetch_sub(1, Ordering::Relaxed);
+    drop(permit);
+}
+
+/// The definition to run `claimed` with, once its record verifies. An unsigned record is buried
+/// (never reaches a handler); a name with no handler here is handed back.
+async fn admit(tasks: &Tasks, claimed: &Claimed) -> Option<TaskDefinition> {
+    let (store, node_id) = (&tasks.inner.store, &tasks.inner.node_id);
+    if !tasks.verify(claimed) {
+        match store.bury(claimed, UNSIGNED).await {
             Ok(_) => {
                 warn!(%node_id, task_id = %claimed.id, task = %claimed.name, "refused a task whose record is not signed with the server token; moved to the failed set")
             }
@@ -221,149 +288,164 @@ async fn run_claimed(
                 warn!(%node_id, task_id = %claimed.id, error = %err, "refused an unsigned task record; could not move it to the failed set")
             }
         }
-        return;
+        return None;
     }
-    let Some(definition) = tasks.definition(&claimed.name) else {
+    let definition = tasks.definition(&claimed.name);
+    if definition.is_none() {
         // Only names this node can run are claimed; a definition removed meanwhile hands it back.
         warn!(%node_id, task_id = %claimed.id, task = %claimed.name, "claimed a task this node has no handler for; handing it back");
-        if let Err(err) = store.release(&claimed).await {
-            warn!(%node_id, task_id = %claimed.id, error = %err, "could not hand the task back; its lease will expire");
-        }
-        return;
-    };
-    debug!(%node_id, task_id = %claimed.id, task = %claimed.name, attempt = claimed.attempt, "task started");
-    tasks
-        .inner
-        .running_here
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        hand_back(tasks, claimed).await;
+    }
+    definition
+}
+
+/// Runs the handler in a task of its own (a panic fails this attempt, never the worker), renewing
+/// the lease every third of it, until it ends, times out, loses the lease or must hand back.
+async fn execute(pool: &Pool, definition: &TaskDefinition, claimed: &Claimed) -> Outcome {
+    let tasks = &pool.tasks;
     let ctx = TaskContext {
         id: claimed.id.clone(),
         attempt: claimed.attempt,
-        node_id: node_id.clone(),
+        node_id: tasks.inner.node_id.clone(),
+        claim: Arc::new((tasks.inner.store.clone(), claimed.clone())),
     };
-    // Its own task: a panic fails this attempt, never the worker.
-    let mut handler = tokio::spawn((definition.handler)(ctx, claimed.args.clone()));
+    let mut handler = pool
+        .running
+        .spawn((definition.handler)(ctx, claimed.args.clone()));
     let deadline = tokio::time::sleep(definition.timeout);
     tokio::pin!(deadline);
-    let mut renew = tokio::time::interval(config.lease / 3);
+    let lease = tasks.inner.config.lease;
+    let mut renew = tokio::time::interval(lease / 3);
     renew.reset();
-    let outcome = loop {
-        tokio::select! {
-            joined = &mut handler => break match joined {
-                Ok(Ok(())) => Outcome::Done,
-                Ok(Err(err)) => Outcome::Failed(err.to_string()),
-                Err(err) if err.is_panic() => Outcome::Failed("handler panicked".to_owned()),
-                Err(_) => Outcome::Failed("handler was cancelled".to_owned()),
+    loop {
+        let stopped = tokio::select! {
+            joined = &mut handler => return handler_outcome(joined),
+            () = &mut deadline => Outcome::Failed(format!("timed out after {:?}", definition.timeout), None),
+            _ = renew.tick() => match renew_lease(tasks, claimed, lease).await {
+                true => continue,
+                false => Outcome::LeaseLost,
             },
-            () = &mut deadline => {
-                handler.abort();
-                break Outcome::Failed(format!("timed out after {:?}", definition.timeout));
-            }
-            _ = renew.tick() => {
-                if let Ok(false) = store.renew(&claimed, config.lease).await {
-                    handler.abort();
-                    break Outcome::LeaseLost;
-                }
-            }
-            () = hand_back.cancelled() => {
-                handler.abort();
-                break Outcome::HandedBack;
-            }
+            () = pool.hand_back.cancelled() => Outcome::HandedBack,
+        };
+        handler.abort();
+        return stopped;
+    }
+}
+
+fn handler_outcome(
+    joined: Result<Result<(), crate::HandlerError>, tokio::task::JoinError>,
+) -> Outcome {
+    match joined {
+        Ok(Ok(())) => Outcome::Done,
+        Ok(Err(err)) => {
+            let then = err.downcast_ref::<TaskError>().map(TaskError::then);
+            Outcome::Failed(err.to_string(), then)
         }
-    };
+        Err(err) if err.is_panic() => Outcome::Failed("handler panicked".to_owned(), None),
+        Err(_) => Outcome::Failed("handler was cancelled".to_owned(), None),
+    }
+}
+
+/// Extends the lease; false once the claim is no longer current. A failed renewal is tried
+/// again at the next tick (the lease outlives two of them).
+async fn renew_lease(tasks: &Tasks, claimed: &Claimed, lease: Duration) -> bool {
+    match tasks.inner.store.renew(claimed, lease).await {
+        Ok(current) => current,
+        Err(err) => {
+            warn!(node_id = %tasks.inner.node_id, task_id = %claimed.id, error = %err, "renewing the lease failed; trying again at the next renewal");
+            true
+        }
+    }
+}
+
+/// Answers for an attempt: completion, failure, or hand-back.
+async fn record(pool: &Pool, definition: &TaskDefinition, claimed: &Claimed, outcome: Outcome) {
+    let node_id = &pool.tasks.inner.node_id;
     match outcome {
-        Outcome::Done => {
-            let (answer, answered) = oneshot::channel();
-            let recorded = match acks.send((claimed.clone(), answer)) {
-                Ok(()) => answered
-                    .await
-                    .unwrap_or_else(|_| Err("the acknowledger stopped".to_owned())),
-                Err(_) => Err("the acknowledger stopped".to_owned()),
-            };
-            match recorded {
-                Ok(true) => debug!(%node_id, task_id = %claimed.id, "task completed"),
-                Ok(false) => {
-                    warn!(%node_id, task_id = %claimed.id, "completion rejected: this worker lost the lease")
-                }
-                Err(err) => {
-                    warn!(%node_id, task_id = %claimed.id, error = %err, "could not record completion; the lease will expire")
-                }
-            }
+        Outcome::Done => record_done(pool, claimed).await,
+        Outcome::Failed(error, Some(AfterFailure::Abort)) => {
+            abort(&pool.tasks, claimed, &error).await;
         }
-        Outcome::Failed(error) => {
-            let retry_in = definition.retry_delay(claimed.attempt);
-            match store.fail(&claimed, &error, retry_in).await {
-                Ok(FailOutcome::Retrying) => {
-                    info!(%node_id, task_id = %claimed.id, attempt = claimed.attempt, %error, retry_in_ms = retry_in.as_millis() as u64, "task failed; will retry")
-                }
-                Ok(FailOutcome::Dead) => {
-                    warn!(%node_id, task_id = %claimed.id, attempt = claimed.attempt, %error, "task failed for the last time")
-                }
-                Ok(FailOutcome::Rejected) => {
-                    warn!(%node_id, task_id = %claimed.id, "failure rejected: this worker lost the lease")
-                }
-                Err(err) => {
-                    warn!(%node_id, task_id = %claimed.id, error = %err, "could not record failure; the lease will expire")
-                }
-            }
+        Outcome::Failed(error, then) => {
+            let retry_in = match then {
+                Some(AfterFailure::RetryAfter(delay)) => delay,
+                _ => definition.retry_delay(claimed.attempt),
+            };
+            record_failure(&pool.tasks, claimed, &error, retry_in).await;
         }
         Outcome::LeaseLost => {
             warn!(%node_id, task_id = %claimed.id, "lease lost while running; another node may run the task")
         }
-        Outcome::HandedBack => match store.release(&claimed).await {
-            Ok(true) => info!(%node_id, task_id = %claimed.id, "task handed back to its queue"),
-            Ok(false) => {
-                warn!(%node_id, task_id = %claimed.id, "hand-back rejected: the lease was lost already")
-            }
-            Err(err) => {
-                warn!(%node_id, task_id = %claimed.id, error = %err, "could not hand the task back; its lease will expire")
-            }
-        },
+        Outcome::HandedBack => hand_back(&pool.tasks, claimed).await,
     }
-    tasks
-        .inner
-        .running_here
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    drop(permit);
 }
 
-/// Promotes due tasks and reaps expired leases, on every node (the scripts are idempotent).
-async fn run_maintenance(tasks: Tasks, cancel: CancellationToken) {
-    let store = tasks.inner.store.clone();
-    let config = &tasks.inner.config;
-    let mut tick = tokio::time::interval(config.maintenance_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut next_announce = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            _ = tick.tick() => {}
+/// Queues the completion for the acknowledger and waits for its answer.
+async fn record_done(pool: &Pool, claimed: &Claimed) {
+    let node_id = &pool.tasks.inner.node_id;
+    let (answer, answered) = oneshot::channel();
+    let recorded = match pool.acks.send((claimed.clone(), answer)) {
+        Ok(()) => answered
+            .await
+            .unwrap_or_else(|_| Err("the acknowledger stopped".to_owned())),
+        Err(_) => Err("the acknowledger stopped".to_owned()),
+    };
+    match recorded {
+        Ok(true) => debug!(%node_id, task_id = %claimed.id, "task completed"),
+        Ok(false) => {
+            warn!(%node_id, task_id = %claimed.id, "completion rejected: this worker lost the lease")
         }
-        if tokio::time::Instant::now() >= next_announce {
-            next_announce = tokio::time::Instant::now() + Duration::from_secs(1);
-            let announcement = WorkerInfo {
-                node: tasks.inner.node_id.to_string(),
-                queues: config.queues.clone(),
-                concurrency: config.concurrency,
-                tasks: tasks.names(),
-            };
-            if let Err(err) = store.announce(&announcement, Duration::from_secs(5)).await {
-                debug!(node_id = %tasks.inner.node_id, error = %err, "cannot announce this node's workers");
-            }
+        Err(err) => {
+            warn!(%node_id, task_id = %claimed.id, error = %err, "could not record completion; the lease will expire")
         }
-        while let Ok(n) = store.promote(BATCH).await {
-            if n < u64::from(BATCH) {
-                break;
-            }
+    }
+}
+
+/// Records a failed attempt: retried after `retry_in` while attempts remain.
+async fn record_failure(tasks: &Tasks, claimed: &Claimed, error: &str, retry_in: Duration) {
+    let node_id = &tasks.inner.node_id;
+    match tasks.inner.store.fail(claimed, error, retry_in).await {
+        Ok(FailOutcome::Retrying) => {
+            info!(%node_id, task_id = %claimed.id, attempt = claimed.attempt, %error, retry_in_ms = retry_in.as_millis() as u64, "task failed; will retry")
         }
-        match store.reap(BATCH).await {
-            Ok(0) => {}
-            Err(err) => {
-                debug!(node_id = %tasks.inner.node_id, error = %err, "reaping expired leases failed; will retry")
-            }
-            Ok(reaped) => {
-                warn!(node_id = %tasks.inner.node_id, reaped, "returned tasks with expired leases to their queues")
-            }
+        Ok(FailOutcome::Dead) => {
+            warn!(%node_id, task_id = %claimed.id, attempt = claimed.attempt, %error, "task failed for the last time")
+        }
+        Ok(FailOutcome::Rejected) => {
+            warn!(%node_id, task_id = %claimed.id, "failure rejected: this worker lost the lease")
+        }
+        Err(err) => {
+            warn!(%node_id, task_id = %claimed.id, error = %err, "could not record failure; the lease will expire")
+        }
+    }
+}
+
+/// Moves a task its handler aborted straight to the failed set.
+async fn abort(tasks: &Tasks, claimed: &Claimed, error: &str) {
+    let node_id = &tasks.inner.node_id;
+    match tasks.inner.store.bury(claimed, error).await {
+        Ok(true) => {
+            warn!(%node_id, task_id = %claimed.id, attempt = claimed.attempt, %error, "task aborted by its handler; not retried")
+        }
+        Ok(false) => {
+            warn!(%node_id, task_id = %claimed.id, "abort rejected: this worker lost the lease")
+        }
+        Err(err) => {
+            warn!(%node_id, task_id = %claimed.id, error = %err, "could not record the abort; the lease will expire")
+        }
+    }
+}
+
+/// Hands a claimed task back to its queue without counting the attempt.
+async fn hand_back(tasks: &Tasks, claimed: &Claimed) {
+    let node_id = &tasks.inner.node_id;
+    match tasks.inner.store.release(claimed).await {
+        Ok(true) => info!(%node_id, task_id = %claimed.id, "task handed back to its queue"),
+        Ok(false) => {
+            warn!(%node_id, task_id = %claimed.id, "hand-back rejected: the lease was lost already")
+        }
+        Err(err) => {
+            warn!(%node_id, task_id = %claimed.id, error = %err, "could not hand the task back; its lease will expire")
         }
     }
 }

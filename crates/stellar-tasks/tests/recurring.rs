@@ -9,7 +9,7 @@ use std::{
 use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
 use stellar_core::{Api, CancellationToken, Config, NodeId};
 use stellar_tasks::{
-    MemoryTaskStore, RedisTaskStore, TaskConfig, TaskDefinition, TaskStore, Tasks,
+    MemoryTaskStore, RedisTaskStore, TaskConfig, TaskDefinition, TaskStore, Tasks, WorkSignal,
 };
 use stellar_testkit::RedisServer;
 
@@ -20,12 +20,12 @@ async fn stores(
     redis: Option<&RedisServer>,
     cancel: &CancellationToken,
     n: usize,
-) -> Vec<Arc<dyn TaskStore>> {
+) -> Vec<(Arc<dyn TaskStore>, WorkSignal)> {
     let memory = MemoryTaskStore::new();
-    let mut stores: Vec<Arc<dyn TaskStore>> = Vec::new();
+    let mut stores: Vec<(Arc<dyn TaskStore>, WorkSignal)> = Vec::new();
     for _ in 0..n {
         match redis {
-            None => stores.push(Arc::new(memory.clone())),
+            None => stores.push((Arc::new(memory.clone()), memory.signal())),
             Some(server) => {
                 let pool = RedisPool::connect(RedisConfig::new(server.url()))
                     .await
@@ -35,14 +35,22 @@ async fn stores(
                         .await
                         .expect("subscriber"),
                 );
-                stores.push(Arc::new(RedisTaskStore::new(pool, transport)));
+                stores.push((
+                    Arc::new(RedisTaskStore::new(pool)),
+                    WorkSignal::subscribed(transport),
+                ));
             }
         }
     }
     stores
 }
 
-fn node(store: Arc<dyn TaskStore>, id: &str, slots: &Slots, fail_even: bool) -> (Api, Tasks) {
+fn node(
+    (store, signal): (Arc<dyn TaskStore>, WorkSignal),
+    id: &str,
+    slots: &Slots,
+    fail_even: bool,
+) -> (Api, Tasks) {
     let api = Api::new(Config {
         id: Some(NodeId::new(id).expect("id")),
         shutdown_timeout: Duration::from_secs(5),
@@ -53,7 +61,7 @@ fn node(store: Arc<dyn TaskStore>, id: &str, slots: &Slots, fail_even: bool) -> 
         maintenance_interval: Duration::from_millis(50),
         ..TaskConfig::default()
     };
-    let tasks = Tasks::new(store, api.node_id().clone(), config);
+    let tasks = Tasks::new(store, signal, api.node_id().clone(), config);
     let slots = slots.clone();
     tasks.register(
         TaskDefinition::new("tick", move |ctx, _: serde_json::Value| {
@@ -124,10 +132,11 @@ async fn every_slot_runs_once_across_three_nodes(redis: Option<RedisServer>) {
 
 async fn schedules_can_be_added_and_removed_at_runtime(redis: Option<RedisServer>) {
     let cancel = CancellationToken::new();
-    let store = stores(redis.as_ref(), &cancel, 1).await.remove(0);
+    let (store, signal) = stores(redis.as_ref(), &cancel, 1).await.remove(0);
     let api = Api::new(Config::default());
     let tasks = Tasks::new(
         store,
+        signal,
         api.node_id().clone(),
         TaskConfig {
             maintenance_interval: Duration::from_millis(50),

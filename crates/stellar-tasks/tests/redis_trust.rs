@@ -12,11 +12,15 @@ use std::{
 use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
 use stellar_core::{Api, CancellationToken, Config, NodeId};
 use stellar_tasks::{
-    EnqueueOptions, RedisTaskStore, TaskConfig, TaskDefinition, TaskState, TaskStore, Tasks,
+    EnqueueOptions, RedisTaskStore, TaskConfig, TaskDefinition, TaskState, Tasks, WorkSignal,
+    store::Leadership,
 };
 use stellar_testkit::RedisServer;
 
-async fn store(server: &RedisServer, cancel: &CancellationToken) -> (RedisPool, RedisTaskStore) {
+async fn store(
+    server: &RedisServer,
+    cancel: &CancellationToken,
+) -> (RedisPool, (RedisTaskStore, WorkSignal)) {
     let pool = RedisPool::connect(RedisConfig::new(server.url()))
         .await
         .expect("redis");
@@ -25,7 +29,10 @@ async fn store(server: &RedisServer, cancel: &CancellationToken) -> (RedisPool, 
             .await
             .expect("subscriber"),
     );
-    (pool.clone(), RedisTaskStore::new(pool, transport))
+    (
+        pool.clone(),
+        (RedisTaskStore::new(pool), WorkSignal::subscribed(transport)),
+    )
 }
 
 async fn run(pool: &RedisPool, args: &[&str]) {
@@ -40,7 +47,7 @@ async fn run(pool: &RedisPool, args: &[&str]) {
 
 /// A node `id` on `store` whose task `work` counts its runs; not started.
 fn counting_node(
-    store: RedisTaskStore,
+    (store, signal): (RedisTaskStore, WorkSignal),
     id: &str,
     config: TaskConfig,
 ) -> (Api, Tasks, Arc<AtomicU32>) {
@@ -48,7 +55,7 @@ fn counting_node(
         id: Some(NodeId::new(id).expect("id")),
         ..Config::default()
     });
-    let tasks = Tasks::new(Arc::new(store), api.node_id().clone(), config);
+    let tasks = Tasks::new(Arc::new(store), signal, api.node_id().clone(), config);
     let runs = Arc::new(AtomicU32::new(0));
     let counted = runs.clone();
     tasks.register(TaskDefinition::new(
@@ -141,7 +148,7 @@ async fn a_task_written_by_hand_lands_in_the_failed_set_never_in_a_handler() {
 async fn a_leader_key_written_by_hand_does_not_stop_the_scheduler() {
     let server = RedisServer::start();
     let cancel = CancellationToken::new();
-    let (pool, store) = store(&server, &cancel).await;
+    let (pool, (store, _)) = store(&server, &cancel).await;
     let node = NodeId::new("n1").expect("id");
     let lease = Duration::from_secs(3);
     for forged in [
@@ -187,8 +194,8 @@ async fn per_node_counters_expire_instead_of_piling_up() {
     completed(&tasks, &id).await;
     let stats = tasks.stats().await.expect("stats");
     assert_eq!(
-        stats.by_node.get("processed@short-lived-1"),
-        Some(&1),
+        stats.nodes.get("short-lived-1").map(|n| n.processed),
+        Some(1),
         "{stats:?}"
     );
     let ttl: i64 = pool
@@ -287,12 +294,17 @@ async fn malformed_records_neither_stop_a_claim_nor_misalign_it() {
 async fn an_enqueue_with_an_id_retries_through_a_redis_restart() {
     let mut server = RedisServer::start();
     let cancel = CancellationToken::new();
-    let (_pool, store) = store(&server, &cancel).await;
+    let (_pool, (store, signal)) = store(&server, &cancel).await;
     let config = TaskConfig {
         enqueue_retry: Duration::from_secs(15),
         ..TaskConfig::default()
     };
-    let tasks = Tasks::new(Arc::new(store), NodeId::new("client").expect("id"), config);
+    let tasks = Tasks::new(
+        Arc::new(store),
+        signal,
+        NodeId::new("client").expect("id"),
+        config,
+    );
     tasks.register(TaskDefinition::new(
         "work",
         |_, _: serde_json::Value| async { Ok(()) },

@@ -38,7 +38,8 @@
 //! let rpc = Rpc::new(bus.clone(), membership.clone(), RpcSettings::from(api.config()));
 //! rpc.serve();
 //! let cache = Cache::new(Arc::new(MemoryCacheStore::new()), api.node_id().clone(), CacheConfig::default());
-//! let tasks = Tasks::new(Arc::new(MemoryTaskStore::new()), api.node_id().clone(), TaskConfig::default());
+//! let store = MemoryTaskStore::new();
+//! let tasks = Tasks::new(Arc::new(store.clone()), store.signal(), api.node_id().clone(), TaskConfig::default());
 //! let services = Services { api: api.clone(), bus, membership, rpc, cache, tasks };
 //!
 //! #[derive(Deserialize)]

@@ -117,9 +117,7 @@ impl Drop for Proxy {
 
 fn processed(env: &Env, redis: &Redis, name: &str) -> Result<u64> {
     let stats = cli_json(env, redis, &["tasks", "stats", "--json"])?;
-    Ok(stats["by_name"][format!("processed:{name}")]
-        .as_u64()
-        .unwrap_or(0))
+    Ok(stats["tasks"][name]["processed"].as_u64().unwrap_or(0))
 }
 
 /// Enqueues `count` tasks `prefix-k` of `name` in one CLI process (`{id}` in `args` is each id).
@@ -489,7 +487,7 @@ fn wait_drained(env: &Env, redis: &Redis, acks: &Path, within: Duration) -> Resu
     let deadline = Instant::now() + within;
     loop {
         let stats = cli_json(env, redis, &["tasks", "stats", "--json"])?;
-        let done = stats["by_name"]["processed:stellar.log"]
+        let done = stats["tasks"]["stellar.log"]["processed"]
             .as_u64()
             .unwrap_or(0);
         let idle = stats["in_flight"].as_u64() == Some(0)

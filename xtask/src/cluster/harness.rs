@@ -337,7 +337,7 @@ pub(crate) fn tally(env: &Env, redis: &Redis, ids: &[String], within: Duration) 
     let deadline = Instant::now() + within;
     loop {
         let stats = cli_json(env, redis, &["tasks", "stats", "--json"])?;
-        let processed = stats["by_name"]["processed:stellar.log"]
+        let processed = stats["tasks"]["stellar.log"]["processed"]
             .as_u64()
             .unwrap_or(0);
         if processed as usize >= ids.len() || Instant::now() > deadline {
@@ -353,7 +353,7 @@ pub(crate) fn tally(env: &Env, redis: &Redis, ids: &[String], within: Duration) 
         }
     }
     let stats = cli_json(env, redis, &["tasks", "stats", "--json"])?;
-    let processed = stats["by_name"]["processed:stellar.log"]
+    let processed = stats["tasks"]["stellar.log"]["processed"]
         .as_u64()
         .unwrap_or(0);
     let starts = starts(&env.dir)?;

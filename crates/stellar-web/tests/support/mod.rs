@@ -83,8 +83,10 @@ impl Cluster {
             api.node_id().clone(),
             CacheConfig::default(),
         );
+        let task_store = MemoryTaskStore::new();
         let tasks = Tasks::new(
-            Arc::new(MemoryTaskStore::new()),
+            Arc::new(task_store.clone()),
+            task_store.signal(),
             api.node_id().clone(),
             TaskConfig::default(),
         );

@@ -1,0 +1,110 @@
+//! Every Redis key and channel of the task queue, all under `stellar:` (see `docs/tasks.md`).
+//!
+//! One function per key. The scripts in `lua/` build the keys of ids they only learn inside
+//! Redis (a task popped from a queue, its queue's list) by appending to a prefix they are given:
+//! those prefixes are the `*_PREFIX` constants here, so the names are still made in this module.
+
+/// Task record prefix: `stellar:task:<id>`, a HASH.
+pub(crate) const TASK_PREFIX: &str = "stellar:task:";
+/// Ready list prefix: `stellar:queue:<queue>`, a LIST (LPUSH in, RPOP out).
+pub(crate) const QUEUE_PREFIX: &str = "stellar:queue:";
+/// Wake-up channel prefix: `stellar:tasks:wake:<queue>`, published when work becomes ready.
+pub(crate) const WAKE_PREFIX: &str = "stellar:tasks:wake:";
+/// Parked list prefix: `stellar:tasks:parked:<queue> <name>`, a LIST of tasks set aside.
+pub(crate) const PARKED_PREFIX: &str = "stellar:tasks:parked:";
+/// Per-node counter prefix: `stellar:tasks:stats:node:<node>`, a HASH that expires.
+pub(crate) const NODE_STATS_PREFIX: &str = "stellar:tasks:stats:node:";
+
+/// The record of task `id`.
+pub(crate) fn task(id: &str) -> String {
+    format!("{TASK_PREFIX}{id}")
+}
+
+/// The ready list of `queue`.
+pub(crate) fn queue(queue: &str) -> String {
+    format!("{QUEUE_PREFIX}{queue}")
+}
+
+/// The wake-up channel of `queue`.
+pub(crate) fn wake(queue: &str) -> String {
+    format!("{WAKE_PREFIX}{queue}")
+}
+
+/// The names with parked tasks in `queue`, a SET.
+pub(crate) fn parked_names(queue: &str) -> String {
+    format!("stellar:tasks:parked-names:{queue}")
+}
+
+/// The parked tasks of `name` in `queue`.
+pub(crate) fn parked(queue: &str, name: &str) -> String {
+    format!("{PARKED_PREFIX}{queue} {name}")
+}
+
+/// The counters of node `node`.
+pub(crate) fn node_stats(node: &str) -> String {
+    format!("{NODE_STATS_PREFIX}{node}")
+}
+
+/// The saved reply of claim request `request`, for a re-ask.
+pub(crate) fn claim_reply(request: &str) -> String {
+    format!("stellar:tasks:claim-reply:{request}")
+}
+
+/// The marker of a recurring slot already enqueued.
+pub(crate) fn slot(schedule: &str, at_ms: u64) -> String {
+    format!("stellar:tasks:slot:{schedule}:{at_ms}")
+}
+
+/// The announcement of node `node`'s worker pool, a STRING with a TTL.
+pub(crate) fn worker(node: &str) -> String {
+    format!("stellar:tasks:worker:{node}")
+}
+
+/// Every queue name, a SET.
+pub(crate) const QUEUES: &str = "stellar:tasks:queues";
+/// Delayed tasks and retries, a ZSET id -> due time (ms).
+pub(crate) const DELAYED: &str = "stellar:tasks:delayed";
+/// Running tasks, a ZSET id -> lease deadline (ms, Redis time).
+pub(crate) const INFLIGHT: &str = "stellar:tasks:inflight";
+/// The failed set, a ZSET id -> failed time.
+pub(crate) const FAILED: &str = "stellar:tasks:failed";
+/// Processed, failed and retried counters, in all and per task name, a HASH.
+pub(crate) const STATS: &str = "stellar:tasks:stats";
+/// The nodes whose counters changed lately, a ZSET node -> last update (ms).
+pub(crate) const NODE_STATS_INDEX: &str = "stellar:tasks:stats:nodes";
+/// Each schedule's latest enqueued slot, a HASH schedule -> ms.
+pub(crate) const LAST_SLOT: &str = "stellar:tasks:last-slot";
+/// Recurring schedules, a HASH name -> JSON.
+pub(crate) const SCHEDULES: &str = "stellar:tasks:schedules";
+/// Announcing nodes, a ZSET node -> last announcement (ms).
+pub(crate) const WORKERS: &str = "stellar:tasks:workers";
+/// The scheduler leader, a STRING `"<node> <epoch>"` with a TTL.
+pub(crate) const LEADER: &str = "stellar:tasks:leader";
+/// The leadership epoch counter.
+pub(crate) const LEADER_EPOCH: &str = "stellar:tasks:leader-epoch";
+/// The claim token counter.
+pub(crate) const CLAIM_SEQ: &str = "stellar:tasks:claim-seq";
+
+#[cfg(test)]
+mod tests {
+    /// Every key is named here: no other source file spells a `stellar:` key.
+    #[test]
+    fn key_names_are_made_only_in_this_module() {
+        let sources = [
+            ("lib.rs", include_str!("lib.rs")),
+            ("memory_store.rs", include_str!("memory_store.rs")),
+            ("redis_store.rs", include_str!("redis_store.rs")),
+            ("scheduler.rs", include_str!("scheduler.rs")),
+            ("signal.rs", include_str!("signal.rs")),
+            ("store.rs", include_str!("store.rs")),
+            ("tasks.rs", include_str!("tasks.rs")),
+            ("worker.rs", include_str!("worker.rs")),
+        ];
+        for (file, text) in sources {
+            assert!(
+                !text.contains(concat!("\"", "stellar:")),
+                "{file} spells a Redis key; build it in keys.rs"
+            );
+        }
+    }
+}

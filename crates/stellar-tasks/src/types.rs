@@ -1,0 +1,181 @@
+//! What users of [`crate::Tasks`] see of a task: its state, record, schedules, worker pools,
+//! what an enqueue did, and the queue statistics.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting in its queue.
+    Queued,
+    /// Waiting for its time (a delayed task, or a retry after backoff).
+    Delayed,
+    /// Claimed by a worker under a lease.
+    Running,
+    /// Done; the record is kept for a while.
+    Completed,
+    /// Out of attempts; in the failed set until retried or removed.
+    Failed,
+}
+
+impl TaskState {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "queued" => Self::Queued,
+            "delayed" => Self::Delayed,
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A recurring schedule: enqueue `task` with `args` once per `every_ms` slot of wall-clock time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// The schedule's name (by default the task's).
+    pub name: String,
+    /// The task to enqueue.
+    pub task: String,
+    /// Its arguments as JSON.
+    pub args: String,
+    /// Its queue.
+    pub queue: String,
+    /// The period, in ms; slots start at multiples of it since the Unix epoch.
+    pub every_ms: u64,
+}
+
+/// What a node announces about its workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// The node.
+    pub node: String,
+    /// The queues it serves, highest priority first.
+    pub queues: Vec<String>,
+    /// How many tasks it runs at once.
+    pub concurrency: usize,
+    /// The task names it can run.
+    #[serde(default)]
+    pub tasks: Vec<String>,
+}
+
+/// What `enqueue` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The task was added.
+    Added,
+    /// A pending task already has this id; nothing was added.
+    Exists(TaskState),
+    /// This recurring slot was enqueued before, or its schedule is gone; nothing was added.
+    SlotTaken,
+    /// The slot's leader no longer holds the leadership; nothing was added.
+    Fenced,
+}
+
+/// A task record, as `show` and `failed` return it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// Its id.
+    pub id: String,
+    /// The task definition's name.
+    pub name: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its arguments as JSON.
+    pub args: String,
+    /// Where it is.
+    pub state: TaskState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Attempts it gets.
+    pub max_attempts: u32,
+    /// The node running it, or that ran it last.
+    pub node: Option<String>,
+    /// When it was enqueued (ms since the epoch, store clock).
+    pub enqueued_at_ms: Option<u64>,
+    /// When it is (or was) due, if delayed.
+    pub due_at_ms: Option<u64>,
+    /// When its last attempt started.
+    pub started_at_ms: Option<u64>,
+    /// When its last attempt ended.
+    pub finished_at_ms: Option<u64>,
+    /// The last error.
+    pub error: Option<String>,
+    /// The progress its handler last reported ([`crate::TaskContext::progress`]): a percentage
+    /// or any JSON value.
+    #[serde(default)]
+    pub progress: Option<serde_json::Value>,
+}
+
+impl TaskRecord {
+    /// Since when a ready task waits (ms since the epoch): its enqueue, or the due time it was
+    /// promoted at.
+    pub(crate) fn waiting_since(&self) -> u64 {
+        let enqueued = self.enqueued_at_ms.unwrap_or(0);
+        self.due_at_ms.map_or(enqueued, |due| due.max(enqueued))
+    }
+}
+
+/// Counters and gauges of the whole queue system (`stellar tasks stats --json` prints it; the
+/// schema is in `docs/tasks.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Completed tasks, in all.
+    pub processed: u64,
+    /// Tasks moved to the failed set, in all.
+    pub failed: u64,
+    /// Attempts scheduled again after a failure or a lost lease, in all.
+    pub retried: u64,
+    /// The same counters per task name.
+    pub tasks: BTreeMap<String, Counters>,
+    /// Processed and failed per node id (nodes updated within the last day).
+    pub nodes: BTreeMap<String, Counters>,
+    /// Ready tasks per queue.
+    pub queues: BTreeMap<String, QueueStats>,
+    /// Tasks waiting for their time.
+    pub delayed: u64,
+    /// Tasks under a lease.
+    pub in_flight: u64,
+    /// Tasks in the failed set.
+    pub failed_now: u64,
+    /// Ready tasks set aside because the nodes that claimed them cannot run their name, per
+    /// `<queue> <name>`: they wait for a node that can.
+    pub parked: BTreeMap<String, u64>,
+}
+
+/// Processed, failed and retried counts of one task name or one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Completed.
+    pub processed: u64,
+    /// Moved to the failed set.
+    pub failed: u64,
+    /// Scheduled again after a failure.
+    pub retried: u64,
+}
+
+impl Counters {
+    /// Adds `n` to the counter named `counter` (`processed`, `failed` or `retried`; another name
+    /// is ignored).
+    pub(crate) fn add(&mut self, counter: &str, n: u64) {
+        match counter {
+            "processed" => self.processed += n,
+            "failed" => self.failed += n,
+            "retried" => self.retried += n,
+            _ => {}
+        }
+    }
+}
+
+/// One queue's backlog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Ready tasks waiting in it.
+    pub depth: u64,
+    /// How long the task next to run has waited, in ms (0 when the queue is empty).
+    pub oldest_ms: u64,
+}

@@ -1,0 +1,128 @@
+//! TaskInspector: records, lists, statistics and deletion.
+
+use crate::support::*;
+
+async fn deleting_a_large_queue_works_in_bounded_steps(backend: Backend) {
+    let store = backend.store().await;
+    for n in 0..2500 {
+        store
+            .enqueue(&plain_task(&format!("q{n}"), "work", 1))
+            .await
+            .expect("enqueue");
+    }
+    assert_eq!(store.delete("q7").await.expect("delete"), Some(true));
+    assert_eq!(
+        store.delete_queue("default").await.expect("delete queue"),
+        2499
+    );
+    let stats = store.stats().await.expect("stats");
+    assert!(!stats.queues.contains_key("default"), "{stats:?}");
+    assert_eq!(store.show("q8").await.expect("show"), None);
+}
+
+/// Review finding: an id deleted from queue A and enqueued again in queue B leaves a stale copy in
+/// A's list; neither A's deletion nor A's workers may touch B's task.
+async fn a_stale_id_in_another_queue_never_touches_the_live_task(backend: Backend) {
+    let store = backend.store().await;
+    let in_queue = |queue: &str| NewTask {
+        queue: queue.into(),
+        ..plain_task("x", "work", 1)
+    };
+    store.enqueue(&in_queue("a")).await.expect("enqueue");
+    assert_eq!(store.delete("x").await.expect("delete"), Some(true));
+    assert_eq!(
+        store.enqueue(&in_queue("b")).await.expect("enqueue"),
+        Enqueued::Added
+    );
+    let node = NodeId::new("n").expect("id");
+    let only_a = request(&["a".to_owned()], &node, Duration::from_secs(30), 8);
+    assert!(
+        store.claim(&only_a).await.expect("claim").is_empty(),
+        "a worker of queue a took b's task"
+    );
+    store.delete_queue("a").await.expect("delete queue");
+    let record = store
+        .show("x")
+        .await
+        .expect("show")
+        .expect("the task in b survives");
+    assert_eq!(
+        (record.queue.as_str(), record.state),
+        ("b", TaskState::Queued)
+    );
+    let only_b = request(&["b".to_owned()], &node, Duration::from_secs(30), 8);
+    let claimed = store.claim(&only_b).await.expect("claim");
+    assert_eq!(
+        claimed.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        ["x"]
+    );
+}
+
+/// The structured statistics: counters per task name and per node, and each queue's depth and
+/// the age of the task next to run; serialized as `docs/tasks.md` documents.
+async fn stats_count_per_task_and_node_and_age_each_queue(backend: Backend) {
+    let store = backend.store().await;
+    let node = NodeId::new("n1").expect("id");
+    for id in ["a", "b", "c"] {
+        store
+            .enqueue(&plain_task(id, "work", 1))
+            .await
+            .expect("enqueue");
+    }
+    let empty = store.stats().await.expect("stats");
+    assert_eq!(empty.queues["default"].depth, 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let claims = store
+        .claim(&request(
+            &["default".to_owned()],
+            &node,
+            Duration::from_secs(30),
+            2,
+        ))
+        .await
+        .expect("claim");
+    assert!(
+        store
+            .complete(&claims[0], Duration::from_secs(60))
+            .await
+            .expect("complete")
+    );
+    let failed = store
+        .fail(&claims[1], "boom", Duration::ZERO)
+        .await
+        .expect("fail");
+    assert_eq!(failed, FailOutcome::Dead);
+    let stats = store.stats().await.expect("stats");
+    let once = |processed, failed| stellar_tasks::Counters {
+        processed,
+        failed,
+        retried: 0,
+    };
+    assert_eq!(stats.tasks["work"], once(1, 1), "{stats:?}");
+    assert_eq!(stats.nodes["n1"], once(1, 1), "{stats:?}");
+    assert_eq!((stats.processed, stats.failed, stats.failed_now), (1, 1, 1));
+    let backlog = stats.queues["default"];
+    assert_eq!(backlog.depth, 1);
+    assert!(
+        (300..60_000).contains(&backlog.oldest_ms),
+        "the waiting task is {} ms old",
+        backlog.oldest_ms
+    );
+    let json = serde_json::to_value(&stats).expect("json");
+    assert_eq!(json["tasks"]["work"]["processed"], 1);
+    assert_eq!(json["nodes"]["n1"]["failed"], 1);
+    assert_eq!(json["queues"]["default"]["depth"], 1);
+    store.delete_queue("default").await.expect("delete queue");
+    let drained = store.stats().await.expect("stats");
+    assert_eq!(
+        drained.queues.get("default").map_or(0, |q| q.oldest_ms),
+        0,
+        "an empty queue has no age"
+    );
+}
+
+contract!(
+    stats_count_per_task_and_node_and_age_each_queue,
+    deleting_a_large_queue_works_in_bounded_steps,
+    a_stale_id_in_another_queue_never_touches_the_live_task,
+);

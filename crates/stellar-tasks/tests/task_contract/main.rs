@@ -1,0 +1,13 @@
+//! One contract, two stores: every case runs on memory (Tokio's clock paused) and on Redis (a real
+//! `redis-server`), one module per store capability, and the user API end to end.
+
+#[macro_use]
+mod support;
+
+mod inspector;
+mod leadership;
+mod maintenance;
+mod queue;
+mod schedules;
+mod tasks;
+mod workers;

@@ -1,0 +1,138 @@
+//! TaskMaintenance: reaping expired leases and promoting due tasks.
+
+use crate::support::*;
+
+async fn a_lost_lease_is_reaped_and_its_late_answer_rejected(backend: Backend) {
+    let store = backend.store().await;
+    let task = NewTask {
+        id: "t1".into(),
+        name: "work".into(),
+        queue: "default".into(),
+        args: "null".into(),
+        max_attempts: 3,
+        due_at_ms: None,
+        slot: None,
+        signature: String::new(),
+        replace: false,
+    };
+    store.enqueue(&task).await.expect("enqueue");
+    let node = NodeId::new("zombie").expect("id");
+    let queues = vec!["default".to_owned()];
+    let first: Claimed = store
+        .claim(&request(&queues, &node, Duration::from_millis(100), 1))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a task");
+    assert_eq!(first.attempt, 1);
+    assert!(
+        store
+            .claim(&request(&queues, &node, Duration::from_secs(30), 8))
+            .await
+            .expect("claim")
+            .is_empty(),
+        "claimed twice"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(store.reap(100).await.expect("reap"), 1);
+    let second = store
+        .claim(&request(
+            &queues,
+            &NodeId::new("healthy").expect("id"),
+            Duration::from_secs(30),
+            8,
+        ))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("requeued");
+    assert_eq!((second.attempt, second.id.as_str()), (2, "t1"));
+    assert!(
+        !store
+            .complete(&first, Duration::from_secs(60))
+            .await
+            .expect("complete"),
+        "the zombie's answer was accepted"
+    );
+    assert_eq!(
+        store
+            .fail(&first, "late", Duration::ZERO)
+            .await
+            .expect("fail"),
+        FailOutcome::Rejected
+    );
+    assert!(
+        !store
+            .renew(&first, Duration::from_secs(30))
+            .await
+            .expect("renew")
+    );
+    assert!(
+        store
+            .complete(&second, Duration::from_secs(60))
+            .await
+            .expect("complete")
+    );
+    assert!(
+        store
+            .complete(&second, Duration::from_secs(60))
+            .await
+            .expect("complete"),
+        "a repeated completion by the same claim (a lost reply) is accepted again"
+    );
+    assert_eq!(
+        store.stats().await.expect("stats").processed,
+        1,
+        "completed twice"
+    );
+}
+
+async fn concurrent_promoters_never_duplicate_a_delayed_task(backend: Backend) {
+    let stores = [
+        backend.store().await,
+        backend.store().await,
+        backend.store().await,
+    ];
+    for n in 0..50 {
+        let due = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64
+            + 100;
+        let task = NewTask {
+            id: format!("d{n}"),
+            name: "work".into(),
+            queue: "default".into(),
+            args: "null".into(),
+            max_attempts: 1,
+            due_at_ms: Some(due),
+            slot: None,
+            signature: String::new(),
+            replace: false,
+        };
+        stores[0].enqueue(&task).await.expect("enqueue");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let promoters: Vec<_> = stores
+        .iter()
+        .map(|store| {
+            let store = store.clone();
+            tokio::spawn(async move { store.promote(10).await })
+        })
+        .collect();
+    for promoter in promoters {
+        promoter.await.expect("joined").expect("promote");
+    }
+    while stores[1].promote(100).await.expect("promote") > 0 {}
+    let stats = stores[2].stats().await.expect("stats");
+    assert_eq!(
+        (stats.queues["default"].depth, stats.delayed),
+        (50, 0),
+        "{stats:?}"
+    );
+}
+
+contract!(
+    a_lost_lease_is_reaped_and_its_late_answer_rejected,
+    concurrent_promoters_never_duplicate_a_delayed_task,
+);
