@@ -171,6 +171,109 @@ mod tests {
         }
     }
 
+    /// Library files that may call `tokio::spawn` directly, and why: everything else spawns on
+    /// the node's tracker (`Api::spawn`) so a shutdown waits for it.
+    const SPAWN_OK: &[(&str, &str)] = &[
+        (
+            "crates/stellar-cli/src/control.rs",
+            "the control socket of the process: accept loop and one task per local client, \
+             they live as long as the process",
+        ),
+        (
+            "crates/stellar-cli/src/node.rs",
+            "the second-signal watcher that forces the process to exit",
+        ),
+        (
+            "crates/stellar-cli/src/supervisor.rs",
+            "the supervisor's output forwarders and child waiters, one per worker process",
+        ),
+    ];
+
+    #[test]
+    fn spawned_tasks_are_tracked() {
+        let root = workspace_root();
+        let mut found = Vec::new();
+        for source in crate::source::library_sources(&root) {
+            let path = relative(&root, &source.path);
+            for (index, line) in source.code.iter().enumerate() {
+                if line.contains("tokio::spawn(") && !SPAWN_OK.iter().any(|(p, _)| *p == path) {
+                    found.push(format!("{path}:{}", index + 1));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "detached tokio::spawn (use Api::spawn / the component's tracker, or add the file \
+             to SPAWN_OK with a reason): {found:#?}"
+        );
+    }
+
+    /// No `redis::` type in a public signature outside the pool that wraps the client.
+    #[test]
+    fn no_redis_types_in_public_signatures() {
+        let root = workspace_root();
+        let mut found = Vec::new();
+        for source in crate::source::library_sources(&root) {
+            let path = relative(&root, &source.path);
+            if path == "crates/stellar-bus/src/redis_pool.rs" {
+                continue;
+            }
+            for (index, line) in source.code.iter().enumerate() {
+                let item = line.trim_start();
+                if !(item.starts_with("pub ") || item.starts_with("pub fn")) {
+                    continue;
+                }
+                let end = signature_end(&source.code, index);
+                if source.code[index..=end]
+                    .iter()
+                    .any(|l| l.contains("redis::"))
+                {
+                    found.push(format!("{path}:{}", index + 1));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "public items naming redis:: types: {found:#?}"
+        );
+    }
+
+    /// The last line of an item's signature: where its body or its `;` starts.
+    fn signature_end(code: &[String], from: usize) -> usize {
+        (from..code.len())
+            .find(|&i| code[i].contains('{') || code[i].trim_end().ends_with(';'))
+            .unwrap_or(from)
+    }
+
+    /// Redis key names are built in one schema module per crate (`keys.rs`): no `"stellar:…"`
+    /// literal elsewhere in library code.
+    #[test]
+    fn redis_keys_are_built_in_the_schema_module() {
+        let root = workspace_root();
+        let mut found = Vec::new();
+        for source in crate::source::library_sources(&root) {
+            let path = relative(&root, &source.path);
+            if path.ends_with("/keys.rs") {
+                continue;
+            }
+            for (index, line) in source.lines.iter().enumerate() {
+                let code = line.split("//").next().unwrap_or_default();
+                let literal = code.split("\"stellar:").skip(1);
+                if literal.into_iter().any(|rest| !rest.starts_with(' ')) {
+                    found.push(format!("{path}:{}: {}", index + 1, line.trim()));
+                }
+            }
+        }
+        assert!(found.is_empty(), "key names outside keys.rs: {found:#?}");
+    }
+
+    fn relative(root: &Path, path: &Path) -> String {
+        path.strip_prefix(root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+
     #[test]
     fn toolchain_is_pinned() {
         let text = std::fs::read_to_string(workspace_root().join("rust-toolchain.toml"))

@@ -6,7 +6,7 @@
 
 use std::{
     io::Write,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, UNIX_EPOCH},
 };
 
 use anyhow::Result;
@@ -120,9 +120,7 @@ pub(crate) fn duration_ms(ms: Option<u64>) -> String {
 
 /// Now, in ms since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    stellar_core::time::now_ms()
 }
 
 #[cfg(test)]

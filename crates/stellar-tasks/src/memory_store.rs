@@ -324,10 +324,7 @@ impl MemoryTaskStore {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = stellar_core::sync::lock(&self.state);
         let now = Instant::now();
         state
             .tasks

@@ -132,9 +132,6 @@ impl WorkSignal {
     }
 
     fn lock_listening(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.inner
-            .listening
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        stellar_core::sync::lock(&self.inner.listening)
     }
 }

@@ -21,12 +21,7 @@ use stellar_core::NodeId;
 pub use crate::error::StoreError;
 use crate::types::{Enqueued, Schedule, Stats, TaskRecord, WorkerInfo};
 
-/// Wall-clock milliseconds since the Unix epoch (0 before it).
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use stellar_core::time::now_ms;
 
 /// A task to add.
 #[derive(Debug, Clone, PartialEq, Eq)]

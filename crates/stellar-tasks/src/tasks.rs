@@ -14,7 +14,7 @@ use std::{
 
 use serde::{Serialize, de::DeserializeOwned};
 use stellar_bus::RecordSigner;
-use stellar_core::{Api, NodeId, ServerToken};
+use stellar_core::{Api, NodeId, ServerToken, sync};
 use tracing::warn;
 
 use crate::{
@@ -164,15 +164,8 @@ impl TaskDefinition {
             .backoff_base
             .saturating_mul(1 << exponent)
             .min(self.backoff_max);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let spread = delay.as_millis() as u64 / 5;
-        if spread == 0 {
-            return delay;
-        }
-        delay + Duration::from_millis(u64::from(nanos) % (2 * spread + 1))
-            - Duration::from_millis(spread)
+        // Plus or minus a fifth, so many nodes retrying after one failure spread out.
+        stellar_core::time::jitter(delay, 0.2)
     }
 }
 
@@ -314,22 +307,15 @@ impl Tasks {
 
     /// Registers a task type (replacing one of the same name).
     pub fn register(&self, definition: TaskDefinition) {
-        let mut definitions = self
-            .inner
-            .definitions
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut definitions = sync::write(&self.inner.definitions);
         definitions.insert(definition.name.clone(), definition);
         let mut names: Vec<String> = definitions.keys().cloned().collect();
         names.sort();
-        *self.inner.names.write().unwrap_or_else(|p| p.into_inner()) = names.into();
+        *sync::write(&self.inner.names) = names.into();
     }
 
     pub(crate) fn definitions(&self) -> Vec<TaskDefinition> {
-        self.inner
-            .definitions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        sync::read(&self.inner.definitions)
             .values()
             .cloned()
             .collect()
@@ -342,20 +328,11 @@ impl Tasks {
 
     /// The names of the registered task types, sorted, shared (no copy per claim).
     pub(crate) fn runnable_names(&self) -> Arc<[String]> {
-        self.inner
-            .names
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        sync::read(&self.inner.names).clone()
     }
 
     pub(crate) fn definition(&self, name: &str) -> Option<TaskDefinition> {
-        self.inner
-            .definitions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        sync::read(&self.inner.definitions).get(name).cloned()
     }
 
     /// Starts this node's workers and its share of maintenance (promotion, reaping) on `api`;

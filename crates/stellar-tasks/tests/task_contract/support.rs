@@ -16,21 +16,29 @@ pub(crate) use stellar_tasks::{
     TaskConfig, TaskDefinition, TaskError, TaskState, TaskStore, Tasks, WorkSignal, WorkerInfo,
     store::{ClaimRequest, Claimed, FailOutcome, NewTask, Slot},
 };
-pub(crate) use stellar_testkit::RedisServer;
+pub(crate) use stellar_testkit::BackendKind;
 
-pub(crate) enum Backend {
-    Memory(MemoryTaskStore),
-    Redis {
-        server: RedisServer,
-        cancel: CancellationToken,
-    },
+/// A case's backend: one memory store every node shares, or a Redis server each node connects
+/// to anew (its subscribers stopped when the case ends).
+pub(crate) struct Backend {
+    kind: BackendKind,
+    memory: MemoryTaskStore,
+    cancel: CancellationToken,
+}
+
+impl From<BackendKind> for Backend {
+    fn from(kind: BackendKind) -> Self {
+        Self {
+            kind,
+            memory: MemoryTaskStore::new(),
+            cancel: CancellationToken::new(),
+        }
+    }
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        if let Self::Redis { cancel, .. } = self {
-            cancel.cancel();
-        }
+        self.cancel.cancel();
     }
 }
 
@@ -41,14 +49,14 @@ impl Backend {
 
     /// A store of this backend, and the signal its workers wake up on.
     pub(crate) async fn store_and_signal(&self) -> (Arc<dyn TaskStore>, WorkSignal) {
-        match self {
-            Self::Memory(store) => (Arc::new(store.clone()), store.signal()),
-            Self::Redis { server, cancel } => {
-                let pool = RedisPool::connect(RedisConfig::new(server.url()))
+        match self.kind.url() {
+            None => (Arc::new(self.memory.clone()), self.memory.signal()),
+            Some(url) => {
+                let pool = RedisPool::connect(RedisConfig::new(url))
                     .await
                     .expect("redis");
                 let transport: Arc<dyn Transport> = Arc::new(
-                    RedisTransport::connect(pool.clone(), cancel.clone())
+                    RedisTransport::connect(pool.clone(), self.cancel.clone())
                         .await
                         .expect("subscriber"),
                 );
@@ -117,15 +125,9 @@ pub(crate) fn request(
     }
 }
 
-pub(crate) async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Waits up to 20 s (tasks go through leases and retries) for `check`.
+pub(crate) async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
+    stellar_testkit::eventually_within(what, Duration::from_secs(20), check).await;
 }
 
 pub(crate) async fn state_of(tasks: &Tasks, id: &str) -> Option<TaskState> {
@@ -146,24 +148,14 @@ pub(crate) fn plain_task(id: &str, name: &str, max_attempts: u32) -> NewTask {
     }
 }
 
+/// Runs each case of the enclosing module on both backends: memory on a paused clock, Redis in
+/// real time.
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(start_paused = true)]
-                async fn $case() {
-                    super::$case(super::Backend::Memory(stellar_tasks::MemoryTaskStore::new())).await;
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let backend = super::Backend::Redis { server: stellar_testkit::RedisServer::start(), cancel: stellar_core::CancellationToken::new() };
-                    super::$case(backend).await;
-                }
-            )*
+        stellar_testkit::contract_cases! {
+            memory: #[tokio::test(start_paused = true)],
+            redis: #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
+            cases: [$($case),*],
         }
     };
 }
