@@ -4,6 +4,7 @@
 use std::{
     collections::BTreeMap,
     fs::File,
+    io::Write,
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -294,7 +295,8 @@ pub(crate) fn cli_json(env: &Env, redis: &Redis, args: &[&str]) -> Result<Value>
     })
 }
 
-/// Enqueues `stellar.log` tasks `<prefix>-<k>` (id and message alike), each working `ms`.
+/// Enqueues `stellar.log` tasks `<prefix>-<k>` (id and message alike), each working `ms`, in one
+/// `stellar tasks enqueue --stdin` batch: all of them are waiting when this returns.
 pub(crate) fn enqueue(
     env: &Env,
     redis: &Redis,
@@ -302,22 +304,40 @@ pub(crate) fn enqueue(
     range: std::ops::Range<usize>,
     ms: u64,
 ) -> Result<Vec<String>> {
-    let mut ids = Vec::new();
-    for k in range {
-        let id = format!("{prefix}-{k}");
-        let args = format!(r#"{{"message":"{id}","ms":{ms}}}"#);
-        let output = cli(
-            env,
-            redis,
-            &["tasks", "enqueue", "stellar.log", &args, "--id", &id],
-        )?;
-        if !output.status.success() {
-            bail!(
-                "enqueue {id} failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        ids.push(id);
+    let ids: Vec<String> = range.map(|k| format!("{prefix}-{k}")).collect();
+    let lines: String = ids
+        .iter()
+        .map(|id| {
+            let task = serde_json::json!({
+                "name": "stellar.log",
+                "args": {"message": id, "ms": ms},
+                "id": id,
+            });
+            format!("{task}\n")
+        })
+        .collect();
+    let mut child = Command::new(&env.bin)
+        .args(["tasks", "enqueue", "--stdin"])
+        .env(OWNER_ENV, &env.dir)
+        .env("STELLAR_REDIS_URL", redis.url())
+        .env("STELLAR_SERVER_TOKEN", TOKEN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running the stellar CLI")?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(lines.as_bytes())
+        .context("writing the batch")?;
+    let output = child.wait_with_output().context("waiting for the CLI")?;
+    if !output.status.success() {
+        bail!(
+            "enqueue of {prefix}-* failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(ids)
 }

@@ -142,7 +142,7 @@ pub(crate) fn sigstop_past_lease(env: &Env) -> Result<Row> {
     let lease = [("STELLAR_TASK_LEASE_MS", "1000")];
     let stopped = Node::start(env, &redis, "stopped", &lease)?;
     let _healthy = Node::start(env, &redis, "healthy", &lease)?;
-    let ids = enqueue(env, &redis, "stop", 0..40, 300)?;
+    let ids = enqueue(env, &redis, "stop", 0..40, 1000)?;
     thread::sleep(Duration::from_millis(400));
     stopped.signal(Signal::SIGSTOP);
     let paused_at = Instant::now();
