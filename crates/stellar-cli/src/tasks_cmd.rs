@@ -265,6 +265,14 @@ async fn show(tasks: &Tasks, id: &str, as_json: bool) -> Result<()> {
 }
 
 /// A task record as `name  value` lines, its times and how long it waited and ran.
+/// A reported progress: a number as a percentage, anything else as its JSON.
+fn progress_text(progress: &Value) -> String {
+    match progress.as_u64() {
+        Some(percent) => format!("{percent} %"),
+        None => progress.to_string(),
+    }
+}
+
 fn print_record(record: &TaskRecord) {
     let state = serde_json::to_value(record.state).unwrap_or_default();
     // It waited from the later of its enqueue and its due time until its last attempt started.
@@ -295,6 +303,9 @@ fn print_record(record: &TaskRecord) {
     field("finished", time_ms(record.finished_at_ms));
     field("waited", duration_ms(waited));
     field("ran", duration_ms(ran));
+    if let Some(progress) = &record.progress {
+        field("progress", progress_text(progress));
+    }
     if let Some(error) = &record.error {
         field("error", error.clone());
     }

@@ -323,3 +323,34 @@ fn a_poison_task_fails_while_others_flow_and_the_cli_shows_it() {
         "{workers}"
     );
 }
+
+/// A task's reported progress shows in `tasks show`, text and JSON (`stellar.sleep` reports it).
+#[test]
+fn tasks_show_prints_the_progress_a_task_reported() {
+    let redis = RedisServer::start();
+    let _n1 = node(&redis, "n1", 30_000);
+    let id = stdout(&run_cli(
+        &redis,
+        &["enqueue", "stellar.sleep", r#"{"ms": 300}"#],
+    ))
+    .trim()
+    .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let record = loop {
+        let record: serde_json::Value =
+            serde_json::from_slice(&run_cli(&redis, &["show", &id, "--json"]).stdout)
+                .expect("json");
+        if record["state"] == "completed" {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "not completed: {record}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(record["progress"], 100, "{record}");
+    let text = stdout(&run_cli(&redis, &["show", &id]));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("progress") && l.trim_end().ends_with("100 %")),
+        "{text}"
+    );
+}

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use stellar_tasks::TaskDefinition;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 #[derive(Debug, Deserialize)]
 struct SleepArgs {
@@ -25,12 +25,20 @@ struct FailArgs {
     message: Option<String>,
 }
 
-/// The built-in task types: `stellar.sleep {"ms": N}`, `stellar.log {"message": "…", "ms"?: N}` (logs when it starts and when
+/// The built-in task types: `stellar.sleep {"ms": N}` (reports its progress in up to ten steps), `stellar.log {"message": "…", "ms"?: N}` (logs when it starts and when
 /// it ends), `stellar.fail {"message"?: "…"}`.
 pub fn definitions() -> Vec<TaskDefinition> {
     vec![
-        TaskDefinition::new("stellar.sleep", |_, args: SleepArgs| async move {
-            tokio::time::sleep(Duration::from_millis(args.ms)).await;
+        TaskDefinition::new("stellar.sleep", |ctx, args: SleepArgs| async move {
+            // In up to ten steps of at least 100 ms, reporting the percentage done after each.
+            let steps = (args.ms / 100).clamp(1, 10);
+            for step in 1..=steps {
+                tokio::time::sleep(Duration::from_millis(args.ms / steps)).await;
+                let percent = step * 100 / steps;
+                if let Err(err) = ctx.progress(&percent).await {
+                    debug!(task_id = %ctx.id, error = %err, "could not record progress");
+                }
+            }
             Ok(())
         }),
         TaskDefinition::new("stellar.log", |ctx, args: LogArgs| async move {
