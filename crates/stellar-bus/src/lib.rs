@@ -83,6 +83,7 @@ mod memory_transport;
 mod redis_pool;
 mod redis_transport;
 mod replay;
+mod scripts;
 mod signer;
 mod transport;
 mod unique;

@@ -16,14 +16,6 @@ use tokio::time::Instant;
 
 use crate::{RedisPool, TransportError, keys};
 
-const HEARTBEAT_SCRIPT: &str = include_str!("../lua/heartbeat.lua");
-const LIVE_NODES_SCRIPT: &str = include_str!("../lua/live_nodes.lua");
-const LEAVE_SCRIPT: &str = include_str!("../lua/leave.lua");
-const RELEASE_CONNECTION_SCRIPT: &str = include_str!("../lua/release_connection.lua");
-const HOLD_CONNECTION_SCRIPT: &str = include_str!("../lua/hold_connection.lua");
-const FORGET_CONNECTIONS_SCRIPT: &str = include_str!("../lua/forget_connections.lua");
-const REMOVE_IF_SCRIPT: &str = include_str!("../lua/remove_if.lua");
-
 /// One stored membership record: opaque text written by [`Membership`](crate::Membership), and
 /// when the store last saw it renewed (the store's clock, ms since the Unix epoch).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,27 +252,25 @@ fn may_write(claim: Claim, incarnation: u64, holder: u64) -> bool {
 #[derive(Debug, Clone)]
 pub struct RedisMembershipStore {
     pool: RedisPool,
-    heartbeat: Arc<redis::Script>,
-    live: Arc<redis::Script>,
-    leave: Arc<redis::Script>,
-    remove_if: Arc<redis::Script>,
-    release_connection: Arc<redis::Script>,
-    hold_connection: Arc<redis::Script>,
-    forget_connections: Arc<redis::Script>,
+    scripts: Arc<Scripts>,
 }
+
+crate::lua_scripts!(
+    "../lua/": heartbeat,
+    live_nodes,
+    leave,
+    remove_if,
+    release_connection,
+    hold_connection,
+    forget_connections,
+);
 
 impl RedisMembershipStore {
     /// A store on `pool`.
     pub fn new(pool: RedisPool) -> Self {
         Self {
             pool,
-            heartbeat: Arc::new(redis::Script::new(HEARTBEAT_SCRIPT)),
-            live: Arc::new(redis::Script::new(LIVE_NODES_SCRIPT)),
-            leave: Arc::new(redis::Script::new(LEAVE_SCRIPT)),
-            remove_if: Arc::new(redis::Script::new(REMOVE_IF_SCRIPT)),
-            release_connection: Arc::new(redis::Script::new(RELEASE_CONNECTION_SCRIPT)),
-            hold_connection: Arc::new(redis::Script::new(HOLD_CONNECTION_SCRIPT)),
-            forget_connections: Arc::new(redis::Script::new(FORGET_CONNECTIONS_SCRIPT)),
+            scripts: Arc::new(Scripts::load()),
         }
     }
 }
@@ -320,7 +310,7 @@ impl MembershipStore for RedisMembershipStore {
         ];
         let reply: Vec<String> = self
             .pool
-            .invoke(OP, &self.heartbeat, &[keys::nodes(), &key], &args)
+            .invoke(OP, &self.scripts.heartbeat, &[keys::nodes(), &key], &args)
             .await?;
         let number = |i: usize| reply.get(i).and_then(|n| n.parse::<u64>().ok());
         match (reply.first().map(String::as_str), number(1)) {
@@ -342,7 +332,7 @@ impl MembershipStore for RedisMembershipStore {
             .pool
             .invoke(
                 "membership leave",
-                &self.leave,
+                &self.scripts.leave,
                 &[keys::nodes(), &key],
                 &[node.as_str(), incarnation.as_str()],
             )
@@ -356,7 +346,7 @@ impl MembershipStore for RedisMembershipStore {
             .pool
             .invoke(
                 "membership remove stale",
-                &self.remove_if,
+                &self.scripts.remove_if,
                 &[keys::nodes(), &key],
                 &[node.as_str(), record],
             )
@@ -368,7 +358,12 @@ impl MembershipStore for RedisMembershipStore {
         const OP: &str = "membership list";
         let flat: Vec<String> = self
             .pool
-            .invoke(OP, &self.live, &[keys::nodes()], &[keys::node_prefix()])
+            .invoke(
+                OP,
+                &self.scripts.live_nodes,
+                &[keys::nodes()],
+                &[keys::node_prefix()],
+            )
             .await?;
         let Some((now_ms, flat)) = flat.split_first() else {
             return Err(unexpected_reply(OP));
@@ -394,7 +389,7 @@ impl MembershipStore for RedisMembershipStore {
         self.pool
             .invoke::<u64>(
                 "hold connection",
-                &self.hold_connection,
+                &self.scripts.hold_connection,
                 &[keys::connections(), &index],
                 &[connection, node.as_str()],
             )
@@ -407,7 +402,7 @@ impl MembershipStore for RedisMembershipStore {
         self.pool
             .invoke(
                 "forget connections",
-                &self.forget_connections,
+                &self.scripts.forget_connections,
                 &[keys::connections(), &index],
                 &[node.as_str()],
             )
@@ -423,7 +418,7 @@ impl MembershipStore for RedisMembershipStore {
             .pool
             .invoke(
                 "release connection",
-                &self.release_connection,
+                &self.scripts.release_connection,
                 &[keys::connections(), &keys::node_connections(node)],
                 &[connection, node.as_str()],
             )

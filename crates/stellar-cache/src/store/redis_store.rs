@@ -20,34 +20,16 @@ const SCAN_COUNT: u64 = 1000;
 /// How many keys one UNLINK deletes.
 const UNLINK_CHUNK: usize = 500;
 
-/// Declares the scripts of `lua/`, one line each: the name is the file name.
-macro_rules! scripts {
-    ($($name:ident),* $(,)?) => {
-        /// Loaded once per store and called by SHA (`EVALSHA`, reloaded by redis-rs on `NOSCRIPT`).
-        #[derive(Debug)]
-        struct Scripts {
-            $($name: Script,)*
-        }
-
-        impl Scripts {
-            fn new() -> Self {
-                Self {
-                    $($name: Script::new(include_str!(concat!("../../lua/", stringify!($name), ".lua"))),)*
-                }
-            }
-        }
-    };
-}
-
-scripts! {
-    save,
+// The scripts of `lua/`, one line each: the name is the file name.
+stellar_bus::lua_scripts!(
+    "../../lua/": save,
     load,
     destroy,
     increment,
     lock,
     unlock,
     extend,
-}
+);
 
 /// A cache store on a shared Redis: values, counters and lists under `stellar:cache:`, locks
 /// under `stellar:lock:` (see [`RedisCacheStore::with_prefixes`]).
@@ -64,7 +46,7 @@ impl RedisCacheStore {
         Self {
             pool,
             keys: Keys::default(),
-            scripts: Arc::new(Scripts::new()),
+            scripts: Arc::new(Scripts::load()),
         }
     }
 
