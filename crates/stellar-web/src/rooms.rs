@@ -395,6 +395,7 @@ fn check_room(room: &str) -> Result<(), ActionError> {
 /// every `room.members` answer.
 pub(crate) const MAX_ROOMS_PER_CONNECTION: usize = 64;
 
+/// The message for a join past [`MAX_ROOMS_PER_CONNECTION`].
 fn too_many_rooms() -> String {
     format!("a connection is in at most {MAX_ROOMS_PER_CONNECTION} rooms; leave one first")
 }
