@@ -50,6 +50,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new().route("/ws", get(upgrade))
 }
 
+/// `GET /ws`: refused while draining or at the connection limit, else upgraded to a session
+/// tracked with the other WebSockets (so the drain waits for it).
 async fn upgrade(
     State(shared): State<Arc<Shared>>,
     peer: Option<Extension<Peer>>,
@@ -465,6 +467,7 @@ async fn send_json(sink: &mut Sink, value: &Value) -> Result<(), axum::Error> {
     send_text(sink, value.to_string()).await
 }
 
+/// Sends one text frame, failing if the client does not take it within [`WRITE_TIMEOUT`].
 async fn send_text(sink: &mut Sink, text: String) -> Result<(), axum::Error> {
     match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await {
         Ok(sent) => sent,
