@@ -168,6 +168,7 @@ impl Action {
         &self.inputs
     }
 
+    /// Whether its WebSocket calls run in frame order (see [`Action::ordered`]).
     pub(crate) fn is_ordered(&self) -> bool {
         self.ordered
     }
@@ -276,6 +277,7 @@ impl Actions {
         self.call_with(ctx, name, Params::Json(params)).await
     }
 
+    /// As [`Actions::call`], with the input as it arrived (JSON or a query string).
     pub(crate) async fn call_with(
         &self,
         ctx: ActionContext,
@@ -288,6 +290,7 @@ impl Actions {
         action.run(ctx, params).await
     }
 
+    /// The registry for reading, even after a panic elsewhere poisoned the lock.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Action>>> {
         // Each critical section is one map operation: a poisoned lock is still consistent.
         self.inner
@@ -295,6 +298,7 @@ impl Actions {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The registry for writing, even after a panic elsewhere poisoned the lock.
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Action>>> {
         self.inner
             .write()

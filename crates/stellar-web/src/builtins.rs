@@ -29,6 +29,7 @@ pub(crate) fn register(actions: &Actions) {
     }
 }
 
+/// `status`: this node and the live nodes of the cluster.
 fn status() -> Action {
     Action::new("status", |ctx: ActionContext, _: NoInput| async move {
         let services = ctx.services();
@@ -61,6 +62,7 @@ struct ActionDoc<'a> {
     inputs: &'a [InputDoc],
 }
 
+/// The `documentation` answer: every registered action with its description and inputs.
 fn documentation(actions: &Actions) -> Value {
     let all = actions.all();
     let docs: Vec<ActionDoc<'_>> = all

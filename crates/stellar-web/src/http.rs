@@ -70,6 +70,7 @@ impl Web {
     }
 }
 
+/// `/api/{action}`; other methods than GET and POST get 405.
 fn actions_routes() -> Router<AppState> {
     Router::new().route(
         "/api/{action}",
@@ -79,6 +80,7 @@ fn actions_routes() -> Router<AppState> {
     )
 }
 
+/// `/healthz` (the process answers) and `/readyz` (the node takes traffic).
 fn health_routes() -> Router<AppState> {
     Router::new()
         .route(
@@ -111,6 +113,7 @@ async fn call_action(
     shared.actions.call_with(ctx, &name, params).await.map(Json)
 }
 
+/// The error for a body that could not be read: 413 over `limit`, 400 otherwise.
 fn body_error(rejection: &BytesRejection, limit: usize) -> ActionError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ActionError::BodyTooLarge { limit }
@@ -155,12 +158,14 @@ async fn readyz(State(shared): State<AppState>) -> Result<Json<Value>, ActionErr
     }
 }
 
+/// The JSON 404 of every path no route matches.
 async fn not_found(request: Request) -> ActionError {
     ActionError::NotFound {
         path: request.uri().path().to_owned(),
     }
 }
 
+/// The error for a failure of the timeout layer: 504 when the deadline passed, 500 otherwise.
 fn timeout_error(err: BoxError, after: Duration) -> ActionError {
     if err.is::<tower::timeout::error::Elapsed>() {
         ActionError::Timeout { after }
@@ -179,7 +184,6 @@ async fn count(State(shared): State<AppState>, request: Request, next: Next) -> 
     response
 }
 
-/// Request ids for requests that come without one: unique in the cluster.
 /// Drops a client's `x-request-id` that is not 1 to 64 of `[A-Za-z0-9._-]`, so a fresh one is made:
 /// the id goes into every log line of the request, where spaces or a huge value would forge
 /// fields or bloat the log.
@@ -197,6 +201,7 @@ async fn sanitize_request_id(mut request: Request) -> Request {
     request
 }
 
+/// Request ids for requests that come without one: unique in the cluster.
 #[derive(Clone)]
 struct MakeId {
     shared: AppState,

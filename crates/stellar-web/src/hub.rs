@@ -60,6 +60,7 @@ impl Hub {
         }
     }
 
+    /// The connections and rooms, even after a panic elsewhere poisoned the lock.
     fn state(&self) -> MutexGuard<'_, State> {
         // Each critical section is a few map updates that cannot panic half way.
         self.state
@@ -67,6 +68,7 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Adds a connection of this node; pushes for it go to `tx`.
     pub(crate) fn insert(&self, id: ConnectionId, tx: mpsc::Sender<Outbound>) {
         let local = Local {
             tx,
@@ -91,6 +93,7 @@ impl Hub {
         self.state().connections.len()
     }
 
+    /// When `id` connected and the rooms it is in; `None` if it is not here.
     pub(crate) fn details(&self, id: &ConnectionId) -> Option<Details> {
         self.state().connections.get(id).map(|local| Details {
             connected_at_ms: local.connected_at_ms,
@@ -144,6 +147,7 @@ impl Hub {
             .map(|local| local.rooms.len())
     }
 
+    /// Whether the local connection `id` is in `room`.
     pub(crate) fn is_member(&self, id: &ConnectionId, room: &str) -> bool {
         self.state()
             .rooms
@@ -181,6 +185,7 @@ impl Hub {
     }
 }
 
+/// Takes `id` out of the room index, dropping the room once it has no local member left.
 fn leave_index(
     rooms: &mut HashMap<String, BTreeMap<ConnectionId, u64>>,
     room: &str,
@@ -194,6 +199,7 @@ fn leave_index(
     }
 }
 
+/// Now, in ms since the Unix epoch (0 on a clock set before it).
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

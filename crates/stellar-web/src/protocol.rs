@@ -62,9 +62,14 @@ pub(crate) fn parse_frame(text: &str) -> Result<Frame, FrameError> {
     let Value::Object(mut object) = value else {
         return Err(bad_frame("a frame is a JSON object", None, false));
     };
-    if let Some(event) = object.remove("event") {
-        return parse_legacy(event, object);
+    match object.remove("event") {
+        Some(event) => parse_legacy(event, object),
+        None => parse_call(object),
     }
+}
+
+/// Parses this protocol's `{"action", "params", "id"}` frame.
+fn parse_call(mut object: Map<String, Value>) -> Result<Frame, FrameError> {
     let id = object.remove("id").unwrap_or(Value::Null);
     let action = match object.remove("action") {
         Some(Value::String(action)) => action,
@@ -89,70 +94,77 @@ pub(crate) fn parse_frame(text: &str) -> Result<Frame, FrameError> {
     Ok(Frame::Call { id, action, params })
 }
 
+/// Parses an original-protocol frame whose `"event"` field was `event`; errors carry its
+/// `messageId`.
 fn parse_legacy(event: Value, mut object: Map<String, Value>) -> Result<Frame, FrameError> {
     let message_id = object.remove("messageId");
     let Value::String(event) = event else {
         return Err(bad_frame("\"event\" is a string", message_id, true));
     };
-    let room = |object: &mut Map<String, Value>| match object.remove("room") {
-        Some(Value::String(room)) => Ok(room),
-        _ => Err(FrameError {
-            error: ActionError::invalid("room", "a room name is a string"),
-            id: message_id.clone(),
+    match legacy_event(event, &mut object) {
+        Ok(event) => Ok(Frame::Legacy { message_id, event }),
+        Err(error) => Err(FrameError {
+            error,
+            id: message_id,
             legacy: true,
         }),
-    };
-    let event = match event.as_str() {
-        "action" => {
-            let mut params = match object.remove("params") {
-                Some(Value::Object(params)) => params,
-                None => Map::new(),
-                Some(_) => {
-                    return Err(FrameError {
-                        error: ActionError::invalid("params", "params is an object"),
-                        id: message_id,
-                        legacy: true,
-                    });
-                }
-            };
-            let action = match params.remove("action") {
-                Some(Value::String(action)) => action,
-                _ => {
-                    return Err(FrameError {
-                        error: ActionError::invalid("params.action", "an action name is a string"),
-                        id: message_id,
-                        legacy: true,
-                    });
-                }
-            };
-            // Versions are not implemented: every action has one.
-            params.remove("apiVersion");
-            Event::Action {
-                action,
-                params: Value::Object(params),
-            }
-        }
+    }
+}
+
+/// The verb named `event`, with the fields it needs taken from the rest of the frame.
+fn legacy_event(event: String, object: &mut Map<String, Value>) -> Result<Event, ActionError> {
+    Ok(match event.as_str() {
+        "action" => legacy_action(object)?,
         "roomAdd" | "roomJoin" => Event::RoomJoin {
-            room: room(&mut object)?,
+            room: room_field(object)?,
         },
         "roomLeave" => Event::RoomLeave {
-            room: room(&mut object)?,
+            room: room_field(object)?,
         },
         "roomView" => Event::RoomView {
-            room: room(&mut object)?,
+            room: room_field(object)?,
         },
         "say" => {
-            let room = room(&mut object)?;
+            let room = room_field(object)?;
             let message = object.remove("message").unwrap_or(Value::Null);
             Event::Say { room, message }
         }
         "detailsView" => Event::DetailsView,
         "quit" | "exit" => Event::Quit,
         _ => Event::Unknown { event },
-    };
-    Ok(Frame::Legacy { message_id, event })
+    })
 }
 
+/// An original `action` frame: the action's name (and its `apiVersion`) travel inside `params`.
+fn legacy_action(object: &mut Map<String, Value>) -> Result<Event, ActionError> {
+    let mut params = match object.remove("params") {
+        Some(Value::Object(params)) => params,
+        None => Map::new(),
+        Some(_) => return Err(ActionError::invalid("params", "params is an object")),
+    };
+    let Some(Value::String(action)) = params.remove("action") else {
+        return Err(ActionError::invalid(
+            "params.action",
+            "an action name is a string",
+        ));
+    };
+    // Versions are not implemented: every action has one.
+    params.remove("apiVersion");
+    Ok(Event::Action {
+        action,
+        params: Value::Object(params),
+    })
+}
+
+/// The `room` field of an original verb.
+fn room_field(object: &mut Map<String, Value>) -> Result<String, ActionError> {
+    match object.remove("room") {
+        Some(Value::String(room)) => Ok(room),
+        _ => Err(ActionError::invalid("room", "a room name is a string")),
+    }
+}
+
+/// A frame that is no request at all (not an object, no action, `event` not a string).
 fn bad_frame(message: &str, id: Option<Value>, legacy: bool) -> FrameError {
     FrameError {
         error: ActionError::BadRequest {
@@ -219,6 +231,7 @@ pub(crate) fn legacy_verb_reply(
     Value::Object(reply)
 }
 
+/// Adds the fields every original-protocol reply carries.
 fn stamp(reply: &mut Map<String, Value>, message_id: Value, count: u64) {
     reply.insert("context".into(), "response".into());
     reply.insert("messageId".into(), message_id);

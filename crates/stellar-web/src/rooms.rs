@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use stellar_bus::{Bus, HandlerError, Message};
 use stellar_core::{Api, NodeId};
@@ -102,49 +102,56 @@ impl Rooms {
                 hub.deliver(&body.room, &chat_payload(&body));
                 Ok(())
             });
+        self.serve_method(ROOM_MEMBERS_METHOD, |rooms, args: RoomArgs| {
+            Ok(rooms.local_members(&args.room))
+        });
+        self.serve_method(ROOM_JOIN_METHOD, Rooms::join_here);
+        self.serve_method(ROOM_LEAVE_METHOD, Rooms::leave_here);
+        self.serve_method(CONNECTION_SEND_METHOD, Rooms::send_here);
+    }
+
+    /// Registers the RPC `method`, answered by `handler` on this node's rooms.
+    fn serve_method<A, R>(&self, method: &str, handler: fn(&Rooms, A) -> Result<R, HandlerError>)
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+    {
         let rooms = self.clone();
-        self.rpc
-            .register(ROOM_MEMBERS_METHOD, move |_ctx, args: RoomArgs| {
-                let rooms = rooms.clone();
-                async move { Ok::<_, HandlerError>(rooms.local_members(&args.room)) }
-            });
-        let hub = self.hub.clone();
-        self.rpc
-            .register(ROOM_JOIN_METHOD, move |_ctx, args: MemberArgs| {
-                let hub = hub.clone();
-                async move {
-                    if room_limit_reached(&hub, &args.connection_id, &args.room) {
-                        return Err(HandlerError::from(too_many_rooms()));
-                    }
-                    hub.join(&args.connection_id, &args.room)
-                        .ok_or_else(|| not_here(&args.connection_id))
-                }
-            });
-        let hub = self.hub.clone();
-        self.rpc
-            .register(ROOM_LEAVE_METHOD, move |_ctx, args: MemberArgs| {
-                let hub = hub.clone();
-                async move {
-                    hub.leave(&args.connection_id, &args.room)
-                        .ok_or_else(|| not_here(&args.connection_id))
-                }
-            });
-        let hub = self.hub.clone();
-        self.rpc
-            .register(CONNECTION_SEND_METHOD, move |_ctx, args: SendArgs| {
-                let hub = hub.clone();
-                async move {
-                    let id = args.connection_id.ok_or_else(|| {
-                        HandlerError::from("connection.send needs a connection_id")
-                    })?;
-                    let pushed = Outbound::Json(alert_payload(args.message));
-                    if hub.send(&id, pushed) {
-                        Ok(json!({ "delivered": true }))
-                    } else {
-                        Err(not_here(&id))
-                    }
-                }
-            });
+        self.rpc.register(method, move |_ctx, args: A| {
+            std::future::ready(handler(&rooms, args))
+        });
+    }
+
+    /// `room.join` for a connection this node holds.
+    fn join_here(&self, args: MemberArgs) -> Result<bool, HandlerError> {
+        if room_limit_reached(&self.hub, &args.connection_id, &args.room) {
+            return Err(HandlerError::from(too_many_rooms()));
+        }
+        self.hub
+            .join(&args.connection_id, &args.room)
+            .ok_or_else(|| not_here(&args.connection_id))
+    }
+
+    /// `room.leave` for a connection this node holds.
+    fn leave_here(&self, args: MemberArgs) -> Result<bool, HandlerError> {
+        self.hub
+            .leave(&args.connection_id, &args.room)
+            .ok_or_else(|| not_here(&args.connection_id))
+    }
+
+    /// `connection.send` to a connection this node holds.
+    fn send_here(&self, args: SendArgs) -> Result<Value, HandlerError> {
+        let id = args
+            .connection_id
+            .ok_or_else(|| HandlerError::from("connection.send needs a connection_id"))?;
+        if self
+            .hub
+            .send(&id, Outbound::Json(alert_payload(args.message)))
+        {
+            Ok(json!({ "delivered": true }))
+        } else {
+            Err(not_here(&id))
+        }
     }
 
     /// Adds `connection` (held by any node) to `room`; false if it was a member already.
@@ -280,6 +287,8 @@ impl Rooms {
             .map(drop)
     }
 
+    /// Publishes a room message to every node (this one included), which deliver it to their
+    /// members.
     async fn publish(
         &self,
         from: Option<ConnectionId>,
@@ -304,6 +313,8 @@ impl Rooms {
             })
     }
 
+    /// Joins or leaves (`method`) a room for a connection held by another node: whether that
+    /// changed its membership.
     async fn remote(
         &self,
         method: &str,
@@ -315,6 +326,7 @@ impl Rooms {
         Ok(value.as_bool().unwrap_or(false))
     }
 
+    /// Calls `method` on the node that holds `connection`, and returns its answer.
     async fn call_holder(
         &self,
         method: &str,
@@ -347,6 +359,7 @@ impl Rooms {
     }
 }
 
+/// The error of a node asked about a connection it does not hold.
 fn not_here(id: &ConnectionId) -> HandlerError {
     HandlerError::from(format!("no connection {id} on this node"))
 }
@@ -367,6 +380,7 @@ fn alert_payload(message: Value) -> Value {
     json!({ "context": "alert", "message": message })
 }
 
+/// Checks a room name: 1 to `MAX_ROOM_NAME` bytes, no control characters.
 fn check_room(room: &str) -> Result<(), ActionError> {
     if room.is_empty() || room.len() > MAX_ROOM_NAME || room.chars().any(char::is_control) {
         return Err(ActionError::invalid(
@@ -381,6 +395,7 @@ fn check_room(room: &str) -> Result<(), ActionError> {
 /// every `room.members` answer.
 pub(crate) const MAX_ROOMS_PER_CONNECTION: usize = 64;
 
+/// The message for a join past [`MAX_ROOMS_PER_CONNECTION`].
 fn too_many_rooms() -> String {
     format!("a connection is in at most {MAX_ROOMS_PER_CONNECTION} rooms; leave one first")
 }

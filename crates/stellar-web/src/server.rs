@@ -1,6 +1,7 @@
 //! Accepting connections: one shared port, header timeouts, and the drain.
 
 use std::{
+    convert::Infallible,
     io,
     net::SocketAddr,
     sync::{
@@ -10,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, extract::Request};
+use axum::{Router, extract::Request, response::Response};
 use hyper::{body::Incoming, server::conn::http1};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -57,15 +58,34 @@ impl Web {
     pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
         let api = self.shared.services.api.clone();
         let config = self.shared.config.clone();
-        let router = self.router();
-        let graceful = Drain::default();
-        let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new())
-            .header_read_timeout(config.header_timeout)
-            .keep_alive(true);
+        let served = Served {
+            http: http_builder(config.header_timeout),
+            drain: Drain::default(),
+            router: self.router(),
+        };
         let addr = listener.local_addr().ok();
         info!(node_id = %api.node_id(), addr = ?addr, "web server listening");
-        // The drain starts on `Web::stop` or, failing that, on the node's own stop.
+        let cancel = self.drain_trigger();
+        let drained = self.shared.drained.clone();
+        let _drained = drained.drop_guard();
+        self.accept_until(&listener, &served, cancel.cancelled())
+            .await;
+        info!(node_id = %api.node_id(), drain_delay_ms = config.drain_delay.as_millis() as u64, "web server draining");
+        self.accept_until(&listener, &served, tokio::time::sleep(config.drain_delay))
+            .await;
+        drop(listener);
+        served
+            .drain
+            .send_keep_alive_away(config.drain_timeout.min(KEEP_ALIVE_GRACE))
+            .await;
+        self.close_the_rest(&served.drain).await;
+        Ok(())
+    }
+
+    /// The token that starts the drain: cancelled by `Web::stop` or, failing that, by the
+    /// node's own stop.
+    fn drain_trigger(&self) -> CancellationToken {
+        let api = &self.shared.services.api;
         let cancel = self.shared.stop.clone();
         let node_stop = api.cancellation_token();
         let web_stop = cancel.clone();
@@ -75,89 +95,64 @@ impl Web {
                 () = web_stop.cancelled() => {}
             }
         });
-        let drained = self.shared.drained.clone();
-        let _drained = drained.drop_guard();
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => break,
-                accepted = listener.accept() => self.accept(accepted, &http, &graceful, &router).await,
-            }
-        }
-        info!(node_id = %api.node_id(), drain_delay_ms = config.drain_delay.as_millis() as u64, "web server draining");
-        let delay = tokio::time::sleep(config.drain_delay);
-        tokio::pin!(delay);
-        loop {
-            tokio::select! {
-                () = &mut delay => break,
-                accepted = listener.accept() => self.accept(accepted, &http, &graceful, &router).await,
-            }
-        }
-        drop(listener);
-        // Keep-alive clients are told to go (`connection: close` on their next response) and
-        // given a moment to do so: closing an idle keep-alive connection races with a request
-        // the client may be sending on it, which would fail. Those that say nothing are closed
-        // after the grace.
-        graceful.closing.store(true, Ordering::SeqCst);
-        graceful.connections.close();
-        let grace = config.drain_timeout.min(KEEP_ALIVE_GRACE);
-        let _ = tokio::time::timeout(grace, graceful.connections.wait()).await;
-        let ws_tasks = self.shared.ws_tasks.clone();
-        ws_tasks.close();
-        graceful.start.cancel();
-        let drained = async {
-            graceful.connections.wait().await;
-            ws_tasks.wait().await;
-        };
-        match tokio::time::timeout(config.drain_timeout, drained).await {
-            Ok(()) => info!(node_id = %api.node_id(), "web server drained"),
-            Err(_) => {
-                warn!(node_id = %api.node_id(), timeout_ms = config.drain_timeout.as_millis() as u64, "web drain deadline passed")
-            }
-        }
-        Ok(())
+        cancel
     }
 
-    async fn accept(
+    /// Accepts connections on `listener` until `until` completes.
+    async fn accept_until(
         &self,
-        accepted: io::Result<(TcpStream, SocketAddr)>,
-        http: &http1::Builder,
-        graceful: &Drain,
-        router: &Router,
+        listener: &TcpListener,
+        served: &Served,
+        until: impl Future<Output = ()>,
     ) {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                () = &mut until => break,
+                accepted = listener.accept() => self.accept(accepted, served).await,
+            }
+        }
+    }
+
+    /// Closes the connections still open (idle keep-alive ones at once, busy ones after their
+    /// request) and every WebSocket (close 1001), and waits for them up to the drain timeout.
+    async fn close_the_rest(&self, drain: &Drain) {
+        let api = &self.shared.services.api;
+        let drain_timeout = self.shared.config.drain_timeout;
+        let ws_tasks = self.shared.ws_tasks.clone();
+        ws_tasks.close();
+        drain.start.cancel();
+        let drained = async {
+            drain.connections.wait().await;
+            ws_tasks.wait().await;
+        };
+        match tokio::time::timeout(drain_timeout, drained).await {
+            Ok(()) => info!(node_id = %api.node_id(), "web server drained"),
+            Err(_) => {
+                warn!(node_id = %api.node_id(), timeout_ms = drain_timeout.as_millis() as u64, "web drain deadline passed")
+            }
+        }
+    }
+
+    /// Serves one accepted connection on the drain's tracker, until it ends or the drain closes
+    /// it.
+    async fn accept(&self, accepted: io::Result<(TcpStream, SocketAddr)>, served: &Served) {
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
-            Err(err) => {
-                // Out of descriptors or a connection reset before accept: keep serving others.
-                warn!(cause = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                return;
-            }
+            Err(err) => return back_off(&err).await,
         };
         bump(&self.shared.counters.http_connections);
-        let router = router.clone();
-        let closing = graceful.closing.clone();
-        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(Peer(peer));
-            let closing = closing.clone();
-            let response = router.clone().oneshot(request);
-            async move {
-                let mut response = response.await?;
-                if closing.load(Ordering::SeqCst) {
-                    // The client opens its next connection elsewhere (another worker).
-                    response.headers_mut().insert(
-                        hyper::header::CONNECTION,
-                        hyper::header::HeaderValue::from_static("close"),
-                    );
-                }
-                Ok::<_, std::convert::Infallible>(response)
-            }
+        let (router, closing) = (served.router.clone(), served.drain.closing.clone());
+        let service = hyper::service::service_fn(move |request| {
+            respond(router.clone(), closing.clone(), peer, request)
         });
-        let connection = http
+        let connection = served
+            .http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let counters = self.shared.counters.clone();
-        let start = graceful.start.clone();
-        graceful.connections.spawn(async move {
+        let start = served.drain.start.clone();
+        served.drain.connections.spawn(async move {
             tokio::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
@@ -175,6 +170,50 @@ impl Web {
     }
 }
 
+/// Logs a failed accept and pauses a little before the next one.
+async fn back_off(err: &io::Error) {
+    // Out of descriptors or a connection reset before accept: keep serving others.
+    warn!(cause = %err, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// HTTP/1 with keep-alive and a deadline for the request headers.
+fn http_builder(header_timeout: Duration) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    http
+}
+
+/// Routes one request from `peer`; once the drain has begun, the response asks the client to
+/// close the connection.
+async fn respond(
+    router: Router,
+    closing: Arc<AtomicBool>,
+    peer: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Result<Response, Infallible> {
+    request.extensions_mut().insert(Peer(peer));
+    let mut response = router.oneshot(request).await?;
+    if closing.load(Ordering::SeqCst) {
+        // The client opens its next connection elsewhere (another worker).
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(response)
+}
+
+/// What every connection of one [`Web::serve`] shares.
+#[derive(Debug)]
+struct Served {
+    http: http1::Builder,
+    drain: Drain,
+    router: Router,
+}
+
 /// How long a draining node lets keep-alive clients leave by themselves before it closes their
 /// connections.
 const KEEP_ALIVE_GRACE: Duration = Duration::from_secs(2);
@@ -187,4 +226,16 @@ struct Drain {
     /// Closes what is left: idle connections at once, busy ones after their request.
     start: CancellationToken,
     connections: TaskTracker,
+}
+
+impl Drain {
+    /// Tells keep-alive clients to go (`connection: close` on their next response) and gives
+    /// them `grace` to do so.
+    async fn send_keep_alive_away(&self, grace: Duration) {
+        // Closing an idle keep-alive connection races with a request the client may be
+        // sending on it, which would fail; those that say nothing are closed after the grace.
+        self.closing.store(true, Ordering::SeqCst);
+        self.connections.close();
+        let _ = tokio::time::timeout(grace, self.connections.wait()).await;
+    }
 }

@@ -91,6 +91,7 @@ impl Counters {
         bump(counter);
     }
 
+    /// The counters as they are now.
     pub(crate) fn snapshot(&self) -> WebStats {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         WebStats {

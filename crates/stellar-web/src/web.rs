@@ -154,6 +154,7 @@ impl Web {
 }
 
 impl Shared {
+    /// The context an action runs with: for a WebSocket `connection`, or an HTTP request.
     pub(crate) fn context(
         &self,
         connection: Option<ConnectionId>,

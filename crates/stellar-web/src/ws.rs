@@ -1,6 +1,10 @@
 //! `/ws`: one task per WebSocket, speaking both protocols of [`crate::protocol`].
 
-use std::{net::SocketAddr, ops::ControlFlow, sync::Arc};
+use std::{
+    net::SocketAddr,
+    ops::ControlFlow,
+    sync::{Arc, atomic::Ordering},
+};
 
 use axum::{
     Extension, Router,
@@ -13,7 +17,10 @@ use axum::{
     response::Response,
     routing::get,
 };
-use futures_util::{SinkExt, StreamExt, stream::SplitSink};
+use futures_util::{
+    SinkExt, StreamExt,
+    stream::{SplitSink, SplitStream},
+};
 use serde_json::{Map, Value, json};
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
@@ -22,11 +29,11 @@ use tokio::{
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::{
-    ActionError, ConnectionId,
-    action::Params,
+    ActionContext, ActionError, ConnectionId, RoomMember,
+    action::{Action, Params},
     hub::{OUTBOUND_CAPACITY, Outbound},
     protocol::{self, Event, Frame},
-    stats::bump,
+    stats::{Counters, bump},
     web::Shared,
 };
 
@@ -43,6 +50,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new().route("/ws", get(upgrade))
 }
 
+/// `GET /ws`: refused while draining or at the connection limit, else upgraded to a session
+/// tracked with the other WebSockets (so the drain waits for it).
 async fn upgrade(
     State(shared): State<Arc<Shared>>,
     peer: Option<Extension<Peer>>,
@@ -81,20 +90,7 @@ async fn run(
     let id = ConnectionId::generate(api.node_id());
     let span = info_span!("websocket", node_id = %api.node_id(), connection_id = %id);
     let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
-    shared.hub.insert(id.clone(), tx.clone());
-    if let Err(err) = shared
-        .services
-        .membership
-        .hold_connection(&api, id.as_str())
-        .await
-    {
-        warn!(node_id = %api.node_id(), connection_id = %id, cause = %err, "could not register the connection cluster-wide");
-    }
-    bump(&shared.counters.ws_accepted);
-    shared
-        .counters
-        .ws_open
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    make_known(&shared, &id, tx.clone()).await;
     let pending = Arc::new(Semaphore::new(shared.config.max_ws_pending));
     let mut session = Session {
         shared: shared.clone(),
@@ -105,21 +101,42 @@ async fn run(
         remote,
     };
     session.serve(socket, rx).instrument(span).await;
-    shared.hub.remove(&id);
+    forget(&shared, &id).await;
+}
+
+/// Makes a new connection known: to this node's hub (pushes reach it through `tx`), to the
+/// cluster's connection map, and to the counters.
+async fn make_known(shared: &Shared, id: &ConnectionId, tx: mpsc::Sender<Outbound>) {
+    let api = &shared.services.api;
+    shared.hub.insert(id.clone(), tx);
     if let Err(err) = shared
         .services
         .membership
-        .release_connection(&api, id.as_str())
+        .hold_connection(api, id.as_str())
+        .await
+    {
+        warn!(node_id = %api.node_id(), connection_id = %id, cause = %err, "could not register the connection cluster-wide");
+    }
+    bump(&shared.counters.ws_accepted);
+    shared.counters.ws_open.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Forgets a closed connection everywhere [`make_known`] made it known.
+async fn forget(shared: &Shared, id: &ConnectionId) {
+    let api = &shared.services.api;
+    shared.hub.remove(id);
+    if let Err(err) = shared
+        .services
+        .membership
+        .release_connection(api, id.as_str())
         .await
     {
         warn!(node_id = %api.node_id(), connection_id = %id, cause = %err, "could not release the connection cluster-wide");
     }
-    shared
-        .counters
-        .ws_open
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    shared.counters.ws_open.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// One WebSocket being served.
 struct Session {
     shared: Arc<Shared>,
     id: ConnectionId,
@@ -134,7 +151,11 @@ struct Session {
 
 type Sink = SplitSink<WebSocket, Message>;
 
+/// The close frame (code, reason) that ends a session; `None` when the socket is gone already.
+type Close = Option<(u16, &'static str)>;
+
 impl Session {
+    /// Welcomes the client, runs the exchange, and sends the close frame it ended with.
     async fn serve(&mut self, socket: WebSocket, mut rx: mpsc::Receiver<Outbound>) {
         let (mut sink, mut stream) = socket.split();
         let welcome = protocol::welcome(
@@ -144,50 +165,47 @@ impl Session {
         if send_json(&mut sink, &welcome).await.is_err() {
             return;
         }
+        if let Some((code, reason)) = self.exchange(&mut sink, &mut stream, &mut rx).await {
+            send_close(&mut sink, code, reason).await;
+        }
+    }
+
+    /// Answers the client's frames, forwards pushes and pings the client, until the client
+    /// leaves or falls silent or the node stops: the close frame to send then, if any.
+    async fn exchange(
+        &mut self,
+        sink: &mut Sink,
+        stream: &mut SplitStream<WebSocket>,
+        rx: &mut mpsc::Receiver<Outbound>,
+    ) -> Close {
         let cancel = self.shared.stop.clone();
         let idle = self.shared.config.idle_timeout;
         let mut ping = tokio::time::interval_at(Instant::now() + idle / 2, idle / 2);
         let mut silent_until = Instant::now() + idle;
-        let close = loop {
+        loop {
             tokio::select! {
-                () = cancel.cancelled() => break Some((GOING_AWAY, "server shutting down")),
+                () = cancel.cancelled() => return Some((GOING_AWAY, "server shutting down")),
                 Some(outbound) = rx.recv() => {
-                    let text = match outbound {
-                        Outbound::Json(value) => value.to_string(),
-                        Outbound::Shared(text) => text.to_string(),
-                    };
-                    if send_text(&mut sink, text).await.is_err() {
-                        break None;
+                    if send_text(sink, outbound_text(outbound)).await.is_err() {
+                        return None;
                     }
                 }
                 () = sleep_until(silent_until) => {
                     bump(&self.shared.counters.ws_idle_closed);
-                    break Some((NORMAL, "idle timeout"));
+                    return Some((NORMAL, "idle timeout"));
                 }
                 _ = ping.tick() => {
-                    let ping = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Ping(Default::default())));
-                    if !matches!(ping.await, Ok(Ok(()))) {
-                        break None;
+                    if !send_ping(sink).await {
+                        return None;
                     }
                 }
                 frame = stream.next() => {
                     silent_until = Instant::now() + idle;
-                    if let ControlFlow::Break(close) = self.on_frame(&mut sink, frame).await {
-                        break close;
+                    if let ControlFlow::Break(close) = self.on_frame(sink, frame).await {
+                        return close;
                     }
                 }
             }
-        };
-        if let Some((code, reason)) = close {
-            let frame = CloseFrame {
-                code,
-                reason: reason.into(),
-            };
-            let _ = tokio::time::timeout(
-                std::time::Duration::from_secs(1),
-                sink.send(Message::Close(Some(frame))),
-            )
-            .await;
         }
     }
 
@@ -197,7 +215,7 @@ impl Session {
         &mut self,
         sink: &mut Sink,
         frame: Option<Result<Message, axum::Error>>,
-    ) -> ControlFlow<Option<(u16, &'static str)>> {
+    ) -> ControlFlow<Close> {
         match frame {
             None | Some(Ok(Message::Close(_))) => ControlFlow::Break(None),
             Some(Err(err)) => ControlFlow::Break(self.on_error(&err)),
@@ -227,7 +245,8 @@ impl Session {
         }
     }
 
-    fn on_error(&self, err: &axum::Error) -> Option<(u16, &'static str)> {
+    /// The close frame for a failed read: 1009 for a message over the limit, none otherwise.
+    fn on_error(&self, err: &axum::Error) -> Close {
         // tungstenite reports a message over the limit as a capacity error.
         let text = err.to_string();
         if text.contains("Space limit exceeded") || text.contains("too long") {
@@ -273,6 +292,8 @@ impl Session {
         }
     }
 
+    /// Handles one original-protocol verb: the replies to send now, and whether the client
+    /// asked to quit.
     async fn on_event(
         &mut self,
         message_id: Value,
@@ -289,38 +310,19 @@ impl Session {
                     .await;
                 return (reply.into_iter().collect(), false);
             }
+            Event::Quit => {
+                let reply = protocol::legacy_verb_reply(message_id, count, Ok(Value::Null));
+                return (vec![reply], true);
+            }
             Event::RoomJoin { room } => rooms.join(&self.id, &room).await.map(|_| json!(true)),
             Event::RoomLeave { room } => rooms.leave(&self.id, &room).await.map(|_| json!(true)),
             Event::Say { room, message } => rooms
                 .say(&self.id, &room, message)
                 .await
                 .map(|()| json!(true)),
-            Event::RoomView { room } if !rooms.is_local_member(&self.id, &room) => {
-                Err(ActionError::Forbidden {
-                    message: format!("only a member of {room} sees its members"),
-                })
-            }
-            Event::RoomView { room } => rooms.members(&room).await.map(|members| {
-                let listed: Map<String, Value> = members
-                    .iter()
-                    .map(|m| {
-                        let entry = json!({ "id": m.connection_id, "joinedAt": m.joined_at_ms });
-                        (m.connection_id.to_string(), entry)
-                    })
-                    .collect();
-                json!({ "room": room, "members": listed, "membersCount": members.len() })
-            }),
+            Event::RoomView { room } => self.room_view(room).await,
             Event::DetailsView => Ok(self.details(count)),
-            Event::Quit => {
-                let reply = protocol::legacy_verb_reply(message_id, count, Ok(Value::Null));
-                return (vec![reply], true);
-            }
-            Event::Unknown { event } => {
-                bump(&self.shared.counters.ws_bad_frames);
-                Err(ActionError::BadRequest {
-                    message: format!("unknown event {event}"),
-                })
-            }
+            Event::Unknown { event } => Err(self.unknown_event(&event)),
         };
         if let Err(err) = &result {
             self.shared.counters.error(err.code());
@@ -331,6 +333,27 @@ impl Session {
         )
     }
 
+    /// `roomView`: the members of `room` across the cluster, shown to members only.
+    async fn room_view(&self, room: String) -> Result<Value, ActionError> {
+        let rooms = &self.shared.rooms;
+        if !rooms.is_local_member(&self.id, &room) {
+            return Err(ActionError::Forbidden {
+                message: format!("only a member of {room} sees its members"),
+            });
+        }
+        let members = rooms.members(&room).await?;
+        Ok(room_view_data(&room, &members))
+    }
+
+    /// Counts a frame naming an event the protocol does not have; the error to answer with.
+    fn unknown_event(&self, event: &str) -> ActionError {
+        bump(&self.shared.counters.ws_bad_frames);
+        ActionError::BadRequest {
+            message: format!("unknown event {event}"),
+        }
+    }
+
+    /// `detailsView`: this connection as the original framework describes it.
     fn details(&self, count: u64) -> Value {
         let details = self.shared.hub.details(&self.id);
         let max = self.shared.config.max_ws_pending;
@@ -362,11 +385,7 @@ impl Session {
         };
         let ctx = self.shared.context(Some(self.id.clone()), None);
         if found.is_ordered() {
-            let result = found.run(ctx, Params::Json(params)).await;
-            if let Err(err) = &result {
-                counters.error(err.code());
-            }
-            return Some(reply(result));
+            return Some(reply(run_counted(&found, ctx, params, &counters).await));
         }
         let Ok(permit) = self.pending.clone().try_acquire_owned() else {
             let err = ActionError::TooManyPending {
@@ -377,10 +396,7 @@ impl Session {
         };
         let tx = self.tx.clone();
         self.shared.ws_tasks.spawn(async move {
-            let result = found.run(ctx, Params::Json(params)).await;
-            if let Err(err) = &result {
-                counters.error(err.code());
-            }
+            let result = run_counted(&found, ctx, params, &counters).await;
             drop(permit);
             // The socket may have closed meanwhile: its reply has nowhere to go.
             let _ = tx.send(Outbound::Json(reply(result))).await;
@@ -394,10 +410,64 @@ impl Session {
 /// idle timeout and to the node's stop.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Runs `action` on `params`, counting its error (if any) by code.
+async fn run_counted(
+    action: &Action,
+    ctx: ActionContext,
+    params: Value,
+    counters: &Counters,
+) -> Result<Value, ActionError> {
+    let result = action.run(ctx, Params::Json(params)).await;
+    if let Err(err) = &result {
+        counters.error(err.code());
+    }
+    result
+}
+
+/// The members of a room in the original framework's `roomView` shape: keyed by connection id.
+fn room_view_data(room: &str, members: &[RoomMember]) -> Value {
+    let listed: Map<String, Value> = members
+        .iter()
+        .map(|m| {
+            let entry = json!({ "id": m.connection_id, "joinedAt": m.joined_at_ms });
+            (m.connection_id.to_string(), entry)
+        })
+        .collect();
+    json!({ "room": room, "members": listed, "membersCount": members.len() })
+}
+
+/// The text frame carrying a push.
+fn outbound_text(outbound: Outbound) -> String {
+    match outbound {
+        Outbound::Json(value) => value.to_string(),
+        Outbound::Shared(text) => text.to_string(),
+    }
+}
+
+/// Pings the client; false if the ping could not be written in time.
+async fn send_ping(sink: &mut Sink) -> bool {
+    let ping = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Ping(Default::default())));
+    matches!(ping.await, Ok(Ok(())))
+}
+
+/// Sends the close frame, giving a client that does not read one second to take it.
+async fn send_close(sink: &mut Sink, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        sink.send(Message::Close(Some(frame))),
+    )
+    .await;
+}
+
 async fn send_json(sink: &mut Sink, value: &Value) -> Result<(), axum::Error> {
     send_text(sink, value.to_string()).await
 }
 
+/// Sends one text frame, failing if the client does not take it within [`WRITE_TIMEOUT`].
 async fn send_text(sink: &mut Sink, text: String) -> Result<(), axum::Error> {
     match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text.into()))).await {
         Ok(sent) => sent,
