@@ -293,16 +293,12 @@ impl Actions {
     /// The registry for reading, even after a panic elsewhere poisoned the lock.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Action>>> {
         // Each critical section is one map operation: a poisoned lock is still consistent.
-        self.inner
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        stellar_core::sync::read(&self.inner)
     }
 
     /// The registry for writing, even after a panic elsewhere poisoned the lock.
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Action>>> {
-        self.inner
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        stellar_core::sync::write(&self.inner)
     }
 }
 

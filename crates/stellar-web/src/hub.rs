@@ -63,9 +63,7 @@ impl Hub {
     /// The connections and rooms, even after a panic elsewhere poisoned the lock.
     fn state(&self) -> MutexGuard<'_, State> {
         // Each critical section is a few map updates that cannot panic half way.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        stellar_core::sync::lock(&self.state)
     }
 
     /// Adds a connection of this node; pushes for it go to `tx`.
@@ -199,12 +197,7 @@ fn leave_index(
     }
 }
 
-/// Now, in ms since the Unix epoch (0 on a clock set before it).
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use stellar_core::time::now_ms;
 
 #[cfg(test)]
 mod tests {
