@@ -267,6 +267,36 @@ mod tests {
         assert!(found.is_empty(), "key names outside keys.rs: {found:#?}");
     }
 
+    /// The shared helpers live once, in stellar-core (`time`, `sync`): no crate grows its own
+    /// clock reading or poison-tolerant lock again (stellar-testkit depends on none of our
+    /// crates, so it keeps its own).
+    #[test]
+    fn shared_helpers_are_written_once() {
+        let root = workspace_root();
+        let mut found = Vec::new();
+        for source in crate::source::library_sources(&root) {
+            let path = relative(&root, &source.path);
+            if path.starts_with("crates/stellar-core/")
+                || path.starts_with("crates/stellar-testkit/")
+            {
+                continue;
+            }
+            for (index, line) in source.code.iter().enumerate() {
+                let copy = line.contains(".duration_since(UNIX_EPOCH)")
+                    || line.contains(".duration_since(std::time::UNIX_EPOCH)")
+                    || line.contains("poisoned.into_inner()")
+                    || line.contains("|p| p.into_inner()");
+                if copy {
+                    found.push(format!("{path}:{}: {}", index + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "use stellar_core::time / stellar_core::sync instead of a copy: {found:#?}"
+        );
+    }
+
     fn relative(root: &Path, path: &Path) -> String {
         path.strip_prefix(root)
             .unwrap_or(path)

@@ -8,7 +8,7 @@ use std::{
         Arc,
         atomic::{AtomicI64, AtomicU64, Ordering},
     },
-    time::{Duration, UNIX_EPOCH},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -58,10 +58,7 @@ pub struct NodeInfo {
 impl NodeInfo {
     /// The record of the node `api`, seen now (local clock), living `ttl` without renewal.
     fn of(api: &Api, ttl: Duration) -> Self {
-        let started_at_ms = api
-            .started_at()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let started_at_ms = stellar_core::time::epoch_ms(api.started_at());
         Self {
             id: api.node_id().clone(),
             incarnation: api.incarnation(),

@@ -2,7 +2,7 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context, Result, bail};
@@ -73,10 +73,7 @@ async fn get(cache: &Cache, key: &str, as_json: bool) -> Result<()> {
         line(&entry.value.to_string());
         return Ok(());
     }
-    let ms = |time: Option<SystemTime>| {
-        time.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_millis() as u64)
-    };
+    let ms = |time: Option<SystemTime>| time.map(stellar_core::time::epoch_ms);
     output::json(&json!({
         "key": key,
         "value": entry.value,

@@ -14,8 +14,17 @@ use std::{
 /// assert!(stellar_core::time::now_ms() >= before);
 /// ```
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    epoch_ms(SystemTime::now())
+}
+
+/// `at` in milliseconds since the Unix epoch; 0 for a time before it.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// assert_eq!(stellar_core::time::epoch_ms(UNIX_EPOCH + Duration::from_millis(1500)), 1500);
+/// ```
+pub fn epoch_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 

@@ -9,7 +9,7 @@ use std::{
         Arc, Mutex, MutexGuard, RwLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -150,10 +150,7 @@ impl Rpc {
     pub fn new(bus: Bus, membership: Membership, settings: RpcSettings) -> Self {
         // Request ids start from the clock, so a restarted caller's ids do not meet late replies
         // to its previous run.
-        let first = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64)
-            << 8;
+        let first = stellar_core::time::now_us() << 8;
         let rpc = Self {
             inner: Arc::new(Inner {
                 bus,

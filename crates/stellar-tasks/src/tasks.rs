@@ -9,7 +9,7 @@ use std::{
         Arc, RwLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -747,11 +747,7 @@ fn idempotent(options: &EnqueueOptions) -> bool {
     options.id.is_some() && !options.replace
 }
 
-/// Milliseconds since the Unix epoch of `at` (0 before it).
-fn epoch_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use stellar_core::time::epoch_ms;
 
 fn checked(what: &'static str, value: String) -> Result<String> {
     if value.is_empty()
