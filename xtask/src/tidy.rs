@@ -276,9 +276,13 @@ mod tests {
         let mut found = Vec::new();
         for source in crate::source::library_sources(&root) {
             let path = relative(&root, &source.path);
-            if path.starts_with("crates/stellar-core/")
-                || path.starts_with("crates/stellar-testkit/")
-            {
+            // unique.rs mixes the clock's nanoseconds into a hash: not a timestamp.
+            let exempt = [
+                "crates/stellar-core/",
+                "crates/stellar-testkit/",
+                "crates/stellar-bus/src/unique.rs",
+            ];
+            if exempt.iter().any(|prefix| path.starts_with(prefix)) {
                 continue;
             }
             for (index, line) in source.code.iter().enumerate() {
