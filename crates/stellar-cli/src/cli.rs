@@ -65,8 +65,14 @@ pub(crate) enum TasksCommand {
     Enqueue(EnqueueArgs),
     /// Remove a recurring schedule.
     Unschedule {
-        /// The schedule (the task name).
-        name: String,
+        /// The schedule's id (the task name unless it was given `--id`).
+        id: String,
+    },
+    /// The recurring schedules: id, task, arguments, when, next run.
+    Schedules {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Totals, queue lengths, delayed and in-flight tasks.
     Stats {
@@ -139,16 +145,18 @@ pub(crate) struct EnqueueArgs {
     /// Run at this time, RFC 3339 (e.g. 2026-11-28T09:00:00Z).
     #[arg(long, value_name = "RFC3339", conflicts_with = "every")]
     pub(crate) at: Option<String>,
-    /// Run once every this many milliseconds, cluster wide, until unscheduled.
+    /// Run once every this many milliseconds, cluster wide, until unscheduled: a recurring
+    /// schedule, named by --id (default: the task name).
     #[arg(long, value_name = "MS")]
     pub(crate) every: Option<u64>,
     /// The task id, an idempotency key: while a task with this id has a record (pending,
     /// running, failed, or completed within task_keep_completed_ms), nothing is added and
-    /// its state is reported.
+    /// its state is reported. With --every: the schedule's id, so one task can have several
+    /// schedules (an existing schedule with this id is replaced).
     #[arg(long)]
     pub(crate) id: Option<String>,
     /// With --id: run a completed or failed task with this id again (a fresh record).
-    #[arg(long, requires = "id")]
+    #[arg(long, requires = "id", conflicts_with = "every")]
     pub(crate) replace: bool,
     /// With --id: enqueue N tasks with ids `ID-0` .. `ID-<N-1>` (`{id}` in ARGS becomes each
     /// task's id), printing each id once it is acknowledged.

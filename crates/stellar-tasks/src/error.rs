@@ -21,10 +21,10 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// A task id or queue name is empty or too long.
+    /// A task id, schedule id or queue name is empty or too long.
     #[error("invalid {what} {value:?}: it must be 1 to 256 bytes without whitespace")]
     Invalid {
-        /// "task id" or "queue".
+        /// "task id", "schedule id" or "queue".
         what: &'static str,
         /// The rejected value, cut to 64 characters.
         value: String,

@@ -18,10 +18,11 @@ use stellar_core::{Api, NodeId, ServerToken, sync};
 use tracing::warn;
 
 use crate::{
-    Enqueued, Error, HandlerError, Result, Schedule, Stats, StoreError, TaskRecord, TaskStore,
-    WorkSignal, WorkerInfo,
+    Enqueued, Error, HandlerError, Recurrence, Result, Schedule, ScheduleInfo, Stats, StoreError,
+    TaskRecord, TaskStore, WorkSignal, WorkerInfo,
     retry::Retry,
-    store::{Claimed, NewTask, task_signature_fields},
+    store::{Claimed, NewTask, now_ms, task_signature_fields},
+    timetable::Timetable,
     worker,
 };
 
@@ -227,6 +228,31 @@ pub struct EnqueueOptions {
     /// Run a completed or failed task with this id again (a fresh record). A pending or running
     /// task is never replaced.
     pub replace: bool,
+}
+
+/// How to schedule a recurring task ([`Tasks::schedule`]).
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleOptions {
+    /// The schedule's id, which [`Tasks::unschedule`] takes and its slots' task ids carry
+    /// (`recur:<id>:<fire time ms>`). Default: the task's name, so a task has one schedule unless
+    /// its schedules are given ids.
+    pub id: Option<String>,
+    /// The queue its slots go to; default: the definition's.
+    pub queue: Option<String>,
+}
+
+impl ScheduleOptions {
+    /// The schedule's id.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// The queue its slots go to.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
 }
 
 /// The most tasks [`Tasks::enqueue_many`] takes in one batch.
@@ -614,17 +640,42 @@ impl Tasks {
         Ok(self.inner.store.remove_failed(id).await?)
     }
 
-    /// Runs task `name` with `args` once per `every` slot, cluster wide, until [`Tasks::unschedule`].
+    /// Runs task `name` with `args` once per `every` slot, cluster wide, until
+    /// [`Tasks::unschedule`]: a schedule whose id is the task's name (see [`Tasks::schedule`]).
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownTask`], [`Error::Encode`]; [`Error::Store`].
+    /// As [`Tasks::schedule`].
     pub async fn schedule_recurring<A: Serialize + ?Sized>(
         &self,
         name: &str,
         args: &A,
         every: Duration,
     ) -> Result<()> {
+        let recurrence = Recurrence::every(every);
+        self.schedule(name, args, recurrence, ScheduleOptions::default())
+            .await
+            .map(drop)
+    }
+
+    /// Runs task `name` with `args` at every fire time of `recurrence`, cluster wide, until
+    /// [`Tasks::unschedule`] with its id: each fire time is one slot, enqueued once as task
+    /// `recur:<id>:<fire time ms>` by the scheduler leader. The id ([`ScheduleOptions::id`],
+    /// default the task's name) tells schedules apart: several of one task, with their own
+    /// arguments, need their own ids, and scheduling an existing id replaces that schedule.
+    /// Returns the stored schedule.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownTask`], [`Error::Encode`], [`Error::Invalid`] before anything is written;
+    /// [`Error::Store`].
+    pub async fn schedule<A: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        args: &A,
+        recurrence: Recurrence,
+        options: ScheduleOptions,
+    ) -> Result<Schedule> {
         let definition = self.definition(name).ok_or_else(|| Error::UnknownTask {
             name: name.to_owned(),
         })?;
@@ -632,33 +683,53 @@ impl Tasks {
             name: name.to_owned(),
             source,
         })?;
-        let every_ms = every.as_millis().max(1) as u64;
+        let id = checked("schedule id", options.id.unwrap_or_else(|| name.to_owned()))?;
+        let queue = checked("queue", options.queue.unwrap_or(definition.queue))?;
+        Timetable::new(&recurrence)?;
         let schedule = Schedule {
-            name: name.to_owned(),
+            id,
             task: name.to_owned(),
             args,
-            queue: definition.queue,
-            every_ms,
+            queue,
+            recurrence,
         };
-        Ok(self.inner.store.set_schedule(&schedule).await?)
+        self.inner.store.set_schedule(&schedule).await?;
+        Ok(schedule)
     }
 
-    /// Stops the recurring schedule `name`; false if there was none.
+    /// Stops the recurring schedule `id`; false if there was none. Scheduled again later, it
+    /// starts afresh (no catch-up of the slots in between).
     ///
     /// # Errors
     ///
     /// [`Error::Store`].
-    pub async fn unschedule(&self, name: &str) -> Result<bool> {
-        Ok(self.inner.store.remove_schedule(name).await?)
+    pub async fn unschedule(&self, id: &str) -> Result<bool> {
+        Ok(self.inner.store.remove_schedule(id).await?)
     }
 
-    /// Every recurring schedule.
+    /// Every recurring schedule, by id, with its next fire time after now and why the scheduler
+    /// would skip it, if it would.
     ///
     /// # Errors
     ///
     /// [`Error::Store`].
-    pub async fn schedules(&self) -> Result<Vec<Schedule>> {
-        Ok(self.inner.store.schedules().await?)
+    pub async fn schedules(&self) -> Result<Vec<ScheduleInfo>> {
+        let now = now_ms();
+        let schedules = self.inner.store.schedules().await?;
+        Ok(schedules
+            .into_iter()
+            .map(|schedule| {
+                let (next_run_at_ms, problem) = match Timetable::new(&schedule.recurrence) {
+                    Ok(timetable) => (timetable.after(now), None),
+                    Err(err) => (None, Some(err.to_string())),
+                };
+                ScheduleInfo {
+                    schedule,
+                    next_run_at_ms,
+                    problem,
+                }
+            })
+            .collect())
     }
 
     /// The scheduler leader and its fencing epoch, if there is one.
