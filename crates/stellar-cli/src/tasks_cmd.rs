@@ -70,7 +70,7 @@ async fn enqueue(tasks: &Tasks, args: EnqueueArgs) -> Result<()> {
         return enqueue_count(tasks, &name, &args, prefix, count).await;
     }
     let task_args = parse_args(args.args.as_deref())?;
-    if let Some(recurrence) = recurrence(&args)? {
+    if let Some(recurrence) = recurrence(&args) {
         return schedule(tasks, &name, &task_args, recurrence, args).await;
     }
     let at = due_at(args.in_ms, args.at.as_deref())?;
@@ -84,14 +84,17 @@ async fn enqueue(tasks: &Tasks, args: EnqueueArgs) -> Result<()> {
     report(&submitted)
 }
 
-/// When a task given `--every MS` recurs; `None` for a task that runs once.
-fn recurrence(args: &EnqueueArgs) -> Result<Option<Recurrence>> {
-    Ok(args
-        .every
-        .map(|every| Recurrence::every(Duration::from_millis(every))))
+/// When a task given `--every MS` or `--cron EXPR [--tz ZONE]` recurs; `None` for a task that
+/// runs once.
+fn recurrence(args: &EnqueueArgs) -> Option<Recurrence> {
+    match (args.every, &args.cron) {
+        (Some(every), _) => Some(Recurrence::every(Duration::from_millis(every))),
+        (None, Some(cron)) => Some(Recurrence::cron(cron, args.tz.as_deref().unwrap_or("UTC"))),
+        (None, None) => None,
+    }
 }
 
-/// `--every`: stores the schedule and prints its id.
+/// `--every` or `--cron`: stores the schedule and prints its id.
 async fn schedule(
     tasks: &Tasks,
     name: &str,
@@ -106,9 +109,19 @@ async fn schedule(
     let scheduled = tasks.schedule(name, task_args, recurrence, options);
     let schedule = submit_checked(tasks, name, scheduled).await?;
     line(&schedule.id);
+    let next = tasks
+        .schedules()
+        .await?
+        .into_iter()
+        .find(|info| info.schedule.id == schedule.id)
+        .and_then(|info| info.next_run_at_ms);
     eprintln!(
-        "scheduled {name} {} as schedule {:?} (remove it with `stellar tasks unschedule {}`)",
-        schedule.recurrence, schedule.id, schedule.id
+        "scheduled {name} {} as schedule {:?}, next run {} (remove it with `stellar tasks \
+         unschedule {}`)",
+        schedule.recurrence,
+        schedule.id,
+        time_ms(next),
+        schedule.id
     );
     Ok(())
 }

@@ -29,6 +29,13 @@ pub enum Error {
         /// The rejected value, cut to 64 characters.
         value: String,
     },
+    /// A schedule's recurrence cannot run: a cron expression that does not parse or never
+    /// matches, or a time zone that is not known here.
+    #[error("{reason}")]
+    InvalidRecurrence {
+        /// What is wrong, naming the bad part.
+        reason: String,
+    },
     /// The task is running: a worker holds it.
     #[error("task {id} is running; wait for it or let its lease expire")]
     Running {

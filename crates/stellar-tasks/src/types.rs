@@ -59,6 +59,16 @@ pub struct Schedule {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Recurrence {
+    /// At every time a cron expression matches in a time zone, daylight saving time included
+    /// (the `croner` crate's rules: a fixed time that a spring-forward gap skips runs at the first
+    /// time after the gap that day; one that a fall-back repeats runs once, at its first pass).
+    Cron {
+        /// The expression: 5 fields (`minute hour day-of-month month day-of-week`), or 6 with
+        /// seconds first, or an alias such as `@daily`.
+        cron: String,
+        /// The IANA time zone it is read in, e.g. `Europe/Paris` or `UTC`.
+        tz: String,
+    },
     /// Once per `every_ms` of wall-clock time: slots start at multiples of it since the Unix
     /// epoch.
     Every {
@@ -74,12 +84,23 @@ impl Recurrence {
             every_ms: (every.as_millis() as u64).max(1),
         }
     }
+
+    /// At every time `expression` matches in time zone `tz` (an IANA name such as
+    /// `Europe/Paris`, or `UTC`). Checked when scheduled: [`crate::Tasks::schedule`] refuses an
+    /// expression that does not parse or never matches, and a zone it does not know.
+    pub fn cron(expression: impl Into<String>, tz: impl Into<String>) -> Self {
+        Self::Cron {
+            cron: expression.into(),
+            tz: tz.into(),
+        }
+    }
 }
 
 impl std::fmt::Display for Recurrence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Every { every_ms } => write!(f, "every {every_ms} ms"),
+            Self::Cron { cron, tz } => write!(f, "cron {cron:?} {tz}"),
         }
     }
 }
@@ -250,5 +271,18 @@ mod tests {
             }
         );
         assert_eq!(serde_json::to_string(&schedule).expect("json"), old);
+        let cron = Schedule {
+            recurrence: Recurrence::cron("0 9 * * 1-5", "Europe/Paris"),
+            ..schedule
+        };
+        let json = serde_json::to_string(&cron).expect("json");
+        assert!(
+            json.contains(r#""cron":"0 9 * * 1-5","tz":"Europe/Paris""#),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<Schedule>(&json).expect("loads"),
+            cron
+        );
     }
 }

@@ -277,6 +277,44 @@ async fn schedules_of_one_task_with_their_own_ids_each_run_once_per_slot(
     }
 }
 
+/// A cron schedule with seconds runs once per matching second, on whole seconds, from the next
+/// match on.
+async fn a_cron_schedule_runs_once_per_fire_time(redis: Option<RedisServer>) {
+    let cancel = CancellationToken::new();
+    let runs = Runs::default();
+    let nodes = report_nodes(redis.as_ref(), &cancel, &runs).await;
+    let tasks = &nodes[0].1;
+    let every_second = Recurrence::cron("* * * * * *", "Europe/Paris");
+    let options = ScheduleOptions::default().id("each-second");
+    tasks
+        .schedule("report", &"cron", every_second, options)
+        .await
+        .expect("schedule");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for (api, _) in nodes {
+        api.shutdown().await.expect("stops");
+    }
+    cancel.cancel();
+    let runs = runs.lock().expect("runs").clone();
+    let slots: Vec<u64> = runs.keys().map(|(_, slot)| *slot).collect();
+    assert!(slots.len() >= 2, "{runs:?}");
+    assert!(slots.iter().all(|slot| slot % 1000 == 0), "{slots:?}");
+    for pair in slots.windows(2) {
+        assert_eq!(pair[1] - pair[0], 1000, "a fire time was missed: {slots:?}");
+    }
+    assert!(runs.values().all(|args| args == &["cron"]), "{runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_cron_schedule_runs_once_per_fire_time() {
+    a_cron_schedule_runs_once_per_fire_time(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_cron_schedule_runs_once_per_fire_time() {
+    a_cron_schedule_runs_once_per_fire_time(Some(RedisServer::start())).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_schedules_of_one_task_with_their_own_ids_each_run_once_per_slot() {
     schedules_of_one_task_with_their_own_ids_each_run_once_per_slot(None).await;
