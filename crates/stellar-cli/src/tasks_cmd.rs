@@ -249,9 +249,13 @@ async fn schedules(tasks: &Tasks, as_json: bool) -> Result<()> {
         return output::json(&listed);
     }
     let mut table = Table::new(&["ID", "TASK", "QUEUE", "WHEN", "NEXT RUN", "ARGS"]);
+    let mut problems = Vec::new();
     for info in schedules {
-        let next = match &info.problem {
-            Some(problem) => format!("never: {problem}"),
+        let next = match info.problem {
+            Some(problem) => {
+                problems.push(format!("{}: never runs: {problem}", info.schedule.id));
+                "never (see below)".to_owned()
+            }
             None => time_ms(info.next_run_at_ms),
         };
         let schedule = info.schedule;
@@ -265,6 +269,12 @@ async fn schedules(tasks: &Tasks, as_json: bool) -> Result<()> {
         ]);
     }
     table.print();
+    if !problems.is_empty() {
+        line("");
+        for problem in problems {
+            line(&problem);
+        }
+    }
     Ok(())
 }
 

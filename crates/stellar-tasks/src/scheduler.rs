@@ -142,6 +142,7 @@ impl Scheduler {
             .into_iter()
             .map(|active| (active.schedule.id.clone(), active))
             .collect();
+        let stored_ids: Vec<String> = fresh.iter().map(|s| s.id.clone()).collect();
         for schedule in fresh {
             match old.remove(&schedule.id) {
                 Some(active) if active.schedule == schedule => self.schedules.push(active),
@@ -157,11 +158,20 @@ impl Scheduler {
             .map(|a| a.schedule.id.as_str())
             .collect();
         self.next_slot.retain(|id, _| ids.contains(id.as_str()));
+        // Forget refusals of schedules that are gone; count those still refused.
+        let stored: HashSet<&str> = stored_ids.iter().map(String::as_str).collect();
+        self.refused.retain(|id, _| stored.contains(id.as_str()));
+        let refused = self.refused.len() as u64;
+        self.tasks
+            .inner
+            .refused_schedules
+            .store(refused, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The schedule ready to run, or `None` (warned about once) if it cannot run here.
+    /// The schedule ready to run, or `None` (warned about once) if its signature does not
+    /// verify or it cannot run here.
     fn activate(&mut self, schedule: Schedule) -> Option<Active> {
-        match Timetable::new(&schedule.recurrence) {
+        match self.tasks.schedule_problem(&schedule) {
             Ok(timetable) => {
                 self.refused.remove(&schedule.id);
                 Some(Active {
@@ -169,10 +179,9 @@ impl Scheduler {
                     timetable,
                 })
             }
-            Err(err) => {
-                let why = err.to_string();
+            Err(why) => {
                 if self.refused.get(&schedule.id) != Some(&why) {
-                    warn!(schedule = %schedule.id, error = %why, "a recurring schedule cannot run here; skipped");
+                    warn!(schedule = %schedule.id, task = %schedule.task, problem = %why, "a recurring schedule is skipped: it never runs");
                     self.refused.insert(schedule.id, why);
                 }
                 None
@@ -208,20 +217,22 @@ impl Scheduler {
     }
 }
 
-/// Code-defined recurring tasks become stored schedules named after their task (idempotent:
-/// every node writes the same).
+/// Code-defined recurring tasks become stored schedules named after their task, signed by this
+/// node (idempotent: every node with the same token writes the same).
 async fn register_code_schedules(tasks: &Tasks) {
     for definition in tasks.definitions() {
         let Some(every) = definition.every else {
             continue;
         };
-        let schedule = Schedule {
+        let mut schedule = Schedule {
             id: definition.name.clone(),
             task: definition.name.clone(),
             args: "null".to_owned(),
             queue: definition.queue.clone(),
             recurrence: Recurrence::every(every),
+            signature: String::new(),
         };
+        schedule.signature = tasks.sign_schedule(&schedule);
         if let Err(err) = tasks.inner.store.set_schedule(&schedule).await {
             warn!(task = %definition.name, error = %err, "cannot register the recurring schedule");
         }
@@ -381,6 +392,7 @@ mod tests {
             args: "null".into(),
             queue: "default".into(),
             recurrence: Recurrence::Every { every_ms: 1000 },
+            signature: String::new(),
         };
         store.set_schedule(&schedule).await.expect("schedule");
         let active = |schedule: &Schedule| Active {

@@ -28,6 +28,8 @@ use crate::{
 
 /// The context of task record signatures.
 const SIGNATURE_CONTEXT: &str = "stellar task record v1";
+/// The context of recurring schedule signatures.
+const SCHEDULE_SIGNATURE_CONTEXT: &str = "stellar task schedule v1";
 
 /// The queue of tasks that name none.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -297,6 +299,9 @@ pub(crate) struct Inner {
     names: RwLock<Arc<[String]>>,
     /// Tasks this node is running now.
     pub(crate) running_here: AtomicU64,
+    /// Schedules the scheduler skipped at its last look while this node led (bad signature, or
+    /// a recurrence that cannot run here).
+    pub(crate) refused_schedules: AtomicU64,
 }
 
 impl fmt::Debug for Tasks {
@@ -327,6 +332,7 @@ impl Tasks {
                 definitions: RwLock::new(HashMap::new()),
                 names: RwLock::new(Arc::from([])),
                 running_here: AtomicU64::new(0),
+                refused_schedules: AtomicU64::new(0),
             }),
         }
     }
@@ -362,10 +368,16 @@ impl Tasks {
     }
 
     /// Starts this node's workers and its share of maintenance (promotion, reaping) on `api`;
-    /// they stop with the node, handing unfinished tasks back.
+    /// they stop with the node, handing unfinished tasks back. Registers the gauges
+    /// `tasks_in_flight` and `tasks_schedules_refused` (schedules the scheduler leader skips:
+    /// unverifiable signature or a recurrence that cannot run; 0 on other nodes).
     pub fn start(&self, api: &Api) {
         let tasks = self.clone();
         api.register_gauge("tasks_in_flight", move || tasks.running_here());
+        let tasks = self.clone();
+        api.register_gauge("tasks_schedules_refused", move || {
+            tasks.inner.refused_schedules.load(Ordering::Relaxed)
+        });
         worker::start(self.clone(), api);
     }
 
@@ -462,6 +474,36 @@ impl Tasks {
             .config
             .signer
             .verify(SIGNATURE_CONTEXT, &fields, &claimed.signature)
+    }
+
+    /// The signature of a schedule record: over its id, task, queue, args and recurrence.
+    pub(crate) fn sign_schedule(&self, schedule: &Schedule) -> String {
+        let recurrence = recurrence_json(schedule);
+        let fields = schedule_signature_fields(schedule, &recurrence);
+        self.inner
+            .config
+            .signer
+            .sign(SCHEDULE_SIGNATURE_CONTEXT, &fields)
+    }
+
+    /// Whether a schedule record carries a valid signature, made with the current token or a
+    /// previous one the signer still accepts.
+    pub(crate) fn verify_schedule(&self, schedule: &Schedule) -> bool {
+        let recurrence = recurrence_json(schedule);
+        let fields = schedule_signature_fields(schedule, &recurrence);
+        self.inner
+            .config
+            .signer
+            .verify(SCHEDULE_SIGNATURE_CONTEXT, &fields, &schedule.signature)
+    }
+
+    /// Why the scheduler leader skips `schedule`, if it does: a bad signature or a recurrence
+    /// that cannot run here.
+    pub(crate) fn schedule_problem(&self, schedule: &Schedule) -> Result<Timetable, String> {
+        if !self.verify_schedule(schedule) {
+            return Err(UNVERIFIED_SCHEDULE.to_owned());
+        }
+        Timetable::new(&schedule.recurrence).map_err(|err| err.to_string())
     }
 
     /// Adds `tasks` in one store step; when `idempotent` (every task has an id and replaces
@@ -686,13 +728,15 @@ impl Tasks {
         let id = checked("schedule id", options.id.unwrap_or_else(|| name.to_owned()))?;
         let queue = checked("queue", options.queue.unwrap_or(definition.queue))?;
         Timetable::new(&recurrence)?;
-        let schedule = Schedule {
+        let mut schedule = Schedule {
             id,
             task: name.to_owned(),
             args,
             queue,
             recurrence,
+            signature: String::new(),
         };
+        schedule.signature = self.sign_schedule(&schedule);
         self.inner.store.set_schedule(&schedule).await?;
         Ok(schedule)
     }
@@ -708,7 +752,8 @@ impl Tasks {
     }
 
     /// Every recurring schedule, by id, with its next fire time after now and why the scheduler
-    /// would skip it, if it would.
+    /// would skip it, if it would (a signature that does not verify with this node's token, a
+    /// recurrence that cannot run).
     ///
     /// # Errors
     ///
@@ -719,9 +764,9 @@ impl Tasks {
         Ok(schedules
             .into_iter()
             .map(|schedule| {
-                let (next_run_at_ms, problem) = match Timetable::new(&schedule.recurrence) {
+                let (next_run_at_ms, problem) = match self.schedule_problem(&schedule) {
                     Ok(timetable) => (timetable.after(now), None),
-                    Err(err) => (None, Some(err.to_string())),
+                    Err(problem) => (None, Some(problem)),
                 };
                 ScheduleInfo {
                     schedule,
@@ -812,6 +857,27 @@ impl Tasks {
     }
 }
 
+/// Why a schedule whose signature does not verify is skipped.
+const UNVERIFIED_SCHEDULE: &str = "its signature does not verify with this token (written without \
+     the server token, signed with a token no longer accepted, or stored before schedules were \
+     signed): schedule it again to sign it";
+
+/// A schedule's recurrence as it is signed: its JSON, fields in declaration order.
+fn recurrence_json(schedule: &Schedule) -> String {
+    serde_json::to_string(&schedule.recurrence).expect("a recurrence serialises")
+}
+
+/// The fields a schedule's signature covers, in order: id, task, queue, args, recurrence.
+fn schedule_signature_fields<'a>(schedule: &'a Schedule, recurrence: &'a str) -> [&'a [u8]; 5] {
+    [
+        schedule.id.as_bytes(),
+        schedule.task.as_bytes(),
+        schedule.queue.as_bytes(),
+        schedule.args.as_bytes(),
+        recurrence.as_bytes(),
+    ]
+}
+
 /// Whether asking again after a lost reply is safe: an id makes an enqueue idempotent, but a
 /// replace is not (a retry could replace the run the first attempt started).
 fn idempotent(options: &EnqueueOptions) -> bool {
@@ -835,4 +901,84 @@ fn checked(what: &'static str, value: String) -> Result<String> {
         });
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryTaskStore;
+
+    /// Tasks on `store` signing with `signer`.
+    fn tasks_on(store: &MemoryTaskStore, signer: RecordSigner) -> Tasks {
+        let tasks = Tasks::new(
+            Arc::new(store.clone()),
+            store.signal(),
+            NodeId::new("n1").expect("id"),
+            TaskConfig {
+                signer,
+                ..TaskConfig::default()
+            },
+        );
+        tasks.register(TaskDefinition::new(
+            "work",
+            |_, _: serde_json::Value| async { Ok(()) },
+        ));
+        tasks
+    }
+
+    /// A schedule verifies with the token that signed it, or with a signer that still accepts
+    /// that token as the previous one (rotation); not once a signed field changes.
+    #[tokio::test]
+    async fn schedule_signatures_survive_a_token_rotation_but_not_a_change() {
+        let (old, new) = (ServerToken::new("old"), ServerToken::new("new"));
+        let store = MemoryTaskStore::new();
+        let tasks_with = |signer| tasks_on(&store, signer);
+        let signed_by_old = tasks_with(RecordSigner::new(&old, None));
+        let options = ScheduleOptions::default().id("nightly");
+        let recurrence = Recurrence::cron("0 3 * * *", "Europe/Paris");
+        let schedule = signed_by_old
+            .schedule("work", &1, recurrence, options)
+            .await
+            .expect("schedule");
+        assert!(signed_by_old.verify_schedule(&schedule));
+        assert!(tasks_with(RecordSigner::new(&new, Some(&old))).verify_schedule(&schedule));
+        assert!(!tasks_with(RecordSigner::new(&new, None)).verify_schedule(&schedule));
+        let changes = [
+            Schedule {
+                id: "nightly2".into(),
+                ..schedule.clone()
+            },
+            Schedule {
+                args: "2".into(),
+                ..schedule.clone()
+            },
+            Schedule {
+                queue: "other".into(),
+                ..schedule.clone()
+            },
+            Schedule {
+                recurrence: Recurrence::cron("* * * * *", "Europe/Paris"),
+                ..schedule.clone()
+            },
+            Schedule {
+                recurrence: Recurrence::every(Duration::from_millis(1)),
+                ..schedule.clone()
+            },
+        ];
+        for changed in changes {
+            assert!(!signed_by_old.verify_schedule(&changed), "{changed:?}");
+        }
+        let listed = signed_by_old.schedules().await.expect("list");
+        assert_eq!(listed[0].problem, None);
+        let other_token = tasks_with(RecordSigner::new(&new, None));
+        let seen = other_token.schedules().await.expect("list");
+        assert!(
+            seen[0]
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.contains("signature does not verify")),
+            "{seen:?}"
+        );
+        assert_eq!(seen[0].next_run_at_ms, None);
+    }
 }

@@ -53,6 +53,11 @@ pub struct Schedule {
     /// When it fires.
     #[serde(flatten)]
     pub recurrence: Recurrence,
+    /// The HMAC (from the server token) over id, task, queue, args and recurrence that
+    /// [`crate::Tasks::schedule`] sets: the scheduler leader runs no schedule whose signature does
+    /// not verify. Empty in records stored before schedules were signed.
+    #[serde(default, rename = "sig", skip_serializing_if = "String::is_empty")]
+    pub signature: String,
 }
 
 /// When a recurring schedule fires. Each fire time is one slot, enqueued once cluster wide.
@@ -268,11 +273,13 @@ mod tests {
                 args: "null".into(),
                 queue: "default".into(),
                 recurrence: Recurrence::Every { every_ms: 1000 },
+                signature: String::new(),
             }
         );
         assert_eq!(serde_json::to_string(&schedule).expect("json"), old);
         let cron = Schedule {
             recurrence: Recurrence::cron("0 9 * * 1-5", "Europe/Paris"),
+            signature: "00ff".into(),
             ..schedule
         };
         let json = serde_json::to_string(&cron).expect("json");

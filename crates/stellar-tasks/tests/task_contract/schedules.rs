@@ -14,6 +14,7 @@ async fn a_deposed_leader_cannot_enqueue_a_slot(backend: Backend) {
         args: "null".into(),
         queue: "default".into(),
         recurrence: Recurrence::Every { every_ms: 1000 },
+        signature: String::new(),
     };
     store.set_schedule(&schedule).await.expect("schedule");
     let epoch = store
@@ -67,6 +68,7 @@ async fn schedules_are_set_listed_replaced_and_removed(backend: Backend) {
         args: "null".into(),
         queue: "default".into(),
         recurrence: Recurrence::Every { every_ms },
+        signature: String::new(),
     };
     store.set_schedule(&schedule("b", 1000)).await.expect("set");
     store.set_schedule(&schedule("a", 1000)).await.expect("set");
@@ -99,6 +101,7 @@ async fn the_last_slot_only_moves_forward(backend: Backend) {
             args: "null".into(),
             queue: "default".into(),
             recurrence: Recurrence::Every { every_ms: 1000 },
+            signature: String::new(),
         })
         .await
         .expect("set");
