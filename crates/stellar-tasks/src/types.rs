@@ -63,6 +63,7 @@ pub struct Schedule {
 /// When a recurring schedule fires. Each fire time is one slot, enqueued once cluster wide.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[non_exhaustive]
 pub enum Recurrence {
     /// At every time a cron expression matches in a time zone, daylight saving time included
     /// (the `croner` crate's rules: a fixed time that a spring-forward gap skips runs at the first
