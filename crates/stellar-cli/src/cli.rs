@@ -65,8 +65,14 @@ pub(crate) enum TasksCommand {
     Enqueue(EnqueueArgs),
     /// Remove a recurring schedule.
     Unschedule {
-        /// The schedule (the task name).
-        name: String,
+        /// The schedule's id (the task name unless it was given `--id`).
+        id: String,
+    },
+    /// The recurring schedules: id, task, arguments, when, next run.
+    Schedules {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Totals, queue lengths, delayed and in-flight tasks.
     Stats {
@@ -134,32 +140,43 @@ pub(crate) struct EnqueueArgs {
     #[arg(long)]
     pub(crate) queue: Option<String>,
     /// Run after this many milliseconds.
-    #[arg(long = "in", value_name = "MS", conflicts_with_all = ["at", "every"])]
+    #[arg(long = "in", value_name = "MS", conflicts_with_all = ["at", "every", "cron"])]
     pub(crate) in_ms: Option<u64>,
     /// Run at this time, RFC 3339 (e.g. 2026-11-28T09:00:00Z).
-    #[arg(long, value_name = "RFC3339", conflicts_with = "every")]
+    #[arg(long, value_name = "RFC3339", conflicts_with_all = ["every", "cron"])]
     pub(crate) at: Option<String>,
-    /// Run once every this many milliseconds, cluster wide, until unscheduled.
-    #[arg(long, value_name = "MS")]
+    /// Run once every this many milliseconds, cluster wide, until unscheduled: a recurring
+    /// schedule, named by --id (default: the task name).
+    #[arg(long, value_name = "MS", conflicts_with = "cron")]
     pub(crate) every: Option<u64>,
+    /// Run at every time this cron expression matches, cluster wide, until unscheduled
+    /// (e.g. "0 9 * * 1-5": 09:00 on weekdays; 5 fields, or 6 with seconds first): a recurring
+    /// schedule, named by --id (default: the task name).
+    #[arg(long, value_name = "EXPR")]
+    pub(crate) cron: Option<String>,
+    /// With --cron: the IANA time zone it is read in, daylight saving time included (default
+    /// UTC).
+    #[arg(long, value_name = "ZONE", requires = "cron", conflicts_with = "every")]
+    pub(crate) tz: Option<String>,
     /// The task id, an idempotency key: while a task with this id has a record (pending,
     /// running, failed, or completed within task_keep_completed_ms), nothing is added and
-    /// its state is reported.
+    /// its state is reported. With --every or --cron: the schedule's id, so one task can have
+    /// several schedules (an existing schedule with this id is replaced).
     #[arg(long)]
     pub(crate) id: Option<String>,
     /// With --id: run a completed or failed task with this id again (a fresh record).
-    #[arg(long, requires = "id")]
+    #[arg(long, requires = "id", conflicts_with_all = ["every", "cron"])]
     pub(crate) replace: bool,
     /// With --id: enqueue N tasks with ids `ID-0` .. `ID-<N-1>` (`{id}` in ARGS becomes each
     /// task's id), printing each id once it is acknowledged.
-    #[arg(long, value_name = "N", requires = "id", conflicts_with = "every")]
+    #[arg(long, value_name = "N", requires = "id", conflicts_with_all = ["every", "cron"])]
     pub(crate) count: Option<u64>,
     /// Read tasks from standard input, one JSON object a line: `{"name": NAME, "args": ARGS}`
     /// with optional "id", "queue", "in" (ms) and "at" (RFC 3339). Every line is checked
     /// first: a bad line is reported with its number and nothing is enqueued.
     #[arg(
         long,
-        conflicts_with_all = ["name", "args", "queue", "in_ms", "at", "every", "id", "count"]
+        conflicts_with_all = ["name", "args", "queue", "in_ms", "at", "every", "cron", "id", "count"]
     )]
     pub(crate) stdin: bool,
 }

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use stellar_core::Config;
 use stellar_node::Client;
 use stellar_tasks::{
-    Counters, EnqueueOptions, Enqueued, Stats, Submitted, TaskDefinition, TaskRecord, Tasks,
+    Counters, EnqueueOptions, Enqueued, Recurrence, ScheduleInfo, ScheduleOptions, Stats,
+    Submitted, TaskDefinition, TaskRecord, Tasks,
 };
 
 use crate::{
@@ -38,7 +39,8 @@ pub(crate) async fn run(
 async fn dispatch(tasks: &Tasks, command: TasksCommand) -> Result<()> {
     match command {
         TasksCommand::Enqueue(args) => enqueue(tasks, args).await,
-        TasksCommand::Unschedule { name } => unschedule(tasks, &name).await,
+        TasksCommand::Unschedule { id } => unschedule(tasks, &id).await,
+        TasksCommand::Schedules { json } => schedules(tasks, json).await,
         TasksCommand::Stats { json } => stats(tasks, json).await,
         TasksCommand::Show { id, json } => show(tasks, &id, json).await,
         TasksCommand::Queued { queue, limit, json } => queued(tasks, &queue, limit, json).await,
@@ -68,12 +70,8 @@ async fn enqueue(tasks: &Tasks, args: EnqueueArgs) -> Result<()> {
         return enqueue_count(tasks, &name, &args, prefix, count).await;
     }
     let task_args = parse_args(args.args.as_deref())?;
-    if let Some(every) = args.every {
-        let every_ms = Duration::from_millis(every);
-        let scheduled = tasks.schedule_recurring(&name, &task_args, every_ms);
-        submit_checked(tasks, &name, scheduled).await?;
-        eprintln!("scheduled {name} every {every} ms");
-        return Ok(());
+    if let Some(recurrence) = recurrence(&args) {
+        return schedule(tasks, &name, &task_args, recurrence, args).await;
     }
     let at = due_at(args.in_ms, args.at.as_deref())?;
     let options = EnqueueOptions {
@@ -84,6 +82,48 @@ async fn enqueue(tasks: &Tasks, args: EnqueueArgs) -> Result<()> {
     let submit = tasks.submit(&name, &task_args, options, at);
     let submitted = submit_checked(tasks, &name, submit).await?;
     report(&submitted)
+}
+
+/// When a task given `--every MS` or `--cron EXPR [--tz ZONE]` recurs; `None` for a task that
+/// runs once.
+fn recurrence(args: &EnqueueArgs) -> Option<Recurrence> {
+    match (args.every, &args.cron) {
+        (Some(every), _) => Some(Recurrence::every(Duration::from_millis(every))),
+        (None, Some(cron)) => Some(Recurrence::cron(cron, args.tz.as_deref().unwrap_or("UTC"))),
+        (None, None) => None,
+    }
+}
+
+/// `--every` or `--cron`: stores the schedule and prints its id.
+async fn schedule(
+    tasks: &Tasks,
+    name: &str,
+    task_args: &Value,
+    recurrence: Recurrence,
+    args: EnqueueArgs,
+) -> Result<()> {
+    let options = ScheduleOptions {
+        id: args.id,
+        queue: args.queue,
+    };
+    let scheduled = tasks.schedule(name, task_args, recurrence, options);
+    let schedule = submit_checked(tasks, name, scheduled).await?;
+    line(&schedule.id);
+    let next = tasks
+        .schedules()
+        .await?
+        .into_iter()
+        .find(|info| info.schedule.id == schedule.id)
+        .and_then(|info| info.next_run_at_ms);
+    eprintln!(
+        "scheduled {name} {} as schedule {:?}, next run {} (remove it with `stellar tasks \
+         unschedule {}`)",
+        schedule.recurrence,
+        schedule.id,
+        time_ms(next),
+        schedule.id
+    );
+    Ok(())
 }
 
 /// When a task given `--in MS` or `--at TIME` runs; `None` is now.
@@ -182,11 +222,79 @@ async fn unknown_task(tasks: &Tasks, name: &str) -> anyhow::Error {
     )
 }
 
-async fn unschedule(tasks: &Tasks, name: &str) -> Result<()> {
-    if !tasks.unschedule(name).await? {
-        bail!("no recurring schedule named {name:?}");
+async fn unschedule(tasks: &Tasks, id: &str) -> Result<()> {
+    if !tasks.unschedule(id).await? {
+        let ids: Vec<String> = tasks
+            .schedules()
+            .await?
+            .into_iter()
+            .map(|info| info.schedule.id)
+            .collect();
+        bail!(
+            "no recurring schedule with id {id:?}; the schedules are: {}",
+            if ids.is_empty() {
+                "none".to_owned()
+            } else {
+                ids.join(", ")
+            }
+        );
     }
     Ok(())
+}
+
+async fn schedules(tasks: &Tasks, as_json: bool) -> Result<()> {
+    let schedules = tasks.schedules().await?;
+    if as_json {
+        let listed: Vec<Value> = schedules.iter().map(schedule_json).collect();
+        return output::json(&listed);
+    }
+    let mut table = Table::new(&["ID", "TASK", "QUEUE", "WHEN", "NEXT RUN", "ARGS"]);
+    let mut problems = Vec::new();
+    for info in schedules {
+        let next = match info.problem {
+            Some(problem) => {
+                problems.push(format!("{}: never runs: {problem}", info.schedule.id));
+                "never (see below)".to_owned()
+            }
+            None => time_ms(info.next_run_at_ms),
+        };
+        let schedule = info.schedule;
+        table.row(vec![
+            schedule.id,
+            schedule.task,
+            schedule.queue,
+            schedule.recurrence.to_string(),
+            next,
+            schedule.args,
+        ]);
+    }
+    table.print();
+    if !problems.is_empty() {
+        line("");
+        for problem in problems {
+            line(&problem);
+        }
+    }
+    Ok(())
+}
+
+/// One schedule as `tasks schedules --json` prints it.
+fn schedule_json(info: &ScheduleInfo) -> Value {
+    let schedule = &info.schedule;
+    let mut value = json!({
+        "id": schedule.id,
+        "task": schedule.task,
+        "queue": schedule.queue,
+        "args": schedule.args,
+        "next_run_at_ms": info.next_run_at_ms,
+        "problem": info.problem,
+    });
+    if let (Value::Object(fields), Ok(Value::Object(when))) =
+        (&mut value, serde_json::to_value(&schedule.recurrence))
+    {
+        fields.extend(when);
+    }
+    value
 }
 
 async fn stats(tasks: &Tasks, as_json: bool) -> Result<()> {

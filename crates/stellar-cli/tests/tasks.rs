@@ -324,6 +324,83 @@ fn a_poison_task_fails_while_others_flow_and_the_cli_shows_it() {
     );
 }
 
+/// Schedules from the command line: two of one task with their own ids, a cron expression in a
+/// time zone, and bad input refused with the bad part named, nothing written.
+#[test]
+fn schedules_have_ids_cron_expressions_and_refuse_bad_input() {
+    let redis = RedisServer::start();
+    for (id, every) in [("tick-a", "60000"), ("tick-b", "30000")] {
+        let output = run_cli(
+            &redis,
+            &[
+                "enqueue",
+                "stellar.log",
+                r#"{"message":"tick"}"#,
+                "--every",
+                every,
+                "--id",
+                id,
+            ],
+        );
+        assert!(output.status.success(), "{output:?}");
+        assert_eq!(stdout(&output).trim(), id);
+    }
+    let cron = run_cli(
+        &redis,
+        &[
+            "enqueue",
+            "stellar.log",
+            "--cron",
+            "0 9 * * 1-5",
+            "--tz",
+            "Europe/Paris",
+            "--id",
+            "weekdays",
+        ],
+    );
+    assert!(cron.status.success(), "{cron:?}");
+    for (args, says) in [
+        (
+            ["--cron", "61 9 * * *", "--tz", "UTC"],
+            r#"the minute field "61""#,
+        ),
+        (
+            ["--cron", "0 9 * * *", "--tz", "Mars/Olympus"],
+            r#"unknown time zone "Mars/Olympus""#,
+        ),
+    ] {
+        let mut full = vec!["enqueue", "stellar.log", "--id", "bad"];
+        full.extend_from_slice(&args);
+        let output = run_cli(&redis, &full);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {output:?}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let listed = run_cli(&redis, &["schedules", "--json"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["tick-a", "tick-b", "weekdays"], "{listed}");
+    let weekdays = &listed[2];
+    assert_eq!(weekdays["cron"], "0 9 * * 1-5");
+    assert_eq!(weekdays["tz"], "Europe/Paris");
+    assert!(weekdays["next_run_at_ms"].as_u64().is_some(), "{weekdays}");
+    assert_eq!(listed[1]["every_ms"], 30000);
+    assert!(run_cli(&redis, &["unschedule", "tick-a"]).status.success());
+    let again = run_cli(&redis, &["unschedule", "tick-a"]);
+    assert_eq!(again.status.code(), Some(1));
+    let table = stdout(&run_cli(&redis, &["schedules"]));
+    assert!(
+        !table.contains("tick-a") && table.contains("tick-b"),
+        "{table}"
+    );
+}
+
 /// A task's reported progress shows in `tasks show`, text and JSON (`stellar.sleep` reports it).
 #[test]
 fn tasks_show_prints_the_progress_a_task_reported() {

@@ -21,13 +21,20 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// A task id or queue name is empty or too long.
+    /// A task id, schedule id or queue name is empty or too long.
     #[error("invalid {what} {value:?}: it must be 1 to 256 bytes without whitespace")]
     Invalid {
-        /// "task id" or "queue".
+        /// "task id", "schedule id" or "queue".
         what: &'static str,
         /// The rejected value, cut to 64 characters.
         value: String,
+    },
+    /// A schedule's recurrence cannot run: a cron expression that does not parse or never
+    /// matches, or a time zone that is not known here.
+    #[error("{reason}")]
+    InvalidRecurrence {
+        /// What is wrong, naming the bad part.
+        reason: String,
     },
     /// The task is running: a worker holds it.
     #[error("task {id} is running; wait for it or let its lease expire")]

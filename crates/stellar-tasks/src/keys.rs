@@ -98,6 +98,7 @@ mod tests {
             ("signal.rs", include_str!("signal.rs")),
             ("store.rs", include_str!("store.rs")),
             ("tasks.rs", include_str!("tasks.rs")),
+            ("timetable.rs", include_str!("timetable.rs")),
             ("worker.rs", include_str!("worker.rs")),
         ];
         for (file, text) in sources {

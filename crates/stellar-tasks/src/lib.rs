@@ -54,6 +54,7 @@ mod scheduler;
 mod signal;
 pub mod store;
 mod tasks;
+mod timetable;
 mod types;
 mod worker;
 
@@ -64,8 +65,11 @@ pub use crate::{
     signal::WorkSignal,
     store::TaskStore,
     tasks::{
-        BatchTask, DEFAULT_QUEUE, EnqueueOptions, MAX_BATCH, Submitted, TaskConfig, TaskContext,
-        TaskDefinition, Tasks,
+        BatchTask, DEFAULT_QUEUE, EnqueueOptions, MAX_BATCH, ScheduleOptions, Submitted,
+        TaskConfig, TaskContext, TaskDefinition, Tasks,
     },
-    types::{Counters, Enqueued, QueueStats, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
+    types::{
+        Counters, Enqueued, QueueStats, Recurrence, Schedule, ScheduleInfo, Stats, TaskRecord,
+        TaskState, WorkerInfo,
+    },
 };

@@ -793,12 +793,14 @@ impl Schedules for MemoryTaskStore {
     async fn set_schedule(&self, schedule: &Schedule) -> Result<(), StoreError> {
         self.state()
             .schedules
-            .insert(schedule.name.clone(), schedule.clone());
+            .insert(schedule.id.clone(), schedule.clone());
         Ok(())
     }
 
-    async fn remove_schedule(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(self.state().schedules.remove(name).is_some())
+    async fn remove_schedule(&self, id: &str) -> Result<bool, StoreError> {
+        let mut state = self.state();
+        state.last_slots.remove(id);
+        Ok(state.schedules.remove(id).is_some())
     }
 
     async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {

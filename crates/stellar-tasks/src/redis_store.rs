@@ -722,7 +722,7 @@ impl Schedules for RedisTaskStore {
                 "HSET schedule",
                 redis::cmd("HSET")
                     .arg(SCHEDULES)
-                    .arg(&schedule.name)
+                    .arg(&schedule.id)
                     .arg(json),
             )
             .await
@@ -730,10 +730,15 @@ impl Schedules for RedisTaskStore {
             .map(drop)
     }
 
-    async fn remove_schedule(&self, name: &str) -> Result<bool, StoreError> {
+    async fn remove_schedule(&self, id: &str) -> Result<bool, StoreError> {
         let removed: u64 = self
             .pool
-            .query("HDEL schedule", redis::cmd("HDEL").arg(SCHEDULES).arg(name))
+            .query("HDEL schedule", redis::cmd("HDEL").arg(SCHEDULES).arg(id))
+            .await?;
+        // After the schedule: the enqueue script sets no last slot of a schedule that is gone.
+        let _: u64 = self
+            .pool
+            .query("HDEL last slot", redis::cmd("HDEL").arg(LAST_SLOT).arg(id))
             .await?;
         Ok(removed == 1)
     }
@@ -743,11 +748,16 @@ impl Schedules for RedisTaskStore {
             .pool
             .query("HGETALL schedules", redis::cmd("HGETALL").arg(SCHEDULES))
             .await?;
+        // A record stored under another id than its own is not one `set_schedule` wrote.
         let mut schedules: Vec<Schedule> = all
-            .values()
-            .filter_map(|json| serde_json::from_str(json).ok())
+            .iter()
+            .filter_map(|(id, json)| {
+                serde_json::from_str::<Schedule>(json)
+                    .ok()
+                    .filter(|s| &s.id == id)
+            })
             .collect();
-        schedules.sort_by(|a, b| a.name.cmp(&b.name));
+        schedules.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(schedules)
     }
 

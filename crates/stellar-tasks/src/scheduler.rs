@@ -12,9 +12,10 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::{
-    Enqueued, Schedule, StoreError, Tasks,
+    Enqueued, Recurrence, Schedule, StoreError, Tasks,
     maintenance::Trouble,
     store::{NewTask, Slot, now_ms},
+    timetable::Timetable,
 };
 
 /// How often the scheduler looks at the clock for new slots.
@@ -39,6 +40,13 @@ pub(crate) async fn run(tasks: Tasks, cancel: CancellationToken) {
     scheduler.resign().await;
 }
 
+/// A schedule the leader runs, with its timetable.
+#[derive(Debug)]
+struct Active {
+    schedule: Schedule,
+    timetable: Timetable,
+}
+
 /// One node's scheduler: a candidate for the leadership, and while it leads, the one that
 /// enqueues the slots of every schedule.
 struct Scheduler {
@@ -46,11 +54,13 @@ struct Scheduler {
     /// The leadership epoch while this node leads.
     epoch: Option<u64>,
     next_lead: Instant,
-    schedules: Vec<Schedule>,
+    schedules: Vec<Active>,
     next_refresh: Instant,
     next_unserved: Instant,
-    /// The next slot to enqueue, per schedule; filled from the store when leadership begins.
+    /// The next slot to enqueue, per schedule id; filled from the store when leadership begins.
     next_slot: HashMap<String, u64>,
+    /// Schedules that cannot run here, with why, each warned about once.
+    refused: HashMap<String, String>,
     trouble: Trouble,
 }
 
@@ -65,6 +75,7 @@ impl Scheduler {
             next_refresh: now,
             next_unserved: now + UNSERVED_CHECK,
             next_slot: HashMap::new(),
+            refused: HashMap::new(),
             trouble: Trouble::default(),
         }
     }
@@ -119,13 +130,62 @@ impl Scheduler {
         self.epoch = led;
     }
 
+    /// Reads the schedules again; a removed one forgets its next slot (created again, it
+    /// starts afresh), a changed one gets a new timetable.
     async fn refresh(&mut self) {
-        match self.tasks.inner.store.schedules().await {
-            Ok(fresh) => {
-                self.schedules = fresh;
-                self.trouble.check("reading the schedules", Ok(()));
+        let fresh = match self.tasks.inner.store.schedules().await {
+            Ok(fresh) => fresh,
+            Err(err) => return self.trouble.check("reading the schedules", Err(err)),
+        };
+        self.trouble.check("reading the schedules", Ok(()));
+        let mut old: HashMap<String, Active> = std::mem::take(&mut self.schedules)
+            .into_iter()
+            .map(|active| (active.schedule.id.clone(), active))
+            .collect();
+        let stored_ids: Vec<String> = fresh.iter().map(|s| s.id.clone()).collect();
+        for schedule in fresh {
+            match old.remove(&schedule.id) {
+                Some(active) if active.schedule == schedule => self.schedules.push(active),
+                _ => {
+                    let active = self.activate(schedule);
+                    self.schedules.extend(active);
+                }
             }
-            Err(err) => self.trouble.check("reading the schedules", Err(err)),
+        }
+        let ids: HashSet<&str> = self
+            .schedules
+            .iter()
+            .map(|a| a.schedule.id.as_str())
+            .collect();
+        self.next_slot.retain(|id, _| ids.contains(id.as_str()));
+        // Forget refusals of schedules that are gone; count those still refused.
+        let stored: HashSet<&str> = stored_ids.iter().map(String::as_str).collect();
+        self.refused.retain(|id, _| stored.contains(id.as_str()));
+        let refused = self.refused.len() as u64;
+        self.tasks
+            .inner
+            .refused_schedules
+            .store(refused, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The schedule ready to run, or `None` (warned about once) if its signature does not
+    /// verify or it cannot run here.
+    fn activate(&mut self, schedule: Schedule) -> Option<Active> {
+        match self.tasks.schedule_problem(&schedule) {
+            Ok(timetable) => {
+                self.refused.remove(&schedule.id);
+                Some(Active {
+                    schedule,
+                    timetable,
+                })
+            }
+            Err(why) => {
+                if self.refused.get(&schedule.id) != Some(&why) {
+                    warn!(schedule = %schedule.id, task = %schedule.task, problem = %why, "a recurring schedule is skipped: it never runs");
+                    self.refused.insert(schedule.id, why);
+                }
+                None
+            }
         }
     }
 
@@ -133,8 +193,8 @@ impl Scheduler {
     /// store fences a slot off.
     async fn enqueue_slots(&mut self, epoch: u64) {
         let leader = (self.tasks.inner.node_id.to_string(), epoch);
-        for schedule in &self.schedules {
-            if !enqueue_due_slots(&self.tasks, schedule, &leader, &mut self.next_slot).await {
+        for active in &self.schedules {
+            if !enqueue_due_slots(&self.tasks, active, &leader, &mut self.next_slot).await {
                 warn!(node_id = %leader.0, epoch, "lost the scheduler leadership (fenced)");
                 self.epoch = None;
                 return;
@@ -157,76 +217,85 @@ impl Scheduler {
     }
 }
 
-/// Code-defined recurring tasks become stored schedules (idempotent: every node writes the same).
+/// Code-defined recurring tasks become stored schedules named after their task, signed by this
+/// node (idempotent: every node with the same token writes the same).
 async fn register_code_schedules(tasks: &Tasks) {
     for definition in tasks.definitions() {
         let Some(every) = definition.every else {
             continue;
         };
-        let schedule = Schedule {
-            name: definition.name.clone(),
+        let mut schedule = Schedule {
+            id: definition.name.clone(),
             task: definition.name.clone(),
             args: "null".to_owned(),
             queue: definition.queue.clone(),
-            every_ms: every.as_millis().max(1) as u64,
+            recurrence: Recurrence::every(every),
+            signature: String::new(),
         };
+        schedule.signature = tasks.sign_schedule(&schedule);
         if let Err(err) = tasks.inner.store.set_schedule(&schedule).await {
             warn!(task = %definition.name, error = %err, "cannot register the recurring schedule");
         }
     }
 }
 
-/// Enqueues the slots of `schedule` that are due, at most `CATCH_UP` + 1 of them: catch-up after
-/// a pause, a takeover or a forward clock step is always clamped. False when the store refused a
-/// slot because `leader` no longer leads.
+/// Enqueues the fire times of a schedule that are due, at most `CATCH_UP` + 1 of them: catch-up
+/// after a pause, a takeover or a forward clock step is always clamped. False when the store
+/// refused a slot because `leader` no longer leads.
 async fn enqueue_due_slots(
     tasks: &Tasks,
-    schedule: &Schedule,
+    active: &Active,
     leader: &(String, u64),
     next_slot: &mut HashMap<String, u64>,
 ) -> bool {
-    let every = schedule.every_ms.max(1);
-    let current = now_ms() / every * every;
-    let floor = current.saturating_sub(CATCH_UP * every);
-    let mut slot = match next_slot.get(&schedule.name) {
-        Some(next) => (*next).max(floor),
+    let (schedule, timetable) = (&active.schedule, &active.timetable);
+    let now = now_ms();
+    let pending = match next_slot.get(&schedule.id) {
+        Some(next) => *next,
         // Continue after the last slot any leader enqueued, catching up a bounded number.
-        None => match tasks.inner.store.last_slot(&schedule.name).await {
-            Ok(last) => last.map_or(current, |last| (last + every).max(floor)),
+        None => match tasks.inner.store.last_slot(&schedule.id).await {
+            Ok(last) => match last {
+                Some(last) => timetable.after(last),
+                None => timetable.first(now),
+            }
+            .unwrap_or(u64::MAX),
             Err(err) => {
-                warn!(schedule = %schedule.name, error = %err, "cannot read the last slot enqueued; will retry");
+                warn!(schedule = %schedule.id, error = %err, "cannot read the last slot enqueued; will retry");
                 return true;
             }
         },
     };
-    while slot <= current {
-        match tasks
-            .inner
-            .store
-            .enqueue(&slot_task(tasks, schedule, slot, leader))
-            .await
-        {
+    if pending > now {
+        next_slot.insert(schedule.id.clone(), pending);
+        return true;
+    }
+    let mut next = timetable.after(now).unwrap_or(u64::MAX);
+    for slot in timetable.due(pending, now, CATCH_UP as usize + 1) {
+        let task = slot_task(tasks, active, slot, leader);
+        match tasks.inner.store.enqueue(&task).await {
             Ok(Enqueued::Fenced) => {
                 next_slot.clear();
                 return false;
             }
-            Ok(_) => slot += every,
+            Ok(_) => {}
             Err(err) => {
-                warn!(schedule = %schedule.name, slot, error = %err, "cannot enqueue a recurring slot; will retry");
+                warn!(schedule = %schedule.id, slot, error = %err, "cannot enqueue a recurring slot; will retry");
+                next = slot;
                 break;
             }
         }
     }
-    next_slot.insert(schedule.name.clone(), slot);
+    next_slot.insert(schedule.id.clone(), next);
     true
 }
 
-/// The task of slot `at_ms` of `schedule`, enqueued by `leader`.
-fn slot_task(tasks: &Tasks, schedule: &Schedule, at_ms: u64, leader: &(String, u64)) -> NewTask {
+/// The task of the slot at fire time `at_ms` of a schedule, enqueued by `leader`.
+fn slot_task(tasks: &Tasks, active: &Active, at_ms: u64, leader: &(String, u64)) -> NewTask {
+    let schedule = &active.schedule;
     let max_attempts = tasks
         .definition(&schedule.task)
         .map_or(1, |d| d.max_attempts);
-    let id = format!("recur:{}:{at_ms}", schedule.name);
+    let id = format!("recur:{}:{at_ms}", schedule.id);
     let signature = tasks.sign(
         &id,
         &schedule.task,
@@ -234,7 +303,11 @@ fn slot_task(tasks: &Tasks, schedule: &Schedule, at_ms: u64, leader: &(String, u
         &schedule.args,
         max_attempts,
     );
-    let every = schedule.every_ms.max(1);
+    // Long enough to outlast any catch-up; a month at most (a yearly cron need not be kept).
+    let gap = active
+        .timetable
+        .gap_after(at_ms)
+        .min(31 * 86_400_000 / (CATCH_UP + 10));
     NewTask {
         id,
         name: schedule.task.clone(),
@@ -245,9 +318,9 @@ fn slot_task(tasks: &Tasks, schedule: &Schedule, at_ms: u64, leader: &(String, u
         signature,
         replace: false,
         slot: Some(Slot {
-            schedule: schedule.name.clone(),
+            schedule: schedule.id.clone(),
             at_ms,
-            remember: Duration::from_millis(every * (CATCH_UP + 10)).max(Duration::from_secs(60)),
+            remember: Duration::from_millis(gap * (CATCH_UP + 10)).max(Duration::from_secs(60)),
             leader: leader.clone(),
         }),
     }
@@ -314,13 +387,18 @@ mod tests {
         );
         tasks.register(TaskDefinition::new("tick", |_, _: ()| async { Ok(()) }));
         let schedule = Schedule {
-            name: "tick".into(),
+            id: "tick".into(),
             task: "tick".into(),
             args: "null".into(),
             queue: "default".into(),
-            every_ms: 1000,
+            recurrence: Recurrence::Every { every_ms: 1000 },
+            signature: String::new(),
         };
         store.set_schedule(&schedule).await.expect("schedule");
+        let active = |schedule: &Schedule| Active {
+            schedule: schedule.clone(),
+            timetable: Timetable::new(&schedule.recurrence).expect("valid"),
+        };
         let epoch = store
             .try_lead(&node, Duration::from_secs(30))
             .await
@@ -329,25 +407,25 @@ mod tests {
         let leader = (node.to_string(), epoch);
         let a_day_ago = now_ms() / 1000 * 1000 - 86_400_000;
         let mut next_slot = HashMap::from([("tick".to_owned(), a_day_ago)]);
-        assert!(enqueue_due_slots(&tasks, &schedule, &leader, &mut next_slot).await);
+        assert!(enqueue_due_slots(&tasks, &active(&schedule), &leader, &mut next_slot).await);
         let queued = store.stats().await.expect("stats").queues["default"].depth;
         assert!(
             (CATCH_UP..=CATCH_UP + 2).contains(&queued),
             "{queued} slots enqueued after a day"
         );
         // The next tick adds at most the slot that just began.
-        assert!(enqueue_due_slots(&tasks, &schedule, &leader, &mut next_slot).await);
+        assert!(enqueue_due_slots(&tasks, &active(&schedule), &leader, &mut next_slot).await);
         let after = store.stats().await.expect("stats").queues["default"].depth;
         assert!(after <= queued + 1, "{queued} then {after}");
         // A deposed leader (another epoch) is fenced.
         let deposed = (node.to_string(), epoch + 1);
         let tock = Schedule {
-            name: "tock".into(),
+            id: "tock".into(),
             ..schedule.clone()
         };
         store.set_schedule(&tock).await.expect("schedule");
         let mut behind = HashMap::from([("tock".to_owned(), a_day_ago)]);
-        assert!(!enqueue_due_slots(&tasks, &tock, &deposed, &mut behind).await);
+        assert!(!enqueue_due_slots(&tasks, &active(&tock), &deposed, &mut behind).await);
         let fenced = store.stats().await.expect("stats").queues["default"].depth;
         assert_eq!(fenced, after, "a deposed leader enqueued slots");
     }

@@ -67,9 +67,10 @@ pub fn task_signature_fields<'a>(
 /// One slot of a recurring schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
-    /// The schedule's name.
+    /// The schedule's id.
     pub schedule: String,
-    /// The slot's start, ms since the epoch (a multiple of the schedule's period).
+    /// The slot's fire time, ms since the epoch (a multiple of the schedule's period, or a time
+    /// its cron expression matches).
     pub at_ms: u64,
     /// How long the store remembers that the slot was enqueued.
     pub remember: Duration,
@@ -238,13 +239,13 @@ pub trait Leadership: fmt::Debug + Send + Sync + 'static {
 /// Recurring schedules. Their slots are enqueued through [`TaskQueue::enqueue`] with a [`Slot`].
 #[async_trait]
 pub trait Schedules: fmt::Debug + Send + Sync + 'static {
-    /// Adds or replaces a recurring schedule.
+    /// Adds or replaces a recurring schedule, under its id.
     async fn set_schedule(&self, schedule: &Schedule) -> Result<(), StoreError>;
-    /// Removes a recurring schedule; false if there was none.
-    async fn remove_schedule(&self, name: &str) -> Result<bool, StoreError>;
-    /// Every recurring schedule.
+    /// Removes recurring schedule `id` and forgets its last slot; false if there was none.
+    async fn remove_schedule(&self, id: &str) -> Result<bool, StoreError>;
+    /// Every recurring schedule, by id.
     async fn schedules(&self) -> Result<Vec<Schedule>, StoreError>;
-    /// The latest slot enqueued for `schedule`, ms since the epoch.
+    /// The latest slot enqueued for schedule id `schedule`, ms since the epoch.
     async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, StoreError>;
 }
 

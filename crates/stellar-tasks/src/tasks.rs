@@ -18,15 +18,18 @@ use stellar_core::{Api, NodeId, ServerToken, sync};
 use tracing::warn;
 
 use crate::{
-    Enqueued, Error, HandlerError, Result, Schedule, Stats, StoreError, TaskRecord, TaskStore,
-    WorkSignal, WorkerInfo,
+    Enqueued, Error, HandlerError, Recurrence, Result, Schedule, ScheduleInfo, Stats, StoreError,
+    TaskRecord, TaskStore, WorkSignal, WorkerInfo,
     retry::Retry,
-    store::{Claimed, NewTask, task_signature_fields},
+    store::{Claimed, NewTask, now_ms, task_signature_fields},
+    timetable::Timetable,
     worker,
 };
 
 /// The context of task record signatures.
 const SIGNATURE_CONTEXT: &str = "stellar task record v1";
+/// The context of recurring schedule signatures.
+const SCHEDULE_SIGNATURE_CONTEXT: &str = "stellar task schedule v1";
 
 /// The queue of tasks that name none.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -229,6 +232,31 @@ pub struct EnqueueOptions {
     pub replace: bool,
 }
 
+/// How to schedule a recurring task ([`Tasks::schedule`]).
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleOptions {
+    /// The schedule's id, which [`Tasks::unschedule`] takes and its slots' task ids carry
+    /// (`recur:<id>:<fire time ms>`). Default: the task's name, so a task has one schedule unless
+    /// its schedules are given ids.
+    pub id: Option<String>,
+    /// The queue its slots go to; default: the definition's.
+    pub queue: Option<String>,
+}
+
+impl ScheduleOptions {
+    /// The schedule's id.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// The queue its slots go to.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+}
+
 /// The most tasks [`Tasks::enqueue_many`] takes in one batch.
 pub const MAX_BATCH: usize = 10_000;
 
@@ -271,6 +299,9 @@ pub(crate) struct Inner {
     names: RwLock<Arc<[String]>>,
     /// Tasks this node is running now.
     pub(crate) running_here: AtomicU64,
+    /// Schedules the scheduler skipped at its last look while this node led (bad signature, or
+    /// a recurrence that cannot run here).
+    pub(crate) refused_schedules: AtomicU64,
 }
 
 impl fmt::Debug for Tasks {
@@ -301,6 +332,7 @@ impl Tasks {
                 definitions: RwLock::new(HashMap::new()),
                 names: RwLock::new(Arc::from([])),
                 running_here: AtomicU64::new(0),
+                refused_schedules: AtomicU64::new(0),
             }),
         }
     }
@@ -336,10 +368,16 @@ impl Tasks {
     }
 
     /// Starts this node's workers and its share of maintenance (promotion, reaping) on `api`;
-    /// they stop with the node, handing unfinished tasks back.
+    /// they stop with the node, handing unfinished tasks back. Registers the gauges
+    /// `tasks_in_flight` and `tasks_schedules_refused` (schedules the scheduler leader skips:
+    /// unverifiable signature or a recurrence that cannot run; 0 on other nodes).
     pub fn start(&self, api: &Api) {
         let tasks = self.clone();
         api.register_gauge("tasks_in_flight", move || tasks.running_here());
+        let tasks = self.clone();
+        api.register_gauge("tasks_schedules_refused", move || {
+            tasks.inner.refused_schedules.load(Ordering::Relaxed)
+        });
         worker::start(self.clone(), api);
     }
 
@@ -436,6 +474,36 @@ impl Tasks {
             .config
             .signer
             .verify(SIGNATURE_CONTEXT, &fields, &claimed.signature)
+    }
+
+    /// The signature of a schedule record: over its id, task, queue, args and recurrence.
+    pub(crate) fn sign_schedule(&self, schedule: &Schedule) -> String {
+        let recurrence = recurrence_json(schedule);
+        let fields = schedule_signature_fields(schedule, &recurrence);
+        self.inner
+            .config
+            .signer
+            .sign(SCHEDULE_SIGNATURE_CONTEXT, &fields)
+    }
+
+    /// Whether a schedule record carries a valid signature, made with the current token or a
+    /// previous one the signer still accepts.
+    pub(crate) fn verify_schedule(&self, schedule: &Schedule) -> bool {
+        let recurrence = recurrence_json(schedule);
+        let fields = schedule_signature_fields(schedule, &recurrence);
+        self.inner
+            .config
+            .signer
+            .verify(SCHEDULE_SIGNATURE_CONTEXT, &fields, &schedule.signature)
+    }
+
+    /// Why the scheduler leader skips `schedule`, if it does: a bad signature or a recurrence
+    /// that cannot run here.
+    pub(crate) fn schedule_problem(&self, schedule: &Schedule) -> Result<Timetable, String> {
+        if !self.verify_schedule(schedule) {
+            return Err(UNVERIFIED_SCHEDULE.to_owned());
+        }
+        Timetable::new(&schedule.recurrence).map_err(|err| err.to_string())
     }
 
     /// Adds `tasks` in one store step; when `idempotent` (every task has an id and replaces
@@ -614,17 +682,42 @@ impl Tasks {
         Ok(self.inner.store.remove_failed(id).await?)
     }
 
-    /// Runs task `name` with `args` once per `every` slot, cluster wide, until [`Tasks::unschedule`].
+    /// Runs task `name` with `args` once per `every` slot, cluster wide, until
+    /// [`Tasks::unschedule`]: a schedule whose id is the task's name (see [`Tasks::schedule`]).
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownTask`], [`Error::Encode`]; [`Error::Store`].
+    /// As [`Tasks::schedule`].
     pub async fn schedule_recurring<A: Serialize + ?Sized>(
         &self,
         name: &str,
         args: &A,
         every: Duration,
     ) -> Result<()> {
+        let recurrence = Recurrence::every(every);
+        self.schedule(name, args, recurrence, ScheduleOptions::default())
+            .await
+            .map(drop)
+    }
+
+    /// Runs task `name` with `args` at every fire time of `recurrence`, cluster wide, until
+    /// [`Tasks::unschedule`] with its id: each fire time is one slot, enqueued once as task
+    /// `recur:<id>:<fire time ms>` by the scheduler leader. The id ([`ScheduleOptions::id`],
+    /// default the task's name) tells schedules apart: several of one task, with their own
+    /// arguments, need their own ids, and scheduling an existing id replaces that schedule.
+    /// Returns the stored schedule.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownTask`], [`Error::Encode`], [`Error::Invalid`] before anything is written;
+    /// [`Error::Store`].
+    pub async fn schedule<A: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        args: &A,
+        recurrence: Recurrence,
+        options: ScheduleOptions,
+    ) -> Result<Schedule> {
         let definition = self.definition(name).ok_or_else(|| Error::UnknownTask {
             name: name.to_owned(),
         })?;
@@ -632,33 +725,56 @@ impl Tasks {
             name: name.to_owned(),
             source,
         })?;
-        let every_ms = every.as_millis().max(1) as u64;
-        let schedule = Schedule {
-            name: name.to_owned(),
+        let id = checked("schedule id", options.id.unwrap_or_else(|| name.to_owned()))?;
+        let queue = checked("queue", options.queue.unwrap_or(definition.queue))?;
+        Timetable::new(&recurrence)?;
+        let mut schedule = Schedule {
+            id,
             task: name.to_owned(),
             args,
-            queue: definition.queue,
-            every_ms,
+            queue,
+            recurrence,
+            signature: String::new(),
         };
-        Ok(self.inner.store.set_schedule(&schedule).await?)
+        schedule.signature = self.sign_schedule(&schedule);
+        self.inner.store.set_schedule(&schedule).await?;
+        Ok(schedule)
     }
 
-    /// Stops the recurring schedule `name`; false if there was none.
+    /// Stops the recurring schedule `id`; false if there was none. Scheduled again later, it
+    /// starts afresh (no catch-up of the slots in between).
     ///
     /// # Errors
     ///
     /// [`Error::Store`].
-    pub async fn unschedule(&self, name: &str) -> Result<bool> {
-        Ok(self.inner.store.remove_schedule(name).await?)
+    pub async fn unschedule(&self, id: &str) -> Result<bool> {
+        Ok(self.inner.store.remove_schedule(id).await?)
     }
 
-    /// Every recurring schedule.
+    /// Every recurring schedule, by id, with its next fire time after now and why the scheduler
+    /// would skip it, if it would (a signature that does not verify with this node's token, a
+    /// recurrence that cannot run).
     ///
     /// # Errors
     ///
     /// [`Error::Store`].
-    pub async fn schedules(&self) -> Result<Vec<Schedule>> {
-        Ok(self.inner.store.schedules().await?)
+    pub async fn schedules(&self) -> Result<Vec<ScheduleInfo>> {
+        let now = now_ms();
+        let schedules = self.inner.store.schedules().await?;
+        Ok(schedules
+            .into_iter()
+            .map(|schedule| {
+                let (next_run_at_ms, problem) = match self.schedule_problem(&schedule) {
+                    Ok(timetable) => (timetable.after(now), None),
+                    Err(problem) => (None, Some(problem)),
+                };
+                ScheduleInfo {
+                    schedule,
+                    next_run_at_ms,
+                    problem,
+                }
+            })
+            .collect())
     }
 
     /// The scheduler leader and its fencing epoch, if there is one.
@@ -741,6 +857,27 @@ impl Tasks {
     }
 }
 
+/// Why a schedule whose signature does not verify is skipped.
+const UNVERIFIED_SCHEDULE: &str = "its signature does not verify with this token (written without \
+     the server token, signed with a token no longer accepted, or stored before schedules were \
+     signed): schedule it again to sign it";
+
+/// A schedule's recurrence as it is signed: its JSON, fields in declaration order.
+fn recurrence_json(schedule: &Schedule) -> String {
+    serde_json::to_string(&schedule.recurrence).expect("a recurrence serialises")
+}
+
+/// The fields a schedule's signature covers, in order: id, task, queue, args, recurrence.
+fn schedule_signature_fields<'a>(schedule: &'a Schedule, recurrence: &'a str) -> [&'a [u8]; 5] {
+    [
+        schedule.id.as_bytes(),
+        schedule.task.as_bytes(),
+        schedule.queue.as_bytes(),
+        schedule.args.as_bytes(),
+        recurrence.as_bytes(),
+    ]
+}
+
 /// Whether asking again after a lost reply is safe: an id makes an enqueue idempotent, but a
 /// replace is not (a retry could replace the run the first attempt started).
 fn idempotent(options: &EnqueueOptions) -> bool {
@@ -760,4 +897,84 @@ fn checked(what: &'static str, value: String) -> Result<String> {
         });
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryTaskStore;
+
+    /// Tasks on `store` signing with `signer`.
+    fn tasks_on(store: &MemoryTaskStore, signer: RecordSigner) -> Tasks {
+        let tasks = Tasks::new(
+            Arc::new(store.clone()),
+            store.signal(),
+            NodeId::new("n1").expect("id"),
+            TaskConfig {
+                signer,
+                ..TaskConfig::default()
+            },
+        );
+        tasks.register(TaskDefinition::new(
+            "work",
+            |_, _: serde_json::Value| async { Ok(()) },
+        ));
+        tasks
+    }
+
+    /// A schedule verifies with the token that signed it, or with a signer that still accepts
+    /// that token as the previous one (rotation); not once a signed field changes.
+    #[tokio::test]
+    async fn schedule_signatures_survive_a_token_rotation_but_not_a_change() {
+        let (old, new) = (ServerToken::new("old"), ServerToken::new("new"));
+        let store = MemoryTaskStore::new();
+        let tasks_with = |signer| tasks_on(&store, signer);
+        let signed_by_old = tasks_with(RecordSigner::new(&old, None));
+        let options = ScheduleOptions::default().id("nightly");
+        let recurrence = Recurrence::cron("0 3 * * *", "Europe/Paris");
+        let schedule = signed_by_old
+            .schedule("work", &1, recurrence, options)
+            .await
+            .expect("schedule");
+        assert!(signed_by_old.verify_schedule(&schedule));
+        assert!(tasks_with(RecordSigner::new(&new, Some(&old))).verify_schedule(&schedule));
+        assert!(!tasks_with(RecordSigner::new(&new, None)).verify_schedule(&schedule));
+        let changes = [
+            Schedule {
+                id: "nightly2".into(),
+                ..schedule.clone()
+            },
+            Schedule {
+                args: "2".into(),
+                ..schedule.clone()
+            },
+            Schedule {
+                queue: "other".into(),
+                ..schedule.clone()
+            },
+            Schedule {
+                recurrence: Recurrence::cron("* * * * *", "Europe/Paris"),
+                ..schedule.clone()
+            },
+            Schedule {
+                recurrence: Recurrence::every(Duration::from_millis(1)),
+                ..schedule.clone()
+            },
+        ];
+        for changed in changes {
+            assert!(!signed_by_old.verify_schedule(&changed), "{changed:?}");
+        }
+        let listed = signed_by_old.schedules().await.expect("list");
+        assert_eq!(listed[0].problem, None);
+        let other_token = tasks_with(RecordSigner::new(&new, None));
+        let seen = other_token.schedules().await.expect("list");
+        assert!(
+            seen[0]
+                .problem
+                .as_deref()
+                .is_some_and(|p| p.contains("signature does not verify")),
+            "{seen:?}"
+        );
+        assert_eq!(seen[0].next_run_at_ms, None);
+    }
 }

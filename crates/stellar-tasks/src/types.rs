@@ -34,19 +34,94 @@ impl TaskState {
     }
 }
 
-/// A recurring schedule: enqueue `task` with `args` once per `every_ms` slot of wall-clock time.
+/// A recurring schedule: enqueue `task` with `args` at every fire time of its [`Recurrence`].
+///
+/// Stored as JSON under its id. Records stored before ids and cron existed (`{"name", "task",
+/// "args", "queue", "every_ms"}`) still load: their `name` is the id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {
-    /// The schedule's name (by default the task's).
-    pub name: String,
+    /// The schedule's id (by default the task's name): its slots run as tasks
+    /// `recur:<id>:<fire time ms>`, and [`crate::Tasks::unschedule`] takes it.
+    #[serde(rename = "name")]
+    pub id: String,
     /// The task to enqueue.
     pub task: String,
     /// Its arguments as JSON.
     pub args: String,
     /// Its queue.
     pub queue: String,
-    /// The period, in ms; slots start at multiples of it since the Unix epoch.
-    pub every_ms: u64,
+    /// When it fires.
+    #[serde(flatten)]
+    pub recurrence: Recurrence,
+    /// The HMAC (from the server token) over id, task, queue, args and recurrence that
+    /// [`crate::Tasks::schedule`] sets: the scheduler leader runs no schedule whose signature does
+    /// not verify. Empty in records stored before schedules were signed.
+    #[serde(default, rename = "sig", skip_serializing_if = "String::is_empty")]
+    pub signature: String,
+}
+
+/// When a recurring schedule fires. Each fire time is one slot, enqueued once cluster wide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum Recurrence {
+    /// At every time a cron expression matches in a time zone, daylight saving time included
+    /// (the `croner` crate's rules: a fixed time that a spring-forward gap skips runs at the first
+    /// time after the gap that day; one that a fall-back repeats runs once, at its first pass).
+    Cron {
+        /// The expression: 5 fields (`minute hour day-of-month month day-of-week`), or 6 with
+        /// seconds first, or an alias such as `@daily`.
+        cron: String,
+        /// The IANA time zone it is read in, e.g. `Europe/Paris` or `UTC`.
+        tz: String,
+    },
+    /// Once per `every_ms` of wall-clock time: slots start at multiples of it since the Unix
+    /// epoch.
+    Every {
+        /// The period, in ms (at least 1).
+        every_ms: u64,
+    },
+}
+
+impl Recurrence {
+    /// Once per `every` (at least 1 ms), aligned to multiples of it since the Unix epoch.
+    pub fn every(every: std::time::Duration) -> Self {
+        Self::Every {
+            every_ms: (every.as_millis() as u64).max(1),
+        }
+    }
+
+    /// At every time `expression` matches in time zone `tz` (an IANA name such as
+    /// `Europe/Paris`, or `UTC`). Checked when scheduled: [`crate::Tasks::schedule`] refuses an
+    /// expression that does not parse or never matches, and a zone it does not know.
+    pub fn cron(expression: impl Into<String>, tz: impl Into<String>) -> Self {
+        Self::Cron {
+            cron: expression.into(),
+            tz: tz.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Recurrence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Every { every_ms } => write!(f, "every {every_ms} ms"),
+            Self::Cron { cron, tz } => write!(f, "cron {cron:?} {tz}"),
+        }
+    }
+}
+
+/// A schedule as [`crate::Tasks::schedules`] lists it: the record, when it runs next, and why
+/// it will not run if it will not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleInfo {
+    /// The stored schedule.
+    pub schedule: Schedule,
+    /// Its next fire time after now, ms since the epoch; `None` when it never fires again or
+    /// cannot run (see `problem`).
+    pub next_run_at_ms: Option<u64>,
+    /// Why the scheduler leader skips it, if it does.
+    pub problem: Option<String>,
 }
 
 /// What a node announces about its workers.
@@ -178,4 +253,44 @@ pub struct QueueStats {
     pub depth: u64,
     /// How long the task next to run has waited, in ms (0 when the queue is empty).
     pub oldest_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A schedule stored before ids and cron expressions existed still loads, its name as its id,
+    /// and a schedule is stored in the same shape.
+    #[test]
+    fn schedules_stored_by_earlier_versions_load() {
+        let old =
+            r#"{"name":"report","task":"report","args":"null","queue":"default","every_ms":1000}"#;
+        let schedule: Schedule = serde_json::from_str(old).expect("an old record loads");
+        assert_eq!(
+            schedule,
+            Schedule {
+                id: "report".into(),
+                task: "report".into(),
+                args: "null".into(),
+                queue: "default".into(),
+                recurrence: Recurrence::Every { every_ms: 1000 },
+                signature: String::new(),
+            }
+        );
+        assert_eq!(serde_json::to_string(&schedule).expect("json"), old);
+        let cron = Schedule {
+            recurrence: Recurrence::cron("0 9 * * 1-5", "Europe/Paris"),
+            signature: "00ff".into(),
+            ..schedule
+        };
+        let json = serde_json::to_string(&cron).expect("json");
+        assert!(
+            json.contains(r#""cron":"0 9 * * 1-5","tz":"Europe/Paris""#),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<Schedule>(&json).expect("loads"),
+            cron
+        );
+    }
 }

@@ -12,8 +12,8 @@ use std::{
 use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
 use stellar_core::{Api, CancellationToken, Config, NodeId};
 use stellar_tasks::{
-    EnqueueOptions, RedisTaskStore, TaskConfig, TaskDefinition, TaskState, Tasks, WorkSignal,
-    store::Leadership,
+    EnqueueOptions, Recurrence, RedisTaskStore, ScheduleOptions, TaskConfig, TaskDefinition,
+    TaskState, Tasks, WorkSignal, store::Leadership,
 };
 use stellar_testkit::RedisServer;
 
@@ -141,6 +141,97 @@ async fn a_task_written_by_hand_lands_in_the_failed_set_never_in_a_handler() {
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1, "only the genuine task ran");
     api.shutdown().await.expect("stops");
+    cancel.cancel();
+}
+
+/// A schedule written into Redis by hand (no signature, a made-up one, or a genuine record copied
+/// under another id) never produces a task; one created through `Tasks::schedule` runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_written_by_hand_never_runs() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let config = TaskConfig {
+        idle_poll: Duration::from_millis(50),
+        maintenance_interval: Duration::from_millis(50),
+        ..TaskConfig::default()
+    };
+    let (api, tasks, runs) = counting_node(store, "n1", config);
+    let genuine = tasks
+        .schedule(
+            "work",
+            &"genuine",
+            Recurrence::every(Duration::from_millis(100)),
+            ScheduleOptions::default().id("genuine"),
+        )
+        .await
+        .expect("schedule");
+    let copied = serde_json::to_string(&genuine).expect("json");
+    let forged = [
+        (
+            "unsigned",
+            r#"{"name":"unsigned","task":"work","args":"1","queue":"default","every_ms":100}"#
+                .to_owned(),
+        ),
+        (
+            "made-up",
+            r#"{"name":"made-up","task":"work","args":"1","queue":"default","every_ms":100,"sig":"00ff"}"#
+                .to_owned(),
+        ),
+        (
+            "altered",
+            copied
+                .replace(r#""name":"genuine""#, r#""name":"altered""#)
+                .replace(r#""args":"\"genuine\"""#, r#""args":"\"evil\"""#),
+        ),
+        // The genuine record under another id: its signature covers the id.
+        (
+            "relabelled",
+            copied.replace(r#""name":"genuine""#, r#""name":"relabelled""#),
+        ),
+        ("copy", copied.clone()),
+    ];
+    for (id, json) in &forged {
+        run(&pool, &["HSET", "stellar:tasks:schedules", id, json]).await;
+    }
+    tasks.start(&api);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let listed = tasks.schedules().await.expect("schedules");
+    let problems: Vec<(&str, bool)> = listed
+        .iter()
+        .map(|info| (info.schedule.id.as_str(), info.problem.is_some()))
+        .collect();
+    // The copy under another id is not listed (its record names "genuine").
+    assert_eq!(
+        problems,
+        [
+            ("altered", true),
+            ("genuine", false),
+            ("made-up", true),
+            ("relabelled", true),
+            ("unsigned", true)
+        ]
+    );
+    let refused = api
+        .gauges()
+        .into_iter()
+        .find(|(name, _)| *name == "tasks_schedules_refused");
+    assert_eq!(refused, Some(("tasks_schedules_refused", 4)));
+    api.shutdown().await.expect("stops");
+    let ids: Vec<String> = pool
+        .query("KEYS", redis::cmd("KEYS").arg("stellar:task:*"))
+        .await
+        .expect("keys");
+    assert!(
+        ids.len() >= 5,
+        "the genuine schedule ran too little: {ids:?}"
+    );
+    assert!(
+        ids.iter()
+            .all(|key| key.starts_with("stellar:task:recur:genuine:")),
+        "a forged schedule produced a task: {ids:?}"
+    );
+    assert!(runs.load(Ordering::SeqCst) >= 5);
     cancel.cancel();
 }
 

@@ -9,11 +9,12 @@ async fn a_deposed_leader_cannot_enqueue_a_slot(backend: Backend) {
         NodeId::new("second").expect("id"),
     );
     let schedule = Schedule {
-        name: "tick".into(),
+        id: "tick".into(),
         task: "work".into(),
         args: "null".into(),
         queue: "default".into(),
-        every_ms: 1000,
+        recurrence: Recurrence::Every { every_ms: 1000 },
+        signature: String::new(),
     };
     store.set_schedule(&schedule).await.expect("schedule");
     let epoch = store
@@ -61,12 +62,13 @@ async fn a_deposed_leader_cannot_enqueue_a_slot(backend: Backend) {
 
 async fn schedules_are_set_listed_replaced_and_removed(backend: Backend) {
     let store = backend.store().await;
-    let schedule = |name: &str, every_ms: u64| Schedule {
-        name: name.into(),
+    let schedule = |id: &str, every_ms: u64| Schedule {
+        id: id.into(),
         task: "work".into(),
         args: "null".into(),
         queue: "default".into(),
-        every_ms,
+        recurrence: Recurrence::Every { every_ms },
+        signature: String::new(),
     };
     store.set_schedule(&schedule("b", 1000)).await.expect("set");
     store.set_schedule(&schedule("a", 1000)).await.expect("set");
@@ -94,11 +96,12 @@ async fn the_last_slot_only_moves_forward(backend: Backend) {
     let node = NodeId::new("leader").expect("id");
     store
         .set_schedule(&Schedule {
-            name: "tick".into(),
+            id: "tick".into(),
             task: "work".into(),
             args: "null".into(),
             queue: "default".into(),
-            every_ms: 1000,
+            recurrence: Recurrence::Every { every_ms: 1000 },
+            signature: String::new(),
         })
         .await
         .expect("set");
@@ -120,6 +123,9 @@ async fn the_last_slot_only_moves_forward(backend: Backend) {
         assert_eq!(store.enqueue(&task).await.expect("slot"), Enqueued::Added);
     }
     assert_eq!(store.last_slot("tick").await.expect("last"), Some(5000));
+    // Removed, the schedule forgets its last slot: scheduled again, it starts afresh.
+    assert!(store.remove_schedule("tick").await.expect("remove"));
+    assert_eq!(store.last_slot("tick").await.expect("last"), None);
 }
 
 contract!(
