@@ -193,13 +193,20 @@ impl Scheduler {
     /// store fences a slot off.
     async fn enqueue_slots(&mut self, epoch: u64) {
         let leader = (self.tasks.inner.node_id.to_string(), epoch);
+        let mut failed = Ok(());
         for active in &self.schedules {
-            if !enqueue_due_slots(&self.tasks, active, &leader, &mut self.next_slot).await {
-                warn!(node_id = %leader.0, epoch, "lost the scheduler leadership (fenced)");
-                self.epoch = None;
-                return;
+            match enqueue_due_slots(&self.tasks, active, &leader, &mut self.next_slot).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(node_id = %leader.0, epoch, "lost the scheduler leadership (fenced)");
+                    self.epoch = None;
+                    return;
+                }
+                // Retried at the next tick; reported once while it keeps failing.
+                Err(err) => failed = Err(err),
             }
         }
+        self.trouble.check("enqueue recurring slots", failed);
     }
 
     async fn resign(&self) {
@@ -241,13 +248,14 @@ async fn register_code_schedules(tasks: &Tasks) {
 
 /// Enqueues the fire times of a schedule that are due, at most `CATCH_UP` + 1 of them: catch-up
 /// after a pause, a takeover or a forward clock step is always clamped. False when the store
-/// refused a slot because `leader` no longer leads.
+/// refused a slot because `leader` no longer leads; an error when the store failed (the slots
+/// not enqueued are tried again at the next tick).
 async fn enqueue_due_slots(
     tasks: &Tasks,
     active: &Active,
     leader: &(String, u64),
     next_slot: &mut HashMap<String, u64>,
-) -> bool {
+) -> Result<bool, StoreError> {
     let (schedule, timetable) = (&active.schedule, &active.timetable);
     let now = now_ms();
     let pending = match next_slot.get(&schedule.id) {
@@ -259,34 +267,30 @@ async fn enqueue_due_slots(
                 None => timetable.first(now),
             }
             .unwrap_or(u64::MAX),
-            Err(err) => {
-                warn!(schedule = %schedule.id, error = %err, "cannot read the last slot enqueued; will retry");
-                return true;
-            }
+            Err(err) => return Err(err),
         },
     };
     if pending > now {
         next_slot.insert(schedule.id.clone(), pending);
-        return true;
+        return Ok(true);
     }
-    let mut next = timetable.after(now).unwrap_or(u64::MAX);
+    let next = timetable.after(now).unwrap_or(u64::MAX);
     for slot in timetable.due(pending, now, CATCH_UP as usize + 1) {
         let task = slot_task(tasks, active, slot, leader);
         match tasks.inner.store.enqueue(&task).await {
             Ok(Enqueued::Fenced) => {
                 next_slot.clear();
-                return false;
+                return Ok(false);
             }
             Ok(_) => {}
             Err(err) => {
-                warn!(schedule = %schedule.id, slot, error = %err, "cannot enqueue a recurring slot; will retry");
-                next = slot;
-                break;
+                next_slot.insert(schedule.id.clone(), slot);
+                return Err(err);
             }
         }
     }
     next_slot.insert(schedule.id.clone(), next);
-    true
+    Ok(true)
 }
 
 /// The task of the slot at fire time `at_ms` of a schedule, enqueued by `leader`.
@@ -407,14 +411,22 @@ mod tests {
         let leader = (node.to_string(), epoch);
         let a_day_ago = now_ms() / 1000 * 1000 - 86_400_000;
         let mut next_slot = HashMap::from([("tick".to_owned(), a_day_ago)]);
-        assert!(enqueue_due_slots(&tasks, &active(&schedule), &leader, &mut next_slot).await);
+        assert!(
+            enqueue_due_slots(&tasks, &active(&schedule), &leader, &mut next_slot)
+                .await
+                .expect("store")
+        );
         let queued = store.stats().await.expect("stats").queues["default"].depth;
         assert!(
             (CATCH_UP..=CATCH_UP + 2).contains(&queued),
             "{queued} slots enqueued after a day"
         );
         // The next tick adds at most the slot that just began.
-        assert!(enqueue_due_slots(&tasks, &active(&schedule), &leader, &mut next_slot).await);
+        assert!(
+            enqueue_due_slots(&tasks, &active(&schedule), &leader, &mut next_slot)
+                .await
+                .expect("store")
+        );
         let after = store.stats().await.expect("stats").queues["default"].depth;
         assert!(after <= queued + 1, "{queued} then {after}");
         // A deposed leader (another epoch) is fenced.
@@ -425,7 +437,11 @@ mod tests {
         };
         store.set_schedule(&tock).await.expect("schedule");
         let mut behind = HashMap::from([("tock".to_owned(), a_day_ago)]);
-        assert!(!enqueue_due_slots(&tasks, &active(&tock), &deposed, &mut behind).await);
+        assert!(
+            !enqueue_due_slots(&tasks, &active(&tock), &deposed, &mut behind)
+                .await
+                .expect("store")
+        );
         let fenced = store.stats().await.expect("stats").queues["default"].depth;
         assert_eq!(fenced, after, "a deposed leader enqueued slots");
     }
