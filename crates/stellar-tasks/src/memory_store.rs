@@ -225,6 +225,8 @@ impl State {
         self.claim_seq += 1;
         task.claims = self.claim_seq;
         task.parked = false;
+        // A new attempt starts without the progress the previous one reported.
+        task.record.progress = None;
         task.record.attempts += 1;
         task.record.state = TaskState::Running;
         task.record.node = Some(request.node.to_string());

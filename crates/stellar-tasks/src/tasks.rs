@@ -50,8 +50,9 @@ pub struct TaskContext {
 impl TaskContext {
     /// Records how far this attempt got, on the task's record (`Tasks::show`, `stellar tasks
     /// show`): a percentage (`ctx.progress(40_u8)`) or any JSON (`ctx.progress(json!({"step":
-    /// "upload"}))`). Each report replaces the last; it stays after the task ends. False if this
-    /// worker lost the lease (another node may run the task now).
+    /// "upload"}))`). Each report replaces the last; it stays after the task ends, and the next
+    /// attempt starts without it. False if this worker lost the lease (another node may run the
+    /// task now).
     ///
     /// # Errors
     ///

@@ -132,7 +132,81 @@ async fn concurrent_promoters_never_duplicate_a_delayed_task(backend: Backend) {
     );
 }
 
+async fn a_new_attempt_starts_without_the_last_ones_progress(backend: Backend) {
+    let store = backend.store().await;
+    store
+        .enqueue(&plain_task("p1", "work", 3))
+        .await
+        .expect("enqueue");
+    let queues = vec!["default".to_owned()];
+    let node = NodeId::new("n").expect("id");
+    let progress = async || {
+        store
+            .show("p1")
+            .await
+            .expect("show")
+            .expect("record")
+            .progress
+    };
+    let first = store
+        .claim(&request(&queues, &node, Duration::from_millis(100), 1))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a task");
+    assert!(store.progress(&first, "40").await.expect("progress"));
+    assert_eq!(progress().await, Some(serde_json::json!(40)));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(store.reap(100).await.expect("reap"), 1);
+    assert_eq!(
+        progress().await,
+        Some(serde_json::json!(40)),
+        "a waiting task still shows how far its last attempt got"
+    );
+    let second = store
+        .claim(&request(&queues, &node, Duration::from_secs(30), 1))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("reaped back to its queue");
+    assert_eq!(second.attempt, 2);
+    assert_eq!(
+        progress().await,
+        None,
+        "a reaped attempt's progress was shown"
+    );
+    assert!(
+        store
+            .progress(&second, r#"{"step": 2}"#)
+            .await
+            .expect("progress")
+    );
+    assert_eq!(
+        store
+            .fail(&second, "busy", Duration::ZERO)
+            .await
+            .expect("fail"),
+        FailOutcome::Retrying
+    );
+    while store.promote(100).await.expect("promote") == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let third = store
+        .claim(&request(&queues, &node, Duration::from_secs(30), 1))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("retried");
+    assert_eq!(third.attempt, 3);
+    assert_eq!(
+        progress().await,
+        None,
+        "a failed attempt's progress was shown"
+    );
+}
+
 contract!(
     a_lost_lease_is_reaped_and_its_late_answer_rejected,
+    a_new_attempt_starts_without_the_last_ones_progress,
     concurrent_promoters_never_duplicate_a_delayed_task,
 );
