@@ -149,11 +149,12 @@ impl TaskError {
     }
 
     /// Fails this attempt and runs the next one after `delay` instead of the definition's
-    /// backoff (a rate limit that says when to come back); out of attempts, the task fails.
+    /// backoff (a rate limit that says when to come back); out of attempts, the task fails. A
+    /// delay longer than [`crate::MAX_RETRY_DELAY`] (30 days) is taken as that.
     pub fn retry_after(delay: std::time::Duration, message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
-            then: AfterFailure::RetryAfter(delay),
+            then: AfterFailure::RetryAfter(delay.min(crate::MAX_RETRY_DELAY)),
         }
     }
 
@@ -185,5 +186,20 @@ mod tests {
             detail: "3 entries".into(),
         };
         assert!(!malformed.is_transient());
+    }
+
+    #[test]
+    fn a_retry_delay_is_at_most_thirty_days() {
+        let forever = TaskError::retry_after(Duration::MAX, "later");
+        assert_eq!(
+            forever.then(),
+            AfterFailure::RetryAfter(crate::MAX_RETRY_DELAY)
+        );
+        assert_eq!(crate::MAX_RETRY_DELAY, Duration::from_secs(30 * 86_400));
+        let soon = TaskError::retry_after(Duration::from_secs(5), "soon");
+        assert_eq!(
+            soon.then(),
+            AfterFailure::RetryAfter(Duration::from_secs(5))
+        );
     }
 }

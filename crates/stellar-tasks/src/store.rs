@@ -166,7 +166,8 @@ pub trait TaskQueue: fmt::Debug + Send + Sync + 'static {
         claimed: &[Claimed],
         keep: Duration,
     ) -> Result<Vec<bool>, StoreError>;
-    /// Records a failed attempt: retry after `retry_in`, or move to the failed set.
+    /// Records a failed attempt: retry after `retry_in` (at most [`crate::MAX_RETRY_DELAY`]: a
+    /// longer delay is taken as that), or move to the failed set.
     async fn fail(
         &self,
         claimed: &Claimed,

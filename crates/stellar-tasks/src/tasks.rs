@@ -31,6 +31,10 @@ const SIGNATURE_CONTEXT: &str = "stellar task record v1";
 /// The queue of tasks that name none.
 pub const DEFAULT_QUEUE: &str = "default";
 
+/// The longest a failed attempt waits for its retry (30 days): a longer backoff or
+/// [`crate::TaskError::retry_after`] delay is taken as this.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
 type Handler = Arc<dyn Fn(TaskContext, String) -> BoxFuture + Send + Sync>;
 
@@ -133,10 +137,11 @@ impl TaskDefinition {
         self
     }
 
-    /// Waits `base * 2^(attempt-1)`, at most `max`, with ±20 % jitter, before a retry.
+    /// Waits `base * 2^(attempt-1)`, at most `max` (and at most [`MAX_RETRY_DELAY`]), with
+    /// ±20 % jitter, before a retry.
     pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
-        self.backoff_base = base;
-        self.backoff_max = max.max(base);
+        self.backoff_base = base.min(MAX_RETRY_DELAY);
+        self.backoff_max = max.max(base).min(MAX_RETRY_DELAY);
         self
     }
 

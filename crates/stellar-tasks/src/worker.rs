@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::{
-    StoreError, TaskContext, TaskDefinition, TaskError, Tasks,
+    MAX_RETRY_DELAY, StoreError, TaskContext, TaskDefinition, TaskError, Tasks,
     error::AfterFailure,
     retry::Retry,
     store::{ClaimRequest, Claimed, FailOutcome},
@@ -370,7 +370,8 @@ async fn record(pool: &Pool, definition: &TaskDefinition, claimed: &Claimed, out
             let retry_in = match then {
                 Some(AfterFailure::RetryAfter(delay)) => delay,
                 _ => definition.retry_delay(claimed.attempt),
-            };
+            }
+            .min(MAX_RETRY_DELAY);
             record_failure(&pool.tasks, claimed, &error, retry_in).await;
         }
         Outcome::LeaseLost => {

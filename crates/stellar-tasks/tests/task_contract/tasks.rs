@@ -666,7 +666,51 @@ async fn a_batch_is_checked_whole_then_enqueued_at_once(backend: Backend) {
     api.shutdown().await.expect("stops");
 }
 
+async fn a_handler_asking_to_retry_after_forever_waits_thirty_days(backend: Backend) {
+    let (api, tasks) = backend.node("n1", fast()).await;
+    tasks.register(TaskDefinition::new("later", |_, _: ()| async {
+        Err(TaskError::retry_after(Duration::MAX, "come back never").into())
+    }));
+    let runs = Runs::default();
+    counting(&tasks, &runs);
+    tasks.start(&api);
+    let started = std::time::SystemTime::now();
+    let id = tasks
+        .enqueue("later", &(), EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    eventually("the attempt failed and waits", async || {
+        state_of(&tasks, &id).await == Some(TaskState::Delayed)
+    })
+    .await;
+    let record = tasks.show(&id).await.expect("show").expect("not lost");
+    let failed_at = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let thirty_days = stellar_tasks::MAX_RETRY_DELAY.as_millis() as u64;
+    let due = record.due_at_ms.expect("a readable due time");
+    assert!(
+        due >= failed_at + thirty_days - 1_000 && due <= failed_at + thirty_days + 60_000,
+        "due at {due}, enqueued at {failed_at}"
+    );
+    assert_eq!(
+        (record.attempts, record.error.as_deref()),
+        (1, Some("come back never"))
+    );
+    tasks
+        .enqueue("work", &1, EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    eventually("the workers still run tasks", async || {
+        runs.lock().expect("runs").len() == 1
+    })
+    .await;
+    api.shutdown().await.expect("stops");
+}
+
 contract!(
+    a_handler_asking_to_retry_after_forever_waits_thirty_days,
     a_batch_is_checked_whole_then_enqueued_at_once,
     a_handler_can_abort_or_ask_for_a_retry_after_a_delay,
     a_task_reports_progress_on_its_record,
