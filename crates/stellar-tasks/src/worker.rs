@@ -21,6 +21,10 @@ use crate::{
 
 /// How many tasks one claim takes at most.
 const MAX_CLAIM: usize = 32;
+/// After the hand-back, how long a stop waits for aborted handlers to end. A handler that blocks
+/// its thread never sees the abort; it is left running rather than holding up the stop. Well
+/// inside the second a node leaves between the drain deadline and its shutdown deadline.
+const HANDLER_GRACE: Duration = Duration::from_millis(500);
 /// The error of a task whose record does not verify.
 const UNSIGNED: &str =
     "unsigned: the task record's signature does not verify (not written with the server token)";
@@ -38,8 +42,10 @@ pub(crate) fn start(tasks: Tasks, api: &Api) {
 #[derive(Clone)]
 struct Pool {
     tasks: Tasks,
-    /// Every attempt and every handler, so a stop can wait for them.
+    /// Every attempt (claim to answer), so a stop can wait for them.
     running: TaskTracker,
+    /// The handlers the attempts run, apart: a stop waits for them only briefly.
+    handlers: TaskTracker,
     /// Cancelled when the drain deadline passes: unfinished attempts hand their task back.
     hand_back: CancellationToken,
     /// Completions waiting to be recorded in a batch.
@@ -54,6 +60,7 @@ async fn run_workers(tasks: Tasks, api: Api) {
     let pool = Pool {
         tasks: tasks.clone(),
         running: TaskTracker::new(),
+        handlers: TaskTracker::new(),
         hand_back: CancellationToken::new(),
         acks,
     };
@@ -150,10 +157,12 @@ fn claim_request(tasks: &Tasks, max: usize) -> ClaimRequest {
     }
 }
 
-/// Lets in-flight attempts finish within the drain deadline, then hands the rest back.
+/// Lets in-flight attempts finish within the drain deadline, then hands the rest back, and waits
+/// at most [`HANDLER_GRACE`] for their aborted handlers.
 async fn drain(pool: &Pool) {
     let node_id = &pool.tasks.inner.node_id;
     pool.running.close();
+    pool.handlers.close();
     let in_flight = pool.running.len();
     info!(%node_id, in_flight, "task workers stopping; draining");
     let deadline = pool.tasks.inner.config.drain_timeout;
@@ -163,7 +172,14 @@ async fn drain(pool: &Pool) {
     {
         warn!(%node_id, still_running = pool.running.len(), "drain deadline passed; handing tasks back");
         pool.hand_back.cancel();
+        // An attempt ends at once when handed back: it aborts its handler without waiting for it.
         pool.running.wait().await;
+    }
+    if tokio::time::timeout(HANDLER_GRACE, pool.handlers.wait())
+        .await
+        .is_err()
+    {
+        warn!(%node_id, handlers = pool.handlers.len(), "task handlers still running after their tasks were handed back (blocking their thread?); leaving them");
     }
 }
 
@@ -310,7 +326,7 @@ async fn execute(pool: &Pool, definition: &TaskDefinition, claimed: &Claimed) ->
         claim: Arc::new((tasks.inner.store.clone(), claimed.clone())),
     };
     let mut handler = pool
-        .running
+        .handlers
         .spawn((definition.handler)(ctx, claimed.args.clone()));
     let deadline = tokio::time::sleep(definition.timeout);
     tokio::pin!(deadline);
