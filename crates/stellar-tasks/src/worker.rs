@@ -3,7 +3,7 @@
 //! drain deadline, then are handed back.
 
 use std::{
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
 };
 
@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use crate::{
     MAX_RETRY_DELAY, StoreError, TaskContext, TaskDefinition, TaskError, Tasks,
     error::AfterFailure,
+    maintenance::Trouble,
     retry::Retry,
     store::{ClaimRequest, Claimed, FailOutcome},
 };
@@ -48,6 +49,8 @@ struct Pool {
     handlers: TaskTracker,
     /// Cancelled when the drain deadline passes: unfinished attempts hand their task back.
     hand_back: CancellationToken,
+    /// Whether lease renewals are failing: an outage is logged once, not per task and tick.
+    renewals: Arc<Mutex<Trouble>>,
     /// Completions waiting to be recorded in a batch.
     acks: mpsc::UnboundedSender<Ack>,
 }
@@ -62,6 +65,7 @@ async fn run_workers(tasks: Tasks, api: Api) {
         running: TaskTracker::new(),
         handlers: TaskTracker::new(),
         hand_back: CancellationToken::new(),
+        renewals: Arc::default(),
         acks,
     };
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
@@ -337,7 +341,7 @@ async fn execute(pool: &Pool, definition: &TaskDefinition, claimed: &Claimed) ->
         let stopped = tokio::select! {
             joined = &mut handler => return handler_outcome(joined),
             () = &mut deadline => Outcome::Failed(format!("timed out after {:?}", definition.timeout), None),
-            _ = renew.tick() => match renew_lease(tasks, claimed, lease).await {
+            _ = renew.tick() => match renew_lease(pool, claimed, lease).await {
                 true => continue,
                 false => Outcome::LeaseLost,
             },
@@ -363,15 +367,18 @@ fn handler_outcome(
 }
 
 /// Extends the lease; false once the claim is no longer current. A failed renewal is tried
-/// again at the next tick (the lease outlives two of them).
-async fn renew_lease(tasks: &Tasks, claimed: &Claimed, lease: Duration) -> bool {
-    match tasks.inner.store.renew(claimed, lease).await {
-        Ok(current) => current,
+/// again at the next tick (the lease outlives two of them); the pool logs at warn when renewals
+/// start failing, not for each.
+async fn renew_lease(pool: &Pool, claimed: &Claimed, lease: Duration) -> bool {
+    let (current, result) = match pool.tasks.inner.store.renew(claimed, lease).await {
+        Ok(current) => (current, Ok(())),
         Err(err) => {
-            warn!(node_id = %tasks.inner.node_id, task_id = %claimed.id, error = %err, "renewing the lease failed; trying again at the next renewal");
-            true
+            debug!(node_id = %pool.tasks.inner.node_id, task_id = %claimed.id, error = %err, "renewing a lease failed; trying again at the next renewal");
+            (true, Err(err))
         }
-    }
+    };
+    stellar_core::sync::lock(&pool.renewals).check("renewing task leases", result);
+    current
 }
 
 /// Answers for an attempt: completion, failure, or hand-back.
