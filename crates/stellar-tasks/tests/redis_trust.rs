@@ -12,8 +12,8 @@ use std::{
 use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
 use stellar_core::{Api, CancellationToken, Config, NodeId};
 use stellar_tasks::{
-    EnqueueOptions, RedisTaskStore, TaskConfig, TaskDefinition, TaskState, Tasks, WorkSignal,
-    store::Leadership,
+    BatchTask, EnqueueOptions, Enqueued, Error, RedisTaskStore, StoreError, TaskConfig,
+    TaskDefinition, TaskState, Tasks, WorkSignal, store::Leadership,
 };
 use stellar_testkit::RedisServer;
 
@@ -336,5 +336,86 @@ async fn an_enqueue_with_an_id_retries_through_a_redis_restart() {
         .expect("show")
         .expect("record");
     assert_eq!(record.state, TaskState::Queued);
+    cancel.cancel();
+}
+
+/// A key of the wrong type at one task's record or queue fails the whole batch before anything
+/// is written: a script error half way would keep the tasks before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_key_of_the_wrong_type_fails_a_batch_with_nothing_written() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let (_api, tasks, _runs) = counting_node(store, "client", TaskConfig::default());
+    let task = |id: &str, queue: &str| BatchTask {
+        name: "work".into(),
+        args: serde_json::json!(id),
+        options: EnqueueOptions {
+            id: Some(id.into()),
+            queue: Some(queue.into()),
+            ..EnqueueOptions::default()
+        },
+        at: None,
+    };
+    let length = async |queue: &str| -> u64 {
+        let list = format!("stellar:queue:{queue}");
+        pool.query("LLEN", redis::cmd("LLEN").arg(&list))
+            .await
+            .expect("llen")
+    };
+
+    // The second task's record key holds a string.
+    run(&pool, &["SET", "stellar:task:b1", "planted"]).await;
+    let batch = vec![
+        task("b0", "default"),
+        task("b1", "default"),
+        task("b2", "default"),
+    ];
+    match tasks.enqueue_many(batch).await {
+        Err(Error::Store(StoreError::Refused(_))) => {}
+        other => panic!("a batch over a planted record key was not refused: {other:?}"),
+    }
+    for id in ["b0", "b2"] {
+        assert_eq!(
+            tasks.show(id).await.expect("show"),
+            None,
+            "{id} was written"
+        );
+    }
+    assert_eq!(length("default").await, 0, "ids were queued");
+
+    // The third task's queue list holds a string.
+    run(&pool, &["SET", "stellar:queue:planted", "x"]).await;
+    let batch = vec![
+        task("c0", "default"),
+        task("c1", "other"),
+        task("c2", "planted"),
+    ];
+    match tasks.enqueue_many(batch).await {
+        Err(Error::Store(StoreError::Refused(_))) => {}
+        other => panic!("a batch over a planted queue key was not refused: {other:?}"),
+    }
+    for id in ["c0", "c1"] {
+        assert_eq!(
+            tasks.show(id).await.expect("show"),
+            None,
+            "{id} was written"
+        );
+    }
+    assert_eq!(
+        (length("default").await, length("other").await),
+        (0, 0),
+        "ids were queued"
+    );
+
+    // Without the planted keys, the same kind of batch is written whole.
+    let batch = vec![
+        task("d0", "default"),
+        task("d1", "default"),
+        task("d2", "other"),
+    ];
+    let submitted = tasks.enqueue_many(batch).await.expect("enqueue many");
+    assert!(submitted.iter().all(|s| s.outcome == Enqueued::Added));
+    assert_eq!((length("default").await, length("other").await), (2, 1));
     cancel.cancel();
 }
