@@ -64,8 +64,8 @@ pub use crate::{
     signal::WorkSignal,
     store::TaskStore,
     tasks::{
-        BatchTask, DEFAULT_QUEUE, EnqueueOptions, MAX_BATCH, MAX_RETRY_DELAY, Submitted,
-        TaskConfig, TaskContext, TaskDefinition, Tasks,
+        BatchTask, DEFAULT_QUEUE, EnqueueOptions, MAX_BATCH, MAX_BATCH_BYTES, MAX_RETRY_DELAY,
+        Submitted, TaskConfig, TaskContext, TaskDefinition, Tasks,
     },
     types::{Counters, Enqueued, QueueStats, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };

@@ -10,7 +10,8 @@ use std::{
 use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
 use stellar_core::{Api, CancellationToken, Config, NodeId};
 use stellar_tasks::{
-    EnqueueOptions, RedisTaskStore, TaskConfig, TaskDefinition, TaskState, Tasks, WorkSignal,
+    BatchTask, EnqueueOptions, Enqueued, Error, RedisTaskStore, TaskConfig, TaskDefinition,
+    TaskState, Tasks, WorkSignal,
 };
 use stellar_testkit::RedisServer;
 use tracing::{Event, Level, Metadata, Subscriber, field, span};
@@ -159,5 +160,153 @@ async fn failing_lease_renewals_are_logged_once_not_per_task() {
         }
     }
     api.shutdown().await.expect("stops");
+    cancel.cancel();
+}
+
+/// A client only: enqueues, runs nothing. Its first enqueue (a task `warm-up`) has loaded the
+/// script, so a call held by a pause runs when the pause ends (not `NOSCRIPT`, which the client
+/// would answer by loading the script, had it not given up by then).
+async fn client(
+    server: &RedisServer,
+    cancel: &CancellationToken,
+    enqueue_retry: Duration,
+) -> Tasks {
+    let config = TaskConfig {
+        enqueue_retry,
+        ..TaskConfig::default()
+    };
+    let (_api, tasks) = node(server, cancel, Duration::from_millis(200), config).await;
+    tasks.register(TaskDefinition::new(
+        "work",
+        |_, _: serde_json::Value| async { Ok(()) },
+    ));
+    let warm_up = EnqueueOptions {
+        id: Some("warm-up".into()),
+        ..EnqueueOptions::default()
+    };
+    tasks.enqueue("work", &(), warm_up).await.expect("enqueue");
+    tasks
+}
+
+/// Fifty tasks, every other one with an id of its own.
+fn fifty(prefix: &str) -> Vec<BatchTask> {
+    (0..50)
+        .map(|n| BatchTask {
+            name: "work".into(),
+            args: serde_json::json!(n),
+            options: EnqueueOptions {
+                id: (n % 2 == 0).then(|| format!("{prefix}-{n}")),
+                ..EnqueueOptions::default()
+            },
+            at: None,
+        })
+        .collect()
+}
+
+/// How many tasks wait in the default queue, besides the warm-up.
+async fn queue_length(server: &RedisServer) -> u64 {
+    let admin = RedisPool::connect(RedisConfig::new(server.url()))
+        .await
+        .expect("redis");
+    let length: u64 = admin
+        .query("LLEN", redis::cmd("LLEN").arg("stellar:queue:default"))
+        .await
+        .expect("llen");
+    length - 1
+}
+
+/// The first try times out on the client but runs in Redis once the pause ends; the retries of
+/// the same batch (same ids, those made up included) add nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_reply_is_lost_is_retried_without_a_second_copy() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let tasks = client(&server, &cancel, Duration::from_secs(10)).await;
+    pause_writes(&server, Duration::from_millis(700)).await;
+    let submitted = tasks
+        .enqueue_many(fifty("lost"))
+        .await
+        .expect("enqueued after retrying");
+    assert_eq!(
+        queue_length(&server).await,
+        50,
+        "tasks were added twice or not at all"
+    );
+    for (n, one) in submitted.iter().enumerate() {
+        let record = tasks.show(&one.id).await.expect("show").expect("record");
+        assert_eq!(record.args, n.to_string());
+        if n % 2 == 1 {
+            assert_eq!(
+                one.outcome,
+                Enqueued::Added,
+                "a made-up id found existing can only be this call's"
+            );
+        }
+    }
+    // A single enqueue without an id rides out the same stall.
+    pause_writes(&server, Duration::from_millis(700)).await;
+    let id = tasks
+        .enqueue("work", &"one", EnqueueOptions::default())
+        .await
+        .expect("enqueued after retrying");
+    assert_eq!(queue_length(&server).await, 51);
+    assert!(tasks.show(&id).await.expect("show").is_some());
+    cancel.cancel();
+}
+
+/// When Redis never answers within `enqueue_retry`, the caller learns the outcome is unknown,
+/// with the ids to look up; the batch did land, whole, once the pause ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_redis_never_confirms_is_reported_as_unknown_not_as_lost() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let tasks = client(&server, &cancel, Duration::from_millis(400)).await;
+    pause_writes(&server, Duration::from_millis(1_500)).await;
+    let ids = match tasks.enqueue_many(fifty("unknown")).await {
+        Err(err @ Error::OutcomeUnknown { .. }) => {
+            let text = err.to_string();
+            assert!(
+                text.contains("all or none of them may have been enqueued"),
+                "{text}"
+            );
+            let Error::OutcomeUnknown { ids, .. } = err else {
+                unreachable!()
+            };
+            ids
+        }
+        other => panic!("an unconfirmed batch was reported as {other:?}"),
+    };
+    assert_eq!((ids.len(), ids[0].as_str()), (50, "unknown-0"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while queue_length(&server).await < 50 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the batch never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(queue_length(&server).await, 50);
+    for id in &ids {
+        assert!(
+            tasks.show(id).await.expect("show").is_some(),
+            "{id} is missing"
+        );
+    }
+
+    // A batch that replaces a task is not retried (a retry could replace the first try's run).
+    let tasks = client(&server, &cancel, Duration::from_secs(10)).await;
+    let mut replacing = fifty("replacing");
+    replacing[0].options.replace = true;
+    pause_writes(&server, Duration::from_millis(1_500)).await;
+    let started = tokio::time::Instant::now();
+    match tasks.enqueue_many(replacing).await {
+        Err(Error::OutcomeUnknown { ids, .. }) => assert_eq!(ids.len(), 50),
+        other => panic!("an unconfirmed replacing batch was reported as {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a replacing batch was retried for {:?}",
+        started.elapsed()
+    );
     cancel.cancel();
 }

@@ -288,10 +288,10 @@ async fn malformed_records_neither_stop_a_claim_nor_misalign_it() {
     cancel.cancel();
 }
 
-/// An enqueue with an id rides out a Redis restart (the id makes a retry safe); one without an id
-/// reports the failure instead of risking a second copy.
+/// An enqueue rides out a Redis restart: its ids (given, or made up before the first try) make a
+/// retry safe, with an id or without, one task or a batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_enqueue_with_an_id_retries_through_a_redis_restart() {
+async fn an_enqueue_retries_through_a_redis_restart() {
     let mut server = RedisServer::start();
     let cancel = CancellationToken::new();
     let (_pool, (store, signal)) = store(&server, &cancel).await;
@@ -310,11 +310,6 @@ async fn an_enqueue_with_an_id_retries_through_a_redis_restart() {
         |_, _: serde_json::Value| async { Ok(()) },
     ));
     server.kill();
-    let without_id = tasks.enqueue("work", &1, EnqueueOptions::default()).await;
-    assert!(
-        without_id.is_err(),
-        "an enqueue without an id was retried blindly"
-    );
     let background = tasks.clone();
     let with_id = tokio::spawn(async move {
         let options = EnqueueOptions {
@@ -323,6 +318,24 @@ async fn an_enqueue_with_an_id_retries_through_a_redis_restart() {
         };
         background.enqueue("work", &2, options).await
     });
+    let background = tasks.clone();
+    let without_id = tokio::spawn(async move {
+        background
+            .enqueue("work", &1, EnqueueOptions::default())
+            .await
+    });
+    let background = tasks.clone();
+    let batch = tokio::spawn(async move {
+        let batch = (0..3)
+            .map(|n| BatchTask {
+                name: "work".into(),
+                args: serde_json::json!(n),
+                options: EnqueueOptions::default(),
+                at: None,
+            })
+            .collect();
+        background.enqueue_many(batch).await
+    });
     tokio::time::sleep(Duration::from_millis(800)).await;
     server.restart();
     let id = with_id
@@ -330,12 +343,26 @@ async fn an_enqueue_with_an_id_retries_through_a_redis_restart() {
         .expect("join")
         .expect("the enqueue with an id landed");
     assert_eq!(id, "must-land");
-    let record = tasks
-        .show("must-land")
+    let made_up = without_id
         .await
-        .expect("show")
-        .expect("record");
-    assert_eq!(record.state, TaskState::Queued);
+        .expect("join")
+        .expect("the enqueue without an id landed");
+    let batch = batch.await.expect("join").expect("the batch landed");
+    assert!(
+        batch.iter().all(|s| s.outcome == Enqueued::Added),
+        "{batch:?}"
+    );
+    for id in ["must-land", made_up.as_str()]
+        .into_iter()
+        .chain(batch.iter().map(|s| s.id.as_str()))
+    {
+        let record = tasks.show(id).await.expect("show").expect("record");
+        assert_eq!(record.state, TaskState::Queued);
+    }
+    assert_eq!(
+        tasks.stats().await.expect("stats").queues["default"].depth,
+        5
+    );
     cancel.cancel();
 }
 
