@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Result, bail};
 use serde::Deserialize;
 use serde_json::Value;
-use stellar_tasks::{BatchTask, EnqueueOptions, Submitted, Tasks};
+use stellar_tasks::{BatchTask, EnqueueOptions, StoreError, Submitted, Tasks};
 
 /// How many bad lines an error lists; the rest are counted.
 const LISTED_ERRORS: usize = 10;
@@ -115,10 +115,34 @@ fn parse_line(text: &str, known: &BTreeSet<String>, now: SystemTime) -> Result<B
     })
 }
 
-/// Enqueues a checked batch in one atomic store step (on Redis, one round trip): all of it or,
-/// on a store failure, none of it.
+/// Enqueues a checked batch in one atomic store step (on Redis, one script call): all of it or
+/// none of it. A transient Redis error is retried (the ids are fixed first); when Redis never
+/// confirms, the error says the outcome is unknown and how to find it out.
 pub(crate) async fn enqueue_batch(tasks: &Tasks, batch: Vec<BatchTask>) -> Result<Vec<Submitted>> {
-    Ok(tasks.enqueue_many(batch).await?)
+    let every_line_has_an_id = batch.iter().all(|task| task.options.id.is_some());
+    match tasks.enqueue_many(batch).await {
+        Err(stellar_tasks::Error::OutcomeUnknown { ids, source }) => {
+            Err(unconfirmed(&ids, every_line_has_an_id, source))
+        }
+        other => Ok(other?),
+    }
+}
+
+/// The error of a batch Redis did not confirm: enqueued whole or not at all, and which one a
+/// look at its first id tells.
+fn unconfirmed(ids: &[String], every_line_has_an_id: bool, source: StoreError) -> anyhow::Error {
+    let first = ids.first().map_or("?", String::as_str);
+    let rerun = if every_line_has_an_id {
+        "running the same input again is safe: every line has an \"id\", so nothing is added twice"
+    } else {
+        "if it exists, do not run the same input again: its lines without an \"id\" would be \
+         enqueued a second time"
+    };
+    anyhow::Error::new(source).context(format!(
+        "Redis did not confirm the batch of {} task(s): it was enqueued whole or not at all, \
+         nothing is known of which. Look: `stellar tasks show {first}`; {rerun}",
+        ids.len()
+    ))
 }
 
 #[cfg(test)]
@@ -188,6 +212,32 @@ mod tests {
         assert!(err.contains("register it with Tasks::register"), "{err}");
         assert!(err.contains("\"in\" and \"at\" both given"), "{err}");
         assert!(err.contains("not an RFC 3339 time"), "{err}");
+    }
+
+    #[test]
+    fn an_unconfirmed_batch_says_how_to_find_out_and_whether_a_rerun_is_safe() {
+        let lost = || {
+            StoreError::Unavailable(stellar_bus::TransportError::Timeout {
+                op: "task enqueue",
+                after: Duration::from_secs(2),
+            })
+        };
+        let ids = ["n1-abc".to_owned(), "later".to_owned()];
+        let mixed = format!("{:#}", unconfirmed(&ids, false, lost()));
+        assert!(
+            mixed.starts_with(
+                "Redis did not confirm the batch of 2 task(s): it was enqueued whole or not at all"
+            ),
+            "{mixed}"
+        );
+        assert!(mixed.contains("`stellar tasks show n1-abc`"), "{mixed}");
+        assert!(mixed.contains("do not run the same input again"), "{mixed}");
+        assert!(mixed.contains("timed out"), "the cause is kept: {mixed}");
+        let all_ids = format!("{:#}", unconfirmed(&ids, true, lost()));
+        assert!(
+            all_ids.contains("running the same input again is safe"),
+            "{all_ids}"
+        );
     }
 
     #[test]

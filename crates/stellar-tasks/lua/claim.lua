@@ -57,7 +57,8 @@ local function take(key, id, f)
   local attempts = (tonumber(f.attempts) or 0) + 1
   redis.call('HSET', key, 'state', 'running', 'node', ARGV[2], 'started_at', now, 'claims', token,
     'attempts', attempts)
-  redis.call('HDEL', key, 'parked')
+  -- A new attempt starts without the progress the previous one reported.
+  redis.call('HDEL', key, 'parked', 'progress')
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), id)
   local g = redis.call('HMGET', key, 'args', 'max_attempts', 'sig')
   for _, v in ipairs({ id, token, f.name or '', f.queue or '', g[1] or '', attempts,

@@ -18,11 +18,48 @@
 -- Returns one entry per task: "added", the state of the task holding its id, "slot" when its
 -- recurring slot was enqueued before (by any leader), "fenced" when its leader is deposed.
 -- Ready tasks wake their queue once per batch.
+-- All or none: every task is checked (key types, numbers, outcome) before the first write, so an
+-- error (a key of the wrong type planted by hand) fails the whole batch with nothing written; a
+-- script that failed half way would keep what it wrote.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local function refusal(key, replace, slot_key, remember, schedule, at, leader)
-  local state = redis.call('HGET', key, 'state')
+-- Why `key` cannot be written as a `wanted`, if it cannot (it holds another type).
+local function wrong_type(key, wanted)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= wanted then
+    return 'WRONGTYPE ' .. key .. ' holds a ' .. found .. ', not a ' .. wanted ..
+      '; nothing of the batch was written'
+  end
+  return nil
+end
+
+local bad = wrong_type(KEYS[1], 'zset') or wrong_type(KEYS[2], 'set') or
+  wrong_type(KEYS[3], 'zset') or wrong_type(KEYS[4], 'hash') or wrong_type(KEYS[5], 'hash') or
+  wrong_type(KEYS[6], 'string')
+if bad then
+  return redis.error_reply(bad)
+end
+
+-- What the tasks checked so far will write: record key -> its state, and the slots they take.
+local planned = {}
+local taken = {}
+-- Queue lists whose type was checked already.
+local lists = {}
+
+-- A whole number of milliseconds greater than 0 (what SET ... PX takes), as a number, or nil.
+local function positive_ms(text)
+  local n = tonumber(text)
+  if n and n > 0 and n == math.floor(n) then
+    return n
+  end
+  return nil
+end
+
+-- Why a task is not added, if it is not: its id has a record (in Redis or earlier in the batch)
+-- that it may not replace, or its recurring slot is fenced off or taken. Writes nothing.
+local function refusal(key, replace, slot_key, schedule, leader)
+  local state = planned[key] or redis.call('HGET', key, 'state')
   if state then
     local replaceable = state == 'completed' or state == 'failed'
     if not (replaceable and replace == '1') then
@@ -35,41 +72,72 @@ local function refusal(key, replace, slot_key, remember, schedule, at, leader)
   if redis.call('GET', KEYS[6]) ~= leader then
     return 'fenced'
   end
-  if redis.call('HEXISTS', KEYS[5], schedule) == 0 or not redis.call('SET', slot_key, '1', 'NX', 'PX', remember) then
+  if redis.call('HEXISTS', KEYS[5], schedule) == 0 or taken[slot_key] or
+      redis.call('EXISTS', slot_key) == 1 then
     return 'slot'
-  end
-  if tonumber(at) > tonumber(redis.call('HGET', KEYS[4], schedule) or '0') then
-    redis.call('HSET', KEYS[4], schedule, at)
   end
   return nil
 end
 
+-- Checks: nothing is written until every task passed.
 local out = {}
-local wake = {}
-local queues = {}
+local added = {}
 for i = 1, #ARGV, 16 do
-  local key, queue_key, channel, id, name, queue, args, max, due, sig, replace, slot_key, remember,
-    schedule, at, leader = unpack(ARGV, i, i + 15)
-  local refused = refusal(key, replace, slot_key, remember, schedule, at, leader)
+  local key, queue_key, _, id, _, _, _, _, due, _, replace, slot_key, remember, schedule, at,
+    leader = unpack(ARGV, i, i + 15)
+  bad = wrong_type(key, 'hash')
+  if not bad and not lists[queue_key] then
+    bad = wrong_type(queue_key, 'list')
+    lists[queue_key] = true
+  end
+  if not bad and not tonumber(due) then
+    bad = 'ERR task ' .. id .. ': due time ' .. due .. ' is not a number'
+  end
+  if not bad and slot_key ~= '' and not (tonumber(at) and positive_ms(remember)) then
+    bad = 'ERR task ' .. id .. ': slot ' .. at .. ' or its memory ' .. remember .. ' is not a number'
+  end
+  if bad then
+    return redis.error_reply(bad)
+  end
+  local refused = refusal(key, replace, slot_key, schedule, leader)
   if refused then
     table.insert(out, refused)
   else
-    -- A replaced record, or a failed-set entry left by a record that expired or was deleted.
-    redis.call('DEL', key)
-    redis.call('ZREM', KEYS[3], id)
-    queues[queue] = true
-    if tonumber(due) > now then
-      redis.call('HSET', key, 'id', id, 'name', name, 'queue', queue, 'args', args,
-        'max_attempts', max, 'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', 'delayed',
-        'due_at', due)
-      redis.call('ZADD', KEYS[1], due, id)
-    else
-      redis.call('HSET', key, 'id', id, 'name', name, 'queue', queue, 'args', args,
-        'max_attempts', max, 'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', 'queued')
-      redis.call('LPUSH', queue_key, id)
-      wake[channel] = queue
+    planned[key] = tonumber(due) > now and 'delayed' or 'queued'
+    if slot_key ~= '' then
+      taken[slot_key] = true
     end
+    table.insert(added, i)
     table.insert(out, 'added')
+  end
+end
+
+-- Writes.
+local wake = {}
+local queues = {}
+for _, i in ipairs(added) do
+  local key, queue_key, channel, id, name, queue, args, max, due, sig, _, slot_key, remember,
+    schedule, at = unpack(ARGV, i, i + 15)
+  if slot_key ~= '' then
+    redis.call('SET', slot_key, '1', 'PX', remember)
+    if tonumber(at) > tonumber(redis.call('HGET', KEYS[4], schedule) or '0') then
+      redis.call('HSET', KEYS[4], schedule, at)
+    end
+  end
+  -- A replaced record, or a failed-set entry left by a record that expired or was deleted.
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[3], id)
+  queues[queue] = true
+  if tonumber(due) > now then
+    redis.call('HSET', key, 'id', id, 'name', name, 'queue', queue, 'args', args,
+      'max_attempts', max, 'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', 'delayed',
+      'due_at', due)
+    redis.call('ZADD', KEYS[1], due, id)
+  else
+    redis.call('HSET', key, 'id', id, 'name', name, 'queue', queue, 'args', args,
+      'max_attempts', max, 'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', 'queued')
+    redis.call('LPUSH', queue_key, id)
+    wake[channel] = queue
   end
 end
 for queue in pairs(queues) do

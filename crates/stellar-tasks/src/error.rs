@@ -51,13 +51,35 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
-    /// A batch holds more tasks than one call takes.
-    #[error("a batch of {len} tasks is too large: at most {max} go in one call")]
+    /// A batch is larger than one call takes: more than [`crate::MAX_BATCH`] tasks, or more than
+    /// [`crate::MAX_BATCH_BYTES`] of arguments. Nothing was written; split it.
+    #[error("a batch of {len} {unit} is too large: at most {max} {unit} go in one call; split it")]
     BatchTooLarge {
-        /// The batch's size.
+        /// The batch's size, in `unit`.
         len: usize,
-        /// The most one call takes.
+        /// The most one call takes, in `unit`.
         max: usize,
+        /// What is counted: `tasks` or `bytes of arguments`.
+        unit: &'static str,
+    },
+    /// The store did not confirm an enqueue, even after retrying within `enqueue_retry`, and a
+    /// try may have run (a timeout or a lost connection, not a refused connection): the tasks may
+    /// or may not have been enqueued. A batch is one atomic step, so it is all of them or none:
+    /// look one id up ([`crate::Tasks::show`]) to know which. Enqueueing again with the same ids
+    /// adds none twice (fresh ids would).
+    #[error(
+        "the task store did not confirm the enqueue of {} task(s): all or none of them may have \
+         been enqueued; look up id {:?} before enqueueing them again (with the same ids, a \
+         second enqueue adds none twice)",
+        .ids.len(),
+        .ids.first().map_or("", String::as_str)
+    )]
+    OutcomeUnknown {
+        /// The ids of the tasks, in order (those made up by the call included).
+        ids: Vec<String>,
+        /// The last error of the store.
+        #[source]
+        source: StoreError,
     },
     /// The store failed.
     #[error("task store failed")]
@@ -156,11 +178,12 @@ impl TaskError {
     }
 
     /// Fails this attempt and runs the next one after `delay` instead of the definition's
-    /// backoff (a rate limit that says when to come back); out of attempts, the task fails.
+    /// backoff (a rate limit that says when to come back); out of attempts, the task fails. A
+    /// delay longer than [`crate::MAX_RETRY_DELAY`] (30 days) is taken as that.
     pub fn retry_after(delay: std::time::Duration, message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
-            then: AfterFailure::RetryAfter(delay),
+            then: AfterFailure::RetryAfter(delay.min(crate::MAX_RETRY_DELAY)),
         }
     }
 
@@ -192,5 +215,20 @@ mod tests {
             detail: "3 entries".into(),
         };
         assert!(!malformed.is_transient());
+    }
+
+    #[test]
+    fn a_retry_delay_is_at_most_thirty_days() {
+        let forever = TaskError::retry_after(Duration::MAX, "later");
+        assert_eq!(
+            forever.then(),
+            AfterFailure::RetryAfter(crate::MAX_RETRY_DELAY)
+        );
+        assert_eq!(crate::MAX_RETRY_DELAY, Duration::from_secs(30 * 86_400));
+        let soon = TaskError::retry_after(Duration::from_secs(5), "soon");
+        assert_eq!(
+            soon.then(),
+            AfterFailure::RetryAfter(Duration::from_secs(5))
+        );
     }
 }

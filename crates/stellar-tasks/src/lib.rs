@@ -65,8 +65,8 @@ pub use crate::{
     signal::WorkSignal,
     store::TaskStore,
     tasks::{
-        BatchTask, DEFAULT_QUEUE, EnqueueOptions, MAX_BATCH, ScheduleOptions, Submitted,
-        TaskConfig, TaskContext, TaskDefinition, Tasks,
+        BatchTask, DEFAULT_QUEUE, EnqueueOptions, MAX_BATCH, MAX_BATCH_BYTES, MAX_RETRY_DELAY,
+        ScheduleOptions, Submitted, TaskConfig, TaskContext, TaskDefinition, Tasks,
     },
     types::{
         Counters, Enqueued, QueueStats, Recurrence, Schedule, ScheduleInfo, Stats, TaskRecord,

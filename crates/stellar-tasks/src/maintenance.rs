@@ -61,9 +61,9 @@ async fn promote_due(tasks: &Tasks) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Which maintenance steps are failing: a step is logged at warn when it starts failing (with
-/// its error), at debug while it keeps failing, and at info when it works again, so an outage of
-/// Redis is reported without a line per tick.
+/// Which background steps (maintenance, scheduling, lease renewal) are failing: a step is logged
+/// at warn when it starts failing (with its error), at debug while it keeps failing, and at info
+/// when it works again, so an outage of Redis is reported without a line per tick (or per task).
 #[derive(Debug, Default)]
 pub(crate) struct Trouble {
     failing: HashSet<&'static str>,
@@ -74,13 +74,13 @@ impl Trouble {
         match result {
             Ok(()) => {
                 if self.failing.remove(step) {
-                    info!(step, "task maintenance works again");
+                    info!(step, "{step} works again");
                 }
             }
             Err(err) if self.failing.insert(step) => {
-                warn!(step, error = %err, "task maintenance failed; will retry");
+                warn!(step, error = %err, "{step} failed; will retry");
             }
-            Err(err) => debug!(step, error = %err, "task maintenance still failing"),
+            Err(err) => debug!(step, error = %err, "{step} still failing"),
         }
     }
 }

@@ -11,6 +11,7 @@ use stellar_core::NodeId;
 use tokio::time::Instant;
 
 use crate::{
+    MAX_RETRY_DELAY,
     signal::WorkSignal,
     store::{
         ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, Schedules, StoreError,
@@ -225,6 +226,8 @@ impl State {
         self.claim_seq += 1;
         task.claims = self.claim_seq;
         task.parked = false;
+        // A new attempt starts without the progress the previous one reported.
+        task.record.progress = None;
         task.record.attempts += 1;
         task.record.state = TaskState::Running;
         task.record.node = Some(request.node.to_string());
@@ -350,6 +353,10 @@ impl MemoryTaskStore {
         error: &str,
         retry_in: Option<Duration>,
     ) -> FailOutcome {
+        // Before anything changes: a delay too long for the clock must not panic half way, with
+        // the task out of flight and in no other set.
+        let now = Instant::now();
+        let due = retry_in.map(|delay| now.checked_add(delay.min(MAX_RETRY_DELAY)).unwrap_or(now));
         let mut state = self.state();
         if !Self::current(&state, claimed) {
             return FailOutcome::Rejected;
@@ -361,9 +368,7 @@ impl MemoryTaskStore {
             .expect("current claims have a task");
         task.record.error = Some(error.to_owned());
         task.record.finished_at_ms = Some(now_ms());
-        if let Some(retry_in) = retry_in.filter(|_| task.record.attempts < task.record.max_attempts)
-        {
-            let due = Instant::now() + retry_in;
+        if let Some(due) = due.filter(|_| task.record.attempts < task.record.max_attempts) {
             task.record.state = TaskState::Delayed;
             task.record.due_at_ms = Some(wall_ms(due));
             task.ready_since = due;

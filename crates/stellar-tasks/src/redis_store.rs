@@ -97,7 +97,8 @@ impl RedisTaskStore {
         bury: bool,
     ) -> Result<u8, StoreError> {
         let key = keys::task(&claimed.id);
-        let (token, retry_in) = (claimed.token.to_string(), retry_in.as_millis().to_string());
+        let retry_in = retry_in.min(crate::MAX_RETRY_DELAY).as_millis().to_string();
+        let token = claimed.token.to_string();
         let bury = if bury { "1" } else { "0" };
         self.pool
             .invoke(

@@ -100,7 +100,9 @@ impl WorkSignal {
         }
     }
 
-    /// Turns every message of `subscription` into a wake-up until `api` stops.
+    /// Turns every message of `subscription` into a wake-up until `api` stops. When the
+    /// subscription ends first, it wakes the workers too: an idle one listens again at once
+    /// instead of after its `idle_poll`, and looks for work it may have missed meanwhile.
     async fn forward(
         self,
         api: Api,
@@ -108,16 +110,19 @@ impl WorkSignal {
         mut subscription: stellar_bus::RawSubscription,
     ) {
         let cancel = api.cancellation_token();
-        loop {
+        let ended = loop {
             tokio::select! {
-                () = cancel.cancelled() => break,
+                () = cancel.cancelled() => break false,
                 message = subscription.recv() => match message {
                     Some(_) => self.notify(),
-                    None => break,
+                    None => break true,
                 },
             }
-        }
+        };
         self.lock_listening().remove(&queue);
+        if ended {
+            self.notify();
+        }
     }
 
     /// Waits until the generation moved past `seen` or `timeout` passed.
@@ -133,5 +138,76 @@ impl WorkSignal {
 
     fn lock_listening(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         stellar_core::sync::lock(&self.inner.listening)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+    use stellar_bus::{RawSubscription, TransportError};
+    use stellar_core::Config;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// A transport whose subscriptions end when the test says so.
+    #[derive(Debug, Default)]
+    struct Ending {
+        subscribed: AtomicUsize,
+        senders: Mutex<Vec<mpsc::Sender<Vec<u8>>>>,
+    }
+
+    #[async_trait]
+    impl Transport for Ending {
+        async fn publish(&self, _: &str, _: Vec<u8>) -> Result<(), TransportError> {
+            Ok(())
+        }
+
+        async fn subscribe(&self, channel: &str) -> Result<RawSubscription, TransportError> {
+            self.subscribed.fetch_add(1, Ordering::SeqCst);
+            let (sender, receiver) = mpsc::channel(8);
+            stellar_core::sync::lock(&self.senders).push(sender);
+            Ok(RawSubscription::new(
+                channel,
+                receiver,
+                Arc::default(),
+                || {},
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_ended_subscription_wakes_the_workers_to_listen_again() {
+        let api = Api::new(Config::default());
+        let transport = Arc::new(Ending::default());
+        let signal = WorkSignal::subscribed(transport.clone());
+        let queues = ["default".to_owned()];
+        signal.listen(&api, &queues).await;
+        signal.listen(&api, &queues).await;
+        assert_eq!(
+            transport.subscribed.load(Ordering::SeqCst),
+            1,
+            "one listener a queue"
+        );
+        let seen = signal.generation();
+        // The subscription ends (the transport stopped delivering to it).
+        stellar_core::sync::lock(&transport.senders).clear();
+        let woken = tokio::time::timeout(
+            Duration::from_secs(5),
+            signal.wait(seen, Duration::from_secs(60)),
+        );
+        woken
+            .await
+            .expect("the end of the subscription woke the waiting worker");
+        assert_ne!(signal.generation(), seen);
+        signal.listen(&api, &queues).await;
+        assert_eq!(
+            transport.subscribed.load(Ordering::SeqCst),
+            2,
+            "listening again"
+        );
+        api.shutdown().await.expect("stops");
     }
 }

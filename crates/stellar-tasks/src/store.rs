@@ -143,9 +143,11 @@ pub trait TaskQueue: fmt::Debug + Send + Sync + 'static {
             detail: "no outcome".to_owned(),
         })
     }
-    /// Adds every task of `tasks` in one atomic step (all or none are written; on Redis one
-    /// script call): one outcome per task, in order, as `enqueue` would give. A later task with
-    /// the id of an earlier one of the batch finds it existing.
+    /// Adds every task of `tasks` in one atomic step (all or none are written, even when the step
+    /// fails; on Redis one script call): one outcome per task, in order, as `enqueue` would give.
+    /// A later task with the id of an earlier one of the batch finds it existing. A transport
+    /// error may come after the step ran: asking again with the same tasks adds nothing twice
+    /// (each finds its own record), unless one replaces.
     async fn enqueue_many(&self, tasks: &[NewTask]) -> Result<Vec<Enqueued>, StoreError>;
     /// Claims up to `request.max` of the oldest ready tasks the node can run, from its queues in
     /// priority order, each leased for `request.lease` under a claim token never used before for
@@ -167,7 +169,8 @@ pub trait TaskQueue: fmt::Debug + Send + Sync + 'static {
         claimed: &[Claimed],
         keep: Duration,
     ) -> Result<Vec<bool>, StoreError>;
-    /// Records a failed attempt: retry after `retry_in`, or move to the failed set.
+    /// Records a failed attempt: retry after `retry_in` (at most [`crate::MAX_RETRY_DELAY`]: a
+    /// longer delay is taken as that), or move to the failed set.
     async fn fail(
         &self,
         claimed: &Claimed,

@@ -13,7 +13,7 @@ use std::{
 };
 
 use serde::{Serialize, de::DeserializeOwned};
-use stellar_bus::RecordSigner;
+use stellar_bus::{RecordSigner, TransportError};
 use stellar_core::{Api, NodeId, ServerToken, sync};
 use tracing::warn;
 
@@ -34,6 +34,10 @@ const SCHEDULE_SIGNATURE_CONTEXT: &str = "stellar task schedule v1";
 /// The queue of tasks that name none.
 pub const DEFAULT_QUEUE: &str = "default";
 
+/// The longest a failed attempt waits for its retry (30 days): a longer backoff or
+/// [`crate::TaskError::retry_after`] delay is taken as this.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
 type BoxFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
 type Handler = Arc<dyn Fn(TaskContext, String) -> BoxFuture + Send + Sync>;
 
@@ -53,8 +57,9 @@ pub struct TaskContext {
 impl TaskContext {
     /// Records how far this attempt got, on the task's record (`Tasks::show`, `stellar tasks
     /// show`): a percentage (`ctx.progress(40_u8)`) or any JSON (`ctx.progress(json!({"step":
-    /// "upload"}))`). Each report replaces the last; it stays after the task ends. False if this
-    /// worker lost the lease (another node may run the task now).
+    /// "upload"}))`). Each report replaces the last; it stays after the task ends, and the next
+    /// attempt starts without it. False if this worker lost the lease (another node may run the
+    /// task now).
     ///
     /// # Errors
     ///
@@ -135,10 +140,11 @@ impl TaskDefinition {
         self
     }
 
-    /// Waits `base * 2^(attempt-1)`, at most `max`, with ±20 % jitter, before a retry.
+    /// Waits `base * 2^(attempt-1)`, at most `max` (and at most [`MAX_RETRY_DELAY`]), with
+    /// ±20 % jitter, before a retry.
     pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
-        self.backoff_base = base;
-        self.backoff_max = max.max(base);
+        self.backoff_base = base.min(MAX_RETRY_DELAY);
+        self.backoff_max = max.max(base).min(MAX_RETRY_DELAY);
         self
     }
 
@@ -184,9 +190,11 @@ pub struct TaskConfig {
     /// How long completed task records are kept for `show`; while kept, their id is not enqueued
     /// again (unless replaced explicitly).
     pub keep_completed: Duration,
-    /// How long an enqueue with an id (idempotent) retries transient Redis errors before it
-    /// reports failure. An enqueue without an id is never retried: a lost reply could mean it was
-    /// added, and a retry would add it twice.
+    /// How long an enqueue (one task or a batch) retries transient Redis errors before it reports
+    /// failure. Every task's id is fixed before the first try (a given one, or one made up), so
+    /// asking again after a lost reply adds nothing twice. An enqueue that replaces a task is not
+    /// retried: a retry could replace the run the first try started. When the store never
+    /// answered and a try may have run, the error is [`Error::OutcomeUnknown`].
     pub enqueue_retry: Duration,
     /// Signs task records at enqueue and verifies them before they run: a record written by
     /// someone without the server token never reaches a handler.
@@ -259,6 +267,11 @@ impl ScheduleOptions {
 
 /// The most tasks [`Tasks::enqueue_many`] takes in one batch.
 pub const MAX_BATCH: usize = 10_000;
+
+/// The most bytes of arguments (their JSON, added up over the tasks) [`Tasks::enqueue_many`]
+/// takes in one batch: 4 MiB. On Redis a batch is one script call that must arrive and run
+/// within the command timeout.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// One task of [`Tasks::enqueue_many`].
 #[derive(Debug, Clone)]
@@ -391,12 +404,14 @@ impl Tasks {
         &self.inner.store
     }
 
-    /// Enqueues task `name` with `args`, to run now. Returns its id.
+    /// Enqueues task `name` with `args`, to run now. Returns its id. A transient store error is
+    /// retried within [`TaskConfig::enqueue_retry`] (unless it replaces a task).
     ///
     /// # Errors
     ///
     /// [`Error::UnknownTask`], [`Error::Encode`], [`Error::Invalid`] before anything is written;
-    /// [`Error::Store`].
+    /// [`Error::Store`] when nothing was written; [`Error::OutcomeUnknown`] when the store never
+    /// answered and the task may have been enqueued.
     pub async fn enqueue<A: Serialize + ?Sized>(
         &self,
         name: &str,
@@ -506,23 +521,47 @@ impl Tasks {
         Timetable::new(&schedule.recurrence).map_err(|err| err.to_string())
     }
 
-    /// Adds `tasks` in one store step; when `idempotent` (every task has an id and replaces
-    /// nothing), retries transient errors for up to `enqueue_retry`.
-    async fn store_enqueue(&self, tasks: &[NewTask], idempotent: bool) -> Result<Vec<Enqueued>> {
+    /// Adds `tasks` in one store step. Their ids are fixed, so unless a task replaces one, a
+    /// transient error is retried for up to `enqueue_retry`: a try whose reply was lost may have
+    /// added them, and the next finds them existing. `made_up[i]`: the id of `tasks[i]` was made
+    /// up by this call, so only a try of this call can have added it.
+    async fn store_enqueue(&self, tasks: &[NewTask], made_up: &[bool]) -> Result<Vec<Enqueued>> {
+        let retryable = tasks.iter().all(|task| !task.replace);
         let mut retry = Retry::within(
             self.inner.config.enqueue_retry,
             Duration::from_millis(50),
             Duration::from_secs(1),
         );
+        // Whether a try whose answer never came may have run.
+        let mut maybe_ran = false;
         loop {
-            match self.inner.store.enqueue_many(tasks).await {
-                Ok(outcomes) => return Ok(outcomes),
-                Err(err) if idempotent && err.is_transient() && retry.has_time() => {
-                    warn!(tasks = tasks.len(), error = %err, "enqueue failed; retrying (the ids make it idempotent)");
-                    retry.wait().await;
+            let err = match self.inner.store.enqueue_many(tasks).await {
+                Ok(mut outcomes) => {
+                    if maybe_ran {
+                        // An id made up here is held only by an earlier try of this call.
+                        for (outcome, made_up) in outcomes.iter_mut().zip(made_up) {
+                            if *made_up && matches!(outcome, Enqueued::Exists(_)) {
+                                *outcome = Enqueued::Added;
+                            }
+                        }
+                    }
+                    return Ok(outcomes);
                 }
-                Err(err) => return Err(err.into()),
+                Err(err) => err,
+            };
+            maybe_ran |= may_have_run(&err);
+            if retryable && err.is_transient() && retry.has_time() {
+                warn!(tasks = tasks.len(), error = %err, "enqueue failed; retrying (the ids make it idempotent)");
+                retry.wait().await;
+                continue;
             }
+            if maybe_ran {
+                return Err(Error::OutcomeUnknown {
+                    ids: tasks.iter().map(|task| task.id.clone()).collect(),
+                    source: err,
+                });
+            }
+            return Err(err.into());
         }
     }
 
@@ -533,10 +572,10 @@ impl Tasks {
         options: EnqueueOptions,
         due_at_ms: Option<u64>,
     ) -> Result<Submitted> {
-        let idempotent = idempotent(&options);
+        let made_up = options.id.is_none();
         let task = self.new_task(name, args, options, due_at_ms)?;
         let outcomes = self
-            .store_enqueue(std::slice::from_ref(&task), idempotent)
+            .store_enqueue(std::slice::from_ref(&task), &[made_up])
             .await?;
         let outcome = outcomes.first().copied().ok_or(StoreError::Malformed {
             op: "task enqueue",
@@ -585,22 +624,30 @@ impl Tasks {
     /// Enqueues a batch in one atomic step (BullMQ's `addBulk`): every task is checked first, so
     /// a bad one ([`Error::InBatch`] says which) writes nothing; then all are written at once
     /// (on Redis, one script call), never half of them. One [`Submitted`] per task, in order;
-    /// ids are idempotency keys as for [`Tasks::enqueue`]. Keep batches to a few thousand tasks:
-    /// on Redis the whole batch is one step that other clients wait for.
+    /// ids are idempotency keys as for [`Tasks::enqueue`]. At most [`MAX_BATCH`] tasks and
+    /// [`MAX_BATCH_BYTES`] of arguments; keep batches to a few thousand tasks: on Redis the whole
+    /// batch is one step that other clients wait for.
+    ///
+    /// Every id is fixed before the first try (those not given are made up), so a transient
+    /// store error is retried for the whole batch within [`TaskConfig::enqueue_retry`] without
+    /// adding a task twice (not for a batch that replaces a task). If the store never answers,
+    /// [`Error::OutcomeUnknown`] carries the ids: the batch was enqueued whole or not at all, and
+    /// looking one id up tells which.
     ///
     /// # Errors
     ///
     /// [`Error::InBatch`] (wrapping [`Error::UnknownTask`], [`Error::Encode`] or
     /// [`Error::Invalid`]) or [`Error::BatchTooLarge`] before anything is written;
-    /// [`Error::Store`].
+    /// [`Error::Store`] when nothing was written; [`Error::OutcomeUnknown`].
     pub async fn enqueue_many(&self, batch: Vec<BatchTask>) -> Result<Vec<Submitted>> {
         if batch.len() > MAX_BATCH {
             return Err(Error::BatchTooLarge {
                 len: batch.len(),
                 max: MAX_BATCH,
+                unit: "tasks",
             });
         }
-        let idempotent = batch.iter().all(|task| idempotent(&task.options));
+        let made_up: Vec<bool> = batch.iter().map(|task| task.options.id.is_none()).collect();
         let tasks = batch
             .into_iter()
             .enumerate()
@@ -613,7 +660,15 @@ impl Tasks {
                     })
             })
             .collect::<Result<Vec<NewTask>>>()?;
-        let outcomes = self.store_enqueue(&tasks, idempotent).await?;
+        let bytes: usize = tasks.iter().map(|task| task.args.len()).sum();
+        if bytes > MAX_BATCH_BYTES {
+            return Err(Error::BatchTooLarge {
+                len: bytes,
+                max: MAX_BATCH_BYTES,
+                unit: "bytes of arguments",
+            });
+        }
+        let outcomes = self.store_enqueue(&tasks, &made_up).await?;
         Ok(tasks
             .into_iter()
             .zip(outcomes)
@@ -878,10 +933,14 @@ fn schedule_signature_fields<'a>(schedule: &'a Schedule, recurrence: &'a str) ->
     ]
 }
 
-/// Whether asking again after a lost reply is safe: an id makes an enqueue idempotent, but a
-/// replace is not (a retry could replace the run the first attempt started).
-fn idempotent(options: &EnqueueOptions) -> bool {
-    options.id.is_some() && !options.replace
+/// Whether a try that failed with `err` may have run in the store: anything but a connection
+/// that could not be made at all (the request never left), or a refusal (the scripts check
+/// everything before they write, so a refused step wrote nothing).
+fn may_have_run(err: &StoreError) -> bool {
+    !matches!(
+        err,
+        StoreError::Unavailable(TransportError::Connect { .. }) | StoreError::Refused(_)
+    )
 }
 
 use stellar_core::time::epoch_ms;

@@ -180,8 +180,8 @@ pub struct TaskRecord {
     pub finished_at_ms: Option<u64>,
     /// The last error.
     pub error: Option<String>,
-    /// The progress its handler last reported ([`crate::TaskContext::progress`]): a percentage
-    /// or any JSON value.
+    /// The progress its handler last reported in this attempt, or the last one
+    /// ([`crate::TaskContext::progress`]): a percentage or any JSON value. Each claim clears it.
     #[serde(default)]
     pub progress: Option<serde_json::Value>,
 }

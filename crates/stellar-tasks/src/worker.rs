@@ -3,7 +3,7 @@
 //! drain deadline, then are handed back.
 
 use std::{
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
 };
 
@@ -13,14 +13,19 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::{
-    StoreError, TaskContext, TaskDefinition, TaskError, Tasks,
+    MAX_RETRY_DELAY, StoreError, TaskContext, TaskDefinition, TaskError, Tasks,
     error::AfterFailure,
+    maintenance::Trouble,
     retry::Retry,
     store::{ClaimRequest, Claimed, FailOutcome},
 };
 
 /// How many tasks one claim takes at most.
 const MAX_CLAIM: usize = 32;
+/// After the hand-back, how long a stop waits for aborted handlers to end. A handler that blocks
+/// its thread never sees the abort; it is left running rather than holding up the stop. Well
+/// inside the second a node leaves between the drain deadline and its shutdown deadline.
+const HANDLER_GRACE: Duration = Duration::from_millis(500);
 /// The error of a task whose record does not verify.
 const UNSIGNED: &str =
     "unsigned: the task record's signature does not verify (not written with the server token)";
@@ -38,10 +43,14 @@ pub(crate) fn start(tasks: Tasks, api: &Api) {
 #[derive(Clone)]
 struct Pool {
     tasks: Tasks,
-    /// Every attempt and every handler, so a stop can wait for them.
+    /// Every attempt (claim to answer), so a stop can wait for them.
     running: TaskTracker,
+    /// The handlers the attempts run, apart: a stop waits for them only briefly.
+    handlers: TaskTracker,
     /// Cancelled when the drain deadline passes: unfinished attempts hand their task back.
     hand_back: CancellationToken,
+    /// Whether lease renewals are failing: an outage is logged once, not per task and tick.
+    renewals: Arc<Mutex<Trouble>>,
     /// Completions waiting to be recorded in a batch.
     acks: mpsc::UnboundedSender<Ack>,
 }
@@ -54,7 +63,9 @@ async fn run_workers(tasks: Tasks, api: Api) {
     let pool = Pool {
         tasks: tasks.clone(),
         running: TaskTracker::new(),
+        handlers: TaskTracker::new(),
         hand_back: CancellationToken::new(),
+        renewals: Arc::default(),
         acks,
     };
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
@@ -150,10 +161,12 @@ fn claim_request(tasks: &Tasks, max: usize) -> ClaimRequest {
     }
 }
 
-/// Lets in-flight attempts finish within the drain deadline, then hands the rest back.
+/// Lets in-flight attempts finish within the drain deadline, then hands the rest back, and waits
+/// at most [`HANDLER_GRACE`] for their aborted handlers.
 async fn drain(pool: &Pool) {
     let node_id = &pool.tasks.inner.node_id;
     pool.running.close();
+    pool.handlers.close();
     let in_flight = pool.running.len();
     info!(%node_id, in_flight, "task workers stopping; draining");
     let deadline = pool.tasks.inner.config.drain_timeout;
@@ -163,7 +176,14 @@ async fn drain(pool: &Pool) {
     {
         warn!(%node_id, still_running = pool.running.len(), "drain deadline passed; handing tasks back");
         pool.hand_back.cancel();
+        // An attempt ends at once when handed back: it aborts its handler without waiting for it.
         pool.running.wait().await;
+    }
+    if tokio::time::timeout(HANDLER_GRACE, pool.handlers.wait())
+        .await
+        .is_err()
+    {
+        warn!(%node_id, handlers = pool.handlers.len(), "task handlers still running after their tasks were handed back (blocking their thread?); leaving them");
     }
 }
 
@@ -310,7 +330,7 @@ async fn execute(pool: &Pool, definition: &TaskDefinition, claimed: &Claimed) ->
         claim: Arc::new((tasks.inner.store.clone(), claimed.clone())),
     };
     let mut handler = pool
-        .running
+        .handlers
         .spawn((definition.handler)(ctx, claimed.args.clone()));
     let deadline = tokio::time::sleep(definition.timeout);
     tokio::pin!(deadline);
@@ -321,7 +341,7 @@ async fn execute(pool: &Pool, definition: &TaskDefinition, claimed: &Claimed) ->
         let stopped = tokio::select! {
             joined = &mut handler => return handler_outcome(joined),
             () = &mut deadline => Outcome::Failed(format!("timed out after {:?}", definition.timeout), None),
-            _ = renew.tick() => match renew_lease(tasks, claimed, lease).await {
+            _ = renew.tick() => match renew_lease(pool, claimed, lease).await {
                 true => continue,
                 false => Outcome::LeaseLost,
             },
@@ -347,15 +367,18 @@ fn handler_outcome(
 }
 
 /// Extends the lease; false once the claim is no longer current. A failed renewal is tried
-/// again at the next tick (the lease outlives two of them).
-async fn renew_lease(tasks: &Tasks, claimed: &Claimed, lease: Duration) -> bool {
-    match tasks.inner.store.renew(claimed, lease).await {
-        Ok(current) => current,
+/// again at the next tick (the lease outlives two of them); the pool logs at warn when renewals
+/// start failing, not for each.
+async fn renew_lease(pool: &Pool, claimed: &Claimed, lease: Duration) -> bool {
+    let (current, result) = match pool.tasks.inner.store.renew(claimed, lease).await {
+        Ok(current) => (current, Ok(())),
         Err(err) => {
-            warn!(node_id = %tasks.inner.node_id, task_id = %claimed.id, error = %err, "renewing the lease failed; trying again at the next renewal");
-            true
+            debug!(node_id = %pool.tasks.inner.node_id, task_id = %claimed.id, error = %err, "renewing a lease failed; trying again at the next renewal");
+            (true, Err(err))
         }
-    }
+    };
+    stellar_core::sync::lock(&pool.renewals).check("renewing task leases", result);
+    current
 }
 
 /// Answers for an attempt: completion, failure, or hand-back.
@@ -370,7 +393,8 @@ async fn record(pool: &Pool, definition: &TaskDefinition, claimed: &Claimed, out
             let retry_in = match then {
                 Some(AfterFailure::RetryAfter(delay)) => delay,
                 _ => definition.retry_delay(claimed.attempt),
-            };
+            }
+            .min(MAX_RETRY_DELAY);
             record_failure(&pool.tasks, claimed, &error, retry_in).await;
         }
         Outcome::LeaseLost => {

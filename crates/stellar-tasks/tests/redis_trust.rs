@@ -12,8 +12,8 @@ use std::{
 use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
 use stellar_core::{Api, CancellationToken, Config, NodeId};
 use stellar_tasks::{
-    EnqueueOptions, Recurrence, RedisTaskStore, ScheduleOptions, TaskConfig, TaskDefinition,
-    TaskState, Tasks, WorkSignal, store::Leadership,
+    BatchTask, EnqueueOptions, Enqueued, Error, Recurrence, RedisTaskStore, ScheduleOptions,
+    StoreError, TaskConfig, TaskDefinition, TaskState, Tasks, WorkSignal, store::Leadership,
 };
 use stellar_testkit::RedisServer;
 
@@ -379,10 +379,10 @@ async fn malformed_records_neither_stop_a_claim_nor_misalign_it() {
     cancel.cancel();
 }
 
-/// An enqueue with an id rides out a Redis restart (the id makes a retry safe); one without an id
-/// reports the failure instead of risking a second copy.
+/// An enqueue rides out a Redis restart: its ids (given, or made up before the first try) make a
+/// retry safe, with an id or without, one task or a batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_enqueue_with_an_id_retries_through_a_redis_restart() {
+async fn an_enqueue_retries_through_a_redis_restart() {
     let mut server = RedisServer::start();
     let cancel = CancellationToken::new();
     let (_pool, (store, signal)) = store(&server, &cancel).await;
@@ -401,11 +401,6 @@ async fn an_enqueue_with_an_id_retries_through_a_redis_restart() {
         |_, _: serde_json::Value| async { Ok(()) },
     ));
     server.kill();
-    let without_id = tasks.enqueue("work", &1, EnqueueOptions::default()).await;
-    assert!(
-        without_id.is_err(),
-        "an enqueue without an id was retried blindly"
-    );
     let background = tasks.clone();
     let with_id = tokio::spawn(async move {
         let options = EnqueueOptions {
@@ -414,6 +409,24 @@ async fn an_enqueue_with_an_id_retries_through_a_redis_restart() {
         };
         background.enqueue("work", &2, options).await
     });
+    let background = tasks.clone();
+    let without_id = tokio::spawn(async move {
+        background
+            .enqueue("work", &1, EnqueueOptions::default())
+            .await
+    });
+    let background = tasks.clone();
+    let batch = tokio::spawn(async move {
+        let batch = (0..3)
+            .map(|n| BatchTask {
+                name: "work".into(),
+                args: serde_json::json!(n),
+                options: EnqueueOptions::default(),
+                at: None,
+            })
+            .collect();
+        background.enqueue_many(batch).await
+    });
     tokio::time::sleep(Duration::from_millis(800)).await;
     server.restart();
     let id = with_id
@@ -421,11 +434,106 @@ async fn an_enqueue_with_an_id_retries_through_a_redis_restart() {
         .expect("join")
         .expect("the enqueue with an id landed");
     assert_eq!(id, "must-land");
-    let record = tasks
-        .show("must-land")
+    let made_up = without_id
         .await
-        .expect("show")
-        .expect("record");
-    assert_eq!(record.state, TaskState::Queued);
+        .expect("join")
+        .expect("the enqueue without an id landed");
+    let batch = batch.await.expect("join").expect("the batch landed");
+    assert!(
+        batch.iter().all(|s| s.outcome == Enqueued::Added),
+        "{batch:?}"
+    );
+    for id in ["must-land", made_up.as_str()]
+        .into_iter()
+        .chain(batch.iter().map(|s| s.id.as_str()))
+    {
+        let record = tasks.show(id).await.expect("show").expect("record");
+        assert_eq!(record.state, TaskState::Queued);
+    }
+    assert_eq!(
+        tasks.stats().await.expect("stats").queues["default"].depth,
+        5
+    );
+    cancel.cancel();
+}
+
+/// A key of the wrong type at one task's record or queue fails the whole batch before anything
+/// is written: a script error half way would keep the tasks before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_key_of_the_wrong_type_fails_a_batch_with_nothing_written() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let (_api, tasks, _runs) = counting_node(store, "client", TaskConfig::default());
+    let task = |id: &str, queue: &str| BatchTask {
+        name: "work".into(),
+        args: serde_json::json!(id),
+        options: EnqueueOptions {
+            id: Some(id.into()),
+            queue: Some(queue.into()),
+            ..EnqueueOptions::default()
+        },
+        at: None,
+    };
+    let length = async |queue: &str| -> u64 {
+        let list = format!("stellar:queue:{queue}");
+        pool.query("LLEN", redis::cmd("LLEN").arg(&list))
+            .await
+            .expect("llen")
+    };
+
+    // The second task's record key holds a string.
+    run(&pool, &["SET", "stellar:task:b1", "planted"]).await;
+    let batch = vec![
+        task("b0", "default"),
+        task("b1", "default"),
+        task("b2", "default"),
+    ];
+    match tasks.enqueue_many(batch).await {
+        Err(Error::Store(StoreError::Refused(_))) => {}
+        other => panic!("a batch over a planted record key was not refused: {other:?}"),
+    }
+    for id in ["b0", "b2"] {
+        assert_eq!(
+            tasks.show(id).await.expect("show"),
+            None,
+            "{id} was written"
+        );
+    }
+    assert_eq!(length("default").await, 0, "ids were queued");
+
+    // The third task's queue list holds a string.
+    run(&pool, &["SET", "stellar:queue:planted", "x"]).await;
+    let batch = vec![
+        task("c0", "default"),
+        task("c1", "other"),
+        task("c2", "planted"),
+    ];
+    match tasks.enqueue_many(batch).await {
+        Err(Error::Store(StoreError::Refused(_))) => {}
+        other => panic!("a batch over a planted queue key was not refused: {other:?}"),
+    }
+    for id in ["c0", "c1"] {
+        assert_eq!(
+            tasks.show(id).await.expect("show"),
+            None,
+            "{id} was written"
+        );
+    }
+    assert_eq!(
+        (length("default").await, length("other").await),
+        (0, 0),
+        "ids were queued"
+    );
+
+    // Without the planted keys, the same kind of batch is written whole.
+    let batch = vec![
+        task("d0", "default"),
+        task("d1", "default"),
+        task("d2", "other"),
+    ];
+    let submitted = tasks.enqueue_many(batch).await.expect("enqueue many");
+    assert!(submitted.iter().all(|s| s.outcome == Enqueued::Added));
+    assert_eq!((length("default").await, length("other").await), (2, 1));
     cancel.cancel();
 }

@@ -9,5 +9,6 @@ mod leadership;
 mod maintenance;
 mod queue;
 mod schedules;
+mod shutdown;
 mod tasks;
 mod workers;

@@ -132,7 +132,161 @@ async fn concurrent_promoters_never_duplicate_a_delayed_task(backend: Backend) {
     );
 }
 
+async fn a_new_attempt_starts_without_the_last_ones_progress(backend: Backend) {
+    let store = backend.store().await;
+    store
+        .enqueue(&plain_task("p1", "work", 3))
+        .await
+        .expect("enqueue");
+    let queues = vec!["default".to_owned()];
+    let node = NodeId::new("n").expect("id");
+    let progress = async || {
+        store
+            .show("p1")
+            .await
+            .expect("show")
+            .expect("record")
+            .progress
+    };
+    let first = store
+        .claim(&request(&queues, &node, Duration::from_millis(100), 1))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a task");
+    assert!(store.progress(&first, "40").await.expect("progress"));
+    assert_eq!(progress().await, Some(serde_json::json!(40)));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(store.reap(100).await.expect("reap"), 1);
+    assert_eq!(
+        progress().await,
+        Some(serde_json::json!(40)),
+        "a waiting task still shows how far its last attempt got"
+    );
+    let second = store
+        .claim(&request(&queues, &node, Duration::from_secs(30), 1))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("reaped back to its queue");
+    assert_eq!(second.attempt, 2);
+    assert_eq!(
+        progress().await,
+        None,
+        "a reaped attempt's progress was shown"
+    );
+    assert!(
+        store
+            .progress(&second, r#"{"step": 2}"#)
+            .await
+            .expect("progress")
+    );
+    assert_eq!(
+        store
+            .fail(&second, "busy", Duration::ZERO)
+            .await
+            .expect("fail"),
+        FailOutcome::Retrying
+    );
+    while store.promote(100).await.expect("promote") == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let third = store
+        .claim(&request(&queues, &node, Duration::from_secs(30), 1))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("retried");
+    assert_eq!(third.attempt, 3);
+    assert_eq!(
+        progress().await,
+        None,
+        "a failed attempt's progress was shown"
+    );
+}
+
+async fn every_answer_of_a_stale_claim_is_rejected(backend: Backend) {
+    let store = backend.store().await;
+    store
+        .enqueue(&plain_task("s1", "work", 3))
+        .await
+        .expect("enqueue");
+    let queues = vec!["default".to_owned()];
+    let zombie = NodeId::new("zombie").expect("id");
+    let stale = store
+        .claim(&request(&queues, &zombie, Duration::from_millis(100), 1))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a task");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(store.reap(100).await.expect("reap"), 1);
+    // Reaped, not claimed again yet: the old claim is already stale.
+    assert!(
+        !store.progress(&stale, "1").await.expect("progress"),
+        "progress by a reaped claim was accepted"
+    );
+    assert!(
+        !store.release(&stale).await.expect("release"),
+        "a reaped claim handed the task back"
+    );
+    let healthy = NodeId::new("healthy").expect("id");
+    let current = store
+        .claim(&request(&queues, &healthy, Duration::from_secs(30), 1))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("requeued");
+    assert!(store.progress(&current, "50").await.expect("progress"));
+    // Claimed again by another node: every answer of the old claim is refused, and changes nothing.
+    assert!(
+        !store.progress(&stale, "99").await.expect("progress"),
+        "progress by a stale claim was accepted"
+    );
+    assert!(
+        !store.bury(&stale, "stale").await.expect("bury"),
+        "a stale claim buried the task"
+    );
+    assert!(
+        !store.release(&stale).await.expect("release"),
+        "a stale claim handed the task back"
+    );
+    let record = store.show("s1").await.expect("show").expect("record");
+    assert_eq!(
+        (
+            record.state,
+            record.attempts,
+            record.node.as_deref(),
+            record.progress
+        ),
+        (
+            TaskState::Running,
+            2,
+            Some("healthy"),
+            Some(serde_json::json!(50))
+        ),
+        "the current attempt was disturbed"
+    );
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(
+        (
+            stats.failed_now,
+            stats.in_flight,
+            stats.queues["default"].depth
+        ),
+        (0, 1, 0)
+    );
+    assert!(
+        store
+            .complete(&current, Duration::from_secs(60))
+            .await
+            .expect("complete")
+    );
+}
+
 contract!(
     a_lost_lease_is_reaped_and_its_late_answer_rejected,
+    a_new_attempt_starts_without_the_last_ones_progress,
     concurrent_promoters_never_duplicate_a_delayed_task,
+    every_answer_of_a_stale_claim_is_rejected,
 );

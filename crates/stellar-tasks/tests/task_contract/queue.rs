@@ -357,7 +357,54 @@ async fn a_batch_is_added_in_one_step_with_an_outcome_per_task(backend: Backend)
     );
 }
 
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+async fn a_retry_delay_too_long_for_the_clock_is_taken_as_thirty_days(backend: Backend) {
+    let store = backend.store().await;
+    store
+        .enqueue(&plain_task("f1", "work", 3))
+        .await
+        .expect("enqueue");
+    let node = NodeId::new("n").expect("id");
+    let claimed = store
+        .claim(&request(
+            &["default".to_owned()],
+            &node,
+            Duration::from_secs(30),
+            1,
+        ))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a task");
+    let before = wall_ms();
+    assert_eq!(
+        store
+            .fail(&claimed, "come back never", Duration::MAX)
+            .await
+            .expect("fail"),
+        FailOutcome::Retrying
+    );
+    let record = store.show("f1").await.expect("show").expect("not lost");
+    assert_eq!(record.state, TaskState::Delayed);
+    let thirty_days = stellar_tasks::MAX_RETRY_DELAY.as_millis() as u64;
+    let due = record.due_at_ms.expect("a readable due time");
+    assert!(
+        due >= before + thirty_days - 1_000 && due <= wall_ms() + thirty_days + 1_000,
+        "due at {due}, failed at {before}"
+    );
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.delayed, stats.in_flight), (1, 0));
+    assert_eq!(store.promote(10).await.expect("promote"), 0, "due at once");
+}
+
 contract!(
+    a_retry_delay_too_long_for_the_clock_is_taken_as_thirty_days,
     a_batch_is_added_in_one_step_with_an_outcome_per_task,
     a_batch_claim_takes_queues_in_priority_order_up_to_its_size,
     batch_completions_accept_current_claims_and_reject_stale_ones,

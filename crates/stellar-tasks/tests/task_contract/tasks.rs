@@ -666,7 +666,104 @@ async fn a_batch_is_checked_whole_then_enqueued_at_once(backend: Backend) {
     api.shutdown().await.expect("stops");
 }
 
+async fn a_handler_asking_to_retry_after_forever_waits_thirty_days(backend: Backend) {
+    let (api, tasks) = backend.node("n1", fast()).await;
+    tasks.register(TaskDefinition::new("later", |_, _: ()| async {
+        Err(TaskError::retry_after(Duration::MAX, "come back never").into())
+    }));
+    let runs = Runs::default();
+    counting(&tasks, &runs);
+    tasks.start(&api);
+    let started = std::time::SystemTime::now();
+    let id = tasks
+        .enqueue("later", &(), EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    eventually("the attempt failed and waits", async || {
+        state_of(&tasks, &id).await == Some(TaskState::Delayed)
+    })
+    .await;
+    let record = tasks.show(&id).await.expect("show").expect("not lost");
+    let failed_at = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let thirty_days = stellar_tasks::MAX_RETRY_DELAY.as_millis() as u64;
+    let due = record.due_at_ms.expect("a readable due time");
+    assert!(
+        due >= failed_at + thirty_days - 1_000 && due <= failed_at + thirty_days + 60_000,
+        "due at {due}, enqueued at {failed_at}"
+    );
+    assert_eq!(
+        (record.attempts, record.error.as_deref()),
+        (1, Some("come back never"))
+    );
+    tasks
+        .enqueue("work", &1, EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    eventually("the workers still run tasks", async || {
+        runs.lock().expect("runs").len() == 1
+    })
+    .await;
+    api.shutdown().await.expect("stops");
+}
+
+async fn a_batch_over_its_count_or_byte_limit_is_refused_whole(backend: Backend) {
+    let (_api, tasks) = backend.node("n1", fast()).await;
+    let runs = Runs::default();
+    counting(&tasks, &runs);
+    let task = |id: String, args: serde_json::Value| BatchTask {
+        name: "work".into(),
+        args,
+        options: EnqueueOptions {
+            id: Some(id),
+            ..EnqueueOptions::default()
+        },
+        at: None,
+    };
+    let many: Vec<BatchTask> = (0..=stellar_tasks::MAX_BATCH)
+        .map(|n| task(format!("m{n}"), serde_json::Value::Null))
+        .collect();
+    match tasks.enqueue_many(many).await {
+        Err(Error::BatchTooLarge { len, max, unit }) => {
+            assert_eq!((len, max, unit), (10_001, 10_000, "tasks"));
+        }
+        other => panic!("10,001 tasks were not refused: {other:?}"),
+    }
+    // Three tasks of 1.5 MiB of arguments each: 4.5 MiB in all.
+    let big = serde_json::Value::String("x".repeat(3 << 19));
+    let heavy: Vec<BatchTask> = (0..3).map(|n| task(format!("h{n}"), big.clone())).collect();
+    let err = tasks
+        .enqueue_many(heavy.clone())
+        .await
+        .expect_err("4.5 MiB of arguments");
+    match &err {
+        Error::BatchTooLarge { len, max, unit } => {
+            assert_eq!(
+                (*max, *unit),
+                (stellar_tasks::MAX_BATCH_BYTES, "bytes of arguments")
+            );
+            assert!(*len > 4_500_000, "{len}");
+        }
+        other => panic!("4.5 MiB of arguments were not refused: {other:?}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("at most 4194304 bytes of arguments go in one call"),
+        "{err}"
+    );
+    assert_eq!(tasks.show("h0").await.expect("show"), None, "written");
+    let submitted = tasks
+        .enqueue_many(heavy[..2].to_vec())
+        .await
+        .expect("3 MiB fit");
+    assert!(submitted.iter().all(|s| s.outcome == Enqueued::Added));
+}
+
 contract!(
+    a_batch_over_its_count_or_byte_limit_is_refused_whole,
+    a_handler_asking_to_retry_after_forever_waits_thirty_days,
     a_batch_is_checked_whole_then_enqueued_at_once,
     a_handler_can_abort_or_ask_for_a_retry_after_a_delay,
     a_task_reports_progress_on_its_record,
