@@ -9,7 +9,6 @@ use std::{
 };
 
 use async_trait::async_trait;
-use redis::Script;
 use stellar_bus::RedisPool;
 use stellar_core::NodeId;
 
@@ -34,28 +33,9 @@ const CLAIM_SKIP_LIMIT: usize = 256;
 /// How many ids one call of the queue deletion takes off at most.
 const DELETE_BATCH: u64 = 250;
 
-/// Declares the Lua scripts, one line each: `name` is `lua/<name>.lua`, loaded into
-/// `Scripts::name`.
-macro_rules! scripts {
-    ($($name:ident),* $(,)?) => {
-        /// Every Lua script of the store, one per atomic step.
-        #[derive(Debug)]
-        struct Scripts {
-            $($name: Script,)*
-        }
-
-        impl Scripts {
-            fn load() -> Self {
-                Self {
-                    $($name: Script::new(include_str!(concat!("../lua/", stringify!($name), ".lua"))),)*
-                }
-            }
-        }
-    };
-}
-
-scripts!(
-    enqueue,
+// The Lua scripts, one line each: `name` is `lua/<name>.lua`, loaded into `Scripts::name`.
+stellar_bus::lua_scripts!(
+    "../lua/": enqueue,
     claim,
     renew,
     complete_many,
