@@ -119,28 +119,34 @@ fn parse_line(text: &str, known: &BTreeSet<String>, now: SystemTime) -> Result<B
 /// none of it. A transient Redis error is retried (the ids are fixed first); when Redis never
 /// confirms, the error says the outcome is unknown and how to find it out.
 pub(crate) async fn enqueue_batch(tasks: &Tasks, batch: Vec<BatchTask>) -> Result<Vec<Submitted>> {
-    let every_line_has_an_id = batch.iter().all(|task| task.options.id.is_some());
+    // The first line without an id: only this batch can have added the id made up for it.
+    let made_up = batch.iter().position(|task| task.options.id.is_none());
     match tasks.enqueue_many(batch).await {
         Err(stellar_tasks::Error::OutcomeUnknown { ids, source }) => {
-            Err(unconfirmed(&ids, every_line_has_an_id, source))
+            Err(unconfirmed(&ids, made_up, source))
         }
         other => Ok(other?),
     }
 }
 
-/// The error of a batch Redis did not confirm: enqueued whole or not at all, and which one a
-/// look at its first id tells.
-fn unconfirmed(ids: &[String], every_line_has_an_id: bool, source: StoreError) -> anyhow::Error {
-    let first = ids.first().map_or("?", String::as_str);
-    let rerun = if every_line_has_an_id {
-        "running the same input again is safe: every line has an \"id\", so nothing is added twice"
-    } else {
-        "if it exists, do not run the same input again: its lines without an \"id\" would be \
-         enqueued a second time"
+/// The error of a batch Redis did not confirm: enqueued whole or not at all. The id made up
+/// for a line without one tells which (only this batch can have added it); when every line has
+/// an id, running the input again is safe whatever happened.
+fn unconfirmed(ids: &[String], made_up: Option<usize>, source: StoreError) -> anyhow::Error {
+    let advice = match made_up.and_then(|line| ids.get(line)) {
+        None => "running the same input again is safe: every line has an \"id\", so nothing is \
+                 added twice"
+            .to_owned(),
+        Some(id) => format!(
+            "look with `stellar tasks show {id}` (the id made up for the first line without \
+             one); if it exists, do not run the same input again: its lines without an \"id\" \
+             would be enqueued a second time. A request that timed out may still run later: \
+             look again before rerunning"
+        ),
     };
     anyhow::Error::new(source).context(format!(
         "Redis did not confirm the batch of {} task(s): it was enqueued whole or not at all, \
-         nothing is known of which. Look: `stellar tasks show {first}`; {rerun}",
+         nothing is known of which; {advice}",
         ids.len()
     ))
 }
@@ -222,8 +228,9 @@ mod tests {
                 after: Duration::from_secs(2),
             })
         };
-        let ids = ["n1-abc".to_owned(), "later".to_owned()];
-        let mixed = format!("{:#}", unconfirmed(&ids, false, lost()));
+        // Line 1 has the id "given"; line 2 had none: "n1-abc" was made up for it.
+        let ids = ["given".to_owned(), "n1-abc".to_owned()];
+        let mixed = format!("{:#}", unconfirmed(&ids, Some(1), lost()));
         assert!(
             mixed.starts_with(
                 "Redis did not confirm the batch of 2 task(s): it was enqueued whole or not at all"
@@ -233,7 +240,7 @@ mod tests {
         assert!(mixed.contains("`stellar tasks show n1-abc`"), "{mixed}");
         assert!(mixed.contains("do not run the same input again"), "{mixed}");
         assert!(mixed.contains("timed out"), "the cause is kept: {mixed}");
-        let all_ids = format!("{:#}", unconfirmed(&ids, true, lost()));
+        let all_ids = format!("{:#}", unconfirmed(&ids, None, lost()));
         assert!(
             all_ids.contains("running the same input again is safe"),
             "{all_ids}"

@@ -53,7 +53,7 @@ impl Table {
 
     /// Adds a row; missing cells are empty, extra cells are dropped.
     pub(crate) fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(cells.into_iter().map(printable).collect());
     }
 
     /// The table as text, one line per row, the last column not padded.
@@ -123,6 +123,23 @@ pub(crate) fn now_ms() -> u64 {
     stellar_core::time::now_ms()
 }
 
+/// `text` safe for a terminal: control characters (escape sequences a stored record may carry,
+/// line breaks that would break a table) shown escaped instead of acted on.
+pub(crate) fn printable(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +164,11 @@ mod tests {
         assert_eq!(time_ms(Some(1_000)), "1970-01-01T00:00:01.000Z");
         assert_eq!(time_ms(None), "-");
         assert_eq!(duration_ms(Some(1_250)), "1s 250ms");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_acted_on() {
+        assert_eq!(printable("plain".into()), "plain");
+        assert_eq!(printable("a\u{1b}[2Jb\nc".into()), "a\\u{1b}[2Jb\\nc");
     }
 }

@@ -120,7 +120,8 @@ for _, i in ipairs(added) do
     schedule, at = unpack(ARGV, i, i + 15)
   if slot_key ~= '' then
     redis.call('SET', slot_key, '1', 'PX', remember)
-    if tonumber(at) > tonumber(redis.call('HGET', KEYS[4], schedule) or '0') then
+    -- A last slot that is not a number (not written here) counts as none.
+    if tonumber(at) > (tonumber(redis.call('HGET', KEYS[4], schedule)) or -1) then
       redis.call('HSET', KEYS[4], schedule, at)
     end
   end

@@ -65,14 +65,15 @@ pub enum Error {
     /// The store did not confirm an enqueue, even after retrying within `enqueue_retry`, and a
     /// try may have run (a timeout or a lost connection, not a refused connection): the tasks may
     /// or may not have been enqueued. A batch is one atomic step, so it is all of them or none:
-    /// look one id up ([`crate::Tasks::show`]) to know which. Enqueueing again with the same ids
-    /// adds none twice (fresh ids would).
+    /// look up an id this call made up ([`crate::Tasks::show`]; only this call can have added
+    /// it, while a given id may have existed before) to know which, and look again later, since
+    /// a request that timed out may still run. Enqueueing again with the same ids adds none
+    /// twice (fresh ids would).
     #[error(
         "the task store did not confirm the enqueue of {} task(s): all or none of them may have \
-         been enqueued; look up id {:?} before enqueueing them again (with the same ids, a \
+         been enqueued; look one of them up before enqueueing them again (with the same ids, a \
          second enqueue adds none twice)",
-        .ids.len(),
-        .ids.first().map_or("", String::as_str)
+        .ids.len()
     )]
     OutcomeUnknown {
         /// The ids of the tasks, in order (those made up by the call included).

@@ -725,7 +725,9 @@ impl Schedules for RedisTaskStore {
     }
 
     async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
-        let all: HashMap<String, String> = self
+        // Bytes, not strings: one field that is not UTF-8 (written by someone else) must not
+        // hide every schedule.
+        let all: HashMap<Vec<u8>, Vec<u8>> = self
             .pool
             .query("HGETALL schedules", redis::cmd("HGETALL").arg(SCHEDULES))
             .await?;
@@ -733,9 +735,9 @@ impl Schedules for RedisTaskStore {
         let mut schedules: Vec<Schedule> = all
             .iter()
             .filter_map(|(id, json)| {
-                serde_json::from_str::<Schedule>(json)
+                serde_json::from_slice::<Schedule>(json)
                     .ok()
-                    .filter(|s| &s.id == id)
+                    .filter(|s| s.id.as_bytes() == id.as_slice())
             })
             .collect();
         schedules.sort_by(|a, b| a.id.cmp(&b.id));
@@ -743,13 +745,16 @@ impl Schedules for RedisTaskStore {
     }
 
     async fn last_slot(&self, schedule: &str) -> Result<Option<u64>, StoreError> {
-        self.pool
+        let raw: Option<Vec<u8>> = self
+            .pool
             .query(
                 "HGET last slot",
                 redis::cmd("HGET").arg(LAST_SLOT).arg(schedule),
             )
-            .await
-            .map_err(StoreError::from)
+            .await?;
+        // Not a number (not written by enqueue.lua): as if no slot had run, never an error that
+        // would stall the schedule.
+        Ok(raw.and_then(|raw| std::str::from_utf8(&raw).ok()?.parse().ok()))
     }
 }
 

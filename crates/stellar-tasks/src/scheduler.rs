@@ -22,6 +22,8 @@ use crate::{
 const TICK: Duration = Duration::from_millis(50);
 /// A new leader enqueues at most this many slots it finds missed since the last one enqueued.
 const CATCH_UP: u64 = 20;
+/// How far ahead of this node's clock a recorded last slot may be (clock skew between nodes).
+const MAX_LAST_SLOT_AHEAD_MS: u64 = 60_000;
 /// How often the leader checks for queues no live node serves.
 const UNSERVED_CHECK: Duration = Duration::from_secs(10);
 
@@ -120,7 +122,10 @@ impl Scheduler {
         match (self.epoch, led) {
             (None, Some(new)) => {
                 info!(node_id = %node, epoch = new, "became the scheduler leader");
+                // Nothing from an earlier term: the slots and schedules are read afresh.
                 self.next_slot.clear();
+                self.schedules.clear();
+                self.next_refresh = Instant::now();
             }
             (Some(old), None) => {
                 warn!(node_id = %node, epoch = old, "lost the scheduler leadership")
@@ -143,12 +148,21 @@ impl Scheduler {
             .map(|active| (active.schedule.id.clone(), active))
             .collect();
         let stored_ids: Vec<String> = fresh.iter().map(|s| s.id.clone()).collect();
+        let now = now_ms();
         for schedule in fresh {
             match old.remove(&schedule.id) {
                 Some(active) if active.schedule == schedule => self.schedules.push(active),
-                _ => {
-                    let active = self.activate(schedule);
-                    self.schedules.extend(active);
+                changed => {
+                    let Some(active) = self.activate(schedule) else {
+                        continue;
+                    };
+                    if changed.is_some() {
+                        // A new recurrence starts at its own next fire time, not where the old
+                        // timetable would have run next.
+                        let first = active.timetable.first(now).unwrap_or(u64::MAX);
+                        self.next_slot.insert(active.schedule.id.clone(), first);
+                    }
+                    self.schedules.push(active);
                 }
             }
         }
@@ -240,7 +254,7 @@ async fn register_code_schedules(tasks: &Tasks) {
             signature: String::new(),
         };
         schedule.signature = tasks.sign_schedule(&schedule);
-        if let Err(err) = tasks.inner.store.set_schedule(&schedule).await {
+        if let Err(err) = tasks.store_schedule(&schedule).await {
             warn!(task = %definition.name, error = %err, "cannot register the recurring schedule");
         }
     }
@@ -261,14 +275,18 @@ async fn enqueue_due_slots(
     let pending = match next_slot.get(&schedule.id) {
         Some(next) => *next,
         // Continue after the last slot any leader enqueued, catching up a bounded number.
-        None => match tasks.inner.store.last_slot(&schedule.id).await {
-            Ok(last) => match last {
-                Some(last) => timetable.after(last),
-                None => timetable.first(now),
+        None => match tasks.inner.store.last_slot(&schedule.id).await? {
+            // A slot is enqueued only once due: one recorded ahead of this clock by more than
+            // the skew between nodes was not written by a sane leader, and would stop the
+            // schedule until then.
+            Some(last) if last > now + MAX_LAST_SLOT_AHEAD_MS => {
+                warn!(schedule = %schedule.id, last_slot_ms = last, "the last slot recorded is in the future; starting afresh");
+                timetable.first(now)
             }
-            .unwrap_or(u64::MAX),
-            Err(err) => return Err(err),
-        },
+            Some(last) => timetable.after(last),
+            None => timetable.first(now),
+        }
+        .unwrap_or(u64::MAX),
     };
     if pending > now {
         next_slot.insert(schedule.id.clone(), pending);

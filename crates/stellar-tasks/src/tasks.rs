@@ -792,8 +792,24 @@ impl Tasks {
             signature: String::new(),
         };
         schedule.signature = self.sign_schedule(&schedule);
-        self.inner.store.set_schedule(&schedule).await?;
+        self.store_schedule(&schedule).await?;
         Ok(schedule)
+    }
+
+    /// Stores a signed `schedule`. One that changes the recurrence of a stored schedule forgets
+    /// that schedule's last slot first: a new leader then starts it at its next fire time
+    /// instead of catching up the new timetable from the old one's last run.
+    pub(crate) async fn store_schedule(&self, schedule: &Schedule) -> Result<()> {
+        let store = &self.inner.store;
+        let stored = store.schedules().await?;
+        let changed = stored
+            .iter()
+            .any(|s| s.id == schedule.id && s.recurrence != schedule.recurrence);
+        if changed {
+            store.remove_schedule(&schedule.id).await?;
+        }
+        store.set_schedule(schedule).await?;
+        Ok(())
     }
 
     /// Stops the recurring schedule `id`; false if there was none. Scheduled again later, it

@@ -537,3 +537,74 @@ async fn a_planted_key_of_the_wrong_type_fails_a_batch_with_nothing_written() {
     assert_eq!((length("default").await, length("other").await), (2, 1));
     cancel.cancel();
 }
+
+/// What others may leave in the schedule keys never stops a schedule: a field that is not UTF-8,
+/// a last slot that is not a number or lies far ahead; and a schedule whose recurrence changes
+/// runs on its new timetable at once, not where the old one would have run next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_schedule_state_and_changed_recurrences_never_stop_a_schedule() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let config = TaskConfig {
+        idle_poll: Duration::from_millis(50),
+        maintenance_interval: Duration::from_millis(50),
+        ..TaskConfig::default()
+    };
+    let (api, tasks, _runs) = counting_node(store, "n1", config);
+    let every = |ms| Recurrence::every(Duration::from_millis(ms));
+    for id in ["garbage", "ahead"] {
+        tasks
+            .schedule("work", &id, every(100), ScheduleOptions::default().id(id))
+            .await
+            .expect("schedule");
+    }
+    tasks
+        .schedule(
+            "work",
+            &"changed",
+            every(3_600_000),
+            ScheduleOptions::default().id("changed"),
+        )
+        .await
+        .expect("schedule");
+    let mut binary = redis::cmd("HSET");
+    binary
+        .arg("stellar:tasks:schedules")
+        .arg(&b"\xff\xfe"[..])
+        .arg(&b"\xff"[..]);
+    pool.query::<redis::Value>("HSET", &binary)
+        .await
+        .expect("hset");
+    let far = (stellar_core::time::now_ms() + 10 * 86_400_000).to_string();
+    run(&pool, &["HSET", "stellar:tasks:last-slot", "ahead", &far]).await;
+    run(
+        &pool,
+        &["HSET", "stellar:tasks:last-slot", "garbage", "abc"],
+    )
+    .await;
+    tasks.start(&api);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    tasks
+        .schedule(
+            "work",
+            &"changed",
+            every(100),
+            ScheduleOptions::default().id("changed"),
+        )
+        .await
+        .expect("schedule");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    api.shutdown().await.expect("stops");
+    for id in ["garbage", "ahead", "changed"] {
+        let keys: Vec<String> = pool
+            .query(
+                "KEYS",
+                redis::cmd("KEYS").arg(format!("stellar:task:recur:{id}:*")),
+            )
+            .await
+            .expect("keys");
+        assert!(keys.len() >= 3, "schedule {id} ran {} time(s)", keys.len());
+    }
+    cancel.cancel();
+}
