@@ -26,9 +26,15 @@ use prometheus_client::{
 /// The `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
 pub const METRICS_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// Buckets in seconds for durations from a millisecond to a few minutes (task runs, waits).
+/// The bucket bounds, in seconds, of every duration histogram (task runs, queue waits, RPC
+/// calls, HTTP requests, lock waits): a millisecond to five minutes.
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// [`DURATION_BUCKETS`], for `Histogram::new`.
 pub fn duration_buckets() -> impl Iterator<Item = f64> {
-    prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.5, 14)
+    DURATION_BUCKETS.into_iter()
 }
 
 /// The node's metric registry. Cloning it is cheap: clones share the registry.
