@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
-use stellar_core::Metrics;
+use stellar_core::{Metrics, metrics::Samples};
 
 use crate::{hub::Hub, stats::Counters, web::Shared};
 
@@ -46,64 +46,67 @@ impl WebMetrics {
             "Time to answer an HTTP request, by action (or route)",
             this.duration.clone(),
         );
-        metrics.snapshot(move |out| {
-            let stats = counters.snapshot();
-            let (rooms, members) = hub.room_stats();
-            out.gauge(
-                "stellar_ws_connections",
-                "WebSocket connections open on this node",
-                &[],
-                stats.ws_open as f64,
-            );
-            out.counter(
-                "stellar_ws_connections_accepted",
-                "WebSocket connections accepted by this node",
-                &[],
-                stats.ws_accepted,
-            );
-            let refused = "WebSocket connections, frames and calls refused, by reason";
-            for (reason, value) in [
-                ("too_many_connections", stats.ws_refused),
-                ("too_large", stats.ws_too_large),
-                ("bad_frame", stats.ws_bad_frames),
-                ("idle", stats.ws_idle_closed),
-                ("too_many_pending", stats.ws_too_many_pending),
-            ] {
-                out.counter("stellar_ws_refused", refused, &[("reason", reason)], value);
-            }
-            out.counter(
-                "stellar_ws_messages_dropped",
-                "Messages not delivered to a WebSocket client that fell too far behind",
-                &[],
-                stats.ws_dropped,
-            );
-            out.gauge(
-                "stellar_web_rooms",
-                "Rooms with at least one member on this node",
-                &[],
-                rooms as f64,
-            );
-            out.gauge(
-                "stellar_web_room_members",
-                "Room memberships of this node's connections (a sum over nodes is the cluster's)",
-                &[],
-                members as f64,
-            );
-            out.counter(
-                "stellar_http_connections",
-                "HTTP connections accepted",
-                &[],
-                stats.http_connections,
-            );
-            out.counter(
-                "stellar_http_connection_errors",
-                "HTTP connections closed for a slow or idle client or a protocol error",
-                &[],
-                stats.http_connection_errors,
-            );
-        });
+        metrics.snapshot(move |out| snapshot(out, &counters, &hub));
         this
     }
+}
+
+/// The web layer's numbers kept as counters and in the hub, read at a scrape.
+fn snapshot(out: &mut Samples, counters: &Counters, hub: &Hub) {
+    let stats = counters.snapshot();
+    let (rooms, members) = hub.room_stats();
+    out.gauge(
+        "stellar_ws_connections",
+        "WebSocket connections open on this node",
+        &[],
+        stats.ws_open as f64,
+    );
+    out.counter(
+        "stellar_ws_connections_accepted",
+        "WebSocket connections accepted by this node",
+        &[],
+        stats.ws_accepted,
+    );
+    let refused = "WebSocket connections, frames and calls refused, by reason";
+    for (reason, value) in [
+        ("too_many_connections", stats.ws_refused),
+        ("too_large", stats.ws_too_large),
+        ("bad_frame", stats.ws_bad_frames),
+        ("idle", stats.ws_idle_closed),
+        ("too_many_pending", stats.ws_too_many_pending),
+    ] {
+        out.counter("stellar_ws_refused", refused, &[("reason", reason)], value);
+    }
+    out.counter(
+        "stellar_ws_messages_dropped",
+        "Messages not delivered to a WebSocket client that fell too far behind",
+        &[],
+        stats.ws_dropped,
+    );
+    out.gauge(
+        "stellar_web_rooms",
+        "Rooms with at least one member on this node",
+        &[],
+        rooms as f64,
+    );
+    out.gauge(
+        "stellar_web_room_members",
+        "Room memberships of this node's connections (a sum over nodes is the cluster's)",
+        &[],
+        members as f64,
+    );
+    out.counter(
+        "stellar_http_connections",
+        "HTTP connections accepted",
+        &[],
+        stats.http_connections,
+    );
+    out.counter(
+        "stellar_http_connection_errors",
+        "HTTP connections closed for a slow or idle client or a protocol error",
+        &[],
+        stats.http_connection_errors,
+    );
 }
 
 /// The `action` label of a request: the action's name for `/api/{action}` when it exists
