@@ -201,6 +201,53 @@ struct Counters {
     handler_failures: AtomicU64,
 }
 
+/// Registers the bus families on the node's metrics, read from `counters` at each scrape.
+fn register_metrics(metrics: &stellar_core::Metrics, counters: Arc<Counters>) {
+    metrics.snapshot(move |out| {
+        let stats = counters.snapshot();
+        out.counter(
+            "stellar_bus_messages_accepted",
+            "Bus messages received that passed every check",
+            &[],
+            stats.accepted,
+        );
+        let help = "Bus messages received and dropped, by reason";
+        for (reason, value) in [
+            ("oversized", stats.oversized),
+            ("malformed", stats.malformed),
+            ("bad_signature", stats.bad_signature),
+            ("outside_window", stats.outside_window),
+            ("before_start", stats.before_start),
+            ("replayed", stats.replayed),
+        ] {
+            out.counter(
+                "stellar_bus_messages_rejected",
+                help,
+                &[("reason", reason)],
+                value,
+            );
+        }
+        out.counter(
+            "stellar_bus_messages_possibly_lost",
+            "Gaps in senders' sequence numbers: bus messages probably lost in transit",
+            &[],
+            stats.possibly_lost,
+        );
+        out.counter(
+            "stellar_bus_messages_unhandled",
+            "Accepted bus messages no handler was registered for",
+            &[],
+            stats.unhandled,
+        );
+        out.counter(
+            "stellar_bus_handler_failures",
+            "Bus handler calls that returned an error or panicked",
+            &[],
+            stats.handler_failures,
+        );
+    });
+}
+
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
@@ -231,7 +278,7 @@ struct Inner {
     seqs: Mutex<SeqTable>,
     handlers: RwLock<HashMap<String, Vec<(HandlerId, Handler)>>>,
     next_handler: AtomicU64,
-    counters: Counters,
+    counters: Arc<Counters>,
     replay: Mutex<(ReplayGuard, u64)>,
     /// Bounds concurrent handler calls.
     limiter: Arc<Semaphore>,
@@ -279,10 +326,11 @@ impl Bus {
             started_at_ms: now_ms(),
             handlers: RwLock::new(HashMap::new()),
             next_handler: AtomicU64::new(0),
-            counters: Counters::default(),
+            counters: Arc::default(),
             replay: Mutex::new((ReplayGuard::default(), 0)),
             api: api.clone(),
         });
+        register_metrics(api.metrics(), inner.counters.clone());
         let broadcast = inner.transport.subscribe(&inner.settings.channel).await?;
         let direct = inner
             .transport
@@ -422,7 +470,13 @@ impl Bus {
 
     /// What the bus has received so far, by outcome.
     pub fn stats(&self) -> BusStats {
-        let c = &self.inner.counters;
+        self.inner.counters.snapshot()
+    }
+}
+
+impl Counters {
+    fn snapshot(&self) -> BusStats {
+        let c = self;
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         BusStats {
             accepted: get(&c.accepted),

@@ -188,6 +188,23 @@ impl Membership {
     /// Membership of the node `api` over `store`, trusting records signed with the tokens of
     /// `settings`. Until [`Membership::join`], this node only reads.
     pub fn new(store: Arc<dyn MembershipStore>, api: &Api, settings: MembershipSettings) -> Self {
+        let stats = Arc::new(Counters::default());
+        let counters = stats.clone();
+        api.metrics().snapshot(move |out| {
+            let help = "Membership records this node refused when reading the members, by reason";
+            for (reason, counter) in [
+                ("bad_signature", &counters.bad_signature),
+                ("stale", &counters.stale),
+            ] {
+                let value = counter.load(Ordering::Relaxed);
+                out.counter(
+                    "stellar_membership_records_refused",
+                    help,
+                    &[("reason", reason)],
+                    value,
+                );
+            }
+        });
         Self {
             store,
             sealer: Sealer::new(&settings.server_token, &settings.previous_tokens),
@@ -196,7 +213,7 @@ impl Membership {
             incarnation: api.incarnation(),
             replaces: Arc::new(AtomicU64::new(0)),
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
-            stats: Arc::new(Counters::default()),
+            stats,
         }
     }
 

@@ -1,7 +1,15 @@
 //! The one place where Redis connections are made: URL parsing, credentials, database, pool and
 //! timeouts. The bus, the cache and the task stores all connect through [`RedisPool`].
 
-use std::{fmt, future::Future, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use deadpool_redis::{Manager, Pool, PoolError, Runtime};
 use redis::{
@@ -104,6 +112,22 @@ struct Inner {
     /// Serialises reconnects of the shared connection, so a burst of commands opens one.
     reconnecting: tokio::sync::Mutex<()>,
     connection_config: AsyncConnectionConfig,
+    /// Failed operations and reconnects, for the node's metrics.
+    counters: Arc<PoolCounters>,
+    /// Whether the shared connection was made once: the next ones are reconnects.
+    made_shared: AtomicBool,
+}
+
+/// Failed operations by kind, and reconnects, of one pool (and the transport on it).
+#[derive(Debug, Default)]
+struct PoolCounters {
+    timeouts: AtomicU64,
+    connect_errors: AtomicU64,
+    backend_errors: AtomicU64,
+    /// New shared connections after the first (the previous one broke).
+    reconnects: AtomicU64,
+    /// New subscriber connections after a lost one.
+    subscriber_reconnects: AtomicU64,
 }
 
 impl fmt::Debug for RedisPool {
@@ -166,6 +190,8 @@ impl RedisPool {
                 shared: std::sync::RwLock::new(None),
                 reconnecting: tokio::sync::Mutex::new(()),
                 connection_config,
+                counters: Arc::default(),
+                made_shared: AtomicBool::new(false),
             }),
         };
         let pong: String = pool.query("PING", &redis::cmd("PING")).await?;
@@ -243,7 +269,7 @@ impl RedisPool {
                 }
             }
         };
-        with_timeout(op, timeout, work).await
+        self.timed(op, timeout, work).await
     }
 
     /// Runs a Lua script by SHA (loading it on `NOSCRIPT`) with `keys` and `args`, within the
@@ -293,7 +319,7 @@ impl RedisPool {
                 .await
                 .map_err(|err| self.backend_error(op, err))
         };
-        with_timeout(op, timeout, work).await
+        self.timed(op, timeout, work).await
     }
 
     async fn shared_connection(&self) -> Result<MultiplexedConnection, TransportError> {
@@ -311,6 +337,12 @@ impl RedisPool {
             .get_multiplexed_async_connection_with_config(&self.inner.connection_config)
             .await
             .map_err(|err| self.connect_error(err))?;
+        if self.inner.made_shared.swap(true, Ordering::Relaxed) {
+            self.inner
+                .counters
+                .reconnects
+                .fetch_add(1, Ordering::Relaxed);
+        }
         *sync::write(&self.inner.shared) = Some(conn.clone());
         Ok(conn)
     }
@@ -325,7 +357,8 @@ impl RedisPool {
                 .await
                 .map_err(|err| self.connect_error(err))
         };
-        with_timeout("SUBSCRIBE connect", self.config().connect_timeout, connect).await
+        self.timed("SUBSCRIBE connect", self.config().connect_timeout, connect)
+            .await
     }
 
     async fn connection(
@@ -365,12 +398,58 @@ impl RedisPool {
     }
 }
 
-async fn with_timeout<T>(
-    op: &'static str,
-    after: Duration,
-    work: impl Future<Output = Result<T, TransportError>>,
-) -> Result<T, TransportError> {
-    tokio::time::timeout(after, work)
-        .await
-        .unwrap_or(Err(TransportError::Timeout { op, after }))
+impl RedisPool {
+    /// Runs `work` with a deadline of `after`, counting a failure by its kind.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        after: Duration,
+        work: impl Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, TransportError> {
+        let result = tokio::time::timeout(after, work)
+            .await
+            .unwrap_or(Err(TransportError::Timeout { op, after }));
+        if let Err(err) = &result {
+            let counters = &self.inner.counters;
+            let counter = match err {
+                TransportError::Timeout { .. } => &counters.timeouts,
+                TransportError::Backend { .. } => &counters.backend_errors,
+                _ => &counters.connect_errors,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Counts a new subscriber connection after a lost one.
+    pub(crate) fn subscriber_reconnected(&self) {
+        let counters = &self.inner.counters;
+        counters
+            .subscriber_reconnects
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Registers this pool's failed operations (by kind: `timeout`, `connect`, `backend`) and
+    /// reconnects (of the shared connection and the subscriber connection) on `metrics`.
+    pub fn register_metrics(&self, metrics: &stellar_core::Metrics) {
+        let counters = self.inner.counters.clone();
+        metrics.snapshot(move |out| {
+            let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+            let help = "Redis operations that failed, by kind (timeout, connect, backend: an error reply)";
+            for (kind, counter) in [
+                ("timeout", &counters.timeouts),
+                ("connect", &counters.connect_errors),
+                ("backend", &counters.backend_errors),
+            ] {
+                out.counter("stellar_redis_command_errors", help, &[("kind", kind)], get(counter));
+            }
+            let help = "Redis connections made again after one broke, by connection (shared: every non-blocking command; subscriber: the bus)";
+            for (connection, counter) in [
+                ("shared", &counters.reconnects),
+                ("subscriber", &counters.subscriber_reconnects),
+            ] {
+                out.counter("stellar_redis_reconnects", help, &[("connection", connection)], get(counter));
+            }
+        });
+    }
 }

@@ -231,6 +231,7 @@ impl SubscriberTask {
             }
             match self.pool.pubsub().await {
                 Ok(pubsub) => {
+                    self.pool.subscriber_reconnected();
                     info!(url = %self.pool.redacted_url(), attempt, "redis subscriber reconnected");
                     return Some(pubsub);
                 }

@@ -49,6 +49,7 @@
 mod cache;
 mod error;
 mod keys;
+mod metrics;
 pub mod store;
 
 pub use crate::{

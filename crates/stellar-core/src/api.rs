@@ -13,7 +13,7 @@ use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
-use crate::{Config, NodeId, ShutdownError};
+use crate::{Config, NodeId, ShutdownError, metrics::Metrics};
 
 /// Where a node is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -54,6 +54,8 @@ struct Inner {
     components: RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
     /// Named numbers components report for `api.status`, read when asked.
     gauges: RwLock<Vec<(&'static str, Gauge)>>,
+    /// The node's metric registry, served as `GET /metrics`.
+    metrics: Metrics,
 }
 
 type Gauge = Box<dyn Fn() -> u64 + Send + Sync>;
@@ -76,6 +78,33 @@ fn new_incarnation() -> u64 {
     hasher.finish().max(1)
 }
 
+/// The node's own families: `stellar_node_info` (1, with the version), `stellar_node_ready`
+/// and `stellar_node_uptime_seconds`, read from the state channel (not the `Api`, which owns
+/// the registry).
+fn register_node_metrics(metrics: &Metrics, state: watch::Receiver<NodeState>, started: Instant) {
+    metrics.snapshot(move |out| {
+        out.gauge(
+            "stellar_node_info",
+            "Always 1 while the node answers; the version label names its build",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        );
+        let ready = *state.borrow() == NodeState::Ready;
+        out.gauge(
+            "stellar_node_ready",
+            "1 when the node is ready (takes traffic), 0 while starting or stopping",
+            &[],
+            if ready { 1.0 } else { 0.0 },
+        );
+        out.gauge(
+            "stellar_node_uptime_seconds",
+            "Seconds since the node started",
+            &[],
+            started.elapsed().as_secs_f64(),
+        );
+    });
+}
+
 impl fmt::Debug for Api {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Api")
@@ -90,6 +119,8 @@ impl Api {
     /// [`Config::node_id`].
     pub fn new(config: Config) -> Self {
         let (state, _) = watch::channel(NodeState::Starting);
+        let metrics = Metrics::new();
+        register_node_metrics(&metrics, state.subscribe(), Instant::now());
         Self {
             inner: Arc::new(Inner {
                 node_id: config.node_id(),
@@ -102,6 +133,7 @@ impl Api {
                 state,
                 components: RwLock::new(HashMap::new()),
                 gauges: RwLock::new(Vec::new()),
+                metrics,
             }),
         }
     }
@@ -190,6 +222,12 @@ impl Api {
             .iter()
             .map(|(name, read)| (*name, read()))
             .collect()
+    }
+
+    /// The node's metric registry: components register their families here when they are
+    /// built; the web layer serves it as `GET /metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The node's current state.

@@ -44,6 +44,7 @@
 mod api;
 mod config;
 mod error;
+pub mod metrics;
 mod node_id;
 mod signal;
 pub mod sync;
@@ -56,6 +57,7 @@ pub use crate::{
         ServerToken, redact_url,
     },
     error::{ConfigError, ShutdownError},
+    metrics::{METRICS_CONTENT_TYPE, Metrics},
     node_id::{InvalidNodeId, NodeId, hostname},
     signal::{StopSignal, StopSignals},
 };

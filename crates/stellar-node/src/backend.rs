@@ -55,6 +55,7 @@ impl Backend {
             .await
             .map_err(Error::Connect)?;
         info!(node_id = %api.node_id(), url = %pool.redacted_url(), "connected to redis");
+        pool.register_metrics(api.metrics());
         // Shutdown waits for the subscriber connection to close.
         api.spawn(transport.stopped());
         let transport: Arc<dyn Transport> = Arc::new(transport);

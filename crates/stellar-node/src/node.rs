@@ -228,6 +228,7 @@ impl NodeBuilder {
         );
         rpc.serve();
         let cache = backend.cache(&api, cache_config);
+        cache.register_metrics(api.metrics());
         let tasks = backend.tasks(&api, self.tasks);
         api.insert(cache.clone());
         api.insert(tasks.clone());

@@ -41,6 +41,7 @@
 
 pub mod builtins;
 mod error;
+mod metrics;
 mod rpc;
 
 pub use crate::{

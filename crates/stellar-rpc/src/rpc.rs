@@ -19,7 +19,7 @@ use stellar_core::{Api, Config, NodeId, sync};
 use tokio::sync::oneshot;
 use tracing::{debug, instrument, warn};
 
-use crate::{Error, RemoteError, Result};
+use crate::{Error, RemoteError, Result, metrics::RpcMetrics};
 
 const REQUEST: &str = "stellar.rpc.request";
 const REPLY: &str = "stellar.rpc.reply";
@@ -133,6 +133,7 @@ struct Inner {
     methods: RwLock<HashMap<String, Method>>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_request: AtomicU64,
+    metrics: RpcMetrics,
 }
 
 impl fmt::Debug for Rpc {
@@ -151,8 +152,10 @@ impl Rpc {
         // Request ids start from the clock, so a restarted caller's ids do not meet late replies
         // to its previous run.
         let first = stellar_core::time::now_us() << 8;
+        let metrics = RpcMetrics::register(bus.api().metrics());
         let rpc = Self {
             inner: Arc::new(Inner {
+                metrics,
                 bus,
                 membership,
                 settings,
@@ -287,6 +290,22 @@ impl Rpc {
     /// call with no reply, [`Error::Bus`] or [`Error::Membership`] when the backend fails.
     #[instrument(skip_all, fields(node_id = %self.inner.bus.node_id(), method = %method))]
     pub async fn do_cluster(
+        &self,
+        method: &str,
+        args: Value,
+        target: Target,
+        wait: Wait,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Reply>> {
+        let started = std::time::Instant::now();
+        let result = self.call_cluster(method, args, target, wait, timeout).await;
+        let label = self.inner.method_label(method);
+        let seconds = started.elapsed().as_secs_f64();
+        self.inner.metrics.called(label, seconds, &result);
+        result
+    }
+
+    async fn call_cluster(
         &self,
         method: &str,
         args: Value,
@@ -487,6 +506,16 @@ impl Inner {
         Ok(())
     }
 
+    /// The `method` label of a call: its name when this node knows the method, else `other`
+    /// (labels stay bounded whatever callers ask for).
+    fn method_label(&self, method: &str) -> String {
+        if sync::read(&self.methods).contains_key(method) {
+            method.to_owned()
+        } else {
+            "other".to_owned()
+        }
+    }
+
     async fn on_request(&self, message: Message) -> Result<(), HandlerError> {
         let request: Request = message.body()?;
         let incarnation = self.bus.api().incarnation();
@@ -504,8 +533,14 @@ impl Inner {
             api: self.bus.api().clone(),
         };
         let result = match method {
-            Some(method) => method(ctx, request.args).await,
+            Some(handler) => {
+                let result = handler(ctx, request.args).await;
+                let outcome = if result.is_ok() { "ok" } else { "error" };
+                self.metrics.served(request.method.clone(), outcome);
+                result
+            }
             None => {
+                self.metrics.served("other".to_owned(), "no_such_method");
                 warn!(node_id = %self.bus.node_id(), method = %request.method, caller = %message.sender(), "call of an unknown method");
                 Err(RemoteError::NoSuchMethod {
                     method: request.method.clone(),

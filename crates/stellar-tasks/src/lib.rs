@@ -48,6 +48,7 @@ mod error;
 mod keys;
 mod maintenance;
 mod memory_store;
+mod metrics;
 mod redis_store;
 mod retry;
 mod scheduler;

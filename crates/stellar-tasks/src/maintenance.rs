@@ -33,6 +33,7 @@ pub(crate) async fn run_maintenance(tasks: Tasks, cancel: CancellationToken) {
             Ok(0) => trouble.check("reaping expired leases", Ok(())),
             Ok(reaped) => {
                 trouble.check("reaping expired leases", Ok(()));
+                tasks.inner.metrics.reaped(reaped);
                 warn!(node_id = %tasks.inner.node_id, reaped, "returned tasks with expired leases to their queues");
             }
             Err(err) => trouble.check("reaping expired leases", Err(err)),

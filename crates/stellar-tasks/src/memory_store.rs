@@ -241,6 +241,7 @@ impl State {
             attempt: task.record.attempts,
             max_attempts: task.record.max_attempts,
             signature: task.signature.clone(),
+            waited: Instant::now().saturating_duration_since(task.ready_since),
         };
         self.inflight
             .insert(id.to_owned(), Instant::now() + request.lease);

@@ -292,9 +292,9 @@ fn claim_call(request: &ClaimRequest) -> (Vec<String>, Vec<String>) {
     (keys, args)
 }
 
-/// The claimed tasks of a claim reply: how many ids it passed over, then 8 fields per task.
+/// The claimed tasks of a claim reply: how many ids it passed over, then 9 fields per task.
 fn parse_claimed(flat: &[redis::Value]) -> Result<Vec<Claimed>, StoreError> {
-    if flat.is_empty() || !(flat.len() - 1).is_multiple_of(8) {
+    if flat.is_empty() || !(flat.len() - 1).is_multiple_of(9) {
         return Err(StoreError::Malformed {
             op: "task claim",
             detail: format!("{} entries", flat.len()),
@@ -305,7 +305,7 @@ fn parse_claimed(flat: &[redis::Value]) -> Result<Vec<Claimed>, StoreError> {
     let number =
         |value: &redis::Value| redis::from_redis_value::<u64>(value.clone()).unwrap_or_default();
     Ok(flat[1..]
-        .chunks_exact(8)
+        .chunks_exact(9)
         .map(|f| Claimed {
             id: text(&f[0]),
             token: number(&f[1]),
@@ -315,6 +315,7 @@ fn parse_claimed(flat: &[redis::Value]) -> Result<Vec<Claimed>, StoreError> {
             attempt: number(&f[5]) as u32,
             max_attempts: number(&f[6]) as u32,
             signature: text(&f[7]),
+            waited: Duration::from_millis(number(&f[8])),
         })
         .collect())
 }

@@ -9,11 +9,12 @@ use std::{
 
 use stellar_core::CancellationToken;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     Enqueued, Recurrence, Schedule, StoreError, Tasks,
     maintenance::Trouble,
+    metrics::BACKLOG_REFRESH,
     store::{NewTask, Slot, now_ms},
     timetable::Timetable,
 };
@@ -59,6 +60,8 @@ struct Scheduler {
     schedules: Vec<Active>,
     next_refresh: Instant,
     next_unserved: Instant,
+    /// When the leader next reads the cluster-wide backlog for the metrics.
+    next_backlog: Instant,
     /// The next slot to enqueue, per schedule id; filled from the store when leadership begins.
     next_slot: HashMap<String, u64>,
     /// Schedules that cannot run here, with why, each warned about once.
@@ -76,6 +79,7 @@ impl Scheduler {
             schedules: Vec::new(),
             next_refresh: now,
             next_unserved: now + UNSERVED_CHECK,
+            next_backlog: now,
             next_slot: HashMap::new(),
             refused: HashMap::new(),
             trouble: Trouble::default(),
@@ -96,6 +100,13 @@ impl Scheduler {
             self.refresh().await;
         }
         self.enqueue_slots(epoch).await;
+        if now >= self.next_backlog {
+            self.next_backlog = now + BACKLOG_REFRESH;
+            match self.tasks.inner.store.stats().await {
+                Ok(stats) => self.tasks.inner.metrics.set_backlog(stats),
+                Err(err) => debug!(error = %err, "reading the backlog for the metrics failed"),
+            }
+        }
         if now >= self.next_unserved {
             self.next_unserved = now + UNSERVED_CHECK;
             let checked = warn_about_unserved_queues(&self.tasks).await;
@@ -119,6 +130,7 @@ impl Scheduler {
                 None
             }
         };
+        self.tasks.inner.metrics.set_leader(led.is_some());
         match (self.epoch, led) {
             (None, Some(new)) => {
                 info!(node_id = %node, epoch = new, "became the scheduler leader");
@@ -126,6 +138,7 @@ impl Scheduler {
                 self.next_slot.clear();
                 self.schedules.clear();
                 self.next_refresh = Instant::now();
+                self.next_backlog = Instant::now();
             }
             (Some(old), None) => {
                 warn!(node_id = %node, epoch = old, "lost the scheduler leadership")
@@ -214,6 +227,7 @@ impl Scheduler {
                 Ok(false) => {
                     warn!(node_id = %leader.0, epoch, "lost the scheduler leadership (fenced)");
                     self.epoch = None;
+                    self.tasks.inner.metrics.set_leader(false);
                     return;
                 }
                 // Retried at the next tick; reported once while it keeps failing.

@@ -117,6 +117,9 @@ pub struct Claimed {
     pub max_attempts: u32,
     /// The record's signature, as enqueued.
     pub signature: String,
+    /// How long it waited ready before this claim (since its enqueue, or the due time it was
+    /// promoted at).
+    pub waited: Duration,
 }
 
 /// What `fail` did.

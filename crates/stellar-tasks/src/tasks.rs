@@ -20,6 +20,7 @@ use tracing::warn;
 use crate::{
     Enqueued, Error, HandlerError, Recurrence, Result, Schedule, ScheduleInfo, Stats, StoreError,
     TaskRecord, TaskStore, WorkSignal, WorkerInfo,
+    metrics::TaskMetrics,
     retry::Retry,
     store::{Claimed, NewTask, now_ms, task_signature_fields},
     timetable::Timetable,
@@ -315,6 +316,8 @@ pub(crate) struct Inner {
     /// Schedules the scheduler skipped at its last look while this node led (bad signature, or
     /// a recurrence that cannot run here).
     pub(crate) refused_schedules: AtomicU64,
+    /// What this node's workers and scheduler did, for `GET /metrics`.
+    pub(crate) metrics: TaskMetrics,
 }
 
 impl fmt::Debug for Tasks {
@@ -346,6 +349,7 @@ impl Tasks {
                 names: RwLock::new(Arc::from([])),
                 running_here: AtomicU64::new(0),
                 refused_schedules: AtomicU64::new(0),
+                metrics: TaskMetrics::default(),
             }),
         }
     }
@@ -383,8 +387,13 @@ impl Tasks {
     /// Starts this node's workers and its share of maintenance (promotion, reaping) on `api`;
     /// they stop with the node, handing unfinished tasks back. Registers the gauges
     /// `tasks_in_flight` and `tasks_schedules_refused` (schedules the scheduler leader skips:
-    /// unverifiable signature or a recurrence that cannot run; 0 on other nodes).
+    /// unverifiable signature or a recurrence that cannot run; 0 on other nodes), and the task
+    /// families of the node's metrics (see `docs/observability.md`).
     pub fn start(&self, api: &Api) {
+        let tasks = self.clone();
+        self.inner
+            .metrics
+            .register(api.metrics(), move || tasks.running_here());
         let tasks = self.clone();
         api.register_gauge("tasks_in_flight", move || tasks.running_here());
         let tasks = self.clone();

@@ -289,7 +289,11 @@ async fn run_claimed(pool: Pool, claimed: Claimed, permit: OwnedSemaphorePermit)
     let running_here = &pool.tasks.inner.running_here;
     running_here.fetch_add(1, Ordering::Relaxed);
     debug!(node_id = %pool.tasks.inner.node_id, task_id = %claimed.id, task = %claimed.name, attempt = claimed.attempt, "task started");
+    let metrics = &pool.tasks.inner.metrics;
+    metrics.started(&claimed);
+    let began = tokio::time::Instant::now();
     let outcome = execute(&pool, &definition, &claimed).await;
+    metrics.ran(&claimed, began.elapsed());
     record(&pool, &definition, &claimed, outcome).await;
     running_here.fetch_sub(1, Ordering::Relaxed);
     drop(permit);
@@ -300,6 +304,7 @@ async fn run_claimed(pool: Pool, claimed: Claimed, permit: OwnedSemaphorePermit)
 async fn admit(tasks: &Tasks, claimed: &Claimed) -> Option<TaskDefinition> {
     let (store, node_id) = (&tasks.inner.store, &tasks.inner.node_id);
     if !tasks.verify(claimed) {
+        tasks.inner.metrics.unsigned();
         match store.bury(claimed, UNSIGNED).await {
             Ok(_) => {
                 warn!(%node_id, task_id = %claimed.id, task = %claimed.name, "refused a task whose record is not signed with the server token; moved to the failed set")
@@ -398,6 +403,7 @@ async fn record(pool: &Pool, definition: &TaskDefinition, claimed: &Claimed, out
             record_failure(&pool.tasks, claimed, &error, retry_in).await;
         }
         Outcome::LeaseLost => {
+            pool.tasks.inner.metrics.lease_lost(claimed);
             warn!(%node_id, task_id = %claimed.id, "lease lost while running; another node may run the task")
         }
         Outcome::HandedBack => hand_back(&pool.tasks, claimed).await,
@@ -415,7 +421,10 @@ async fn record_done(pool: &Pool, claimed: &Claimed) {
         Err(_) => Err("the acknowledger stopped".to_owned()),
     };
     match recorded {
-        Ok(true) => debug!(%node_id, task_id = %claimed.id, "task completed"),
+        Ok(true) => {
+            pool.tasks.inner.metrics.processed(claimed);
+            debug!(%node_id, task_id = %claimed.id, "task completed")
+        }
         Ok(false) => {
             warn!(%node_id, task_id = %claimed.id, "completion rejected: this worker lost the lease")
         }
@@ -430,9 +439,11 @@ async fn record_failure(tasks: &Tasks, claimed: &Claimed, error: &str, retry_in:
     let node_id = &tasks.inner.node_id;
     match tasks.inner.store.fail(claimed, error, retry_in).await {
         Ok(FailOutcome::Retrying) => {
+            tasks.inner.metrics.retried(claimed);
             info!(%node_id, task_id = %claimed.id, attempt = claimed.attempt, %error, retry_in_ms = retry_in.as_millis() as u64, "task failed; will retry")
         }
         Ok(FailOutcome::Dead) => {
+            tasks.inner.metrics.failed(claimed);
             warn!(%node_id, task_id = %claimed.id, attempt = claimed.attempt, %error, "task failed for the last time")
         }
         Ok(FailOutcome::Rejected) => {
@@ -449,6 +460,7 @@ async fn abort(tasks: &Tasks, claimed: &Claimed, error: &str) {
     let node_id = &tasks.inner.node_id;
     match tasks.inner.store.bury(claimed, error).await {
         Ok(true) => {
+            tasks.inner.metrics.failed(claimed);
             warn!(%node_id, task_id = %claimed.id, attempt = claimed.attempt, %error, "task aborted by its handler; not retried")
         }
         Ok(false) => {

@@ -22,7 +22,9 @@ use tower_http::{
 };
 use tracing::{info_span, warn};
 
-use crate::{ActionError, Web, action::Params, error::ErrorCode, stats::bump, web::Shared, ws};
+use crate::{
+    ActionError, Web, action::Params, error::ErrorCode, metrics, stats::bump, web::Shared, ws,
+};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const NODE_ID: HeaderName = HeaderName::from_static("x-node-id");
@@ -43,7 +45,12 @@ impl Web {
             .merge(actions_routes())
             .merge(health_routes())
             .merge(ws::routes())
-            .fallback(not_found);
+            .fallback(not_found)
+            // On the routes (and the fallback), so it sees which one matched.
+            .layer(middleware::from_fn_with_state(
+                shared.clone(),
+                metrics::observe,
+            ));
         let layers = ServiceBuilder::new()
             .layer(middleware::map_request(sanitize_request_id))
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeId { shared: shared.clone() }))
@@ -80,7 +87,8 @@ fn actions_routes() -> Router<AppState> {
     )
 }
 
-/// `/healthz` (the process answers) and `/readyz` (the node takes traffic).
+/// `/healthz` (the process answers), `/readyz` (the node takes traffic) and `/metrics`
+/// (Prometheus).
 fn health_routes() -> Router<AppState> {
     Router::new()
         .route(
@@ -88,6 +96,7 @@ fn health_routes() -> Router<AppState> {
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::serve))
 }
 
 /// `GET|POST /api/{action}`: a JSON body when there is one, the query string otherwise.

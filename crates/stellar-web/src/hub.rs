@@ -91,6 +91,13 @@ impl Hub {
         self.state().connections.len()
     }
 
+    /// How many rooms have a member here, and how many memberships that makes.
+    pub(crate) fn room_stats(&self) -> (usize, usize) {
+        let state = self.state();
+        let members = state.rooms.values().map(BTreeMap::len).sum();
+        (state.rooms.len(), members)
+    }
+
     /// When `id` connected and the rooms it is in; `None` if it is not here.
     pub(crate) fn details(&self, id: &ConnectionId) -> Option<Details> {
         self.state().connections.get(id).map(|local| Details {

@@ -10,7 +10,8 @@
 //! - `/ws`: a WebSocket speaking this crate's protocol and the original framework's (see
 //!   `docs/web.md`); each connection is registered cluster-wide, so
 //!   `do_cluster("connection.send", ..., Target::Connection(id))` reaches it from any node;
-//! - `/healthz` and `/readyz` (503 while starting or draining).
+//! - `/healthz` and `/readyz` (503 while starting or draining);
+//! - `/metrics`: the node's metrics in the Prometheus text format (see `docs/observability.md`).
 //!
 //! [`Rooms`] span the cluster over the authenticated bus. [`bind`] makes a listener that
 //! several worker processes can share (`SO_REUSEPORT`); [`Web::serve`] serves it until the node
@@ -66,6 +67,7 @@ mod config;
 mod error;
 mod http;
 mod hub;
+mod metrics;
 mod protocol;
 mod rooms;
 mod server;

@@ -9,7 +9,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     ActionContext, ActionError, Actions, ConnectionId, Rooms, Services, WebConfig, WebStats,
-    builtins, hub::Hub, stats::Counters,
+    builtins, hub::Hub, metrics::WebMetrics, stats::Counters,
 };
 
 /// Whether the node's backend answers (a Redis PING): `Err` with a reason for the logs.
@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) config: WebConfig,
     pub(crate) readiness: Readiness,
     pub(crate) counters: Arc<Counters>,
+    /// HTTP requests and latencies by action, registered on the node's metrics.
+    pub(crate) metrics: WebMetrics,
     pub(crate) hub: Hub,
     pub(crate) rooms: Rooms,
     /// One permit per WebSocket this node may still accept.
@@ -72,6 +74,7 @@ impl Web {
         builtins::register(&actions);
         let counters = Arc::new(Counters::default());
         let hub = Hub::new(counters.clone());
+        let metrics = WebMetrics::register(services.api.metrics(), counters.clone(), hub.clone());
         let rooms = Rooms::new(
             hub.clone(),
             services.api.clone(),
@@ -87,6 +90,7 @@ impl Web {
                 config,
                 readiness,
                 counters,
+                metrics,
                 hub,
                 rooms,
                 ws_permits,

@@ -15,9 +15,12 @@ impl Cache {
     /// As [`Cache::save`]'s validation; [`Error::Store`](crate::Error::Store) with
     /// [`StoreError::WrongKind`](crate::store::StoreError::WrongKind) if `key` holds a value.
     pub async fn push<T: Serialize + ?Sized>(&self, key: &str, item: &T) -> Result<u64> {
-        check_key(key)?;
-        let json = self.encode(key, item)?;
-        Ok(self.store().push(key, &json).await?)
+        let pushed = async {
+            check_key(key)?;
+            let json = self.encode(key, item)?;
+            Ok(self.store().push(key, &json).await?)
+        };
+        self.counted("push", pushed.await)
     }
 
     /// Takes the oldest item of the list at `key`; `None` if it is empty.
@@ -27,9 +30,12 @@ impl Cache {
     /// [`Error::Decode`](crate::Error::Decode) if the item is not a `T` (it is consumed all the
     /// same); a wrong kind as [`Cache::push`].
     pub async fn pop<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        check_key(key)?;
-        let item = self.store().pop(key).await?;
-        item.map(|json| decode(key, &json)).transpose()
+        let popped = async {
+            check_key(key)?;
+            let item = self.store().pop(key).await?;
+            item.map(|json| decode(key, &json)).transpose()
+        };
+        self.counted("pop", popped.await)
     }
 
     /// Takes the oldest item of the list at `key`, waiting up to `timeout` for one.

@@ -48,17 +48,20 @@ impl Cache {
     ///
     /// [`Error::Locked`] if another owner holds it; [`Error::InvalidTtl`] for a zero `ttl`.
     pub async fn lock(&self, key: &str, ttl: Duration) -> Result<LockGuard> {
-        check_key(key)?;
-        check_ttl(key, Some(ttl))?;
-        let token = self.token().map_or_else(|| self.new_token(), str::to_owned);
-        match self.store().lock(key, &token, ttl).await? {
-            Some(fence) => Ok(LockGuard {
-                key: key.to_owned(),
-                token,
-                fence,
-            }),
-            None => Err(Error::locked(key)),
-        }
+        let locked = async {
+            check_key(key)?;
+            check_ttl(key, Some(ttl))?;
+            let token = self.token().map_or_else(|| self.new_token(), str::to_owned);
+            match self.store().lock(key, &token, ttl).await? {
+                Some(fence) => Ok(LockGuard {
+                    key: key.to_owned(),
+                    token,
+                    fence,
+                }),
+                None => Err(Error::locked(key)),
+            }
+        };
+        self.counted("lock", locked.await)
     }
 
     /// Releases `guard`'s lock if it still holds it; false if it expired or someone else took it.
@@ -67,7 +70,8 @@ impl Cache {
     ///
     /// Fails only if the store cannot be reached.
     pub async fn unlock(&self, guard: &LockGuard) -> Result<bool> {
-        Ok(self.store().unlock(&guard.key, &guard.token).await?)
+        let unlocked = self.store().unlock(&guard.key, &guard.token).await;
+        self.counted("unlock", unlocked.map_err(Error::from))
     }
 
     /// Releases the lock of `key` held by `token` (for tools that kept only the token).
@@ -98,16 +102,24 @@ impl Cache {
     /// [`Error::Locked`] if it is still locked by another owner after `retry_for`.
     pub async fn check_lock(&self, key: &str, retry_for: Duration) -> Result<()> {
         check_key(key)?;
-        let deadline = tokio::time::Instant::now() + retry_for;
+        let started = tokio::time::Instant::now();
+        let deadline = started + retry_for;
         let mut backoff = Duration::from_millis(10);
+        let mut waited = false;
         loop {
             match self.store().lock_holder(key).await? {
-                None => return Ok(()),
-                Some(holder) if Some(holder.as_str()) == self.token() => return Ok(()),
-                Some(_) => {}
+                Some(holder) if Some(holder.as_str()) != self.token() => {}
+                _ => {
+                    if waited {
+                        self.inner.metrics.lock_waited(started.elapsed());
+                    }
+                    return Ok(());
+                }
             }
+            waited = true;
             let now = tokio::time::Instant::now();
             if now >= deadline {
+                self.inner.metrics.lock_waited(started.elapsed());
                 return Err(Error::locked(key));
             }
             tokio::time::sleep(backoff.min(deadline - now)).await;

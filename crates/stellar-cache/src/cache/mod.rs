@@ -10,7 +10,9 @@ use std::{
 use serde::{Serialize, de::DeserializeOwned};
 use stellar_core::NodeId;
 
-use crate::{Error, Result, keys, store::CacheStore, store::MemoryCacheStore};
+use crate::{
+    Error, Result, keys, metrics::CacheMetrics, store::CacheStore, store::MemoryCacheStore,
+};
 
 mod dump;
 mod fill;
@@ -57,6 +59,7 @@ struct Inner {
     /// One gate per key being filled by `get_or_set_with` in this process, so local callers wait
     /// for one loader instead of all polling the store.
     fills: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    metrics: CacheMetrics,
 }
 
 impl fmt::Debug for Cache {
@@ -77,6 +80,7 @@ impl Cache {
             config,
             node_id,
             fills: Mutex::new(HashMap::new()),
+            metrics: CacheMetrics::default(),
         };
         Self {
             inner: Arc::new(inner),
@@ -109,6 +113,16 @@ impl Cache {
             inner: self.inner.clone(),
             token: Some(guard.token().into()),
         }
+    }
+
+    /// Registers the cache's families (operations by op and result, lock waits) on the node's
+    /// `metrics`. A node calls it once for its cache.
+    pub fn register_metrics(&self, metrics: &stellar_core::Metrics) {
+        self.inner.metrics.register(metrics);
+    }
+
+    fn counted<T>(&self, op: &'static str, result: Result<T>) -> Result<T> {
+        self.inner.metrics.count(op, result)
     }
 
     fn token(&self) -> Option<&str> {

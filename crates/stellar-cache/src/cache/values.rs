@@ -36,13 +36,16 @@ impl Cache {
         value: &T,
         ttl: Option<Duration>,
     ) -> Result<()> {
-        check_key(key)?;
-        check_ttl(key, ttl)?;
-        let json = self.encode(key, value)?;
-        match self.store().save(key, &json, ttl, self.token()).await? {
-            Written::Yes => Ok(()),
-            Written::Locked => Err(Error::locked(key)),
-        }
+        let saved = async {
+            check_key(key)?;
+            check_ttl(key, ttl)?;
+            let json = self.encode(key, value)?;
+            match self.store().save(key, &json, ttl, self.token()).await? {
+                Written::Yes => Ok(()),
+                Written::Locked => Err(Error::locked(key)),
+            }
+        };
+        self.counted("save", saved.await)
     }
 
     /// Loads the value at `key`. Reading never rewrites the value; it records the read time.
@@ -73,6 +76,15 @@ impl Cache {
         key: &str,
         slide: Option<Duration>,
     ) -> Result<Entry<T>> {
+        let loaded = self.load_raw(key, slide).await;
+        self.counted("load", loaded)
+    }
+
+    async fn load_raw<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        slide: Option<Duration>,
+    ) -> Result<Entry<T>> {
         check_key(key)?;
         let raw = self
             .store()
@@ -95,9 +107,12 @@ impl Cache {
     ///
     /// [`Error::Locked`] if another owner holds the key's lock.
     pub async fn destroy(&self, key: &str) -> Result<bool> {
-        check_key(key)?;
-        let deleted = self.store().destroy(key, self.token()).await?;
-        deleted.ok_or_else(|| Error::locked(key))
+        let destroyed = async {
+            check_key(key)?;
+            let deleted = self.store().destroy(key, self.token()).await?;
+            deleted.ok_or_else(|| Error::locked(key))
+        };
+        self.counted("destroy", destroyed.await)
     }
 
     /// Adds `by` to the counter at `key` (created at 0); the new value. Counters are entries whose
@@ -110,9 +125,12 @@ impl Cache {
     /// [`StoreError::CounterOverflow`](crate::store::StoreError::CounterOverflow) if the value
     /// is not an integer or would overflow.
     pub async fn increment(&self, key: &str, by: i64) -> Result<i64> {
-        check_key(key)?;
-        let counted = self.store().increment(key, by, self.token()).await?;
-        counted.ok_or_else(|| Error::locked(key))
+        let incremented = async {
+            check_key(key)?;
+            let counted = self.store().increment(key, by, self.token()).await?;
+            counted.ok_or_else(|| Error::locked(key))
+        };
+        self.counted("increment", incremented.await)
     }
 
     /// Subtracts `by` from the counter at `key`; the new value.

@@ -1,0 +1,321 @@
+//! `GET /metrics` on a running node, parsed with a Prometheus text parser: values move as tasks
+//! run, requests are served and forged bus messages arrive; the cluster-wide gauges come from
+//! the scheduler leader only.
+
+use std::{collections::HashSet, net::SocketAddr, time::Duration};
+
+use prometheus_parse::{Sample, Scrape, Value};
+use stellar_bus::{Bus, BusSettings};
+use stellar_core::{Api, Config, NodeId, ServerToken};
+use stellar_node::Node;
+use stellar_tasks::{EnqueueOptions, TaskDefinition, TaskState};
+use stellar_testkit::RedisServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn config(id: &str, redis_url: Option<String>) -> Config {
+    Config {
+        id: Some(NodeId::new(id).expect("valid id")),
+        server_token: ServerToken::new("metrics-test-token"),
+        redis_url,
+        http_addr: Some("127.0.0.1:0".parse().expect("addr")),
+        shutdown_timeout: Duration::from_secs(3),
+        ..Config::default()
+    }
+}
+
+fn task_types() -> Vec<TaskDefinition> {
+    vec![
+        TaskDefinition::new("metrics.ok", |_ctx, _args: serde_json::Value| async {
+            Ok(())
+        }),
+        TaskDefinition::new("metrics.fail", |_ctx, _args: serde_json::Value| async {
+            Err("failing on purpose".into())
+        })
+        .max_attempts(2)
+        .backoff(Duration::from_millis(10), Duration::from_millis(10)),
+    ]
+}
+
+async fn start(id: &str, redis_url: Option<String>) -> Node {
+    Node::builder(config(id, redis_url))
+        .tasks(task_types())
+        .start()
+        .await
+        .expect("node starts")
+}
+
+/// A plain HTTP/1.1 GET; the status and body.
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, body.to_owned())
+}
+
+/// Scrapes `node` and parses the exposition.
+async fn scrape(node: &Node) -> Scrape {
+    let (status, body) = get(node.http_addr().expect("serves HTTP"), "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    Scrape::parse(body.lines().map(|line| Ok(line.to_owned()))).expect("valid exposition")
+}
+
+/// The value of the counter, gauge or untyped sample `metric` whose labels include `labels`.
+fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && has(s, labels))
+        .and_then(|s| match s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+}
+
+fn has(sample: &Sample, labels: &[(&str, &str)]) -> bool {
+    labels.iter().all(|(k, v)| sample.labels.get(k) == Some(*v))
+}
+
+/// The `+Inf` bucket of the histogram `metric` with `labels`.
+fn histogram_count(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && has(s, labels))
+        .and_then(|s| match &s.value {
+            Value::Histogram(buckets) => buckets
+                .iter()
+                .find(|b| b.less_than.is_infinite())
+                .map(|b| b.count),
+            _ => None,
+        })
+}
+
+async fn wait_for(node: &Node, ids: &[String], state: TaskState) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for id in ids {
+        loop {
+            let shown = node.tasks().show(id).await.expect("show");
+            if shown.map(|t| t.state) == Some(state) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task {id} not {state:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn enqueue(node: &Node, name: &str, n: usize, queue: Option<&str>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let options = EnqueueOptions {
+            queue: queue.map(str::to_owned),
+            ..EnqueueOptions::default()
+        };
+        let id = node
+            .tasks()
+            .enqueue(name, &serde_json::json!({ "i": i }), options)
+            .await
+            .expect("enqueue");
+        ids.push(id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_as_tasks_run_requests_arrive_and_forgeries_are_refused() {
+    let node = start("metrics-a", None).await;
+    let before = scrape(&node).await;
+    assert_eq!(value(&before, "stellar_node_ready", &[]), Some(1.0));
+    assert_eq!(
+        value(
+            &before,
+            "stellar_node_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
+    let ok = [("queue", "default"), ("task", "metrics.ok")];
+    assert_eq!(value(&before, "stellar_tasks_processed_total", &ok), None);
+
+    let ids = enqueue(&node, "metrics.ok", 5, None).await;
+    let failing = enqueue(&node, "metrics.fail", 1, None).await;
+    wait_for(&node, &ids, TaskState::Completed).await;
+    wait_for(&node, &failing, TaskState::Failed).await;
+    let (status, _) = get(node.http_addr().expect("http"), "/api/status").await;
+    assert_eq!(status, 200);
+    let (status, _) = get(node.http_addr().expect("http"), "/api/no.such.action").await;
+    assert_eq!(status, 404);
+
+    // A message signed with another token: the bus refuses it as badly signed.
+    let forger = Api::new(Config {
+        server_token: ServerToken::new("not-the-token"),
+        ..config("forger", None)
+    });
+    let forged = Bus::start(
+        &forger,
+        node.transport().clone(),
+        BusSettings::from(forger.config()),
+    )
+    .await
+    .expect("forger's bus");
+    forged
+        .publish("stellar.test", &"forged")
+        .await
+        .expect("publish");
+    let mut after = scrape(&node).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let bad = [("reason", "bad_signature")];
+    while value(&after, "stellar_bus_messages_rejected_total", &bad) != Some(1.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "forgery not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        after = scrape(&node).await;
+    }
+
+    assert_eq!(
+        value(&after, "stellar_tasks_processed_total", &ok),
+        Some(5.0)
+    );
+    assert_eq!(
+        histogram_count(&after, "stellar_task_run_duration_seconds", &ok),
+        Some(5.0)
+    );
+    assert_eq!(
+        value(&after, "stellar_task_run_duration_seconds_count", &ok),
+        Some(5.0)
+    );
+    assert_eq!(
+        histogram_count(&after, "stellar_task_queue_wait_seconds", &ok),
+        Some(5.0)
+    );
+    let fail = [("queue", "default"), ("task", "metrics.fail")];
+    assert_eq!(
+        value(&after, "stellar_tasks_retried_total", &fail),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&after, "stellar_tasks_failed_total", &fail),
+        Some(1.0)
+    );
+    assert_eq!(
+        histogram_count(&after, "stellar_task_run_duration_seconds", &fail),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &after,
+            "stellar_http_requests_total",
+            &[("action", "status"), ("status", "200")]
+        ),
+        Some(1.0)
+    );
+    // A name no action has is not a label value of its own.
+    assert_eq!(
+        value(
+            &after,
+            "stellar_http_requests_total",
+            &[("action", "unknown"), ("status", "404")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        value(
+            &after,
+            "stellar_http_requests_total",
+            &[("action", "/metrics")]
+        )
+        .is_some_and(|v| v >= 1.0),
+        "scrapes are counted"
+    );
+    assert_eq!(value(&after, "stellar_scheduler_leader", &[]), Some(1.0));
+    assert_eq!(value(&after, "stellar_tasks_running", &[]), Some(0.0));
+    assert!(value(&after, "stellar_bus_messages_accepted_total", &[]).is_some());
+
+    // No label value is a task id (nor any other per-task or per-request value).
+    let ids: HashSet<&String> = ids.iter().chain(&failing).collect();
+    for sample in &after.samples {
+        for (label, value) in sample.labels.iter() {
+            assert!(
+                !ids.contains(value),
+                "{} has the task id {value} as {label}",
+                sample.metric
+            );
+        }
+    }
+    forger.shutdown().await.expect("forger stops");
+    node.shutdown().await.expect("node stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_gauges_come_from_the_scheduler_leader_only() {
+    let server = RedisServer::start();
+    let a = start("metrics-leader-a", Some(server.url())).await;
+    let b = start("metrics-leader-b", Some(server.url())).await;
+    // Tasks in a queue neither node serves wait there; a failing task lands in the failed set.
+    enqueue(&a, "metrics.ok", 3, Some("unserved")).await;
+    let failing = enqueue(&a, "metrics.fail", 1, None).await;
+    wait_for(&a, &failing, TaskState::Failed).await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let depth = [("queue", "unserved")];
+    let (leader, follower) = loop {
+        let (sa, sb) = (scrape(&a).await, scrape(&b).await);
+        let leads = |s: &Scrape| value(s, "stellar_scheduler_leader", &[]) == Some(1.0);
+        let settled = |s: &Scrape| {
+            value(s, "stellar_queue_depth", &depth) == Some(3.0)
+                && value(s, "stellar_tasks_failed_set_size", &[]) == Some(1.0)
+        };
+        match (leads(&sa), leads(&sb)) {
+            (true, false) if settled(&sa) => break (sa, sb),
+            (false, true) if settled(&sb) => break (sb, sa),
+            _ => {}
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no single leader exported the backlog"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        value(&leader, "stellar_queue_oldest_task_age_seconds", &depth)
+            .is_some_and(|age| age >= 0.0)
+    );
+    assert!(value(&leader, "stellar_tasks_in_flight", &[]).is_some());
+    assert!(value(&leader, "stellar_tasks_delayed", &[]).is_some());
+    for family in [
+        "stellar_queue_depth",
+        "stellar_queue_oldest_task_age_seconds",
+        "stellar_tasks_failed_set_size",
+        "stellar_tasks_in_flight",
+        "stellar_tasks_delayed",
+    ] {
+        assert!(
+            follower.samples.iter().all(|s| s.metric != family),
+            "{family} exported by a node that does not lead"
+        );
+    }
+    // Redis families exist on a Redis node.
+    assert!(
+        value(
+            &leader,
+            "stellar_redis_command_errors_total",
+            &[("kind", "timeout")]
+        )
+        .is_some()
+    );
+    a.shutdown().await.expect("a stops");
+    b.shutdown().await.expect("b stops");
+}
