@@ -269,6 +269,10 @@ pub(crate) struct RunArgs {
     /// ADDR serves nothing). With --cluster, every worker serves this one address.
     #[arg(long, value_name = "ADDR")]
     pub(crate) http: Option<String>,
+    /// The dashboard's login secret (config key `dashboard_secret`; unset: read-only
+    /// dashboard). Prefer STELLAR_DASHBOARD_SECRET: flags show in `ps`.
+    #[arg(long, value_name = "SECRET")]
+    pub(crate) dashboard_secret: Option<String>,
     /// Run N worker nodes under a supervisor (default N: the number of CPUs). Needs Redis.
     #[arg(long, visible_alias = "workers", value_name = "N", num_args = 0..=1, default_missing_value = "0", conflicts_with = "id")]
     pub(crate) cluster: Option<usize>,
@@ -367,6 +371,7 @@ impl Cli {
             flag("id", &run.id);
             flag("shutdown_timeout_ms", &run.shutdown_timeout_ms);
             flag("http_addr", &run.http);
+            flag("dashboard_secret", &run.dashboard_secret);
         }
         sources
     }
