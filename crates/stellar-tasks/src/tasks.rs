@@ -31,6 +31,10 @@ const SIGNATURE_CONTEXT: &str = "stellar task record v1";
 /// The context of recurring schedule signatures.
 const SCHEDULE_SIGNATURE_CONTEXT: &str = "stellar task schedule v1";
 
+/// The RPC method that quiets a node (`{"quiet": true}`) or lets it take tasks again
+/// (`{"quiet": false}`); it answers `{"node_id", "quiet"}`. Every node serves it.
+pub const QUIET_METHOD: &str = "tasks.quiet";
+
 /// How often a worker pool reads the paused queues: a pause is honoured by every node within it.
 pub const PAUSE_REFRESH: Duration = Duration::from_millis(500);
 

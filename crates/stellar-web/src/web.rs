@@ -9,7 +9,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     ActionContext, ActionError, Actions, ConnectionId, Rooms, Services, WebConfig, WebStats,
-    builtins, hub::Hub, stats::Counters,
+    builtins, dashboard::Dashboard, hub::Hub, stats::Counters,
 };
 
 /// Whether the node's backend answers (a Redis PING): `Err` with a reason for the logs.
@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     pub(crate) stop: CancellationToken,
     /// Cancelled once the drain is over (or there was nothing to serve).
     pub(crate) drained: CancellationToken,
+    /// The dashboard's sessions and last snapshot.
+    pub(crate) dashboard: Dashboard,
 }
 
 impl fmt::Debug for Web {
@@ -80,6 +82,7 @@ impl Web {
         );
         rooms.install();
         let ws_permits = Arc::new(Semaphore::new(config.max_ws_connections));
+        let dashboard = Dashboard::new(config.dashboard_secret.as_ref());
         Self {
             shared: Arc::new(Shared {
                 services,
@@ -93,6 +96,7 @@ impl Web {
                 ws_tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
                 drained: CancellationToken::new(),
+                dashboard,
             }),
         }
     }
