@@ -120,6 +120,17 @@ pub(crate) enum TasksCommand {
         /// The task id.
         id: String,
     },
+    /// Pause a queue on every node: workers stop claiming from it within a second (tasks still
+    /// enqueue and wait).
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Resume a paused queue.
+    Resume {
+        /// The queue.
+        queue: String,
+    },
     /// What each node serves and is running now, and who leads the scheduler.
     Workers {
         /// Print JSON.
@@ -311,6 +322,15 @@ pub(crate) enum ClusterCommand {
     },
     /// Call a method on every node, or on one with --node, and print each reply.
     Do(DoArgs),
+    /// Quiet a node: it stops taking new tasks (those running finish), e.g. before a deploy;
+    /// `--undo` lets it take tasks again.
+    Quiet {
+        /// The node's id.
+        node: String,
+        /// Let the node take tasks again.
+        #[arg(long)]
+        undo: bool,
+    },
     /// Broadcast a message of type TYPE with a JSON body to every node.
     Publish {
         /// The message type handlers are registered for.
