@@ -317,15 +317,19 @@ async fn the_dashboard_works_in_a_real_browser() {
         },
     )
     .await;
-    for n in 0..40 {
-        tasks
-            .enqueue(
-                "stellar.sleep",
-                &json!({ "ms": 50 + n * 5 }),
-                EnqueueOptions::default(),
-            )
-            .await
-            .expect("enqueue");
+    // Bursts a second apart, so the chart has a shape.
+    for burst in 0..5_u64 {
+        for n in 0..(4 + burst * 3) {
+            tasks
+                .enqueue(
+                    "stellar.sleep",
+                    &json!({ "ms": 50 + n * 5 }),
+                    EnqueueOptions::default(),
+                )
+                .await
+                .expect("enqueue");
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
     }
     eventually_within(
         "the overview counts the work",
@@ -334,7 +338,7 @@ async fn the_dashboard_works_in_a_real_browser() {
             text(&client, "#processed")
                 .await
                 .and_then(|t| t.parse::<u64>().ok())
-                >= Some(41)
+                >= Some(51)
         },
     )
     .await;
