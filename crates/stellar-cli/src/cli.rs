@@ -120,6 +120,17 @@ pub(crate) enum TasksCommand {
         /// The task id.
         id: String,
     },
+    /// Pause a queue on every node: workers stop claiming from it within a second (tasks still
+    /// enqueue and wait).
+    Pause {
+        /// The queue.
+        queue: String,
+    },
+    /// Resume a paused queue.
+    Resume {
+        /// The queue.
+        queue: String,
+    },
     /// What each node serves and is running now, and who leads the scheduler.
     Workers {
         /// Print JSON.
@@ -269,6 +280,10 @@ pub(crate) struct RunArgs {
     /// ADDR serves nothing). With --cluster, every worker serves this one address.
     #[arg(long, value_name = "ADDR")]
     pub(crate) http: Option<String>,
+    /// The dashboard's login secret (config key `dashboard_secret`; unset: read-only
+    /// dashboard). Prefer STELLAR_DASHBOARD_SECRET: flags show in `ps`.
+    #[arg(long, value_name = "SECRET")]
+    pub(crate) dashboard_secret: Option<String>,
     /// Run N worker nodes under a supervisor (default N: the number of CPUs). Needs Redis.
     #[arg(long, visible_alias = "workers", value_name = "N", num_args = 0..=1, default_missing_value = "0", conflicts_with = "id")]
     pub(crate) cluster: Option<usize>,
@@ -307,6 +322,15 @@ pub(crate) enum ClusterCommand {
     },
     /// Call a method on every node, or on one with --node, and print each reply.
     Do(DoArgs),
+    /// Quiet a node: it stops taking new tasks (those running finish), e.g. before a deploy;
+    /// `--undo` lets it take tasks again.
+    Quiet {
+        /// The node's id.
+        node: String,
+        /// Let the node take tasks again.
+        #[arg(long)]
+        undo: bool,
+    },
     /// Broadcast a message of type TYPE with a JSON body to every node.
     Publish {
         /// The message type handlers are registered for.
@@ -367,6 +391,7 @@ impl Cli {
             flag("id", &run.id);
             flag("shutdown_timeout_ms", &run.shutdown_timeout_ms);
             flag("http_addr", &run.http);
+            flag("dashboard_secret", &run.dashboard_secret);
         }
         sources
     }

@@ -23,6 +23,7 @@ pub(crate) async fn run(config: Config, command: ClusterCommand) -> Result<()> {
     let result = match command {
         ClusterCommand::Status { json } => status(client.rpc(), json).await,
         ClusterCommand::Do(args) => call(client.rpc(), args).await,
+        ClusterCommand::Quiet { node, undo } => quiet(client.rpc(), &node, !undo).await,
         ClusterCommand::Publish { message_type, body } => {
             publish(client.bus(), &message_type, &body).await
         }
@@ -139,6 +140,21 @@ async fn call(rpc: &Rpc, args: DoArgs) -> Result<()> {
         );
     }
     check_foreign(foreign)
+}
+
+/// `stellar cluster quiet NODE`: calls `tasks.quiet` on that node.
+async fn quiet(rpc: &Rpc, node: &str, quiet: bool) -> Result<()> {
+    let id = NodeId::new(node).with_context(|| format!("bad node id {node:?}"))?;
+    let answer = rpc
+        .call(&id, stellar_tasks::QUIET_METHOD, json!({ "quiet": quiet }))
+        .await
+        .with_context(|| format!("node {node} did not answer {}", stellar_tasks::QUIET_METHOD))?;
+    if quiet {
+        eprintln!("{node} is quiet: it takes no new task ({answer})");
+    } else {
+        eprintln!("{node} takes tasks again ({answer})");
+    }
+    Ok(())
 }
 
 fn print_replies(replies: &[Reply], as_json: bool) -> Result<()> {

@@ -47,6 +47,8 @@ async fn dispatch(tasks: &Tasks, command: TasksCommand) -> Result<()> {
         TasksCommand::Failed { json } => failed(tasks, json).await,
         TasksCommand::Retry { id, resign } => retry(tasks, &id, resign).await,
         TasksCommand::Remove { id } => remove(tasks, &id).await,
+        TasksCommand::Pause { queue } => pause(tasks, &queue).await,
+        TasksCommand::Resume { queue } => resume(tasks, &queue).await,
         TasksCommand::Workers { json } => workers(tasks, json).await,
     }
 }
@@ -483,6 +485,24 @@ async fn retry(tasks: &Tasks, id: &str, resign: bool) -> Result<()> {
 async fn remove(tasks: &Tasks, id: &str) -> Result<()> {
     if !tasks.remove_failed(id).await? {
         bail!("task {id:?} is not in the failed set");
+    }
+    Ok(())
+}
+
+async fn pause(tasks: &Tasks, queue: &str) -> Result<()> {
+    if tasks.pause_queue(queue).await? {
+        eprintln!("paused {queue}: workers stop claiming from it within a second");
+    } else {
+        eprintln!("{queue} was paused already");
+    }
+    Ok(())
+}
+
+async fn resume(tasks: &Tasks, queue: &str) -> Result<()> {
+    if tasks.resume_queue(queue).await? {
+        eprintln!("resumed {queue}");
+    } else {
+        eprintln!("{queue} was not paused");
     }
     Ok(())
 }

@@ -485,3 +485,40 @@ fn cluster_commands_need_redis_and_a_real_token() {
         describe(&default_token)
     );
 }
+
+#[test]
+fn quiet_stops_a_node_taking_tasks_and_pause_holds_a_queue() {
+    let mut cluster = Cluster::start(&["q1"]);
+    let output = cluster.client(&["quiet", "q1"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    cluster
+        .node("q1")
+        .wait_for_line(&["tasks quiet set", "quiet=true"], Duration::from_secs(5));
+    let status = cluster.json(&["do", "api.status", "--node", "q1", "--json"]);
+    assert_eq!(status[0]["ok"]["gauges"]["tasks_quiet"], 1, "{status}");
+    let output = cluster.client(&["quiet", "q1", "--undo"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    cluster
+        .node("q1")
+        .wait_for_line(&["tasks quiet set", "quiet=false"], Duration::from_secs(5));
+    let unknown = cluster.client(&["quiet", "nobody"]);
+    assert!(!unknown.status.success(), "{}", describe(&unknown));
+
+    let url = cluster.redis.url();
+    let tasks = |args: &[&str]| {
+        let mut full = vec!["tasks", "--redis", &url];
+        full.extend_from_slice(args);
+        stellar(&full)
+            .env("STELLAR_SERVER_TOKEN", TOKEN)
+            .output()
+            .expect("run stellar tasks")
+    };
+    let paused = tasks(&["pause", "mail"]);
+    assert!(paused.status.success(), "{}", describe(&paused));
+    assert!(String::from_utf8_lossy(&paused.stderr).contains("paused mail"));
+    let again = tasks(&["pause", "mail"]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("paused already"));
+    let resumed = tasks(&["resume", "mail"]);
+    assert!(resumed.status.success(), "{}", describe(&resumed));
+    assert!(String::from_utf8_lossy(&resumed.stderr).contains("resumed mail"));
+}

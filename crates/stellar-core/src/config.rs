@@ -273,6 +273,18 @@ pub const KEYS: &[ConfigKey] = &[
         show: |config| config.ws_max_connections.to_string(),
     },
     ConfigKey {
+        name: "dashboard_secret",
+        env: "STELLAR_DASHBOARD_SECRET",
+        flag: Some("--dashboard-secret"),
+        default: "(none: the dashboard is read-only)",
+        expected: NON_EMPTY,
+        parse: |value, config| {
+            config.dashboard_secret = Some(DashboardSecret::new(non_empty(value)?));
+            Ok(())
+        },
+        show: |config| format!("{:?}", config.dashboard_secret),
+    },
+    ConfigKey {
         name: "log",
         env: "STELLAR_LOG",
         flag: Some("--log"),
@@ -285,6 +297,29 @@ pub const KEYS: &[ConfigKey] = &[
         show: |config| format!("{:?}", config.log),
     },
 ];
+
+/// The password of the web dashboard (`GET /dashboard`): an operator logs in with it to act on
+/// the cluster. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DashboardSecret(String);
+
+impl DashboardSecret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// The secret itself, to compare a login against; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DashboardSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DashboardSecret(<hidden>)")
+    }
+}
 
 /// A secret shared by every node of a cluster. Its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -344,6 +379,8 @@ pub struct Config {
     pub http_header_timeout: Duration,
     /// How many WebSocket connections the node holds at most.
     pub ws_max_connections: usize,
+    /// The dashboard's login secret; `None` serves the dashboard read-only.
+    pub dashboard_secret: Option<DashboardSecret>,
     /// How many pooled Redis connections a node may open for commands.
     pub redis_pool_size: usize,
     /// How long to wait for a new Redis connection.
@@ -397,6 +434,7 @@ impl Default for Config {
             http_request_timeout: Duration::from_millis(30_000),
             http_header_timeout: Duration::from_millis(10_000),
             ws_max_connections: 10_000,
+            dashboard_secret: None,
             redis_pool_size: 16,
             redis_connect_timeout: Duration::from_millis(2000),
             redis_op_timeout: Duration::from_millis(2000),
@@ -985,11 +1023,14 @@ mod tests {
         let config = Config {
             redis_url: Some(url.to_owned()),
             previous_server_token: Some(ServerToken::new("old-s3cret")),
+            dashboard_secret: Some(DashboardSecret::new("dash-s3cret")),
             ..Config::default()
         };
         let shown = format!("{config:?}");
         assert!(
-            !shown.contains("a/b?c#d") && !shown.contains("old-s3cret"),
+            !shown.contains("a/b?c#d")
+                && !shown.contains("old-s3cret")
+                && !shown.contains("dash-s3cret"),
             "{shown}"
         );
         assert!(shown.contains("redis://:***@127.0.0.1:6379/0"), "{shown}");

@@ -53,8 +53,8 @@ pub mod time;
 pub use crate::{
     api::{Api, NodeState},
     config::{
-        Config, ConfigKey, ConfigSources, DEFAULT_HTTP_ADDR, DEFAULT_SERVER_TOKEN, KEYS, Origins,
-        ServerToken, redact_url,
+        Config, ConfigKey, ConfigSources, DEFAULT_HTTP_ADDR, DEFAULT_SERVER_TOKEN, DashboardSecret,
+        KEYS, Origins, ServerToken, redact_url,
     },
     error::{ConfigError, ShutdownError},
     metrics::{METRICS_CONTENT_TYPE, Metrics},

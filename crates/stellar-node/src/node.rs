@@ -230,6 +230,7 @@ impl NodeBuilder {
         let cache = backend.cache(&api, cache_config);
         cache.register_metrics(api.metrics());
         let tasks = backend.tasks(&api, self.tasks);
+        stellar_web::serve_quiet(&rpc, &tasks);
         api.insert(cache.clone());
         api.insert(tasks.clone());
         api.insert(backend.transport.clone());
@@ -380,6 +381,7 @@ fn web_config(config: &Config) -> WebConfig {
         .with_request_timeout(config.http_request_timeout)
         .with_header_timeout(config.http_header_timeout)
         .with_max_ws_connections(config.ws_max_connections)
+        .with_dashboard_secret(config.dashboard_secret.clone())
         // In-flight requests finish within the node's own shutdown deadline.
         .with_drain_timeout(
             config

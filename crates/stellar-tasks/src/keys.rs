@@ -62,6 +62,8 @@ pub(crate) fn worker(node: &str) -> String {
 
 /// Every queue name, a SET.
 pub(crate) const QUEUES: &str = "stellar:tasks:queues";
+/// The paused queues, a SET of queue names: no worker claims from them.
+pub(crate) const PAUSED: &str = "stellar:tasks:paused";
 /// Delayed tasks and retries, a ZSET id -> due time (ms).
 pub(crate) const DELAYED: &str = "stellar:tasks:delayed";
 /// Running tasks, a ZSET id -> lease deadline (ms, Redis time).

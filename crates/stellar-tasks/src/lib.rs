@@ -67,7 +67,8 @@ pub use crate::{
     store::TaskStore,
     tasks::{
         BatchTask, DEFAULT_QUEUE, EnqueueOptions, MAX_BATCH, MAX_BATCH_BYTES, MAX_RETRY_DELAY,
-        ScheduleOptions, Submitted, TaskConfig, TaskContext, TaskDefinition, Tasks,
+        PAUSE_REFRESH, QUIET_METHOD, ScheduleOptions, Submitted, TaskConfig, TaskContext,
+        TaskDefinition, Tasks,
     },
     types::{
         Counters, Enqueued, QueueStats, Recurrence, Schedule, ScheduleInfo, Stats, TaskRecord,

@@ -1,7 +1,7 @@
 //! The task queue in this process's memory, with the same semantics as Redis. Time is Tokio's.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
@@ -62,6 +62,8 @@ struct State {
     claim_replies: HashMap<String, (Vec<Claimed>, Instant)>,
     /// Ready tasks set aside per (queue, name), oldest at the back.
     parked: BTreeMap<(String, String), VecDeque<String>>,
+    /// Queues no worker claims from.
+    paused: BTreeSet<String>,
 }
 
 impl State {
@@ -750,6 +752,22 @@ impl TaskInspector for MemoryTaskStore {
             }
         }
         Ok(ids.len() as u64)
+    }
+
+    async fn pause_queue(&self, queue: &str) -> Result<bool, StoreError> {
+        Ok(self.state().paused.insert(queue.to_owned()))
+    }
+
+    async fn resume_queue(&self, queue: &str) -> Result<bool, StoreError> {
+        let resumed = self.state().paused.remove(queue);
+        if resumed {
+            self.wake();
+        }
+        Ok(resumed)
+    }
+
+    async fn paused_queues(&self) -> Result<BTreeSet<String>, StoreError> {
+        Ok(self.state().paused.clone())
     }
 }
 

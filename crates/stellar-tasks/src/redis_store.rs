@@ -3,7 +3,7 @@
 //! Enqueues publish a wake-up on `stellar:tasks:wake:<queue>` inside the same script.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
     time::Duration,
 };
@@ -22,8 +22,8 @@ use crate::{
 
 use crate::keys::{
     self, CLAIM_SEQ, DELAYED, FAILED, INFLIGHT, LAST_SLOT, LEADER, LEADER_EPOCH, NODE_STATS_INDEX,
-    NODE_STATS_PREFIX as NODE_STATS, PARKED_PREFIX as PARKED, QUEUE_PREFIX as QUEUE, QUEUES,
-    SCHEDULES, STATS, TASK_PREFIX as TASK, WAKE_PREFIX as WAKE, WORKERS,
+    NODE_STATS_PREFIX as NODE_STATS, PARKED_PREFIX as PARKED, PAUSED, QUEUE_PREFIX as QUEUE,
+    QUEUES, SCHEDULES, STATS, TASK_PREFIX as TASK, WAKE_PREFIX as WAKE, WORKERS,
 };
 /// How long a node's processed/failed counters outlive its last update (one hash per node id, and
 /// a restarted process is a new id: without expiry they would pile up forever).
@@ -656,6 +656,38 @@ impl TaskInspector for RedisTaskStore {
                 return Ok(deleted);
             }
         }
+    }
+
+    async fn pause_queue(&self, queue: &str) -> Result<bool, StoreError> {
+        let added: u64 = self
+            .pool
+            .query("SADD", redis::cmd("SADD").arg(PAUSED).arg(queue))
+            .await?;
+        Ok(added == 1)
+    }
+
+    async fn resume_queue(&self, queue: &str) -> Result<bool, StoreError> {
+        let removed: u64 = self
+            .pool
+            .query("SREM", redis::cmd("SREM").arg(PAUSED).arg(queue))
+            .await?;
+        if removed == 1 {
+            let _: u64 = self
+                .pool
+                .query(
+                    "PUBLISH",
+                    redis::cmd("PUBLISH").arg(keys::wake(queue)).arg(queue),
+                )
+                .await?;
+        }
+        Ok(removed == 1)
+    }
+
+    async fn paused_queues(&self) -> Result<BTreeSet<String>, StoreError> {
+        self.pool
+            .query("SMEMBERS", redis::cmd("SMEMBERS").arg(PAUSED))
+            .await
+            .map_err(StoreError::from)
     }
 }
 

@@ -13,7 +13,7 @@
 //! memory ([`crate::MemoryTaskStore`]) implement every capability; `tests/task_contract` runs the
 //! same cases on both.
 
-use std::{fmt, time::Duration};
+use std::{collections::BTreeSet, fmt, time::Duration};
 
 use async_trait::async_trait;
 use stellar_core::NodeId;
@@ -229,6 +229,13 @@ pub trait TaskInspector: fmt::Debug + Send + Sync + 'static {
     async fn delete(&self, id: &str) -> Result<Option<bool>, StoreError>;
     /// Deletes a queue and its waiting tasks; how many.
     async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError>;
+    /// Pauses `queue`: workers stop claiming from it (they read the paused set at most every
+    /// [`crate::PAUSE_REFRESH`]); its tasks wait. False if it was paused already.
+    async fn pause_queue(&self, queue: &str) -> Result<bool, StoreError>;
+    /// Resumes a paused `queue` and wakes the workers that serve it; false if it was not paused.
+    async fn resume_queue(&self, queue: &str) -> Result<bool, StoreError>;
+    /// The paused queues.
+    async fn paused_queues(&self) -> Result<BTreeSet<String>, StoreError>;
 }
 
 /// The scheduler leadership: a short lease with a fencing epoch that rises with every new leader.

@@ -1,13 +1,13 @@
 //! Task definitions and the `Tasks` handle: enqueue, inspect, start the workers.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     fmt,
     future::Future,
     pin::Pin,
     sync::{
-        Arc, RwLock,
-        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -31,6 +31,13 @@ use crate::{
 const SIGNATURE_CONTEXT: &str = "stellar task record v1";
 /// The context of recurring schedule signatures.
 const SCHEDULE_SIGNATURE_CONTEXT: &str = "stellar task schedule v1";
+
+/// The RPC method that quiets a node (`{"quiet": true}`) or lets it take tasks again
+/// (`{"quiet": false}`); it answers `{"node_id", "quiet"}`. Every node serves it.
+pub const QUIET_METHOD: &str = "tasks.quiet";
+
+/// How often a worker pool reads the paused queues: a pause is honoured by every node within it.
+pub const PAUSE_REFRESH: Duration = Duration::from_millis(500);
 
 /// The queue of tasks that name none.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -318,6 +325,10 @@ pub(crate) struct Inner {
     pub(crate) refused_schedules: AtomicU64,
     /// What this node's workers and scheduler did, for `GET /metrics`.
     pub(crate) metrics: TaskMetrics,
+    /// Quiet: this node's workers take no new task.
+    quiet: AtomicBool,
+    /// The paused queues as last read, and when.
+    paused: Mutex<(Option<tokio::time::Instant>, Arc<BTreeSet<String>>)>,
 }
 
 impl fmt::Debug for Tasks {
@@ -350,6 +361,8 @@ impl Tasks {
                 running_here: AtomicU64::new(0),
                 refused_schedules: AtomicU64::new(0),
                 metrics: TaskMetrics::default(),
+                quiet: AtomicBool::new(false),
+                paused: Mutex::new((None, Arc::default())),
             }),
         }
     }
@@ -397,10 +410,83 @@ impl Tasks {
         let tasks = self.clone();
         api.register_gauge("tasks_in_flight", move || tasks.running_here());
         let tasks = self.clone();
+        api.register_gauge("tasks_quiet", move || u64::from(tasks.is_quiet()));
+        let tasks = self.clone();
         api.register_gauge("tasks_schedules_refused", move || {
             tasks.inner.refused_schedules.load(Ordering::Relaxed)
         });
         worker::start(self.clone(), api);
+    }
+
+    /// Quiets this node (`true`): its workers take no new task (those running finish), as
+    /// before a deploy; `false` lets them take tasks again (within [`PAUSE_REFRESH`]).
+    pub fn set_quiet(&self, quiet: bool) {
+        self.inner.quiet.store(quiet, Ordering::SeqCst);
+        if !quiet {
+            self.inner.signal.notify();
+        }
+    }
+
+    /// Whether this node is quiet (see [`Tasks::set_quiet`]).
+    pub fn is_quiet(&self) -> bool {
+        self.inner.quiet.load(Ordering::SeqCst)
+    }
+
+    /// Pauses `queue` cluster wide: no node's workers claim from it after [`PAUSE_REFRESH`];
+    /// tasks still enqueue and wait. False if it was paused already.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn pause_queue(&self, queue: &str) -> Result<bool> {
+        let paused = self.inner.store.pause_queue(queue).await?;
+        self.forget_paused();
+        Ok(paused)
+    }
+
+    /// Resumes a paused `queue`; false if it was not paused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn resume_queue(&self, queue: &str) -> Result<bool> {
+        let resumed = self.inner.store.resume_queue(queue).await?;
+        self.forget_paused();
+        Ok(resumed)
+    }
+
+    /// The paused queues.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn paused_queues(&self) -> Result<BTreeSet<String>> {
+        Ok(self.inner.store.paused_queues().await?)
+    }
+
+    /// Makes the next claim read the paused queues again.
+    fn forget_paused(&self) {
+        sync::lock(&self.inner.paused).0 = None;
+    }
+
+    /// The paused queues, read from the store at most every [`PAUSE_REFRESH`]; after a store
+    /// error, the last set read.
+    pub(crate) async fn paused_cached(&self) -> Arc<BTreeSet<String>> {
+        {
+            let cached = sync::lock(&self.inner.paused);
+            if cached.0.is_some_and(|at| at.elapsed() < PAUSE_REFRESH) {
+                return cached.1.clone();
+            }
+        }
+        let fresh = match self.inner.store.paused_queues().await {
+            Ok(set) => Arc::new(set),
+            Err(err) => {
+                tracing::debug!(error = %err, "reading the paused queues failed; using the last set read");
+                sync::lock(&self.inner.paused).1.clone()
+            }
+        };
+        *sync::lock(&self.inner.paused) = (Some(tokio::time::Instant::now()), fresh.clone());
+        fresh
     }
 
     /// How many tasks this node is running now.

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::{
-    MAX_RETRY_DELAY, StoreError, TaskContext, TaskDefinition, TaskError, Tasks,
+    MAX_RETRY_DELAY, PAUSE_REFRESH, StoreError, TaskContext, TaskDefinition, TaskError, Tasks,
     error::AfterFailure,
     maintenance::Trouble,
     retry::Retry,
@@ -92,7 +92,16 @@ async fn claim_loop(pool: &Pool, api: &Api, permits: &Arc<Semaphore>) {
             break;
         };
         let seen = signal.generation();
-        let request = claim_request(tasks, held.len());
+        let (request, paused) = claim_request(tasks, held.len()).await;
+        if tasks.is_quiet() || request.queues.is_empty() {
+            // Quiet, or every queue paused: look again after the paused set may have changed.
+            drop(held);
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = signal.wait(seen, PAUSE_REFRESH) => {}
+            }
+            continue;
+        }
         let backoff = match claim(tasks, &request, &cancel).await {
             Ok(claimed) if !claimed.is_empty() => {
                 failures = 0;
@@ -118,7 +127,12 @@ async fn claim_loop(pool: &Pool, api: &Api, permits: &Arc<Semaphore>) {
                 None => {
                     // Listening again picks up a wake-up channel whose subscription ended.
                     signal.listen(api, &config.queues).await;
-                    signal.wait(seen, config.idle_poll).await;
+                    let poll = if paused {
+                        config.idle_poll.min(PAUSE_REFRESH)
+                    } else {
+                        config.idle_poll
+                    };
+                    signal.wait(seen, poll).await;
                 }
             }
         };
@@ -149,16 +163,27 @@ async fn free_permits(
     Some(held)
 }
 
-fn claim_request(tasks: &Tasks, max: usize) -> ClaimRequest {
+/// A claim of up to `max` tasks from this node's queues that are not paused; and whether any of
+/// its queues is paused.
+async fn claim_request(tasks: &Tasks, max: usize) -> (ClaimRequest, bool) {
     let config = &tasks.inner.config;
-    ClaimRequest {
-        queues: config.queues.clone(),
+    let paused = tasks.paused_cached().await;
+    let queues: Vec<String> = config
+        .queues
+        .iter()
+        .filter(|queue| !paused.contains(*queue))
+        .cloned()
+        .collect();
+    let any_paused = queues.len() < config.queues.len();
+    let request = ClaimRequest {
+        queues,
         node: tasks.inner.node_id.clone(),
         lease: config.lease,
         max,
         names: tasks.runnable_names(),
         request_id: stellar_bus::unique_token(&tasks.inner.node_id, 12),
-    }
+    };
+    (request, any_paused)
 }
 
 /// Lets in-flight attempts finish within the drain deadline, then hands the rest back, and waits

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use stellar_core::DashboardSecret;
+
 /// Limits and timeouts of the web layer. Every field has a default ([`WebConfig::default`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -30,6 +32,8 @@ pub struct WebConfig {
     pub drain_delay: Duration,
     /// How long the drain waits for requests in flight and WebSockets to close before giving up.
     pub drain_timeout: Duration,
+    /// The dashboard's login secret; `None` serves `/dashboard` read-only.
+    pub dashboard_secret: Option<DashboardSecret>,
 }
 
 impl Default for WebConfig {
@@ -44,6 +48,7 @@ impl Default for WebConfig {
             max_ws_pending: 16,
             drain_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(10),
+            dashboard_secret: None,
         }
     }
 }
@@ -88,6 +93,12 @@ impl WebConfig {
     /// Sets [`WebConfig::drain_delay`].
     pub fn with_drain_delay(mut self, delay: Duration) -> Self {
         self.drain_delay = delay;
+        self
+    }
+
+    /// Sets [`WebConfig::dashboard_secret`].
+    pub fn with_dashboard_secret(mut self, secret: Option<DashboardSecret>) -> Self {
+        self.dashboard_secret = secret;
         self
     }
 

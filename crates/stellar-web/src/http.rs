@@ -32,7 +32,7 @@ const NODE_ID: HeaderName = HeaderName::from_static("x-node-id");
 type AppState = Arc<Shared>;
 
 impl Web {
-    /// Every route of the web layer (`/api/{action}`, `/ws`, `/healthz`, `/readyz`) behind its
+    /// Every route of the web layer (`/api/{action}`, `/ws`, `/healthz`, `/readyz`, `/dashboard`) behind its
     /// layers (request ids, tracing, node id header, counters, panics, timeout, body limit).
     /// [`Web::serve`] serves it; a node may also nest it in a router of its own.
     pub fn router(&self) -> Router {
@@ -45,6 +45,7 @@ impl Web {
             .merge(actions_routes())
             .merge(health_routes())
             .merge(ws::routes())
+            .merge(crate::dashboard::routes())
             .fallback(not_found)
             // On the routes (and the fallback), so it sees which one matched.
             .layer(middleware::from_fn_with_state(

@@ -12,6 +12,9 @@
 //!   `do_cluster("connection.send", ..., Target::Connection(id))` reaches it from any node;
 //! - `/healthz` and `/readyz` (503 while starting or draining);
 //! - `/metrics`: the node's metrics in the Prometheus text format (see `docs/observability.md`).
+//! - `/dashboard`: a live view of the cluster (nodes, queues, failed tasks) with buttons to
+//!   retry, remove, pause and quiet, behind a login when [`WebConfig::dashboard_secret`] is set
+//!   and read-only otherwise (see `docs/observability.md`).
 //!
 //! [`Rooms`] span the cluster over the authenticated bus. [`bind`] makes a listener that
 //! several worker processes can share (`SO_REUSEPORT`); [`Web::serve`] serves it until the node
@@ -64,6 +67,7 @@
 mod action;
 mod builtins;
 mod config;
+mod dashboard;
 mod error;
 mod http;
 mod hub;
@@ -79,6 +83,7 @@ mod ws;
 pub use crate::{
     action::{Action, Actions, InputDoc, NoInput},
     config::WebConfig,
+    dashboard::serve_quiet,
     error::ActionError,
     rooms::{
         CONNECTION_SEND_METHOD, ROOM_JOIN_METHOD, ROOM_LEAVE_METHOD, ROOM_MEMBERS_METHOD,

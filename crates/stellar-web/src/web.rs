@@ -9,7 +9,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     ActionContext, ActionError, Actions, ConnectionId, Rooms, Services, WebConfig, WebStats,
-    builtins, hub::Hub, metrics::WebMetrics, stats::Counters,
+    builtins, dashboard::Dashboard, hub::Hub, metrics::WebMetrics, stats::Counters,
 };
 
 /// Whether the node's backend answers (a Redis PING): `Err` with a reason for the logs.
@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) stop: CancellationToken,
     /// Cancelled once the drain is over (or there was nothing to serve).
     pub(crate) drained: CancellationToken,
+    /// The dashboard's sessions and last snapshot.
+    pub(crate) dashboard: Dashboard,
 }
 
 impl fmt::Debug for Web {
@@ -83,6 +85,7 @@ impl Web {
         );
         rooms.install();
         let ws_permits = Arc::new(Semaphore::new(config.max_ws_connections));
+        let dashboard = Dashboard::new(config.dashboard_secret.as_ref());
         Self {
             shared: Arc::new(Shared {
                 services,
@@ -97,6 +100,7 @@ impl Web {
                 ws_tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
                 drained: CancellationToken::new(),
+                dashboard,
             }),
         }
     }

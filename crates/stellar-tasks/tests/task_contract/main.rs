@@ -7,6 +7,7 @@ mod support;
 mod inspector;
 mod leadership;
 mod maintenance;
+mod pause;
 mod queue;
 mod schedules;
 mod shutdown;

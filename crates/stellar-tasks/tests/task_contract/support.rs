@@ -12,9 +12,9 @@ pub(crate) use std::{
 pub(crate) use stellar_bus::{RedisConfig, RedisPool, RedisTransport, Transport};
 pub(crate) use stellar_core::{Api, CancellationToken, Config, NodeId};
 pub(crate) use stellar_tasks::{
-    BatchTask, EnqueueOptions, Enqueued, Error, MemoryTaskStore, Recurrence, RedisTaskStore,
-    Schedule, TaskConfig, TaskDefinition, TaskError, TaskState, TaskStore, Tasks, WorkSignal,
-    WorkerInfo,
+    BatchTask, EnqueueOptions, Enqueued, Error, MemoryTaskStore, PAUSE_REFRESH, Recurrence,
+    RedisTaskStore, Schedule, TaskConfig, TaskDefinition, TaskError, TaskState, TaskStore, Tasks,
+    WorkSignal, WorkerInfo,
     store::{ClaimRequest, Claimed, FailOutcome, NewTask, Slot},
 };
 pub(crate) use stellar_testkit::BackendKind;

@@ -90,6 +90,7 @@ impl Cluster {
             api.node_id().clone(),
             TaskConfig::default(),
         );
+        stellar_web::serve_quiet(&rpc, &tasks);
         let services = Services {
             api: api.clone(),
             bus,

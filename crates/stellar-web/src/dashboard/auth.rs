@@ -1,0 +1,252 @@
+//! Who may act on the dashboard: the secret, sessions behind an HttpOnly cookie, CSRF tokens.
+//!
+//! - No secret configured: anyone who reaches the port may look, nobody may act.
+//! - A secret: a login (a form POST of the secret, compared in constant time) opens a session:
+//!   a random token in an `HttpOnly; SameSite=Strict` cookie, expiring on the server after
+//!   [`SESSION_TTL`], with its own CSRF token that the page sends in [`CSRF_HEADER`] on every
+//!   mutating request. The secret never appears in a page, a URL or a log.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use axum::http::{HeaderMap, header};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use stellar_core::{DashboardSecret, sync};
+
+/// The session cookie's name.
+pub(crate) const COOKIE: &str = "stellar_dashboard";
+/// The header carrying the session's CSRF token on mutating requests.
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
+/// How long a session lasts after its login.
+pub(crate) const SESSION_TTL: Duration = Duration::from_secs(8 * 60 * 60);
+/// Most sessions held at once; the oldest go first.
+const MAX_SESSIONS: usize = 1024;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The login check and the open sessions of one node.
+pub(crate) struct Auth {
+    /// HMAC of the secret under a key drawn at start: a login is checked with a constant-time
+    /// tag comparison, whatever its length. `None`: read-only dashboard.
+    secret: Option<(HmacSha256, Vec<u8>)>,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+/// One logged-in browser.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    /// The token the page echoes in [`CSRF_HEADER`].
+    pub(crate) csrf: String,
+    expires: Instant,
+}
+
+/// What a request may do.
+#[derive(Debug, Clone)]
+pub(crate) enum Access {
+    /// No secret is configured: look, never act.
+    ReadOnly,
+    /// A secret is configured and the request has no live session.
+    LoggedOut,
+    /// A live session.
+    LoggedIn(Session),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// Checks logins against `secret`; `None` makes the dashboard read-only.
+    pub(crate) fn new(secret: Option<&DashboardSecret>) -> Self {
+        let secret = secret.map(|secret| {
+            let mut key = [0_u8; 32];
+            random(&mut key);
+            let mac = HmacSha256::new_from_slice(&key).expect("HMAC takes keys of any length");
+            let tag = tag(&mac, secret.expose().as_bytes());
+            (mac, tag)
+        });
+        Self {
+            secret,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether a secret is configured.
+    pub(crate) fn has_secret(&self) -> bool {
+        self.secret.is_some()
+    }
+
+    /// Whether `attempt` is the secret, compared in constant time.
+    pub(crate) fn check(&self, attempt: &str) -> bool {
+        let Some((mac, expected)) = &self.secret else {
+            return false;
+        };
+        let mut mac = mac.clone();
+        mac.update(attempt.as_bytes());
+        mac.verify_slice(expected).is_ok()
+    }
+
+    /// Opens a session: its cookie token and CSRF token.
+    pub(crate) fn open(&self) -> (String, Session) {
+        let token = random_hex(32);
+        let session = Session {
+            csrf: random_hex(32),
+            expires: Instant::now() + SESSION_TTL,
+        };
+        let mut sessions = sync::lock(&self.sessions);
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        while sessions.len() >= MAX_SESSIONS {
+            let oldest = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(key) => sessions.remove(&key),
+                None => break,
+            };
+        }
+        sessions.insert(token.clone(), session.clone());
+        (token, session)
+    }
+
+    /// Ends the session of `headers`' cookie, if any.
+    pub(crate) fn close(&self, headers: &HeaderMap) {
+        if let Some(token) = cookie(headers) {
+            sync::lock(&self.sessions).remove(&token);
+        }
+    }
+
+    /// What the request with `headers` may do.
+    pub(crate) fn access(&self, headers: &HeaderMap) -> Access {
+        if self.secret.is_none() {
+            return Access::ReadOnly;
+        }
+        let Some(token) = cookie(headers) else {
+            return Access::LoggedOut;
+        };
+        let mut sessions = sync::lock(&self.sessions);
+        match sessions.get(&token) {
+            Some(session) if session.expires > Instant::now() => Access::LoggedIn(session.clone()),
+            Some(_) => {
+                sessions.remove(&token);
+                Access::LoggedOut
+            }
+            None => Access::LoggedOut,
+        }
+    }
+}
+
+impl Session {
+    /// Whether `headers` carry this session's CSRF token (constant-time comparison).
+    pub(crate) fn csrf_matches(&self, headers: &HeaderMap) -> bool {
+        let Some(given) = headers.get(CSRF_HEADER).map(|v| v.as_bytes()) else {
+            return false;
+        };
+        let expected = self.csrf.as_bytes();
+        given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected)
+                .fold(0_u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+/// The `Set-Cookie` value of a new session.
+pub(crate) fn set_cookie(token: &str) -> String {
+    format!(
+        "{COOKIE}={token}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={}",
+        SESSION_TTL.as_secs()
+    )
+}
+
+/// The `Set-Cookie` value that ends a session in the browser.
+pub(crate) fn clear_cookie() -> String {
+    format!("{COOKIE}=; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// The session token in the request's cookies.
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+fn tag(mac: &HmacSha256, bytes: &[u8]) -> Vec<u8> {
+    let mut mac = mac.clone();
+    mac.update(bytes);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Fills `bytes` from the operating system's random source.
+fn random(bytes: &mut [u8]) {
+    // Without the OS's randomness no session could be made safely: a node that cannot read
+    // it has bigger problems, and the dashboard must not fall back to guessable tokens.
+    getrandom::fill(bytes).expect("the operating system's random source is readable");
+}
+
+/// `bytes` random bytes as hex.
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0_u8; bytes];
+    random(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn the_secret_is_checked_and_sessions_carry_their_own_csrf_token() {
+        let auth = Auth::new(Some(&DashboardSecret::new("s3cret")));
+        assert!(auth.check("s3cret"));
+        assert!(!auth.check("s3cre") && !auth.check("s3cret!") && !auth.check(""));
+        let mut headers = HeaderMap::new();
+        assert!(matches!(auth.access(&headers), Access::LoggedOut));
+        let (token, session) = auth.open();
+        assert_eq!(token.len(), 64);
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("other=1; {COOKIE}={token}")).expect("header"),
+        );
+        let Access::LoggedIn(found) = auth.access(&headers) else {
+            panic!("the cookie opens the session");
+        };
+        assert_eq!(found.csrf, session.csrf);
+        assert!(!found.csrf_matches(&headers));
+        headers.insert(
+            CSRF_HEADER,
+            HeaderValue::from_str(&session.csrf).expect("csrf"),
+        );
+        assert!(found.csrf_matches(&headers));
+        headers.insert(CSRF_HEADER, HeaderValue::from_static("0000"));
+        assert!(!found.csrf_matches(&headers));
+        auth.close(&headers);
+        assert!(matches!(auth.access(&headers), Access::LoggedOut));
+    }
+
+    #[test]
+    fn without_a_secret_nobody_logs_in() {
+        let auth = Auth::new(None);
+        assert!(!auth.has_secret());
+        assert!(!auth.check(""));
+        assert!(matches!(auth.access(&HeaderMap::new()), Access::ReadOnly));
+    }
+}

@@ -1,0 +1,443 @@
+//! The dashboard over HTTP: read-only without a secret, login, session cookie, CSRF on every
+//! mutation, and the live event stream.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use stellar_core::DashboardSecret;
+use stellar_tasks::{EnqueueOptions, HandlerError, TaskDefinition, Tasks};
+use stellar_web::{WebConfig, always_ready};
+use support::{Cluster, Node, Response, http};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+const SECRET: &str = "dash-s3cret-value";
+
+async fn node_with_secret(cluster: &Cluster, name: &str, secret: Option<&str>) -> Node {
+    let config = WebConfig::default().with_dashboard_secret(secret.map(DashboardSecret::new));
+    cluster.node_with(name, config, always_ready(), true).await
+}
+
+fn tasks(node: &Node) -> Tasks {
+    node.web.context().services().tasks.clone()
+}
+
+/// Starts the workers of `node` with a task `boom` that always fails, once, and returns the id of
+/// one such task once it is in the failed set.
+async fn failed_task(node: &Node) -> String {
+    let tasks = tasks(node);
+    tasks.register(
+        TaskDefinition::new("boom", |_ctx, _: Value| async move {
+            Err::<(), HandlerError>("kaput".into())
+        })
+        .max_attempts(1),
+    );
+    tasks.start(&node.api);
+    let id = tasks
+        .enqueue("boom", &json!({}), EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    stellar_testkit::eventually_within("the task fails", Duration::from_secs(5), async || {
+        tasks
+            .failed()
+            .await
+            .expect("failed")
+            .iter()
+            .any(|t| t.id == id)
+    })
+    .await;
+    id
+}
+
+/// Logs in with `secret`: the response, and the session cookie (`name=value`) if one was set.
+async fn login(node: &Node, secret: &str) -> (Response, Option<String>) {
+    let body = format!("secret={secret}");
+    let response = http(
+        node.addr,
+        "POST",
+        "/dashboard/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+    )
+    .await;
+    let cookie = response
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .map(str::to_owned);
+    (response, cookie)
+}
+
+/// The CSRF token of the session behind `cookie`.
+async fn csrf(node: &Node, cookie: &str) -> String {
+    let session = http(
+        node.addr,
+        "GET",
+        "/dashboard/api/session",
+        &[("cookie", cookie)],
+        b"",
+    )
+    .await;
+    assert_eq!(session.body["logged_in"], true, "{session:?}");
+    session.body["csrf"]
+        .as_str()
+        .expect("a csrf token")
+        .to_owned()
+}
+
+async fn post(node: &Node, path: &str, headers: &[(&str, &str)], body: Value) -> Response {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    http(node.addr, "POST", path, &all, body.to_string().as_bytes()).await
+}
+
+#[tokio::test]
+async fn without_a_secret_the_dashboard_shows_the_cluster_and_refuses_every_action() {
+    let cluster = Cluster::new();
+    let node = node_with_secret(&cluster, "dash-ro", None).await;
+    let _other = node_with_secret(&cluster, "dash-ro-2", None).await;
+    let id = failed_task(&node).await;
+
+    let page = http(node.addr, "GET", "/dashboard", &[], b"").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .is_some_and(|t| t.starts_with("text/html"))
+    );
+    assert!(page.header("content-security-policy").is_some());
+    let script = http(node.addr, "GET", "/dashboard/app.js", &[], b"").await;
+    assert_eq!(script.status, 200);
+    assert!(
+        script
+            .header("content-type")
+            .is_some_and(|t| t.contains("javascript"))
+    );
+
+    let session = http(node.addr, "GET", "/dashboard/api/session", &[], b"").await;
+    assert_eq!(session.body["mode"], "read-only");
+    let snapshot = http(node.addr, "GET", "/dashboard/api/snapshot", &[], b"").await;
+    assert_eq!(snapshot.status, 200, "{snapshot:?}");
+    let nodes: Vec<&str> = snapshot.body["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(nodes, ["dash-ro", "dash-ro-2"]);
+    assert_eq!(snapshot.body["tasks"]["failed_now"], 1);
+    let failed = http(node.addr, "GET", "/dashboard/api/failed", &[], b"").await;
+    assert_eq!(failed.body["items"][0]["id"], id.as_str());
+    assert_eq!(failed.body["items"][0]["error"], "kaput");
+
+    for (path, body) in [
+        ("/dashboard/api/failed/retry", json!({ "id": id })),
+        ("/dashboard/api/failed/remove", json!({ "id": id })),
+        ("/dashboard/api/failed/retry-all", json!({})),
+        ("/dashboard/api/failed/remove-all", json!({})),
+        ("/dashboard/api/queues/pause", json!({ "queue": "default" })),
+        ("/dashboard/api/nodes/quiet", json!({ "node": "dash-ro" })),
+    ] {
+        let response = post(&node, path, &[], body).await;
+        assert_eq!(response.status, 403, "{path}: {response:?}");
+        let message = response.body["error"]["message"].as_str().expect("message");
+        assert!(
+            message.contains("read-only") && message.contains("dashboard_secret"),
+            "{message}"
+        );
+    }
+    let (response, cookie) = login(&node, "anything").await;
+    assert_eq!(response.status, 403);
+    assert!(cookie.is_none());
+    let tasks = tasks(&node);
+    assert_eq!(
+        tasks.failed().await.expect("failed").len(),
+        1,
+        "nothing changed"
+    );
+    assert!(tasks.paused_queues().await.expect("paused").is_empty());
+    assert!(!tasks.is_quiet());
+}
+
+#[tokio::test]
+async fn a_login_opens_an_http_only_strict_session_and_the_secret_is_never_shown() {
+    let cluster = Cluster::new();
+    let node = node_with_secret(&cluster, "dash-login", Some(SECRET)).await;
+
+    let session = http(node.addr, "GET", "/dashboard/api/session", &[], b"").await;
+    assert_eq!(
+        session.body,
+        json!({ "mode": "login", "logged_in": false, "node_id": "dash-login" })
+    );
+    for path in [
+        "/dashboard/api/snapshot",
+        "/dashboard/api/failed",
+        "/dashboard/api/events",
+    ] {
+        let response = http(node.addr, "GET", path, &[], b"").await;
+        assert_eq!(response.status, 403, "{path} needs a session: {response:?}");
+    }
+
+    let (wrong, cookie) = login(&node, "not-the-secret").await;
+    assert_eq!(wrong.status, 401);
+    assert!(cookie.is_none(), "{wrong:?}");
+
+    let (right, cookie) = login(&node, SECRET).await;
+    assert_eq!(right.status, 303, "{right:?}");
+    assert_eq!(right.header("location"), Some("/dashboard"));
+    let set_cookie = right.header("set-cookie").expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/dashboard"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    assert!(!set_cookie.contains(SECRET));
+    let cookie = cookie.expect("cookie");
+    let token = cookie.split_once('=').expect("name=value").1;
+    assert_eq!(token.len(), 64, "a 256-bit random token");
+
+    let csrf = csrf(&node, &cookie).await;
+    assert_ne!(csrf, token);
+    let snapshot = http(
+        node.addr,
+        "GET",
+        "/dashboard/api/snapshot",
+        &[("cookie", &cookie)],
+        b"",
+    )
+    .await;
+    assert_eq!(snapshot.status, 200);
+    for path in [
+        "/dashboard",
+        "/dashboard/app.js",
+        "/dashboard/app.css",
+        "/dashboard/api/session",
+        "/dashboard/api/snapshot",
+    ] {
+        let response = http(node.addr, "GET", path, &[("cookie", &cookie)], b"").await;
+        assert!(
+            !format!("{response:?}").contains(SECRET),
+            "{path} shows the secret"
+        );
+    }
+    let forged = http(
+        node.addr,
+        "GET",
+        "/dashboard/api/snapshot",
+        &[("cookie", "stellar_dashboard=00ff")],
+        b"",
+    )
+    .await;
+    assert_eq!(forged.status, 403);
+
+    // Logging out (itself CSRF-checked) ends the session on the server.
+    let refused = post(
+        &node,
+        "/dashboard/logout",
+        &[("cookie", &cookie)],
+        json!({}),
+    )
+    .await;
+    assert_eq!(refused.status, 403);
+    let out = post(
+        &node,
+        "/dashboard/logout",
+        &[("cookie", &cookie), ("x-csrf-token", &csrf)],
+        json!({}),
+    )
+    .await;
+    assert_eq!(out.status, 200, "{out:?}");
+    let after = http(
+        node.addr,
+        "GET",
+        "/dashboard/api/snapshot",
+        &[("cookie", &cookie)],
+        b"",
+    )
+    .await;
+    assert_eq!(after.status, 403);
+}
+
+#[tokio::test]
+async fn every_mutation_needs_a_session_and_its_csrf_token_and_changes_nothing_without() {
+    let cluster = Cluster::new();
+    let node = node_with_secret(&cluster, "dash-csrf", Some(SECRET)).await;
+    let id = failed_task(&node).await;
+    let tasks = tasks(&node);
+    let (_, cookie) = login(&node, SECRET).await;
+    let cookie = cookie.expect("cookie");
+    let csrf = csrf(&node, &cookie).await;
+    let (_, other_cookie) = login(&node, SECRET).await;
+    let other_csrf = csrf_of(&node, other_cookie.as_deref().expect("cookie")).await;
+
+    let mutations = [
+        ("/dashboard/api/failed/retry", json!({ "id": id })),
+        ("/dashboard/api/failed/remove", json!({ "id": id })),
+        ("/dashboard/api/failed/retry-all", json!({})),
+        ("/dashboard/api/failed/remove-all", json!({})),
+        ("/dashboard/api/queues/pause", json!({ "queue": "default" })),
+        (
+            "/dashboard/api/queues/resume",
+            json!({ "queue": "default" }),
+        ),
+        ("/dashboard/api/nodes/quiet", json!({ "node": "dash-csrf" })),
+    ];
+    let refusals: [(&str, Vec<(&str, &str)>); 4] = [
+        ("no session", vec![("x-csrf-token", &csrf)]),
+        ("no csrf token", vec![("cookie", &cookie)]),
+        (
+            "a wrong csrf token",
+            vec![("cookie", &cookie), ("x-csrf-token", "0123")],
+        ),
+        (
+            "another session's token",
+            vec![("cookie", &cookie), ("x-csrf-token", &other_csrf)],
+        ),
+    ];
+    for (path, body) in &mutations {
+        for (why, headers) in &refusals {
+            let response = post(&node, path, headers, body.clone()).await;
+            assert_eq!(response.status, 403, "{path} with {why}: {response:?}");
+        }
+    }
+    assert_eq!(
+        tasks.failed().await.expect("failed").len(),
+        1,
+        "nothing changed"
+    );
+    assert!(tasks.paused_queues().await.expect("paused").is_empty());
+    assert!(!tasks.is_quiet());
+
+    let ok = [("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())];
+    let paused = post(
+        &node,
+        "/dashboard/api/queues/pause",
+        &ok,
+        json!({ "queue": "mail" }),
+    )
+    .await;
+    assert_eq!(
+        (paused.status, &paused.body["paused"]),
+        (200, &json!(true)),
+        "{paused:?}"
+    );
+    assert!(
+        tasks
+            .paused_queues()
+            .await
+            .expect("paused")
+            .contains("mail")
+    );
+    let snapshot = http(
+        node.addr,
+        "GET",
+        "/dashboard/api/snapshot",
+        &[("cookie", &cookie)],
+        b"",
+    )
+    .await;
+    let mail = snapshot.body["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .find(|q| q["name"] == "mail")
+        .cloned();
+    assert_eq!(
+        mail,
+        Some(json!({ "name": "mail", "depth": 0, "oldest_ms": 0, "paused": true }))
+    );
+    let resumed = post(
+        &node,
+        "/dashboard/api/queues/resume",
+        &ok,
+        json!({ "queue": "mail" }),
+    )
+    .await;
+    assert_eq!(resumed.body["resumed"], true);
+    assert!(tasks.paused_queues().await.expect("paused").is_empty());
+
+    let quiet = post(
+        &node,
+        "/dashboard/api/nodes/quiet",
+        &ok,
+        json!({ "node": "dash-csrf" }),
+    )
+    .await;
+    assert_eq!(
+        quiet.body,
+        json!({ "node_id": "dash-csrf", "quiet": true }),
+        "{quiet:?}"
+    );
+    assert!(tasks.is_quiet());
+    let snapshot = http(
+        node.addr,
+        "GET",
+        "/dashboard/api/snapshot",
+        &[("cookie", &cookie)],
+        b"",
+    )
+    .await;
+    assert_eq!(snapshot.body["nodes"][0]["state"], "quiet", "{snapshot:?}");
+    let loud = post(
+        &node,
+        "/dashboard/api/nodes/quiet",
+        &ok,
+        json!({ "node": "dash-csrf", "quiet": false }),
+    )
+    .await;
+    assert_eq!(loud.body["quiet"], false);
+    assert!(!tasks.is_quiet());
+
+    let retried = post(
+        &node,
+        "/dashboard/api/failed/retry",
+        &ok,
+        json!({ "id": id }),
+    )
+    .await;
+    assert_eq!(retried.body["retried"], true, "{retried:?}");
+    stellar_testkit::eventually_within("it fails again", Duration::from_secs(5), async || {
+        tasks.failed().await.expect("failed").len() == 1
+    })
+    .await;
+    let removed = post(&node, "/dashboard/api/failed/remove-all", &ok, json!({})).await;
+    assert_eq!(removed.body["removed"], 1, "{removed:?}");
+    assert!(tasks.failed().await.expect("failed").is_empty());
+}
+
+async fn csrf_of(node: &Node, cookie: &str) -> String {
+    csrf(node, cookie).await
+}
+
+#[tokio::test]
+async fn the_event_stream_pushes_a_snapshot_every_second() {
+    let cluster = Cluster::new();
+    let node = node_with_secret(&cluster, "dash-sse", Some(SECRET)).await;
+    let (_, cookie) = login(&node, SECRET).await;
+    let cookie = cookie.expect("cookie");
+    let mut stream = TcpStream::connect(node.addr).await.expect("connect");
+    let request = format!(
+        "GET /dashboard/api/events HTTP/1.1\r\nHost: test\r\nCookie: {cookie}\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut seen = String::new();
+    let read = async {
+        let mut buf = [0_u8; 4096];
+        while seen.matches("event: snapshot").count() < 2 {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the stream ended: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(4), read)
+        .await
+        .expect("two snapshots within 4 s");
+    assert!(seen.contains("content-type: text/event-stream"), "{seen}");
+    let data = seen
+        .lines()
+        .find_map(|line| line.strip_prefix("data: "))
+        .expect("a data line");
+    let snapshot: Value = serde_json::from_str(data).expect("json");
+    assert_eq!(snapshot["nodes"][0]["id"], "dash-sse");
+    assert_eq!(snapshot["nodes"][0]["state"], "running");
+}
