@@ -624,6 +624,22 @@ impl TaskInspector for MemoryTaskStore {
         Ok(failed.into_iter().map(|(_, record)| record).collect())
     }
 
+    async fn failed_page(
+        &self,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<TaskRecord>, u64), StoreError> {
+        let all = self.failed().await?;
+        let total = all.len() as u64;
+        let page = all
+            .into_iter()
+            .rev()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect();
+        Ok((page, total))
+    }
+
     async fn retry_failed(&self, id: &str, signature: Option<&str>) -> Result<bool, StoreError> {
         {
             let mut state = self.state();

@@ -195,8 +195,13 @@ impl TaskMetrics {
 }
 
 /// The cluster-wide gauges, from the leader's last read of the backlog.
+/// At most this many queues get their own depth and age series.
+const MAX_QUEUE_LABELS: usize = 256;
+
 fn cluster_gauges(out: &mut stellar_core::metrics::Samples, stats: &Stats) {
-    for (queue, backlog) in &stats.queues {
+    // Queue names come from Redis, where anyone with write access may add some: a bounded
+    // number of label values, whatever is stored.
+    for (queue, backlog) in stats.queues.iter().take(MAX_QUEUE_LABELS) {
         let labels = [("queue", queue.as_str())];
         out.gauge(
             "stellar_queue_depth",

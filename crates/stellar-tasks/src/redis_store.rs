@@ -521,6 +521,35 @@ impl TaskInspector for RedisTaskStore {
         Ok(records)
     }
 
+    async fn failed_page(
+        &self,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<TaskRecord>, u64), StoreError> {
+        let total: u64 = self
+            .pool
+            .query("ZCARD", redis::cmd("ZCARD").arg(FAILED))
+            .await?;
+        if limit == 0 || offset >= total {
+            return Ok((Vec::new(), total));
+        }
+        let stop = offset.saturating_add(limit - 1);
+        let ids: Vec<String> = self
+            .pool
+            .query(
+                "ZREVRANGE",
+                redis::cmd("ZREVRANGE").arg(FAILED).arg(offset).arg(stop),
+            )
+            .await?;
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.record(&id).await? {
+                records.push(record);
+            }
+        }
+        Ok((records, total))
+    }
+
     async fn retry_failed(&self, id: &str, signature: Option<&str>) -> Result<bool, StoreError> {
         let key = keys::task(id);
         let moved: u8 = self

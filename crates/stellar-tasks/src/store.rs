@@ -207,6 +207,13 @@ pub trait TaskInspector: fmt::Debug + Send + Sync + 'static {
     async fn show(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
     /// Tasks in the failed set, oldest failure first.
     async fn failed(&self) -> Result<Vec<TaskRecord>, StoreError>;
+    /// One page of the failed set, latest failure first: at most `limit` records from the
+    /// `offset`-th, and the size of the whole set. Reads only that page's records.
+    async fn failed_page(
+        &self,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<TaskRecord>, u64), StoreError>;
     /// Moves a failed task back to its queue with fresh attempts (and, given one, a new record
     /// signature); false if it is not failed.
     async fn retry_failed(&self, id: &str, signature: Option<&str>) -> Result<bool, StoreError>;

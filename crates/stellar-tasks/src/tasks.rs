@@ -792,6 +792,16 @@ impl Tasks {
         Ok(self.inner.store.failed().await?)
     }
 
+    /// One page of the failed set, latest failure first (at most `limit` records from the
+    /// `offset`-th), and how many tasks the set holds; reads only that page's records.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn failed_page(&self, offset: u64, limit: u64) -> Result<(Vec<TaskRecord>, u64)> {
+        Ok(self.inner.store.failed_page(offset, limit).await?)
+    }
+
     /// Moves a failed task back to its queue with fresh attempts; false if it is not failed.
     ///
     /// # Errors

@@ -84,8 +84,8 @@ pub enum ActionError {
         /// Why, without internals.
         reason: String,
     },
-    /// This node serves as many WebSockets as it may (503).
-    #[error("too many WebSocket connections (max {max})")]
+    /// This node serves as many WebSockets (or dashboard event streams) as it may (503).
+    #[error("too many open connections of this kind on this node (max {max})")]
     TooManyConnections {
         /// The limit.
         max: usize,

@@ -440,4 +440,56 @@ async fn the_event_stream_pushes_a_snapshot_every_second() {
     let snapshot: Value = serde_json::from_str(data).expect("json");
     assert_eq!(snapshot["nodes"][0]["id"], "dash-sse");
     assert_eq!(snapshot["nodes"][0]["state"], "running");
+
+    // The stream ends with its session, not only when the browser leaves.
+    let csrf = csrf(&node, &cookie).await;
+    let out = http(
+        node.addr,
+        "POST",
+        "/dashboard/logout",
+        &[("cookie", &cookie), ("x-csrf-token", &csrf)],
+        b"",
+    )
+    .await;
+    assert!(out.status < 400, "{out:?}");
+    let ended = async {
+        let mut buf = [0_u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).await.expect("read");
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if n == 0 || text.contains("\r\n0\r\n\r\n") || text.starts_with("0\r\n") {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(4), ended)
+        .await
+        .expect("the stream ends after logout");
+}
+
+/// Parallel guesses share one node-wide budget of failed logins a second: past it a login is
+/// refused (429) without being checked, and the right secret works again a second later.
+#[tokio::test]
+async fn parallel_login_guesses_are_throttled_node_wide() {
+    let cluster = Cluster::new();
+    let node = node_with_secret(&cluster, "dash-throttle", Some(SECRET)).await;
+    let guesses: Vec<_> = (0..12)
+        .map(|n| {
+            let node = &node;
+            async move { login(node, &format!("guess-number-{n:04}")).await.0.status }
+        })
+        .collect();
+    let statuses = futures_util::future::join_all(guesses).await;
+    assert!(
+        statuses.contains(&429),
+        "no guess was throttled: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (right, cookie) = login(&node, SECRET).await;
+    assert_eq!(right.status, 303, "{right:?}");
+    assert!(cookie.is_some());
 }

@@ -121,7 +121,48 @@ async fn stats_count_per_task_and_node_and_age_each_queue(backend: Backend) {
     );
 }
 
+/// A page of the failed set, latest failure first, with the size of the whole set.
+async fn the_failed_set_reads_one_page_latest_first(backend: Backend) {
+    let store = backend.store().await;
+    let node = NodeId::new("n1").expect("id");
+    for id in ["f1", "f2", "f3", "f4", "f5"] {
+        store
+            .enqueue(&plain_task(id, "work", 1))
+            .await
+            .expect("enqueue");
+        let claims = store
+            .claim(&request(
+                &["default".to_owned()],
+                &node,
+                Duration::from_secs(30),
+                1,
+            ))
+            .await
+            .expect("claim");
+        let outcome = store
+            .fail(&claims[0], "boom", Duration::ZERO)
+            .await
+            .expect("fail");
+        assert_eq!(outcome, FailOutcome::Dead);
+        // Failure order by time, on a clock that may be paused.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ids = |records: Vec<stellar_tasks::TaskRecord>| {
+        records.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    let (first, total) = store.failed_page(0, 2).await.expect("page");
+    assert_eq!(
+        (ids(first), total),
+        (vec!["f5".to_owned(), "f4".to_owned()], 5)
+    );
+    let (last, total) = store.failed_page(4, 2).await.expect("page");
+    assert_eq!((ids(last), total), (vec!["f1".to_owned()], 5));
+    let (past, total) = store.failed_page(9, 2).await.expect("page");
+    assert_eq!((past.len(), total), (0, 5));
+}
+
 contract!(
+    the_failed_set_reads_one_page_latest_first,
     stats_count_per_task_and_node_and_age_each_queue,
     deleting_a_large_queue_works_in_bounded_steps,
     a_stale_id_in_another_queue_never_touches_the_live_task,

@@ -34,6 +34,20 @@ pub(crate) struct Auth {
     /// tag comparison, whatever its length. `None`: read-only dashboard.
     secret: Option<(HmacSha256, Vec<u8>)>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Failed logins in the current second, node-wide: parallel guesses share one budget.
+    failures: Mutex<(Instant, u32)>,
+}
+
+/// How many failed logins a node takes per second; more are refused unchecked.
+pub(crate) const MAX_LOGIN_FAILURES_PER_S: u32 = 5;
+
+/// What a login attempt may do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Throttle {
+    /// Check it.
+    Check,
+    /// Too many failures this second: refuse without checking.
+    Refuse,
 }
 
 /// One logged-in browser.
@@ -76,6 +90,7 @@ impl Auth {
         Self {
             secret,
             sessions: Mutex::new(HashMap::new()),
+            failures: Mutex::new((Instant::now(), 0)),
         }
     }
 
@@ -85,6 +100,28 @@ impl Auth {
     }
 
     /// Whether `attempt` is the secret, compared in constant time.
+    /// Whether a login may be checked now: at most [`MAX_LOGIN_FAILURES_PER_S`] failures a
+    /// second on this node, whoever sends them.
+    pub(crate) fn throttle(&self) -> Throttle {
+        let (since, failed) = *stellar_core::sync::lock(&self.failures);
+        if since.elapsed() < std::time::Duration::from_secs(1) && failed >= MAX_LOGIN_FAILURES_PER_S
+        {
+            Throttle::Refuse
+        } else {
+            Throttle::Check
+        }
+    }
+
+    /// Counts a failed login; true for the first of its second (worth a log line).
+    pub(crate) fn failed(&self) -> bool {
+        let mut failures = stellar_core::sync::lock(&self.failures);
+        if failures.0.elapsed() >= std::time::Duration::from_secs(1) {
+            *failures = (Instant::now(), 0);
+        }
+        failures.1 += 1;
+        failures.1 == 1
+    }
+
     pub(crate) fn check(&self, attempt: &str) -> bool {
         let Some((mac, expected)) = &self.secret else {
             return false;

@@ -62,13 +62,19 @@ const LOGIN_FAILURE_DELAY: Duration = Duration::from_millis(250);
 pub(crate) struct Dashboard {
     pub(crate) auth: Auth,
     snapshot: tokio::sync::Mutex<Option<(Instant, Value)>>,
+    /// Event streams open at once on this node, at most [`MAX_EVENT_STREAMS`].
+    streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many dashboard event streams a node serves at once.
+const MAX_EVENT_STREAMS: usize = 64;
 
 impl Dashboard {
     pub(crate) fn new(secret: Option<&stellar_core::DashboardSecret>) -> Self {
         Self {
             auth: Auth::new(secret),
             snapshot: tokio::sync::Mutex::new(None),
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
         }
     }
 }
@@ -153,8 +159,18 @@ async fn login(State(shared): State<AppState>, body: axum::body::Bytes) -> Respo
         }
         .into_response();
     };
+    if auth.throttle() == auth::Throttle::Refuse {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "too many failed logins: try again in a second",
+        )
+            .into_response();
+    }
     if !auth.check(&form.secret) {
-        warn!(node_id = %shared.services.api.node_id(), "dashboard login refused");
+        if auth.failed() {
+            warn!(node_id = %shared.services.api.node_id(), "dashboard login refused (further failures this second are not logged)");
+        }
         tokio::time::sleep(LOGIN_FAILURE_DELAY).await;
         return (
             StatusCode::UNAUTHORIZED,
@@ -259,9 +275,18 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ActionError> {
     may_read(&shared, &headers)?;
+    let permit = shared
+        .dashboard
+        .streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ActionError::TooManyConnections {
+            max: MAX_EVENT_STREAMS,
+        })?;
     let stop = shared.stop.clone();
     let node_stop = shared.services.api.cancellation_token();
-    let stream = stream::unfold((shared, true), move |(shared, first)| {
+    let state = (shared, headers, permit, true);
+    let stream = stream::unfold(state, move |(shared, headers, permit, first)| {
         let (stop, node_stop) = (stop.clone(), node_stop.clone());
         async move {
             if !first {
@@ -270,6 +295,8 @@ async fn events(
                     () = node_stop.cancelled() => return None,
                     () = tokio::time::sleep(TICK) => {}
                 }
+                // A stream ends with its session (logout or expiry), not only at connect.
+                may_read(&shared, &headers).ok()?;
             }
             let event = match current(&shared).await {
                 Ok(snapshot) => Event::default()
@@ -279,7 +306,7 @@ async fn events(
                     .event("trouble")
                     .data(json!({ "error": err.to_string() }).to_string()),
             };
-            Some((Ok(event), (shared, false)))
+            Some((Ok(event), (shared, headers, permit, false)))
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
@@ -405,18 +432,16 @@ async fn failed(
     may_read(&shared, &headers)?;
     let per_page = page.per_page.unwrap_or(PER_PAGE).clamp(1, MAX_PER_PAGE);
     let page = page.page.unwrap_or(1).max(1);
-    let mut all = shared
+    // Only this page's records are read, however large the failed set.
+    let offset = (page - 1).saturating_mul(per_page) as u64;
+    let (records, total) = shared
         .services
         .tasks
-        .failed()
+        .failed_page(offset, per_page as u64)
         .await
         .map_err(ActionError::internal)?;
-    all.reverse();
-    let total = all.len();
-    let items: Vec<Value> = all
+    let items: Vec<Value> = records
         .into_iter()
-        .skip((page - 1).saturating_mul(per_page))
-        .take(per_page)
         .map(|record| {
             json!({
                 "id": record.id,
@@ -434,7 +459,7 @@ async fn failed(
         "total": total,
         "page": page,
         "per_page": per_page,
-        "pages": total.div_ceil(per_page).max(1),
+        "pages": total.div_ceil(per_page as u64).max(1),
         "items": items,
     })))
 }

@@ -21,6 +21,7 @@ const state = {
   history: [], // {at, processed, failed}
   failed: null, // the failed page last fetched
   failedPage: 1,
+  failedKey: null, // the failed counts the failed page was last read at
   rendered: {}, // what each table shows now, so unchanged data is not redrawn
   events: null,
 };
@@ -263,7 +264,12 @@ function onSnapshot(snap) {
   state.history.push({ at: snap.at_ms, processed: snap.tasks.processed, failed: snap.tasks.failed });
   if (state.history.length > HISTORY) state.history.shift();
   render();
-  refreshFailed();
+  // The failed list is read again only when the failed set may have changed.
+  const failedKey = snap.tasks.failed_now + ':' + snap.tasks.failed;
+  if (failedKey !== state.failedKey) {
+    state.failedKey = failedKey;
+    refreshFailed();
+  }
 }
 
 // Live updates: the server pushes a snapshot every second; the browser reconnects by itself.
