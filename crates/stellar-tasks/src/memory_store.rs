@@ -14,8 +14,8 @@ use crate::{
     MAX_RETRY_DELAY,
     signal::WorkSignal,
     store::{
-        ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, Schedules, StoreError,
-        TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
+        ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, QueueControl, Schedules,
+        StoreError, TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
     },
     types::{Counters, Enqueued, QueueStats, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };
@@ -769,7 +769,10 @@ impl TaskInspector for MemoryTaskStore {
         }
         Ok(ids.len() as u64)
     }
+}
 
+#[async_trait]
+impl QueueControl for MemoryTaskStore {
     async fn pause_queue(&self, queue: &str) -> Result<bool, StoreError> {
         Ok(self.state().paused.insert(queue.to_owned()))
     }

@@ -14,8 +14,8 @@ use stellar_core::NodeId;
 
 use crate::{
     store::{
-        ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, Schedules, StoreError,
-        TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
+        ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, QueueControl, Schedules,
+        StoreError, TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
     },
     types::{Counters, Enqueued, QueueStats, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };
@@ -686,7 +686,10 @@ impl TaskInspector for RedisTaskStore {
             }
         }
     }
+}
 
+#[async_trait]
+impl QueueControl for RedisTaskStore {
     async fn pause_queue(&self, queue: &str) -> Result<bool, StoreError> {
         let added: u64 = self
             .pool

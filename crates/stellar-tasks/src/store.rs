@@ -236,6 +236,11 @@ pub trait TaskInspector: fmt::Debug + Send + Sync + 'static {
     async fn delete(&self, id: &str) -> Result<Option<bool>, StoreError>;
     /// Deletes a queue and its waiting tasks; how many.
     async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError>;
+}
+
+/// Pausing and resuming queues, cluster wide (the dashboard's and `stellar tasks pause`).
+#[async_trait]
+pub trait QueueControl: fmt::Debug + Send + Sync + 'static {
     /// Pauses `queue`: workers stop claiming from it (they read the paused set at most every
     /// [`crate::PAUSE_REFRESH`]); its tasks wait. False if it was paused already.
     async fn pause_queue(&self, queue: &str) -> Result<bool, StoreError>;
@@ -281,11 +286,17 @@ pub trait WorkerRegistry: fmt::Debug + Send + Sync + 'static {
 /// Every capability at once: what [`crate::Tasks`] runs on. Implemented for any type that
 /// implements each capability trait.
 pub trait TaskStore:
-    TaskQueue + TaskMaintenance + TaskInspector + Leadership + Schedules + WorkerRegistry
+    TaskQueue + TaskMaintenance + TaskInspector + QueueControl + Leadership + Schedules + WorkerRegistry
 {
 }
 
 impl<T> TaskStore for T where
-    T: TaskQueue + TaskMaintenance + TaskInspector + Leadership + Schedules + WorkerRegistry
+    T: TaskQueue
+        + TaskMaintenance
+        + TaskInspector
+        + QueueControl
+        + Leadership
+        + Schedules
+        + WorkerRegistry
 {
 }
