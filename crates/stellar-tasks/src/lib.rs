@@ -15,8 +15,9 @@
 //! A [`TaskStore`] holds the queues: [`RedisTaskStore`] (one Lua script per step, see `lua/`) or
 //! [`MemoryTaskStore`]. Backend authors find its capability traits (`TaskQueue`,
 //! `TaskMaintenance`, `TaskInspector`, `QueueControl`, `Leadership`, `Schedules`,
-//! `WorkerRegistry`) and the types they exchange in [`store`]. Idle workers wake up on a [`WorkSignal`]: the memory store's own, or
-//! one subscribed to the wake-ups the Redis scripts publish.
+//! `WorkerRegistry`) and the types they exchange in [`store`]. Idle workers wake up on a
+//! [`WorkSignal`]: the memory store's own, or one subscribed to the wake-ups the Redis scripts
+//! publish.
 //!
 //! # Example
 //!
