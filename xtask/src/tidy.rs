@@ -15,6 +15,8 @@ pub(crate) fn workspace_root() -> PathBuf {
 mod tests {
     use std::collections::BTreeMap;
 
+    use crate::source::Source;
+
     use super::*;
 
     /// Which of our crates each crate may depend on (normal dependencies).
@@ -189,18 +191,37 @@ mod tests {
         ),
     ];
 
-    #[test]
-    fn spawned_tasks_are_tracked() {
+    /// `path:line: text` of every library source line where `hit(source, index)` holds, in the
+    /// files `skip(path)` does not leave out (paths relative to the workspace root).
+    fn offending_lines(
+        skip: impl Fn(&str) -> bool,
+        hit: impl Fn(&Source, usize) -> bool,
+    ) -> Vec<String> {
         let root = workspace_root();
         let mut found = Vec::new();
         for source in crate::source::library_sources(&root) {
-            let path = relative(&root, &source.path);
-            for (index, line) in source.code.iter().enumerate() {
-                if line.contains("tokio::spawn(") && !SPAWN_OK.iter().any(|(p, _)| *p == path) {
-                    found.push(format!("{path}:{}", index + 1));
-                }
+            let path = source.path.strip_prefix(&root).unwrap_or(&source.path);
+            let path = path.display().to_string();
+            if skip(&path) {
+                continue;
+            }
+            for index in (0..source.code.len()).filter(|&i| hit(&source, i)) {
+                found.push(format!(
+                    "{path}:{}: {}",
+                    index + 1,
+                    source.lines[index].trim()
+                ));
             }
         }
+        found
+    }
+
+    #[test]
+    fn spawned_tasks_are_tracked() {
+        let found = offending_lines(
+            |path| SPAWN_OK.iter().any(|(ok, _)| *ok == path),
+            |source, i| source.code[i].contains("tokio::spawn("),
+        );
         assert!(
             found.is_empty(),
             "detached tokio::spawn (use Api::spawn / the component's tracker, or add the file \
@@ -211,27 +232,15 @@ mod tests {
     /// No `redis::` type in a public signature outside the pool that wraps the client.
     #[test]
     fn no_redis_types_in_public_signatures() {
-        let root = workspace_root();
-        let mut found = Vec::new();
-        for source in crate::source::library_sources(&root) {
-            let path = relative(&root, &source.path);
-            if path == "crates/stellar-bus/src/redis_pool.rs" {
-                continue;
-            }
-            for (index, line) in source.code.iter().enumerate() {
-                let item = line.trim_start();
-                if !(item.starts_with("pub ") || item.starts_with("pub fn")) {
-                    continue;
-                }
-                let end = signature_end(&source.code, index);
-                if source.code[index..=end]
-                    .iter()
-                    .any(|l| l.contains("redis::"))
-                {
-                    found.push(format!("{path}:{}", index + 1));
-                }
-            }
-        }
+        let found = offending_lines(
+            |path| path == "crates/stellar-bus/src/redis_pool.rs",
+            |source, i| {
+                let item = source.code[i].trim_start();
+                let public = item.starts_with("pub ") || item.starts_with("pub fn");
+                let end = signature_end(&source.code, i);
+                public && source.code[i..=end].iter().any(|l| l.contains("redis::"))
+            },
+        );
         assert!(
             found.is_empty(),
             "public items naming redis:: types: {found:#?}"
@@ -249,21 +258,16 @@ mod tests {
     /// literal elsewhere in library code.
     #[test]
     fn redis_keys_are_built_in_the_schema_module() {
-        let root = workspace_root();
-        let mut found = Vec::new();
-        for source in crate::source::library_sources(&root) {
-            let path = relative(&root, &source.path);
-            if path.ends_with("/keys.rs") {
-                continue;
-            }
-            for (index, line) in source.lines.iter().enumerate() {
-                let code = line.split("//").next().unwrap_or_default();
-                let literal = code.split("\"stellar:").skip(1);
-                if literal.into_iter().any(|rest| !rest.starts_with(' ')) {
-                    found.push(format!("{path}:{}: {}", index + 1, line.trim()));
-                }
-            }
-        }
+        // The raw line: the literal's contents are what matter here.
+        let found = offending_lines(
+            |path| path.ends_with("/keys.rs"),
+            |source, i| {
+                let code = source.lines[i].split("//").next().unwrap_or_default();
+                code.split("\"stellar:")
+                    .skip(1)
+                    .any(|rest| !rest.starts_with(' '))
+            },
+        );
         assert!(found.is_empty(), "key names outside keys.rs: {found:#?}");
     }
 
@@ -272,40 +276,26 @@ mod tests {
     /// crates, so it keeps its own).
     #[test]
     fn shared_helpers_are_written_once() {
-        let root = workspace_root();
-        let mut found = Vec::new();
-        for source in crate::source::library_sources(&root) {
-            let path = relative(&root, &source.path);
-            // unique.rs mixes the clock's nanoseconds into a hash: not a timestamp.
-            let exempt = [
-                "crates/stellar-core/",
-                "crates/stellar-testkit/",
-                "crates/stellar-bus/src/unique.rs",
-            ];
-            if exempt.iter().any(|prefix| path.starts_with(prefix)) {
-                continue;
-            }
-            for (index, line) in source.code.iter().enumerate() {
-                let copy = line.contains(".duration_since(UNIX_EPOCH)")
-                    || line.contains(".duration_since(std::time::UNIX_EPOCH)")
-                    || line.contains("poisoned.into_inner()")
-                    || line.contains("|p| p.into_inner()");
-                if copy {
-                    found.push(format!("{path}:{}: {}", index + 1, line.trim()));
-                }
-            }
-        }
+        // unique.rs mixes the clock's nanoseconds into a hash: not a timestamp.
+        let exempt = [
+            "crates/stellar-core/",
+            "crates/stellar-testkit/",
+            "crates/stellar-bus/src/unique.rs",
+        ];
+        let copies = [
+            ".duration_since(UNIX_EPOCH)",
+            ".duration_since(std::time::UNIX_EPOCH)",
+            "poisoned.into_inner()",
+            "|p| p.into_inner()",
+        ];
+        let found = offending_lines(
+            |path| exempt.iter().any(|prefix| path.starts_with(prefix)),
+            |source, i| copies.iter().any(|copy| source.code[i].contains(copy)),
+        );
         assert!(
             found.is_empty(),
             "use stellar_core::time / stellar_core::sync instead of a copy: {found:#?}"
         );
-    }
-
-    fn relative(root: &Path, path: &Path) -> String {
-        path.strip_prefix(root)
-            .unwrap_or(path)
-            .display()
-            .to_string()
     }
 
     #[test]

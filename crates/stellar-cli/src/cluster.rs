@@ -63,7 +63,7 @@ async fn status(rpc: &Rpc, as_json: bool) -> Result<()> {
         output::json(&nodes)?;
         return check_foreign(foreign);
     }
-    let now = output::now_ms();
+    let now = stellar_core::time::now_ms();
     let mut table =
         Table::new(&["ID", "HOST", "PID", "UPTIME", "SEEN", "VERSION"]).right(&[2, 3, 4]);
     for node in &nodes {

@@ -118,11 +118,6 @@ pub(crate) fn duration_ms(ms: Option<u64>) -> String {
     )
 }
 
-/// Now, in ms since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    stellar_core::time::now_ms()
-}
-
 /// `text` safe for a terminal: control characters (escape sequences a stored record may carry,
 /// line breaks that would break a table) shown escaped instead of acted on.
 pub(crate) fn printable(text: String) -> String {
