@@ -16,16 +16,18 @@ use std::{
 
 use futures_util::FutureExt;
 use serde::{Serialize, de::DeserializeOwned};
-use stellar_core::{Api, CancellationToken, Config, NodeId, ServerToken, sync, time::now_ms};
+use stellar_core::{
+    Api, CancellationToken, Config, NodeId, ServerToken, TraceParent, sync, time::now_ms,
+};
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
     time::Instant,
 };
-use tracing::{debug, warn};
+use tracing::{Instrument, Span, debug, info_span, warn};
 
 use crate::{
     Error, HandlerError, RawSubscription, Result, Transport,
-    envelope::{Envelope, MAX_MESSAGE_BYTES, Rejection, Sealer, VERSION},
+    envelope::{Envelope, MAX_MESSAGE_BYTES, Rejection, Sealer, VERSION, VERSION_TRACED},
     replay::{ReplayGuard, Verdict},
 };
 
@@ -96,6 +98,7 @@ pub struct Message {
     own: bool,
     direct: bool,
     body: Arc<[u8]>,
+    trace: Option<TraceParent>,
 }
 
 impl Message {
@@ -122,6 +125,12 @@ impl Message {
     /// Whether it was sent to this node alone rather than broadcast.
     pub fn is_direct(&self) -> bool {
         self.direct
+    }
+
+    /// The sender's trace position, if it sent the message inside a trace; its handlers run in
+    /// a `bus.message` span continuing that trace.
+    pub fn trace(&self) -> Option<TraceParent> {
+        self.trace
     }
 
     /// Decodes the JSON body.
@@ -395,8 +404,14 @@ impl Bus {
             message_type: message_type.to_owned(),
             source,
         })?;
+        let trace = TraceParent::current();
         let mut envelope = Envelope {
-            version: VERSION,
+            version: if trace.is_some() {
+                VERSION_TRACED
+            } else {
+                VERSION
+            },
+            trace,
             sender: self.inner.node_id.to_string(),
             incarnation: self.inner.incarnation,
             seq: self.inner.next_seq(channel),
@@ -550,6 +565,7 @@ impl Inner {
             sent_at: UNIX_EPOCH + Duration::from_millis(envelope.sent_at_ms),
             direct,
             body: envelope.body.into(),
+            trace: envelope.trace,
         })
     }
 
@@ -707,7 +723,11 @@ async fn run_spawned(
     };
     drop(queued);
     let message_type = message.message_type.clone();
-    let outcome = AssertUnwindSafe(handler(message)).catch_unwind().await;
+    let span = message_span(&inner, &message);
+    let outcome = AssertUnwindSafe(handler(message))
+        .catch_unwind()
+        .instrument(span)
+        .await;
     drop(permit);
     let failure = match outcome {
         Ok(Ok(())) => return,
@@ -718,12 +738,31 @@ async fn run_spawned(
 }
 
 fn run_inline(inner: &Inner, handler: &InlineHandler, message: &Message) {
-    let failure = match std::panic::catch_unwind(AssertUnwindSafe(|| handler(message))) {
+    let span = message_span(inner, message);
+    let outcome = span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| handler(message))));
+    let failure = match outcome {
         Ok(Ok(())) => return,
         Ok(Err(err)) => err.to_string(),
         Err(_) => "handler panicked".to_owned(),
     };
     inner.handler_failed(&message.message_type, &failure);
+}
+
+/// The span a traced message's handlers run in, continuing the sender's trace; none for a
+/// message sent outside any trace (heartbeats and the like cost no span).
+fn message_span(inner: &Inner, message: &Message) -> Span {
+    let Some(parent) = message.trace else {
+        return Span::none();
+    };
+    let span = info_span!(
+        "bus.message",
+        node_id = %inner.node_id,
+        message_type = %message.message_type,
+        sender = %message.sender,
+        trace_id = tracing::field::Empty,
+    );
+    stellar_core::trace::follow(&span, Some(parent));
+    span
 }
 
 /// The last sequence number sent on each channel, forgetting channels unused for a while: node
@@ -788,6 +827,7 @@ mod tests {
             sent_at_ms,
             message_type: "x".into(),
             body: b"null".to_vec(),
+            trace: None,
             tag: [0; 32],
         };
         Sealer::new(&ServerToken::new("t"), &[]).seal(CHANNEL, &mut envelope);

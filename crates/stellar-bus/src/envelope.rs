@@ -1,13 +1,22 @@
 //! The wire format of bus messages: a bincode-encoded envelope sealed with HMAC-SHA256.
 //! `docs/wire-format.md` describes it byte by byte.
 
-use bincode::{Decode, Encode};
+use bincode::{
+    Decode, Encode,
+    de::Decoder,
+    enc::Encoder,
+    error::{DecodeError, EncodeError},
+};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use stellar_core::ServerToken;
+use stellar_core::{ServerToken, TraceParent};
 
-/// The envelope version this build writes and reads.
+/// The version of an envelope without trace context (what nodes before traces wrote and read).
 pub(crate) const VERSION: u8 = 1;
+/// The version of an envelope carrying trace context: version 1 plus the trace id, span id and
+/// flags before the tag. Messages sent outside any trace stay version 1, so older nodes still
+/// read them.
+pub(crate) const VERSION_TRACED: u8 = 2;
 /// The largest sealed message the bus sends or accepts (`BusSettings::max_message_bytes` can only
 /// lower it).
 pub(crate) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -20,8 +29,9 @@ const KEY_CONTEXT: &[u8] = b"stellar bus v1 signing key";
 type HmacSha256 = Hmac<Sha256>;
 
 /// One message as it travels.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Envelope {
+    /// [`VERSION`], or [`VERSION_TRACED`] exactly when `trace` is set.
     pub(crate) version: u8,
     pub(crate) sender: String,
     /// Distinguishes runs of one sender id, so sequence numbers can restart.
@@ -33,8 +43,64 @@ pub(crate) struct Envelope {
     pub(crate) message_type: String,
     /// The JSON body.
     pub(crate) body: Vec<u8>,
+    /// The sender's trace position: the receiver's work continues that trace.
+    pub(crate) trace: Option<TraceParent>,
     /// HMAC-SHA256 over the channel and every field above.
     pub(crate) tag: [u8; 32],
+}
+
+impl Encode for Envelope {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        self.version.encode(encoder)?;
+        self.sender.encode(encoder)?;
+        self.incarnation.encode(encoder)?;
+        self.seq.encode(encoder)?;
+        self.sent_at_ms.encode(encoder)?;
+        self.message_type.encode(encoder)?;
+        self.body.encode(encoder)?;
+        if let Some(trace) = &self.trace {
+            trace.trace_id.encode(encoder)?;
+            trace.span_id.encode(encoder)?;
+            trace.flags.encode(encoder)?;
+        }
+        self.tag.encode(encoder)
+    }
+}
+
+impl<Context> Decode<Context> for Envelope {
+    fn decode<D: Decoder<Context = Context>>(decoder: &mut D) -> Result<Self, DecodeError> {
+        let version = u8::decode(decoder)?;
+        if version != VERSION && version != VERSION_TRACED {
+            return Err(DecodeError::Other("unknown envelope version"));
+        }
+        let sender = String::decode(decoder)?;
+        let incarnation = u64::decode(decoder)?;
+        let seq = u64::decode(decoder)?;
+        let sent_at_ms = u64::decode(decoder)?;
+        let message_type = String::decode(decoder)?;
+        let body = Vec::<u8>::decode(decoder)?;
+        let trace = if version == VERSION_TRACED {
+            Some(TraceParent {
+                trace_id: <[u8; 16]>::decode(decoder)?,
+                span_id: <[u8; 8]>::decode(decoder)?,
+                flags: u8::decode(decoder)?,
+            })
+        } else {
+            None
+        };
+        let tag = <[u8; 32]>::decode(decoder)?;
+        Ok(Self {
+            version,
+            sender,
+            incarnation,
+            seq,
+            sent_at_ms,
+            message_type,
+            body,
+            trace,
+            tag,
+        })
+    }
 }
 
 /// Why bytes from the transport were not accepted as an envelope.
@@ -61,7 +127,7 @@ impl Envelope {
                 bincode::error::DecodeError::LimitExceeded => Rejection::Oversized,
                 _ => Rejection::Malformed,
             })?;
-        if read != bytes.len() || envelope.version != VERSION {
+        if read != bytes.len() {
             return Err(Rejection::Malformed);
         }
         Ok(envelope)
@@ -147,6 +213,11 @@ impl Sealer {
         field(&envelope.sent_at_ms.to_be_bytes());
         field(envelope.message_type.as_bytes());
         field(&envelope.body);
+        if let Some(trace) = &envelope.trace {
+            field(&trace.trace_id);
+            field(&trace.span_id);
+            field(&[trace.flags]);
+        }
         mac
     }
 }
@@ -180,7 +251,64 @@ mod tests {
             sent_at_ms: 1_700_000_000_000,
             message_type: "greeting".into(),
             body: br#"{"hello":"world"}"#.to_vec(),
+            trace: None,
             tag: [0; 32],
+        }
+    }
+
+    fn traced() -> Envelope {
+        Envelope {
+            version: VERSION_TRACED,
+            trace: TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ..envelope()
+        }
+    }
+
+    #[test]
+    fn trace_context_rides_in_version_2_and_is_signed() {
+        let sealer = Sealer::new(&ServerToken::new("token"), &[]);
+        let mut sent = traced();
+        sealer.seal("c", &mut sent);
+        let bytes = sent.encode();
+        assert_eq!(bytes[0], VERSION_TRACED);
+        let got = Envelope::decode(&bytes, 1 << 20).expect("decodes");
+        assert_eq!(got, sent);
+        assert_eq!(sealer.verify("c", &got), Ok(()));
+        let mut untraced = envelope();
+        sealer.seal("c", &mut untraced);
+        assert_eq!(
+            bytes.len(),
+            untraced.encode().len() + 25,
+            "version 2 adds the 25 bytes of trace context, nothing else"
+        );
+        let mut moved = got.clone();
+        moved.trace.as_mut().expect("traced").trace_id[0] ^= 1;
+        assert_eq!(sealer.verify("c", &moved), Err(Rejection::BadSignature));
+        let stripped = Envelope {
+            version: VERSION,
+            trace: None,
+            ..got
+        };
+        assert_eq!(sealer.verify("c", &stripped), Err(Rejection::BadSignature));
+        for cut in 0..bytes.len() {
+            assert_eq!(
+                Envelope::decode(&bytes[..cut], 1 << 20),
+                Err(Rejection::Malformed),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_versions_are_malformed() {
+        let mut bytes = envelope().encode();
+        for version in [0, 3, 255] {
+            bytes[0] = version;
+            assert_eq!(
+                Envelope::decode(&bytes, 1 << 20),
+                Err(Rejection::Malformed),
+                "version {version}"
+            );
         }
     }
 

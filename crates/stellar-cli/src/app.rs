@@ -191,11 +191,19 @@ impl App {
         if let Some(printed) = print_generated(&cli.command) {
             return printed;
         }
-        let config = configure(&cli)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(self.execute(cli, config))
+        // The span exporter is set up with the subscriber and runs on the runtime.
+        let (config, telemetry) = {
+            let _entered = runtime.enter();
+            configure(&cli)?
+        };
+        let result = runtime.block_on(self.execute(cli, config));
+        if let Some(telemetry) = telemetry {
+            telemetry.shutdown();
+        }
+        result
     }
 
     /// Runs the command `cli` names, with `config`.
@@ -213,8 +221,8 @@ impl App {
     }
 }
 
-/// Loads the configuration `cli` points at and installs the log subscriber.
-fn configure(cli: &Cli) -> Result<Config> {
+/// Loads the configuration `cli` points at and installs the log subscriber (and span exporter).
+fn configure(cli: &Cli) -> Result<(Config, Option<logging::Telemetry>)> {
     let sources = cli.config_sources();
     let config = Config::load(&sources)?;
     // A client command prints results on stdout; its own lifecycle logs are noise unless the
@@ -226,7 +234,17 @@ fn configure(cli: &Cli) -> Result<Config> {
         _ => config.log.as_str(),
     };
     // An invalid log filter is a configuration error like any other, naming where it came from.
-    logging::init(filter)
+    let otlp_endpoint = match cli.command {
+        Command::Run(_) => config.otlp_endpoint.as_deref(),
+        _ => None,
+    };
+    let filter = logging::filter(filter)
         .map_err(|err| config.invalid("log", format!("{filter:?} ({})", err.root_cause())))?;
-    Ok(config)
+    let telemetry = logging::init(filter, otlp_endpoint).map_err(|err| {
+        let shown = otlp_endpoint
+            .map(stellar_core::redact_url)
+            .unwrap_or_default();
+        config.invalid("otlp_endpoint", format!("{shown:?} ({})", err.root_cause()))
+    })?;
+    Ok((config, telemetry))
 }

@@ -284,6 +284,10 @@ pub(crate) struct RunArgs {
     /// dashboard). Prefer STELLAR_DASHBOARD_SECRET: flags show in `ps`.
     #[arg(long, value_name = "SECRET")]
     pub(crate) dashboard_secret: Option<String>,
+    /// Export spans to this OpenTelemetry collector (OTLP/HTTP, e.g. http://127.0.0.1:4318;
+    /// config key `otlp_endpoint`; unset: spans only name the trace in log lines).
+    #[arg(long, value_name = "URL")]
+    pub(crate) otlp_endpoint: Option<String>,
     /// Run N worker nodes under a supervisor (default N: the number of CPUs). Needs Redis.
     #[arg(long, visible_alias = "workers", value_name = "N", num_args = 0..=1, default_missing_value = "0", conflicts_with = "id")]
     pub(crate) cluster: Option<usize>,
@@ -392,6 +396,7 @@ impl Cli {
             flag("shutdown_timeout_ms", &run.shutdown_timeout_ms);
             flag("http_addr", &run.http);
             flag("dashboard_secret", &run.dashboard_secret);
+            flag("otlp_endpoint", &run.otlp_endpoint);
         }
         sources
     }

@@ -419,6 +419,9 @@ fn print_record(record: &TaskRecord) {
     if let Some(error) = &record.error {
         field("error", error.clone());
     }
+    if let Some(trace_id) = &record.trace_id {
+        field("trace", trace_id.clone());
+    }
     // The header row is blank: skip it.
     let text = table.render();
     line(

@@ -16,20 +16,12 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use stellar_bus::{RedisConfig, RedisPool};
 use stellar_testkit::{Process, RedisServer};
-use support::stellar;
+use support::{free_port, stellar};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungstenite::Message};
 
 const TOKEN: &str = "web-test-token";
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 /// `GET path` on `port`, one request per connection: (status, body).
 fn get(port: u16, path: &str) -> (u16, Value) {

@@ -303,7 +303,38 @@ pub const KEYS: &[ConfigKey] = &[
         },
         show: |config| format!("{:?}", config.log),
     },
+    ConfigKey {
+        name: "otlp_endpoint",
+        env: "STELLAR_OTLP_ENDPOINT",
+        flag: Some("--otlp-endpoint"),
+        default: "(none: spans are not exported)",
+        expected: "the http:// URL of an OpenTelemetry collector's OTLP/HTTP receiver, such as `http://127.0.0.1:4318`",
+        parse: |value, config| {
+            config.otlp_endpoint = Some(otlp_endpoint(value)?);
+            Ok(())
+        },
+        show: |config| format!("{:?}", config.otlp_endpoint.as_deref().map(redact_url)),
+    },
 ];
+
+/// The traces URL of an OTLP/HTTP collector: `/v1/traces` is added to a bare `http://host:port`.
+fn otlp_endpoint(value: &str) -> Result<String, String> {
+    let value = non_empty(value)?;
+    let Some(rest) = value.strip_prefix("http://") else {
+        return Err(format!(
+            "{value:?} (only plain http:// is supported: export to a local collector or agent)"
+        ));
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.is_empty() || authority.contains(char::is_whitespace) {
+        return Err(format!("{value:?} (no host)"));
+    }
+    Ok(if path.is_empty() {
+        format!("http://{authority}/v1/traces")
+    } else {
+        value.to_owned()
+    })
+}
 
 /// The password of the web dashboard (`GET /dashboard`): an operator logs in with it to act on
 /// the cluster. Its `Debug` never shows it.
@@ -415,6 +446,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The log filter.
     pub log: String,
+    /// Where spans are exported (OTLP/HTTP), if anywhere.
+    pub otlp_endpoint: Option<String>,
     /// Where each value came from; see [`Config::origin`].
     pub origins: Origins,
 }
@@ -455,6 +488,7 @@ impl Default for Config {
             task_enqueue_retry: Duration::from_millis(10_000),
             shutdown_timeout: Duration::from_millis(10_000),
             log: "info".to_owned(),
+            otlp_endpoint: None,
             origins: Origins::default(),
         }
     }

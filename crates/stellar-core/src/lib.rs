@@ -49,6 +49,7 @@ mod node_id;
 mod signal;
 pub mod sync;
 pub mod time;
+pub mod trace;
 
 pub use crate::{
     api::{Api, NodeState},
@@ -60,5 +61,6 @@ pub use crate::{
     metrics::{METRICS_CONTENT_TYPE, Metrics},
     node_id::{InvalidNodeId, NodeId, hostname},
     signal::{StopSignal, StopSignals},
+    trace::TraceParent,
 };
 pub use tokio_util::sync::CancellationToken;

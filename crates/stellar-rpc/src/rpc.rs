@@ -288,7 +288,7 @@ impl Rpc {
     ///
     /// [`Error::UnknownNode`] for a target that is not live, [`Error::Timeout`] for a first-reply
     /// call with no reply, [`Error::Bus`] or [`Error::Membership`] when the backend fails.
-    #[instrument(skip_all, fields(node_id = %self.inner.bus.node_id(), method = %method))]
+    #[instrument(name = "rpc.call", skip_all, fields(node_id = %self.inner.bus.node_id(), method = %method))]
     pub async fn do_cluster(
         &self,
         method: &str,

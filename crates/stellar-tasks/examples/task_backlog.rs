@@ -118,6 +118,7 @@ fn task(id: &str, due_at_ms: Option<u64>) -> NewTask {
         slot: None,
         signature: String::new(),
         replace: false,
+        trace: None,
     }
 }
 

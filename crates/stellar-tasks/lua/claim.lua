@@ -16,9 +16,10 @@
 -- ARGV[8 .. 7+n]  the task names this node can run
 -- ARGV[8+n .. 7+n+q] the q queue names, in the order of the KEYS pairs
 -- ARGV[8+n+q]      how long the reply (ids and tokens) is kept for a re-ask, in ms
--- Returns a flat array: how many ids it passed over, then 9 entries per claimed task:
+-- Returns a flat array: how many ids it passed over, then 10 entries per claimed task:
 --   id, claim token, name, queue, args, attempts (this one included), max attempts, signature,
---   how long it waited ready, in ms (since its enqueue or due time, to its claim).
+--   how long it waited ready, in ms (since its enqueue or due time, to its claim), and the trace
+--   context (W3C traceparent) of its enqueue, or "".
 local previous = redis.call('GET', KEYS[3])
 if previous then
   -- A re-ask: the same tasks, rebuilt from their records, those still held by this claim.
@@ -27,12 +28,13 @@ if previous then
     local id, token = string.match(entry, '^(.*) (%d+)$')
     local key = ARGV[3] .. id
     local f = redis.call('HMGET', key, 'claims', 'state', 'name', 'queue', 'args', 'attempts',
-      'max_attempts', 'sig', 'started_at', 'enqueued_at', 'due_at')
+      'max_attempts', 'sig', 'started_at', 'enqueued_at', 'due_at', 'trace')
     if f[1] == token and f[2] == 'running' then
       local started = tonumber(f[9]) or 0
       local since = math.max(tonumber(f[10]) or started, tonumber(f[11]) or 0)
       for _, v in ipairs({ id, tonumber(token), f[3] or '', f[4] or '', f[5] or '',
-          tonumber(f[6]) or 0, tonumber(f[7]) or 0, f[8] or '', math.max(started - since, 0) }) do
+          tonumber(f[6]) or 0, tonumber(f[7]) or 0, f[8] or '', math.max(started - since, 0),
+          f[12] or '' }) do
         table.insert(out, v)
       end
     end
@@ -63,10 +65,11 @@ local function take(key, id, f)
   -- A new attempt starts without the progress the previous one reported.
   redis.call('HDEL', key, 'parked', 'progress')
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), id)
-  local g = redis.call('HMGET', key, 'args', 'max_attempts', 'sig', 'enqueued_at', 'due_at')
+  local g = redis.call('HMGET', key, 'args', 'max_attempts', 'sig', 'enqueued_at', 'due_at',
+    'trace')
   local since = math.max(tonumber(g[4]) or now, tonumber(g[5]) or 0)
   for _, v in ipairs({ id, token, f.name or '', f.queue or '', g[1] or '', attempts,
-      tonumber(g[2]) or 0, g[3] or '', math.max(now - since, 0) }) do
+      tonumber(g[2]) or 0, g[3] or '', math.max(now - since, 0), g[6] or '' }) do
     table.insert(out, v)
   end
   table.insert(saved, id .. ' ' .. token)

@@ -7,7 +7,7 @@
 -- KEYS[4]  stellar:tasks:last-slot    HASH  schedule -> its latest enqueued slot (ms)
 -- KEYS[5]  stellar:tasks:schedules    HASH  a slot of a removed schedule is not enqueued
 -- KEYS[6]  stellar:tasks:leader       STRING "<node> <epoch>"
--- ARGV     16 fields per task:
+-- ARGV     17 fields per task:
 --   1 stellar:task:<id> (HASH, the record)   2 stellar:queue:<queue> (LIST: LPUSH in, RPOP out)
 --   3 the queue's wake-up channel             4 id   5 name   6 queue   7 args (JSON)
 --   8 max attempts   9 due time in ms since the epoch, or 0 for now   10 the record's signature
@@ -15,6 +15,7 @@
 --   12 stellar:tasks:slot:<schedule>:<slot> (STRING) for a recurring slot, or ""
 --   13 how long to remember the slot, in ms   14 the schedule's name   15 the slot's start (ms)
 --   16 "<node> <epoch>" of the leader enqueueing the slot
+--   17 the enqueue's trace context (W3C traceparent), or ""
 -- Returns one entry per task: "added", the state of the task holding its id, "slot" when its
 -- recurring slot was enqueued before (by any leader), "fenced" when its leader is deposed.
 -- Ready tasks wake their queue once per batch.
@@ -82,7 +83,7 @@ end
 -- Checks: nothing is written until every task passed.
 local out = {}
 local added = {}
-for i = 1, #ARGV, 16 do
+for i = 1, #ARGV, 17 do
   local key, queue_key, _, id, _, _, _, _, due, _, replace, slot_key, remember, schedule, at,
     leader = unpack(ARGV, i, i + 15)
   bad = wrong_type(key, 'hash')
@@ -117,7 +118,7 @@ local wake = {}
 local queues = {}
 for _, i in ipairs(added) do
   local key, queue_key, channel, id, name, queue, args, max, due, sig, _, slot_key, remember,
-    schedule, at = unpack(ARGV, i, i + 15)
+    schedule, at, _, trace = unpack(ARGV, i, i + 16)
   if slot_key ~= '' then
     redis.call('SET', slot_key, '1', 'PX', remember)
     -- A last slot that is not a number (not written here) counts as none.
@@ -139,6 +140,9 @@ for _, i in ipairs(added) do
       'max_attempts', max, 'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', 'queued')
     redis.call('LPUSH', queue_key, id)
     wake[channel] = queue
+  end
+  if trace ~= '' then
+    redis.call('HSET', key, 'trace', trace)
   end
 end
 for queue in pairs(queues) do

@@ -7,7 +7,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use stellar_core::NodeId;
+use stellar_core::{NodeId, TraceParent};
 use tokio::time::Instant;
 
 use crate::{
@@ -26,6 +26,8 @@ struct Task {
     /// The current (or last) claim's token.
     claims: u64,
     signature: String,
+    /// The enqueue's trace context.
+    trace: Option<TraceParent>,
     /// Set aside in `parked` because a node that could not run its name claimed it.
     parked: bool,
     /// When a completed record is forgotten.
@@ -152,11 +154,13 @@ impl State {
             finished_at_ms: None,
             error: None,
             progress: None,
+            trace_id: task.trace.map(|trace| trace.trace_id_hex()),
         };
         let fresh = Task {
             record,
             claims: 0,
             signature: task.signature.clone(),
+            trace: task.trace,
             parked: false,
             forget_at: None,
             ready_since: due.unwrap_or_else(Instant::now),
@@ -244,6 +248,7 @@ impl State {
             max_attempts: task.record.max_attempts,
             signature: task.signature.clone(),
             waited: Instant::now().saturating_duration_since(task.ready_since),
+            trace: task.trace,
         };
         self.inflight
             .insert(id.to_owned(), Instant::now() + request.lease);

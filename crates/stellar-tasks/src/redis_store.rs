@@ -10,7 +10,7 @@ use std::{
 
 use async_trait::async_trait;
 use stellar_bus::RedisPool;
-use stellar_core::NodeId;
+use stellar_core::{NodeId, TraceParent};
 
 use crate::{
     store::{
@@ -241,11 +241,15 @@ fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
         progress: fields
             .get("progress")
             .and_then(|json| serde_json::from_str(json).ok()),
+        trace_id: fields
+            .get("trace")
+            .and_then(|trace| TraceParent::parse(trace))
+            .map(|trace| trace.trace_id_hex()),
     })
 }
 
-/// The 16 fields of one task in `lua/enqueue.lua`.
-fn enqueue_fields(task: &NewTask) -> [String; 16] {
+/// The 17 fields of one task in `lua/enqueue.lua`.
+fn enqueue_fields(task: &NewTask) -> [String; 17] {
     let slot = task.slot.as_ref();
     [
         keys::task(&task.id),
@@ -264,6 +268,8 @@ fn enqueue_fields(task: &NewTask) -> [String; 16] {
         slot.map_or_else(String::new, |s| s.schedule.clone()),
         slot.map_or_else(String::new, |s| s.at_ms.to_string()),
         slot.map_or_else(String::new, |s| format!("{} {}", s.leader.0, s.leader.1)),
+        task.trace
+            .map_or_else(String::new, |trace| trace.to_string()),
     ]
 }
 
@@ -292,9 +298,9 @@ fn claim_call(request: &ClaimRequest) -> (Vec<String>, Vec<String>) {
     (keys, args)
 }
 
-/// The claimed tasks of a claim reply: how many ids it passed over, then 9 fields per task.
+/// The claimed tasks of a claim reply: how many ids it passed over, then 10 fields per task.
 fn parse_claimed(flat: &[redis::Value]) -> Result<Vec<Claimed>, StoreError> {
-    if flat.is_empty() || !(flat.len() - 1).is_multiple_of(9) {
+    if flat.is_empty() || !(flat.len() - 1).is_multiple_of(10) {
         return Err(StoreError::Malformed {
             op: "task claim",
             detail: format!("{} entries", flat.len()),
@@ -305,7 +311,7 @@ fn parse_claimed(flat: &[redis::Value]) -> Result<Vec<Claimed>, StoreError> {
     let number =
         |value: &redis::Value| redis::from_redis_value::<u64>(value.clone()).unwrap_or_default();
     Ok(flat[1..]
-        .chunks_exact(9)
+        .chunks_exact(10)
         .map(|f| Claimed {
             id: text(&f[0]),
             token: number(&f[1]),
@@ -316,6 +322,7 @@ fn parse_claimed(flat: &[redis::Value]) -> Result<Vec<Claimed>, StoreError> {
             max_attempts: number(&f[6]) as u32,
             signature: text(&f[7]),
             waited: Duration::from_millis(number(&f[8])),
+            trace: TraceParent::parse(&text(&f[9])),
         })
         .collect())
 }

@@ -353,6 +353,8 @@ fn slot_task(tasks: &Tasks, active: &Active, at_ms: u64, leader: &(String, u64))
         due_at_ms: None,
         signature,
         replace: false,
+        // Each slot's run is a trace of its own.
+        trace: None,
         slot: Some(Slot {
             schedule: schedule.id.clone(),
             at_ms,

@@ -16,7 +16,7 @@
 use std::{collections::BTreeSet, fmt, time::Duration};
 
 use async_trait::async_trait;
-use stellar_core::NodeId;
+use stellar_core::{NodeId, TraceParent};
 
 pub use crate::error::StoreError;
 use crate::types::{Enqueued, Schedule, Stats, TaskRecord, WorkerInfo};
@@ -45,6 +45,9 @@ pub struct NewTask {
     /// Replace a completed or failed task with this id (run it again); a pending or running one
     /// is never replaced.
     pub replace: bool,
+    /// The trace context of the enqueue: the task's run continues that trace. Not signed: it
+    /// only links telemetry (see docs/security.md).
+    pub trace: Option<TraceParent>,
 }
 
 /// The fields a task record's signature covers, in order: id, name, queue, args, max attempts.
@@ -120,6 +123,8 @@ pub struct Claimed {
     /// How long it waited ready before this claim (since its enqueue, or the due time it was
     /// promoted at).
     pub waited: Duration,
+    /// The trace context of its enqueue, if it was enqueued inside a trace.
+    pub trace: Option<TraceParent>,
 }
 
 /// What `fail` did.

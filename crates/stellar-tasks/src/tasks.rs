@@ -713,6 +713,7 @@ impl Tasks {
             slot: None,
             signature,
             replace: options.replace,
+            trace: stellar_core::TraceParent::current(),
         })
     }
 

@@ -184,6 +184,10 @@ pub struct TaskRecord {
     /// ([`crate::TaskContext::progress`]): a percentage or any JSON value. Each claim clears it.
     #[serde(default)]
     pub progress: Option<serde_json::Value>,
+    /// The id of the trace its enqueue belongs to (32 hex digits): its runs continue that trace,
+    /// and their log lines name it.
+    #[serde(default)]
+    pub trace_id: Option<String>,
 }
 
 impl TaskRecord {

@@ -10,7 +10,7 @@ use std::{
 use stellar_core::{Api, CancellationToken};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, Span, debug, info, info_span, warn};
 
 use crate::{
     MAX_RETRY_DELAY, PAUSE_REFRESH, StoreError, TaskContext, TaskDefinition, TaskError, Tasks,
@@ -306,8 +306,23 @@ enum Outcome {
     HandedBack,
 }
 
-/// Runs one claimed task and answers for it; the permit is held until then.
+/// Runs one claimed task and answers for it, in a `task.run` span continuing the trace of its
+/// enqueue; the permit is held until then.
 async fn run_claimed(pool: Pool, claimed: Claimed, permit: OwnedSemaphorePermit) {
+    let span = info_span!(
+        "task.run",
+        node_id = %pool.tasks.inner.node_id,
+        task = %claimed.name,
+        queue = %claimed.queue,
+        task_id = %claimed.id,
+        attempt = claimed.attempt,
+        trace_id = tracing::field::Empty,
+    );
+    stellar_core::trace::follow(&span, claimed.trace);
+    run_traced(pool, claimed, permit).instrument(span).await;
+}
+
+async fn run_traced(pool: Pool, claimed: Claimed, permit: OwnedSemaphorePermit) {
     let Some(definition) = admit(&pool.tasks, &claimed).await else {
         return;
     };
@@ -359,9 +374,8 @@ async fn execute(pool: &Pool, definition: &TaskDefinition, claimed: &Claimed) ->
         node_id: tasks.inner.node_id.clone(),
         claim: Arc::new((tasks.inner.store.clone(), claimed.clone())),
     };
-    let mut handler = pool
-        .handlers
-        .spawn((definition.handler)(ctx, claimed.args.clone()));
+    let run = (definition.handler)(ctx, claimed.args.clone()).instrument(Span::current());
+    let mut handler = pool.handlers.spawn(run);
     let deadline = tokio::time::sleep(definition.timeout);
     tokio::pin!(deadline);
     let lease = tasks.inner.config.lease;

@@ -13,6 +13,7 @@ use axum::{
     routing::get,
 };
 use serde_json::{Value, json};
+use stellar_core::{TraceParent, trace::TRACEPARENT};
 use tower::{BoxError, ServiceBuilder};
 use tower_http::{
     catch_panic::CatchPanicLayer,
@@ -61,7 +62,15 @@ impl Web {
                     .get(REQUEST_ID)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default();
-                info_span!("request", method = %request.method(), uri = %request.uri(), request_id = %request_id)
+                let span = info_span!("request", method = %request.method(), uri = %request.uri(), request_id = %request_id, trace_id = tracing::field::Empty);
+                // A caller's `traceparent` makes the request (and all it causes) part of its trace.
+                let parent = request
+                    .headers()
+                    .get(TRACEPARENT)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(TraceParent::parse);
+                stellar_core::trace::follow(&span, parent);
+                span
             }))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(SetResponseHeaderLayer::overriding(NODE_ID, node_id))

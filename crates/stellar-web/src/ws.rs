@@ -384,8 +384,14 @@ impl Session {
             return Some(reply(Err(err)));
         };
         let ctx = self.shared.context(Some(self.id.clone()), None);
+        // Each action is a trace of its own (a connection may live for days).
+        let span = info_span!("ws.action", action = %action, trace_id = tracing::field::Empty);
+        stellar_core::trace::follow(&span, None);
         if found.is_ordered() {
-            return Some(reply(run_counted(&found, ctx, params, &counters).await));
+            let result = run_counted(&found, ctx, params, &counters)
+                .instrument(span)
+                .await;
+            return Some(reply(result));
         }
         let Ok(permit) = self.pending.clone().try_acquire_owned() else {
             let err = ActionError::TooManyPending {
@@ -396,7 +402,9 @@ impl Session {
         };
         let tx = self.tx.clone();
         self.shared.ws_tasks.spawn(async move {
-            let result = run_counted(&found, ctx, params, &counters).await;
+            let result = run_counted(&found, ctx, params, &counters)
+                .instrument(span)
+                .await;
             drop(permit);
             // The socket may have closed meanwhile: its reply has nowhere to go.
             let _ = tx.send(Outbound::Json(reply(result))).await;

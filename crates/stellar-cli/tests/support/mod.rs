@@ -13,6 +13,16 @@ pub(crate) fn stellar(args: &[&str]) -> Command {
     command
 }
 
+/// A loopback port nothing listens on (now).
+#[allow(dead_code)]
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 /// Removes inherited `STELLAR_*` and `RUST_LOG` variables from `command`, and serves no HTTP
 /// unless the test sets `STELLAR_HTTP_ADDR` or `--http` (tests run in parallel; every node would
 /// want port 8080).

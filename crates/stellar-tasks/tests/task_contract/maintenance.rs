@@ -14,6 +14,7 @@ async fn a_lost_lease_is_reaped_and_its_late_answer_rejected(backend: Backend) {
         slot: None,
         signature: String::new(),
         replace: false,
+        trace: None,
     };
     store.enqueue(&task).await.expect("enqueue");
     let node = NodeId::new("zombie").expect("id");
@@ -109,6 +110,7 @@ async fn concurrent_promoters_never_duplicate_a_delayed_task(backend: Backend) {
             slot: None,
             signature: String::new(),
             replace: false,
+            trace: None,
         };
         stores[0].enqueue(&task).await.expect("enqueue");
     }

@@ -15,6 +15,7 @@ async fn a_batch_claim_takes_queues_in_priority_order_up_to_its_size(backend: Ba
             slot: None,
             signature: String::new(),
             replace: false,
+            trace: None,
         };
         store.enqueue(&task).await.expect("enqueue");
     }
@@ -56,6 +57,7 @@ async fn batch_completions_accept_current_claims_and_reject_stale_ones(backend: 
             slot: None,
             signature: String::new(),
             replace: false,
+            trace: None,
         };
         store.enqueue(&task).await.expect("enqueue");
     }
@@ -403,7 +405,49 @@ async fn a_retry_delay_too_long_for_the_clock_is_taken_as_thirty_days(backend: B
     assert_eq!(store.promote(10).await.expect("promote"), 0, "due at once");
 }
 
+async fn trace_context_travels_from_the_enqueue_to_the_claim_and_the_record(backend: Backend) {
+    let store = backend.store().await;
+    let trace =
+        stellar_core::TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    let traced = NewTask {
+        trace,
+        ..plain_task("traced", "work", 1)
+    };
+    store.enqueue(&traced).await.expect("enqueue");
+    store
+        .enqueue(&plain_task("untraced", "work", 1))
+        .await
+        .expect("enqueue");
+    let queues = vec!["default".to_owned()];
+    let node = NodeId::new("n").expect("id");
+    let ask = request(&queues, &node, Duration::from_secs(30), 2);
+    let claimed = store.claim(&ask).await.expect("claim");
+    let traces: Vec<(&str, Option<stellar_core::TraceParent>)> =
+        claimed.iter().map(|c| (c.id.as_str(), c.trace)).collect();
+    assert_eq!(traces, [("traced", trace), ("untraced", None)]);
+    let again = store.claim(&ask).await.expect("ask again");
+    let seen = |batch: &[Claimed]| -> Vec<(String, u64, Option<stellar_core::TraceParent>)> {
+        batch
+            .iter()
+            .map(|c| (c.id.clone(), c.token, c.trace))
+            .collect()
+    };
+    assert_eq!(
+        seen(&again),
+        seen(&claimed),
+        "a re-ask rebuilds the trace context too"
+    );
+    let record = store.show("traced").await.expect("show").expect("record");
+    assert_eq!(
+        record.trace_id.as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    let record = store.show("untraced").await.expect("show").expect("record");
+    assert_eq!(record.trace_id, None);
+}
+
 contract!(
+    trace_context_travels_from_the_enqueue_to_the_claim_and_the_record,
     a_retry_delay_too_long_for_the_clock_is_taken_as_thirty_days,
     a_batch_is_added_in_one_step_with_an_outcome_per_task,
     a_batch_claim_takes_queues_in_priority_order_up_to_its_size,

@@ -146,6 +146,7 @@ pub(crate) fn plain_task(id: &str, name: &str, max_attempts: u32) -> NewTask {
         slot: None,
         signature: String::new(),
         replace: false,
+        trace: None,
     }
 }
 
