@@ -479,7 +479,7 @@ async function start() {
   $('failed-next').addEventListener('click', () => { state.failedPage += 1; refreshFailed(); });
   $('task-form').addEventListener('submit', (e) => { e.preventDefault(); searchTask($('task-id').value.trim()); });
   $('cache-form').addEventListener('submit', (e) => { e.preventDefault(); state.cachePrefix = $('cache-prefix').value; refreshCache(); });
-  window.addEventListener('hashchange', () => { showPage(); refreshPage(); });
+  window.addEventListener('hashchange', () => { say(''); showPage(); refreshPage(); });
   showPage();
   if (session.mode === 'login' && !session.logged_in) {
     $('secret').focus();
