@@ -91,7 +91,7 @@ impl Keys {
 }
 
 /// Escapes glob characters of a literal prefix, so only the caller's pattern matches patterns.
-fn escape_glob(literal: &str) -> String {
+pub(crate) fn escape_glob(literal: &str) -> String {
     let mut escaped = String::with_capacity(literal.len());
     for c in literal.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

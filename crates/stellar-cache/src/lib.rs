@@ -15,7 +15,7 @@
 //! [`CacheValues`](store::CacheValues) (save, load, destroy, increment),
 //! [`CacheLocks`](store::CacheLocks) (lock, unlock, extend, holder, list of locks),
 //! [`CacheLists`](store::CacheLists) (push, pop, blocking pop, length) and
-//! [`CacheDump`](store::CacheDump) (keys, clear, export, import). Stores fail with their own
+//! [`CacheDump`](store::CacheDump) (keys, describe, clear, export, import). Stores fail with their own
 //! [`store::StoreError`], which [`Error::Store`] carries.
 //!
 //! Two stores come with the crate, and one contract test suite (a module per capability) runs
@@ -55,5 +55,5 @@ pub mod store;
 pub use crate::{
     cache::{Cache, CacheConfig, Entry, LockGuard},
     error::{Error, Result},
-    store::{LockInfo, MemoryCacheStore, RedisCacheStore},
+    store::{DumpItem, KeyInfo, LockInfo, MemoryCacheStore, RedisCacheStore},
 };

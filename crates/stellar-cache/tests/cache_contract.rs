@@ -658,9 +658,59 @@ mod dump {
         ));
     }
 
+    /// The dashboard's cache page: keys by prefix (wildcards in the prefix are literal), capped,
+    /// with kind, TTL and size; one key's contents without recording a read.
+    async fn browse_lists_keys_by_prefix_with_ttl_and_peek_reads_one(backend: Backend) {
+        let cache = backend.cache("a").await;
+        for n in 0..5 {
+            let ttl = (n % 2 == 0).then(|| Duration::from_secs(100));
+            cache
+                .save(&format!("user:{n}"), &n, ttl)
+                .await
+                .expect("save");
+        }
+        cache.save("user*x", &"star", None).await.expect("save");
+        cache.save("session:1", &"s", None).await.expect("save");
+        cache.push("user:queue", &"a").await.expect("push");
+        cache.push("user:queue", &"b").await.expect("push");
+        let (page, total) = cache.browse("user:", 3).await.expect("browse");
+        assert_eq!(total, 6, "5 values and a list");
+        let keys: Vec<&str> = page.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["user:0", "user:1", "user:2"]);
+        let ttl = page[0].ttl_ms.expect("user:0 expires");
+        assert!((90_000..=100_000).contains(&ttl), "{ttl}");
+        assert_eq!((page[1].ttl_ms, page[1].size), (None, 1));
+        let (all, _) = cache.browse("user:", 100).await.expect("browse");
+        let queue = all
+            .iter()
+            .find(|k| k.key == "user:queue")
+            .expect("the list");
+        assert_eq!(
+            (queue.kind, queue.size),
+            (stellar_cache::store::ItemKind::List, 2)
+        );
+        let (star, total) = cache.browse("user*", 100).await.expect("browse");
+        assert_eq!((star.len(), total), (1, 1), "{star:?}");
+        match cache.peek("user:queue").await.expect("peek") {
+            Some(stellar_cache::DumpItem::List { items, .. }) => {
+                assert_eq!(items, [r#""a""#, r#""b""#]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            cache.peek("user*x").await.expect("peek"),
+            Some(stellar_cache::DumpItem::Value { ref json, .. }) if json == r#""star""#
+        ));
+        assert_eq!(cache.peek("user:9").await.expect("peek"), None);
+        assert!(cache.peek("user:3").await.expect("peek").is_some());
+        let entry = cache.load::<i32>("user:3").await.expect("load");
+        assert_eq!(entry.last_read_at, None, "peek records no read");
+    }
+
     contract!(
         keys_size_clear_and_locks_enumerate_without_blocking,
         dump_and_restore_keep_values_lists_and_ttls,
+        browse_lists_keys_by_prefix_with_ttl_and_peek_reads_one,
     );
 }
 

@@ -1,7 +1,9 @@
 //! The dashboard in a real browser: Debian's headless Chromium, driven over WebDriver
 //! (chromedriver, plain HTTP on loopback) against a three-node cluster on a real Redis. Logs in,
-//! watches a failing task appear and retries it, pauses and resumes a queue, saves a screenshot
-//! of every page under `target/dashboard/`, and checks the page logged no error.
+//! watches a failing task appear and retries it, pauses and resumes a queue, finds a task by id,
+//! runs a delayed task now and unschedules a schedule, browses and deletes cache keys, sees a
+//! forged bus message counted, stops a node; saves a screenshot of every page and the overview's
+//! first paint under `target/dashboard/`, and checks the page logged no error.
 //!
 //! Needs `chromium` and `chromium-driver` (`.ci/run` installs them); `CHROMEDRIVER` and
 //! `CHROMIUM` override their paths.
@@ -18,10 +20,13 @@ use std::{
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
-use stellar_core::{Config, DashboardSecret, NodeId, ServerToken};
+use stellar_bus::{Bus, BusSettings};
+use stellar_cache::Cache;
+use stellar_core::{Api, Config, DashboardSecret, NodeId, NodeState, ServerToken};
 use stellar_node::Node;
 use stellar_tasks::{
-    EnqueueOptions, HandlerError, PAUSE_REFRESH, TaskDefinition, TaskState, Tasks,
+    EnqueueOptions, HandlerError, PAUSE_REFRESH, Recurrence, ScheduleOptions, TaskDefinition,
+    TaskState, Tasks,
 };
 use stellar_testkit::{RedisServer, eventually_within};
 use tokio::{
@@ -251,6 +256,233 @@ async fn browser_log(driver: &Chromedriver, client: &Client) -> Vec<Value> {
         .clone()
 }
 
+/// Clicks `css`, which asks `confirm()`, and accepts the dialog.
+async fn confirm_click(client: &Client, css: &str) {
+    let element = client
+        .wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|err| panic!("{css}: {err}"));
+    // The click returns once the dialog is open (or reports it): accept it either way.
+    let _ = element.click().await;
+    eventually_within(
+        &format!("the confirm() of {css} is accepted"),
+        Duration::from_secs(5),
+        async || client.accept_alert().await.is_ok(),
+    )
+    .await;
+}
+
+/// Types `text` into the input `css` (emptied first) and clicks `submit`.
+async fn submit(client: &Client, css: &str, text: &str, submit: &str) {
+    let input = client.find(Locator::Css(css)).await.expect(css);
+    input.clear().await.expect("clear the input");
+    input.send_keys(text).await.expect("type");
+    click(client, submit).await;
+}
+
+/// The overview's first contentful paint (ms after navigation start), as the browser timed it:
+/// printed and written to `target/dashboard/first-paint.txt`; no assertion on its value.
+async fn record_first_paint(client: &Client, base: &str) {
+    client
+        .goto(&format!("{base}/dashboard"))
+        .await
+        .expect("open the dashboard");
+    eventually_within("the overview shows", Duration::from_secs(10), async || {
+        text(client, "#live-nodes").await.as_deref() == Some("3")
+    })
+    .await;
+    let script = "const paint = performance.getEntriesByType('paint')\
+        .find((e) => e.name === 'first-contentful-paint'); return paint ? paint.startTime : null;";
+    let mut first_paint = None;
+    eventually_within(
+        "the browser times the first paint",
+        Duration::from_secs(5),
+        async || {
+            first_paint = client
+                .execute(script, vec![])
+                .await
+                .ok()
+                .and_then(|v| v.as_f64());
+            first_paint.is_some()
+        },
+    )
+    .await;
+    let ms = first_paint.expect("a first paint");
+    println!("overview first contentful paint: {ms:.1} ms");
+    let line = format!("first-contentful-paint of /dashboard (overview, logged in): {ms:.1} ms\n");
+    std::fs::write(screenshots().join("first-paint.txt"), line).expect("write first-paint.txt");
+}
+
+/// Tasks page: a task found by id shows its state, arguments (as text) and timeline; an unknown
+/// id says so.
+async fn check_tasks_page(client: &Client, tasks: &Tasks) {
+    let args = json!({ "message": "<img src=x onerror=alert(1)>" });
+    let id = tasks
+        .enqueue("stellar.log", &args, EnqueueOptions::default())
+        .await
+        .expect("enqueue");
+    eventually_within("the task runs", Duration::from_secs(10), async || {
+        state_of(tasks, &id).await == Some(TaskState::Completed)
+    })
+    .await;
+    click(client, "a[data-page=tasks]").await;
+    submit(client, "#task-id", "no-such-task", "#task-search").await;
+    eventually_within(
+        "an unknown id is reported",
+        Duration::from_secs(5),
+        async || {
+            text(client, "#task-missing").await.as_deref() == Some("no task with id no-such-task")
+        },
+    )
+    .await;
+    submit(client, "#task-id", &id, "#task-search").await;
+    eventually_within("the task shows", Duration::from_secs(5), async || {
+        text(client, "#task-state").await.as_deref() == Some("completed")
+    })
+    .await;
+    let shown = text(client, "#task-args").await.expect("arguments");
+    assert!(
+        shown.contains("<img src=x onerror=alert(1)>"),
+        "arguments shown as text: {shown}"
+    );
+    assert_eq!(
+        count(client, "#task-args img").await,
+        0,
+        "arguments are never HTML"
+    );
+    assert!(
+        count(client, "#task-timeline li").await >= 3,
+        "enqueued, started, completed"
+    );
+    screenshot(client, "tasks").await;
+}
+
+/// Scheduled page: a delayed task and a schedule are listed; run now runs the delayed task,
+/// unschedule removes the schedule.
+async fn check_scheduled_page(client: &Client, tasks: &Tasks) {
+    let later = tasks
+        .enqueue_in(
+            Duration::from_secs(3600),
+            "stellar.log",
+            &json!({ "message": "later" }),
+            EnqueueOptions::default(),
+        )
+        .await
+        .expect("enqueue");
+    let hourly = Recurrence::every(Duration::from_secs(3600));
+    let options = ScheduleOptions::default().id("hourly-report");
+    tasks
+        .schedule(
+            "stellar.log",
+            &json!({ "message": "report" }),
+            hourly,
+            options,
+        )
+        .await
+        .expect("schedule");
+    click(client, "a[data-page=scheduled]").await;
+    let delayed_row = format!("tr.delayed-row[data-id=\"{later}\"]");
+    let schedule_row = "tr.schedule-row[data-id=\"hourly-report\"]";
+    eventually_within("both are listed", Duration::from_secs(8), async || {
+        count(client, &delayed_row).await == 1 && count(client, schedule_row).await == 1
+    })
+    .await;
+    screenshot(client, "scheduled").await;
+    click(client, &format!("button.run-now[data-id=\"{later}\"]")).await;
+    eventually_within(
+        "the delayed task ran",
+        Duration::from_secs(10),
+        async || state_of(tasks, &later).await == Some(TaskState::Completed),
+    )
+    .await;
+    eventually_within("its row leaves", Duration::from_secs(8), async || {
+        count(client, &delayed_row).await == 0
+    })
+    .await;
+    confirm_click(client, "button.unschedule[data-id=\"hourly-report\"]").await;
+    eventually_within("the schedule is gone", Duration::from_secs(8), async || {
+        tasks.schedules().await.expect("schedules").is_empty()
+            && count(client, schedule_row).await == 0
+    })
+    .await;
+}
+
+/// Cache page: keys by prefix, one value as text, delete a key.
+async fn check_cache_page(client: &Client, cache: &Cache) {
+    for (key, value) in [
+        ("report:daily", "{\"rows\": 42}"),
+        ("report:weekly", "w"),
+        ("other:1", "o"),
+    ] {
+        cache
+            .save(key, &value, Some(Duration::from_secs(600)))
+            .await
+            .expect("save");
+    }
+    click(client, "a[data-page=cache]").await;
+    submit(client, "#cache-prefix", "report:", "#cache-search").await;
+    eventually_within(
+        "the report keys are listed",
+        Duration::from_secs(5),
+        async || {
+            count(client, "tr.cache-row").await == 2
+                && count(client, "tr.cache-row[data-key=\"report:daily\"]").await == 1
+        },
+    )
+    .await;
+    click(client, "button.view-key[data-key=\"report:daily\"]").await;
+    eventually_within("the value shows", Duration::from_secs(5), async || {
+        text(client, "#cache-value")
+            .await
+            .is_some_and(|t| t.contains("rows"))
+    })
+    .await;
+    screenshot(client, "cache").await;
+    confirm_click(client, "button.delete-key[data-key=\"report:weekly\"]").await;
+    eventually_within("the key is deleted", Duration::from_secs(8), async || {
+        cache.peek("report:weekly").await.expect("peek").is_none()
+            && count(client, "tr.cache-row").await == 1
+    })
+    .await;
+}
+
+/// Bus page: a message signed with another token shows as a bad signature on this node.
+async fn check_bus_page(client: &Client, node: &Node) {
+    let forger = Api::new(Config {
+        id: Some(NodeId::new("forger").expect("id")),
+        server_token: ServerToken::new("not-the-token"),
+        ..Config::default()
+    });
+    let forged = Bus::start(
+        &forger,
+        node.transport().clone(),
+        BusSettings::from(forger.config()),
+    )
+    .await
+    .expect("the forger's bus");
+    forged
+        .publish("stellar.test", &"forged")
+        .await
+        .expect("publish");
+    click(client, "a[data-page=bus]").await;
+    eventually_within("the rejection shows", Duration::from_secs(8), async || {
+        text(client, "tr.bus-row.this td.bus-bad_signature")
+            .await
+            .and_then(|t| t.parse::<u64>().ok())
+            >= Some(1)
+    })
+    .await;
+    assert_eq!(
+        count(client, "tr.bus-row").await,
+        3,
+        "every node's counters"
+    );
+    screenshot(client, "bus").await;
+    forger.shutdown().await.expect("the forger stops");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_works_in_a_real_browser() {
     let redis = RedisServer::start();
@@ -306,6 +538,8 @@ async fn the_dashboard_works_in_a_real_browser() {
             .contains(SECRET),
         "the secret is never in a URL"
     );
+
+    record_first_paint(&client, &base).await;
 
     // The overview lists the three nodes, live; some work draws the chart.
     eventually_within(
@@ -448,6 +682,22 @@ async fn the_dashboard_works_in_a_real_browser() {
         !nodes[2].tasks().is_quiet()
     })
     .await;
+
+    check_tasks_page(&client, &tasks).await;
+    check_scheduled_page(&client, &tasks).await;
+    check_cache_page(&client, nodes[1].cache()).await;
+    check_bus_page(&client, &nodes[0]).await;
+
+    // Stop node 3 from the nodes page: it leaves the list.
+    click(&client, "a[data-page=nodes]").await;
+    confirm_click(&client, "button.stop[data-node=dash-node-3]").await;
+    eventually_within(
+        "node 3 leaves the list",
+        Duration::from_secs(15),
+        async || count(&client, "#nodes-table tr.node-row").await == 2,
+    )
+    .await;
+    assert!(nodes[2].api().state() >= NodeState::Stopping);
 
     // No errors: neither what the page's own hook collected nor the browser's console log.
     let errors = client

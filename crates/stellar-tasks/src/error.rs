@@ -36,6 +36,14 @@ pub enum Error {
         /// What is wrong, naming the bad part.
         reason: String,
     },
+    /// A schedule's record does not carry a valid signature, so it is not run
+    /// ([`crate::Tasks::run_schedule_now`]): it was written without the server token, or signed
+    /// with a token no longer accepted.
+    #[error("schedule {id:?} does not verify with this token: schedule it again to sign it")]
+    UnverifiedSchedule {
+        /// The schedule's id.
+        id: String,
+    },
     /// The task is running: a worker holds it.
     #[error("task {id} is running; wait for it or let its lease expire")]
     Running {

@@ -668,6 +668,34 @@ impl TaskInspector for MemoryTaskStore {
         Ok(true)
     }
 
+    async fn run_now(&self, id: &str) -> Result<bool, StoreError> {
+        {
+            let mut state = self.state();
+            let delayed = state
+                .tasks
+                .get(id)
+                .is_some_and(|task| task.record.state == TaskState::Delayed);
+            if !delayed || state.delayed.remove(id).is_none() {
+                return Ok(false);
+            }
+            let task = state
+                .tasks
+                .get_mut(id)
+                .expect("delayed tasks have a record");
+            task.record.state = TaskState::Queued;
+            task.record.due_at_ms = Some(now_ms());
+            task.ready_since = Instant::now();
+            let queue = task.record.queue.clone();
+            state
+                .queues
+                .entry(queue)
+                .or_default()
+                .push_front(id.to_owned());
+        }
+        self.wake();
+        Ok(true)
+    }
+
     async fn remove_failed(&self, id: &str) -> Result<bool, StoreError> {
         let mut state = self.state();
         if state.failed.remove(id).is_none() {

@@ -45,6 +45,7 @@ stellar_bus::lua_scripts!(
     reap,
     promote,
     retry_failed,
+    run_now,
     remove_failed,
     delete,
     delete_queue,
@@ -566,6 +567,20 @@ impl TaskInspector for RedisTaskStore {
                 &self.scripts.retry_failed,
                 &[&key, FAILED],
                 &[id, QUEUE, WAKE, signature.unwrap_or("")],
+            )
+            .await?;
+        Ok(moved == 1)
+    }
+
+    async fn run_now(&self, id: &str) -> Result<bool, StoreError> {
+        let key = keys::task(id);
+        let moved: u8 = self
+            .pool
+            .invoke(
+                "task run now",
+                &self.scripts.run_now,
+                &[&key, DELAYED],
+                &[id, QUEUE, WAKE],
             )
             .await?;
         Ok(moved == 1)

@@ -3,7 +3,7 @@
 //!
 //! - [`TaskQueue`]: what a worker does (enqueue, claim, renew, complete, fail, bury, release);
 //! - [`TaskMaintenance`]: promote due tasks, reap expired leases (any node, idempotent);
-//! - [`TaskInspector`]: records, lists, statistics and deletion, for operators;
+//! - [`TaskInspector`]: records, lists, statistics, retries, run-now and deletion, for operators;
 //! - [`Leadership`]: the scheduler leader's lease and fencing epoch;
 //! - [`Schedules`]: recurring schedules and their last enqueued slot;
 //! - [`WorkerRegistry`]: which nodes serve which queues.
@@ -222,6 +222,10 @@ pub trait TaskInspector: fmt::Debug + Send + Sync + 'static {
     /// Moves a failed task back to its queue with fresh attempts (and, given one, a new record
     /// signature); false if it is not failed.
     async fn retry_failed(&self, id: &str, signature: Option<&str>) -> Result<bool, StoreError>;
+    /// Moves a delayed task (a delayed enqueue, or a retry waiting for its backoff) to the front
+    /// of its queue, due now, its record and attempts kept (so its signature stays valid); false
+    /// if it is not delayed.
+    async fn run_now(&self, id: &str) -> Result<bool, StoreError>;
     /// Deletes a failed task; false if it is not failed.
     async fn remove_failed(&self, id: &str) -> Result<bool, StoreError>;
     /// Counters and gauges.

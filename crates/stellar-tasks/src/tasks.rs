@@ -928,6 +928,34 @@ impl Tasks {
         Ok(self.inner.store.remove_schedule(id).await?)
     }
 
+    /// Enqueues one run of the recurring schedule `id` now, outside its timetable: its task with
+    /// its arguments on its queue, signed as any enqueue (the schedule keeps its own slots). The
+    /// new task's id, or `None` if there is no such schedule.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnverifiedSchedule`] if the schedule's signature does not verify (it is not run);
+    /// otherwise as [`Tasks::enqueue`] (the task must be registered on this node).
+    pub async fn run_schedule_now(&self, id: &str) -> Result<Option<String>> {
+        let schedules = self.inner.store.schedules().await?;
+        let Some(schedule) = schedules.into_iter().find(|s| s.id == id) else {
+            return Ok(None);
+        };
+        if !self.verify_schedule(&schedule) {
+            return Err(Error::UnverifiedSchedule { id: id.to_owned() });
+        }
+        let args: serde_json::Value =
+            serde_json::from_str(&schedule.args).map_err(|source| Error::Encode {
+                name: schedule.task.clone(),
+                source,
+            })?;
+        let options = EnqueueOptions {
+            queue: Some(schedule.queue),
+            ..EnqueueOptions::default()
+        };
+        self.enqueue(&schedule.task, &args, options).await.map(Some)
+    }
+
     /// Every recurring schedule, by id, with its next fire time after now and why the scheduler
     /// would skip it, if it would (a signature that does not verify with this node's token, a
     /// recurrence that cannot run).
@@ -1000,6 +1028,17 @@ impl Tasks {
                 (worker, tasks)
             })
             .collect())
+    }
+
+    /// Runs a delayed task now (a delayed enqueue, or a retry waiting for its backoff): it moves
+    /// to the front of its queue in one store step, its record, attempts and signature kept;
+    /// false if it is not delayed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn run_now(&self, id: &str) -> Result<bool> {
+        Ok(self.inner.store.run_now(id).await?)
     }
 
     /// Deletes a task that is not running; false if there is none.

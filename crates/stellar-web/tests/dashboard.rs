@@ -139,6 +139,12 @@ async fn without_a_secret_the_dashboard_shows_the_cluster_and_refuses_every_acti
         ("/dashboard/api/failed/remove-all", json!({})),
         ("/dashboard/api/queues/pause", json!({ "queue": "default" })),
         ("/dashboard/api/nodes/quiet", json!({ "node": "dash-ro" })),
+        ("/dashboard/api/nodes/stop", json!({ "node": "dash-ro" })),
+        ("/dashboard/api/scheduled/run-now", json!({ "id": id })),
+        ("/dashboard/api/scheduled/delete", json!({ "id": id })),
+        ("/dashboard/api/schedules/run-now", json!({ "id": "x" })),
+        ("/dashboard/api/schedules/unschedule", json!({ "id": "x" })),
+        ("/dashboard/api/cache/delete", json!({ "key": "k" })),
     ] {
         let response = post(&node, path, &[], body).await;
         assert_eq!(response.status, 403, "{path}: {response:?}");
@@ -281,6 +287,12 @@ async fn every_mutation_needs_a_session_and_its_csrf_token_and_changes_nothing_w
             json!({ "queue": "default" }),
         ),
         ("/dashboard/api/nodes/quiet", json!({ "node": "dash-csrf" })),
+        ("/dashboard/api/nodes/stop", json!({ "node": "dash-csrf" })),
+        ("/dashboard/api/scheduled/run-now", json!({ "id": id })),
+        ("/dashboard/api/scheduled/delete", json!({ "id": id })),
+        ("/dashboard/api/schedules/run-now", json!({ "id": "x" })),
+        ("/dashboard/api/schedules/unschedule", json!({ "id": "x" })),
+        ("/dashboard/api/cache/delete", json!({ "key": "k" })),
     ];
     let refusals: [(&str, Vec<(&str, &str)>); 4] = [
         ("no session", vec![("x-csrf-token", &csrf)]),
@@ -307,6 +319,10 @@ async fn every_mutation_needs_a_session_and_its_csrf_token_and_changes_nothing_w
     );
     assert!(tasks.paused_queues().await.expect("paused").is_empty());
     assert!(!tasks.is_quiet());
+    assert!(
+        node.api.state() < stellar_core::NodeState::Stopping,
+        "not stopped"
+    );
 
     let ok = [("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())];
     let paused = post(
@@ -492,4 +508,121 @@ async fn parallel_login_guesses_are_throttled_node_wide() {
     let (right, cookie) = login(&node, SECRET).await;
     assert_eq!(right.status, 303, "{right:?}");
     assert!(cookie.is_some());
+}
+
+/// The tasks, scheduled and cache pages: reads need a session, each mutation its CSRF token;
+/// with both, run now, delete and unschedule act.
+#[tokio::test]
+async fn the_task_scheduled_and_cache_endpoints_read_with_a_session_and_act_with_csrf() {
+    let cluster = Cluster::new();
+    let node = node_with_secret(&cluster, "dash-pages", Some(SECRET)).await;
+    let tasks = tasks(&node);
+    tasks.register(TaskDefinition::new("later", |_ctx, _: Value| async move {
+        Ok::<(), HandlerError>(())
+    }));
+    let later = tasks
+        .enqueue_in(
+            Duration::from_secs(3600),
+            "later",
+            &json!({ "to": "<b>ada</b>" }),
+            EnqueueOptions::default(),
+        )
+        .await
+        .expect("enqueue");
+    let hourly = stellar_tasks::Recurrence::every(Duration::from_secs(3600));
+    let options = stellar_tasks::ScheduleOptions::default().id("hourly");
+    tasks
+        .schedule("later", &json!(1), hourly, options)
+        .await
+        .expect("schedule");
+    let cache = node.web.context().services().cache.clone();
+    cache
+        .save("page:k", &"v", Some(Duration::from_secs(60)))
+        .await
+        .expect("save");
+
+    let reads = [
+        format!("/dashboard/api/task?id={later}"),
+        "/dashboard/api/scheduled".to_owned(),
+        "/dashboard/api/cache/keys?prefix=page%3A".to_owned(),
+        "/dashboard/api/cache/value?key=page%3Ak".to_owned(),
+    ];
+    for path in &reads {
+        let response = http(node.addr, "GET", path, &[], b"").await;
+        assert_eq!(response.status, 403, "{path} needs a session: {response:?}");
+    }
+    let (_, cookie) = login(&node, SECRET).await;
+    let cookie = cookie.expect("cookie");
+    let csrf = csrf(&node, &cookie).await;
+    let get = async |path: &str| http(node.addr, "GET", path, &[("cookie", &cookie)], b"").await;
+
+    let found = get(&reads[0]).await;
+    assert_eq!(found.body["task"]["state"], "delayed", "{found:?}");
+    assert_eq!(found.body["task"]["args"], r#"{"to":"<b>ada</b>"}"#);
+    let events: Vec<&Value> = found.body["task"]["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .map(|e| &e["event"])
+        .collect();
+    assert_eq!(events, ["enqueued", "due"]);
+    let missing = get("/dashboard/api/task?id=nope").await;
+    assert_eq!(missing.body, json!({ "id": "nope", "task": null }));
+    let scheduled = get(&reads[1]).await;
+    assert_eq!(scheduled.body["delayed"][0]["id"], later.as_str());
+    assert_eq!(scheduled.body["schedules"][0]["id"], "hourly");
+    assert!(
+        scheduled.body["schedules"][0]["next_run_at_ms"]
+            .as_u64()
+            .is_some()
+    );
+    let keys = get(&reads[2]).await;
+    assert_eq!(keys.body["keys"][0]["key"], "page:k", "{keys:?}");
+    assert_eq!(keys.body["truncated"], false);
+    let value = get(&reads[3]).await;
+    assert_eq!(
+        (&value.body["text"], &value.body["kind"]),
+        (&json!(r#""v""#), &json!("value"))
+    );
+
+    let no_csrf = [("cookie", cookie.as_str())];
+    let ok = [("cookie", cookie.as_str()), ("x-csrf-token", csrf.as_str())];
+    let run = post(
+        &node,
+        "/dashboard/api/scheduled/run-now",
+        &no_csrf,
+        json!({ "id": later }),
+    )
+    .await;
+    assert_eq!(run.status, 403);
+    let run = post(
+        &node,
+        "/dashboard/api/scheduled/run-now",
+        &ok,
+        json!({ "id": later }),
+    )
+    .await;
+    assert_eq!(run.body["queued"], true, "{run:?}");
+    assert_eq!(
+        tasks.show(&later).await.expect("show").map(|t| t.state),
+        Some(stellar_tasks::TaskState::Queued)
+    );
+    let deleted = post(
+        &node,
+        "/dashboard/api/cache/delete",
+        &ok,
+        json!({ "key": "page:k" }),
+    )
+    .await;
+    assert_eq!(deleted.body["deleted"], true, "{deleted:?}");
+    assert!(cache.peek("page:k").await.expect("peek").is_none());
+    let gone = post(
+        &node,
+        "/dashboard/api/schedules/unschedule",
+        &ok,
+        json!({ "id": "hourly" }),
+    )
+    .await;
+    assert_eq!(gone.body["removed"], true, "{gone:?}");
+    assert!(tasks.schedules().await.expect("schedules").is_empty());
 }

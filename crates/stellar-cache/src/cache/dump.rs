@@ -6,8 +6,11 @@ use std::{
     path::Path,
 };
 
-use super::Cache;
-use crate::{Error, Result, store::DumpItem};
+use super::{Cache, check_key};
+use crate::{
+    Error, Result, keys,
+    store::{DumpItem, KeyInfo},
+};
 
 impl Cache {
     /// Keys (values, counters and lists) matching the glob `pattern`, without the prefix.
@@ -17,6 +20,36 @@ impl Cache {
     /// Fails if the store cannot be reached.
     pub async fn keys(&self, pattern: &str) -> Result<Vec<String>> {
         Ok(self.store().keys(pattern).await?)
+    }
+
+    /// The first `limit` keys (by name) that start with `prefix`, each with its kind, TTL and
+    /// size but not its contents, and how many keys start with `prefix` in all: for an operator
+    /// browsing the cache (the dashboard).
+    ///
+    /// # Errors
+    ///
+    /// Fails if the store cannot be reached.
+    pub async fn browse(&self, prefix: &str, limit: usize) -> Result<(Vec<KeyInfo>, u64)> {
+        let pattern = format!("{}*", keys::escape_glob(prefix));
+        let mut names = self.store().keys(&pattern).await?;
+        let total = names.len() as u64;
+        names.sort();
+        names.truncate(limit);
+        let mut described = self.store().describe(&names).await?;
+        described.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok((described, total))
+    }
+
+    /// The value or list at `key` with its TTL, as a dump holds it; `None` if absent. Unlike
+    /// [`Cache::load`], it records no read and takes either kind of item.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidKey`]; fails if the store cannot be reached.
+    pub async fn peek(&self, key: &str) -> Result<Option<DumpItem>> {
+        check_key(key)?;
+        let items = self.store().export(&keys::escape_glob(key)).await?;
+        Ok(items.into_iter().find(|item| item.key() == key))
     }
 
     /// How many keys the cache holds.

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use tokio::{sync::Notify, time::Instant};
 
 use super::{
-    CacheDump, CacheLists, CacheLocks, CacheValues, DumpItem, ItemKind, LockInfo, RawEntry,
-    StoreError, Written,
+    CacheDump, CacheLists, CacheLocks, CacheValues, DumpItem, ItemKind, KeyInfo, LockInfo,
+    RawEntry, StoreError, Written,
 };
 use stellar_core::{
     sync,
@@ -74,6 +74,19 @@ impl Item {
                 items: items.iter().cloned().collect(),
                 expires: expires(ttl_ms),
             },
+        }
+    }
+
+    fn describe(&self, key: &str) -> KeyInfo {
+        let (kind, size) = match self {
+            Self::Value { json, .. } => (ItemKind::Value, json.len() as u64),
+            Self::List { items, .. } => (ItemKind::List, items.len() as u64),
+        };
+        KeyInfo {
+            key: key.to_owned(),
+            kind,
+            ttl_ms: remaining_ms(self.expires()),
+            size,
         }
     }
 
@@ -404,6 +417,14 @@ impl CacheDump for MemoryCacheStore {
             .collect();
         keys.sort();
         Ok(keys)
+    }
+
+    async fn describe(&self, keys: &[String]) -> Result<Vec<KeyInfo>, StoreError> {
+        let state = self.state();
+        Ok(keys
+            .iter()
+            .filter_map(|key| Some(state.items.get(key)?.describe(key)))
+            .collect())
     }
 
     async fn clear(&self, pattern: &str) -> Result<u64, StoreError> {

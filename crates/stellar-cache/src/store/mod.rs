@@ -8,7 +8,7 @@
 //! | [`CacheValues`] | `save`, `load`, `destroy`, `increment` |
 //! | [`CacheLocks`] | `lock`, `unlock`, `extend`, `lock_holder`, `locks` |
 //! | [`CacheLists`] | `push`, `pop`, `pop_blocking`, `list_length` |
-//! | [`CacheDump`] | `keys`, `clear`, `export`, `import` |
+//! | [`CacheDump`] | `keys`, `describe`, `clear`, `export`, `import` |
 //!
 //! Two stores implement them all: [`MemoryCacheStore`] (this process's memory) and
 //! [`RedisCacheStore`] (a shared Redis, one Lua script per multi-step operation). Keys are the
@@ -98,6 +98,24 @@ impl DumpItem {
     }
 }
 
+/// What a key holds, without its contents, as `describe` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    /// The key, without the prefix.
+    pub key: String,
+    /// A value (or counter) or a list.
+    #[serde(serialize_with = "kind_name")]
+    pub kind: ItemKind,
+    /// Time left, in ms; `None` for no expiry.
+    pub ttl_ms: Option<u64>,
+    /// The value's JSON length in bytes, or the list's number of items.
+    pub size: u64,
+}
+
+fn kind_name<S: serde::Serializer>(kind: &ItemKind, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(kind)
+}
+
 /// Values and counters: JSON entries that honour locks on write.
 #[async_trait]
 pub trait CacheValues: Send + Sync {
@@ -164,6 +182,9 @@ pub trait CacheLists: Send + Sync {
 pub trait CacheDump: Send + Sync {
     /// Keys matching a glob `pattern` (`*`, `?`), without the prefix; never blocks the store.
     async fn keys(&self, pattern: &str) -> Result<Vec<String>, StoreError>;
+    /// What each of `keys` holds (kind, TTL, size), without reading the contents; keys that do
+    /// not exist are left out.
+    async fn describe(&self, keys: &[String]) -> Result<Vec<KeyInfo>, StoreError>;
     /// Deletes every key matching `pattern`; how many.
     async fn clear(&self, pattern: &str) -> Result<u64, StoreError>;
     /// Everything under `pattern`, with remaining TTLs.

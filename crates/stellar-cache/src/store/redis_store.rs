@@ -9,8 +9,8 @@ use redis::{Pipeline, Script};
 use stellar_bus::{RedisPool, TransportError};
 
 use super::{
-    CacheDump, CacheLists, CacheLocks, CacheValues, DumpItem, ItemKind, LockInfo, RawEntry,
-    StoreError, Written,
+    CacheDump, CacheLists, CacheLocks, CacheValues, DumpItem, ItemKind, KeyInfo, LockInfo,
+    RawEntry, StoreError, Written,
 };
 use crate::keys::Keys;
 
@@ -194,6 +194,45 @@ impl RedisCacheStore {
 
 fn ttl_arg(ttl: Option<Duration>) -> String {
     ttl.map_or_else(String::new, |ttl| ttl.as_millis().max(1).to_string())
+}
+
+/// The keys of one `describe` chunk that hold a value or a list, from their `TYPE`, `PTTL` and
+/// size replies (in the chunk's order).
+fn describe_chunk(
+    chunk: &[String],
+    kinds: Vec<(String, i64)>,
+    sizes: Vec<u64>,
+) -> impl Iterator<Item = KeyInfo> + '_ {
+    chunk
+        .iter()
+        .zip(kinds.into_iter().zip(sizes))
+        .filter_map(|(key, ((kind, pttl), size))| {
+            let kind = match kind.as_str() {
+                "hash" => ItemKind::Value,
+                "list" => ItemKind::List,
+                _ => return None,
+            };
+            Some(KeyInfo {
+                key: key.clone(),
+                kind,
+                ttl_ms: u64::try_from(pttl).ok(),
+                size,
+            })
+        })
+}
+
+/// The one key a glob `pattern` matches when it has no wildcard (`*`, `?`, `[`), unescaped.
+fn literal(pattern: &str) -> Option<String> {
+    let mut key = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' | '?' | '[' => return None,
+            '\\' => key.push(chars.next()?),
+            c => key.push(c),
+        }
+    }
+    Some(key)
 }
 
 fn parse_ms(text: &str) -> Option<u64> {
@@ -384,9 +423,38 @@ impl CacheLists for RedisCacheStore {
 #[async_trait]
 impl CacheDump for RedisCacheStore {
     async fn keys(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        if let Some(key) = literal(pattern) {
+            // One key, no wildcard: one EXISTS instead of a SCAN of the whole keyspace.
+            let cmd = redis::cmd("EXISTS").arg(self.keys.entry(&key)).clone();
+            let exists: u64 = self.pool.query("EXISTS", &cmd).await?;
+            return Ok(if exists == 1 { vec![key] } else { Vec::new() });
+        }
         let found = self.scan(&self.keys.entry_pattern(pattern)).await?;
         let names = found.iter().filter_map(|key| self.keys.entry_name(key));
         Ok(names.map(str::to_owned).collect())
+    }
+
+    async fn describe(&self, keys: &[String]) -> Result<Vec<KeyInfo>, StoreError> {
+        let mut described = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(UNLINK_CHUNK) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                let entry = self.keys.entry(key);
+                pipe.cmd("TYPE").arg(&entry).cmd("PTTL").arg(&entry);
+            }
+            let kinds: Vec<(String, i64)> = self.pipeline("TYPE", &pipe).await?;
+            let mut sizes = redis::pipe();
+            for (key, (kind, _)) in chunk.iter().zip(&kinds) {
+                let entry = self.keys.entry(key);
+                match kind.as_str() {
+                    "list" => sizes.cmd("LLEN").arg(&entry),
+                    _ => sizes.cmd("HSTRLEN").arg(&entry).arg("value"),
+                };
+            }
+            let sizes: Vec<u64> = self.pipeline("HSTRLEN", &sizes).await?;
+            described.extend(describe_chunk(chunk, kinds, sizes));
+        }
+        Ok(described)
     }
 
     async fn clear(&self, pattern: &str) -> Result<u64, StoreError> {

@@ -161,7 +161,53 @@ async fn the_failed_set_reads_one_page_latest_first(backend: Backend) {
     assert_eq!((past.len(), total), (0, 5));
 }
 
+/// Run now: a delayed task, or a retry waiting for its backoff, moves to its queue at once, its
+/// record, attempts and signature kept; anything else is left alone.
+async fn a_delayed_task_or_a_waiting_retry_runs_now(backend: Backend) {
+    let store = backend.store().await;
+    let node = NodeId::new("n1").expect("id");
+    let queues = vec!["default".to_owned()];
+    let later = NewTask {
+        due_at_ms: Some(stellar_core::time::now_ms() + 3_600_000),
+        signature: "sig-later".into(),
+        ..plain_task("later", "work", 3)
+    };
+    store.enqueue(&later).await.expect("enqueue");
+    let lease = Duration::from_secs(30);
+    let claim = async || store.claim(&request(&queues, &node, lease, 8)).await;
+    assert!(claim().await.expect("claim").is_empty(), "not due yet");
+    assert!(store.run_now("later").await.expect("run now"));
+    assert!(
+        !store.run_now("later").await.expect("run now"),
+        "not delayed any more"
+    );
+    let record = store.show("later").await.expect("show").expect("record");
+    assert_eq!((record.state, record.attempts), (TaskState::Queued, 0));
+    assert_eq!(store.stats().await.expect("stats").delayed, 0);
+    let claimed = claim().await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        (
+            claimed[0].id.as_str(),
+            claimed[0].signature.as_str(),
+            claimed[0].attempt
+        ),
+        ("later", "sig-later", 1)
+    );
+    // A retry waiting an hour for its backoff runs now as its second attempt.
+    let outcome = store
+        .fail(&claimed[0], "boom", Duration::from_secs(3600))
+        .await
+        .expect("fail");
+    assert_eq!(outcome, FailOutcome::Retrying);
+    assert!(store.run_now("later").await.expect("run now"));
+    let again = claim().await.expect("claim");
+    assert_eq!((again.len(), again[0].attempt), (1, 2));
+    assert!(!store.run_now("absent").await.expect("run now"));
+}
+
 contract!(
+    a_delayed_task_or_a_waiting_retry_runs_now,
     the_failed_set_reads_one_page_latest_first,
     stats_count_per_task_and_node_and_age_each_queue,
     deleting_a_large_queue_works_in_bounded_steps,

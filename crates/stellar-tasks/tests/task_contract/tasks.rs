@@ -761,7 +761,73 @@ async fn a_batch_over_its_count_or_byte_limit_is_refused_whole(backend: Backend)
     assert!(submitted.iter().all(|s| s.outcome == Enqueued::Added));
 }
 
+/// The dashboard's run now: a delayed task runs at once, and a schedule runs one extra time
+/// with its arguments, signed; a schedule that does not verify is not run.
+async fn a_delayed_task_and_a_schedule_run_now_on_demand(backend: Backend) {
+    let (api, tasks) = backend.node("n1", fast()).await;
+    let runs = Runs::default();
+    counting(&tasks, &runs);
+    tasks.start(&api);
+    let later = tasks
+        .enqueue_in(
+            Duration::from_secs(3600),
+            "work",
+            &1,
+            EnqueueOptions::default(),
+        )
+        .await
+        .expect("enqueue");
+    assert_eq!(state_of(&tasks, &later).await, Some(TaskState::Delayed));
+    assert!(tasks.run_now(&later).await.expect("run now"));
+    eventually("the delayed task ran", async || {
+        state_of(&tasks, &later).await == Some(TaskState::Completed)
+    })
+    .await;
+    let hourly = stellar_tasks::ScheduleOptions::default().id("hourly");
+    let recurrence = Recurrence::every(Duration::from_secs(3600));
+    tasks
+        .schedule("work", &serde_json::json!({ "n": 7 }), recurrence, hourly)
+        .await
+        .expect("schedule");
+    let id = tasks
+        .run_schedule_now("hourly")
+        .await
+        .expect("run now")
+        .expect("the schedule exists");
+    eventually("the schedule's extra run completes", async || {
+        state_of(&tasks, &id).await == Some(TaskState::Completed)
+    })
+    .await;
+    let record = tasks.show(&id).await.expect("show").expect("record");
+    assert_eq!(
+        (record.name.as_str(), record.args.as_str()),
+        ("work", r#"{"n":7}"#)
+    );
+    assert_eq!(
+        tasks.run_schedule_now("absent").await.expect("run now"),
+        None
+    );
+    let forged = Schedule {
+        id: "forged".into(),
+        task: "work".into(),
+        args: "null".into(),
+        queue: "default".into(),
+        recurrence: Recurrence::Every {
+            every_ms: 3_600_000,
+        },
+        signature: String::new(),
+    };
+    tasks.store().set_schedule(&forged).await.expect("schedule");
+    let refused = tasks.run_schedule_now("forged").await;
+    assert!(
+        matches!(refused, Err(Error::UnverifiedSchedule { .. })),
+        "{refused:?}"
+    );
+    api.shutdown().await.expect("stops");
+}
+
 contract!(
+    a_delayed_task_and_a_schedule_run_now_on_demand,
     a_batch_over_its_count_or_byte_limit_is_refused_whole,
     a_handler_asking_to_retry_after_forever_waits_thirty_days,
     a_batch_is_checked_whole_then_enqueued_at_once,

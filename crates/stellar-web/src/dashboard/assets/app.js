@@ -13,7 +13,7 @@ document.addEventListener('securitypolicyviolation', (e) =>
 const consoleError = console.error.bind(console);
 console.error = (...args) => { pageErrors.push('console: ' + args.join(' ')); consoleError(...args); };
 
-const PAGES = ['overview', 'failed', 'queues', 'nodes'];
+const PAGES = ['overview', 'failed', 'queues', 'nodes', 'tasks', 'scheduled', 'cache', 'bus'];
 const HISTORY = 90; // snapshots kept for the chart (one a second)
 const state = {
   session: null, // {mode, logged_in, csrf?, node_id}
@@ -24,6 +24,12 @@ const state = {
   failedKey: null, // the failed counts the failed page was last read at
   rendered: {}, // what each table shows now, so unchanged data is not redrawn
   events: null,
+  ticks: 0, // snapshots received, to read the slower pages every few seconds
+  delayedCount: null, // the delayed count the scheduled page was last read at
+  task: null, // the task search's last answer: {id, task}
+  scheduled: null, // {delayed, delayed_total, schedules}
+  cachePrefix: '',
+  cache: null, // {prefix, keys, total, truncated, max}
 };
 
 const $ = (id) => document.getElementById(id);
@@ -54,6 +60,23 @@ function duration(ms) {
 
 function ago(ms) {
   return ms ? duration(Date.now() - ms) + ' ago' : '–';
+}
+
+// A time to come, relative: "in 5s", or "due" once it has passed.
+function until(ms) {
+  if (!ms) return '–';
+  return ms > Date.now() ? 'in ' + duration(ms - Date.now()) : 'due';
+}
+
+// A time as UTC text, to the second.
+function utc(ms) {
+  return ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 19) + ' UTC' : '–';
+}
+
+// A button that runs `action` (with a confirm() first when `question` is given).
+function button(label, attrs, action, question) {
+  const onclick = () => { if (!question || window.confirm(question)) action(); };
+  return el('button', Object.assign({ type: 'button', onclick }, attrs), label);
 }
 
 function say(text, ok) {
@@ -87,7 +110,7 @@ async function act(path, body, done) {
       return;
     }
     say(done, true);
-    await refreshFailed();
+    await refreshPage();
   } catch (err) {
     say('request failed: ' + err.message);
   }
@@ -121,6 +144,7 @@ function render() {
     case 'failed': renderFailed(); break;
     case 'queues': renderQueues(snap); break;
     case 'nodes': renderNodes(snap); break;
+    case 'bus': renderBus(snap); break;
   }
 }
 
@@ -192,7 +216,7 @@ function drawChart() {
 }
 
 async function refreshFailed() {
-  if (page() !== 'failed' || !state.session || (state.session.mode === 'login' && !canAct())) return;
+  if (page() !== 'failed' || !canRead()) return;
   try {
     state.failed = await getJson('/dashboard/api/failed?page=' + state.failedPage);
     if (state.failed.page > state.failed.pages && state.failedPage > 1) {
@@ -255,8 +279,143 @@ function renderNodes(snap) {
       ? el('button', { type: 'button', class: 'mutate unquiet', 'data-node': n.id,
         onclick: () => act('/dashboard/api/nodes/quiet', { node: n.id, quiet: false }, n.id + ' takes tasks again') }, 'Unquiet')
       : el('button', { type: 'button', class: 'mutate quiet', 'data-node': n.id,
-        onclick: () => act('/dashboard/api/nodes/quiet', { node: n.id, quiet: true }, n.id + ' is quiet') }, 'Quiet'))));
+        onclick: () => act('/dashboard/api/nodes/quiet', { node: n.id, quiet: true }, n.id + ' is quiet') }, 'Quiet'),
+      ' ',
+      button('Stop', { class: 'mutate danger stop', 'data-node': n.id },
+        () => act('/dashboard/api/nodes/stop', { node: n.id }, n.id + ' is stopping'),
+        'Stop node ' + n.id + '? It finishes its running tasks (within its shutdown timeout) and leaves the cluster.'))));
   fill($('nodes-table').tBodies[0], JSON.stringify(snap.nodes.map((n) => [n.id, n.state, n.in_flight, Math.floor((n.uptime_ms || 0) / 10000)])), rows);
+}
+
+// Whether the page may read the API now (read-only mode, or logged in).
+const canRead = () => state.session && (state.session.mode === 'read-only' || canAct());
+
+// Tasks: one task by id, read again while it is not finished.
+async function searchTask(id) {
+  if (!id) return;
+  state.task = { id, task: undefined };
+  await refreshTask();
+}
+
+async function refreshTask() {
+  if (page() !== 'tasks' || !canRead() || !state.task) return;
+  try {
+    state.task = await getJson('/dashboard/api/task?id=' + encodeURIComponent(state.task.id));
+    renderTask();
+  } catch (err) {
+    say('could not read the task: ' + err.message);
+  }
+}
+
+function renderTask() {
+  const answer = state.task;
+  $('task-missing').hidden = !answer || answer.task !== null;
+  $('task-missing').textContent = answer ? 'no task with id ' + answer.id : '';
+  $('task-result').hidden = !answer || !answer.task;
+  if (!answer || !answer.task) return;
+  const t = answer.task;
+  const rows = [
+    ['Id', t.id], ['State', el('span', { class: 'state-' + t.state, id: 'task-state' }, t.state)],
+    ['Name', t.name], ['Queue', t.queue], ['Attempts', t.attempts + ' / ' + t.max_attempts],
+    ['Node', t.node || '–'], ['Progress', t.progress === null ? '–' : JSON.stringify(t.progress)],
+    ['Last error', el('span', { class: 'error' }, t.error || '–')],
+    ['Arguments', el('pre', { id: 'task-args', class: 'mono' }, t.args)],
+  ].map(([label, value]) => el('tr', {}, el('th', {}, label), el('td', {}, value)));
+  $('task-fields').replaceChildren(...rows);
+  const events = t.timeline.map((e) => el('li', {}, el('span', { class: 'mono' }, utc(e.at_ms)), ' ', e.event));
+  $('task-timeline').replaceChildren(...events);
+}
+
+// Scheduled: delayed tasks and recurring schedules.
+async function refreshScheduled() {
+  if (page() !== 'scheduled' || !canRead()) return;
+  try {
+    state.scheduled = await getJson('/dashboard/api/scheduled');
+    state.delayedCount = state.snapshot ? state.snapshot.tasks.delayed : null;
+    renderScheduled();
+  } catch (err) {
+    say('could not list scheduled tasks: ' + err.message);
+  }
+}
+
+function renderScheduled() {
+  const list = state.scheduled;
+  if (!list) return;
+  $('delayed-count').textContent = list.delayed_total > list.delayed.length
+    ? '(the first ' + list.delayed.length + ' of ' + list.delayed_total + ')' : '(' + list.delayed_total + ')';
+  const delayed = list.delayed.map((t) => el('tr', { class: 'delayed-row', 'data-id': t.id },
+    el('td', { class: 'mono' }, t.id), el('td', {}, t.name), el('td', {}, t.queue),
+    el('td', { title: utc(t.due_at_ms) }, until(t.due_at_ms)), el('td', {}, t.attempts + ' / ' + t.max_attempts),
+    el('td', {},
+      button('Run now', { class: 'mutate run-now', 'data-id': t.id }, () => act('/dashboard/api/scheduled/run-now', { id: t.id }, t.id + ' runs now')),
+      ' ',
+      button('Delete', { class: 'mutate danger delete-delayed', 'data-id': t.id }, () => act('/dashboard/api/scheduled/delete', { id: t.id }, 'deleted ' + t.id), 'Delete task ' + t.id + '?'))));
+  fill($('delayed-table').tBodies[0], JSON.stringify(list.delayed.map((t) => [t.id, t.attempts, until(t.due_at_ms)])) + canAct(), delayed);
+  const schedules = list.schedules.map((s) => el('tr', { class: 'schedule-row', 'data-id': s.id },
+    el('td', { class: 'mono' }, s.id), el('td', {}, s.task), el('td', {}, s.queue), el('td', {}, s.recurrence),
+    el('td', { title: utc(s.next_run_at_ms) }, s.problem ? el('span', { class: 'error' }, s.problem) : until(s.next_run_at_ms)),
+    el('td', { class: 'mono' }, s.args),
+    el('td', {},
+      button('Run now', { class: 'mutate run-schedule', 'data-id': s.id }, () => act('/dashboard/api/schedules/run-now', { id: s.id }, s.id + ' runs once now')),
+      ' ',
+      button('Unschedule', { class: 'mutate danger unschedule', 'data-id': s.id }, () => act('/dashboard/api/schedules/unschedule', { id: s.id }, 'unscheduled ' + s.id), 'Unschedule ' + s.id + '?'))));
+  fill($('schedules-table').tBodies[0], JSON.stringify(list.schedules.map((s) => [s.id, s.problem, until(s.next_run_at_ms)])) + canAct(), schedules);
+}
+
+// Cache: keys by prefix, one value as text.
+async function refreshCache() {
+  if (page() !== 'cache' || !canRead()) return;
+  try {
+    state.cache = await getJson('/dashboard/api/cache/keys?prefix=' + encodeURIComponent(state.cachePrefix));
+    renderCache();
+  } catch (err) {
+    say('could not list cache keys: ' + err.message);
+  }
+}
+
+function renderCache() {
+  const list = state.cache;
+  $('cache-count').textContent = list.truncated
+    ? '(the first ' + list.keys.length + ' of ' + list.total + ' keys: narrow the prefix)' : '(' + list.total + ')';
+  const rows = list.keys.map((k) => el('tr', { class: 'cache-row', 'data-key': k.key },
+    el('td', { class: 'mono' }, k.key), el('td', {}, k.kind),
+    el('td', {}, k.ttl_ms === null ? 'no expiry' : duration(k.ttl_ms)),
+    el('td', {}, k.kind === 'list' ? k.size + ' items' : k.size + ' bytes'),
+    el('td', {},
+      button('View', { class: 'view-key', 'data-key': k.key }, () => viewKey(k.key)),
+      ' ',
+      button('Delete', { class: 'mutate danger delete-key', 'data-key': k.key }, () => act('/dashboard/api/cache/delete', { key: k.key }, 'deleted ' + k.key), 'Delete key ' + k.key + '?'))));
+  fill($('cache-table').tBodies[0], JSON.stringify(list.keys.map((k) => [k.key, k.size, Math.floor((k.ttl_ms || 0) / 1000)])) + canAct(), rows);
+}
+
+async function viewKey(key) {
+  try {
+    const item = await getJson('/dashboard/api/cache/value?key=' + encodeURIComponent(key));
+    $('cache-view').hidden = false;
+    $('cache-view-key').textContent = key;
+    $('cache-value').textContent = item.found ? item.text : '(no such key any more)';
+    $('cache-value-note').textContent = !item.found ? '' : item.kind + ', ' + item.bytes + ' bytes'
+      + (item.ttl_ms === null ? ', no expiry' : ', expires in ' + duration(item.ttl_ms))
+      + (item.truncated ? ' (truncated: the first ' + item.text.length + ' characters shown)' : '');
+  } catch (err) {
+    say('could not read ' + key + ': ' + err.message);
+  }
+}
+
+// Bus health: this node's counters, and every node's from its status.
+const BUS_FIELDS = ['accepted', 'oversized', 'malformed', 'bad_signature', 'outside_window', 'replayed', 'before_start', 'possibly_lost', 'handler_failures'];
+
+function busCells(bus) {
+  return BUS_FIELDS.map((f) => el('td', { class: 'bus-' + f }, bus ? bus[f] : '–'));
+}
+
+function renderBus(snap) {
+  const rows = [el('tr', { class: 'bus-row this', 'data-node': snap.node_id },
+    el('td', { class: 'mono' }, snap.node_id, el('span', { class: 'muted' }, ' (this node)')), ...busCells(snap.bus))];
+  for (const n of snap.nodes.filter((n) => n.id !== snap.node_id)) {
+    rows.push(el('tr', { class: 'bus-row', 'data-node': n.id }, el('td', { class: 'mono' }, n.id), ...busCells(n.bus)));
+  }
+  fill($('bus-table').tBodies[0], JSON.stringify([snap.bus, snap.nodes.map((n) => [n.id, n.bus])]), rows);
 }
 
 function onSnapshot(snap) {
@@ -270,6 +429,16 @@ function onSnapshot(snap) {
     state.failedKey = failedKey;
     refreshFailed();
   }
+  state.ticks += 1;
+  const slow = state.ticks % 5 === 0;
+  if (slow || snap.tasks.delayed !== state.delayedCount) refreshScheduled();
+  if (slow) refreshCache();
+  if (state.task && state.task.task && !['completed', 'failed'].includes(state.task.task.state)) refreshTask();
+}
+
+// Reads again what the current page shows (after an action, or when the page opens).
+async function refreshPage() {
+  await Promise.all([refreshFailed(), refreshScheduled(), refreshCache(), refreshTask()]);
 }
 
 // Live updates: the server pushes a snapshot every second; the browser reconnects by itself.
@@ -308,7 +477,9 @@ async function start() {
   });
   $('failed-prev').addEventListener('click', () => { state.failedPage = Math.max(1, state.failedPage - 1); refreshFailed(); });
   $('failed-next').addEventListener('click', () => { state.failedPage += 1; refreshFailed(); });
-  window.addEventListener('hashchange', () => { showPage(); refreshFailed(); });
+  $('task-form').addEventListener('submit', (e) => { e.preventDefault(); searchTask($('task-id').value.trim()); });
+  $('cache-form').addEventListener('submit', (e) => { e.preventDefault(); state.cachePrefix = $('cache-prefix').value; refreshCache(); });
+  window.addEventListener('hashchange', () => { say(''); showPage(); refreshPage(); });
   showPage();
   if (session.mode === 'login' && !session.logged_in) {
     $('secret').focus();
@@ -320,6 +491,7 @@ async function start() {
     say('could not read the cluster: ' + err.message);
   }
   listen();
+  refreshPage();
 }
 
 document.addEventListener('DOMContentLoaded', start);
