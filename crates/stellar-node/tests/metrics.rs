@@ -5,10 +5,13 @@
 use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use prometheus_parse::{Sample, Scrape, Value};
-use stellar_bus::{Bus, BusSettings};
+use stellar_bus::{Bus, BusSettings, RedisConfig, RedisPool};
 use stellar_core::{Api, Config, NodeId, ServerToken};
 use stellar_node::Node;
-use stellar_tasks::{EnqueueOptions, TaskDefinition, TaskState};
+use stellar_tasks::{
+    EnqueueOptions, RedisTaskStore, TaskDefinition, TaskState,
+    store::{ClaimRequest, TaskQueue},
+};
 use stellar_testkit::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -98,6 +101,19 @@ fn histogram_count(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Op
         })
 }
 
+/// Scrapes `node` until `settled` holds for the scrape (or panics after 10 s, naming `what`).
+async fn scrape_until(node: &Node, what: &str, settled: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = scrape(node).await;
+        if settled(&scrape) {
+            return scrape;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn wait_for(node: &Node, ids: &[String], state: TaskState) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     for id in ids {
@@ -173,17 +189,11 @@ async fn metrics_move_as_tasks_run_requests_arrive_and_forgeries_are_refused() {
         .publish("stellar.test", &"forged")
         .await
         .expect("publish");
-    let mut after = scrape(&node).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let bad = [("reason", "bad_signature")];
-    while value(&after, "stellar_bus_messages_rejected_total", &bad) != Some(1.0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "forgery not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        after = scrape(&node).await;
-    }
+    let after = scrape_until(&node, "forgery not counted", |s| {
+        value(s, "stellar_bus_messages_rejected_total", &bad) == Some(1.0)
+    })
+    .await;
 
     assert_eq!(
         value(&after, "stellar_tasks_processed_total", &ok),
@@ -318,4 +328,57 @@ async fn cluster_gauges_come_from_the_scheduler_leader_only() {
     );
     a.shutdown().await.expect("a stops");
     b.shutdown().await.expect("b stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_lease_expires_is_counted_as_reaped_by_queue_and_task() {
+    let server = RedisServer::start();
+    let node = start("metrics-reaper", Some(server.url())).await;
+    // A task in a queue the node does not serve, claimed straight through the store by a node
+    // that then vanishes (never renews): the running node's maintenance takes it back.
+    let id = enqueue(&node, "metrics.ok", 1, Some("lost"))
+        .await
+        .remove(0);
+    let pool = RedisPool::connect(RedisConfig::new(server.url()))
+        .await
+        .expect("redis");
+    let claimed = RedisTaskStore::new(pool)
+        .claim(&ClaimRequest {
+            queues: vec!["lost".to_owned()],
+            node: NodeId::new("vanished").expect("id"),
+            lease: Duration::from_millis(100),
+            max: 1,
+            names: vec!["metrics.ok".to_owned()].into(),
+            request_id: "vanished-claim".to_owned(),
+        })
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1, "the task was claimed");
+
+    let reaped = [
+        ("queue", "lost"),
+        ("task", "metrics.ok"),
+        ("outcome", "requeued"),
+    ];
+    let after = scrape_until(&node, "the expired lease was not counted", |s| {
+        value(s, "stellar_tasks_reaped_total", &reaped) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        value(
+            &after,
+            "stellar_tasks_reaped_total",
+            &[("outcome", "failed")]
+        ),
+        None,
+        "it had attempts left"
+    );
+    let shown = node
+        .tasks()
+        .show(&id)
+        .await
+        .expect("show")
+        .expect("a record");
+    assert_eq!(shown.state, TaskState::Queued, "back in its queue");
+    node.shutdown().await.expect("node stops");
 }
