@@ -36,8 +36,9 @@ fn main() -> ExitCode {
 /// What `cargo xtask help` prints: every command.
 const HELP: &str = "\
 usage: cargo xtask test                            fmt check, clippy -D warnings, all tests
-       cargo xtask bench [--quick] [--redis URL]   figures beside raw-Redis baselines
-                                                   (target/bench/results.json)
+       cargo xtask bench [--quick] [--redis URL] [--only PREFIX]
+                                                   figures beside baselines (target/bench/results.json);
+                                                   --only: figures named PREFIX* (metrics, tasks, web, …)
        cargo xtask cluster-test [FILTER]           fault scenarios with real processes
        cargo xtask help                            this text";
 

@@ -1,136 +1,22 @@
 //! `GET /metrics` on a running node, parsed with a Prometheus text parser: values move as tasks
 //! run, requests are served and forged bus messages arrive; the cluster-wide gauges come from
-//! the scheduler leader only.
+//! the scheduler leader only; expired leases are counted as reaped.
 
-use std::{collections::HashSet, net::SocketAddr, time::Duration};
+mod support;
 
-use prometheus_parse::{Sample, Scrape, Value};
-use stellar_bus::{Bus, BusSettings};
+use std::{collections::HashSet, time::Duration};
+
+use prometheus_parse::Scrape;
+use stellar_bus::{Bus, BusSettings, RedisConfig, RedisPool};
 use stellar_core::{Api, Config, NodeId, ServerToken};
-use stellar_node::Node;
-use stellar_tasks::{EnqueueOptions, TaskDefinition, TaskState};
+use stellar_tasks::{
+    RedisTaskStore, TaskState,
+    store::{ClaimRequest, TaskQueue},
+};
 use stellar_testkit::RedisServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn config(id: &str, redis_url: Option<String>) -> Config {
-    Config {
-        id: Some(NodeId::new(id).expect("valid id")),
-        server_token: ServerToken::new("metrics-test-token"),
-        redis_url,
-        http_addr: Some("127.0.0.1:0".parse().expect("addr")),
-        shutdown_timeout: Duration::from_secs(3),
-        ..Config::default()
-    }
-}
-
-fn task_types() -> Vec<TaskDefinition> {
-    vec![
-        TaskDefinition::new("metrics.ok", |_ctx, _args: serde_json::Value| async {
-            Ok(())
-        }),
-        TaskDefinition::new("metrics.fail", |_ctx, _args: serde_json::Value| async {
-            Err("failing on purpose".into())
-        })
-        .max_attempts(2)
-        .backoff(Duration::from_millis(10), Duration::from_millis(10)),
-    ]
-}
-
-async fn start(id: &str, redis_url: Option<String>) -> Node {
-    Node::builder(config(id, redis_url))
-        .tasks(task_types())
-        .start()
-        .await
-        .expect("node starts")
-}
-
-/// A plain HTTP/1.1 GET; the status and body.
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("a status");
-    (status, body.to_owned())
-}
-
-/// Scrapes `node` and parses the exposition.
-async fn scrape(node: &Node) -> Scrape {
-    let (status, body) = get(node.http_addr().expect("serves HTTP"), "/metrics").await;
-    assert_eq!(status, 200, "{body}");
-    Scrape::parse(body.lines().map(|line| Ok(line.to_owned()))).expect("valid exposition")
-}
-
-/// The value of the counter, gauge or untyped sample `metric` whose labels include `labels`.
-fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == metric && has(s, labels))
-        .and_then(|s| match s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
-            _ => None,
-        })
-}
-
-fn has(sample: &Sample, labels: &[(&str, &str)]) -> bool {
-    labels.iter().all(|(k, v)| sample.labels.get(k) == Some(*v))
-}
-
-/// The `+Inf` bucket of the histogram `metric` with `labels`.
-fn histogram_count(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == metric && has(s, labels))
-        .and_then(|s| match &s.value {
-            Value::Histogram(buckets) => buckets
-                .iter()
-                .find(|b| b.less_than.is_infinite())
-                .map(|b| b.count),
-            _ => None,
-        })
-}
-
-async fn wait_for(node: &Node, ids: &[String], state: TaskState) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    for id in ids {
-        loop {
-            let shown = node.tasks().show(id).await.expect("show");
-            if shown.map(|t| t.state) == Some(state) {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "task {id} not {state:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-async fn enqueue(node: &Node, name: &str, n: usize, queue: Option<&str>) -> Vec<String> {
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let options = EnqueueOptions {
-            queue: queue.map(str::to_owned),
-            ..EnqueueOptions::default()
-        };
-        let id = node
-            .tasks()
-            .enqueue(name, &serde_json::json!({ "i": i }), options)
-            .await
-            .expect("enqueue");
-        ids.push(id);
-    }
-    ids
-}
+use support::{
+    config, enqueue, get, histogram_count, scrape, scrape_until, start, value, wait_for,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_as_tasks_run_requests_arrive_and_forgeries_are_refused() {
@@ -173,17 +59,11 @@ async fn metrics_move_as_tasks_run_requests_arrive_and_forgeries_are_refused() {
         .publish("stellar.test", &"forged")
         .await
         .expect("publish");
-    let mut after = scrape(&node).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let bad = [("reason", "bad_signature")];
-    while value(&after, "stellar_bus_messages_rejected_total", &bad) != Some(1.0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "forgery not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        after = scrape(&node).await;
-    }
+    let after = scrape_until(&node, "forgery not counted", |s| {
+        value(s, "stellar_bus_messages_rejected_total", &bad) == Some(1.0)
+    })
+    .await;
 
     assert_eq!(
         value(&after, "stellar_tasks_processed_total", &ok),
@@ -318,4 +198,57 @@ async fn cluster_gauges_come_from_the_scheduler_leader_only() {
     );
     a.shutdown().await.expect("a stops");
     b.shutdown().await.expect("b stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_lease_expires_is_counted_as_reaped_by_queue_and_task() {
+    let server = RedisServer::start();
+    let node = start("metrics-reaper", Some(server.url())).await;
+    // A task in a queue the node does not serve, claimed straight through the store by a node
+    // that then vanishes (never renews): the running node's maintenance takes it back.
+    let id = enqueue(&node, "metrics.ok", 1, Some("lost"))
+        .await
+        .remove(0);
+    let pool = RedisPool::connect(RedisConfig::new(server.url()))
+        .await
+        .expect("redis");
+    let claimed = RedisTaskStore::new(pool)
+        .claim(&ClaimRequest {
+            queues: vec!["lost".to_owned()],
+            node: NodeId::new("vanished").expect("id"),
+            lease: Duration::from_millis(100),
+            max: 1,
+            names: vec!["metrics.ok".to_owned()].into(),
+            request_id: "vanished-claim".to_owned(),
+        })
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1, "the task was claimed");
+
+    let reaped = [
+        ("queue", "lost"),
+        ("task", "metrics.ok"),
+        ("outcome", "requeued"),
+    ];
+    let after = scrape_until(&node, "the expired lease was not counted", |s| {
+        value(s, "stellar_tasks_reaped_total", &reaped) == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        value(
+            &after,
+            "stellar_tasks_reaped_total",
+            &[("outcome", "failed")]
+        ),
+        None,
+        "it had attempts left"
+    );
+    let shown = node
+        .tasks()
+        .show(&id)
+        .await
+        .expect("show")
+        .expect("a record");
+    assert_eq!(shown.state, TaskState::Queued, "back in its queue");
+    node.shutdown().await.expect("node stops");
 }

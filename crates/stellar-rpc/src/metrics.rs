@@ -3,7 +3,7 @@
 use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
 use stellar_core::{Metrics, metrics::duration_buckets};
 
-use crate::Error;
+use crate::{Error, RemoteError, Reply};
 
 type MethodOutcome = [(&'static str, String); 2];
 type MethodLabel = [(&'static str, String); 1];
@@ -44,9 +44,9 @@ impl RpcMetrics {
 
     /// A call of `method` (a label: a method this node knows, else `other`) ended with `result`
     /// after `seconds`.
-    pub(crate) fn called<T>(&self, method: String, seconds: f64, result: &Result<T, Error>) {
+    pub(crate) fn called(&self, method: String, seconds: f64, result: &Result<Vec<Reply>, Error>) {
         let outcome = match result {
-            Ok(_) => "ok",
+            Ok(replies) => replies_outcome(replies),
             Err(Error::Timeout { .. }) => "timeout",
             Err(Error::UnknownNode { .. } | Error::UnknownConnection { .. }) => "unknown_node",
             Err(Error::Remote { .. } | Error::NoSuchMethod { .. } | Error::InvalidArgs { .. }) => {
@@ -67,5 +67,25 @@ impl RpcMetrics {
         self.served
             .get_or_create(&[("method", method), ("outcome", outcome.to_owned())])
             .inc();
+    }
+}
+
+/// The outcome of a call that got its replies: a node's error in any reply makes it
+/// `remote_error`, else a node that did not answer makes it `timeout` (so a call of an unknown
+/// method, whose node answered "no such method", is not `ok`).
+fn replies_outcome(replies: &[Reply]) -> &'static str {
+    let failed = |timeout: bool| {
+        replies.iter().any(|reply| match &reply.result {
+            Err(RemoteError::Timeout { .. }) => timeout,
+            Err(_) => !timeout,
+            Ok(_) => false,
+        })
+    };
+    if failed(false) {
+        "remote_error"
+    } else if failed(true) {
+        "timeout"
+    } else {
+        "ok"
     }
 }

@@ -77,7 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     reset(&pool).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    while store.reap(200).await? == 200 {}
+    while store.reap(200).await?.len() == 200 {}
     rows.push(("reap (200)", slowest(&pool).await?));
     reset(&pool).await?;
     while store.promote(200).await? == 200 {}

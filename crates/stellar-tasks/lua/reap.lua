@@ -7,10 +7,12 @@
 -- ARGV[2]  queue key prefix, "stellar:queue:"
 -- ARGV[3]  wake-up channel prefix
 -- ARGV[4]  at most this many tasks per call
--- Returns how many tasks were reaped.
+-- Returns a flat array, 3 entries per task it moved (expired entries of tasks no longer running are
+-- only dropped): queue, name, 0 if it went back to its queue or 1 if to the failed set.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
   redis.call('ZREM', KEYS[1], id)
@@ -22,12 +24,18 @@ for _, id in ipairs(ids) do
       redis.call('RPUSH', ARGV[2] .. f[3], id)
       redis.call('PUBLISH', ARGV[3] .. f[3], f[3])
       redis.call('HINCRBY', KEYS[3], 'retried', 1)
+      table.insert(out, f[3])
+      table.insert(out, f[4] or '')
+      table.insert(out, 0)
     else
       redis.call('HSET', key, 'state', 'failed', 'finished_at', now)
       redis.call('ZADD', KEYS[2], now, id)
       redis.call('HINCRBY', KEYS[3], 'failed', 1)
       redis.call('HINCRBY', KEYS[3], 'failed:' .. f[4], 1)
+      table.insert(out, f[3] or '')
+      table.insert(out, f[4] or '')
+      table.insert(out, 1)
     end
   end
 end
-return #ids
+return out

@@ -30,11 +30,13 @@ pub(crate) async fn run_maintenance(tasks: Tasks, cancel: CancellationToken) {
         }
         trouble.check("promoting due tasks", promote_due(&tasks).await);
         match tasks.inner.store.reap(BATCH).await {
-            Ok(0) => trouble.check("reaping expired leases", Ok(())),
             Ok(reaped) => {
                 trouble.check("reaping expired leases", Ok(()));
-                tasks.inner.metrics.reaped(reaped);
-                warn!(node_id = %tasks.inner.node_id, reaped, "returned tasks with expired leases to their queues");
+                if !reaped.is_empty() {
+                    tasks.inner.metrics.reaped(&reaped);
+                    let n_reaped = reaped.len();
+                    warn!(node_id = %tasks.inner.node_id, reaped = n_reaped, "took back tasks with expired leases");
+                }
             }
             Err(err) => trouble.check("reaping expired leases", Err(err)),
         }

@@ -14,8 +14,8 @@ use crate::{
     MAX_RETRY_DELAY,
     signal::WorkSignal,
     store::{
-        ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, QueueControl, Schedules,
-        StoreError, TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
+        ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, QueueControl, ReapOutcome, Reaped,
+        Schedules, StoreError, TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
     },
     types::{Counters, Enqueued, QueueStats, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };
@@ -538,11 +538,12 @@ impl TaskQueue for MemoryTaskStore {
 
 #[async_trait]
 impl TaskMaintenance for MemoryTaskStore {
-    async fn reap(&self, limit: u32) -> Result<u64, StoreError> {
+    async fn reap(&self, limit: u32) -> Result<Vec<Reaped>, StoreError> {
         let reaped = {
             let mut state = self.state();
             let now = Instant::now();
             let expired = due(&state.inflight, now, limit);
+            let mut reaped = Vec::new();
             for id in &expired {
                 state.inflight.remove(id);
                 let Some(task) = state.tasks.get_mut(id) else {
@@ -556,10 +557,15 @@ impl TaskMaintenance for MemoryTaskStore {
                     task.record.node.as_deref().unwrap_or("?")
                 ));
                 let (name, queue) = (task.record.name.clone(), task.record.queue.clone());
-                if task.record.attempts < task.record.max_attempts {
+                let outcome = if task.record.attempts < task.record.max_attempts {
                     task.record.state = TaskState::Queued;
-                    state.queues.entry(queue).or_default().push_back(id.clone());
+                    state
+                        .queues
+                        .entry(queue.clone())
+                        .or_default()
+                        .push_back(id.clone());
                     state.totals.add("retried", 1);
+                    ReapOutcome::Requeued
                 } else {
                     task.record.state = TaskState::Failed;
                     task.record.finished_at_ms = Some(now_ms());
@@ -567,11 +573,17 @@ impl TaskMaintenance for MemoryTaskStore {
                     let order = state.failures;
                     state.failed.insert(id.clone(), order);
                     state.bump("failed", &name);
-                }
+                    ReapOutcome::Failed
+                };
+                reaped.push(Reaped {
+                    queue,
+                    name,
+                    outcome,
+                });
             }
-            expired.len() as u64
+            reaped
         };
-        if reaped > 0 {
+        if !reaped.is_empty() {
             self.wake();
         }
         Ok(reaped)

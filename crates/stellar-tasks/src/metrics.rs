@@ -3,6 +3,7 @@
 //! the cluster-wide backlog.
 
 use std::{
+    collections::HashSet,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -13,13 +14,18 @@ use std::{
 use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
 use stellar_core::{Metrics, metrics::duration_buckets};
 
-use crate::{Stats, store::Claimed};
+use crate::{
+    Stats,
+    store::{Claimed, Reaped},
+};
 
 /// How often the scheduler leader reads the cluster-wide backlog for the gauges.
 pub(crate) const BACKLOG_REFRESH: Duration = Duration::from_secs(2);
 
 /// `queue` and `task` labels (both bounded: configured queues, registered task names).
 type TaskLabels = [(&'static str, String); 2];
+/// `queue`, `task` and `outcome` of a reaped task.
+type ReapLabels = [(&'static str, String); 3];
 type Histograms = Family<TaskLabels, Histogram, fn() -> Histogram>;
 
 /// The live families of one node's task system. Cloning it is cheap.
@@ -31,7 +37,7 @@ pub(crate) struct TaskMetrics {
     lease_lost: Family<TaskLabels, Counter>,
     duration: Histograms,
     wait: Histograms,
-    reaped: Counter,
+    reaped: Family<ReapLabels, Counter>,
     shared: Arc<Shared>,
 }
 
@@ -43,6 +49,9 @@ struct Shared {
     backlog: Mutex<Option<Stats>>,
     /// Tasks refused for an unsigned record (their name is not trusted as a label).
     unsigned: AtomicU64,
+    /// The `(queue, task)` label pairs of reaped tasks so far, at most [`MAX_QUEUE_LABELS`]:
+    /// they come from records in Redis, not from this node's configuration.
+    reaped_labels: Mutex<HashSet<(String, String)>>,
 }
 
 fn labels(claimed: &Claimed) -> TaskLabels {
@@ -64,7 +73,7 @@ impl Default for TaskMetrics {
             lease_lost: Family::default(),
             duration: histograms(),
             wait: histograms(),
-            reaped: Counter::default(),
+            reaped: Family::default(),
             shared: Arc::default(),
         }
     }
@@ -114,7 +123,7 @@ impl TaskMetrics {
         );
         metrics.register(
             "stellar_tasks_reaped",
-            "Tasks whose lease expired that this node's maintenance returned to their queue or failed",
+            "Tasks whose lease expired that this node's maintenance took back, by queue, task name and outcome (requeued or failed)",
             self.reaped.clone(),
         );
         let shared = self.shared.clone();
@@ -176,8 +185,26 @@ impl TaskMetrics {
         self.shared.unsigned.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn reaped(&self, n: u64) {
-        self.reaped.inc_by(n);
+    /// Tasks this node's reaper took back after their lease expired.
+    pub(crate) fn reaped(&self, reaped: &[Reaped]) {
+        let mut seen = stellar_core::sync::lock(&self.shared.reaped_labels);
+        for task in reaped {
+            let pair = (task.queue.clone(), task.name.clone());
+            let known = seen.contains(&pair)
+                || (seen.len() < MAX_QUEUE_LABELS && seen.insert(pair.clone()));
+            // Past the cap, a new pair is counted under `other` rather than as a new series.
+            let (queue, name) = if known {
+                pair
+            } else {
+                (OTHER.to_owned(), OTHER.to_owned())
+            };
+            let labels = [
+                ("queue", queue),
+                ("task", name),
+                ("outcome", task.outcome.as_str().to_owned()),
+            ];
+            self.reaped.get_or_create(&labels).inc();
+        }
     }
 
     /// Whether this node leads the scheduler; off the leader the backlog is forgotten.
@@ -195,8 +222,11 @@ impl TaskMetrics {
 }
 
 /// The cluster-wide gauges, from the leader's last read of the backlog.
-/// At most this many queues get their own depth and age series.
+/// At most this many queues get their own depth and age series (and at most this many
+/// `(queue, task)` pairs their own reaped series).
 const MAX_QUEUE_LABELS: usize = 256;
+/// The label value of reaped tasks past [`MAX_QUEUE_LABELS`] pairs.
+const OTHER: &str = "other";
 
 fn cluster_gauges(out: &mut stellar_core::metrics::Samples, stats: &Stats) {
     // Queue names come from Redis, where anyone with write access may add some: a bounded

@@ -14,8 +14,8 @@ use stellar_core::{NodeId, TraceParent};
 
 use crate::{
     store::{
-        ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, QueueControl, Schedules,
-        StoreError, TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
+        ClaimRequest, Claimed, FailOutcome, Leadership, NewTask, QueueControl, ReapOutcome, Reaped,
+        Schedules, StoreError, TaskInspector, TaskMaintenance, TaskQueue, WorkerRegistry, now_ms,
     },
     types::{Counters, Enqueued, QueueStats, Schedule, Stats, TaskRecord, TaskState, WorkerInfo},
 };
@@ -328,6 +328,32 @@ fn parse_claimed(flat: &[redis::Value]) -> Result<Vec<Claimed>, StoreError> {
         .collect())
 }
 
+/// The reap script's reply: queue, name and outcome (0 requeued, 1 failed) per task.
+fn parse_reaped(flat: Vec<String>) -> Result<Vec<Reaped>, StoreError> {
+    if !flat.len().is_multiple_of(3) {
+        return Err(StoreError::Malformed {
+            op: "task reap",
+            detail: format!("{} entries", flat.len()),
+        });
+    }
+    let mut entries = flat.into_iter();
+    let mut reaped = Vec::with_capacity(entries.len() / 3);
+    while let (Some(queue), Some(name), Some(outcome)) =
+        (entries.next(), entries.next(), entries.next())
+    {
+        let outcome = match outcome.as_str() {
+            "1" => ReapOutcome::Failed,
+            _ => ReapOutcome::Requeued,
+        };
+        reaped.push(Reaped {
+            queue,
+            name,
+            outcome,
+        });
+    }
+    Ok(reaped)
+}
+
 fn ms(duration: Duration) -> String {
     duration.as_millis().max(1).to_string()
 }
@@ -482,17 +508,18 @@ impl TaskQueue for RedisTaskStore {
 
 #[async_trait]
 impl TaskMaintenance for RedisTaskStore {
-    async fn reap(&self, limit: u32) -> Result<u64, StoreError> {
+    async fn reap(&self, limit: u32) -> Result<Vec<Reaped>, StoreError> {
         let limit = limit.to_string();
-        self.pool
+        let flat: Vec<String> = self
+            .pool
             .invoke(
                 "task reap",
                 &self.scripts.reap,
                 &[INFLIGHT, FAILED, STATS],
                 &[TASK, QUEUE, WAKE, &limit],
             )
-            .await
-            .map_err(StoreError::from)
+            .await?;
+        parse_reaped(flat)
     }
 
     async fn promote(&self, limit: u32) -> Result<u64, StoreError> {

@@ -127,6 +127,36 @@ pub struct Claimed {
     pub trace: Option<TraceParent>,
 }
 
+/// A task the reaper took back after its lease expired (see [`TaskMaintenance::reap`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaped {
+    /// Its queue, as its record says.
+    pub queue: String,
+    /// Its task definition's name, as its record says.
+    pub name: String,
+    /// Where it went.
+    pub outcome: ReapOutcome,
+}
+
+/// Where a reaped task went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReapOutcome {
+    /// Back to its queue, to run again (attempts remained).
+    Requeued,
+    /// To the failed set: the lost attempt was its last.
+    Failed,
+}
+
+impl ReapOutcome {
+    /// `requeued` or `failed`, as a metric label says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requeued => "requeued",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// What `fail` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailOutcome {
@@ -199,8 +229,9 @@ pub trait TaskQueue: fmt::Debug + Send + Sync + 'static {
 #[async_trait]
 pub trait TaskMaintenance: fmt::Debug + Send + Sync + 'static {
     /// Returns up to `limit` tasks whose lease expired to their queue (or, after their last
-    /// attempt, to the failed set), invalidating the old claim; how many.
-    async fn reap(&self, limit: u32) -> Result<u64, StoreError>;
+    /// attempt, to the failed set), invalidating the old claim; the tasks it moved, with their
+    /// queue and name. Expired entries whose task no longer runs are dropped without a mention.
+    async fn reap(&self, limit: u32) -> Result<Vec<Reaped>, StoreError>;
     /// Moves up to `limit` due delayed tasks to their queues; how many.
     async fn promote(&self, limit: u32) -> Result<u64, StoreError>;
 }

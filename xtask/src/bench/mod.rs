@@ -1,5 +1,7 @@
-//! `cargo xtask bench [--quick] [--redis URL]`: every figure beside a raw-Redis baseline measured
-//! in the same run, as a ratio. The measurements live in release-built examples of each crate
+//! `cargo xtask bench [--quick] [--redis URL] [--only PREFIX]`: every figure beside a baseline
+//! measured in the same run (raw Redis, a bare hyper server, a trivial route), as a ratio.
+//! `--only PREFIX` runs only the measurements whose figures start with it (`metrics`, `tasks`,
+//! `web`, …). The measurements live in release-built examples of each crate
 //! (they print `BENCH {json}` lines); this collects them, adds the node's start-up time and idle
 //! memory, prints a table and writes `target/bench/results.json`.
 
@@ -24,6 +26,16 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         .position(|a| a == "--redis")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    // A measurement is run when its figures' prefix and the filter agree as far as both go.
+    let wanted = |figures: &str| {
+        only.as_ref()
+            .is_none_or(|only| figures.starts_with(only.as_str()) || only.starts_with(figures))
+    };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let build = |extra: &[&str]| -> Result<()> {
         let status = Command::new(&cargo)
@@ -36,40 +48,58 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         }
         Ok(())
     };
-    build(&[
-        "--examples",
-        "-p",
-        "stellar-bus",
-        "-p",
-        "stellar-rpc",
-        "-p",
-        "stellar-cache",
-        "-p",
-        "stellar-tasks",
-        "-p",
-        "stellar-web",
-    ])?;
-    build(&["-p", "stellar-cli"])?;
+    // Each example, the package it lives in, its arguments and the prefix of its figures.
+    let runs: [(&str, &str, Vec<&str>, &str); 5] = [
+        (
+            "bus_throughput",
+            "stellar-bus",
+            vec![if quick { "20000" } else { "100000" }],
+            "bus",
+        ),
+        (
+            "rpc_latency",
+            "stellar-rpc",
+            vec![if quick { "500" } else { "3000" }],
+            "rpc",
+        ),
+        (
+            "cache_throughput",
+            "stellar-cache",
+            vec![if quick { "1" } else { "3" }],
+            "cache",
+        ),
+        (
+            "task_throughput",
+            "stellar-tasks",
+            vec![if quick { "5000" } else { "20000" }, "50"],
+            "tasks",
+        ),
+        (
+            "metrics_scrape",
+            "stellar-node",
+            vec![if quick { "50" } else { "300" }],
+            "metrics",
+        ),
+    ];
+    let runs: Vec<_> = runs.into_iter().filter(|run| wanted(run.3)).collect();
+    let (node_wanted, web_wanted) = (wanted("node"), wanted("web"));
+    for (example, package, _, _) in &runs {
+        build(&["-p", package, "--example", example])?;
+    }
+    if web_wanted {
+        build(&["-p", "stellar-web", "--example", "web_baseline"])?;
+    }
+    if node_wanted || web_wanted {
+        build(&["-p", "stellar-cli"])?;
+    }
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out)?;
     let env = Env {
         bin: root.join("target/release/stellar"),
         dir: out.clone(),
     };
-    let runs: [(&str, Vec<&str>); 4] = [
-        (
-            "bus_throughput",
-            vec![if quick { "20000" } else { "100000" }],
-        ),
-        ("rpc_latency", vec![if quick { "500" } else { "3000" }]),
-        ("cache_throughput", vec![if quick { "1" } else { "3" }]),
-        (
-            "task_throughput",
-            vec![if quick { "5000" } else { "20000" }, "50"],
-        ),
-    ];
     let mut results: Vec<Value> = Vec::new();
-    for (example, example_args) in runs {
+    for (example, _, example_args, _) in runs {
         // A fresh Redis per example, unless the caller named one.
         let server = if external.is_none() {
             Some(Redis::start(&env, &[])?)
@@ -101,8 +131,12 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             }
         }
     }
-    results.extend(node_figures(&env)?);
-    results.extend(web::figures(root, &env, quick)?);
+    if node_wanted {
+        results.extend(node_figures(&env)?);
+    }
+    if web_wanted {
+        results.extend(web::figures(root, &env, quick)?);
+    }
     println!(
         "{:<22} {:>12} {:<8} {:<34} {:>12} {:>7}",
         "name", "value", "unit", "baseline", "baseline", "ratio"

@@ -35,7 +35,16 @@ async fn a_lost_lease_is_reaped_and_its_late_answer_rejected(backend: Backend) {
         "claimed twice"
     );
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(store.reap(100).await.expect("reap"), 1);
+    assert_eq!(
+        store.reap(100).await.expect("reap"),
+        vec![Reaped {
+            queue: "default".into(),
+            name: "work".into(),
+            outcome: ReapOutcome::Requeued,
+        }],
+        "the reaper says which task it took back and where it went"
+    );
+    assert!(store.reap(100).await.expect("reap").is_empty());
     let second = store
         .claim(&request(
             &queues,
@@ -159,7 +168,7 @@ async fn a_new_attempt_starts_without_the_last_ones_progress(backend: Backend) {
     assert!(store.progress(&first, "40").await.expect("progress"));
     assert_eq!(progress().await, Some(serde_json::json!(40)));
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(store.reap(100).await.expect("reap"), 1);
+    assert_eq!(store.reap(100).await.expect("reap").len(), 1);
     assert_eq!(
         progress().await,
         Some(serde_json::json!(40)),
@@ -222,7 +231,7 @@ async fn every_answer_of_a_stale_claim_is_rejected(backend: Backend) {
         .pop()
         .expect("a task");
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(store.reap(100).await.expect("reap"), 1);
+    assert_eq!(store.reap(100).await.expect("reap").len(), 1);
     // Reaped, not claimed again yet: the old claim is already stale.
     assert!(
         !store.progress(&stale, "1").await.expect("progress"),

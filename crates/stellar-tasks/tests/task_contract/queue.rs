@@ -96,7 +96,12 @@ async fn claim_tokens_never_repeat_when_an_id_is_enqueued_again(backend: Backend
         .pop()
         .expect("a task");
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(store.reap(100).await.expect("reap"), 1);
+    let reaped = store.reap(100).await.expect("reap");
+    assert_eq!(
+        reaped.iter().map(|r| r.outcome).collect::<Vec<_>>(),
+        [ReapOutcome::Failed],
+        "its only attempt was lost: to the failed set"
+    );
     let again = NewTask {
         replace: true,
         ..plain_task("x", "work", 1)

@@ -15,7 +15,7 @@ pub(crate) use stellar_tasks::{
     BatchTask, EnqueueOptions, Enqueued, Error, MemoryTaskStore, PAUSE_REFRESH, Recurrence,
     RedisTaskStore, Schedule, TaskConfig, TaskDefinition, TaskError, TaskState, TaskStore, Tasks,
     WorkSignal, WorkerInfo,
-    store::{ClaimRequest, Claimed, FailOutcome, NewTask, Slot},
+    store::{ClaimRequest, Claimed, FailOutcome, NewTask, ReapOutcome, Reaped, Slot},
 };
 pub(crate) use stellar_testkit::BackendKind;
 
