@@ -27,7 +27,7 @@ use tracing::{Instrument, Span, debug, info_span, warn};
 
 use crate::{
     Error, HandlerError, RawSubscription, Result, Transport,
-    envelope::{Envelope, MAX_MESSAGE_BYTES, Rejection, Sealer, VERSION, VERSION_TRACED},
+    envelope::{Envelope, MAX_MESSAGE_BYTES, Rejection, Sealer, VERSION},
     replay::{ReplayGuard, Verdict},
 };
 
@@ -63,6 +63,11 @@ pub struct BusSettings {
     pub clock_window: Duration,
     /// How many handler calls may run at once.
     pub handler_concurrency: usize,
+    /// Whether messages sent inside a trace carry its context (envelope version 2, see
+    /// `docs/wire-format.md`). Off by default: nodes of builds before trace context drop
+    /// version-2 messages, so turn it on (config key `bus_trace_context`) once every node reads
+    /// them. RPC calls carry their trace context in the request body either way.
+    pub trace_context: bool,
 }
 
 impl BusSettings {
@@ -75,6 +80,7 @@ impl BusSettings {
             max_message_bytes: MAX_MESSAGE_BYTES,
             clock_window: Duration::from_secs(30),
             handler_concurrency: 64,
+            trace_context: false,
         }
     }
 }
@@ -84,6 +90,7 @@ impl From<&Config> for BusSettings {
     fn from(config: &Config) -> Self {
         Self {
             previous_tokens: config.previous_server_token.iter().cloned().collect(),
+            trace_context: config.bus_trace_context,
             ..Self::new(config.server_token.clone())
         }
     }
@@ -404,13 +411,14 @@ impl Bus {
             message_type: message_type.to_owned(),
             source,
         })?;
-        let trace = TraceParent::current();
+        let trace = if self.inner.settings.trace_context {
+            TraceParent::current()
+        } else {
+            None
+        };
         let mut envelope = Envelope {
-            version: if trace.is_some() {
-                VERSION_TRACED
-            } else {
-                VERSION
-            },
+            // `seal` sets the version that matches `trace`.
+            version: VERSION,
             trace,
             sender: self.inner.node_id.to_string(),
             incarnation: self.inner.incarnation,
@@ -724,10 +732,9 @@ async fn run_spawned(
     drop(queued);
     let message_type = message.message_type.clone();
     let span = message_span(&inner, &message);
-    let outcome = AssertUnwindSafe(handler(message))
-        .catch_unwind()
-        .instrument(span)
-        .await;
+    // Made in the span too: a handler's synchronous part may log.
+    let run = span.in_scope(|| handler(message));
+    let outcome = AssertUnwindSafe(run).catch_unwind().instrument(span).await;
     drop(permit);
     let failure = match outcome {
         Ok(Ok(())) => return,

@@ -80,11 +80,12 @@ impl<Context> Decode<Context> for Envelope {
         let message_type = String::decode(decoder)?;
         let body = Vec::<u8>::decode(decoder)?;
         let trace = if version == VERSION_TRACED {
-            Some(TraceParent {
-                trace_id: <[u8; 16]>::decode(decoder)?,
-                span_id: <[u8; 8]>::decode(decoder)?,
-                flags: u8::decode(decoder)?,
-            })
+            let trace_id = <[u8; 16]>::decode(decoder)?;
+            let span_id = <[u8; 8]>::decode(decoder)?;
+            let flags = u8::decode(decoder)?;
+            let trace = TraceParent::new(trace_id, span_id, flags)
+                .ok_or(DecodeError::Other("all-zero trace or span id"))?;
+            Some(trace)
         } else {
             None
         };
@@ -162,7 +163,13 @@ impl Sealer {
         Self { keys }
     }
 
+    /// Signs `envelope` for `channel`, first setting its version to match its trace context.
     pub(crate) fn seal(&self, channel: &str, envelope: &mut Envelope) {
+        envelope.version = if envelope.trace.is_some() {
+            VERSION_TRACED
+        } else {
+            VERSION
+        };
         let mac = self.mac(&self.keys[0], channel, envelope);
         envelope.tag.copy_from_slice(&mac.finalize().into_bytes());
     }
@@ -297,6 +304,29 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn sealing_sets_the_version_from_the_trace_and_zero_ids_are_malformed() {
+        let sealer = Sealer::new(&ServerToken::new("token"), &[]);
+        let mut mislabelled = Envelope {
+            version: VERSION,
+            ..traced()
+        };
+        sealer.seal("c", &mut mislabelled);
+        assert_eq!(mislabelled.version, VERSION_TRACED);
+        assert_eq!(
+            Envelope::decode(&mislabelled.encode(), 1 << 20).map(|e| e.trace),
+            Ok(traced().trace)
+        );
+        let mut bytes = mislabelled.encode();
+        let body_end = bytes.len() - 32 - 25;
+        bytes[body_end..body_end + 16].fill(0);
+        assert_eq!(
+            Envelope::decode(&bytes, 1 << 20),
+            Err(Rejection::Malformed),
+            "an all-zero trace id"
+        );
     }
 
     #[test]

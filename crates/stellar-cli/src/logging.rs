@@ -13,10 +13,14 @@ use opentelemetry_sdk::{
     Resource, runtime,
     trace::{Sampler, SdkTracerProvider, span_processor_with_async_runtime::BatchSpanProcessor},
 };
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
 /// How long an export may take before it is given up.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the process waits for buffered spans to go out when it ends.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The span pipeline installed with the subscriber; [`Telemetry::shutdown`] exports what is
 /// still buffered.
@@ -26,11 +30,23 @@ pub(crate) struct Telemetry {
 }
 
 impl Telemetry {
-    /// Flushes buffered spans to the collector (if any) and stops the exporter. Call it with the
-    /// tokio runtime still running.
+    /// Flushes buffered spans to the collector (if any) and stops the exporter, waiting at
+    /// most [`FLUSH_TIMEOUT`]: an unreachable collector must not hold up the exit (the
+    /// processor's own shutdown waits for every batch's export timeout). Call it with the tokio
+    /// runtime still running.
     pub(crate) fn shutdown(self) {
-        if let Err(err) = self.provider.shutdown() {
-            tracing::debug!(error = %err, "span exporter did not shut down cleanly");
+        let (done, finished) = std::sync::mpsc::channel();
+        let provider = self.provider;
+        std::thread::spawn(move || {
+            let _ = done.send(provider.shutdown());
+        });
+        match finished.recv_timeout(FLUSH_TIMEOUT) {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "spans may not all have been exported"),
+            Err(_) => tracing::warn!(
+                waited_ms = FLUSH_TIMEOUT.as_millis() as u64,
+                "the span collector did not take the last spans in time; they are dropped"
+            ),
         }
     }
 }
@@ -59,10 +75,11 @@ pub(crate) fn init(filter: EnvFilter, otlp_endpoint: Option<&str>) -> Result<Opt
         // A supervised worker whose supervisor died writes to a closed pipe: drop the lines
         // quietly instead of reporting each failure with `eprintln!`, which panics.
         .log_internal_errors(false);
+    // The log filter chooses log lines only: spans are traced at INFO whatever it says, so
+    // `log = "warn"` does not stop trace context from travelling.
     let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(layer)
+        .with(fmt.with_filter(filter))
+        .with(layer.with_filter(LevelFilter::INFO))
         .try_init()
         .is_ok();
     Ok(installed.then_some(Telemetry { provider }))

@@ -302,6 +302,16 @@ fn child_env(config: &Config) -> Vec<(String, String)> {
         "STELLAR_HTTP_ADDR".to_owned(),
         config.http_addr.map(|a| a.to_string()).unwrap_or_default(),
     ));
+    // Flags of `stellar run` that workers must share (from any source: a flag is not inherited).
+    if let Some(secret) = &config.dashboard_secret {
+        env.push((
+            "STELLAR_DASHBOARD_SECRET".to_owned(),
+            secret.expose().to_owned(),
+        ));
+    }
+    if let Some(endpoint) = &config.otlp_endpoint {
+        env.push(("STELLAR_OTLP_ENDPOINT".to_owned(), endpoint.clone()));
+    }
     env
 }
 
@@ -894,6 +904,33 @@ mod tests {
             "killed by SIGQUIT (core dumped)"
         );
         assert_eq!(describe(None), "exit status unknown");
+    }
+
+    #[test]
+    fn workers_get_the_run_flags_they_must_share() {
+        let config = Config {
+            dashboard_secret: Some(stellar_core::DashboardSecret::new("0123456789abcdef")),
+            otlp_endpoint: Some("http://127.0.0.1:4318/v1/traces".to_owned()),
+            ..Config::default()
+        };
+        let env = child_env(&config);
+        let value = |name: &str| {
+            env.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        assert_eq!(value("STELLAR_DASHBOARD_SECRET"), Some("0123456789abcdef"));
+        assert_eq!(
+            value("STELLAR_OTLP_ENDPOINT"),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(value("STELLAR_HTTP_ADDR"), Some(""));
+        let unset = child_env(&Config::default());
+        assert!(
+            unset
+                .iter()
+                .all(|(key, _)| key != "STELLAR_DASHBOARD_SECRET" && key != "STELLAR_OTLP_ENDPOINT")
+        );
     }
 
     #[test]

@@ -304,6 +304,22 @@ pub const KEYS: &[ConfigKey] = &[
         show: |config| format!("{:?}", config.log),
     },
     ConfigKey {
+        name: "bus_trace_context",
+        env: "STELLAR_BUS_TRACE_CONTEXT",
+        flag: None,
+        default: "false",
+        expected: "`true` or `false`",
+        parse: |value, config| {
+            config.bus_trace_context = match value {
+                "true" => true,
+                "false" => false,
+                other => return Err(format!("{other:?}")),
+            };
+            Ok(())
+        },
+        show: |config| config.bus_trace_context.to_string(),
+    },
+    ConfigKey {
         name: "otlp_endpoint",
         env: "STELLAR_OTLP_ENDPOINT",
         flag: Some("--otlp-endpoint"),
@@ -448,6 +464,9 @@ pub struct Config {
     pub log: String,
     /// Where spans are exported (OTLP/HTTP), if anywhere.
     pub otlp_endpoint: Option<String>,
+    /// Whether bus messages sent inside a trace carry its context (envelope version 2, which
+    /// nodes of builds before trace context drop).
+    pub bus_trace_context: bool,
     /// Where each value came from; see [`Config::origin`].
     pub origins: Origins,
 }
@@ -489,6 +508,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_millis(10_000),
             log: "info".to_owned(),
             otlp_endpoint: None,
+            bus_trace_context: false,
             origins: Origins::default(),
         }
     }

@@ -33,28 +33,41 @@ pub struct TraceParent {
 }
 
 impl TraceParent {
-    /// Parses the text form; `None` for anything but a well-formed version-00 value with non-zero
-    /// ids (an unknown or malformed value starts a new trace instead, as the W3C spec asks).
+    /// A trace position from its parts; `None` if either id is all zeros (not a valid trace).
+    pub fn new(trace_id: [u8; 16], span_id: [u8; 8], flags: u8) -> Option<Self> {
+        let parent = Self {
+            trace_id,
+            span_id,
+            flags,
+        };
+        parent.is_valid().then_some(parent)
+    }
+
+    /// Parses the text form; `None` for a malformed value or all-zero ids (the caller then
+    /// starts a new trace, as the W3C spec asks). A version above `00` (but not the invalid
+    /// `ff`) is read for the fields `00` defines, ignoring what follows them, as the spec asks.
     pub fn parse(value: &str) -> Option<Self> {
         let value = value.trim();
         let mut parts = value.split('-');
         let (version, trace, span, flags) =
             (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || version != "00" {
-            return None;
-        }
         let lower_hex = |part: &str, len: usize| {
             part.len() == len && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         };
+        if !lower_hex(version, 2) || version == "ff" {
+            return None;
+        }
+        if version == "00" && parts.next().is_some() {
+            return None;
+        }
         if !lower_hex(trace, 32) || !lower_hex(span, 16) || !lower_hex(flags, 2) {
             return None;
         }
-        let parent = Self {
-            trace_id: TraceId::from_hex(trace).ok()?.to_bytes(),
-            span_id: SpanId::from_hex(span).ok()?.to_bytes(),
-            flags: u8::from_str_radix(flags, 16).ok()?,
-        };
-        parent.is_valid().then_some(parent)
+        Self::new(
+            TraceId::from_hex(trace).ok()?.to_bytes(),
+            SpanId::from_hex(span).ok()?.to_bytes(),
+            u8::from_str_radix(flags, 16).ok()?,
+        )
     }
 
     /// The trace position of the current span, if a trace is being recorded.
@@ -154,6 +167,12 @@ mod tests {
         assert_eq!(parent.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(parent.flags, 1);
         assert_eq!(TraceParent::parse(&format!(" {SAMPLE}\n")), Some(parent));
+        let later = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes-next";
+        assert_eq!(
+            TraceParent::parse(later),
+            Some(parent),
+            "a later version is read for the fields version 00 defines"
+        );
     }
 
     #[test]
@@ -161,8 +180,8 @@ mod tests {
         for bad in [
             "",
             "00",
-            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",

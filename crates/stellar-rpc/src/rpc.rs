@@ -15,9 +15,9 @@ use std::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use stellar_bus::{Bus, HandlerError, Membership, Message};
-use stellar_core::{Api, Config, NodeId, sync};
+use stellar_core::{Api, Config, NodeId, TraceParent, sync};
 use tokio::sync::oneshot;
-use tracing::{debug, instrument, warn};
+use tracing::{Instrument, debug, info_span, instrument, warn};
 
 use crate::{Error, RemoteError, Result, metrics::RpcMetrics};
 
@@ -76,6 +76,10 @@ struct Request {
     /// from callers that predate it: then every receiving run handles it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     to_incarnation: Option<u64>,
+    /// The caller's trace position (W3C `traceparent`): the method runs in an `rpc.serve` span
+    /// continuing it. In the body rather than the envelope, so nodes that predate it ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -321,6 +325,7 @@ impl Rpc {
             args,
             wants_reply: wait != Wait::None,
             to_incarnation: resolved.incarnation,
+            trace: TraceParent::current().map(|trace| trace.to_string()),
         };
         // Registered before publishing: a fast reply must find its call (ActionHero #1244). The
         // guard removes the entry however this future ends, dropped by a caller's own timeout
@@ -527,6 +532,20 @@ impl Inner {
             debug!(node_id = %self.bus.node_id(), method = %request.method, wanted, incarnation, "direct request for another run of this id ignored");
             return Ok(());
         }
+        let span = info_span!(
+            "rpc.serve",
+            node_id = %self.bus.node_id(),
+            method = %request.method,
+            caller = %message.sender(),
+            trace_id = tracing::field::Empty,
+        );
+        let parent = request.trace.as_deref().and_then(TraceParent::parse);
+        stellar_core::trace::follow(&span, parent.or(message.trace()));
+        self.serve(&message, request).instrument(span).await
+    }
+
+    /// Runs the method `request` names and answers the caller if it wants a reply.
+    async fn serve(&self, message: &Message, request: Request) -> Result<(), HandlerError> {
         let method = sync::read(&self.methods).get(&request.method).cloned();
         let ctx = CallContext {
             caller: message.sender().clone(),

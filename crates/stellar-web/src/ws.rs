@@ -26,7 +26,7 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     time::{Instant, sleep_until},
 };
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, Span, debug, info_span, warn};
 
 use crate::{
     ActionContext, ActionError, ConnectionId, RoomMember,
@@ -287,7 +287,18 @@ impl Session {
             }
             Ok(Frame::Legacy { message_id, event }) => {
                 let message_id = message_id.unwrap_or(json!(count));
-                self.on_event(message_id, count, event).await
+                // Room verbs are traces of their own, as actions are (`call` makes theirs).
+                let span = match event {
+                    Event::Action { .. } => Span::none(),
+                    _ => {
+                        let span = info_span!("ws.event", trace_id = tracing::field::Empty);
+                        stellar_core::trace::follow(&span, None);
+                        span
+                    }
+                };
+                self.on_event(message_id, count, event)
+                    .instrument(span)
+                    .await
             }
         }
     }
