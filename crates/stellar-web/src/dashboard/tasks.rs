@@ -72,6 +72,7 @@ fn task_json(record: &TaskRecord) -> Value {
         "node": record.node,
         "error": record.error,
         "progress": record.progress,
+        "trace_id": record.trace_id,
         "timeline": timeline,
     })
 }

@@ -319,6 +319,7 @@ function renderTask() {
     ['Name', t.name], ['Queue', t.queue], ['Attempts', t.attempts + ' / ' + t.max_attempts],
     ['Node', t.node || '–'], ['Progress', t.progress === null ? '–' : JSON.stringify(t.progress)],
     ['Last error', el('span', { class: 'error' }, t.error || '–')],
+    ['Trace', el('span', { class: 'mono' }, t.trace_id || '–')],
     ['Arguments', el('pre', { id: 'task-args', class: 'mono' }, t.args)],
   ].map(([label, value]) => el('tr', {}, el('th', {}, label), el('td', {}, value)));
   $('task-fields').replaceChildren(...rows);
