@@ -91,7 +91,9 @@ mod unique;
 pub use crate::{
     bus::{Bus, BusSettings, BusStats, HandlerId, Message, START_SKEW},
     error::{Error, HandlerError, Result},
-    membership::{Membership, MembershipSettings, MembershipStats, NodeInfo, RECORD_SKEW},
+    membership::{
+        Membership, MembershipSettings, MembershipStats, NodeInfo, RECORD_SKEW, RecentNodes,
+    },
     membership_store::{
         Beat, Claim, LiveRecords, MemberRecord, MembershipStore, MemoryMembershipStore,
         RedisMembershipStore,
