@@ -91,9 +91,7 @@ mod unique;
 pub use crate::{
     bus::{Bus, BusSettings, BusStats, HandlerId, Message, START_SKEW},
     error::{Error, HandlerError, Result},
-    membership::{
-        Membership, MembershipSettings, MembershipStats, NodeInfo, RECORD_SKEW, RecentNodes,
-    },
+    membership::{Membership, MembershipSettings, MembershipStats, NodeInfo, RECORD_SKEW},
     membership_store::{
         Beat, Claim, LiveRecords, MemberRecord, MembershipStore, MemoryMembershipStore,
         RedisMembershipStore,

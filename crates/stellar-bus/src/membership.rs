@@ -5,15 +5,14 @@ use std::{
     collections::BTreeSet,
     ops::ControlFlow,
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
-use stellar_core::{Api, Config, NodeId, ServerToken, sync, time::now_ms};
-use tokio::time::Instant;
+use stellar_core::{Api, Config, NodeId, ServerToken, time::now_ms};
 use tracing::{debug, error, info, warn};
 
 use crate::{
@@ -124,29 +123,6 @@ pub struct MembershipStats {
     pub stale: u64,
 }
 
-/// The live nodes as [`Membership::recent_nodes`] found them.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct RecentNodes {
-    /// Every live node with a valid, fresh record, ordered by id.
-    pub nodes: Arc<[NodeInfo]>,
-    /// Whether this call read them from the store; false when they came from the local view.
-    pub read_now: bool,
-}
-
-impl RecentNodes {
-    /// The node `id`, if listed.
-    pub fn get(&self, id: &NodeId) -> Option<&NodeInfo> {
-        self.nodes.iter().find(|node| &node.id == id)
-    }
-}
-
-/// The members as last read from the store, and when that read began.
-#[derive(Debug, Default)]
-struct View {
-    nodes: Option<(Instant, Arc<[NodeInfo]>)>,
-}
-
 /// What [`Membership`] writes: the node's info and a tag signing it with the server token.
 #[derive(Debug, Serialize, Deserialize)]
 struct SignedRecord {
@@ -172,12 +148,6 @@ struct SignedRecord {
 /// ([`Api::stop`]): two live runs never share an id unnoticed. Its leave, like every leave,
 /// leaves the other run's record alone.
 ///
-/// Every read of the members ([`Membership::nodes`]) also refreshes a local view of them, which
-/// [`Membership::recent_nodes`] serves while it is younger than the heartbeat interval: a joined
-/// node's heartbeat reads the members every interval, so calls on the hot path (RPC) need no
-/// read of their own. A process that never joined (a CLI client) has no heartbeat: its view is
-/// read on demand, at most once per interval however many callers ask at once.
-///
 /// Records [`Membership::nodes`] finds stale, or that are not records at all, are removed from
 /// the store (compare-and-delete, so a record renewed meanwhile stays). Records that are well
 /// formed but signed with a token this node does not accept are left alone: they may belong to
@@ -197,11 +167,6 @@ pub struct Membership {
     /// store's clock, so node clocks that disagree do not make live records look stale.
     clock_offset_ms: Arc<AtomicI64>,
     stats: Arc<Counters>,
-    /// The members as last read, shared by every clone: see [`Membership::recent_nodes`].
-    view: Arc<Mutex<View>>,
-    /// Held while [`Membership::recent_nodes`] reads the members, so callers that find the view
-    /// too old at the same time share one read.
-    refreshing: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug, Default)]
@@ -249,8 +214,6 @@ impl Membership {
             replaces: Arc::new(AtomicU64::new(0)),
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
             stats,
-            view: Arc::default(),
-            refreshing: Arc::default(),
         }
     }
 
@@ -274,65 +237,6 @@ impl Membership {
     ///
     /// Fails if the store cannot be reached.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, TransportError> {
-        Ok(self.read_nodes().await?.to_vec())
-    }
-
-    /// The live nodes as of at most one heartbeat interval ago: the local view when it is
-    /// younger than that (refreshed by every [`Membership::nodes`], which a joined node's
-    /// heartbeat calls every interval), else a read of the store now. Callers that find the
-    /// view too old at the same time share one read.
-    ///
-    /// The view lags the store by up to one heartbeat interval: a node that joined within the
-    /// interval may be missing (a caller looking for one node by id should read again with
-    /// [`Membership::nodes`] before concluding it is absent, unless [`RecentNodes::read_now`]),
-    /// and a node that left within it may still be listed.
-    ///
-    /// # Errors
-    ///
-    /// Fails if the view is too old and the store cannot be reached.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: a dropped call leaves the view as it was, or refreshed.
-    pub async fn recent_nodes(&self) -> Result<RecentNodes, TransportError> {
-        if let Some(nodes) = self.view_within(self.heartbeat_interval) {
-            return Ok(RecentNodes {
-                nodes,
-                read_now: false,
-            });
-        }
-        let _refreshing = self.refreshing.lock().await;
-        // Another caller may have read them while this one waited.
-        if let Some(nodes) = self.view_within(self.heartbeat_interval) {
-            return Ok(RecentNodes {
-                nodes,
-                read_now: false,
-            });
-        }
-        Ok(RecentNodes {
-            nodes: self.read_nodes().await?,
-            read_now: true,
-        })
-    }
-
-    /// The view, if its read began less than `max_age` ago.
-    fn view_within(&self, max_age: Duration) -> Option<Arc<[NodeInfo]>> {
-        let view = sync::lock(&self.view);
-        let (read_at, nodes) = view.nodes.as_ref()?;
-        (read_at.elapsed() < max_age).then(|| nodes.clone())
-    }
-
-    /// Keeps `nodes`, read from a read that began at `read_at`, unless a later read is kept.
-    fn update_view(&self, read_at: Instant, nodes: &Arc<[NodeInfo]>) {
-        let mut view = sync::lock(&self.view);
-        if view.nodes.as_ref().is_none_or(|(kept, _)| *kept <= read_at) {
-            view.nodes = Some((read_at, nodes.clone()));
-        }
-    }
-
-    /// Reads the live nodes from the store and refreshes the view with them.
-    async fn read_nodes(&self) -> Result<Arc<[NodeInfo]>, TransportError> {
-        let read_at = Instant::now();
         let live = self.store.live().await?;
         self.observe_store_clock(live.now_ms);
         let mut doomed: Vec<&MemberRecord> = Vec::new();
@@ -372,8 +276,6 @@ impl Membership {
                 }
             }
         }
-        let nodes: Arc<[NodeInfo]> = nodes.into();
-        self.update_view(read_at, &nodes);
         Ok(nodes)
     }
 
@@ -807,31 +709,6 @@ mod tests {
             .await
             .expect("write");
         earlier.incarnation()
-    }
-
-    #[tokio::test]
-    async fn recent_nodes_serves_the_last_read_within_the_heartbeat_interval() {
-        let store: Arc<dyn MembershipStore> = Arc::new(MemoryMembershipStore::new());
-        let client = api("client");
-        let view = Membership::new(store.clone(), &client, settings(&client));
-        let first = view.recent_nodes().await.expect("read");
-        assert!(first.read_now && first.nodes.is_empty(), "{first:?}");
-        let joiner = api("joiner");
-        Membership::new(store.clone(), &joiner, settings(&joiner))
-            .join(&joiner)
-            .await
-            .expect("join");
-        let cached = view.recent_nodes().await.expect("view");
-        assert!(
-            !cached.read_now && cached.nodes.is_empty(),
-            "the view is served within the interval: {cached:?}"
-        );
-        // Every read refreshes the view.
-        assert_eq!(view.nodes().await.expect("read").len(), 1);
-        let refreshed = view.recent_nodes().await.expect("view");
-        assert!(!refreshed.read_now, "{refreshed:?}");
-        assert!(refreshed.get(joiner.node_id()).is_some(), "{refreshed:?}");
-        joiner.shutdown().await.expect("stop");
     }
 
     #[tokio::test]

@@ -118,9 +118,8 @@ impl From<&Config> for RpcSettings {
 /// A call waiting for replies.
 struct Pending {
     wait: Wait,
-    /// The nodes whose replies complete a [`Wait::All`] call; `None` until a call to every node
-    /// has read the members.
-    expected: Option<BTreeSet<NodeId>>,
+    /// The nodes whose replies complete a [`Wait::All`] call.
+    expected: BTreeSet<NodeId>,
     replies: Vec<Reply>,
     done: Option<oneshot::Sender<()>>,
 }
@@ -248,7 +247,7 @@ impl Rpc {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownNode`] if `node` is not live (or left during the call), [`Error::NoSuchMethod`],
+    /// [`Error::UnknownNode`] if `node` is not live, [`Error::NoSuchMethod`],
     /// [`Error::InvalidArgs`] or [`Error::Remote`] as the node answered, [`Error::Timeout`] after
     /// the timeout of the [`RpcSettings`].
     pub async fn call(&self, node: &NodeId, method: &str, args: Value) -> Result<Value> {
@@ -289,19 +288,10 @@ impl Rpc {
     ///   every one has answered; nodes that did not answer in time get
     ///   [`RemoteError::Timeout`].
     ///
-    /// A call to one node checks it against the membership's local view
-    /// ([`Membership::recent_nodes`], at most one heartbeat interval old), reading the members
-    /// from the store only when the view does not list the node. A call to every node that waits
-    /// for all reads the members while its request travels. When a call runs out of time, the
-    /// nodes it waited for in vain are checked against a fresh read: a node that left is no
-    /// longer reported ([`Error::UnknownNode`] for a call to that one node).
-    ///
     /// # Errors
     ///
-    /// [`Error::UnknownNode`] for a target that is not live (or that left during the call),
-    /// [`Error::Timeout`] for a first-reply call with no reply, [`Error::Bus`] or
-    /// [`Error::Membership`] when the backend fails (for a [`Wait::All`] call to every node, a
-    /// failed read of the members fails the call after its request was sent).
+    /// [`Error::UnknownNode`] for a target that is not live, [`Error::Timeout`] for a first-reply
+    /// call with no reply, [`Error::Bus`] or [`Error::Membership`] when the backend fails.
     #[instrument(name = "rpc.call", skip_all, fields(node_id = %self.inner.bus.node_id(), method = %method))]
     pub async fn do_cluster(
         &self,
@@ -328,7 +318,7 @@ impl Rpc {
         timeout: Option<Duration>,
     ) -> Result<Vec<Reply>> {
         let after = timeout.unwrap_or(self.inner.settings.timeout);
-        let mut resolved = self.resolve(target).await?;
+        let resolved = self.resolve(target).await?;
         let request = Request {
             request_id: self.inner.next_request.fetch_add(1, Ordering::Relaxed),
             method: method.to_owned(),
@@ -345,30 +335,12 @@ impl Rpc {
             PendingEntry::insert(
                 &self.inner,
                 request.request_id,
-                Pending::new(
-                    wait,
-                    resolved.node.is_some().then(|| resolved.expected.clone()),
-                    done,
-                ),
+                Pending::new(wait, resolved.expected.clone(), done),
             )
         });
-        let send = async {
-            match &resolved.node {
-                Some(node) => self.inner.bus.send_to(node, REQUEST, &request).await,
-                None => self.inner.bus.publish(REQUEST, &request).await,
-            }
-        };
-        match &entry {
-            // A call to every node waits for every live one: the members are read fresh (a
-            // node that joined a moment ago counts), while the request travels.
-            Some(entry) if resolved.node.is_none() && wait == Wait::All => {
-                let (sent, members) = tokio::join!(send, self.inner.membership.nodes());
-                sent?;
-                let members = members.map_err(Error::Membership)?;
-                resolved.expected = members.into_iter().map(|n| n.id).collect();
-                entry.expect(resolved.expected.clone());
-            }
-            _ => send.await?,
+        match &resolved.node {
+            Some(node) => self.inner.bus.send_to(node, REQUEST, &request).await?,
+            None => self.inner.bus.publish(REQUEST, &request).await?,
         }
         let Some(entry) = entry else {
             return Ok(Vec::new());
@@ -381,34 +353,35 @@ impl Rpc {
             in_time,
             "call ended"
         );
-        if !in_time && (wait == Wait::All || resolved.node.is_some()) {
-            self.forget_departed(&mut resolved, &replies).await?;
-        }
         collect(method, wait, after, &resolved.expected, replies)
     }
 
-    /// The live node `target` names, checked against the membership's recent view (see
-    /// [`Membership::recent_nodes`]): no read of the store on the hot path. For every node,
-    /// nothing is read here: a [`Wait::All`] call reads the members while its request travels.
+    /// The live nodes `target` names, checked against the membership.
     async fn resolve(&self, target: Target) -> Result<Resolved> {
         let membership = &self.inner.membership;
+        let incarnations: HashMap<NodeId, u64> = membership
+            .nodes()
+            .await
+            .map_err(Error::Membership)?
+            .into_iter()
+            .map(|n| (n.id, n.incarnation))
+            .collect();
         let node = match target {
             Target::All => {
                 return Ok(Resolved {
                     node: None,
                     incarnation: None,
-                    expected: BTreeSet::new(),
+                    expected: incarnations.into_keys().collect(),
                 });
             }
             Target::Node(node) => node,
-            // Reads the members (the holder must be live), which refreshes the view.
             Target::Connection(connection) => membership
                 .connection_holder(&connection)
                 .await
                 .map_err(Error::Membership)?
                 .ok_or(Error::UnknownConnection { connection })?,
         };
-        let Some(incarnation) = self.incarnation_of(&node).await? else {
+        let Some(incarnation) = incarnations.get(&node).copied() else {
             return Err(Error::UnknownNode { node });
         };
         Ok(Resolved {
@@ -416,55 +389,6 @@ impl Rpc {
             node: Some(node),
             incarnation: Some(incarnation),
         })
-    }
-
-    /// The incarnation of the live node `node`: from the recent view, or, when the view does not
-    /// list it (it may have joined since), from one fresh read of the members.
-    async fn incarnation_of(&self, node: &NodeId) -> Result<Option<u64>> {
-        let membership = &self.inner.membership;
-        let recent = membership.recent_nodes().await.map_err(Error::Membership)?;
-        if let Some(info) = recent.get(node) {
-            return Ok(Some(info.incarnation));
-        }
-        if recent.read_now {
-            return Ok(None);
-        }
-        let nodes = membership.nodes().await.map_err(Error::Membership)?;
-        Ok(nodes.iter().find(|n| &n.id == node).map(|n| n.incarnation))
-    }
-
-    /// Forgets the nodes a call that ran out of time waited for in vain and that a fresh read
-    /// of the members no longer lists: the view the call was resolved with may be up to one
-    /// heartbeat interval old, and a node that left meanwhile is no live node that failed to
-    /// answer. For a call to one node that left, [`Error::UnknownNode`]. A failed read changes
-    /// nothing: the call then reports its timeout.
-    async fn forget_departed(&self, resolved: &mut Resolved, replies: &[Reply]) -> Result<()> {
-        let silent: Vec<NodeId> = resolved
-            .expected
-            .iter()
-            .filter(|node| !replies.iter().any(|r| &r.node_id == *node))
-            .cloned()
-            .collect();
-        if silent.is_empty() {
-            return Ok(());
-        }
-        let live = match self.inner.membership.nodes().await {
-            Ok(live) => live,
-            Err(err) => {
-                debug!(error = %err, "could not read the members after a call timed out");
-                return Ok(());
-            }
-        };
-        for node in silent {
-            if !live.iter().any(|n| n.id == node) {
-                debug!(node = %node, "a node the call waited for has left");
-                resolved.expected.remove(&node);
-                if resolved.node.as_ref() == Some(&node) {
-                    return Err(Error::UnknownNode { node });
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -512,27 +436,12 @@ fn collect(
 }
 
 impl Pending {
-    fn new(wait: Wait, expected: Option<BTreeSet<NodeId>>, done: oneshot::Sender<()>) -> Self {
+    fn new(wait: Wait, expected: BTreeSet<NodeId>, done: oneshot::Sender<()>) -> Self {
         Self {
             wait,
             expected,
             replies: Vec::new(),
             done: Some(done),
-        }
-    }
-
-    /// Wakes the call once its replies complete it.
-    fn end_if_complete(&mut self) {
-        let complete = match (self.wait, &self.expected) {
-            (Wait::First, _) => !self.replies.is_empty(),
-            (Wait::All, Some(expected)) => expected
-                .iter()
-                .all(|node| self.replies.iter().any(|r| &r.node_id == node)),
-            (Wait::All, None) | (Wait::None, _) => false,
-        };
-        if complete && let Some(done) = self.done.take() {
-            // The call may have ended meanwhile (its timeout, or its caller dropped it).
-            let _ = done.send(());
         }
     }
 }
@@ -547,14 +456,6 @@ impl<'a> PendingEntry<'a> {
     fn insert(inner: &'a Inner, request_id: u64, pending: Pending) -> Self {
         inner.pending().insert(request_id, pending);
         Self { inner, request_id }
-    }
-
-    /// Sets the nodes whose replies complete the call, which may complete it at once.
-    fn expect(&self, expected: BTreeSet<NodeId>) {
-        if let Some(call) = self.inner.pending().get_mut(&self.request_id) {
-            call.expected = Some(expected);
-            call.end_if_complete();
-        }
     }
 
     /// Removes the entry and returns the replies it collected.
@@ -595,7 +496,18 @@ impl Inner {
             node_id: message.sender().clone(),
             result: body.result,
         });
-        call.end_if_complete();
+        let complete = match call.wait {
+            Wait::First => true,
+            Wait::All => call
+                .expected
+                .iter()
+                .all(|node| call.replies.iter().any(|r| &r.node_id == node)),
+            Wait::None => false,
+        };
+        if complete && let Some(done) = call.done.take() {
+            // The call may have ended meanwhile (its timeout, or its caller dropped it).
+            let _ = done.send(());
+        }
         Ok(())
     }
 

@@ -87,25 +87,6 @@ impl Cluster {
         (api, rpc)
     }
 
-    /// A caller that never joins (as a CLI client), whose view of the members stays fresh for a
-    /// minute once read: what it learns of joins and leaves within that minute, it learns from
-    /// the reads a call makes.
-    async fn client(&self, id: &str) -> Rpc {
-        let api = Api::new(Config {
-            id: Some(NodeId::new(id).expect("valid id")),
-            server_token: ServerToken::new("t"),
-            rpc_timeout: Duration::from_millis(1500),
-            heartbeat_interval: Duration::from_secs(60),
-            ..Config::default()
-        });
-        let (transport, store) = self.backend().await;
-        let bus = Bus::start(&api, transport, BusSettings::from(api.config()))
-            .await
-            .expect("bus");
-        let membership = Membership::new(store, &api, MembershipSettings::from(api.config()));
-        Rpc::new(bus, membership, RpcSettings::from(api.config()))
-    }
-
     async fn three(&self) -> Vec<(Api, Rpc)> {
         vec![
             self.node("n1").await,
@@ -117,12 +98,6 @@ impl Cluster {
 
 fn id(s: &str) -> NodeId {
     NodeId::new(s).expect("valid id")
-}
-
-/// The ids in a caller's view of the members.
-async fn view_ids(rpc: &Rpc) -> Vec<String> {
-    let recent = rpc.membership().recent_nodes().await.expect("view");
-    recent.nodes.iter().map(|n| n.id.to_string()).collect()
 }
 
 async fn wait_all_returns_one_reply_per_live_node_early(cluster: Cluster) {
@@ -314,56 +289,6 @@ async fn wait_none_returns_at_once_and_the_call_still_runs(cluster: Cluster) {
         .await
         .expect("ran");
     assert_eq!(got, Some(7));
-}
-
-async fn a_node_that_joined_after_the_callers_view_was_read_is_reachable_at_once(cluster: Cluster) {
-    let _nodes = cluster.three().await;
-    let client = cluster.client("c1").await;
-    assert_eq!(view_ids(&client).await, ["n1", "n2", "n3"]);
-    let _n4 = cluster.node("n4").await;
-    assert_eq!(
-        view_ids(&client).await,
-        ["n1", "n2", "n3"],
-        "the view is not read again within its interval"
-    );
-    let value = client
-        .call(&id("n4"), "test.echo", json!("hi"))
-        .await
-        .expect("a node missing from the view is looked up in the store");
-    assert_eq!(value, json!({ "from": "n4", "args": "hi" }));
-    let all = client
-        .call_all("api.ping", Value::Null)
-        .await
-        .expect("replies");
-    let ids: Vec<&str> = all.iter().map(|r| r.node_id.as_str()).collect();
-    assert_eq!(
-        ids,
-        ["n1", "n2", "n3", "n4"],
-        "call_all waits for every live node"
-    );
-}
-
-async fn a_call_to_a_node_that_left_after_the_callers_view_was_read_is_an_unknown_node(
-    cluster: Cluster,
-) {
-    let nodes = cluster.three().await;
-    let client = cluster.client("c1").await;
-    assert_eq!(view_ids(&client).await, ["n1", "n2", "n3"]);
-    nodes[1].0.shutdown().await.expect("n2 stops");
-    assert_eq!(
-        view_ids(&client).await,
-        ["n1", "n2", "n3"],
-        "the view still lists n2"
-    );
-    let gone = client.call(&id("n2"), "api.ping", Value::Null).await;
-    assert!(matches!(gone, Err(Error::UnknownNode { .. })), "{gone:?}");
-    let all = client
-        .call_all("api.ping", Value::Null)
-        .await
-        .expect("replies");
-    let ids: Vec<&str> = all.iter().map(|r| r.node_id.as_str()).collect();
-    assert_eq!(ids, ["n1", "n3"], "a node that left is not waited for");
-    assert_eq!(client.pending_calls(), 0);
 }
 
 async fn status_and_stop_are_built_in(cluster: Cluster) {
@@ -585,6 +510,4 @@ stellar_testkit::contract_cases!(
     calls_dropped_by_their_caller_leave_nothing_pending,
     methods_that_call_other_nodes_do_not_starve_on_the_handler_limit,
     a_direct_call_during_a_handover_runs_once_on_the_record_holder,
-    a_node_that_joined_after_the_callers_view_was_read_is_reachable_at_once,
-    a_call_to_a_node_that_left_after_the_callers_view_was_read_is_an_unknown_node,
 );
