@@ -4,7 +4,7 @@
 //! to a higher-priority queue one at a time; it reports the drain rate and the probes' pickup
 //! p50/p99, measured with that backlog in the queue. Sizes run round-robin over the rounds
 //! (default 1 here; `--rounds N`). The goal is that the figures stay within 10 % across
-//! sizes: this reports, it asserts nothing.
+//! sizes: this reports, it asserts nothing. Every round goes to `target/bench/backlog.json`.
 
 use std::path::Path;
 
@@ -55,7 +55,7 @@ pub(super) fn run(root: &Path, options: &Options, sizes: &[u64]) -> Result<()> {
         "backlog": sizes,
         "figures": figures.iter().map(stats::Figure::to_json).collect::<Vec<_>>(),
     });
-    super::write_results(&env.dir, &results)
+    super::write_results(&env.dir, "backlog.json", &results)
 }
 
 /// One row per size: drain rate, pickup p50 and p99 as `median [min–max]`, and probe count.

@@ -5,7 +5,8 @@
 //! (`metrics`, `tasks`, `web`, …); `--backlog` measures the task drain and pickup at each backlog
 //! size instead (`backlog.rs`). The measurements live in release-built examples of each crate
 //! (they print `BENCH {json}` lines); this runs them round-robin, adds the node's start-up time
-//! and idle memory, prints a table and writes `target/bench/results.json` with every round.
+//! and idle memory, prints a table and writes `target/bench/results.json` with every round
+//! (`backlog.json` in the backlog mode).
 
 use std::{
     io::{BufRead, BufReader},
@@ -181,7 +182,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         "quick": options.quick,
         "figures": figures.iter().map(stats::Figure::to_json).collect::<Vec<_>>(),
     });
-    write_results(&env.dir, &results)
+    write_results(&env.dir, "results.json", &results)
 }
 
 /// Release builds of what will run: the examples, the web baseline, the `stellar` binary.
@@ -255,8 +256,8 @@ fn run_example(
         .collect()
 }
 
-fn write_results(dir: &Path, results: &serde_json::Value) -> Result<()> {
-    let file: PathBuf = dir.join("results.json");
+fn write_results(dir: &Path, name: &str, results: &serde_json::Value) -> Result<()> {
+    let file: PathBuf = dir.join(name);
     std::fs::write(&file, serde_json::to_string_pretty(results)?)?;
     println!("wrote {}", file.display());
     Ok(())
