@@ -158,22 +158,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut samples = Vec::new();
     for round in 1..=options.rounds {
         eprintln!("xtask bench: round {round} of {}", options.rounds);
-        for example in &examples {
-            samples.extend(run_example(
-                root,
-                &env,
-                &options,
-                example.name,
-                &example.args,
-            )?);
-        }
-        if node_wanted {
-            samples.extend(node_figures(&env)?);
-        }
-        if web_wanted {
-            // The rolling restart takes a cluster start-up and a restart: once, in round 1.
-            samples.extend(web::figures(root, &env, options.quick, round == 1)?);
-        }
+        samples.extend(run_round(root, &env, &options, &examples, round)?);
     }
     let figures = stats::figures(&samples);
     stats::print_table(&figures);
@@ -183,6 +168,34 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         "figures": figures.iter().map(stats::Figure::to_json).collect::<Vec<_>>(),
     });
     write_results(&env.dir, "results.json", &results)
+}
+
+/// Every wanted measurement once, in a fixed order: the examples, the node, the web figures.
+fn run_round(
+    root: &Path,
+    env: &Env,
+    options: &Options,
+    examples: &[Example],
+    round: usize,
+) -> Result<Vec<Sample>> {
+    let mut samples = Vec::new();
+    for example in examples {
+        samples.extend(run_example(
+            root,
+            env,
+            options,
+            example.name,
+            &example.args,
+        )?);
+    }
+    if options.wanted("node") {
+        samples.extend(node_figures(env)?);
+    }
+    if options.wanted("web") {
+        // The rolling restart takes a cluster start-up and a restart: once, in round 1.
+        samples.extend(web::figures(root, env, options.quick, round == 1)?);
+    }
+    Ok(samples)
 }
 
 /// Release builds of what will run: the examples, the web baseline, the `stellar` binary.
@@ -266,31 +279,7 @@ fn write_results(dir: &Path, name: &str, results: &serde_json::Value) -> Result<
 /// Start-up time to `node ready` and resident memory of an idle embedded node, beside a
 /// redis-server's start-up time to `PING` and its resident memory.
 fn node_figures(env: &Env) -> Result<Vec<Sample>> {
-    let started = Instant::now();
-    let mut node = Command::new(&env.bin)
-        .args(["run", "--id", "bench-node"])
-        .env_remove("STELLAR_REDIS_URL")
-        .env("STELLAR_HTTP_ADDR", "127.0.0.1:0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let stderr = node.stderr.take().context("node stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let ready = loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("node ready") => break started.elapsed(),
-            Some(_) => {}
-            None => bail!("the node exited before it was ready"),
-        }
-    };
-    std::thread::sleep(Duration::from_secs(1));
-    let rss = rss_mib(node.id())?;
-    let _ = Command::new("kill")
-        .args(["-TERM", &node.id().to_string()])
-        .status();
-    let _ = node.wait();
-
+    let (ready, rss) = node_startup(env)?;
     let redis_started = Instant::now();
     let redis = Redis::start(env, &[])?;
     let redis_ready = redis_started.elapsed();
@@ -311,6 +300,35 @@ fn node_figures(env: &Env) -> Result<Vec<Sample>> {
             redis_rss,
         ),
     ])
+}
+
+/// An embedded `stellar run`: from spawn to its `node ready` line, and its RSS a second later.
+fn node_startup(env: &Env) -> Result<(Duration, f64)> {
+    let started = Instant::now();
+    let mut node = Command::new(&env.bin)
+        .args(["run", "--id", "bench-node"])
+        .env_remove("STELLAR_REDIS_URL")
+        .env("STELLAR_HTTP_ADDR", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = node.stderr.take().context("node stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let ready = loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains("node ready") => break started.elapsed(),
+            Some(_) => {}
+            None => bail!("the node exited before it was ready"),
+        }
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let rss = rss_mib(node.id());
+    let _ = Command::new("kill")
+        .args(["-TERM", &node.id().to_string()])
+        .status();
+    let _ = node.wait();
+    Ok((ready, rss?))
 }
 
 fn rss_mib(pid: u32) -> Result<f64> {
