@@ -3,8 +3,9 @@
 //! - `cargo xtask test`: the whole test suite, as CI runs it: format check, clippy with warnings
 //!   denied, then every test of the workspace (unit, integration against real `redis-server`s,
 //!   end-to-end against the real `stellar` binary, doc tests), then the cluster fault suite.
-//! - `cargo xtask bench [--quick] [--redis URL]`: each figure beside its raw-Redis baseline, as a
-//!   ratio; `target/bench/results.json`.
+//! - `cargo xtask bench [--quick] [--rounds N] [--redis URL] [--only PREFIX] [--backlog N,…]`:
+//!   each figure beside its raw-Redis baseline, as a ratio, median [min–max] over rounds;
+//!   `target/bench/results.json`.
 //! - `cargo xtask cluster-test [FILTER]`: the fault scenarios (`cluster/scenarios.rs`) with real
 //!   processes, a real redis-server and real signals; logs under `target/cluster-test/`.
 //! - `cargo xtask metrics`: function lengths, doc share and trait sizes of the library code.
@@ -36,9 +37,12 @@ fn main() -> ExitCode {
 /// What `cargo xtask help` prints: every command.
 const HELP: &str = "\
 usage: cargo xtask test                            fmt check, clippy -D warnings, all tests
-       cargo xtask bench [--quick] [--redis URL] [--only PREFIX]
-                                                   figures beside baselines (target/bench/results.json);
+       cargo xtask bench [--quick] [--rounds N] [--redis URL] [--only PREFIX]
+                                                   figures beside baselines, median [min–max] of
+                                                   5 rounds (--quick: 2) (target/bench/results.json);
                                                    --only: figures named PREFIX* (metrics, tasks, web, …)
+       cargo xtask bench --backlog 10000,100000,1000000 [--rounds N]
+                                                   task drain rate and pickup at each backlog size
        cargo xtask cluster-test [FILTER]           fault scenarios with real processes
        cargo xtask help                            this text";
 

@@ -1,166 +1,309 @@
-//! `cargo xtask bench [--quick] [--redis URL] [--only PREFIX]`: every figure beside a baseline
-//! measured in the same run (raw Redis, a bare hyper server, a trivial route), as a ratio.
-//! `--only PREFIX` runs only the measurements whose figures start with it (`metrics`, `tasks`,
-//! `web`, …). The measurements live in release-built examples of each crate
-//! (they print `BENCH {json}` lines); this collects them, adds the node's start-up time and idle
-//! memory, prints a table and writes `target/bench/results.json`.
+//! `cargo xtask bench [--quick] [--rounds N] [--redis URL] [--only PREFIX] [--backlog N,N,…]`:
+//! every figure beside a baseline measured in the same run (raw Redis, a bare hyper server, a
+//! trivial route), as a ratio, repeated over rounds (5, `--quick` 2) and reported as the median
+//! with min–max. `--only PREFIX` runs only the measurements whose figures start with it
+//! (`metrics`, `tasks`, `web`, …); `--backlog` measures the task drain and pickup at each backlog
+//! size instead (`backlog.rs`). The measurements live in release-built examples of each crate
+//! (they print `BENCH {json}` lines); this runs them round-robin, adds the node's start-up time
+//! and idle memory, prints a table and writes `target/bench/results.json` with every round
+//! (`backlog.json` in the backlog mode).
 
 use std::{
     io::{BufRead, BufReader},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cluster::{Env, harness::Redis};
 
+use self::stats::Sample;
+
+mod backlog;
+mod stats;
 pub(crate) mod web;
 
-pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
-    let quick = args.iter().any(|a| a == "--quick");
-    let external = args
-        .iter()
-        .position(|a| a == "--redis")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    // A measurement is run when its figures' prefix and the filter agree as far as both go.
-    let wanted = |figures: &str| {
-        only.as_ref()
-            .is_none_or(|only| figures.starts_with(only.as_str()) || only.starts_with(figures))
-    };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let build = |extra: &[&str]| -> Result<()> {
-        let status = Command::new(&cargo)
-            .args(["build", "--release", "--quiet"])
-            .args(extra)
-            .current_dir(root)
-            .status()?;
-        if !status.success() {
-            bail!("cargo build {} failed", extra.join(" "));
+/// What the command line asked for.
+#[derive(Debug)]
+pub(super) struct Options {
+    quick: bool,
+    /// A Redis to measure against instead of a fresh one per example.
+    external: Option<String>,
+    only: Option<String>,
+    rounds: usize,
+    /// Backlog sizes: measure the task queue at each instead of the usual figures.
+    backlog: Option<Vec<u64>>,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self> {
+        let value_of = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+        };
+        let quick = args.iter().any(|a| a == "--quick");
+        let backlog = value_of("--backlog")
+            .map(|sizes| {
+                sizes
+                    .split(',')
+                    .map(|n| n.trim().replace('_', "").parse::<u64>())
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .context("--backlog takes sizes separated by commas, e.g. 10000,100000")?;
+        // The backlog mode is long (a million tasks fill and drain in about a minute): one round
+        // unless asked for more.
+        let default_rounds = match (&backlog, quick) {
+            (Some(_), _) => 1,
+            (None, true) => 2,
+            (None, false) => 5,
+        };
+        let rounds = value_of("--rounds")
+            .map(|n| n.parse::<usize>())
+            .transpose()
+            .context("--rounds takes a number")?
+            .unwrap_or(default_rounds);
+        if rounds == 0 {
+            bail!("--rounds must be at least 1");
         }
-        Ok(())
+        Ok(Self {
+            quick,
+            external: value_of("--redis"),
+            only: value_of("--only"),
+            rounds,
+            backlog,
+        })
+    }
+
+    /// A measurement is run when its figures' prefix and the filter agree as far as both go.
+    fn wanted(&self, figures: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| figures.starts_with(only.as_str()) || only.starts_with(figures))
+    }
+}
+
+/// A benchmark example: its name, the package it lives in, its arguments and its figures' prefix.
+#[derive(Debug)]
+struct Example {
+    name: &'static str,
+    package: &'static str,
+    args: Vec<String>,
+    prefix: &'static str,
+}
+
+fn examples(quick: bool) -> Vec<Example> {
+    let size =
+        |quick_size: &str, full_size: &str| if quick { quick_size } else { full_size }.to_owned();
+    let example = |name, package, args, prefix| Example {
+        name,
+        package,
+        args,
+        prefix,
     };
-    // Each example, the package it lives in, its arguments and the prefix of its figures.
-    let runs: [(&str, &str, Vec<&str>, &str); 5] = [
-        (
+    vec![
+        example(
             "bus_throughput",
             "stellar-bus",
-            vec![if quick { "20000" } else { "100000" }],
+            vec![size("20000", "100000")],
             "bus",
         ),
-        (
+        example(
             "rpc_latency",
             "stellar-rpc",
-            vec![if quick { "500" } else { "3000" }],
+            vec![size("500", "3000")],
             "rpc",
         ),
-        (
+        example(
             "cache_throughput",
             "stellar-cache",
-            vec![if quick { "1" } else { "3" }],
+            vec![size("1", "3")],
             "cache",
         ),
-        (
+        example(
             "task_throughput",
             "stellar-tasks",
-            vec![if quick { "5000" } else { "20000" }, "50"],
+            vec![size("5000", "20000"), TASK_CONCURRENCY.to_owned()],
             "tasks",
         ),
-        (
+        example(
             "metrics_scrape",
             "stellar-node",
-            vec![if quick { "50" } else { "300" }],
+            vec![size("50", "300")],
             "metrics",
         ),
-    ];
-    let runs: Vec<_> = runs.into_iter().filter(|run| wanted(run.3)).collect();
-    let (node_wanted, web_wanted) = (wanted("node"), wanted("web"));
-    for (example, package, _, _) in &runs {
-        build(&["-p", package, "--example", example])?;
+    ]
+}
+
+/// Worker concurrency of the task figures, the same in the backlog mode.
+const TASK_CONCURRENCY: &str = "50";
+
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    let options = Options::parse(args)?;
+    if let Some(sizes) = &options.backlog {
+        return backlog::run(root, &options, sizes);
     }
-    if web_wanted {
-        build(&["-p", "stellar-web", "--example", "web_baseline"])?;
+    let examples: Vec<Example> = examples(options.quick)
+        .into_iter()
+        .filter(|e| options.wanted(e.prefix))
+        .collect();
+    let (node_wanted, web_wanted) = (options.wanted("node"), options.wanted("web"));
+    build_all(root, &examples, node_wanted, web_wanted)?;
+    let env = bench_env(root)?;
+    let mut samples = Vec::new();
+    for round in 1..=options.rounds {
+        eprintln!("xtask bench: round {round} of {}", options.rounds);
+        samples.extend(run_round(root, &env, &options, &examples, round)?);
     }
-    if node_wanted || web_wanted {
-        build(&["-p", "stellar-cli"])?;
+    let figures = stats::figures(&samples);
+    stats::print_table(&figures);
+    let results = json!({
+        "rounds": options.rounds,
+        "quick": options.quick,
+        "figures": figures.iter().map(stats::Figure::to_json).collect::<Vec<_>>(),
+    });
+    write_results(&env.dir, "results.json", &results)
+}
+
+/// Every wanted measurement once, in a fixed order: the examples, the node, the web figures.
+fn run_round(
+    root: &Path,
+    env: &Env,
+    options: &Options,
+    examples: &[Example],
+    round: usize,
+) -> Result<Vec<Sample>> {
+    let mut samples = Vec::new();
+    for example in examples {
+        samples.extend(run_example(
+            root,
+            env,
+            options,
+            example.name,
+            &example.args,
+        )?);
     }
-    let out = root.join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    let env = Env {
+    if options.wanted("node") {
+        samples.extend(node_figures(env)?);
+    }
+    if options.wanted("web") {
+        // The rolling restart takes a cluster start-up and a restart: once, in round 1.
+        samples.extend(web::figures(root, env, options.quick, round == 1)?);
+    }
+    Ok(samples)
+}
+
+/// Release builds of what will run: the examples, the web baseline, the `stellar` binary.
+fn build_all(root: &Path, examples: &[Example], node: bool, web: bool) -> Result<()> {
+    for example in examples {
+        build(root, &["-p", example.package, "--example", example.name])?;
+    }
+    if web {
+        build(root, &["-p", "stellar-web", "--example", "web_baseline"])?;
+    }
+    if node || web {
+        build(root, &["-p", "stellar-cli"])?;
+    }
+    Ok(())
+}
+
+fn build(root: &Path, extra: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "--quiet"])
+        .args(extra)
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        bail!("cargo build {} failed", extra.join(" "));
+    }
+    Ok(())
+}
+
+/// Where the runs keep their logs and results: `target/bench`.
+fn bench_env(root: &Path) -> Result<Env> {
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    Ok(Env {
         bin: root.join("target/release/stellar"),
-        dir: out.clone(),
+        dir,
+    })
+}
+
+/// Runs one example once, on a fresh Redis unless `--redis` named one, and collects its samples.
+fn run_example(
+    root: &Path,
+    env: &Env,
+    options: &Options,
+    example: &str,
+    args: &[String],
+) -> Result<Vec<Sample>> {
+    let server = match options.external {
+        Some(_) => None,
+        None => Some(Redis::start(env, &[])?),
     };
-    let mut results: Vec<Value> = Vec::new();
-    for (example, _, example_args, _) in runs {
-        // A fresh Redis per example, unless the caller named one.
-        let server = if external.is_none() {
-            Some(Redis::start(&env, &[])?)
-        } else {
-            None
-        };
-        let url = external
-            .clone()
-            .unwrap_or_else(|| server.as_ref().map(Redis::url).unwrap_or_default());
-        eprintln!("xtask bench: {example} {}", example_args.join(" "));
-        let output = Command::new(root.join("target/release/examples").join(example))
-            .args(&example_args)
-            .env("STELLAR_BENCH_REDIS", &url)
-            .stderr(Stdio::inherit())
-            .output()
-            .with_context(|| format!("running {example}"))?;
-        if !output.status.success() {
-            bail!(
-                "{example} failed: {}",
-                String::from_utf8_lossy(&output.stdout)
-            );
-        }
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
-            if let Some(json) = line.strip_prefix("BENCH ") {
-                results.push(
-                    serde_json::from_str(json)
-                        .with_context(|| format!("{example} printed {line}"))?,
-                );
-            }
-        }
+    let url = options
+        .external
+        .clone()
+        .unwrap_or_else(|| server.as_ref().map(Redis::url).unwrap_or_default());
+    eprintln!("xtask bench: {example} {}", args.join(" "));
+    let output = Command::new(root.join("target/release/examples").join(example))
+        .args(args)
+        .env("STELLAR_BENCH_REDIS", &url)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {example}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("{example} failed: {stdout}");
     }
-    if node_wanted {
-        results.extend(node_figures(&env)?);
-    }
-    if web_wanted {
-        results.extend(web::figures(root, &env, quick)?);
-    }
-    println!(
-        "{:<22} {:>12} {:<8} {:<34} {:>12} {:>7}",
-        "name", "value", "unit", "baseline", "baseline", "ratio"
-    );
-    for r in &results {
-        println!(
-            "{:<22} {:>12.3} {:<8} {:<34} {:>12.3} {:>7.2}",
-            r["name"].as_str().unwrap_or(""),
-            r["value"].as_f64().unwrap_or(0.0),
-            r["unit"].as_str().unwrap_or(""),
-            r["baseline_name"].as_str().unwrap_or(""),
-            r["baseline_value"].as_f64().unwrap_or(0.0),
-            r["ratio"].as_f64().unwrap_or(0.0),
-        );
-    }
-    let file = out.join("results.json");
-    std::fs::write(&file, serde_json::to_string_pretty(&results)?)?;
+    stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("BENCH "))
+        .map(|json| Sample::parse(json).with_context(|| format!("{example} printed {json}")))
+        .collect()
+}
+
+fn write_results(dir: &Path, name: &str, results: &serde_json::Value) -> Result<()> {
+    let file: PathBuf = dir.join(name);
+    std::fs::write(&file, serde_json::to_string_pretty(results)?)?;
     println!("wrote {}", file.display());
     Ok(())
 }
 
 /// Start-up time to `node ready` and resident memory of an idle embedded node, beside a
 /// redis-server's start-up time to `PING` and its resident memory.
-fn node_figures(env: &Env) -> Result<Vec<Value>> {
+fn node_figures(env: &Env) -> Result<Vec<Sample>> {
+    let (ready, rss) = node_startup(env)?;
+    let redis_started = Instant::now();
+    let redis = Redis::start(env, &[])?;
+    let redis_ready = redis_started.elapsed();
+    let redis_rss = redis.pid().map(rss_mib).transpose()?.unwrap_or(0.0);
+    Ok(vec![
+        Sample::new(
+            "node.startup_ms",
+            "ms",
+            ready.as_secs_f64() * 1000.0,
+            "redis.startup_ms",
+            redis_ready.as_secs_f64() * 1000.0,
+        ),
+        Sample::new(
+            "node.idle_rss_mib",
+            "MiB",
+            rss,
+            "redis.idle_rss_mib",
+            redis_rss,
+        ),
+    ])
+}
+
+/// An embedded `stellar run`: from spawn to its `node ready` line, and its RSS a second later.
+fn node_startup(env: &Env) -> Result<(Duration, f64)> {
     let started = Instant::now();
     let mut node = Command::new(&env.bin)
         .args(["run", "--id", "bench-node"])
@@ -180,36 +323,12 @@ fn node_figures(env: &Env) -> Result<Vec<Value>> {
         }
     };
     std::thread::sleep(Duration::from_secs(1));
-    let rss = rss_mib(node.id())?;
+    let rss = rss_mib(node.id());
     let _ = Command::new("kill")
         .args(["-TERM", &node.id().to_string()])
         .status();
     let _ = node.wait();
-
-    let redis_started = Instant::now();
-    let redis = Redis::start(env, &[])?;
-    let redis_ready = redis_started.elapsed();
-    let redis_rss = redis.pid().map(rss_mib).transpose()?.unwrap_or(0.0);
-    let figure = |name: &str, unit: &str, value: f64, baseline_name: &str, baseline: f64| {
-        json!({ "name": name, "unit": unit, "value": value, "baseline_name": baseline_name, "baseline_value": baseline,
-                "ratio": if baseline == 0.0 { 0.0 } else { value / baseline } })
-    };
-    Ok(vec![
-        figure(
-            "node.startup_ms",
-            "ms",
-            ready.as_secs_f64() * 1000.0,
-            "redis.startup_ms",
-            redis_ready.as_secs_f64() * 1000.0,
-        ),
-        figure(
-            "node.idle_rss_mib",
-            "MiB",
-            rss,
-            "redis.idle_rss_mib",
-            redis_rss,
-        ),
-    ])
+    Ok((ready, rss?))
 }
 
 fn rss_mib(pid: u32) -> Result<f64> {

@@ -1,20 +1,19 @@
 //! Web figures, with Debian's `wrk` as the load generator: the `documentation` action at 64
 //! keep-alive connections beside a bare hyper server returning the same bytes (same run, same
 //! machine), its p99 latency, and the failed requests of a rolling restart of `--cluster 3`
-//! under constant load.
+//! under constant load (one round only: it is long).
 
 use std::{
     io::{BufRead, BufReader},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
-use serde_json::{Value, json};
-
+use super::stats::Sample;
 use crate::cluster::{Env, harness::Redis};
+use anyhow::{Context, Result, bail};
 
 /// What one wrk run measured.
 #[derive(Debug, Default)]
@@ -25,12 +24,46 @@ pub(crate) struct Wrk {
     pub(crate) failed: u64,
 }
 
-pub(super) fn figures(root: &Path, env: &Env, quick: bool) -> Result<Vec<Value>> {
+/// One round of web figures; the rolling restart only when `rolling` (round 1: it is long).
+pub(super) fn figures(root: &Path, env: &Env, quick: bool, rolling: bool) -> Result<Vec<Sample>> {
     if Command::new("wrk").arg("--version").output().is_err() {
         eprintln!("xtask bench: wrk not installed (apt-get install -y wrk): web figures skipped");
         return Ok(Vec::new());
     }
     let seconds = if quick { 3 } else { 10 };
+    let (node_run, body_file) = node_documentation(env, seconds)?;
+    let base_run = baseline_documentation(root, &body_file, seconds)?;
+    let mut samples = vec![
+        Sample::new(
+            "web.requests_per_s",
+            "req/s",
+            node_run.requests_per_s,
+            "hyper.same_bytes_per_s",
+            base_run.requests_per_s,
+        ),
+        Sample::new(
+            "web.p99_ms",
+            "ms",
+            node_run.p99_ms,
+            "hyper.same_bytes_p99_ms",
+            base_run.p99_ms,
+        ),
+    ];
+    if rolling {
+        let rolling = rolling_restart(env, seconds.max(6))?;
+        samples.push(Sample::new(
+            "web.rolling_restart_failed",
+            "requests",
+            rolling.failed as f64,
+            "web.rolling_restart_requests",
+            rolling.requests_per_s * f64::from(seconds.max(6)),
+        ));
+    }
+    Ok(samples)
+}
+
+/// wrk on a node's `documentation` action at 64 connections; the body it served, in a file.
+fn node_documentation(env: &Env, seconds: u32) -> Result<(Wrk, PathBuf)> {
     let node_port = free_port()?;
     let mut node = Guard(
         Command::new(&env.bin)
@@ -48,12 +81,16 @@ pub(super) fn figures(root: &Path, env: &Env, quick: bool) -> Result<Vec<Value>>
     let body = wait_for_body(&url)?;
     let body_file = env.dir.join("documentation.json");
     std::fs::write(&body_file, &body)?;
-    let node_run = wrk(&url, 64, seconds)?;
+    let run = wrk(&url, 64, seconds)?;
     node.stop();
+    Ok((run, body_file))
+}
 
+/// wrk on a bare hyper server returning the same bytes, the same way.
+fn baseline_documentation(root: &Path, body_file: &Path, seconds: u32) -> Result<Wrk> {
     let mut baseline = Guard(
         Command::new(root.join("target/release/examples/web_baseline"))
-            .arg(&body_file)
+            .arg(body_file)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -67,38 +104,9 @@ pub(super) fn figures(root: &Path, env: &Env, quick: bool) -> Result<Vec<Value>>
         .strip_prefix("listening ")
         .context("the baseline printed no address")?
         .to_owned();
-    let base_run = wrk(&format!("http://{addr}/api/documentation"), 64, seconds)?;
+    let run = wrk(&format!("http://{addr}/api/documentation"), 64, seconds)?;
     baseline.stop();
-
-    let rolling = rolling_restart(env, seconds.max(6))?;
-    let figure = |name: &str, unit: &str, value: f64, baseline_name: &str, baseline: f64| {
-        json!({ "name": name, "unit": unit, "value": value, "baseline_name": baseline_name,
-                "baseline_value": baseline,
-                "ratio": if baseline == 0.0 { 0.0 } else { value / baseline } })
-    };
-    Ok(vec![
-        figure(
-            "web.requests_per_s",
-            "req/s",
-            node_run.requests_per_s,
-            "hyper.same_bytes_per_s",
-            base_run.requests_per_s,
-        ),
-        figure(
-            "web.p99_ms",
-            "ms",
-            node_run.p99_ms,
-            "hyper.same_bytes_p99_ms",
-            base_run.p99_ms,
-        ),
-        figure(
-            "web.rolling_restart_failed",
-            "requests",
-            rolling.failed as f64,
-            "web.rolling_restart_requests",
-            rolling.requests_per_s * f64::from(seconds.max(6)),
-        ),
-    ])
+    Ok(run)
 }
 
 /// `--cluster 3` on one port under wrk at 32 connections, a SIGUSR2 rolling restart a second in.
