@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use stellar_cache::DumpItem;
 use tracing::info;
 
-use super::{AppState, authorised, may_read};
+use super::{AppState, authorised, may_read, may_see_user_data, refuse_user_data};
 use crate::ActionError;
 
 /// Keys one listing shows at most (the first by name).
@@ -64,13 +64,17 @@ async fn keys(
 }
 
 /// `GET /dashboard/api/cache/value?key=`: the value (its JSON) or the list (one item's JSON a
-/// line) at the key as text, cut at [`MAX_VALUE_BYTES`]; `"found": false` when absent.
+/// line) at the key as text, cut at [`MAX_VALUE_BYTES`]; `"found": false` when absent. Values
+/// are user data: only a live session reads them (403 on a read-only dashboard).
 async fn value(
     State(shared): State<AppState>,
     headers: HeaderMap,
     Query(Key { key }): Query<Key>,
 ) -> Result<Json<Value>, ActionError> {
     may_read(&shared, &headers)?;
+    if !may_see_user_data(&shared, &headers) {
+        return Err(refuse_user_data());
+    }
     let item = shared
         .services
         .cache

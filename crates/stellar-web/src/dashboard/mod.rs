@@ -223,6 +223,22 @@ fn may_read(shared: &Shared, headers: &HeaderMap) -> Result<(), ActionError> {
     }
 }
 
+/// Whether the request may see user data (task and schedule arguments, cache values): only with
+/// a live session. A read-only dashboard (no secret) answers anyone who reaches the port, so it
+/// shows the cluster's shape but never what users put in it.
+fn may_see_user_data(shared: &Shared, headers: &HeaderMap) -> bool {
+    matches!(shared.dashboard.auth.access(headers), Access::LoggedIn(_))
+}
+
+/// The 403 of a read of user data without a session.
+fn refuse_user_data() -> ActionError {
+    ActionError::Forbidden {
+        message: "cache values are user data: the dashboard shows them only to a logged-in \
+                  session (set dashboard_secret, STELLAR_DASHBOARD_SECRET, on the node and log in)"
+            .into(),
+    }
+}
+
 /// Whether the request may act: a live session and its CSRF token in [`CSRF_HEADER`].
 fn may_act(shared: &Shared, headers: &HeaderMap) -> Result<(), ActionError> {
     match shared.dashboard.auth.access(headers) {
