@@ -608,3 +608,51 @@ async fn bad_schedule_state_and_changed_recurrences_never_stop_a_schedule() {
     }
     cancel.cancel();
 }
+
+/// Run now reads the record's queue before it writes anything: a planted delayed record without
+/// one is left exactly as it was (still delayed, still in the delayed set), never half moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_leaves_a_delayed_record_without_a_queue_untouched() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let (_api, tasks, _runs) = counting_node(store, "n1", TaskConfig::default());
+    run(
+        &pool,
+        &[
+            "HSET",
+            "stellar:task:queueless",
+            "id",
+            "queueless",
+            "name",
+            "work",
+            "state",
+            "delayed",
+        ],
+    )
+    .await;
+    let due = (stellar_core::time::now_ms() + 3_600_000).to_string();
+    run(&pool, &["ZADD", "stellar:tasks:delayed", &due, "queueless"]).await;
+    assert!(!tasks.run_now("queueless").await.expect("run now"));
+    let state: Option<String> = pool
+        .query(
+            "HGET",
+            redis::cmd("HGET")
+                .arg("stellar:task:queueless")
+                .arg("state"),
+        )
+        .await
+        .expect("hget");
+    assert_eq!(state.as_deref(), Some("delayed"));
+    let score: Option<f64> = pool
+        .query(
+            "ZSCORE",
+            redis::cmd("ZSCORE")
+                .arg("stellar:tasks:delayed")
+                .arg("queueless"),
+        )
+        .await
+        .expect("zscore");
+    assert!(score.is_some(), "still in the delayed set");
+    cancel.cancel();
+}
