@@ -19,6 +19,7 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], 'state', 'queued', 'due_at', now)
-redis.call('LPUSH', ARGV[2] .. queue, ARGV[1])
+-- The front: claims pop from the right (as release and reap hand tasks back).
+redis.call('RPUSH', ARGV[2] .. queue, ARGV[1])
 redis.call('PUBLISH', ARGV[3] .. queue, queue)
 return 1

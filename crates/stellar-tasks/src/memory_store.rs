@@ -698,11 +698,12 @@ impl TaskInspector for MemoryTaskStore {
             task.record.due_at_ms = Some(now_ms());
             task.ready_since = Instant::now();
             let queue = task.record.queue.clone();
+            // The front of its queue: claims pop from the back.
             state
                 .queues
                 .entry(queue)
                 .or_default()
-                .push_front(id.to_owned());
+                .push_back(id.to_owned());
         }
         self.wake();
         Ok(true)

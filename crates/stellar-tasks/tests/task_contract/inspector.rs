@@ -206,7 +206,48 @@ async fn a_delayed_task_or_a_waiting_retry_runs_now(backend: Backend) {
     assert!(!store.run_now("absent").await.expect("run now"));
 }
 
+/// Run now puts the task at the front of its queue: with a backlog waiting, it is claimed first.
+async fn a_task_run_now_is_claimed_before_the_backlog(backend: Backend) {
+    let store = backend.store().await;
+    let node = NodeId::new("n1").expect("id");
+    let queues = vec!["default".to_owned()];
+    for id in ["b1", "b2", "b3"] {
+        store
+            .enqueue(&plain_task(id, "work", 1))
+            .await
+            .expect("enqueue");
+    }
+    let later = NewTask {
+        due_at_ms: Some(stellar_core::time::now_ms() + 3_600_000),
+        ..plain_task("urgent", "work", 1)
+    };
+    store.enqueue(&later).await.expect("enqueue");
+    assert!(store.run_now("urgent").await.expect("run now"));
+    let lease = Duration::from_secs(30);
+    let next = store
+        .queued("default", 0, 0)
+        .await
+        .expect("queued")
+        .into_iter()
+        .map(|r| r.id)
+        .collect::<Vec<_>>();
+    assert_eq!(next, ["urgent"], "next to run");
+    let first = store
+        .claim(&request(&queues, &node, lease, 1))
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].id, "urgent", "run now jumps the backlog");
+    let rest = store
+        .claim(&request(&queues, &node, lease, 8))
+        .await
+        .expect("claim");
+    let rest: Vec<&str> = rest.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(rest, ["b1", "b2", "b3"], "the backlog keeps its order");
+}
+
 contract!(
+    a_task_run_now_is_claimed_before_the_backlog,
     a_delayed_task_or_a_waiting_retry_runs_now,
     the_failed_set_reads_one_page_latest_first,
     stats_count_per_task_and_node_and_age_each_queue,
