@@ -278,6 +278,16 @@ impl State {
         true
     }
 
+    /// Forgets task `id`: its record, and its place in every set and list.
+    fn remove(&mut self, id: &str) {
+        self.tasks.remove(id);
+        self.delayed.remove(id);
+        self.failed.remove(id);
+        for ids in self.queues.values_mut().chain(self.parked.values_mut()) {
+            ids.retain(|queued| queued != id);
+        }
+    }
+
     fn records<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Vec<TaskRecord> {
         ids.filter_map(|id| self.tasks.get(id).map(|task| task.record.clone()))
             .collect()
@@ -780,16 +790,22 @@ impl TaskInspector for MemoryTaskStore {
             None => Ok(Some(false)),
             Some(TaskState::Running) => Ok(None),
             Some(_) => {
-                state.tasks.remove(id);
-                state.delayed.remove(id);
-                state.failed.remove(id);
-                let state = &mut *state;
-                for ids in state.queues.values_mut().chain(state.parked.values_mut()) {
-                    ids.retain(|queued| queued != id);
-                }
+                state.remove(id);
                 Ok(Some(true))
             }
         }
+    }
+
+    async fn delete_if(&self, id: &str, state: TaskState) -> Result<bool, StoreError> {
+        // One lock from the check to the delete: nothing moves the task in between.
+        let mut guard = self.state();
+        if state == TaskState::Running
+            || guard.tasks.get(id).map(|task| task.record.state) != Some(state)
+        {
+            return Ok(false);
+        }
+        guard.remove(id);
+        Ok(true)
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError> {

@@ -715,6 +715,20 @@ impl TaskInspector for RedisTaskStore {
         })
     }
 
+    async fn delete_if(&self, id: &str, state: TaskState) -> Result<bool, StoreError> {
+        let key = keys::task(id);
+        let outcome: i64 = self
+            .pool
+            .invoke(
+                "task delete",
+                &self.scripts.delete,
+                &[&key, DELAYED, FAILED],
+                &[id, state.as_str()],
+            )
+            .await?;
+        Ok(outcome == 1)
+    }
+
     async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError> {
         let (key, parked_names) = (keys::queue(queue), keys::parked_names(queue));
         let batch = DELETE_BATCH.to_string();

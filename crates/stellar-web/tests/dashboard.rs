@@ -612,6 +612,44 @@ async fn the_task_scheduled_and_cache_endpoints_read_with_a_session_and_act_with
         tasks.show(&later).await.expect("show").map(|t| t.state),
         Some(stellar_tasks::TaskState::Queued)
     );
+    // No longer delayed: deleting it as a delayed task is refused (409) and leaves it queued.
+    let refused = post(
+        &node,
+        "/dashboard/api/scheduled/delete",
+        &ok,
+        json!({ "id": later }),
+    )
+    .await;
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert_eq!(refused.body["error"]["code"], "conflict");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no longer delayed")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        tasks.show(&later).await.expect("show").map(|t| t.state),
+        Some(stellar_tasks::TaskState::Queued)
+    );
+    let doomed = tasks
+        .enqueue_in(
+            Duration::from_secs(3600),
+            "later",
+            &json!(2),
+            EnqueueOptions::default(),
+        )
+        .await
+        .expect("enqueue");
+    let deleted = post(
+        &node,
+        "/dashboard/api/scheduled/delete",
+        &ok,
+        json!({ "id": doomed }),
+    )
+    .await;
+    assert_eq!(deleted.body["deleted"], true, "{deleted:?}");
+    assert!(tasks.show(&doomed).await.expect("show").is_none());
     let deleted = post(
         &node,
         "/dashboard/api/cache/delete",

@@ -246,7 +246,80 @@ async fn a_task_run_now_is_claimed_before_the_backlog(backend: Backend) {
     assert_eq!(rest, ["b1", "b2", "b3"], "the backlog keeps its order");
 }
 
+/// Deleting "only if still delayed" is one step: a delayed task goes, a task that moved on (run
+/// now, claimed, failed) or is absent stays as it is.
+async fn a_task_is_deleted_only_while_it_is_still_delayed(backend: Backend) {
+    let store = backend.store().await;
+    let node = NodeId::new("n1").expect("id");
+    let queues = vec!["default".to_owned()];
+    let delayed = |id: &str| NewTask {
+        due_at_ms: Some(stellar_core::time::now_ms() + 3_600_000),
+        ..plain_task(id, "work", 1)
+    };
+    for id in ["d1", "d2"] {
+        store.enqueue(&delayed(id)).await.expect("enqueue");
+    }
+    assert!(
+        store
+            .delete_if("d1", TaskState::Delayed)
+            .await
+            .expect("delete")
+    );
+    assert!(store.show("d1").await.expect("show").is_none());
+    assert_eq!(store.stats().await.expect("stats").delayed, 1);
+    assert!(
+        !store
+            .delete_if("d1", TaskState::Delayed)
+            .await
+            .expect("delete"),
+        "absent"
+    );
+
+    // Promoted meanwhile (run now): queued, so it stays, and is claimed as usual.
+    assert!(store.run_now("d2").await.expect("run now"));
+    assert!(
+        !store
+            .delete_if("d2", TaskState::Delayed)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(
+        store.show("d2").await.expect("show").map(|r| r.state),
+        Some(TaskState::Queued)
+    );
+    let lease = Duration::from_secs(30);
+    let claimed = store
+        .claim(&request(&queues, &node, lease, 1))
+        .await
+        .expect("claim");
+    assert_eq!(claimed[0].id, "d2");
+    // Running: never deleted, whatever state is asked for.
+    for state in [TaskState::Delayed, TaskState::Running] {
+        assert!(!store.delete_if("d2", state).await.expect("delete"));
+    }
+    // Failed: not delayed, so it stays in the failed set.
+    store
+        .fail(&claimed[0], "boom", Duration::ZERO)
+        .await
+        .expect("fail");
+    assert!(
+        !store
+            .delete_if("d2", TaskState::Delayed)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(store.stats().await.expect("stats").failed_now, 1);
+    assert!(
+        store
+            .delete_if("d2", TaskState::Failed)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(store.stats().await.expect("stats").failed_now, 0);
+}
+
 contract!(
+    a_task_is_deleted_only_while_it_is_still_delayed,
     a_task_run_now_is_claimed_before_the_backlog,
     a_delayed_task_or_a_waiting_retry_runs_now,
     the_failed_set_reads_one_page_latest_first,

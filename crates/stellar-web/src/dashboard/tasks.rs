@@ -144,7 +144,9 @@ async fn run_delayed_now(
     Ok(Json(json!({ "id": id, "queued": moved })))
 }
 
-/// `POST /dashboard/api/scheduled/delete {"id"}`: deletes a delayed task (only a delayed one).
+/// `POST /dashboard/api/scheduled/delete {"id"}`: deletes a delayed task, in one store step and
+/// only while it is still delayed; 409 if it is gone or no longer delayed (promoted, claimed,
+/// finished) by then.
 async fn delete_delayed(
     State(shared): State<AppState>,
     headers: HeaderMap,
@@ -152,16 +154,18 @@ async fn delete_delayed(
 ) -> Result<Json<Value>, ActionError> {
     let TaskId { id } = authorised(&shared, &headers, &body)?;
     let tasks = &shared.services.tasks;
-    let record = tasks.show(&id).await.map_err(ActionError::internal)?;
-    let deleted = match record {
-        Some(record) if record.state == TaskState::Delayed => {
-            tasks.del(&id).await.map_err(ActionError::internal)?
-        }
-        _ => false,
-    };
+    let deleted = tasks
+        .del_delayed(&id)
+        .await
+        .map_err(ActionError::internal)?;
     info!(node_id = %shared.services.api.node_id(), task_id = %id, deleted, "dashboard: delete delayed task");
     forget_snapshot(&shared).await;
-    Ok(Json(json!({ "id": id, "deleted": deleted })))
+    if !deleted {
+        return Err(ActionError::Conflict {
+            message: format!("task {id} is no longer delayed (or gone): nothing deleted"),
+        });
+    }
+    Ok(Json(json!({ "id": id, "deleted": true })))
 }
 
 /// `POST /dashboard/api/schedules/run-now {"id"}`: one extra run of a schedule's task, now.
