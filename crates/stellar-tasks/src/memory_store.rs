@@ -777,6 +777,16 @@ impl TaskInspector for MemoryTaskStore {
         Ok(state.records(due.into_iter().map(|(_, id)| id)))
     }
 
+    async fn delayed_page(&self, limit: u64) -> Result<(Vec<TaskRecord>, u64), StoreError> {
+        let state = self.state();
+        let mut due: Vec<(&Instant, &String)> =
+            state.delayed.iter().map(|(id, at)| (at, id)).collect();
+        due.sort();
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let page = state.records(due.iter().take(limit).map(|(_, id)| *id));
+        Ok((page, state.delayed.len() as u64))
+    }
+
     async fn running(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let state = self.state();
         let mut ids: Vec<&String> = state.inflight.keys().collect();

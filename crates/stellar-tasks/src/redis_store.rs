@@ -211,14 +211,23 @@ impl RedisTaskStore {
         Ok(parse_record(&fields))
     }
 
+    /// The records of `ids` that exist, in order: one pipeline, one round trip.
     async fn records(&self, ids: Vec<String>) -> Result<Vec<TaskRecord>, StoreError> {
-        let mut records = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(record) = self.record(&id).await? {
-                records.push(record);
-            }
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(records)
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(keys::task(id));
+        }
+        let timeout = self.pool.config().op_timeout;
+        let replies: Vec<HashMap<String, String>> = self
+            .pool
+            .run("HGETALL", timeout, async |conn| {
+                pipe.query_async(conn).await
+            })
+            .await?;
+        Ok(replies.iter().filter_map(parse_record).collect())
     }
 }
 
@@ -688,6 +697,24 @@ impl TaskInspector for RedisTaskStore {
             .query("ZRANGE", redis::cmd("ZRANGE").arg(DELAYED).arg(0).arg(-1))
             .await?;
         self.records(ids).await
+    }
+
+    async fn delayed_page(&self, limit: u64) -> Result<(Vec<TaskRecord>, u64), StoreError> {
+        let total: u64 = self
+            .pool
+            .query("ZCARD", redis::cmd("ZCARD").arg(DELAYED))
+            .await?;
+        if limit == 0 || total == 0 {
+            return Ok((Vec::new(), total));
+        }
+        let ids: Vec<String> = self
+            .pool
+            .query(
+                "ZRANGE",
+                redis::cmd("ZRANGE").arg(DELAYED).arg(0).arg(limit - 1),
+            )
+            .await?;
+        Ok((self.records(ids).await?, total))
     }
 
     async fn running(&self) -> Result<Vec<TaskRecord>, StoreError> {

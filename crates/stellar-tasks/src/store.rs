@@ -270,6 +270,10 @@ pub trait TaskInspector: fmt::Debug + Send + Sync + 'static {
     ) -> Result<Vec<TaskRecord>, StoreError>;
     /// Delayed tasks (including retries waiting for their backoff), soonest first.
     async fn delayed(&self) -> Result<Vec<TaskRecord>, StoreError>;
+    /// The first `limit` delayed tasks, soonest first, and how many are delayed in all. Reads
+    /// only those records (on Redis: one range, one count, one pipeline of records), so its work
+    /// is bounded by `limit` whatever the size of the delayed set.
+    async fn delayed_page(&self, limit: u64) -> Result<(Vec<TaskRecord>, u64), StoreError>;
     /// Running tasks, under a lease.
     async fn running(&self) -> Result<Vec<TaskRecord>, StoreError>;
     /// Deletes a task that is not running: `Some(true)` deleted, `Some(false)` absent, `None` running.

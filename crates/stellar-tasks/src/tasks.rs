@@ -1000,6 +1000,16 @@ impl Tasks {
         Ok(self.inner.store.queued(queue, start, stop).await?)
     }
 
+    /// The first `limit` delayed tasks, soonest first, and how many are delayed in all; reads
+    /// only those records (what the dashboard lists).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn delayed_page(&self, limit: u64) -> Result<(Vec<TaskRecord>, u64)> {
+        Ok(self.inner.store.delayed_page(limit).await?)
+    }
+
     /// Tasks waiting for their time, soonest first.
     ///
     /// # Errors

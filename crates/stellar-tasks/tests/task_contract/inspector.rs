@@ -318,7 +318,43 @@ async fn a_task_is_deleted_only_while_it_is_still_delayed(backend: Backend) {
     assert_eq!(store.stats().await.expect("stats").failed_now, 0);
 }
 
+/// A page of the delayed set: the soonest first, at most `limit`, with the size of the whole set.
+async fn the_delayed_set_reads_one_page_soonest_first(backend: Backend) {
+    let store = backend.store().await;
+    let now = stellar_core::time::now_ms();
+    // Enqueued latest first, so the page's order is the due times', not the enqueue order.
+    for (n, id) in ["e5", "e4", "e3", "e2", "e1"].into_iter().enumerate() {
+        let task = NewTask {
+            due_at_ms: Some(now + 3_600_000 - 60_000 * n as u64),
+            ..plain_task(id, "work", 1)
+        };
+        store.enqueue(&task).await.expect("enqueue");
+    }
+    let ids = |records: Vec<stellar_tasks::TaskRecord>| {
+        records.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    let (first, total) = store.delayed_page(2).await.expect("page");
+    assert_eq!(
+        (ids(first), total),
+        (vec!["e1".to_owned(), "e2".to_owned()], 5)
+    );
+    let (all, total) = store.delayed_page(50).await.expect("page");
+    assert_eq!(
+        (ids(all), total),
+        (
+            vec!["e1", "e2", "e3", "e4", "e5"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+            5
+        )
+    );
+    let (none, total) = store.delayed_page(0).await.expect("page");
+    assert_eq!((none.len(), total), (0, 5));
+}
+
 contract!(
+    the_delayed_set_reads_one_page_soonest_first,
     a_task_is_deleted_only_while_it_is_still_delayed,
     a_task_run_now_is_claimed_before_the_backlog,
     a_delayed_task_or_a_waiting_retry_runs_now,

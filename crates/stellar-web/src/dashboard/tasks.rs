@@ -90,11 +90,13 @@ async fn scheduled(
     may_read(&shared, &headers)?;
     let show_args = may_see_user_data(&shared, &headers);
     let tasks = &shared.services.tasks;
-    let delayed = tasks.delayed().await.map_err(ActionError::internal)?;
+    let (delayed, delayed_total) = tasks
+        .delayed_page(MAX_DELAYED as u64)
+        .await
+        .map_err(ActionError::internal)?;
     let schedules = tasks.schedules().await.map_err(ActionError::internal)?;
     let listed: Vec<Value> = delayed
         .iter()
-        .take(MAX_DELAYED)
         .map(|record| {
             json!({
                 "id": record.id,
@@ -108,7 +110,7 @@ async fn scheduled(
         .collect();
     Ok(Json(json!({
         "delayed": listed,
-        "delayed_total": delayed.len(),
+        "delayed_total": delayed_total,
         "schedules": schedules
             .iter()
             .map(|info| schedule_json(info, show_args))
