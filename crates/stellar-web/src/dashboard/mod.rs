@@ -143,16 +143,17 @@ async fn login(State(shared): State<AppState>, body: axum::body::Bytes) -> Respo
         }
         .into_response();
     };
-    if auth.throttle() == auth::Throttle::Refuse {
+    // The check is counted before the secret is compared (see `Auth::throttle`).
+    let auth::Throttle::Check { first } = auth.throttle() else {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, "1")],
             "too many failed logins: try again in a second",
         )
             .into_response();
-    }
+    };
     if !auth.check(&form.secret) {
-        if auth.failed() {
+        if first {
             warn!(node_id = %shared.services.api.node_id(), "dashboard login refused (further failures this second are not logged)");
         }
         tokio::time::sleep(LOGIN_FAILURE_DELAY).await;
@@ -164,6 +165,7 @@ async fn login(State(shared): State<AppState>, body: axum::body::Bytes) -> Respo
         )
             .into_response();
     }
+    auth.succeeded();
     let (token, _) = auth.open();
     info!(node_id = %shared.services.api.node_id(), "dashboard login");
     let cookie = HeaderValue::from_str(&auth::set_cookie(&token)).expect("hex is a valid header");
