@@ -337,8 +337,13 @@ fn parse_claimed(flat: &[redis::Value]) -> Result<Vec<Claimed>, StoreError> {
         .collect())
 }
 
-/// The reap script's reply: queue, name and outcome (0 requeued, 1 failed) per task.
-fn parse_reaped(flat: Vec<String>) -> Result<Vec<Reaped>, StoreError> {
+/// The longest queue or task name a reap reports (as a metric label), in bytes.
+const MAX_REAPED_LABEL: usize = 128;
+
+/// The reap script's reply: queue, name and outcome (0 requeued, 1 failed) per task. Parsed
+/// leniently: the script has already moved the tasks, so a name that is not UTF-8 is read lossily
+/// (and any name cut at [`MAX_REAPED_LABEL`] bytes) rather than failing the reply.
+fn parse_reaped(flat: Vec<redis::Value>) -> Result<Vec<Reaped>, StoreError> {
     if !flat.len().is_multiple_of(3) {
         return Err(StoreError::Malformed {
             op: "task reap",
@@ -350,17 +355,37 @@ fn parse_reaped(flat: Vec<String>) -> Result<Vec<Reaped>, StoreError> {
     while let (Some(queue), Some(name), Some(outcome)) =
         (entries.next(), entries.next(), entries.next())
     {
-        let outcome = match outcome.as_str() {
-            "1" => ReapOutcome::Failed,
+        let outcome = match outcome {
+            redis::Value::Int(1) => ReapOutcome::Failed,
+            redis::Value::BulkString(ref b) if b.as_slice() == b"1" => ReapOutcome::Failed,
             _ => ReapOutcome::Requeued,
         };
         reaped.push(Reaped {
-            queue,
-            name,
+            queue: label(&queue),
+            name: label(&name),
             outcome,
         });
     }
     Ok(reaped)
+}
+
+/// A reply entry as a metric label: lossy UTF-8, at most [`MAX_REAPED_LABEL`] bytes (on a
+/// character boundary).
+fn label(value: &redis::Value) -> String {
+    let mut text = match value {
+        redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        redis::Value::SimpleString(text) => text.clone(),
+        redis::Value::Int(n) => n.to_string(),
+        _ => String::new(),
+    };
+    if text.len() > MAX_REAPED_LABEL {
+        let end = (0..=MAX_REAPED_LABEL)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+    }
+    text
 }
 
 fn ms(duration: Duration) -> String {
@@ -519,7 +544,7 @@ impl TaskQueue for RedisTaskStore {
 impl TaskMaintenance for RedisTaskStore {
     async fn reap(&self, limit: u32) -> Result<Vec<Reaped>, StoreError> {
         let limit = limit.to_string();
-        let flat: Vec<String> = self
+        let flat: Vec<redis::Value> = self
             .pool
             .invoke(
                 "task reap",
