@@ -24,7 +24,9 @@ impl Cache {
 
     /// The first `limit` keys (by name) that start with `prefix`, each with its kind, TTL and
     /// size but not its contents, and how many keys start with `prefix` in all: for an operator
-    /// browsing the cache (the dashboard).
+    /// browsing the cache (the dashboard). Keys of a type the cache does not own (a string or set
+    /// another client wrote under the prefix) are neither listed nor counted among those
+    /// described; beyond the first `limit`, the count is by name.
     ///
     /// # Errors
     ///
@@ -37,7 +39,9 @@ impl Cache {
         names.truncate(limit);
         let mut described = self.store().describe(&names).await?;
         described.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok((described, total))
+        // Foreign types (and keys expired meanwhile) are left out of the listing: of the count too.
+        let dropped = (names.len() - described.len()) as u64;
+        Ok((described, total - dropped))
     }
 
     /// The value or list at `key` with its TTL, as a dump holds it; `None` if absent. Unlike

@@ -443,12 +443,16 @@ impl CacheDump for RedisCacheStore {
                 pipe.cmd("TYPE").arg(&entry).cmd("PTTL").arg(&entry);
             }
             let kinds: Vec<(String, i64)> = self.pipeline("TYPE", &pipe).await?;
+            // Sized by kind: a string, set or zset under the prefix (written by another client)
+            // gets a harmless EXISTS, never a command of the wrong type (WRONGTYPE would fail
+            // the whole pipeline); describe_chunk leaves it out.
             let mut sizes = redis::pipe();
             for (key, (kind, _)) in chunk.iter().zip(&kinds) {
                 let entry = self.keys.entry(key);
                 match kind.as_str() {
                     "list" => sizes.cmd("LLEN").arg(&entry),
-                    _ => sizes.cmd("HSTRLEN").arg(&entry).arg("value"),
+                    "hash" => sizes.cmd("HSTRLEN").arg(&entry).arg("value"),
+                    _ => sizes.cmd("EXISTS").arg(&entry),
                 };
             }
             let sizes: Vec<u64> = self.pipeline("HSTRLEN", &sizes).await?;
