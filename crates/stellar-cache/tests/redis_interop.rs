@@ -264,8 +264,8 @@ async fn browsing_skips_keys_of_foreign_types() {
         })
         .await
         .expect("plant");
-    let (keys, total) = cache.browse("mixed:", 100).await.expect("browse");
-    let names: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
+    let page = cache.browse("mixed:", 100, 100).await.expect("browse");
+    let names: Vec<&str> = page.keys.iter().map(|k| k.key.as_str()).collect();
     assert_eq!(names, ["mixed:list", "mixed:value"]);
-    assert_eq!(total, 2, "the count matches the listing");
+    assert_eq!(page.total, 2, "the count matches the listing");
 }

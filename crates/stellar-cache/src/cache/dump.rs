@@ -22,26 +22,35 @@ impl Cache {
         Ok(self.store().keys(pattern).await?)
     }
 
-    /// The first `limit` keys (by name) that start with `prefix`, each with its kind, TTL and
-    /// size but not its contents, and how many keys start with `prefix` in all: for an operator
-    /// browsing the cache (the dashboard). Keys of a type the cache does not own (a string or set
-    /// another client wrote under the prefix) are neither listed nor counted among those
-    /// described; beyond the first `limit`, the count is by name.
+    /// Keys that start with `prefix` (taken literally), for an operator browsing the cache (the
+    /// dashboard): the first `limit` by name with their kind, TTL and size (not their contents),
+    /// and how many match. Bounded: matches are counted up to `count_max`; past it (or past a
+    /// bounded scan on Redis) [`KeyPage::complete`] is false, the count is a lower bound and the
+    /// listing the first `limit` by name of the keys read. Keys of a type the cache does not own
+    /// (a string or set another client wrote under the prefix) are neither listed nor counted
+    /// among those described.
     ///
     /// # Errors
     ///
     /// Fails if the store cannot be reached.
-    pub async fn browse(&self, prefix: &str, limit: usize) -> Result<(Vec<KeyInfo>, u64)> {
+    pub async fn browse(&self, prefix: &str, limit: usize, count_max: usize) -> Result<KeyPage> {
         let pattern = format!("{}*", keys::escape_glob(prefix));
-        let mut names = self.store().keys(&pattern).await?;
-        let total = names.len() as u64;
+        let (mut names, complete) = self
+            .store()
+            .keys_bounded(&pattern, count_max.max(limit))
+            .await?;
+        let matched = names.len() as u64;
         names.sort();
         names.truncate(limit);
         let mut described = self.store().describe(&names).await?;
         described.sort_by(|a, b| a.key.cmp(&b.key));
         // Foreign types (and keys expired meanwhile) are left out of the listing: of the count too.
         let dropped = (names.len() - described.len()) as u64;
-        Ok((described, total - dropped))
+        Ok(KeyPage {
+            keys: described,
+            total: matched - dropped,
+            complete,
+        })
     }
 
     /// The value or list at `key` with its TTL, as a dump holds it; `None` if absent. Unlike
@@ -99,6 +108,17 @@ impl Cache {
         self.store().import(&items).await?;
         Ok(items.len() as u64)
     }
+}
+
+/// What [`Cache::browse`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    /// The first keys by name, described.
+    pub keys: Vec<KeyInfo>,
+    /// How many keys match (a lower bound when not `complete`).
+    pub total: u64,
+    /// Whether every match was counted; false when the count stopped at its bound.
+    pub complete: bool,
 }
 
 fn dump_file(path: &Path, source: std::io::Error) -> Error {

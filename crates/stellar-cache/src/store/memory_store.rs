@@ -419,6 +419,17 @@ impl CacheDump for MemoryCacheStore {
         Ok(keys)
     }
 
+    async fn keys_bounded(
+        &self,
+        pattern: &str,
+        max: usize,
+    ) -> Result<(Vec<String>, bool), StoreError> {
+        let mut keys = self.keys(pattern).await?;
+        let complete = keys.len() <= max;
+        keys.truncate(max);
+        Ok((keys, complete))
+    }
+
     async fn describe(&self, keys: &[String]) -> Result<Vec<KeyInfo>, StoreError> {
         let state = self.state();
         Ok(keys

@@ -17,6 +17,10 @@ use crate::keys::Keys;
 /// How many keys one SCAN step asks for.
 const SCAN_COUNT: u64 = 1000;
 
+/// How many SCAN steps a bounded key listing takes at most (about this many times
+/// [`SCAN_COUNT`] keys examined), however few of them match.
+const MAX_BOUNDED_SCAN_STEPS: usize = 100;
+
 /// How many keys one UNLINK deletes.
 const UNLINK_CHUNK: usize = 500;
 
@@ -83,6 +87,37 @@ impl RedisCacheStore {
         found.sort();
         found.dedup();
         Ok(found)
+    }
+
+    /// Redis keys matching `matcher`, sorted: at most `max`, and whether they are every match.
+    /// Stops once more than `max` matched or after [`MAX_BOUNDED_SCAN_STEPS`] steps.
+    async fn scan_bounded(
+        &self,
+        matcher: &str,
+        max: usize,
+    ) -> Result<(Vec<String>, bool), StoreError> {
+        let mut cursor = 0_u64;
+        let mut found = std::collections::BTreeSet::new();
+        let mut steps = 0;
+        let complete = loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(matcher)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            let (next, keys): (u64, Vec<String>) = self.pool.query("SCAN", &cmd).await?;
+            found.extend(keys);
+            steps += 1;
+            if next == 0 {
+                break found.len() <= max;
+            }
+            if found.len() > max || steps >= MAX_BOUNDED_SCAN_STEPS {
+                break false;
+            }
+            cursor = next;
+        };
+        Ok((found.into_iter().take(max).collect(), complete))
     }
 
     /// Runs `script` (one of [`Scripts`]) on the Redis `keys`.
@@ -432,6 +467,23 @@ impl CacheDump for RedisCacheStore {
         let found = self.scan(&self.keys.entry_pattern(pattern)).await?;
         let names = found.iter().filter_map(|key| self.keys.entry_name(key));
         Ok(names.map(str::to_owned).collect())
+    }
+
+    async fn keys_bounded(
+        &self,
+        pattern: &str,
+        max: usize,
+    ) -> Result<(Vec<String>, bool), StoreError> {
+        if literal(pattern).is_some() {
+            let keys = self.keys(pattern).await?;
+            let complete = keys.len() <= max;
+            return Ok((keys.into_iter().take(max).collect(), complete));
+        }
+        let (found, complete) = self
+            .scan_bounded(&self.keys.entry_pattern(pattern), max)
+            .await?;
+        let names = found.iter().filter_map(|key| self.keys.entry_name(key));
+        Ok((names.map(str::to_owned).collect(), complete))
     }
 
     async fn describe(&self, keys: &[String]) -> Result<Vec<KeyInfo>, StoreError> {

@@ -17,6 +17,8 @@ use crate::ActionError;
 
 /// Keys one listing shows at most (the first by name).
 const MAX_KEYS: usize = 200;
+/// Matching keys one listing counts at most; past it the count says "more than".
+const MAX_COUNTED_KEYS: usize = 10_000;
 /// Bytes of a value (or list) shown at most.
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 
@@ -41,24 +43,26 @@ struct Key {
 }
 
 /// `GET /dashboard/api/cache/keys?prefix=`: the first [`MAX_KEYS`] keys starting with the
-/// prefix (taken literally), with kind, TTL and size, and how many match in all.
+/// prefix (taken literally), with kind, TTL and size, and how many match, counted up to
+/// [`MAX_COUNTED_KEYS`] (`"total_exact": false` past it, or when the bounded scan stopped).
 async fn keys(
     State(shared): State<AppState>,
     headers: HeaderMap,
     Query(Prefix { prefix }): Query<Prefix>,
 ) -> Result<Json<Value>, ActionError> {
     may_read(&shared, &headers)?;
-    let (keys, total) = shared
+    let page = shared
         .services
         .cache
-        .browse(&prefix, MAX_KEYS)
+        .browse(&prefix, MAX_KEYS, MAX_COUNTED_KEYS)
         .await
         .map_err(ActionError::internal)?;
     Ok(Json(json!({
         "prefix": prefix,
-        "keys": keys,
-        "total": total,
-        "truncated": total > keys.len() as u64,
+        "truncated": !page.complete || page.total > page.keys.len() as u64,
+        "keys": page.keys,
+        "total": page.total,
+        "total_exact": page.complete,
         "max": MAX_KEYS,
     })))
 }

@@ -381,8 +381,9 @@ async function refreshCache() {
 
 function renderCache() {
   const list = state.cache;
+  const total = list.total_exact ? String(list.total) : 'at least ' + list.total;
   $('cache-count').textContent = list.truncated
-    ? '(the first ' + list.keys.length + ' of ' + list.total + ' keys: narrow the prefix)' : '(' + list.total + ')';
+    ? '(the first ' + list.keys.length + ' of ' + total + ' keys: narrow the prefix)' : '(' + total + ')';
   const rows = list.keys.map((k) => el('tr', { class: 'cache-row', 'data-key': k.key },
     el('td', { class: 'mono' }, k.key), el('td', {}, k.kind),
     el('td', {}, k.ttl_ms === null ? 'no expiry' : duration(k.ttl_ms)),
