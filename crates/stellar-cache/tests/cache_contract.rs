@@ -712,6 +712,42 @@ mod dump {
             Some(stellar_cache::DumpItem::Value { ref json, .. }) if json == r#""star""#
         ));
         assert_eq!(cache.peek("user:9").await.expect("peek"), None);
+        // A bounded peek reads a long list only in ranges up to its byte bound.
+        let item = format!("{:0>1000}", 7);
+        for _ in 0..100 {
+            cache.push("user:long", &item).await.expect("push");
+        }
+        let long = cache
+            .peek_at_most("user:long", 4096)
+            .await
+            .expect("peek")
+            .expect("the list");
+        let read = match &long.item {
+            stellar_cache::DumpItem::List { items, .. } => items.len(),
+            other => panic!("{other:?}"),
+        };
+        assert!((4..=5).contains(&read), "read {read} items of about 1 KB");
+        assert_eq!((long.len, long.complete), (100, false));
+        let short = cache
+            .peek_at_most("user:queue", 4096)
+            .await
+            .expect("peek")
+            .expect("the list");
+        assert_eq!((short.len, short.complete), (2, true));
+        assert!(matches!(
+            short.item,
+            stellar_cache::DumpItem::List { ref items, .. } if items == &[r#""a""#, r#""b""#]
+        ));
+        let value = cache
+            .peek_at_most("user:3", 1)
+            .await
+            .expect("peek")
+            .expect("the value");
+        assert_eq!((value.len, value.complete), (1, true));
+        assert_eq!(
+            cache.peek_at_most("user:9", 4096).await.expect("peek"),
+            None
+        );
         assert!(cache.peek("user:3").await.expect("peek").is_some());
         let entry = cache.load::<i32>("user:3").await.expect("load");
         assert_eq!(entry.last_read_at, None, "peek records no read");

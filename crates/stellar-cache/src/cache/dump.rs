@@ -9,7 +9,7 @@ use std::{
 use super::{Cache, check_key};
 use crate::{
     Error, Result, keys,
-    store::{DumpItem, KeyInfo},
+    store::{DumpItem, ItemKind, KeyInfo},
 };
 
 impl Cache {
@@ -65,6 +65,59 @@ impl Cache {
         Ok(items.into_iter().find(|item| item.key() == key))
     }
 
+    /// The value or list at `key` with its TTL, reading at most about `max_bytes` of a list: its
+    /// items are read in growing ranges (16, 32, … 1,024 items a `LRANGE`) until they hold
+    /// `max_bytes` (one item more than that at most) or the list ends. `None` if absent. Records
+    /// no read. What the dashboard's view uses; [`Cache::peek`] reads a list whole.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidKey`]; fails if the store cannot be reached.
+    pub async fn peek_at_most(&self, key: &str, max_bytes: usize) -> Result<Option<Peeked>> {
+        check_key(key)?;
+        let Some(info) = self.store().describe(&[key.to_owned()]).await?.pop() else {
+            return Ok(None);
+        };
+        if info.kind == ItemKind::Value {
+            let item = self.peek(key).await?;
+            return Ok(item.map(|item| Peeked {
+                item,
+                len: 1,
+                complete: true,
+            }));
+        }
+        let (mut items, mut bytes, mut chunk) = (Vec::new(), 0_usize, PEEK_FIRST_RANGE);
+        'read: while bytes < max_bytes {
+            let start = items.len() as u64;
+            let range = self
+                .store()
+                .list_range(key, start, start + chunk - 1)
+                .await?;
+            let ended = (range.len() as u64) < chunk;
+            for item in range {
+                bytes += item.len() + 1;
+                items.push(item);
+                if bytes >= max_bytes {
+                    break 'read;
+                }
+            }
+            if ended {
+                break;
+            }
+            chunk = (chunk * 2).min(PEEK_MAX_RANGE);
+        }
+        let len = info.size.max(items.len() as u64);
+        Ok(Some(Peeked {
+            complete: items.len() as u64 >= len,
+            item: DumpItem::List {
+                key: key.to_owned(),
+                items,
+                ttl_ms: info.ttl_ms,
+            },
+            len,
+        }))
+    }
+
     /// How many keys the cache holds.
     ///
     /// # Errors
@@ -108,6 +161,23 @@ impl Cache {
         self.store().import(&items).await?;
         Ok(items.len() as u64)
     }
+}
+
+/// Items the first range of a bounded peek reads; each next range reads twice as many, up to
+/// [`PEEK_MAX_RANGE`].
+const PEEK_FIRST_RANGE: u64 = 16;
+/// Items one range of a bounded peek reads at most.
+const PEEK_MAX_RANGE: u64 = 1024;
+
+/// What [`Cache::peek_at_most`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peeked {
+    /// The value, or the list's first items (all of them when `complete`).
+    pub item: DumpItem,
+    /// How many items the list holds (1 for a value).
+    pub len: u64,
+    /// Whether `item` holds everything at the key.
+    pub complete: bool,
 }
 
 /// What [`Cache::browse`] found.

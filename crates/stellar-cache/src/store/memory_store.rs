@@ -403,6 +403,24 @@ impl CacheLists for MemoryCacheStore {
             Some(Item::Value { .. }) => Err(StoreError::wrong_kind(key, ItemKind::List)),
         }
     }
+
+    async fn list_range(
+        &self,
+        key: &str,
+        start: u64,
+        stop: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        match self.state().items.get(key) {
+            None => Ok(Vec::new()),
+            Some(Item::List { items, .. }) => Ok(items
+                .iter()
+                .skip(usize::try_from(start).unwrap_or(usize::MAX))
+                .take(usize::try_from(stop.saturating_sub(start) + 1).unwrap_or(usize::MAX))
+                .cloned()
+                .collect()),
+            Some(Item::Value { .. }) => Err(StoreError::wrong_kind(key, ItemKind::List)),
+        }
+    }
 }
 
 #[async_trait]

@@ -175,6 +175,10 @@ pub trait CacheLists: Send + Sync {
     ) -> Result<Option<String>, StoreError>;
     /// The length of the list at `key` (0 if absent).
     async fn list_length(&self, key: &str) -> Result<u64, StoreError>;
+    /// The items of list `key` from index `start` to `stop` (inclusive, oldest first), without
+    /// changing it; empty if absent or past its end.
+    async fn list_range(&self, key: &str, start: u64, stop: u64)
+    -> Result<Vec<String>, StoreError>;
 }
 
 /// Enumeration, bulk deletion, and dumps of values and lists (locks are left alone).

@@ -453,6 +453,21 @@ impl CacheLists for RedisCacheStore {
         let wrong_kind = kind_error(key, ItemKind::List);
         self.pool.query("LLEN", &cmd).await.map_err(wrong_kind)
     }
+
+    async fn list_range(
+        &self,
+        key: &str,
+        start: u64,
+        stop: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let cmd = redis::cmd("LRANGE")
+            .arg(self.keys.entry(key))
+            .arg(start)
+            .arg(stop)
+            .clone();
+        let wrong_kind = kind_error(key, ItemKind::List);
+        self.pool.query("LRANGE", &cmd).await.map_err(wrong_kind)
+    }
 }
 
 #[async_trait]

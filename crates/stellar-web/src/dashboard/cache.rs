@@ -9,7 +9,7 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use stellar_cache::DumpItem;
+use stellar_cache::{DumpItem, Peeked};
 use tracing::info;
 
 use super::{AppState, authorised, may_read, may_see_user_data, refuse_user_data};
@@ -68,7 +68,8 @@ async fn keys(
 }
 
 /// `GET /dashboard/api/cache/value?key=`: the value (its JSON) or the list (one item's JSON a
-/// line) at the key as text, cut at [`MAX_VALUE_BYTES`]; `"found": false` when absent. Values
+/// line) at the key as text, cut at [`MAX_VALUE_BYTES`] (a list is read in bounded ranges up to
+/// that; `"bytes": null` when not read whole); `"found": false` when absent. Values
 /// are user data: only a live session reads them (403 on a read-only dashboard).
 async fn value(
     State(shared): State<AppState>,
@@ -79,28 +80,35 @@ async fn value(
     if !may_see_user_data(&shared, &headers) {
         return Err(refuse_user_data());
     }
-    let item = shared
+    let peeked = shared
         .services
         .cache
-        .peek(&key)
+        .peek_at_most(&key, MAX_VALUE_BYTES)
         .await
         .map_err(cache_error)?;
-    let Some(item) = item else {
+    let Some(Peeked {
+        item,
+        len,
+        complete,
+    }) = peeked
+    else {
         return Ok(Json(json!({ "key": key, "found": false })));
     };
     let (kind, text, ttl_ms) = match item {
         DumpItem::Value { json, ttl_ms, .. } => ("value", json, ttl_ms),
         DumpItem::List { items, ttl_ms, .. } => ("list", items.join("\n"), ttl_ms),
     };
+    // A list is read only up to about MAX_VALUE_BYTES: its size in bytes is then unknown.
     let bytes = text.len();
     Ok(Json(json!({
         "key": key,
         "found": true,
         "kind": kind,
         "ttl_ms": ttl_ms,
-        "bytes": bytes,
+        "items": len,
+        "bytes": complete.then_some(bytes),
         "text": cut(&text, MAX_VALUE_BYTES),
-        "truncated": bytes > MAX_VALUE_BYTES,
+        "truncated": !complete || bytes > MAX_VALUE_BYTES,
     })))
 }
 

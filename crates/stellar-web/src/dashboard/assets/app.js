@@ -402,7 +402,11 @@ async function viewKey(key) {
     $('cache-view').hidden = false;
     $('cache-view-key').textContent = key;
     $('cache-value').textContent = item.found ? item.text : '(no such key any more)';
-    $('cache-value-note').textContent = !item.found ? '' : item.kind + ', ' + item.bytes + ' bytes'
+    // A long list is read only in part: its size in bytes is then unknown (null).
+    const size = item.kind === 'list'
+      ? item.items + ' items' + (item.bytes === null ? '' : ', ' + item.bytes + ' bytes')
+      : item.bytes + ' bytes';
+    $('cache-value-note').textContent = !item.found ? '' : item.kind + ', ' + size
       + (item.ttl_ms === null ? ', no expiry' : ', expires in ' + duration(item.ttl_ms))
       + (item.truncated ? ' (truncated: the first ' + item.text.length + ' characters shown)' : '');
   } catch (err) {
