@@ -53,7 +53,7 @@ mod metrics;
 pub mod store;
 
 pub use crate::{
-    cache::{Cache, CacheConfig, Entry, LockGuard},
+    cache::{Cache, CacheConfig, Entry, KeyPage, LockGuard, Peeked},
     error::{Error, Result},
     store::{DumpItem, KeyInfo, LockInfo, MemoryCacheStore, RedisCacheStore},
 };

@@ -673,15 +673,20 @@ mod dump {
         cache.save("session:1", &"s", None).await.expect("save");
         cache.push("user:queue", &"a").await.expect("push");
         cache.push("user:queue", &"b").await.expect("push");
-        let (page, total) = cache.browse("user:", 3).await.expect("browse");
-        assert_eq!(total, 6, "5 values and a list");
+        let stellar_cache::KeyPage {
+            keys: page,
+            total,
+            complete,
+        } = cache.browse("user:", 3, 100).await.expect("browse");
+        assert_eq!((total, complete), (6, true), "5 values and a list");
         let keys: Vec<&str> = page.iter().map(|k| k.key.as_str()).collect();
         assert_eq!(keys, ["user:0", "user:1", "user:2"]);
         let ttl = page[0].ttl_ms.expect("user:0 expires");
         assert!((90_000..=100_000).contains(&ttl), "{ttl}");
         assert_eq!((page[1].ttl_ms, page[1].size), (None, 1));
-        let (all, _) = cache.browse("user:", 100).await.expect("browse");
+        let all = cache.browse("user:", 100, 100).await.expect("browse");
         let queue = all
+            .keys
             .iter()
             .find(|k| k.key == "user:queue")
             .expect("the list");
@@ -689,8 +694,13 @@ mod dump {
             (queue.kind, queue.size),
             (stellar_cache::store::ItemKind::List, 2)
         );
-        let (star, total) = cache.browse("user*", 100).await.expect("browse");
-        assert_eq!((star.len(), total), (1, 1), "{star:?}");
+        let star = cache.browse("user*", 100, 100).await.expect("browse");
+        assert_eq!((star.keys.len(), star.total), (1, 1), "{star:?}");
+        // Counting stops at its bound: the count is then a lower bound, said to be incomplete.
+        let capped = cache.browse("user:", 2, 4).await.expect("browse");
+        let keys: Vec<&str> = capped.keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, ["user:0", "user:1"]);
+        assert_eq!((capped.total, capped.complete), (4, false));
         match cache.peek("user:queue").await.expect("peek") {
             Some(stellar_cache::DumpItem::List { items, .. }) => {
                 assert_eq!(items, [r#""a""#, r#""b""#]);
@@ -702,6 +712,42 @@ mod dump {
             Some(stellar_cache::DumpItem::Value { ref json, .. }) if json == r#""star""#
         ));
         assert_eq!(cache.peek("user:9").await.expect("peek"), None);
+        // A bounded peek reads a long list only in ranges up to its byte bound.
+        let item = format!("{:0>1000}", 7);
+        for _ in 0..100 {
+            cache.push("user:long", &item).await.expect("push");
+        }
+        let long = cache
+            .peek_at_most("user:long", 4096)
+            .await
+            .expect("peek")
+            .expect("the list");
+        let read = match &long.item {
+            stellar_cache::DumpItem::List { items, .. } => items.len(),
+            other => panic!("{other:?}"),
+        };
+        assert!((4..=5).contains(&read), "read {read} items of about 1 KB");
+        assert_eq!((long.len, long.complete), (100, false));
+        let short = cache
+            .peek_at_most("user:queue", 4096)
+            .await
+            .expect("peek")
+            .expect("the list");
+        assert_eq!((short.len, short.complete), (2, true));
+        assert!(matches!(
+            short.item,
+            stellar_cache::DumpItem::List { ref items, .. } if items == &[r#""a""#, r#""b""#]
+        ));
+        let value = cache
+            .peek_at_most("user:3", 1)
+            .await
+            .expect("peek")
+            .expect("the value");
+        assert_eq!((value.len, value.complete), (1, true));
+        assert_eq!(
+            cache.peek_at_most("user:9", 4096).await.expect("peek"),
+            None
+        );
         assert!(cache.peek("user:3").await.expect("peek").is_some());
         let entry = cache.load::<i32>("user:3").await.expect("load");
         assert_eq!(entry.last_read_at, None, "peek records no read");

@@ -236,3 +236,36 @@ async fn a_redis_refusal_of_an_increment_is_not_reported_as_bad_data() {
         .expect("config set");
     assert_eq!(cache.increment("hits", 1).await.expect("incr"), 2);
 }
+
+/// Keys of types the cache does not own (written under its prefix by another client) neither
+/// fail a listing nor show in it, and the count matches what is listed.
+#[tokio::test]
+async fn browsing_skips_keys_of_foreign_types() {
+    let server = RedisServer::start();
+    let (cache, pool) = cache(&server.url()).await;
+    cache.save("mixed:value", &1, None).await.expect("save");
+    cache.push("mixed:list", &"a").await.expect("push");
+    let mut planted = redis::pipe();
+    planted
+        .cmd("SET")
+        .arg("stellar:cache:mixed:string")
+        .arg("x")
+        .cmd("SADD")
+        .arg("stellar:cache:mixed:set")
+        .arg("x")
+        .cmd("ZADD")
+        .arg("stellar:cache:mixed:zset")
+        .arg(1)
+        .arg("x");
+    let timeout = pool.config().op_timeout;
+    let () = pool
+        .run("plant", timeout, async |conn| {
+            planted.query_async(conn).await
+        })
+        .await
+        .expect("plant");
+    let page = cache.browse("mixed:", 100, 100).await.expect("browse");
+    let names: Vec<&str> = page.keys.iter().map(|k| k.key.as_str()).collect();
+    assert_eq!(names, ["mixed:list", "mixed:value"]);
+    assert_eq!(page.total, 2, "the count matches the listing");
+}

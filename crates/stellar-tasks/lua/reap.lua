@@ -9,6 +9,8 @@
 -- ARGV[4]  at most this many tasks per call
 -- Returns a flat array, 3 entries per task it moved (expired entries of tasks no longer running are
 -- only dropped): queue, name, 0 if it went back to its queue or 1 if to the failed set.
+-- A record missing attempts or max_attempts counts them as 0 (as claim.lua does); one without a
+-- queue has nowhere to go back to and goes to the failed set.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
@@ -19,19 +21,20 @@ for _, id in ipairs(ids) do
   local f = redis.call('HMGET', key, 'attempts', 'max_attempts', 'queue', 'name', 'state')
   if f[5] == 'running' then
     redis.call('HSET', key, 'error', 'lease expired on node ' .. (redis.call('HGET', key, 'node') or '?'))
-    if tonumber(f[1]) < tonumber(f[2]) then
+    local attempts, max_attempts, queue = tonumber(f[1]) or 0, tonumber(f[2]) or 0, f[3]
+    if queue and attempts < max_attempts then
       redis.call('HSET', key, 'state', 'queued')
-      redis.call('RPUSH', ARGV[2] .. f[3], id)
-      redis.call('PUBLISH', ARGV[3] .. f[3], f[3])
+      redis.call('RPUSH', ARGV[2] .. queue, id)
+      redis.call('PUBLISH', ARGV[3] .. queue, queue)
       redis.call('HINCRBY', KEYS[3], 'retried', 1)
-      table.insert(out, f[3])
+      table.insert(out, queue)
       table.insert(out, f[4] or '')
       table.insert(out, 0)
     else
       redis.call('HSET', key, 'state', 'failed', 'finished_at', now)
       redis.call('ZADD', KEYS[2], now, id)
       redis.call('HINCRBY', KEYS[3], 'failed', 1)
-      redis.call('HINCRBY', KEYS[3], 'failed:' .. f[4], 1)
+      redis.call('HINCRBY', KEYS[3], 'failed:' .. (f[4] or ''), 1)
       table.insert(out, f[3] or '')
       table.insert(out, f[4] or '')
       table.insert(out, 1)

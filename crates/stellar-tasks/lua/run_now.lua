@@ -6,8 +6,11 @@
 -- ARGV[1]  id
 -- ARGV[2]  queue key prefix, "stellar:queue:"
 -- ARGV[3]  wake-up channel prefix
--- Returns 1 moved, 0 not a delayed task.
-if redis.call('HGET', KEYS[1], 'state') ~= 'delayed' then
+-- Returns 1 moved, 0 not a delayed task (or a record without a queue: left as it is).
+local f = redis.call('HMGET', KEYS[1], 'state', 'queue')
+local queue = f[2]
+-- Checked before anything is written: a malformed record is never half moved.
+if f[1] ~= 'delayed' or not queue then
   return 0
 end
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
@@ -15,8 +18,8 @@ if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local queue = redis.call('HGET', KEYS[1], 'queue')
 redis.call('HSET', KEYS[1], 'state', 'queued', 'due_at', now)
-redis.call('LPUSH', ARGV[2] .. queue, ARGV[1])
+-- The front: claims pop from the right (as release and reap hand tasks back).
+redis.call('RPUSH', ARGV[2] .. queue, ARGV[1])
 redis.call('PUBLISH', ARGV[3] .. queue, queue)
 return 1

@@ -278,6 +278,16 @@ impl State {
         true
     }
 
+    /// Forgets task `id`: its record, and its place in every set and list.
+    fn remove(&mut self, id: &str) {
+        self.tasks.remove(id);
+        self.delayed.remove(id);
+        self.failed.remove(id);
+        for ids in self.queues.values_mut().chain(self.parked.values_mut()) {
+            ids.retain(|queued| queued != id);
+        }
+    }
+
     fn records<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Vec<TaskRecord> {
         ids.filter_map(|id| self.tasks.get(id).map(|task| task.record.clone()))
             .collect()
@@ -698,11 +708,12 @@ impl TaskInspector for MemoryTaskStore {
             task.record.due_at_ms = Some(now_ms());
             task.ready_since = Instant::now();
             let queue = task.record.queue.clone();
+            // The front of its queue: claims pop from the back.
             state
                 .queues
                 .entry(queue)
                 .or_default()
-                .push_front(id.to_owned());
+                .push_back(id.to_owned());
         }
         self.wake();
         Ok(true)
@@ -766,6 +777,16 @@ impl TaskInspector for MemoryTaskStore {
         Ok(state.records(due.into_iter().map(|(_, id)| id)))
     }
 
+    async fn delayed_page(&self, limit: u64) -> Result<(Vec<TaskRecord>, u64), StoreError> {
+        let state = self.state();
+        let mut due: Vec<(&Instant, &String)> =
+            state.delayed.iter().map(|(id, at)| (at, id)).collect();
+        due.sort();
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let page = state.records(due.iter().take(limit).map(|(_, id)| *id));
+        Ok((page, state.delayed.len() as u64))
+    }
+
     async fn running(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let state = self.state();
         let mut ids: Vec<&String> = state.inflight.keys().collect();
@@ -779,16 +800,22 @@ impl TaskInspector for MemoryTaskStore {
             None => Ok(Some(false)),
             Some(TaskState::Running) => Ok(None),
             Some(_) => {
-                state.tasks.remove(id);
-                state.delayed.remove(id);
-                state.failed.remove(id);
-                let state = &mut *state;
-                for ids in state.queues.values_mut().chain(state.parked.values_mut()) {
-                    ids.retain(|queued| queued != id);
-                }
+                state.remove(id);
                 Ok(Some(true))
             }
         }
+    }
+
+    async fn delete_if(&self, id: &str, state: TaskState) -> Result<bool, StoreError> {
+        // One lock from the check to the delete: nothing moves the task in between.
+        let mut guard = self.state();
+        if state == TaskState::Running
+            || guard.tasks.get(id).map(|task| task.record.state) != Some(state)
+        {
+            return Ok(false);
+        }
+        guard.remove(id);
+        Ok(true)
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError> {

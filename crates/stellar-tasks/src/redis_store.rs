@@ -211,14 +211,23 @@ impl RedisTaskStore {
         Ok(parse_record(&fields))
     }
 
+    /// The records of `ids` that exist, in order: one pipeline, one round trip.
     async fn records(&self, ids: Vec<String>) -> Result<Vec<TaskRecord>, StoreError> {
-        let mut records = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(record) = self.record(&id).await? {
-                records.push(record);
-            }
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(records)
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(keys::task(id));
+        }
+        let timeout = self.pool.config().op_timeout;
+        let replies: Vec<HashMap<String, String>> = self
+            .pool
+            .run("HGETALL", timeout, async |conn| {
+                pipe.query_async(conn).await
+            })
+            .await?;
+        Ok(replies.iter().filter_map(parse_record).collect())
     }
 }
 
@@ -328,8 +337,13 @@ fn parse_claimed(flat: &[redis::Value]) -> Result<Vec<Claimed>, StoreError> {
         .collect())
 }
 
-/// The reap script's reply: queue, name and outcome (0 requeued, 1 failed) per task.
-fn parse_reaped(flat: Vec<String>) -> Result<Vec<Reaped>, StoreError> {
+/// The longest queue or task name a reap reports (as a metric label), in bytes.
+const MAX_REAPED_LABEL: usize = 128;
+
+/// The reap script's reply: queue, name and outcome (0 requeued, 1 failed) per task. Parsed
+/// leniently: the script has already moved the tasks, so a name that is not UTF-8 is read lossily
+/// (and any name cut at [`MAX_REAPED_LABEL`] bytes) rather than failing the reply.
+fn parse_reaped(flat: Vec<redis::Value>) -> Result<Vec<Reaped>, StoreError> {
     if !flat.len().is_multiple_of(3) {
         return Err(StoreError::Malformed {
             op: "task reap",
@@ -341,17 +355,37 @@ fn parse_reaped(flat: Vec<String>) -> Result<Vec<Reaped>, StoreError> {
     while let (Some(queue), Some(name), Some(outcome)) =
         (entries.next(), entries.next(), entries.next())
     {
-        let outcome = match outcome.as_str() {
-            "1" => ReapOutcome::Failed,
+        let outcome = match outcome {
+            redis::Value::Int(1) => ReapOutcome::Failed,
+            redis::Value::BulkString(ref b) if b.as_slice() == b"1" => ReapOutcome::Failed,
             _ => ReapOutcome::Requeued,
         };
         reaped.push(Reaped {
-            queue,
-            name,
+            queue: label(&queue),
+            name: label(&name),
             outcome,
         });
     }
     Ok(reaped)
+}
+
+/// A reply entry as a metric label: lossy UTF-8, at most [`MAX_REAPED_LABEL`] bytes (on a
+/// character boundary).
+fn label(value: &redis::Value) -> String {
+    let mut text = match value {
+        redis::Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        redis::Value::SimpleString(text) => text.clone(),
+        redis::Value::Int(n) => n.to_string(),
+        _ => String::new(),
+    };
+    if text.len() > MAX_REAPED_LABEL {
+        let end = (0..=MAX_REAPED_LABEL)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(end);
+    }
+    text
 }
 
 fn ms(duration: Duration) -> String {
@@ -510,7 +544,7 @@ impl TaskQueue for RedisTaskStore {
 impl TaskMaintenance for RedisTaskStore {
     async fn reap(&self, limit: u32) -> Result<Vec<Reaped>, StoreError> {
         let limit = limit.to_string();
-        let flat: Vec<String> = self
+        let flat: Vec<redis::Value> = self
             .pool
             .invoke(
                 "task reap",
@@ -690,6 +724,24 @@ impl TaskInspector for RedisTaskStore {
         self.records(ids).await
     }
 
+    async fn delayed_page(&self, limit: u64) -> Result<(Vec<TaskRecord>, u64), StoreError> {
+        let total: u64 = self
+            .pool
+            .query("ZCARD", redis::cmd("ZCARD").arg(DELAYED))
+            .await?;
+        if limit == 0 || total == 0 {
+            return Ok((Vec::new(), total));
+        }
+        let ids: Vec<String> = self
+            .pool
+            .query(
+                "ZRANGE",
+                redis::cmd("ZRANGE").arg(DELAYED).arg(0).arg(limit - 1),
+            )
+            .await?;
+        Ok((self.records(ids).await?, total))
+    }
+
     async fn running(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let ids: Vec<String> = self
             .pool
@@ -713,6 +765,20 @@ impl TaskInspector for RedisTaskStore {
             -1 => None,
             deleted => Some(deleted > 0),
         })
+    }
+
+    async fn delete_if(&self, id: &str, state: TaskState) -> Result<bool, StoreError> {
+        let key = keys::task(id);
+        let outcome: i64 = self
+            .pool
+            .invoke(
+                "task delete",
+                &self.scripts.delete,
+                &[&key, DELAYED, FAILED],
+                &[id, state.as_str()],
+            )
+            .await?;
+        Ok(outcome == 1)
     }
 
     async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError> {

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use stellar_core::{NodeId, TraceParent};
 
 pub use crate::error::StoreError;
-use crate::types::{Enqueued, Schedule, Stats, TaskRecord, WorkerInfo};
+use crate::types::{Enqueued, Schedule, Stats, TaskRecord, TaskState, WorkerInfo};
 
 pub(crate) use stellar_core::time::now_ms;
 
@@ -270,10 +270,17 @@ pub trait TaskInspector: fmt::Debug + Send + Sync + 'static {
     ) -> Result<Vec<TaskRecord>, StoreError>;
     /// Delayed tasks (including retries waiting for their backoff), soonest first.
     async fn delayed(&self) -> Result<Vec<TaskRecord>, StoreError>;
+    /// The first `limit` delayed tasks, soonest first, and how many are delayed in all. Reads
+    /// only those records (on Redis: one range, one count, one pipeline of records), so its work
+    /// is bounded by `limit` whatever the size of the delayed set.
+    async fn delayed_page(&self, limit: u64) -> Result<(Vec<TaskRecord>, u64), StoreError>;
     /// Running tasks, under a lease.
     async fn running(&self) -> Result<Vec<TaskRecord>, StoreError>;
     /// Deletes a task that is not running: `Some(true)` deleted, `Some(false)` absent, `None` running.
     async fn delete(&self, id: &str) -> Result<Option<bool>, StoreError>;
+    /// Deletes task `id` only if it is still in `state`, in one atomic step: false if it is absent
+    /// or in another state. A running task is never deleted (asking for `Running` deletes nothing).
+    async fn delete_if(&self, id: &str, state: TaskState) -> Result<bool, StoreError>;
     /// Deletes a queue and its waiting tasks; how many.
     async fn delete_queue(&self, queue: &str) -> Result<u64, StoreError>;
 }

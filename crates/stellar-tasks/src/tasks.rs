@@ -19,7 +19,7 @@ use tracing::warn;
 
 use crate::{
     Enqueued, Error, HandlerError, Recurrence, Result, Schedule, ScheduleInfo, Stats, StoreError,
-    TaskRecord, TaskStore, WorkSignal, WorkerInfo,
+    TaskRecord, TaskState, TaskStore, WorkSignal, WorkerInfo,
     metrics::TaskMetrics,
     retry::Retry,
     store::{Claimed, NewTask, now_ms, task_signature_fields},
@@ -1000,6 +1000,16 @@ impl Tasks {
         Ok(self.inner.store.queued(queue, start, stop).await?)
     }
 
+    /// The first `limit` delayed tasks, soonest first, and how many are delayed in all; reads
+    /// only those records (what the dashboard lists).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn delayed_page(&self, limit: u64) -> Result<(Vec<TaskRecord>, u64)> {
+        Ok(self.inner.store.delayed_page(limit).await?)
+    }
+
     /// Tasks waiting for their time, soonest first.
     ///
     /// # Errors
@@ -1039,6 +1049,17 @@ impl Tasks {
     /// [`Error::Store`].
     pub async fn run_now(&self, id: &str) -> Result<bool> {
         Ok(self.inner.store.run_now(id).await?)
+    }
+
+    /// Deletes a delayed task (a delayed enqueue or a retry waiting for its backoff) in one store
+    /// step, only while it is still delayed: false if it is absent or no longer delayed
+    /// (promoted, claimed, finished or re-enqueued meanwhile).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn del_delayed(&self, id: &str) -> Result<bool> {
+        Ok(self.inner.store.delete_if(id, TaskState::Delayed).await?)
     }
 
     /// Deletes a task that is not running; false if there is none.

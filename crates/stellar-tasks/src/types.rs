@@ -22,6 +22,17 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// The state as records store it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Delayed => "delayed",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
     pub(crate) fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "queued" => Self::Queued,

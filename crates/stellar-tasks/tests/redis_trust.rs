@@ -608,3 +608,142 @@ async fn bad_schedule_state_and_changed_recurrences_never_stop_a_schedule() {
     }
     cancel.cancel();
 }
+
+/// Run now reads the record's queue before it writes anything: a planted delayed record without
+/// one is left exactly as it was (still delayed, still in the delayed set), never half moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_leaves_a_delayed_record_without_a_queue_untouched() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let (_api, tasks, _runs) = counting_node(store, "n1", TaskConfig::default());
+    run(
+        &pool,
+        &[
+            "HSET",
+            "stellar:task:queueless",
+            "id",
+            "queueless",
+            "name",
+            "work",
+            "state",
+            "delayed",
+        ],
+    )
+    .await;
+    let due = (stellar_core::time::now_ms() + 3_600_000).to_string();
+    run(&pool, &["ZADD", "stellar:tasks:delayed", &due, "queueless"]).await;
+    assert!(!tasks.run_now("queueless").await.expect("run now"));
+    let state: Option<String> = pool
+        .query(
+            "HGET",
+            redis::cmd("HGET")
+                .arg("stellar:task:queueless")
+                .arg("state"),
+        )
+        .await
+        .expect("hget");
+    assert_eq!(state.as_deref(), Some("delayed"));
+    let score: Option<f64> = pool
+        .query(
+            "ZSCORE",
+            redis::cmd("ZSCORE")
+                .arg("stellar:tasks:delayed")
+                .arg("queueless"),
+        )
+        .await
+        .expect("zscore");
+    assert!(score.is_some(), "still in the delayed set");
+    cancel.cancel();
+}
+
+/// The reaper takes back running records written by hand without attempts, max_attempts or a
+/// queue (coerced as a claim does: no attempts left, or nowhere to go back to, so failed), and
+/// one whose queue and name are not UTF-8: its reply is read lossily, labels cut at 128 bytes,
+/// instead of failing after the script already moved the tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_takes_back_malformed_and_non_utf8_running_records() {
+    use stellar_tasks::store::{ReapOutcome, TaskMaintenance};
+
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, (store, _signal)) = store(&server, &cancel).await;
+    let running = |id: &str, extra: &[&str]| {
+        let mut fields = vec![
+            "HSET".to_owned(),
+            format!("stellar:task:{id}"),
+            "id".to_owned(),
+            id.to_owned(),
+            "state".to_owned(),
+            "running".to_owned(),
+        ];
+        fields.extend(extra.iter().map(|s| (*s).to_owned()));
+        fields
+    };
+    for (id, extra) in [
+        ("no-attempts", &["name", "work", "queue", "default"][..]),
+        (
+            "no-queue",
+            &["name", "work", "attempts", "1", "max_attempts", "3"][..],
+        ),
+    ] {
+        let fields = running(id, extra);
+        let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
+        run(&pool, &fields).await;
+        run(&pool, &["ZADD", "stellar:tasks:inflight", "0", id]).await;
+    }
+    let long_name = "n".repeat(300);
+    let mut binary = redis::cmd("HSET");
+    binary
+        .arg("stellar:task:binary")
+        .arg("id")
+        .arg("binary")
+        .arg("state")
+        .arg("running")
+        .arg("attempts")
+        .arg("1")
+        .arg("max_attempts")
+        .arg("3")
+        .arg("queue")
+        .arg(&b"q\xff"[..])
+        .arg("name")
+        .arg(&long_name);
+    pool.query::<redis::Value>("HSET", &binary)
+        .await
+        .expect("hset");
+    run(&pool, &["ZADD", "stellar:tasks:inflight", "0", "binary"]).await;
+
+    let mut reaped = store.reap(100).await.expect("reap reads the reply");
+    reaped.sort_by(|a, b| a.queue.cmp(&b.queue));
+    assert_eq!(reaped.len(), 3, "{reaped:?}");
+    let outcomes: Vec<(&str, usize, ReapOutcome)> = reaped
+        .iter()
+        .map(|r| (r.queue.as_str(), r.name.len(), r.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("", 4, ReapOutcome::Failed),
+            ("default", 4, ReapOutcome::Failed),
+            ("q\u{fffd}", 128, ReapOutcome::Requeued),
+        ]
+    );
+    for (id, state) in [
+        ("no-attempts", "failed"),
+        ("no-queue", "failed"),
+        ("binary", "queued"),
+    ] {
+        let found: Option<String> = pool
+            .query(
+                "HGET",
+                redis::cmd("HGET")
+                    .arg(format!("stellar:task:{id}"))
+                    .arg("state"),
+            )
+            .await
+            .expect("hget");
+        assert_eq!(found.as_deref(), Some(state), "{id}");
+    }
+    assert!(store.reap(100).await.expect("reap").is_empty());
+    cancel.cancel();
+}

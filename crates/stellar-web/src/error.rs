@@ -33,6 +33,13 @@ pub enum ActionError {
         /// Why not.
         message: String,
     },
+    /// The target is no longer in the state the request expects (409), such as deleting a
+    /// delayed task that was promoted meanwhile.
+    #[error("{message}")]
+    Conflict {
+        /// What changed.
+        message: String,
+    },
     /// No action of that name is registered (404).
     #[error("unknown action {name}")]
     UnknownAction {
@@ -130,6 +137,7 @@ impl ActionError {
             Self::MalformedJson { .. } => "malformed_json",
             Self::BadRequest { .. } => "bad_request",
             Self::Forbidden { .. } => "forbidden",
+            Self::Conflict { .. } => "conflict",
             Self::UnknownAction { .. } => "unknown_action",
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
@@ -149,6 +157,7 @@ impl ActionError {
         match self {
             Self::MalformedJson { .. } | Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::UnknownAction { .. } | Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -559,6 +559,7 @@ async fn the_task_scheduled_and_cache_endpoints_read_with_a_session_and_act_with
     let found = get(&reads[0]).await;
     assert_eq!(found.body["task"]["state"], "delayed", "{found:?}");
     assert_eq!(found.body["task"]["args"], r#"{"to":"<b>ada</b>"}"#);
+    assert_eq!(found.body["task"]["args_hidden"], false);
     let events: Vec<&Value> = found.body["task"]["timeline"]
         .as_array()
         .expect("timeline")
@@ -571,6 +572,10 @@ async fn the_task_scheduled_and_cache_endpoints_read_with_a_session_and_act_with
     let scheduled = get(&reads[1]).await;
     assert_eq!(scheduled.body["delayed"][0]["id"], later.as_str());
     assert_eq!(scheduled.body["schedules"][0]["id"], "hourly");
+    assert_eq!(
+        scheduled.body["schedules"][0]["args"], "1",
+        "a session sees arguments"
+    );
     assert!(
         scheduled.body["schedules"][0]["next_run_at_ms"]
             .as_u64()
@@ -607,6 +612,44 @@ async fn the_task_scheduled_and_cache_endpoints_read_with_a_session_and_act_with
         tasks.show(&later).await.expect("show").map(|t| t.state),
         Some(stellar_tasks::TaskState::Queued)
     );
+    // No longer delayed: deleting it as a delayed task is refused (409) and leaves it queued.
+    let refused = post(
+        &node,
+        "/dashboard/api/scheduled/delete",
+        &ok,
+        json!({ "id": later }),
+    )
+    .await;
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert_eq!(refused.body["error"]["code"], "conflict");
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no longer delayed")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        tasks.show(&later).await.expect("show").map(|t| t.state),
+        Some(stellar_tasks::TaskState::Queued)
+    );
+    let doomed = tasks
+        .enqueue_in(
+            Duration::from_secs(3600),
+            "later",
+            &json!(2),
+            EnqueueOptions::default(),
+        )
+        .await
+        .expect("enqueue");
+    let deleted = post(
+        &node,
+        "/dashboard/api/scheduled/delete",
+        &ok,
+        json!({ "id": doomed }),
+    )
+    .await;
+    assert_eq!(deleted.body["deleted"], true, "{deleted:?}");
+    assert!(tasks.show(&doomed).await.expect("show").is_none());
     let deleted = post(
         &node,
         "/dashboard/api/cache/delete",
@@ -625,4 +668,95 @@ async fn the_task_scheduled_and_cache_endpoints_read_with_a_session_and_act_with
     .await;
     assert_eq!(gone.body["removed"], true, "{gone:?}");
     assert!(tasks.schedules().await.expect("schedules").is_empty());
+}
+
+/// Read-only mode (no secret) answers anyone who reaches the port: it shows the cluster's shape,
+/// never user data. Task and schedule arguments are left out (and said to be hidden), a cache
+/// value is refused; the key listing (names, kinds, sizes) stays readable.
+#[tokio::test]
+async fn a_read_only_dashboard_never_shows_arguments_or_cache_values() {
+    let cluster = Cluster::new();
+    let node = node_with_secret(&cluster, "dash-ro-data", None).await;
+    let tasks = tasks(&node);
+    tasks.register(TaskDefinition::new("later", |_ctx, _: Value| async move {
+        Ok::<(), HandlerError>(())
+    }));
+    let later = tasks
+        .enqueue_in(
+            Duration::from_secs(3600),
+            "later",
+            &json!({ "card": "4111-secret" }),
+            EnqueueOptions::default(),
+        )
+        .await
+        .expect("enqueue");
+    let hourly = stellar_tasks::Recurrence::every(Duration::from_secs(3600));
+    tasks
+        .schedule(
+            "later",
+            &json!({ "token": "schedule-secret" }),
+            hourly,
+            stellar_tasks::ScheduleOptions::default().id("hourly"),
+        )
+        .await
+        .expect("schedule");
+    let cache = node.web.context().services().cache.clone();
+    cache
+        .save("ro:k", &"cache-secret", Some(Duration::from_secs(60)))
+        .await
+        .expect("save");
+
+    let task = http(
+        node.addr,
+        "GET",
+        &format!("/dashboard/api/task?id={later}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(task.status, 200, "{task:?}");
+    assert_eq!(task.body["task"]["state"], "delayed");
+    assert_eq!(task.body["task"]["args"], Value::Null);
+    assert_eq!(task.body["task"]["args_hidden"], true);
+    assert!(!task.body.to_string().contains("4111-secret"), "{task:?}");
+
+    let scheduled = http(node.addr, "GET", "/dashboard/api/scheduled", &[], b"").await;
+    assert_eq!(scheduled.status, 200, "{scheduled:?}");
+    assert_eq!(scheduled.body["delayed"][0]["id"], later.as_str());
+    let schedule = &scheduled.body["schedules"][0];
+    assert_eq!(schedule["id"], "hourly");
+    assert_eq!(
+        (&schedule["args"], &schedule["args_hidden"]),
+        (&Value::Null, &json!(true))
+    );
+    let all = scheduled.body.to_string();
+    assert!(
+        !all.contains("schedule-secret") && !all.contains("4111-secret"),
+        "{all}"
+    );
+
+    let keys = http(
+        node.addr,
+        "GET",
+        "/dashboard/api/cache/keys?prefix=ro%3A",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(keys.body["keys"][0]["key"], "ro:k", "{keys:?}");
+    let value = http(
+        node.addr,
+        "GET",
+        "/dashboard/api/cache/value?key=ro%3Ak",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(value.status, 403, "{value:?}");
+    let message = value.body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("logged-in") && message.contains("dashboard_secret"),
+        "{message}"
+    );
+    assert!(!value.body.to_string().contains("cache-secret"));
 }

@@ -9,7 +9,7 @@ use std::{
 use super::{Cache, check_key};
 use crate::{
     Error, Result, keys,
-    store::{DumpItem, KeyInfo},
+    store::{DumpItem, ItemKind, KeyInfo},
 };
 
 impl Cache {
@@ -22,22 +22,35 @@ impl Cache {
         Ok(self.store().keys(pattern).await?)
     }
 
-    /// The first `limit` keys (by name) that start with `prefix`, each with its kind, TTL and
-    /// size but not its contents, and how many keys start with `prefix` in all: for an operator
-    /// browsing the cache (the dashboard).
+    /// Keys that start with `prefix` (taken literally), for an operator browsing the cache (the
+    /// dashboard): the first `limit` by name with their kind, TTL and size (not their contents),
+    /// and how many match. Bounded: matches are counted up to `count_max`; past it (or past a
+    /// bounded scan on Redis) [`KeyPage::complete`] is false, the count is a lower bound and the
+    /// listing the first `limit` by name of the keys read. Keys of a type the cache does not own
+    /// (a string or set another client wrote under the prefix) are neither listed nor counted
+    /// among those described.
     ///
     /// # Errors
     ///
     /// Fails if the store cannot be reached.
-    pub async fn browse(&self, prefix: &str, limit: usize) -> Result<(Vec<KeyInfo>, u64)> {
+    pub async fn browse(&self, prefix: &str, limit: usize, count_max: usize) -> Result<KeyPage> {
         let pattern = format!("{}*", keys::escape_glob(prefix));
-        let mut names = self.store().keys(&pattern).await?;
-        let total = names.len() as u64;
+        let (mut names, complete) = self
+            .store()
+            .keys_bounded(&pattern, count_max.max(limit))
+            .await?;
+        let matched = names.len() as u64;
         names.sort();
         names.truncate(limit);
         let mut described = self.store().describe(&names).await?;
         described.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok((described, total))
+        // Foreign types (and keys expired meanwhile) are left out of the listing: of the count too.
+        let dropped = (names.len() - described.len()) as u64;
+        Ok(KeyPage {
+            keys: described,
+            total: matched - dropped,
+            complete,
+        })
     }
 
     /// The value or list at `key` with its TTL, as a dump holds it; `None` if absent. Unlike
@@ -50,6 +63,59 @@ impl Cache {
         check_key(key)?;
         let items = self.store().export(&keys::escape_glob(key)).await?;
         Ok(items.into_iter().find(|item| item.key() == key))
+    }
+
+    /// The value or list at `key` with its TTL, reading at most about `max_bytes` of a list: its
+    /// items are read in growing ranges (16, 32, … 1,024 items a `LRANGE`) until they hold
+    /// `max_bytes` (one item more than that at most) or the list ends. `None` if absent. Records
+    /// no read. What the dashboard's view uses; [`Cache::peek`] reads a list whole.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidKey`]; fails if the store cannot be reached.
+    pub async fn peek_at_most(&self, key: &str, max_bytes: usize) -> Result<Option<Peeked>> {
+        check_key(key)?;
+        let Some(info) = self.store().describe(&[key.to_owned()]).await?.pop() else {
+            return Ok(None);
+        };
+        if info.kind == ItemKind::Value {
+            let item = self.peek(key).await?;
+            return Ok(item.map(|item| Peeked {
+                item,
+                len: 1,
+                complete: true,
+            }));
+        }
+        let (mut items, mut bytes, mut chunk) = (Vec::new(), 0_usize, PEEK_FIRST_RANGE);
+        'read: while bytes < max_bytes {
+            let start = items.len() as u64;
+            let range = self
+                .store()
+                .list_range(key, start, start + chunk - 1)
+                .await?;
+            let ended = (range.len() as u64) < chunk;
+            for item in range {
+                bytes += item.len() + 1;
+                items.push(item);
+                if bytes >= max_bytes {
+                    break 'read;
+                }
+            }
+            if ended {
+                break;
+            }
+            chunk = (chunk * 2).min(PEEK_MAX_RANGE);
+        }
+        let len = info.size.max(items.len() as u64);
+        Ok(Some(Peeked {
+            complete: items.len() as u64 >= len,
+            item: DumpItem::List {
+                key: key.to_owned(),
+                items,
+                ttl_ms: info.ttl_ms,
+            },
+            len,
+        }))
     }
 
     /// How many keys the cache holds.
@@ -95,6 +161,34 @@ impl Cache {
         self.store().import(&items).await?;
         Ok(items.len() as u64)
     }
+}
+
+/// Items the first range of a bounded peek reads; each next range reads twice as many, up to
+/// [`PEEK_MAX_RANGE`].
+const PEEK_FIRST_RANGE: u64 = 16;
+/// Items one range of a bounded peek reads at most.
+const PEEK_MAX_RANGE: u64 = 1024;
+
+/// What [`Cache::peek_at_most`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peeked {
+    /// The value, or the list's first items (all of them when `complete`).
+    pub item: DumpItem,
+    /// How many items the list holds (1 for a value).
+    pub len: u64,
+    /// Whether `item` holds everything at the key.
+    pub complete: bool,
+}
+
+/// What [`Cache::browse`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    /// The first keys by name, described.
+    pub keys: Vec<KeyInfo>,
+    /// How many keys match (a lower bound when not `complete`).
+    pub total: u64,
+    /// Whether every match was counted; false when the count stopped at its bound.
+    pub complete: bool,
 }
 
 fn dump_file(path: &Path, source: std::io::Error) -> Error {

@@ -20,7 +20,11 @@ mod lists;
 mod locks;
 mod values;
 
-pub use self::{locks::LockGuard, values::Entry};
+pub use self::{
+    dump::{KeyPage, Peeked},
+    locks::LockGuard,
+    values::Entry,
+};
 
 /// The longest key accepted, in bytes.
 const MAX_KEY_BYTES: usize = 1024;

@@ -403,6 +403,24 @@ impl CacheLists for MemoryCacheStore {
             Some(Item::Value { .. }) => Err(StoreError::wrong_kind(key, ItemKind::List)),
         }
     }
+
+    async fn list_range(
+        &self,
+        key: &str,
+        start: u64,
+        stop: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        match self.state().items.get(key) {
+            None => Ok(Vec::new()),
+            Some(Item::List { items, .. }) => Ok(items
+                .iter()
+                .skip(usize::try_from(start).unwrap_or(usize::MAX))
+                .take(usize::try_from(stop.saturating_sub(start) + 1).unwrap_or(usize::MAX))
+                .cloned()
+                .collect()),
+            Some(Item::Value { .. }) => Err(StoreError::wrong_kind(key, ItemKind::List)),
+        }
+    }
 }
 
 #[async_trait]
@@ -417,6 +435,17 @@ impl CacheDump for MemoryCacheStore {
             .collect();
         keys.sort();
         Ok(keys)
+    }
+
+    async fn keys_bounded(
+        &self,
+        pattern: &str,
+        max: usize,
+    ) -> Result<(Vec<String>, bool), StoreError> {
+        let mut keys = self.keys(pattern).await?;
+        let complete = keys.len() <= max;
+        keys.truncate(max);
+        Ok((keys, complete))
     }
 
     async fn describe(&self, keys: &[String]) -> Result<Vec<KeyInfo>, StoreError> {

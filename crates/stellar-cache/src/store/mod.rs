@@ -175,6 +175,10 @@ pub trait CacheLists: Send + Sync {
     ) -> Result<Option<String>, StoreError>;
     /// The length of the list at `key` (0 if absent).
     async fn list_length(&self, key: &str) -> Result<u64, StoreError>;
+    /// The items of list `key` from index `start` to `stop` (inclusive, oldest first), without
+    /// changing it; empty if absent or past its end.
+    async fn list_range(&self, key: &str, start: u64, stop: u64)
+    -> Result<Vec<String>, StoreError>;
 }
 
 /// Enumeration, bulk deletion, and dumps of values and lists (locks are left alone).
@@ -182,6 +186,15 @@ pub trait CacheLists: Send + Sync {
 pub trait CacheDump: Send + Sync {
     /// Keys matching a glob `pattern` (`*`, `?`), without the prefix; never blocks the store.
     async fn keys(&self, pattern: &str) -> Result<Vec<String>, StoreError>;
+    /// At most `max` keys matching `pattern` (sorted), and whether they are every match: a
+    /// bounded read for browsing. Memory gives the first `max` by name; Redis stops its SCAN once
+    /// it has seen more than `max` matches or after a bounded number of steps, so which keys an
+    /// incomplete answer holds is up to the store.
+    async fn keys_bounded(
+        &self,
+        pattern: &str,
+        max: usize,
+    ) -> Result<(Vec<String>, bool), StoreError>;
     /// What each of `keys` holds (kind, TTL, size), without reading the contents; keys that do
     /// not exist are left out.
     async fn describe(&self, keys: &[String]) -> Result<Vec<KeyInfo>, StoreError>;

@@ -17,6 +17,10 @@ use crate::keys::Keys;
 /// How many keys one SCAN step asks for.
 const SCAN_COUNT: u64 = 1000;
 
+/// How many SCAN steps a bounded key listing takes at most (about this many times
+/// [`SCAN_COUNT`] keys examined), however few of them match.
+const MAX_BOUNDED_SCAN_STEPS: usize = 100;
+
 /// How many keys one UNLINK deletes.
 const UNLINK_CHUNK: usize = 500;
 
@@ -83,6 +87,37 @@ impl RedisCacheStore {
         found.sort();
         found.dedup();
         Ok(found)
+    }
+
+    /// Redis keys matching `matcher`, sorted: at most `max`, and whether they are every match.
+    /// Stops once more than `max` matched or after [`MAX_BOUNDED_SCAN_STEPS`] steps.
+    async fn scan_bounded(
+        &self,
+        matcher: &str,
+        max: usize,
+    ) -> Result<(Vec<String>, bool), StoreError> {
+        let mut cursor = 0_u64;
+        let mut found = std::collections::BTreeSet::new();
+        let mut steps = 0;
+        let complete = loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(matcher)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            let (next, keys): (u64, Vec<String>) = self.pool.query("SCAN", &cmd).await?;
+            found.extend(keys);
+            steps += 1;
+            if next == 0 {
+                break found.len() <= max;
+            }
+            if found.len() > max || steps >= MAX_BOUNDED_SCAN_STEPS {
+                break false;
+            }
+            cursor = next;
+        };
+        Ok((found.into_iter().take(max).collect(), complete))
     }
 
     /// Runs `script` (one of [`Scripts`]) on the Redis `keys`.
@@ -418,6 +453,21 @@ impl CacheLists for RedisCacheStore {
         let wrong_kind = kind_error(key, ItemKind::List);
         self.pool.query("LLEN", &cmd).await.map_err(wrong_kind)
     }
+
+    async fn list_range(
+        &self,
+        key: &str,
+        start: u64,
+        stop: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let cmd = redis::cmd("LRANGE")
+            .arg(self.keys.entry(key))
+            .arg(start)
+            .arg(stop)
+            .clone();
+        let wrong_kind = kind_error(key, ItemKind::List);
+        self.pool.query("LRANGE", &cmd).await.map_err(wrong_kind)
+    }
 }
 
 #[async_trait]
@@ -434,6 +484,23 @@ impl CacheDump for RedisCacheStore {
         Ok(names.map(str::to_owned).collect())
     }
 
+    async fn keys_bounded(
+        &self,
+        pattern: &str,
+        max: usize,
+    ) -> Result<(Vec<String>, bool), StoreError> {
+        if literal(pattern).is_some() {
+            let keys = self.keys(pattern).await?;
+            let complete = keys.len() <= max;
+            return Ok((keys.into_iter().take(max).collect(), complete));
+        }
+        let (found, complete) = self
+            .scan_bounded(&self.keys.entry_pattern(pattern), max)
+            .await?;
+        let names = found.iter().filter_map(|key| self.keys.entry_name(key));
+        Ok((names.map(str::to_owned).collect(), complete))
+    }
+
     async fn describe(&self, keys: &[String]) -> Result<Vec<KeyInfo>, StoreError> {
         let mut described = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(UNLINK_CHUNK) {
@@ -443,12 +510,16 @@ impl CacheDump for RedisCacheStore {
                 pipe.cmd("TYPE").arg(&entry).cmd("PTTL").arg(&entry);
             }
             let kinds: Vec<(String, i64)> = self.pipeline("TYPE", &pipe).await?;
+            // Sized by kind: a string, set or zset under the prefix (written by another client)
+            // gets a harmless EXISTS, never a command of the wrong type (WRONGTYPE would fail
+            // the whole pipeline); describe_chunk leaves it out.
             let mut sizes = redis::pipe();
             for (key, (kind, _)) in chunk.iter().zip(&kinds) {
                 let entry = self.keys.entry(key);
                 match kind.as_str() {
                     "list" => sizes.cmd("LLEN").arg(&entry),
-                    _ => sizes.cmd("HSTRLEN").arg(&entry).arg("value"),
+                    "hash" => sizes.cmd("HSTRLEN").arg(&entry).arg("value"),
+                    _ => sizes.cmd("EXISTS").arg(&entry),
                 };
             }
             let sizes: Vec<u64> = self.pipeline("HSTRLEN", &sizes).await?;

@@ -206,7 +206,157 @@ async fn a_delayed_task_or_a_waiting_retry_runs_now(backend: Backend) {
     assert!(!store.run_now("absent").await.expect("run now"));
 }
 
+/// Run now puts the task at the front of its queue: with a backlog waiting, it is claimed first.
+async fn a_task_run_now_is_claimed_before_the_backlog(backend: Backend) {
+    let store = backend.store().await;
+    let node = NodeId::new("n1").expect("id");
+    let queues = vec!["default".to_owned()];
+    for id in ["b1", "b2", "b3"] {
+        store
+            .enqueue(&plain_task(id, "work", 1))
+            .await
+            .expect("enqueue");
+    }
+    let later = NewTask {
+        due_at_ms: Some(stellar_core::time::now_ms() + 3_600_000),
+        ..plain_task("urgent", "work", 1)
+    };
+    store.enqueue(&later).await.expect("enqueue");
+    assert!(store.run_now("urgent").await.expect("run now"));
+    let lease = Duration::from_secs(30);
+    let next = store
+        .queued("default", 0, 0)
+        .await
+        .expect("queued")
+        .into_iter()
+        .map(|r| r.id)
+        .collect::<Vec<_>>();
+    assert_eq!(next, ["urgent"], "next to run");
+    let first = store
+        .claim(&request(&queues, &node, lease, 1))
+        .await
+        .expect("claim");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].id, "urgent", "run now jumps the backlog");
+    let rest = store
+        .claim(&request(&queues, &node, lease, 8))
+        .await
+        .expect("claim");
+    let rest: Vec<&str> = rest.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(rest, ["b1", "b2", "b3"], "the backlog keeps its order");
+}
+
+/// Deleting "only if still delayed" is one step: a delayed task goes, a task that moved on (run
+/// now, claimed, failed) or is absent stays as it is.
+async fn a_task_is_deleted_only_while_it_is_still_delayed(backend: Backend) {
+    let store = backend.store().await;
+    let node = NodeId::new("n1").expect("id");
+    let queues = vec!["default".to_owned()];
+    let delayed = |id: &str| NewTask {
+        due_at_ms: Some(stellar_core::time::now_ms() + 3_600_000),
+        ..plain_task(id, "work", 1)
+    };
+    for id in ["d1", "d2"] {
+        store.enqueue(&delayed(id)).await.expect("enqueue");
+    }
+    assert!(
+        store
+            .delete_if("d1", TaskState::Delayed)
+            .await
+            .expect("delete")
+    );
+    assert!(store.show("d1").await.expect("show").is_none());
+    assert_eq!(store.stats().await.expect("stats").delayed, 1);
+    assert!(
+        !store
+            .delete_if("d1", TaskState::Delayed)
+            .await
+            .expect("delete"),
+        "absent"
+    );
+
+    // Promoted meanwhile (run now): queued, so it stays, and is claimed as usual.
+    assert!(store.run_now("d2").await.expect("run now"));
+    assert!(
+        !store
+            .delete_if("d2", TaskState::Delayed)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(
+        store.show("d2").await.expect("show").map(|r| r.state),
+        Some(TaskState::Queued)
+    );
+    let lease = Duration::from_secs(30);
+    let claimed = store
+        .claim(&request(&queues, &node, lease, 1))
+        .await
+        .expect("claim");
+    assert_eq!(claimed[0].id, "d2");
+    // Running: never deleted, whatever state is asked for.
+    for state in [TaskState::Delayed, TaskState::Running] {
+        assert!(!store.delete_if("d2", state).await.expect("delete"));
+    }
+    // Failed: not delayed, so it stays in the failed set.
+    store
+        .fail(&claimed[0], "boom", Duration::ZERO)
+        .await
+        .expect("fail");
+    assert!(
+        !store
+            .delete_if("d2", TaskState::Delayed)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(store.stats().await.expect("stats").failed_now, 1);
+    assert!(
+        store
+            .delete_if("d2", TaskState::Failed)
+            .await
+            .expect("delete")
+    );
+    assert_eq!(store.stats().await.expect("stats").failed_now, 0);
+}
+
+/// A page of the delayed set: the soonest first, at most `limit`, with the size of the whole set.
+async fn the_delayed_set_reads_one_page_soonest_first(backend: Backend) {
+    let store = backend.store().await;
+    let now = stellar_core::time::now_ms();
+    // Enqueued latest first, so the page's order is the due times', not the enqueue order.
+    for (n, id) in ["e5", "e4", "e3", "e2", "e1"].into_iter().enumerate() {
+        let task = NewTask {
+            due_at_ms: Some(now + 3_600_000 - 60_000 * n as u64),
+            ..plain_task(id, "work", 1)
+        };
+        store.enqueue(&task).await.expect("enqueue");
+    }
+    let ids = |records: Vec<stellar_tasks::TaskRecord>| {
+        records.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    let (first, total) = store.delayed_page(2).await.expect("page");
+    assert_eq!(
+        (ids(first), total),
+        (vec!["e1".to_owned(), "e2".to_owned()], 5)
+    );
+    let (all, total) = store.delayed_page(50).await.expect("page");
+    assert_eq!(
+        (ids(all), total),
+        (
+            vec!["e1", "e2", "e3", "e4", "e5"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+            5
+        )
+    );
+    let (none, total) = store.delayed_page(0).await.expect("page");
+    assert_eq!((none.len(), total), (0, 5));
+}
+
 contract!(
+    the_delayed_set_reads_one_page_soonest_first,
+    a_task_is_deleted_only_while_it_is_still_delayed,
+    a_task_run_now_is_claimed_before_the_backlog,
     a_delayed_task_or_a_waiting_retry_runs_now,
     the_failed_set_reads_one_page_latest_first,
     stats_count_per_task_and_node_and_age_each_queue,

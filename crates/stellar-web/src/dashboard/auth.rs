@@ -34,8 +34,9 @@ pub(crate) struct Auth {
     /// tag comparison, whatever its length. `None`: read-only dashboard.
     secret: Option<(HmacSha256, Vec<u8>)>,
     sessions: Mutex<HashMap<String, Session>>,
-    /// Failed logins in the current second, node-wide: parallel guesses share one budget.
-    failures: Mutex<(Instant, u32)>,
+    /// Login checks reserved in the current second (successful ones given back), node-wide:
+    /// parallel guesses share one budget.
+    attempts: Mutex<(Instant, u32)>,
 }
 
 /// How many failed logins a node takes per second; more are refused unchecked.
@@ -44,9 +45,13 @@ pub(crate) const MAX_LOGIN_FAILURES_PER_S: u32 = 5;
 /// What a login attempt may do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Throttle {
-    /// Check it.
-    Check,
-    /// Too many failures this second: refuse without checking.
+    /// Check it: a slot of this second's budget is reserved for it. `first`: the first of its
+    /// second (a failure is worth a log line).
+    Check {
+        /// The first reservation of this second.
+        first: bool,
+    },
+    /// This second's budget is used up: refuse without checking.
     Refuse,
 }
 
@@ -90,7 +95,7 @@ impl Auth {
         Self {
             secret,
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new((Instant::now(), 0)),
+            attempts: Mutex::new((Instant::now(), 0)),
         }
     }
 
@@ -99,29 +104,30 @@ impl Auth {
         self.secret.is_some()
     }
 
-    /// Whether `attempt` is the secret, compared in constant time.
-    /// Whether a login may be checked now: at most [`MAX_LOGIN_FAILURES_PER_S`] failures a
-    /// second on this node, whoever sends them.
+    /// Reserves the check of a login, before the secret is compared: at most
+    /// [`MAX_LOGIN_FAILURES_PER_S`] checks a second on this node, whoever sends them. Counted and
+    /// checked under one lock, so parallel logins cannot all pass before a failure is counted.
     pub(crate) fn throttle(&self) -> Throttle {
-        let (since, failed) = *stellar_core::sync::lock(&self.failures);
-        if since.elapsed() < std::time::Duration::from_secs(1) && failed >= MAX_LOGIN_FAILURES_PER_S
-        {
-            Throttle::Refuse
-        } else {
-            Throttle::Check
+        let mut attempts = sync::lock(&self.attempts);
+        if attempts.0.elapsed() >= Duration::from_secs(1) {
+            *attempts = (Instant::now(), 0);
+        }
+        if attempts.1 >= MAX_LOGIN_FAILURES_PER_S {
+            return Throttle::Refuse;
+        }
+        attempts.1 += 1;
+        Throttle::Check {
+            first: attempts.1 == 1,
         }
     }
 
-    /// Counts a failed login; true for the first of its second (worth a log line).
-    pub(crate) fn failed(&self) -> bool {
-        let mut failures = stellar_core::sync::lock(&self.failures);
-        if failures.0.elapsed() >= std::time::Duration::from_secs(1) {
-            *failures = (Instant::now(), 0);
-        }
-        failures.1 += 1;
-        failures.1 == 1
+    /// Gives back the slot a successful login reserved: only failures use up the budget.
+    pub(crate) fn succeeded(&self) {
+        let mut attempts = sync::lock(&self.attempts);
+        attempts.1 = attempts.1.saturating_sub(1);
     }
 
+    /// Whether `attempt` is the secret, compared in constant time.
     pub(crate) fn check(&self, attempt: &str) -> bool {
         let Some((mac, expected)) = &self.secret else {
             return false;
@@ -277,6 +283,33 @@ mod tests {
         assert!(!found.csrf_matches(&headers));
         auth.close(&headers);
         assert!(matches!(auth.access(&headers), Access::LoggedOut));
+    }
+
+    #[test]
+    fn a_login_check_is_reserved_before_the_secret_is_compared() {
+        let auth = Auth::new(Some(&DashboardSecret::new("s3cret")));
+        // No failure is counted in between (as with parallel logins still being checked): the
+        // reservations alone use up the second's budget.
+        let reserved: Vec<Throttle> = (0..MAX_LOGIN_FAILURES_PER_S + 2)
+            .map(|_| auth.throttle())
+            .collect();
+        assert_eq!(reserved[0], Throttle::Check { first: true });
+        assert!(
+            reserved[1..MAX_LOGIN_FAILURES_PER_S as usize]
+                .iter()
+                .all(|t| *t == Throttle::Check { first: false }),
+            "{reserved:?}"
+        );
+        assert!(
+            reserved[MAX_LOGIN_FAILURES_PER_S as usize..]
+                .iter()
+                .all(|t| *t == Throttle::Refuse),
+            "{reserved:?}"
+        );
+        // A successful login gives its slot back.
+        auth.succeeded();
+        assert_eq!(auth.throttle(), Throttle::Check { first: false });
+        assert_eq!(auth.throttle(), Throttle::Refuse);
     }
 
     #[test]

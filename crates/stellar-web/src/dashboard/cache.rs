@@ -9,14 +9,16 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use stellar_cache::DumpItem;
+use stellar_cache::{DumpItem, Peeked};
 use tracing::info;
 
-use super::{AppState, authorised, may_read};
+use super::{AppState, authorised, may_read, may_see_user_data, refuse_user_data};
 use crate::ActionError;
 
 /// Keys one listing shows at most (the first by name).
 const MAX_KEYS: usize = 200;
+/// Matching keys one listing counts at most; past it the count says "more than".
+const MAX_COUNTED_KEYS: usize = 10_000;
 /// Bytes of a value (or list) shown at most.
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 
@@ -41,58 +43,72 @@ struct Key {
 }
 
 /// `GET /dashboard/api/cache/keys?prefix=`: the first [`MAX_KEYS`] keys starting with the
-/// prefix (taken literally), with kind, TTL and size, and how many match in all.
+/// prefix (taken literally), with kind, TTL and size, and how many match, counted up to
+/// [`MAX_COUNTED_KEYS`] (`"total_exact": false` past it, or when the bounded scan stopped).
 async fn keys(
     State(shared): State<AppState>,
     headers: HeaderMap,
     Query(Prefix { prefix }): Query<Prefix>,
 ) -> Result<Json<Value>, ActionError> {
     may_read(&shared, &headers)?;
-    let (keys, total) = shared
+    let page = shared
         .services
         .cache
-        .browse(&prefix, MAX_KEYS)
+        .browse(&prefix, MAX_KEYS, MAX_COUNTED_KEYS)
         .await
         .map_err(ActionError::internal)?;
     Ok(Json(json!({
         "prefix": prefix,
-        "keys": keys,
-        "total": total,
-        "truncated": total > keys.len() as u64,
+        "truncated": !page.complete || page.total > page.keys.len() as u64,
+        "keys": page.keys,
+        "total": page.total,
+        "total_exact": page.complete,
         "max": MAX_KEYS,
     })))
 }
 
 /// `GET /dashboard/api/cache/value?key=`: the value (its JSON) or the list (one item's JSON a
-/// line) at the key as text, cut at [`MAX_VALUE_BYTES`]; `"found": false` when absent.
+/// line) at the key as text, cut at [`MAX_VALUE_BYTES`] (a list is read in bounded ranges up to
+/// that; `"bytes": null` when not read whole); `"found": false` when absent. Values
+/// are user data: only a live session reads them (403 on a read-only dashboard).
 async fn value(
     State(shared): State<AppState>,
     headers: HeaderMap,
     Query(Key { key }): Query<Key>,
 ) -> Result<Json<Value>, ActionError> {
     may_read(&shared, &headers)?;
-    let item = shared
+    if !may_see_user_data(&shared, &headers) {
+        return Err(refuse_user_data());
+    }
+    let peeked = shared
         .services
         .cache
-        .peek(&key)
+        .peek_at_most(&key, MAX_VALUE_BYTES)
         .await
         .map_err(cache_error)?;
-    let Some(item) = item else {
+    let Some(Peeked {
+        item,
+        len,
+        complete,
+    }) = peeked
+    else {
         return Ok(Json(json!({ "key": key, "found": false })));
     };
     let (kind, text, ttl_ms) = match item {
         DumpItem::Value { json, ttl_ms, .. } => ("value", json, ttl_ms),
         DumpItem::List { items, ttl_ms, .. } => ("list", items.join("\n"), ttl_ms),
     };
+    // A list is read only up to about MAX_VALUE_BYTES: its size in bytes is then unknown.
     let bytes = text.len();
     Ok(Json(json!({
         "key": key,
         "found": true,
         "kind": kind,
         "ttl_ms": ttl_ms,
-        "bytes": bytes,
+        "items": len,
+        "bytes": complete.then_some(bytes),
         "text": cut(&text, MAX_VALUE_BYTES),
-        "truncated": bytes > MAX_VALUE_BYTES,
+        "truncated": !complete || bytes > MAX_VALUE_BYTES,
     })))
 }
 

@@ -143,16 +143,17 @@ async fn login(State(shared): State<AppState>, body: axum::body::Bytes) -> Respo
         }
         .into_response();
     };
-    if auth.throttle() == auth::Throttle::Refuse {
+    // The check is counted before the secret is compared (see `Auth::throttle`).
+    let auth::Throttle::Check { first } = auth.throttle() else {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, "1")],
             "too many failed logins: try again in a second",
         )
             .into_response();
-    }
+    };
     if !auth.check(&form.secret) {
-        if auth.failed() {
+        if first {
             warn!(node_id = %shared.services.api.node_id(), "dashboard login refused (further failures this second are not logged)");
         }
         tokio::time::sleep(LOGIN_FAILURE_DELAY).await;
@@ -164,6 +165,7 @@ async fn login(State(shared): State<AppState>, body: axum::body::Bytes) -> Respo
         )
             .into_response();
     }
+    auth.succeeded();
     let (token, _) = auth.open();
     info!(node_id = %shared.services.api.node_id(), "dashboard login");
     let cookie = HeaderValue::from_str(&auth::set_cookie(&token)).expect("hex is a valid header");
@@ -220,6 +222,22 @@ fn may_read(shared: &Shared, headers: &HeaderMap) -> Result<(), ActionError> {
         Access::LoggedOut => Err(ActionError::Forbidden {
             message: "log in to the dashboard first".into(),
         }),
+    }
+}
+
+/// Whether the request may see user data (task and schedule arguments, cache values): only with
+/// a live session. A read-only dashboard (no secret) answers anyone who reaches the port, so it
+/// shows the cluster's shape but never what users put in it.
+fn may_see_user_data(shared: &Shared, headers: &HeaderMap) -> bool {
+    matches!(shared.dashboard.auth.access(headers), Access::LoggedIn(_))
+}
+
+/// The 403 of a read of user data without a session.
+fn refuse_user_data() -> ActionError {
+    ActionError::Forbidden {
+        message: "cache values are user data: the dashboard shows them only to a logged-in \
+                  session (set dashboard_secret, STELLAR_DASHBOARD_SECRET, on the node and log in)"
+            .into(),
     }
 }
 

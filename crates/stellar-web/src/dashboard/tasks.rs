@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use stellar_tasks::{ScheduleInfo, TaskRecord, TaskState};
 use tracing::info;
 
-use super::{AppState, TaskId, authorised, forget_snapshot, may_read};
+use super::{AppState, TaskId, authorised, forget_snapshot, may_read, may_see_user_data};
 use crate::ActionError;
 
 /// Delayed tasks the scheduled page lists at most (soonest first).
@@ -27,13 +27,15 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/dashboard/api/schedules/unschedule", post(unschedule))
 }
 
-/// `GET /dashboard/api/task?id=`: the task's record, or `"task": null` when there is none.
+/// `GET /dashboard/api/task?id=`: the task's record, or `"task": null` when there is none. Its
+/// arguments only to a live session: otherwise `"args": null, "args_hidden": true`.
 async fn task(
     State(shared): State<AppState>,
     headers: HeaderMap,
     Query(TaskId { id }): Query<TaskId>,
 ) -> Result<Json<Value>, ActionError> {
     may_read(&shared, &headers)?;
+    let show_args = may_see_user_data(&shared, &headers);
     let record = shared
         .services
         .tasks
@@ -41,12 +43,13 @@ async fn task(
         .await
         .map_err(ActionError::internal)?;
     Ok(Json(
-        json!({ "id": id, "task": record.map(|r| task_json(&r)) }),
+        json!({ "id": id, "task": record.map(|r| task_json(&r, show_args)) }),
     ))
 }
 
-/// A task record for the page, its timestamps as a timeline in order.
-fn task_json(record: &TaskRecord) -> Value {
+/// A task record for the page, its timestamps as a timeline in order; its arguments only if
+/// `show_args`.
+fn task_json(record: &TaskRecord, show_args: bool) -> Value {
     let ended = match record.state {
         TaskState::Completed => "completed",
         TaskState::Failed => "failed",
@@ -66,7 +69,8 @@ fn task_json(record: &TaskRecord) -> Value {
         "name": record.name,
         "queue": record.queue,
         "state": record.state,
-        "args": record.args,
+        "args": show_args.then_some(&record.args),
+        "args_hidden": !show_args,
         "attempts": record.attempts,
         "max_attempts": record.max_attempts,
         "node": record.node,
@@ -78,18 +82,21 @@ fn task_json(record: &TaskRecord) -> Value {
 }
 
 /// `GET /dashboard/api/scheduled`: delayed tasks (the first [`MAX_DELAYED`], soonest first)
-/// and every recurring schedule with its next run.
+/// and every recurring schedule with its next run (its arguments only to a live session).
 async fn scheduled(
     State(shared): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ActionError> {
     may_read(&shared, &headers)?;
+    let show_args = may_see_user_data(&shared, &headers);
     let tasks = &shared.services.tasks;
-    let delayed = tasks.delayed().await.map_err(ActionError::internal)?;
+    let (delayed, delayed_total) = tasks
+        .delayed_page(MAX_DELAYED as u64)
+        .await
+        .map_err(ActionError::internal)?;
     let schedules = tasks.schedules().await.map_err(ActionError::internal)?;
     let listed: Vec<Value> = delayed
         .iter()
-        .take(MAX_DELAYED)
         .map(|record| {
             json!({
                 "id": record.id,
@@ -103,18 +110,22 @@ async fn scheduled(
         .collect();
     Ok(Json(json!({
         "delayed": listed,
-        "delayed_total": delayed.len(),
-        "schedules": schedules.iter().map(schedule_json).collect::<Vec<_>>(),
+        "delayed_total": delayed_total,
+        "schedules": schedules
+            .iter()
+            .map(|info| schedule_json(info, show_args))
+            .collect::<Vec<_>>(),
     })))
 }
 
-fn schedule_json(info: &ScheduleInfo) -> Value {
+fn schedule_json(info: &ScheduleInfo, show_args: bool) -> Value {
     let schedule = &info.schedule;
     json!({
         "id": schedule.id,
         "task": schedule.task,
         "queue": schedule.queue,
-        "args": schedule.args,
+        "args": show_args.then_some(&schedule.args),
+        "args_hidden": !show_args,
         "recurrence": schedule.recurrence.to_string(),
         "next_run_at_ms": info.next_run_at_ms,
         "problem": info.problem,
@@ -135,7 +146,9 @@ async fn run_delayed_now(
     Ok(Json(json!({ "id": id, "queued": moved })))
 }
 
-/// `POST /dashboard/api/scheduled/delete {"id"}`: deletes a delayed task (only a delayed one).
+/// `POST /dashboard/api/scheduled/delete {"id"}`: deletes a delayed task, in one store step and
+/// only while it is still delayed; 409 if it is gone or no longer delayed (promoted, claimed,
+/// finished) by then.
 async fn delete_delayed(
     State(shared): State<AppState>,
     headers: HeaderMap,
@@ -143,16 +156,18 @@ async fn delete_delayed(
 ) -> Result<Json<Value>, ActionError> {
     let TaskId { id } = authorised(&shared, &headers, &body)?;
     let tasks = &shared.services.tasks;
-    let record = tasks.show(&id).await.map_err(ActionError::internal)?;
-    let deleted = match record {
-        Some(record) if record.state == TaskState::Delayed => {
-            tasks.del(&id).await.map_err(ActionError::internal)?
-        }
-        _ => false,
-    };
+    let deleted = tasks
+        .del_delayed(&id)
+        .await
+        .map_err(ActionError::internal)?;
     info!(node_id = %shared.services.api.node_id(), task_id = %id, deleted, "dashboard: delete delayed task");
     forget_snapshot(&shared).await;
-    Ok(Json(json!({ "id": id, "deleted": deleted })))
+    if !deleted {
+        return Err(ActionError::Conflict {
+            message: format!("task {id} is no longer delayed (or gone): nothing deleted"),
+        });
+    }
+    Ok(Json(json!({ "id": id, "deleted": true })))
 }
 
 /// `POST /dashboard/api/schedules/run-now {"id"}`: one extra run of a schedule's task, now.

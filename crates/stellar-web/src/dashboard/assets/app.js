@@ -287,6 +287,9 @@ function renderNodes(snap) {
   fill($('nodes-table').tBodies[0], JSON.stringify(snap.nodes.map((n) => [n.id, n.state, n.in_flight, Math.floor((n.uptime_ms || 0) / 10000)])), rows);
 }
 
+// What the page shows instead of arguments the node keeps to logged-in sessions.
+const HIDDEN_ARGS = 'log in to see arguments (read-only dashboard: set dashboard_secret on the node)';
+
 // Whether the page may read the API now (read-only mode, or logged in).
 const canRead = () => state.session && (state.session.mode === 'read-only' || canAct());
 
@@ -320,7 +323,9 @@ function renderTask() {
     ['Node', t.node || '–'], ['Progress', t.progress === null ? '–' : JSON.stringify(t.progress)],
     ['Last error', el('span', { class: 'error' }, t.error || '–')],
     ['Trace', el('span', { class: 'mono' }, t.trace_id || '–')],
-    ['Arguments', el('pre', { id: 'task-args', class: 'mono' }, t.args)],
+    ['Arguments', t.args_hidden
+      ? el('span', { id: 'task-args-hidden', class: 'muted' }, HIDDEN_ARGS)
+      : el('pre', { id: 'task-args', class: 'mono' }, t.args)],
   ].map(([label, value]) => el('tr', {}, el('th', {}, label), el('td', {}, value)));
   $('task-fields').replaceChildren(...rows);
   const events = t.timeline.map((e) => el('li', {}, el('span', { class: 'mono' }, utc(e.at_ms)), ' ', e.event));
@@ -355,7 +360,7 @@ function renderScheduled() {
   const schedules = list.schedules.map((s) => el('tr', { class: 'schedule-row', 'data-id': s.id },
     el('td', { class: 'mono' }, s.id), el('td', {}, s.task), el('td', {}, s.queue), el('td', {}, s.recurrence),
     el('td', { title: utc(s.next_run_at_ms) }, s.problem ? el('span', { class: 'error' }, s.problem) : until(s.next_run_at_ms)),
-    el('td', { class: 'mono' }, s.args),
+    s.args_hidden ? el('td', { class: 'muted args-hidden' }, HIDDEN_ARGS) : el('td', { class: 'mono' }, s.args),
     el('td', {},
       button('Run now', { class: 'mutate run-schedule', 'data-id': s.id }, () => act('/dashboard/api/schedules/run-now', { id: s.id }, s.id + ' runs once now')),
       ' ',
@@ -376,14 +381,16 @@ async function refreshCache() {
 
 function renderCache() {
   const list = state.cache;
+  const total = list.total_exact ? String(list.total) : 'at least ' + list.total;
   $('cache-count').textContent = list.truncated
-    ? '(the first ' + list.keys.length + ' of ' + list.total + ' keys: narrow the prefix)' : '(' + list.total + ')';
+    ? '(the first ' + list.keys.length + ' of ' + total + ' keys: narrow the prefix)' : '(' + total + ')';
   const rows = list.keys.map((k) => el('tr', { class: 'cache-row', 'data-key': k.key },
     el('td', { class: 'mono' }, k.key), el('td', {}, k.kind),
     el('td', {}, k.ttl_ms === null ? 'no expiry' : duration(k.ttl_ms)),
     el('td', {}, k.kind === 'list' ? k.size + ' items' : k.size + ' bytes'),
     el('td', {},
-      button('View', { class: 'view-key', 'data-key': k.key }, () => viewKey(k.key)),
+      // Values are user data: only a logged-in session may read them.
+      canAct() ? button('View', { class: 'view-key', 'data-key': k.key }, () => viewKey(k.key)) : null,
       ' ',
       button('Delete', { class: 'mutate danger delete-key', 'data-key': k.key }, () => act('/dashboard/api/cache/delete', { key: k.key }, 'deleted ' + k.key), 'Delete key ' + k.key + '?'))));
   fill($('cache-table').tBodies[0], JSON.stringify(list.keys.map((k) => [k.key, k.size, Math.floor((k.ttl_ms || 0) / 1000)])) + canAct(), rows);
@@ -395,7 +402,11 @@ async function viewKey(key) {
     $('cache-view').hidden = false;
     $('cache-view-key').textContent = key;
     $('cache-value').textContent = item.found ? item.text : '(no such key any more)';
-    $('cache-value-note').textContent = !item.found ? '' : item.kind + ', ' + item.bytes + ' bytes'
+    // A long list is read only in part: its size in bytes is then unknown (null).
+    const size = item.kind === 'list'
+      ? item.items + ' items' + (item.bytes === null ? '' : ', ' + item.bytes + ' bytes')
+      : item.bytes + ' bytes';
+    $('cache-value-note').textContent = !item.found ? '' : item.kind + ', ' + size
       + (item.ttl_ms === null ? ', no expiry' : ', expires in ' + duration(item.ttl_ms))
       + (item.truncated ? ' (truncated: the first ' + item.text.length + ' characters shown)' : '');
   } catch (err) {
