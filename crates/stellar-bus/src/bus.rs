@@ -27,7 +27,7 @@ use tracing::{Instrument, Span, debug, info_span, warn};
 
 use crate::{
     Error, HandlerError, RawSubscription, Result, Transport,
-    envelope::{Envelope, MAX_MESSAGE_BYTES, Rejection, Sealer, VERSION},
+    envelope::{Envelope, MAX_MESSAGE_BYTES, Rejection, Sealer},
     replay::{ReplayGuard, Verdict},
 };
 
@@ -417,8 +417,6 @@ impl Bus {
             None
         };
         let mut envelope = Envelope {
-            // `seal` sets the version that matches `trace`.
-            version: VERSION,
             trace,
             sender: self.inner.node_id.to_string(),
             incarnation: self.inner.incarnation,
@@ -827,7 +825,6 @@ mod tests {
 
     fn crafted(seq: u64, sent_at_ms: u64) -> Vec<u8> {
         let mut envelope = Envelope {
-            version: VERSION,
             sender: "crafted".into(),
             incarnation: 1,
             seq,

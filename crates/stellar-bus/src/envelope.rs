@@ -31,8 +31,6 @@ type HmacSha256 = Hmac<Sha256>;
 /// One message as it travels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Envelope {
-    /// [`VERSION`], or [`VERSION_TRACED`] exactly when `trace` is set.
-    pub(crate) version: u8,
     pub(crate) sender: String,
     /// Distinguishes runs of one sender id, so sequence numbers can restart.
     pub(crate) incarnation: u64,
@@ -51,7 +49,7 @@ pub(crate) struct Envelope {
 
 impl Encode for Envelope {
     fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
-        self.version.encode(encoder)?;
+        self.version().encode(encoder)?;
         self.sender.encode(encoder)?;
         self.incarnation.encode(encoder)?;
         self.seq.encode(encoder)?;
@@ -91,7 +89,6 @@ impl<Context> Decode<Context> for Envelope {
         };
         let tag = <[u8; 32]>::decode(decoder)?;
         Ok(Self {
-            version,
             sender,
             incarnation,
             seq,
@@ -113,6 +110,15 @@ pub(crate) enum Rejection {
 }
 
 impl Envelope {
+    /// The wire version: [`VERSION_TRACED`] exactly when the envelope carries trace context.
+    pub(crate) fn version(&self) -> u8 {
+        if self.trace.is_some() {
+            VERSION_TRACED
+        } else {
+            VERSION
+        }
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         bincode::encode_to_vec(self, config()).expect("encoding into a Vec cannot fail")
     }
@@ -163,13 +169,7 @@ impl Sealer {
         Self { keys }
     }
 
-    /// Signs `envelope` for `channel`, first setting its version to match its trace context.
     pub(crate) fn seal(&self, channel: &str, envelope: &mut Envelope) {
-        envelope.version = if envelope.trace.is_some() {
-            VERSION_TRACED
-        } else {
-            VERSION
-        };
         let mac = self.mac(&self.keys[0], channel, envelope);
         envelope.tag.copy_from_slice(&mac.finalize().into_bytes());
     }
@@ -212,7 +212,7 @@ impl Sealer {
             mac.update(&(bytes.len() as u64).to_be_bytes());
             mac.update(bytes);
         };
-        field(&[envelope.version]);
+        field(&[envelope.version()]);
         field(channel.as_bytes());
         field(envelope.sender.as_bytes());
         field(&envelope.incarnation.to_be_bytes());
@@ -251,7 +251,6 @@ mod tests {
 
     fn envelope() -> Envelope {
         Envelope {
-            version: VERSION,
             sender: "node-a".into(),
             incarnation: 7,
             seq: 1,
@@ -265,7 +264,6 @@ mod tests {
 
     fn traced() -> Envelope {
         Envelope {
-            version: VERSION_TRACED,
             trace: TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
             ..envelope()
         }
@@ -291,11 +289,7 @@ mod tests {
         let mut moved = got.clone();
         moved.trace.as_mut().expect("traced").trace_id[0] ^= 1;
         assert_eq!(sealer.verify("c", &moved), Err(Rejection::BadSignature));
-        let stripped = Envelope {
-            version: VERSION,
-            trace: None,
-            ..got
-        };
+        let stripped = Envelope { trace: None, ..got };
         assert_eq!(sealer.verify("c", &stripped), Err(Rejection::BadSignature));
         for cut in 0..bytes.len() {
             assert_eq!(
@@ -307,19 +301,16 @@ mod tests {
     }
 
     #[test]
-    fn sealing_sets_the_version_from_the_trace_and_zero_ids_are_malformed() {
+    fn the_version_follows_the_trace_and_zero_ids_are_malformed() {
         let sealer = Sealer::new(&ServerToken::new("token"), &[]);
-        let mut mislabelled = Envelope {
-            version: VERSION,
-            ..traced()
-        };
-        sealer.seal("c", &mut mislabelled);
-        assert_eq!(mislabelled.version, VERSION_TRACED);
+        let mut sealed = traced();
+        sealer.seal("c", &mut sealed);
+        assert_eq!(sealed.version(), VERSION_TRACED);
         assert_eq!(
-            Envelope::decode(&mislabelled.encode(), 1 << 20).map(|e| e.trace),
+            Envelope::decode(&sealed.encode(), 1 << 20).map(|e| e.trace),
             Ok(traced().trace)
         );
-        let mut bytes = mislabelled.encode();
+        let mut bytes = sealed.encode();
         let body_end = bytes.len() - 32 - 25;
         bytes[body_end..body_end + 16].fill(0);
         assert_eq!(
