@@ -71,13 +71,7 @@ impl RedisCacheStore {
         let mut cursor = 0_u64;
         let mut found = Vec::new();
         loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(matcher)
-                .arg("COUNT")
-                .arg(SCAN_COUNT);
-            let (next, keys): (u64, Vec<String>) = self.pool.query("SCAN", &cmd).await?;
+            let (next, keys) = self.scan_step(cursor, matcher).await?;
             found.extend(keys);
             if next == 0 {
                 break;
@@ -87,6 +81,21 @@ impl RedisCacheStore {
         found.sort();
         found.dedup();
         Ok(found)
+    }
+
+    /// One `SCAN` call from `cursor`: the next cursor (0 at the end) and the keys it found.
+    async fn scan_step(
+        &self,
+        cursor: u64,
+        matcher: &str,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(matcher)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        Ok(self.pool.query("SCAN", &cmd).await?)
     }
 
     /// Redis keys matching `matcher`, sorted: at most `max`, and whether they are every match.
@@ -100,13 +109,7 @@ impl RedisCacheStore {
         let mut found = std::collections::BTreeSet::new();
         let mut steps = 0;
         let complete = loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(matcher)
-                .arg("COUNT")
-                .arg(SCAN_COUNT);
-            let (next, keys): (u64, Vec<String>) = self.pool.query("SCAN", &cmd).await?;
+            let (next, keys) = self.scan_step(cursor, matcher).await?;
             found.extend(keys);
             steps += 1;
             if next == 0 {
