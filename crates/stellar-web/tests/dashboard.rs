@@ -272,9 +272,9 @@ async fn every_mutation_needs_a_session_and_its_csrf_token_and_changes_nothing_w
     let tasks = tasks(&node);
     let (_, cookie) = login(&node, SECRET).await;
     let cookie = cookie.expect("cookie");
-    let csrf = csrf(&node, &cookie).await;
     let (_, other_cookie) = login(&node, SECRET).await;
-    let other_csrf = csrf_of(&node, other_cookie.as_deref().expect("cookie")).await;
+    let other_csrf = csrf(&node, other_cookie.as_deref().expect("cookie")).await;
+    let csrf = csrf(&node, &cookie).await;
 
     let mutations = [
         ("/dashboard/api/failed/retry", json!({ "id": id })),
@@ -421,10 +421,6 @@ async fn every_mutation_needs_a_session_and_its_csrf_token_and_changes_nothing_w
     assert!(tasks.failed().await.expect("failed").is_empty());
 }
 
-async fn csrf_of(node: &Node, cookie: &str) -> String {
-    csrf(node, cookie).await
-}
-
 #[tokio::test]
 async fn the_event_stream_pushes_a_snapshot_every_second() {
     let cluster = Cluster::new();
@@ -510,13 +506,16 @@ async fn parallel_login_guesses_are_throttled_node_wide() {
     assert!(cookie.is_some());
 }
 
-/// The tasks, scheduled and cache pages: reads need a session, each mutation its CSRF token;
-/// with both, run now, delete and unschedule act.
-#[tokio::test]
-async fn the_task_scheduled_and_cache_endpoints_read_with_a_session_and_act_with_csrf() {
-    let cluster = Cluster::new();
-    let node = node_with_secret(&cluster, "dash-pages", Some(SECRET)).await;
-    let tasks = tasks(&node);
+/// User data on `node`: a task `later` delayed by an hour with `task_args`, its schedule
+/// `hourly` with `schedule_args`, and the cache entry `key` holding `value`. Returns the task
+/// system, the delayed task's id and the cache.
+async fn user_data(
+    node: &Node,
+    task_args: Value,
+    schedule_args: Value,
+    (key, value): (&str, &str),
+) -> (Tasks, String, stellar_cache::Cache) {
+    let tasks = tasks(node);
     tasks.register(TaskDefinition::new("later", |_ctx, _: Value| async move {
         Ok::<(), HandlerError>(())
     }));
@@ -524,7 +523,7 @@ async fn the_task_scheduled_and_cache_endpoints_read_with_a_session_and_act_with
         .enqueue_in(
             Duration::from_secs(3600),
             "later",
-            &json!({ "to": "<b>ada</b>" }),
+            &task_args,
             EnqueueOptions::default(),
         )
         .await
@@ -532,14 +531,30 @@ async fn the_task_scheduled_and_cache_endpoints_read_with_a_session_and_act_with
     let hourly = stellar_tasks::Recurrence::every(Duration::from_secs(3600));
     let options = stellar_tasks::ScheduleOptions::default().id("hourly");
     tasks
-        .schedule("later", &json!(1), hourly, options)
+        .schedule("later", &schedule_args, hourly, options)
         .await
         .expect("schedule");
     let cache = node.web.context().services().cache.clone();
     cache
-        .save("page:k", &"v", Some(Duration::from_secs(60)))
+        .save(key, &value, Some(Duration::from_secs(60)))
         .await
         .expect("save");
+    (tasks, later, cache)
+}
+
+/// The tasks, scheduled and cache pages: reads need a session, each mutation its CSRF token;
+/// with both, run now, delete and unschedule act.
+#[tokio::test]
+async fn the_task_scheduled_and_cache_endpoints_read_with_a_session_and_act_with_csrf() {
+    let cluster = Cluster::new();
+    let node = node_with_secret(&cluster, "dash-pages", Some(SECRET)).await;
+    let (tasks, later, cache) = user_data(
+        &node,
+        json!({ "to": "<b>ada</b>" }),
+        json!(1),
+        ("page:k", "v"),
+    )
+    .await;
 
     let reads = [
         format!("/dashboard/api/task?id={later}"),
@@ -677,34 +692,13 @@ async fn the_task_scheduled_and_cache_endpoints_read_with_a_session_and_act_with
 async fn a_read_only_dashboard_never_shows_arguments_or_cache_values() {
     let cluster = Cluster::new();
     let node = node_with_secret(&cluster, "dash-ro-data", None).await;
-    let tasks = tasks(&node);
-    tasks.register(TaskDefinition::new("later", |_ctx, _: Value| async move {
-        Ok::<(), HandlerError>(())
-    }));
-    let later = tasks
-        .enqueue_in(
-            Duration::from_secs(3600),
-            "later",
-            &json!({ "card": "4111-secret" }),
-            EnqueueOptions::default(),
-        )
-        .await
-        .expect("enqueue");
-    let hourly = stellar_tasks::Recurrence::every(Duration::from_secs(3600));
-    tasks
-        .schedule(
-            "later",
-            &json!({ "token": "schedule-secret" }),
-            hourly,
-            stellar_tasks::ScheduleOptions::default().id("hourly"),
-        )
-        .await
-        .expect("schedule");
-    let cache = node.web.context().services().cache.clone();
-    cache
-        .save("ro:k", &"cache-secret", Some(Duration::from_secs(60)))
-        .await
-        .expect("save");
+    let (_, later, _) = user_data(
+        &node,
+        json!({ "card": "4111-secret" }),
+        json!({ "token": "schedule-secret" }),
+        ("ro:k", "cache-secret"),
+    )
+    .await;
 
     let task = http(
         node.addr,
