@@ -668,7 +668,8 @@ impl Tasks {
         due_at_ms: Option<u64>,
     ) -> Result<Submitted> {
         let made_up = options.id.is_none();
-        let task = self.new_task(name, args, options, due_at_ms)?;
+        let trace = stellar_core::TraceParent::current();
+        let task = self.new_task(name, args, options, due_at_ms, trace)?;
         let outcomes = self
             .store_enqueue(std::slice::from_ref(&task), &[made_up])
             .await?;
@@ -682,13 +683,15 @@ impl Tasks {
         })
     }
 
-    /// The signed task record of an enqueue, checked: nothing is written yet.
+    /// The signed task record of an enqueue at trace position `trace`, checked: nothing is
+    /// written yet.
     fn new_task<A: Serialize + ?Sized>(
         &self,
         name: &str,
         args: &A,
         options: EnqueueOptions,
         due_at_ms: Option<u64>,
+        trace: Option<stellar_core::TraceParent>,
     ) -> Result<NewTask> {
         let definition = self.definition(name).ok_or_else(|| Error::UnknownTask {
             name: name.to_owned(),
@@ -713,7 +716,7 @@ impl Tasks {
             slot: None,
             signature,
             replace: options.replace,
-            trace: stellar_core::TraceParent::current(),
+            trace,
         })
     }
 
@@ -744,12 +747,14 @@ impl Tasks {
             });
         }
         let made_up: Vec<bool> = batch.iter().map(|task| task.options.id.is_none()).collect();
+        // One trace position for the whole batch, read once.
+        let trace = stellar_core::TraceParent::current();
         let tasks = batch
             .into_iter()
             .enumerate()
             .map(|(index, task)| {
                 let due = task.at.map(epoch_ms);
-                self.new_task(&task.name, &task.args, task.options, due)
+                self.new_task(&task.name, &task.args, task.options, due, trace)
                     .map_err(|source| Error::InBatch {
                         index,
                         source: Box::new(source),
