@@ -482,6 +482,21 @@ async fn a_planted_key_of_the_wrong_type_fails_a_batch_with_nothing_written() {
             .expect("llen")
     };
 
+    // The batch `batch` over a planted `what` is refused, and none of `unwritten` is written.
+    let refused = async |batch: Vec<BatchTask>, what: &str, unwritten: &[&str]| {
+        match tasks.enqueue_many(batch).await {
+            Err(Error::Store(StoreError::Refused(_))) => {}
+            other => panic!("a batch over a planted {what} was not refused: {other:?}"),
+        }
+        for id in unwritten {
+            assert_eq!(
+                tasks.show(id).await.expect("show"),
+                None,
+                "{id} was written"
+            );
+        }
+    };
+
     // The second task's record key holds a string.
     run(&pool, &["SET", "stellar:task:b1", "planted"]).await;
     let batch = vec![
@@ -489,17 +504,7 @@ async fn a_planted_key_of_the_wrong_type_fails_a_batch_with_nothing_written() {
         task("b1", "default"),
         task("b2", "default"),
     ];
-    match tasks.enqueue_many(batch).await {
-        Err(Error::Store(StoreError::Refused(_))) => {}
-        other => panic!("a batch over a planted record key was not refused: {other:?}"),
-    }
-    for id in ["b0", "b2"] {
-        assert_eq!(
-            tasks.show(id).await.expect("show"),
-            None,
-            "{id} was written"
-        );
-    }
+    refused(batch, "record key", &["b0", "b2"]).await;
     assert_eq!(length("default").await, 0, "ids were queued");
 
     // The third task's queue list holds a string.
@@ -509,17 +514,7 @@ async fn a_planted_key_of_the_wrong_type_fails_a_batch_with_nothing_written() {
         task("c1", "other"),
         task("c2", "planted"),
     ];
-    match tasks.enqueue_many(batch).await {
-        Err(Error::Store(StoreError::Refused(_))) => {}
-        other => panic!("a batch over a planted queue key was not refused: {other:?}"),
-    }
-    for id in ["c0", "c1"] {
-        assert_eq!(
-            tasks.show(id).await.expect("show"),
-            None,
-            "{id} was written"
-        );
-    }
+    refused(batch, "queue key", &["c0", "c1"]).await;
     assert_eq!(
         (length("default").await, length("other").await),
         (0, 0),
