@@ -73,19 +73,18 @@ async fn login(node: &Node, secret: &str) -> (Response, Option<String>) {
 
 /// The CSRF token of the session behind `cookie`.
 async fn csrf(node: &Node, cookie: &str) -> String {
-    let session = http(
-        node.addr,
-        "GET",
-        "/dashboard/api/session",
-        &[("cookie", cookie)],
-        b"",
-    )
-    .await;
+    let session = get(node, "/dashboard/api/session", Some(cookie)).await;
     assert_eq!(session.body["logged_in"], true, "{session:?}");
     session.body["csrf"]
         .as_str()
         .expect("a csrf token")
         .to_owned()
+}
+
+/// `GET path` on `node`, with the session `cookie` if any.
+async fn get(node: &Node, path: &str, cookie: Option<&str>) -> Response {
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+    http(node.addr, "GET", path, &headers, b"").await
 }
 
 async fn post(node: &Node, path: &str, headers: &[(&str, &str)], body: Value) -> Response {
@@ -101,14 +100,14 @@ async fn without_a_secret_the_dashboard_shows_the_cluster_and_refuses_every_acti
     let _other = node_with_secret(&cluster, "dash-ro-2", None).await;
     let id = failed_task(&node).await;
 
-    let page = http(node.addr, "GET", "/dashboard", &[], b"").await;
+    let page = get(&node, "/dashboard", None).await;
     assert_eq!(page.status, 200);
     assert!(
         page.header("content-type")
             .is_some_and(|t| t.starts_with("text/html"))
     );
     assert!(page.header("content-security-policy").is_some());
-    let script = http(node.addr, "GET", "/dashboard/app.js", &[], b"").await;
+    let script = get(&node, "/dashboard/app.js", None).await;
     assert_eq!(script.status, 200);
     assert!(
         script
@@ -116,9 +115,9 @@ async fn without_a_secret_the_dashboard_shows_the_cluster_and_refuses_every_acti
             .is_some_and(|t| t.contains("javascript"))
     );
 
-    let session = http(node.addr, "GET", "/dashboard/api/session", &[], b"").await;
+    let session = get(&node, "/dashboard/api/session", None).await;
     assert_eq!(session.body["mode"], "read-only");
-    let snapshot = http(node.addr, "GET", "/dashboard/api/snapshot", &[], b"").await;
+    let snapshot = get(&node, "/dashboard/api/snapshot", None).await;
     assert_eq!(snapshot.status, 200, "{snapshot:?}");
     let nodes: Vec<&str> = snapshot.body["nodes"]
         .as_array()
@@ -128,7 +127,7 @@ async fn without_a_secret_the_dashboard_shows_the_cluster_and_refuses_every_acti
         .collect();
     assert_eq!(nodes, ["dash-ro", "dash-ro-2"]);
     assert_eq!(snapshot.body["tasks"]["failed_now"], 1);
-    let failed = http(node.addr, "GET", "/dashboard/api/failed", &[], b"").await;
+    let failed = get(&node, "/dashboard/api/failed", None).await;
     assert_eq!(failed.body["items"][0]["id"], id.as_str());
     assert_eq!(failed.body["items"][0]["error"], "kaput");
 
@@ -172,7 +171,7 @@ async fn a_login_opens_an_http_only_strict_session_and_the_secret_is_never_shown
     let cluster = Cluster::new();
     let node = node_with_secret(&cluster, "dash-login", Some(SECRET)).await;
 
-    let session = http(node.addr, "GET", "/dashboard/api/session", &[], b"").await;
+    let session = get(&node, "/dashboard/api/session", None).await;
     assert_eq!(
         session.body,
         json!({ "mode": "login", "logged_in": false, "node_id": "dash-login" })
@@ -182,7 +181,7 @@ async fn a_login_opens_an_http_only_strict_session_and_the_secret_is_never_shown
         "/dashboard/api/failed",
         "/dashboard/api/events",
     ] {
-        let response = http(node.addr, "GET", path, &[], b"").await;
+        let response = get(&node, path, None).await;
         assert_eq!(response.status, 403, "{path} needs a session: {response:?}");
     }
 
@@ -204,14 +203,7 @@ async fn a_login_opens_an_http_only_strict_session_and_the_secret_is_never_shown
 
     let csrf = csrf(&node, &cookie).await;
     assert_ne!(csrf, token);
-    let snapshot = http(
-        node.addr,
-        "GET",
-        "/dashboard/api/snapshot",
-        &[("cookie", &cookie)],
-        b"",
-    )
-    .await;
+    let snapshot = get(&node, "/dashboard/api/snapshot", Some(&cookie)).await;
     assert_eq!(snapshot.status, 200);
     for path in [
         "/dashboard",
@@ -220,18 +212,16 @@ async fn a_login_opens_an_http_only_strict_session_and_the_secret_is_never_shown
         "/dashboard/api/session",
         "/dashboard/api/snapshot",
     ] {
-        let response = http(node.addr, "GET", path, &[("cookie", &cookie)], b"").await;
+        let response = get(&node, path, Some(&cookie)).await;
         assert!(
             !format!("{response:?}").contains(SECRET),
             "{path} shows the secret"
         );
     }
-    let forged = http(
-        node.addr,
-        "GET",
+    let forged = get(
+        &node,
         "/dashboard/api/snapshot",
-        &[("cookie", "stellar_dashboard=00ff")],
-        b"",
+        Some("stellar_dashboard=00ff"),
     )
     .await;
     assert_eq!(forged.status, 403);
@@ -253,14 +243,7 @@ async fn a_login_opens_an_http_only_strict_session_and_the_secret_is_never_shown
     )
     .await;
     assert_eq!(out.status, 200, "{out:?}");
-    let after = http(
-        node.addr,
-        "GET",
-        "/dashboard/api/snapshot",
-        &[("cookie", &cookie)],
-        b"",
-    )
-    .await;
+    let after = get(&node, "/dashboard/api/snapshot", Some(&cookie)).await;
     assert_eq!(after.status, 403);
 }
 
@@ -344,14 +327,7 @@ async fn every_mutation_needs_a_session_and_its_csrf_token_and_changes_nothing_w
             .expect("paused")
             .contains("mail")
     );
-    let snapshot = http(
-        node.addr,
-        "GET",
-        "/dashboard/api/snapshot",
-        &[("cookie", &cookie)],
-        b"",
-    )
-    .await;
+    let snapshot = get(&node, "/dashboard/api/snapshot", Some(&cookie)).await;
     let mail = snapshot.body["queues"]
         .as_array()
         .expect("queues")
@@ -385,14 +361,7 @@ async fn every_mutation_needs_a_session_and_its_csrf_token_and_changes_nothing_w
         "{quiet:?}"
     );
     assert!(tasks.is_quiet());
-    let snapshot = http(
-        node.addr,
-        "GET",
-        "/dashboard/api/snapshot",
-        &[("cookie", &cookie)],
-        b"",
-    )
-    .await;
+    let snapshot = get(&node, "/dashboard/api/snapshot", Some(&cookie)).await;
     assert_eq!(snapshot.body["nodes"][0]["state"], "quiet", "{snapshot:?}");
     let loud = post(
         &node,
@@ -563,15 +532,15 @@ async fn the_task_scheduled_and_cache_endpoints_read_with_a_session_and_act_with
         "/dashboard/api/cache/value?key=page%3Ak".to_owned(),
     ];
     for path in &reads {
-        let response = http(node.addr, "GET", path, &[], b"").await;
+        let response = get(&node, path, None).await;
         assert_eq!(response.status, 403, "{path} needs a session: {response:?}");
     }
     let (_, cookie) = login(&node, SECRET).await;
     let cookie = cookie.expect("cookie");
     let csrf = csrf(&node, &cookie).await;
-    let get = async |path: &str| http(node.addr, "GET", path, &[("cookie", &cookie)], b"").await;
+    let read = async |path: &str| get(&node, path, Some(&cookie)).await;
 
-    let found = get(&reads[0]).await;
+    let found = read(&reads[0]).await;
     assert_eq!(found.body["task"]["state"], "delayed", "{found:?}");
     assert_eq!(found.body["task"]["args"], r#"{"to":"<b>ada</b>"}"#);
     assert_eq!(found.body["task"]["args_hidden"], false);
@@ -582,9 +551,9 @@ async fn the_task_scheduled_and_cache_endpoints_read_with_a_session_and_act_with
         .map(|e| &e["event"])
         .collect();
     assert_eq!(events, ["enqueued", "due"]);
-    let missing = get("/dashboard/api/task?id=nope").await;
+    let missing = read("/dashboard/api/task?id=nope").await;
     assert_eq!(missing.body, json!({ "id": "nope", "task": null }));
-    let scheduled = get(&reads[1]).await;
+    let scheduled = read(&reads[1]).await;
     assert_eq!(scheduled.body["delayed"][0]["id"], later.as_str());
     assert_eq!(scheduled.body["schedules"][0]["id"], "hourly");
     assert_eq!(
@@ -596,10 +565,10 @@ async fn the_task_scheduled_and_cache_endpoints_read_with_a_session_and_act_with
             .as_u64()
             .is_some()
     );
-    let keys = get(&reads[2]).await;
+    let keys = read(&reads[2]).await;
     assert_eq!(keys.body["keys"][0]["key"], "page:k", "{keys:?}");
     assert_eq!(keys.body["truncated"], false);
-    let value = get(&reads[3]).await;
+    let value = read(&reads[3]).await;
     assert_eq!(
         (&value.body["text"], &value.body["kind"]),
         (&json!(r#""v""#), &json!("value"))
@@ -700,21 +669,14 @@ async fn a_read_only_dashboard_never_shows_arguments_or_cache_values() {
     )
     .await;
 
-    let task = http(
-        node.addr,
-        "GET",
-        &format!("/dashboard/api/task?id={later}"),
-        &[],
-        b"",
-    )
-    .await;
+    let task = get(&node, &format!("/dashboard/api/task?id={later}"), None).await;
     assert_eq!(task.status, 200, "{task:?}");
     assert_eq!(task.body["task"]["state"], "delayed");
     assert_eq!(task.body["task"]["args"], Value::Null);
     assert_eq!(task.body["task"]["args_hidden"], true);
     assert!(!task.body.to_string().contains("4111-secret"), "{task:?}");
 
-    let scheduled = http(node.addr, "GET", "/dashboard/api/scheduled", &[], b"").await;
+    let scheduled = get(&node, "/dashboard/api/scheduled", None).await;
     assert_eq!(scheduled.status, 200, "{scheduled:?}");
     assert_eq!(scheduled.body["delayed"][0]["id"], later.as_str());
     let schedule = &scheduled.body["schedules"][0];
@@ -729,23 +691,9 @@ async fn a_read_only_dashboard_never_shows_arguments_or_cache_values() {
         "{all}"
     );
 
-    let keys = http(
-        node.addr,
-        "GET",
-        "/dashboard/api/cache/keys?prefix=ro%3A",
-        &[],
-        b"",
-    )
-    .await;
+    let keys = get(&node, "/dashboard/api/cache/keys?prefix=ro%3A", None).await;
     assert_eq!(keys.body["keys"][0]["key"], "ro:k", "{keys:?}");
-    let value = http(
-        node.addr,
-        "GET",
-        "/dashboard/api/cache/value?key=ro%3Ak",
-        &[],
-        b"",
-    )
-    .await;
+    let value = get(&node, "/dashboard/api/cache/value?key=ro%3Ak", None).await;
     assert_eq!(value.status, 403, "{value:?}");
     let message = value.body["error"]["message"].as_str().expect("message");
     assert!(
