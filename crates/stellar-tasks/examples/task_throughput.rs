@@ -7,7 +7,9 @@
 //! ```
 //!
 //! - enqueue rate: `TASKS` no-op tasks enqueued by 50 concurrent callers;
-//! - run rate: the same tasks drained by one node with `CONCURRENCY` workers;
+//! - run rate: the same tasks drained by one node with `CONCURRENCY` workers, and Redis's time
+//!   per drained task (its CPU time, `INFO cpu`, over the drain: every command the node sent),
+//!   a figure the machine's other load hardly moves, beside raw `BRPOP`'s per item;
 //! - pickup latency: from `enqueue` returning to the handler starting, on an idle node, 500 times;
 //! - bulk enqueue rate: `TASKS` tasks by one caller with `Tasks::enqueue_many`, 1000 a batch.
 //!
@@ -167,12 +169,16 @@ async fn throughput(total: u64, concurrency: usize) -> Result<(), Error> {
     let enqueued = per_caller * CALLERS;
     // Enqueue everything first (no workers yet), then start the node and time the drain.
     let enqueue_rate = enqueue_concurrently(&bench.tasks, per_caller).await?;
+    let before = redis_usec(&bench.pool).await?;
     let run_rate = bench.drain(enqueued).await;
+    let drain_cost = (redis_usec(&bench.pool).await? - before) / enqueued as f64;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pickup = bench.pickup(PROBES, None, || true).await?;
 
     let raw_push_rate = raw_push(&bench.pool, per_caller).await?;
+    let before = redis_usec(&bench.pool).await?;
     let raw_drain_rate = raw_drain(&bench.pool, enqueued, concurrency.min(16)).await?;
+    let raw_drain_cost = (redis_usec(&bench.pool).await? - before) / enqueued as f64;
     let raw_pickup = raw_pickup(&bench.pool).await?;
     let bulk_rate = bulk_enqueue(&bench.tasks, enqueued).await?;
 
@@ -194,6 +200,13 @@ async fn throughput(total: u64, concurrency: usize) -> Result<(), Error> {
         run_rate,
         "redis.brpop_drain_per_s",
         raw_drain_rate,
+    );
+    report(
+        "tasks.drain_redis_cpu_us_per_task",
+        "us",
+        drain_cost,
+        "redis.brpop_drain_redis_cpu_us_per_item",
+        raw_drain_cost,
     );
     for (p, name, raw_name) in [
         (50.0, "tasks.pickup_p50_ms", "redis.lpush_brpop_p50_ms"),
@@ -383,6 +396,20 @@ async fn brpop(
     })
     .await
     .map_err(|e| e.to_string())
+}
+
+/// The CPU time Redis's process has used so far (user and system, `INFO cpu`), in
+/// microseconds: the server's share of a measurement, which the machine's other load hardly
+/// moves (unlike the `usec` of `INFO commandstats`, which counts wall time and counts a script's
+/// commands twice).
+async fn redis_usec(pool: &RedisPool) -> Result<f64, Error> {
+    let info: String = pool.query("INFO", redis::cmd("INFO").arg("cpu")).await?;
+    Ok(info
+        .lines()
+        .filter(|line| line.starts_with("used_cpu_sys:") || line.starts_with("used_cpu_user:"))
+        .filter_map(|line| line.split(':').nth(1)?.trim().parse::<f64>().ok())
+        .sum::<f64>()
+        * 1e6)
 }
 
 fn percentile(samples: &[f64], p: f64) -> f64 {
