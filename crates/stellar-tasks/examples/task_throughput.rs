@@ -169,8 +169,19 @@ async fn throughput(total: u64, concurrency: usize) -> Result<(), Error> {
     let enqueued = per_caller * CALLERS;
     // Enqueue everything first (no workers yet), then start the node and time the drain.
     let enqueue_rate = enqueue_concurrently(&bench.tasks, per_caller).await?;
+    let _: String = bench
+        .pool
+        .query("CONFIG", redis::cmd("CONFIG").arg("RESETSTAT"))
+        .await?;
     let before = redis_usec(&bench.pool).await?;
     let run_rate = bench.drain(enqueued).await;
+    if std::env::var("DEBUG_STATS").is_ok() {
+        let i: String = bench
+            .pool
+            .query("INFO", redis::cmd("INFO").arg("commandstats"))
+            .await?;
+        eprintln!("{i}");
+    }
     let drain_cost = (redis_usec(&bench.pool).await? - before) / enqueued as f64;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let pickup = bench.pickup(PROBES, None, || true).await?;

@@ -50,40 +50,54 @@ local runnable = {}
 for i = 8, 7 + n_names do
   runnable[ARGV[i]] = true
 end
+-- Tokens are the counter's next values: read once here (INCRBY 0 fails on a counter that is not
+-- a number before anything is written) and moved past the claimed ones at the end.
+local base = redis.call('INCRBY', KEYS[2], 0)
 local out = {}
 local saved = {}
+local leases = {}
 local claimed = 0
 local skipped = 0
 
 -- Fields are coerced, never trusted to be well formed: a malformed record (someone wrote it by
 -- hand) must neither stop the script half way nor misalign the reply; its signature check fails.
+-- One read per task (`queued`), one write (`take`); the lease deadlines go in one ZADD at the end.
 local function take(key, id, f)
-  local token = redis.call('INCR', KEYS[2])
-  local attempts = (tonumber(f.attempts) or 0) + 1
+  claimed = claimed + 1
+  local token = base + claimed
+  local attempts = (tonumber(f[4]) or 0) + 1
   redis.call('HSET', key, 'state', 'running', 'node', ARGV[2], 'started_at', now, 'claims', token,
     'attempts', attempts)
   -- A new attempt starts without the progress the previous one reported.
-  redis.call('HDEL', key, 'parked', 'progress')
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), id)
-  local g = redis.call('HMGET', key, 'args', 'max_attempts', 'sig', 'enqueued_at', 'due_at',
-    'trace')
-  local since = math.max(tonumber(g[4]) or now, tonumber(g[5]) or 0)
-  for _, v in ipairs({ id, token, f.name or '', f.queue or '', g[1] or '', attempts,
-      tonumber(g[2]) or 0, g[3] or '', math.max(now - since, 0), g[6] or '' }) do
+  if f[11] or f[12] then
+    redis.call('HDEL', key, 'parked', 'progress')
+  end
+  table.insert(leases, now + tonumber(ARGV[1]))
+  table.insert(leases, id)
+  local since = math.max(tonumber(f[8]) or now, tonumber(f[9]) or 0)
+  for _, v in ipairs({ id, token, f[2], f[3], f[5] or '', attempts, tonumber(f[6]) or 0,
+      f[7] or '', math.max(now - since, 0), f[10] or '' }) do
     table.insert(out, v)
   end
   table.insert(saved, id .. ' ' .. token)
-  claimed = claimed + 1
 end
 
--- The record of `id` if it is a queued task of `queue` (and of `name`, for a parked list); nil
--- for a stale id (deleted, replaced, moved, or enqueued again elsewhere since).
+-- The record of `id` (its fields, as `take` reads them) if it is a queued task of `queue` (and of
+-- `name`, for a parked list); nil for a stale id (deleted, replaced, moved, enqueued again
+-- elsewhere since, or taken earlier in this call: its state is running now).
 local function queued(key, queue, name)
-  local f = redis.call('HMGET', key, 'state', 'name', 'queue', 'attempts')
+  local f = redis.call('HMGET', key, 'state', 'name', 'queue', 'attempts', 'args', 'max_attempts',
+    'sig', 'enqueued_at', 'due_at', 'trace', 'parked', 'progress')
   if f[1] ~= 'queued' or not f[2] or f[3] ~= queue or (name and f[2] ~= name) then
     return nil
   end
-  return { name = f[2], queue = f[3], attempts = f[4] }
+  return f
+end
+
+-- Up to what this call still wants, from the tail of `list`, in one command; an empty table when
+-- the list is empty.
+local function pop(list)
+  return redis.call('RPOP', list, wanted - claimed) or {}
 end
 
 local pair = 0
@@ -93,9 +107,10 @@ for i = 4, #KEYS, 2 do
   pair = pair + 1
   -- Parked tasks of names this node can run, first. The node's own names are looked up when the
   -- set is large (it holds any name ever parked in this queue).
-  if claimed < wanted then
+  local parked = claimed < wanted and redis.call('SCARD', parked_names) or 0
+  if parked > 0 then
     local names = {}
-    if redis.call('SCARD', parked_names) <= 64 then
+    if parked <= 64 then
       names = redis.call('SMEMBERS', parked_names)
     else
       for i = 8, 7 + n_names do
@@ -108,43 +123,52 @@ for i = 4, #KEYS, 2 do
       if runnable[name] then
         local list = ARGV[5] .. queue .. ' ' .. name
         while claimed < wanted and skipped < skip_limit do
-          local id = redis.call('RPOP', list)
-          if not id then
+          local ids = pop(list)
+          if #ids == 0 then
             redis.call('SREM', parked_names, name)
             break
           end
-          local key = ARGV[3] .. id
-          local f = queued(key, queue, name)
-          if f then
-            take(key, id, f)
-          else
-            skipped = skipped + 1
+          for _, id in ipairs(ids) do
+            local key = ARGV[3] .. id
+            local f = queued(key, queue, name)
+            if f then
+              take(key, id, f)
+            else
+              skipped = skipped + 1
+            end
           end
         end
       end
     end
   end
   while claimed < wanted and skipped < skip_limit do
-    local id = redis.call('RPOP', queue_key)
-    if not id then
+    local ids = pop(queue_key)
+    if #ids == 0 then
       break
     end
-    local key = ARGV[3] .. id
-    local f = queued(key, queue, nil)
-    if not f then
-      -- A stale id is dropped.
-      skipped = skipped + 1
-    elseif not runnable[f.name] then
-      redis.call('LPUSH', ARGV[5] .. queue .. ' ' .. f.name, id)
-      redis.call('SADD', parked_names, f.name)
-      redis.call('HSET', key, 'parked', '1')
-      skipped = skipped + 1
-    else
-      take(key, id, f)
+    -- Every id popped is dealt with, even past the skip budget: none is put back.
+    for _, id in ipairs(ids) do
+      local key = ARGV[3] .. id
+      local f = queued(key, queue, nil)
+      if not f then
+        -- A stale id is dropped.
+        skipped = skipped + 1
+      elseif not runnable[f[2]] then
+        redis.call('LPUSH', ARGV[5] .. queue .. ' ' .. f[2], id)
+        redis.call('SADD', parked_names, f[2])
+        redis.call('HSET', key, 'parked', '1')
+        skipped = skipped + 1
+      else
+        take(key, id, f)
+      end
     end
   end
 end
 if claimed > 0 then
+  redis.call('INCRBY', KEYS[2], claimed)
+  for i = 1, #leases, 200 do
+    redis.call('ZADD', KEYS[1], unpack(leases, i, math.min(i + 199, #leases)))
+  end
   redis.call('SET', KEYS[3], table.concat(saved, '\n'), 'PX', ARGV[8 + n_names + pair])
 end
 table.insert(out, 1, skipped)

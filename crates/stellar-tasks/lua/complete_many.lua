@@ -10,23 +10,24 @@
 -- ARGV[5..] pairs: id, claim token
 -- Returns one 1 (accepted) or 0 (rejected) per pair, in order; a pair whose claim completed the
 -- task already (a repeat after a lost reply) is accepted again without counting twice.
+-- Per task one read and two writes; the in-flight removals and the counters go once per batch.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
-local touched = {}
+local done = {}
+local by_name = {}
+local by_node = {}
 for i = 5, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local key = ARGV[2] .. id
   local f = redis.call('HMGET', key, 'claims', 'state', 'name', 'node')
   if f[1] == token and f[2] == 'running' then
-    redis.call('ZREM', KEYS[1], id)
     redis.call('HSET', key, 'state', 'completed', 'finished_at', now)
     redis.call('PEXPIRE', key, ARGV[1])
-    redis.call('HINCRBY', KEYS[2], 'processed', 1)
-    redis.call('HINCRBY', KEYS[2], 'processed:' .. f[3], 1)
-    local node = f[4] or '?'
-    redis.call('HINCRBY', ARGV[3] .. node, 'processed', 1)
-    touched[node] = true
+    table.insert(done, id)
+    local name, node = f[3] or '', f[4] or '?'
+    by_name[name] = (by_name[name] or 0) + 1
+    by_node[node] = (by_node[node] or 0) + 1
     table.insert(out, 1)
   elseif f[1] == token and f[2] == 'completed' then
     table.insert(out, 1)
@@ -34,7 +35,17 @@ for i = 5, #ARGV, 2 do
     table.insert(out, 0)
   end
 end
-for node in pairs(touched) do
+if #done > 0 then
+  for i = 1, #done, 200 do
+    redis.call('ZREM', KEYS[1], unpack(done, i, math.min(i + 199, #done)))
+  end
+  redis.call('HINCRBY', KEYS[2], 'processed', #done)
+  for name, n in pairs(by_name) do
+    redis.call('HINCRBY', KEYS[2], 'processed:' .. name, n)
+  end
+end
+for node, n in pairs(by_node) do
+  redis.call('HINCRBY', ARGV[3] .. node, 'processed', n)
   redis.call('PEXPIRE', ARGV[3] .. node, ARGV[4])
   redis.call('ZADD', KEYS[3], now, node)
 end

@@ -57,10 +57,11 @@ local function positive_ms(text)
   return nil
 end
 
--- Why a task is not added, if it is not: its id has a record (in Redis or earlier in the batch)
--- that it may not replace, or its recurring slot is fenced off or taken. Writes nothing.
-local function refusal(key, replace, slot_key, schedule, leader)
-  local state = planned[key] or redis.call('HGET', key, 'state')
+-- Why a task is not added, if it is not: its id has a record (`stored`: its state in Redis, or
+-- earlier in the batch) that it may not replace, or its recurring slot is fenced off or taken.
+-- Writes nothing.
+local function refusal(key, stored, replace, slot_key, schedule, leader)
+  local state = planned[key] or stored
   if state then
     local replaceable = state == 'completed' or state == 'failed'
     if not (replaceable and replace == '1') then
@@ -80,13 +81,18 @@ local function refusal(key, replace, slot_key, schedule, leader)
   return nil
 end
 
--- Checks: nothing is written until every task passed.
+-- Checks: nothing is written until every task passed. One read per task: its record's state
+-- (read with pcall, so a key of another type is reported, not raised).
 local out = {}
 local added = {}
+local existed = {}
 for i = 1, #ARGV, 17 do
   local key, queue_key, _, id, _, _, _, _, due, _, replace, slot_key, remember, schedule, at,
     leader = unpack(ARGV, i, i + 15)
-  bad = wrong_type(key, 'hash')
+  local stored = redis.pcall('HGET', key, 'state')
+  if type(stored) == 'table' and stored.err then
+    bad = wrong_type(key, 'hash') or ('ERR task ' .. id .. ': ' .. stored.err)
+  end
   if not bad and not lists[queue_key] then
     bad = wrong_type(queue_key, 'list')
     lists[queue_key] = true
@@ -100,10 +106,12 @@ for i = 1, #ARGV, 17 do
   if bad then
     return redis.error_reply(bad)
   end
-  local refused = refusal(key, replace, slot_key, schedule, leader)
+  local refused = refusal(key, stored, replace, slot_key, schedule, leader)
   if refused then
     table.insert(out, refused)
   else
+    -- A replaced record is deleted first, once: a later duplicate in the batch is refused.
+    existed[i] = stored and not planned[key]
     planned[key] = tonumber(due) > now and 'delayed' or 'queued'
     if slot_key ~= '' then
       taken[slot_key] = true
@@ -113,9 +121,22 @@ for i = 1, #ARGV, 17 do
   end
 end
 
--- Writes.
+-- Writes: per task its record (and a replaced one's deletion); the failed-set cleanup, queue
+-- pushes, delayed entries, queue names and wake-ups once per batch.
 local wake = {}
 local queues = {}
+local pushes = {}
+local push_order = {}
+local delayed = {}
+local ids = {}
+
+-- `cmd key` with `items` as arguments, at most 200 at a time.
+local function chunked(cmd, key, items)
+  for i = 1, #items, 200 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 199, #items)))
+  end
+end
+
 for _, i in ipairs(added) do
   local key, queue_key, channel, id, name, queue, args, max, due, sig, _, slot_key, remember,
     schedule, at, _, trace = unpack(ARGV, i, i + 16)
@@ -126,24 +147,41 @@ for _, i in ipairs(added) do
       redis.call('HSET', KEYS[4], schedule, at)
     end
   end
-  -- A replaced record, or a failed-set entry left by a record that expired or was deleted.
-  redis.call('DEL', key)
-  redis.call('ZREM', KEYS[3], id)
+  if existed[i] then
+    redis.call('DEL', key)
+  end
+  -- A failed-set entry of a replaced record, or left by a record that expired or was deleted.
+  table.insert(ids, id)
   queues[queue] = true
+  local state = 'queued'
   if tonumber(due) > now then
-    redis.call('HSET', key, 'id', id, 'name', name, 'queue', queue, 'args', args,
-      'max_attempts', max, 'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', 'delayed',
-      'due_at', due)
-    redis.call('ZADD', KEYS[1], due, id)
+    state = 'delayed'
+    table.insert(delayed, due)
+    table.insert(delayed, id)
   else
-    redis.call('HSET', key, 'id', id, 'name', name, 'queue', queue, 'args', args,
-      'max_attempts', max, 'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', 'queued')
-    redis.call('LPUSH', queue_key, id)
+    if not pushes[queue_key] then
+      pushes[queue_key] = {}
+      table.insert(push_order, queue_key)
+    end
+    table.insert(pushes[queue_key], id)
     wake[channel] = queue
   end
-  if trace ~= '' then
-    redis.call('HSET', key, 'trace', trace)
+  local fields = { 'id', id, 'name', name, 'queue', queue, 'args', args, 'max_attempts', max,
+    'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', state }
+  if state == 'delayed' then
+    table.insert(fields, 'due_at')
+    table.insert(fields, due)
   end
+  if trace ~= '' then
+    table.insert(fields, 'trace')
+    table.insert(fields, trace)
+  end
+  redis.call('HSET', key, unpack(fields))
+end
+chunked('ZREM', KEYS[3], ids)
+chunked('ZADD', KEYS[1], delayed)
+for _, queue_key in ipairs(push_order) do
+  chunked('LPUSH', queue_key, pushes[queue_key])
 end
 for queue in pairs(queues) do
   redis.call('SADD', KEYS[2], queue)

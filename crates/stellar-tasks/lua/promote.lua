@@ -9,14 +9,33 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
+if #ids == 0 then
+  return 0
+end
+-- Per task one read and one write; removals, pushes and wake-ups once per call (per queue).
+local pushes = {}
+local order = {}
+for i = 1, #ids, 200 do
+  redis.call('ZREM', KEYS[1], unpack(ids, i, math.min(i + 199, #ids)))
+end
 for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
   local key = ARGV[1] .. id
-  local queue = redis.call('HGET', key, 'queue')
-  if queue and redis.call('HGET', key, 'state') == 'delayed' then
+  local f = redis.call('HMGET', key, 'queue', 'state')
+  local queue = f[1]
+  if queue and f[2] == 'delayed' then
     redis.call('HSET', key, 'state', 'queued')
-    redis.call('LPUSH', ARGV[2] .. queue, id)
-    redis.call('PUBLISH', ARGV[3] .. queue, queue)
+    if not pushes[queue] then
+      pushes[queue] = {}
+      table.insert(order, queue)
+    end
+    table.insert(pushes[queue], id)
   end
+end
+for _, queue in ipairs(order) do
+  local list = pushes[queue]
+  for i = 1, #list, 200 do
+    redis.call('LPUSH', ARGV[2] .. queue, unpack(list, i, math.min(i + 199, #list)))
+  end
+  redis.call('PUBLISH', ARGV[3] .. queue, queue)
 end
 return #ids

@@ -45,6 +45,7 @@
 //! # }
 //! ```
 
+mod coalesce;
 mod error;
 mod keys;
 mod maintenance;

@@ -20,6 +20,7 @@ use tracing::warn;
 use crate::{
     Enqueued, Error, HandlerError, Recurrence, Result, Schedule, ScheduleInfo, Stats, StoreError,
     TaskRecord, TaskState, TaskStore, WorkSignal, WorkerInfo,
+    coalesce::Coalescer,
     metrics::TaskMetrics,
     retry::Retry,
     store::{Claimed, NewTask, now_ms, task_signature_fields},
@@ -329,6 +330,8 @@ pub(crate) struct Inner {
     quiet: AtomicBool,
     /// The paused queues as last read, and when.
     paused: Mutex<(Option<tokio::time::Instant>, Arc<BTreeSet<String>>)>,
+    /// Combines concurrent single enqueues into store batches.
+    coalescer: Coalescer,
 }
 
 impl fmt::Debug for Tasks {
@@ -352,6 +355,7 @@ impl Tasks {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                coalescer: Coalescer::new(store.clone()),
                 store,
                 signal,
                 node_id,
@@ -630,7 +634,9 @@ impl Tasks {
         // Whether a try whose answer never came may have run.
         let mut maybe_ran = false;
         loop {
-            let err = match self.inner.store.enqueue_many(tasks).await {
+            let (result, batch_maybe_ran) = self.enqueue_step(tasks).await;
+            maybe_ran |= batch_maybe_ran;
+            let err = match result {
                 Ok(mut outcomes) => {
                     if maybe_ran {
                         // An id made up here is held only by an earlier try of this call.
@@ -658,6 +664,20 @@ impl Tasks {
             }
             return Err(err.into());
         }
+    }
+
+    /// One try of `store_enqueue`: a single task goes through the coalescer (in one store call
+    /// with other single enqueues waiting at the same time), a batch alone; and whether a
+    /// combined call that failed may have added the task.
+    async fn enqueue_step(&self, tasks: &[NewTask]) -> (Result<Vec<Enqueued>, StoreError>, bool) {
+        if let [task] = tasks {
+            let coalesced = self.inner.coalescer.enqueue(task).await;
+            return (
+                coalesced.result.map(|outcome| vec![outcome]),
+                coalesced.maybe_ran,
+            );
+        }
+        (self.inner.store.enqueue_many(tasks).await, false)
     }
 
     async fn add<A: Serialize + ?Sized>(
@@ -1123,7 +1143,7 @@ fn schedule_signature_fields<'a>(schedule: &'a Schedule, recurrence: &'a str) ->
 /// Whether a try that failed with `err` may have run in the store: anything but a connection
 /// that could not be made at all (the request never left), or a refusal (the scripts check
 /// everything before they write, so a refused step wrote nothing).
-fn may_have_run(err: &StoreError) -> bool {
+pub(crate) fn may_have_run(err: &StoreError) -> bool {
     !matches!(
         err,
         StoreError::Unavailable(TransportError::Connect { .. }) | StoreError::Refused(_)

@@ -742,3 +742,106 @@ async fn the_reaper_takes_back_malformed_and_non_utf8_running_records() {
     assert!(store.reap(100).await.expect("reap").is_empty());
     cancel.cancel();
 }
+
+/// An id listed twice in its queue (pushed again by hand, or left by a crash between two steps
+/// of an older version) is claimed once, even when both copies come in one claim batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_listed_twice_in_its_queue_runs_once() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let (api, tasks, runs) = counting_node(store, "n1", TaskConfig::default());
+    let options = EnqueueOptions {
+        id: Some("twice".into()),
+        ..EnqueueOptions::default()
+    };
+    tasks.enqueue("work", &1, options).await.expect("enqueue");
+    run(&pool, &["LPUSH", "stellar:queue:default", "twice", "twice"]).await;
+    tasks.start(&api);
+    completed(&tasks, "twice").await;
+    // A second run would start within a claim of the first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the task ran more than once"
+    );
+    let record = tasks.show("twice").await.expect("show").expect("record");
+    assert_eq!(record.attempts, 1, "one claim only");
+    api.shutdown().await.expect("stops");
+    cancel.cancel();
+}
+
+/// Concurrent single enqueues share store calls (they are combined while one is in flight), and
+/// a key planted under one task's id fails that enqueue alone: every other caller's task is
+/// added, whether or not it shared a call with the refused one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_enqueues_share_calls_and_a_planted_key_fails_only_its_own() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let (_api, tasks, _) = counting_node(store, "n1", TaskConfig::default());
+    run(&pool, &["SET", "stellar:task:planted", "not a hash"]).await;
+    let script_calls = async || {
+        let info: String = pool
+            .query("INFO", redis::cmd("INFO").arg("commandstats"))
+            .await
+            .expect("info");
+        info.lines()
+            .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    for round in 0..3 {
+        let before = script_calls().await;
+        let callers: Vec<_> = (0..200)
+            .map(|n| {
+                let tasks = tasks.clone();
+                tokio::spawn(async move {
+                    // Round 0 has no planted id: it shows the sharing.
+                    let id = if n == 100 && round > 0 {
+                        "planted".to_owned()
+                    } else {
+                        format!("r{round}-{n}")
+                    };
+                    let options = EnqueueOptions {
+                        id: Some(id.clone()),
+                        ..EnqueueOptions::default()
+                    };
+                    (id, tasks.submit("work", &n, options, None).await)
+                })
+            })
+            .collect();
+        for caller in callers {
+            let (id, result) = caller.await.expect("caller");
+            if id == "planted" {
+                assert!(
+                    matches!(result, Err(Error::Store(StoreError::Refused(_)))),
+                    "the planted id was not refused: {result:?}"
+                );
+            } else {
+                let submitted = result.expect("an unrelated enqueue failed");
+                assert_eq!(submitted.outcome, Enqueued::Added, "{id}");
+                let record = tasks.show(&id).await.expect("show").expect("record");
+                assert_eq!(record.state, TaskState::Queued, "{id}");
+            }
+        }
+        if round == 0 {
+            let calls = script_calls().await - before;
+            assert!(
+                calls < 200,
+                "{calls} script calls for 200 concurrent enqueues"
+            );
+        }
+    }
+    let queued: u64 = pool
+        .query("LLEN", redis::cmd("LLEN").arg("stellar:queue:default"))
+        .await
+        .expect("llen");
+    assert_eq!(
+        queued,
+        200 + 2 * 199,
+        "every added task is in its queue once"
+    );
+    cancel.cancel();
+}
