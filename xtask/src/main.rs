@@ -8,11 +8,14 @@
 //!   `target/bench/results.json`.
 //! - `cargo xtask cluster-test [FILTER]`: the fault scenarios (`cluster/scenarios.rs`) with real
 //!   processes, a real redis-server and real signals; logs under `target/cluster-test/`.
+//! - `cargo xtask soak [--minutes N] [--rate R]`: one node running R no-op tasks a second for N
+//!   minutes, its memory sampled (`soak.rs`); `target/soak/samples.json`.
 //! - `cargo xtask metrics`: function lengths, doc share and trait sizes of the library code.
 
 mod bench;
 mod cluster;
 mod metrics;
+mod soak;
 mod source;
 mod tidy;
 
@@ -44,6 +47,8 @@ usage: cargo xtask test                            fmt check, clippy -D warnings
        cargo xtask bench --backlog 10000,100000,1000000 [--rounds N]
                                                    task drain rate and pickup at each backlog size
        cargo xtask cluster-test [FILTER]           fault scenarios with real processes
+       cargo xtask soak [--minutes N] [--rate R]   one node running R tasks/s for N minutes (60,
+                                                   1000): its RSS after 1 min and at the end
        cargo xtask help                            this text";
 
 fn run(args: Vec<String>) -> Result<()> {
@@ -53,6 +58,7 @@ fn run(args: Vec<String>) -> Result<()> {
         Some("cluster-test") => {
             cluster::run(&tidy::workspace_root(), args.get(1).map(String::as_str))
         }
+        Some("soak") => soak::run(&tidy::workspace_root(), &args[1..]),
         Some("metrics") => {
             metrics::run(&tidy::workspace_root());
             Ok(())
