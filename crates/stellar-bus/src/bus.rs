@@ -101,6 +101,7 @@ impl From<&Config> for BusSettings {
 pub struct Message {
     message_type: String,
     sender: NodeId,
+    incarnation: u64,
     sent_at: SystemTime,
     own: bool,
     direct: bool,
@@ -117,6 +118,12 @@ impl Message {
     /// The node that sent it (verified by the signature).
     pub fn sender(&self) -> &NodeId {
         &self.sender
+    }
+
+    /// The run of the sender that sent it ([`Api::incarnation`], verified by the signature):
+    /// during a supervised handover two runs share the sender's id.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// The sender's clock when it sent the message.
@@ -568,6 +575,7 @@ impl Inner {
             message_type: envelope.message_type,
             own: sender == self.node_id,
             sender,
+            incarnation: envelope.incarnation,
             sent_at: UNIX_EPOCH + Duration::from_millis(envelope.sent_at_ms),
             direct,
             body: envelope.body.into(),

@@ -79,6 +79,7 @@ mod error;
 mod keys;
 mod membership;
 mod membership_store;
+mod membership_view;
 mod memory_transport;
 mod redis_pool;
 mod redis_transport;

@@ -6,7 +6,7 @@ use std::{
     ops::ControlFlow,
     sync::{
         Arc,
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -19,6 +19,7 @@ use crate::{
     Error, Result, TransportError,
     envelope::Sealer,
     membership_store::{Beat, Claim, MemberRecord, MembershipStore},
+    membership_view::{Lookup, MemberView},
 };
 
 /// How far past its signed `last_seen_ms + ttl_ms` a record is still believed: covers the
@@ -57,7 +58,7 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     /// The record of the node `api`, seen now (local clock), living `ttl` without renewal.
-    fn of(api: &Api, ttl: Duration) -> Self {
+    pub(crate) fn of(api: &Api, ttl: Duration) -> Self {
         let started_at_ms = stellar_core::time::epoch_ms(api.started_at());
         Self {
             id: api.node_id().clone(),
@@ -148,6 +149,13 @@ struct SignedRecord {
 /// ([`Api::stop`]): two live runs never share an id unnoticed. Its leave, like every leave,
 /// leaves the other run's record alone.
 ///
+/// Every read of the members ([`Membership::nodes`]) also refreshes a local view of which run
+/// holds each node's record, which [`Membership::recent_incarnation`] serves while it is younger
+/// than the heartbeat interval: a joined node's heartbeat reads the members every interval, so
+/// the hot path of RPC needs no read of its own. Runs that announce themselves or their stop on
+/// the bus (RPC does, see `stellar-rpc`) correct the view at once
+/// ([`Membership::note_incarnation`], [`Membership::note_stopped`]).
+///
 /// Records [`Membership::nodes`] finds stale, or that are not records at all, are removed from
 /// the store (compare-and-delete, so a record renewed meanwhile stays). Records that are well
 /// formed but signed with a token this node does not accept are left alone: they may belong to
@@ -167,6 +175,13 @@ pub struct Membership {
     /// store's clock, so node clocks that disagree do not make live records look stale.
     clock_offset_ms: Arc<AtomicI64>,
     stats: Arc<Counters>,
+    /// Whether this run joined (its record was written at least once).
+    joined: Arc<AtomicBool>,
+    /// The members as last read and corrected since, shared by every clone.
+    view: Arc<MemberView>,
+    /// Held while [`Membership::recent_incarnation`] refreshes an old view, so callers that find
+    /// it old at the same time share one read.
+    refreshing: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug, Default)]
@@ -214,7 +229,16 @@ impl Membership {
             replaces: Arc::new(AtomicU64::new(0)),
             clock_offset_ms: Arc::new(AtomicI64::new(0)),
             stats,
+            joined: Arc::new(AtomicBool::new(false)),
+            view: Arc::new(MemberView::new(settings.heartbeat_ttl + RECORD_SKEW)),
+            refreshing: Arc::default(),
         }
+    }
+
+    /// Whether this run joined the cluster ([`Membership::join`] or
+    /// [`Membership::join_replacing`] succeeded), whether or not it still holds its record.
+    pub fn joined(&self) -> bool {
+        self.joined.load(Ordering::Relaxed)
     }
 
     /// This run of the node ([`Api::incarnation`]): what its record carries, and what a
@@ -231,12 +255,14 @@ impl Membership {
         }
     }
 
-    /// Every live node with a valid, fresh record, ordered by id.
+    /// Every live node with a valid, fresh record, ordered by id. Refreshes the local view of
+    /// the members (see [`Membership::recent_incarnation`]).
     ///
     /// # Errors
     ///
     /// Fails if the store cannot be reached.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, TransportError> {
+        let read_at = tokio::time::Instant::now();
         let live = self.store.live().await?;
         self.observe_store_clock(live.now_ms);
         let mut doomed: Vec<&MemberRecord> = Vec::new();
@@ -263,6 +289,7 @@ impl Membership {
             })
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        self.view.refresh(read_at, &nodes);
         for stored in doomed {
             // Compare-and-delete: a record renewed since it was read is left alone. A failure
             // only means the record is skipped again next time.
@@ -277,6 +304,73 @@ impl Membership {
             }
         }
         Ok(nodes)
+    }
+
+    /// The run holding the record of the live node `node` (its incarnation), from the local
+    /// view while it is younger than one heartbeat interval: no read of the store. A node the
+    /// view does not list is looked up with a read (it may have joined since), so `None` always
+    /// comes from a read. An older view is read again first, one read shared by the callers
+    /// that find it old at the same time.
+    ///
+    /// The view lags the store by up to one heartbeat interval, less where runs announce
+    /// themselves and their stop ([`Membership::note_incarnation`],
+    /// [`Membership::note_stopped`]): a run that died unannounced may still be listed.
+    ///
+    /// # Errors
+    ///
+    /// Fails if a read is needed and the store cannot be reached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a dropped call leaves the view as it was, or refreshed.
+    pub async fn recent_incarnation(&self, node: &NodeId) -> Result<Option<u64>, TransportError> {
+        let max_age = self.heartbeat_interval;
+        let mut lookup = self.view.lookup(node, max_age);
+        if lookup == Lookup::Old {
+            if self.refresh_view().await? {
+                return Ok(self.view.incarnation(node));
+            }
+            lookup = self.view.lookup(node, max_age);
+        }
+        match lookup {
+            Lookup::Listed(incarnation) => Ok(Some(incarnation)),
+            // It may have joined since the view was read.
+            Lookup::Unlisted | Lookup::Old => {
+                self.nodes().await?;
+                Ok(self.view.incarnation(node))
+            }
+        }
+    }
+
+    /// Reads the members unless another caller did while this one waited for its turn; whether
+    /// this call read them.
+    async fn refresh_view(&self) -> Result<bool, TransportError> {
+        let _refreshing = self.refreshing.lock().await;
+        if self.view.is_recent(self.heartbeat_interval) {
+            return Ok(false);
+        }
+        self.nodes().await?;
+        Ok(true)
+    }
+
+    /// The run of `node` the local view lists, however old the view: no read.
+    pub fn known_incarnation(&self, node: &NodeId) -> Option<u64> {
+        self.view.incarnation(node)
+    }
+
+    /// Tells the local view that the run `incarnation` of `node` holds the node's record (it
+    /// said so itself, in a message authenticated as coming from that run): the view lists it
+    /// in place of the run it listed until a later read says otherwise. Never adds a node the
+    /// view does not list, and never lists a run that said it stopped.
+    pub fn note_incarnation(&self, node: &NodeId, incarnation: u64) {
+        self.view.note_incarnation(node, incarnation);
+    }
+
+    /// Tells the local view that the run `incarnation` of `node` stopped (it said so itself):
+    /// the view drops it if it lists that run, and leaves its record out of every read until it
+    /// would have expired.
+    pub fn note_stopped(&self, node: &NodeId, incarnation: u64) {
+        self.view.note_stopped(node, incarnation);
     }
 
     fn seal(&self, info: &NodeInfo) -> String {
@@ -364,6 +458,7 @@ impl Membership {
         if let Claim::Replacing(old) = claim {
             info!(node_id = %api.node_id(), replaced = old, "took over the id from an earlier run");
         }
+        self.joined.store(true, Ordering::Relaxed);
         info!(node_id = %api.node_id(), incarnation = self.incarnation, members = known.len(), "joined the cluster");
         api.spawn(heartbeat_loop(self.clone(), api.clone(), known));
         Ok(())
@@ -709,6 +804,42 @@ mod tests {
             .await
             .expect("write");
         earlier.incarnation()
+    }
+
+    #[tokio::test]
+    async fn recent_incarnation_serves_the_view_and_reads_for_a_node_it_does_not_list() {
+        let store: Arc<dyn MembershipStore> = Arc::new(MemoryMembershipStore::new());
+        let client = api("client");
+        let view = Membership::new(store.clone(), &client, settings(&client));
+        let join = async |id: &str| {
+            let member = api(id);
+            Membership::new(store.clone(), &member, settings(&member))
+                .join(&member)
+                .await
+                .expect("join");
+            member
+        };
+        let (a, a_id) = (join("a").await, NodeId::new("a").expect("valid id"));
+        let recent = view.recent_incarnation(&a_id).await.expect("read");
+        assert_eq!(recent, Some(a.incarnation()), "a view never read is read");
+        let b = join("b").await;
+        let recent = view.recent_incarnation(b.node_id()).await.expect("read");
+        assert_eq!(
+            recent,
+            Some(b.incarnation()),
+            "a node the view lacks is read"
+        );
+        a.shutdown().await.expect("a leaves");
+        let recent = view.recent_incarnation(&a_id).await.expect("view");
+        assert_eq!(
+            recent,
+            Some(a.incarnation()),
+            "served from the view, not read"
+        );
+        view.nodes().await.expect("read");
+        assert_eq!(view.recent_incarnation(&a_id).await.expect("read"), None);
+        assert_eq!(view.known_incarnation(b.node_id()), Some(b.incarnation()));
+        b.shutdown().await.expect("b leaves");
     }
 
     #[tokio::test]

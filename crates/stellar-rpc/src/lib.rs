@@ -42,6 +42,7 @@
 pub mod builtins;
 mod error;
 mod metrics;
+mod notices;
 mod rpc;
 
 pub use crate::{

@@ -118,8 +118,9 @@ impl From<&Config> for RpcSettings {
 /// A call waiting for replies.
 struct Pending {
     wait: Wait,
-    /// The nodes whose replies complete a [`Wait::All`] call.
-    expected: BTreeSet<NodeId>,
+    /// The nodes whose replies complete a [`Wait::All`] call; `None` until a call to every node
+    /// has read the members.
+    expected: Option<BTreeSet<NodeId>>,
     replies: Vec<Reply>,
     done: Option<oneshot::Sender<()>>,
 }
@@ -168,6 +169,7 @@ impl Rpc {
                 next_request: AtomicU64::new(first),
             }),
         };
+        crate::notices::follow(&rpc.inner.bus, &rpc.inner.membership);
         let weak = Arc::downgrade(&rpc.inner);
         // Inline: a reply must never wait for a handler permit, since the handlers holding the
         // permits may be the very calls waiting for it (a method that calls another node).
@@ -180,7 +182,10 @@ impl Rpc {
         rpc
     }
 
-    /// Answers calls from now on, with the built-in methods and every registered one.
+    /// Answers calls from now on, with the built-in methods and every registered one. A run
+    /// that joined the cluster announces it on the bus, and announces its stop when its node
+    /// stops, so callers address this run at once (after a supervised handover too) and stop
+    /// addressing it as soon as it stops.
     pub fn serve(&self) {
         crate::builtins::register(self);
         let weak = Arc::downgrade(&self.inner);
@@ -193,6 +198,7 @@ impl Rpc {
                 }
             }
         });
+        crate::notices::announce(&self.inner.bus, &self.inner.membership);
     }
 
     /// The bus calls travel on.
@@ -288,10 +294,17 @@ impl Rpc {
     ///   every one has answered; nodes that did not answer in time get
     ///   [`RemoteError::Timeout`].
     ///
+    /// A call to one node checks it against the membership's recent view
+    /// ([`Membership::recent_incarnation`]), which reads the store only when the view is older
+    /// than one heartbeat interval or does not list the node. A [`Wait::All`] call to every node
+    /// reads the members while its request travels.
+    ///
     /// # Errors
     ///
     /// [`Error::UnknownNode`] for a target that is not live, [`Error::Timeout`] for a first-reply
-    /// call with no reply, [`Error::Bus`] or [`Error::Membership`] when the backend fails.
+    /// call with no reply, [`Error::Bus`] or [`Error::Membership`] when the backend fails (for a
+    /// [`Wait::All`] call to every node, a failed read of the members fails the call after its
+    /// request was sent).
     #[instrument(name = "rpc.call", skip_all, fields(node_id = %self.inner.bus.node_id(), method = %method))]
     pub async fn do_cluster(
         &self,
@@ -318,7 +331,7 @@ impl Rpc {
         timeout: Option<Duration>,
     ) -> Result<Vec<Reply>> {
         let after = timeout.unwrap_or(self.inner.settings.timeout);
-        let resolved = self.resolve(target).await?;
+        let mut resolved = self.resolve(target).await?;
         let request = Request {
             request_id: self.inner.next_request.fetch_add(1, Ordering::Relaxed),
             method: method.to_owned(),
@@ -335,12 +348,30 @@ impl Rpc {
             PendingEntry::insert(
                 &self.inner,
                 request.request_id,
-                Pending::new(wait, resolved.expected.clone(), done),
+                Pending::new(
+                    wait,
+                    resolved.node.is_some().then(|| resolved.expected.clone()),
+                    done,
+                ),
             )
         });
-        match &resolved.node {
-            Some(node) => self.inner.bus.send_to(node, REQUEST, &request).await?,
-            None => self.inner.bus.publish(REQUEST, &request).await?,
+        let send = async {
+            match &resolved.node {
+                Some(node) => self.inner.bus.send_to(node, REQUEST, &request).await,
+                None => self.inner.bus.publish(REQUEST, &request).await,
+            }
+        };
+        match &entry {
+            // A call to every node waits for every node live now, one that joined a moment ago
+            // included: the members are read while the request travels.
+            Some(entry) if resolved.node.is_none() && wait == Wait::All => {
+                let (sent, members) = tokio::join!(send, self.inner.membership.nodes());
+                sent?;
+                let members = members.map_err(Error::Membership)?;
+                resolved.expected = members.into_iter().map(|n| n.id).collect();
+                entry.expect(resolved.expected.clone());
+            }
+            _ => send.await?,
         }
         let Some(entry) = entry else {
             return Ok(Vec::new());
@@ -356,32 +387,33 @@ impl Rpc {
         collect(method, wait, after, &resolved.expected, replies)
     }
 
-    /// The live nodes `target` names, checked against the membership.
+    /// The live node `target` names and the run of it the call is for, from the membership's
+    /// recent view ([`Membership::recent_incarnation`]): no read of the store on the hot path.
+    /// For every node nothing is read here: a [`Wait::All`] call reads the members while its
+    /// request travels.
     async fn resolve(&self, target: Target) -> Result<Resolved> {
         let membership = &self.inner.membership;
-        let incarnations: HashMap<NodeId, u64> = membership
-            .nodes()
-            .await
-            .map_err(Error::Membership)?
-            .into_iter()
-            .map(|n| (n.id, n.incarnation))
-            .collect();
         let node = match target {
             Target::All => {
                 return Ok(Resolved {
                     node: None,
                     incarnation: None,
-                    expected: incarnations.into_keys().collect(),
+                    expected: BTreeSet::new(),
                 });
             }
             Target::Node(node) => node,
+            // Reads the holder and the members (the holder must be live).
             Target::Connection(connection) => membership
                 .connection_holder(&connection)
                 .await
                 .map_err(Error::Membership)?
                 .ok_or(Error::UnknownConnection { connection })?,
         };
-        let Some(incarnation) = incarnations.get(&node).copied() else {
+        let incarnation = membership
+            .recent_incarnation(&node)
+            .await
+            .map_err(Error::Membership)?;
+        let Some(incarnation) = incarnation else {
             return Err(Error::UnknownNode { node });
         };
         Ok(Resolved {
@@ -436,12 +468,27 @@ fn collect(
 }
 
 impl Pending {
-    fn new(wait: Wait, expected: BTreeSet<NodeId>, done: oneshot::Sender<()>) -> Self {
+    fn new(wait: Wait, expected: Option<BTreeSet<NodeId>>, done: oneshot::Sender<()>) -> Self {
         Self {
             wait,
             expected,
             replies: Vec::new(),
             done: Some(done),
+        }
+    }
+
+    /// Wakes the call once its replies complete it.
+    fn end_if_complete(&mut self) {
+        let complete = match (self.wait, &self.expected) {
+            (Wait::First, _) => !self.replies.is_empty(),
+            (Wait::All, Some(expected)) => expected
+                .iter()
+                .all(|node| self.replies.iter().any(|r| &r.node_id == node)),
+            (Wait::All, None) | (Wait::None, _) => false,
+        };
+        if complete && let Some(done) = self.done.take() {
+            // The call may have ended meanwhile (its timeout, or its caller dropped it).
+            let _ = done.send(());
         }
     }
 }
@@ -456,6 +503,14 @@ impl<'a> PendingEntry<'a> {
     fn insert(inner: &'a Inner, request_id: u64, pending: Pending) -> Self {
         inner.pending().insert(request_id, pending);
         Self { inner, request_id }
+    }
+
+    /// Sets the nodes whose replies complete the call, which may complete it at once.
+    fn expect(&self, expected: BTreeSet<NodeId>) {
+        if let Some(call) = self.inner.pending().get_mut(&self.request_id) {
+            call.expected = Some(expected);
+            call.end_if_complete();
+        }
     }
 
     /// Removes the entry and returns the replies it collected.
@@ -496,18 +551,7 @@ impl Inner {
             node_id: message.sender().clone(),
             result: body.result,
         });
-        let complete = match call.wait {
-            Wait::First => true,
-            Wait::All => call
-                .expected
-                .iter()
-                .all(|node| call.replies.iter().any(|r| &r.node_id == node)),
-            Wait::None => false,
-        };
-        if complete && let Some(done) = call.done.take() {
-            // The call may have ended meanwhile (its timeout, or its caller dropped it).
-            let _ = done.send(());
-        }
+        call.end_if_complete();
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use stellar_bus::{
 };
 use stellar_core::{Api, CancellationToken, Config, NodeId, ServerToken};
 use stellar_rpc::{Error, RemoteError, Rpc, RpcSettings, Target, Wait, builtins::NodeStatus};
-use stellar_testkit::BackendKind;
+use stellar_testkit::{BackendKind, eventually};
 
 /// One cluster's shared backend.
 struct Cluster {
@@ -87,6 +87,43 @@ impl Cluster {
         (api, rpc)
     }
 
+    /// The supervised replacement of the run `old`: a run of the same id that takes the id over
+    /// with `join_replacing` while `old` still runs and listens, then serves.
+    async fn replacement(&self, old: &Api) -> (Api, Rpc) {
+        let api = Api::new(old.config().clone());
+        let (transport, store) = self.backend().await;
+        let bus = Bus::start(&api, transport, BusSettings::from(api.config()))
+            .await
+            .expect("bus");
+        let membership = Membership::new(store, &api, MembershipSettings::from(api.config()));
+        membership
+            .join_replacing(&api, old.incarnation())
+            .await
+            .expect("handover");
+        let rpc = Rpc::new(bus, membership, RpcSettings::from(api.config()));
+        rpc.serve();
+        (api, rpc)
+    }
+
+    /// A caller that never joins (as a CLI client), whose view of the members stays recent for
+    /// a minute once read: within that minute, only what runs announce changes it.
+    async fn client(&self, id: &str) -> (Api, Rpc) {
+        let api = Api::new(Config {
+            id: Some(NodeId::new(id).expect("valid id")),
+            server_token: ServerToken::new("t"),
+            rpc_timeout: Duration::from_millis(1500),
+            heartbeat_interval: Duration::from_secs(60),
+            ..Config::default()
+        });
+        let (transport, store) = self.backend().await;
+        let bus = Bus::start(&api, transport, BusSettings::from(api.config()))
+            .await
+            .expect("bus");
+        let membership = Membership::new(store, &api, MembershipSettings::from(api.config()));
+        let rpc = Rpc::new(bus, membership, RpcSettings::from(api.config()));
+        (api, rpc)
+    }
+
     async fn three(&self) -> Vec<(Api, Rpc)> {
         vec![
             self.node("n1").await,
@@ -98,6 +135,29 @@ impl Cluster {
 
 fn id(s: &str) -> NodeId {
     NodeId::new(s).expect("valid id")
+}
+
+/// Registers `test.count` on `rpc`: it records and returns the incarnation of `api`, the run
+/// that ran it.
+fn count_calls(calls: &Arc<std::sync::Mutex<Vec<u64>>>, rpc: &Rpc, api: &Api) {
+    let (calls, incarnation) = (calls.clone(), api.incarnation());
+    rpc.register("test.count", move |_, _: Value| {
+        let calls = calls.clone();
+        async move {
+            calls.lock().expect("lock").push(incarnation);
+            Ok(incarnation)
+        }
+    });
+}
+
+/// Waits until `caller`'s view of the members lists the run `incarnation` of `node` (`None`:
+/// no run of it).
+async fn view_shows(caller: &Rpc, node: &str, incarnation: Option<u64>) {
+    let node = id(node);
+    eventually("the caller's view follows the announcement", || {
+        caller.membership().known_incarnation(&node) == incarnation
+    })
+    .await;
 }
 
 async fn wait_all_returns_one_reply_per_live_node_early(cluster: Cluster) {
@@ -453,32 +513,18 @@ async fn methods_that_call_other_nodes_do_not_starve_on_the_handler_limit(cluste
 async fn a_direct_call_during_a_handover_runs_once_on_the_record_holder(cluster: Cluster) {
     let (caller_api, caller) = cluster.node("caller").await;
     let calls = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
-    let count = |rpc: &Rpc, api: &Api| {
-        let (calls, incarnation) = (calls.clone(), api.incarnation());
-        rpc.register("test.count", move |_, _: Value| {
-            let calls = calls.clone();
-            async move {
-                calls.lock().expect("lock").push(incarnation);
-                Ok(incarnation)
-            }
-        });
-    };
     let (old_api, old) = cluster.node("worker-1").await;
-    count(&old, &old_api);
-    // The replacement joins under the same id while the old run still runs and listens.
-    let new_api = Api::new(old_api.config().clone());
-    let (transport, store) = cluster.backend().await;
-    let bus = Bus::start(&new_api, transport, BusSettings::from(new_api.config()))
+    count_calls(&calls, &old, &old_api);
+    // The caller knows the old run; the replacement joins under the same id while the old run
+    // still runs and listens.
+    caller
+        .call(&id("worker-1"), "test.count", Value::Null)
         .await
-        .expect("bus");
-    let membership = Membership::new(store, &new_api, MembershipSettings::from(new_api.config()));
-    membership
-        .join_replacing(&new_api, old_api.incarnation())
-        .await
-        .expect("handover");
-    let new = Rpc::new(bus, membership, RpcSettings::from(new_api.config()));
-    new.serve();
-    count(&new, &new_api);
+        .expect("call");
+    let (new_api, new) = cluster.replacement(&old_api).await;
+    count_calls(&calls, &new, &new_api);
+    // The replacement announces itself: from then on, the caller addresses it.
+    view_shows(&caller, "worker-1", Some(new_api.incarnation())).await;
     for _ in 0..3 {
         let value = caller
             .call(&id("worker-1"), "test.count", Value::Null)
@@ -486,16 +532,135 @@ async fn a_direct_call_during_a_handover_runs_once_on_the_record_holder(cluster:
             .expect("call");
         assert_eq!(value, json!(new_api.incarnation()));
     }
+    // The old run stops, as in a rolling restart: calls keep reaching the new one.
+    old_api.shutdown().await.expect("old run stops");
+    let value = caller
+        .call(&id("worker-1"), "test.count", Value::Null)
+        .await
+        .expect("call after the old run stopped");
+    assert_eq!(value, json!(new_api.incarnation()));
     // Late duplicates would arrive by now.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut expected = vec![old_api.incarnation()];
+    expected.extend([new_api.incarnation(); 4]);
     assert_eq!(
         *calls.lock().expect("lock"),
-        vec![new_api.incarnation(); 3],
+        expected,
         "a direct request ran on both runs of the id"
     );
-    for api in [new_api, old_api, caller_api] {
+    for api in [new_api, caller_api] {
         api.shutdown().await.expect("stop");
     }
+}
+
+async fn a_stale_view_is_corrected_by_what_runs_announce(cluster: Cluster) {
+    let calls = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let (old_api, old) = cluster.node("worker-1").await;
+    count_calls(&calls, &old, &old_api);
+    let (_client_api, client) = cluster.client("c1").await;
+    let first = client
+        .call(&id("worker-1"), "test.count", Value::Null)
+        .await
+        .expect("call");
+    assert_eq!(first, json!(old_api.incarnation()));
+    // The client's view is recent for a minute: nothing but the announcement corrects it.
+    let (new_api, new) = cluster.replacement(&old_api).await;
+    count_calls(&calls, &new, &new_api);
+    view_shows(&client, "worker-1", Some(new_api.incarnation())).await;
+    old_api.shutdown().await.expect("old run stops");
+    let second = client
+        .call(&id("worker-1"), "test.count", Value::Null)
+        .await
+        .expect("call");
+    assert_eq!(second, json!(new_api.incarnation()));
+    assert_eq!(
+        client.membership().known_incarnation(&id("worker-1")),
+        Some(new_api.incarnation()),
+        "the old run's stop is not the node's"
+    );
+    // The new run stops too: the view drops it at once, and its record, whether or not its
+    // leave has removed it yet, no longer counts.
+    new_api.shutdown().await.expect("new run stops");
+    view_shows(&client, "worker-1", None).await;
+    let gone = client
+        .call(&id("worker-1"), "test.count", Value::Null)
+        .await;
+    assert!(matches!(gone, Err(Error::UnknownNode { .. })), "{gone:?}");
+    assert_eq!(
+        *calls.lock().expect("lock"),
+        [old_api.incarnation(), new_api.incarnation()]
+    );
+}
+
+async fn announcements_speak_only_for_their_sender(cluster: Cluster) {
+    let (worker_api, _worker) = cluster.node("worker-1").await;
+    let (_client_api, client) = cluster.client("c1").await;
+    client
+        .call(&id("worker-1"), "api.ping", Value::Null)
+        .await
+        .expect("call");
+    let incarnation = Some(worker_api.incarnation());
+    assert_eq!(
+        client.membership().known_incarnation(&id("worker-1")),
+        incarnation
+    );
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for notice in ["stellar.rpc.serving", "stellar.rpc.stopped"] {
+        let received = received.clone();
+        client.bus().subscribe_handler(notice, move |_| {
+            received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { Ok(()) }
+        });
+    }
+    // Another node cannot speak for worker-1, whatever its message says, nor add itself to a
+    // view by announcing itself.
+    let (_mallory_api, mallory) = cluster.node("mallory").await;
+    let claim = json!({ "node": "worker-1", "incarnation": 42 });
+    let serving = "stellar.rpc.serving";
+    mallory
+        .bus()
+        .publish(serving, &claim)
+        .await
+        .expect("publish");
+    let seen = |n| received.load(std::sync::atomic::Ordering::Relaxed) >= n;
+    // mallory's own announcement and its claim.
+    eventually("the announcements arrived", || seen(2)).await;
+    assert_eq!(
+        client.membership().known_incarnation(&id("worker-1")),
+        incarnation
+    );
+    assert_eq!(client.membership().known_incarnation(&id("mallory")), None);
+    let stopped = "stellar.rpc.stopped";
+    mallory
+        .bus()
+        .publish(stopped, &claim)
+        .await
+        .expect("publish");
+    // A process under worker-1's id without the token is not heard at all.
+    let forger = Api::new(Config {
+        server_token: ServerToken::new("not the token"),
+        ..worker_api.config().clone()
+    });
+    let (transport, _) = cluster.backend().await;
+    let forged = Bus::start(&forger, transport, BusSettings::from(forger.config()))
+        .await
+        .expect("bus");
+    for notice in [serving, stopped] {
+        forged.publish(notice, &claim).await.expect("publish");
+    }
+    eventually("the stop claim and the forged notices arrived", || {
+        seen(3) && client.bus().stats().bad_signature >= 2
+    })
+    .await;
+    assert_eq!(
+        client.membership().known_incarnation(&id("worker-1")),
+        incarnation
+    );
+    let value = client
+        .call(&id("worker-1"), "api.ping", Value::Null)
+        .await
+        .expect("worker-1 is still called");
+    assert_eq!(value["node_id"], json!("worker-1"));
 }
 
 stellar_testkit::contract_cases!(
@@ -510,4 +675,6 @@ stellar_testkit::contract_cases!(
     calls_dropped_by_their_caller_leave_nothing_pending,
     methods_that_call_other_nodes_do_not_starve_on_the_handler_limit,
     a_direct_call_during_a_handover_runs_once_on_the_record_holder,
+    a_stale_view_is_corrected_by_what_runs_announce,
+    announcements_speak_only_for_their_sender,
 );
