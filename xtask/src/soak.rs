@@ -4,7 +4,7 @@
 //! resident memory (VmRSS) is sampled every 10 s. It prints RSS after the first minute (the
 //! start: allocator pools and caches warmed) and at the end, the peak, and the tasks run, and
 //! writes every sample to `target/soak/samples.json`. Fails when a task is lost (processed <
-//! enqueued after a drain grace) or the node exits. The node logs at `warn`: 2,000 info lines a
+//! enqueued after a drain grace) or the node exits. The node logs at `warn` (its own start-up lines at `info`): 2,000 info lines a
 //! second would fill the disk in an hour, not test the node.
 
 use std::{
@@ -55,7 +55,12 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         dir: dir.clone(),
     };
     let redis = Redis::start(&env, &[])?;
-    let node = Node::start(&env, &redis, "soak-1", &[("STELLAR_LOG", "warn")])?;
+    let node = Node::start(
+        &env,
+        &redis,
+        "soak-1",
+        &[("STELLAR_LOG", "warn,stellar_cli=info")],
+    )?;
     let pid = node.pid().context("the node has no pid")?;
     println!("soak: {minutes} min at {rate} tasks/s on one node (pid {pid}); samples every 10 s");
 
@@ -70,6 +75,13 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         if now >= next_sample {
             let rss = rss_kib(pid).context("the node exited during the soak")?;
             samples.push((started.elapsed().as_secs_f64(), rss));
+            if samples.len() % 6 == 1 {
+                println!(
+                    "soak: {:>4.0} s  RSS {:.1} MiB  {enqueued} enqueued",
+                    started.elapsed().as_secs_f64(),
+                    rss as f64 / 1024.0
+                );
+            }
             next_sample += SAMPLE_EVERY;
         }
         if now >= next_batch {
