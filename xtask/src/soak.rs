@@ -98,6 +98,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     // Let the last batches run.
     let processed = drained(&env, &redis, enqueued, Duration::from_secs(30))?;
     let end_rss = rss_kib(pid).context("the node exited during the soak")?;
+    // The heap and stacks alone (the rest of RSS is pages of the binary and libraries).
+    let end_anon = status_kib(pid, "RssAnon:").unwrap_or(0);
     samples.push((started.elapsed().as_secs_f64(), end_rss));
     let start_rss = samples
         .iter()
@@ -107,11 +109,12 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let peak = samples.iter().map(|(_, rss)| *rss).max().unwrap_or(0);
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
-        "soak: RSS at 1 min {:.1} MiB, at the end {:.1} MiB (peak {:.1} MiB); {processed} of \
-         {enqueued} tasks run in {:.0} s",
+        "soak: RSS at 1 min {:.1} MiB, at the end {:.1} MiB (peak {:.1} MiB, anonymous at the \
+         end {:.1} MiB); {processed} of {enqueued} tasks run in {:.0} s",
         mib(start_rss),
         mib(end_rss),
         mib(peak),
+        mib(end_anon),
         started.elapsed().as_secs_f64()
     );
     let report = json!({
@@ -122,6 +125,7 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
         "rss_start_kib": start_rss,
         "rss_end_kib": end_rss,
         "rss_peak_kib": peak,
+        "anon_end_kib": end_anon,
         "samples": samples.iter().map(|(at, rss)| json!([at, rss])).collect::<Vec<_>>(),
     });
     std::fs::write(
@@ -137,10 +141,15 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
 
 /// The resident memory of process `pid`, in KiB; `None` once it has exited.
 fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `field` of `/proc/<pid>/status` given in kB; `None` once the process has exited.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 

@@ -277,13 +277,24 @@ fn write_results(dir: &Path, name: &str, results: &serde_json::Value) -> Result<
 }
 
 /// Start-up time to `node ready` and resident memory of an idle embedded node, beside a
-/// redis-server's start-up time to `PING` and its resident memory.
+/// redis-server's start-up time to `PING` and its resident memory: all of it (`VmRSS`, mostly
+/// pages of the binary and libraries, which the kernel shares between processes and can drop),
+/// and its anonymous part (`RssAnon`: heap and stacks, what the process itself allocated).
 fn node_figures(env: &Env) -> Result<Vec<Sample>> {
-    let (ready, rss) = node_startup(env)?;
+    let (ready, rss, anon) = node_startup(env)?;
     let redis_started = Instant::now();
     let redis = Redis::start(env, &[])?;
     let redis_ready = redis_started.elapsed();
-    let redis_rss = redis.pid().map(rss_mib).transpose()?.unwrap_or(0.0);
+    let redis_rss = redis
+        .pid()
+        .map(|pid| proc_mib(pid, "VmRSS:"))
+        .transpose()?
+        .unwrap_or(0.0);
+    let redis_anon = redis
+        .pid()
+        .map(|pid| proc_mib(pid, "RssAnon:"))
+        .transpose()?
+        .unwrap_or(0.0);
     Ok(vec![
         Sample::new(
             "node.startup_ms",
@@ -299,11 +310,19 @@ fn node_figures(env: &Env) -> Result<Vec<Sample>> {
             "redis.idle_rss_mib",
             redis_rss,
         ),
+        Sample::new(
+            "node.idle_anon_mib",
+            "MiB",
+            anon,
+            "redis.idle_anon_mib",
+            redis_anon,
+        ),
     ])
 }
 
-/// An embedded `stellar run`: from spawn to its `node ready` line, and its RSS a second later.
-fn node_startup(env: &Env) -> Result<(Duration, f64)> {
+/// An embedded `stellar run`: from spawn to its `node ready` line, and its RSS and anonymous RSS
+/// a second later.
+fn node_startup(env: &Env) -> Result<(Duration, f64, f64)> {
     let started = Instant::now();
     let mut node = Command::new(&env.bin)
         .args(["run", "--id", "bench-node"])
@@ -323,21 +342,23 @@ fn node_startup(env: &Env) -> Result<(Duration, f64)> {
         }
     };
     std::thread::sleep(Duration::from_secs(1));
-    let rss = rss_mib(node.id());
+    let rss = proc_mib(node.id(), "VmRSS:");
+    let anon = proc_mib(node.id(), "RssAnon:");
     let _ = Command::new("kill")
         .args(["-TERM", &node.id().to_string()])
         .status();
     let _ = node.wait();
-    Ok((ready, rss?))
+    Ok((ready, rss?, anon?))
 }
 
-fn rss_mib(pid: u32) -> Result<f64> {
+/// A `field` of `/proc/<pid>/status` given in kB (`VmRSS:`, `RssAnon:`), in MiB.
+fn proc_mib(pid: u32, field: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
-        .context("VmRSS in /proc/<pid>/status")?;
+        .with_context(|| format!("{field} in /proc/<pid>/status"))?;
     Ok(kib / 1024.0)
 }
