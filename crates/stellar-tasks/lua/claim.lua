@@ -50,9 +50,15 @@ local runnable = {}
 for i = 8, 7 + n_names do
   runnable[ARGV[i]] = true
 end
--- Tokens are the counter's next values: read once here (INCRBY 0 fails on a counter that is not
--- a number before anything is written) and moved past the claimed ones at the end.
-local base = redis.call('INCRBY', KEYS[2], 0)
+-- Tokens are the counter's next values: read once here (a counter that is not a whole number,
+-- or too large to count on exactly, fails the call before anything is written) and moved past
+-- the claimed ones at the end. A plain read: a claim that takes nothing writes nothing.
+local base = redis.call('GET', KEYS[2]) or '0'
+if not string.match(base, '^%d+$') or tonumber(base) > 2 ^ 53 - 1 - wanted then
+  return redis.error_reply('ERR the claim counter ' .. KEYS[2] .. ' holds ' .. base ..
+    ', not a count of claims')
+end
+base = tonumber(base)
 local out = {}
 local saved = {}
 local leases = {}
@@ -79,16 +85,18 @@ local function take(key, id, f)
       f[7] or '', math.max(now - since, 0), f[10] or '' }) do
     table.insert(out, v)
   end
-  table.insert(saved, id .. ' ' .. token)
+  table.insert(saved, id .. ' ' .. string.format('%d', token))
 end
 
 -- The record of `id` (its fields, as `take` reads them) if it is a queued task of `queue` (and of
 -- `name`, for a parked list); nil for a stale id (deleted, replaced, moved, enqueued again
--- elsewhere since, or taken earlier in this call: its state is running now).
+-- elsewhere since, or taken earlier in this call: its state is running now) and for a key that
+-- is not a record (read with pcall: an error half way would strand what this call popped and
+-- took before it, as Redis keeps a failed script's writes).
 local function queued(key, queue, name)
-  local f = redis.call('HMGET', key, 'state', 'name', 'queue', 'attempts', 'args', 'max_attempts',
-    'sig', 'enqueued_at', 'due_at', 'trace', 'parked', 'progress')
-  if f[1] ~= 'queued' or not f[2] or f[3] ~= queue or (name and f[2] ~= name) then
+  local f = redis.pcall('HMGET', key, 'state', 'name', 'queue', 'attempts', 'args',
+    'max_attempts', 'sig', 'enqueued_at', 'due_at', 'trace', 'parked', 'progress')
+  if f.err or f[1] ~= 'queued' or not f[2] or f[3] ~= queue or (name and f[2] ~= name) then
     return nil
   end
   return f
@@ -154,9 +162,16 @@ for i = 4, #KEYS, 2 do
         -- A stale id is dropped.
         skipped = skipped + 1
       elseif not runnable[f[2]] then
-        redis.call('LPUSH', ARGV[5] .. queue .. ' ' .. f[2], id)
-        redis.call('SADD', parked_names, f[2])
-        redis.call('HSET', key, 'parked', '1')
+        -- Parked (pcall: a parked list planted with another type sends the id back to its
+        -- queue instead of failing the call with ids popped and not yet dealt with).
+        local parked_list = ARGV[5] .. queue .. ' ' .. f[2]
+        local pushed = redis.pcall('LPUSH', parked_list, id)
+        if type(pushed) == 'table' and pushed.err then
+          redis.call('RPUSH', queue_key, id)
+        else
+          redis.call('SADD', parked_names, f[2])
+          redis.call('HSET', key, 'parked', '1')
+        end
         skipped = skipped + 1
       else
         take(key, id, f)

@@ -20,8 +20,12 @@ local by_node = {}
 for i = 5, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local key = ARGV[2] .. id
-  local f = redis.call('HMGET', key, 'claims', 'state', 'name', 'node')
-  if f[1] == token and f[2] == 'running' then
+  -- pcall: a key planted with another type is a rejected answer, not an error half way
+  -- through the batch (Redis would keep the completions before it, their leases still held).
+  local f = redis.pcall('HMGET', key, 'claims', 'state', 'name', 'node')
+  if f.err then
+    table.insert(out, 0)
+  elseif f[1] == token and f[2] == 'running' then
     redis.call('HSET', key, 'state', 'completed', 'finished_at', now)
     redis.call('PEXPIRE', key, ARGV[1])
     table.insert(done, id)

@@ -85,7 +85,6 @@ end
 -- (read with pcall, so a key of another type is reported, not raised).
 local out = {}
 local added = {}
-local existed = {}
 for i = 1, #ARGV, 17 do
   local key, queue_key, _, id, _, _, _, _, due, _, replace, slot_key, remember, schedule, at,
     leader = unpack(ARGV, i, i + 15)
@@ -110,8 +109,6 @@ for i = 1, #ARGV, 17 do
   if refused then
     table.insert(out, refused)
   else
-    -- A replaced record is deleted first, once: a later duplicate in the batch is refused.
-    existed[i] = stored and not planned[key]
     planned[key] = tonumber(due) > now and 'delayed' or 'queued'
     if slot_key ~= '' then
       taken[slot_key] = true
@@ -121,7 +118,7 @@ for i = 1, #ARGV, 17 do
   end
 end
 
--- Writes: per task its record (and a replaced one's deletion); the failed-set cleanup, queue
+-- Writes: per task its record (after deleting what the key held); the failed-set cleanup, queue
 -- pushes, delayed entries, queue names and wake-ups once per batch.
 local wake = {}
 local queues = {}
@@ -147,9 +144,9 @@ for _, i in ipairs(added) do
       redis.call('HSET', KEYS[4], schedule, at)
     end
   end
-  if existed[i] then
-    redis.call('DEL', key)
-  end
+  -- Whatever the key held goes: a replaced record, or a hash without a state (fields or an
+  -- expiry planted by hand must not survive into the new record).
+  redis.call('DEL', key)
   -- A failed-set entry of a replaced record, or left by a record that expired or was deleted.
   table.insert(ids, id)
   queues[queue] = true

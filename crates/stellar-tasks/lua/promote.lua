@@ -12,24 +12,39 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumb
 if #ids == 0 then
   return 0
 end
--- Per task one read and one write; removals, pushes and wake-ups once per call (per queue).
+-- Per task one read and one write; pushes and wake-ups once per queue. Nothing can fail half way
+-- (Redis keeps a failed script's writes): a record of another type is dropped as stale, and a
+-- task whose queue key holds another type stays delayed.
 local pushes = {}
 local order = {}
-for i = 1, #ids, 200 do
-  redis.call('ZREM', KEYS[1], unpack(ids, i, math.min(i + 199, #ids)))
-end
+local lists = {}
+local done = {}
 for _, id in ipairs(ids) do
   local key = ARGV[1] .. id
-  local f = redis.call('HMGET', key, 'queue', 'state')
-  local queue = f[1]
+  local f = redis.pcall('HMGET', key, 'queue', 'state')
+  local queue = not f.err and f[1]
   if queue and f[2] == 'delayed' then
-    redis.call('HSET', key, 'state', 'queued')
-    if not pushes[queue] then
-      pushes[queue] = {}
-      table.insert(order, queue)
+    local list = ARGV[2] .. queue
+    if lists[list] == nil then
+      local found = redis.call('TYPE', list)['ok']
+      lists[list] = found == 'none' or found == 'list'
     end
-    table.insert(pushes[queue], id)
+    if lists[list] then
+      redis.call('HSET', key, 'state', 'queued')
+      if not pushes[queue] then
+        pushes[queue] = {}
+        table.insert(order, queue)
+      end
+      table.insert(pushes[queue], id)
+      table.insert(done, id)
+    end
+  else
+    -- Stale: deleted, moved, or not a record.
+    table.insert(done, id)
   end
+end
+for i = 1, #done, 200 do
+  redis.call('ZREM', KEYS[1], unpack(done, i, math.min(i + 199, #done)))
 end
 for _, queue in ipairs(order) do
   local list = pushes[queue]
@@ -38,4 +53,4 @@ for _, queue in ipairs(order) do
   end
   redis.call('PUBLISH', ARGV[3] .. queue, queue)
 end
-return #ids
+return #done

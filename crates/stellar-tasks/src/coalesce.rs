@@ -3,7 +3,8 @@
 //! callers cost the store a few calls instead of fifty (on Redis, one script call each), and a
 //! lone caller goes at once, as before. Each caller still gets its own outcome, and its own error:
 //! when a combined call fails, every task in it is tried again alone, so a task another caller
-//! got wrong (a key of the wrong type planted under its id) fails only that caller.
+//! got wrong (a key of the wrong type planted under its id) fails only that caller. Tasks that
+//! replace one never come here (trying one again could replace its own new run).
 
 use std::sync::{Arc, OnceLock};
 
@@ -110,8 +111,15 @@ async fn combine(store: Arc<dyn TaskStore>, mut pending: mpsc::UnboundedReceiver
 
 /// One combined call for `batch`; after a failure, each task alone.
 async fn run(store: Arc<dyn TaskStore>, batch: Vec<Job>) {
-    let (tasks, replies): (Vec<NewTask>, Vec<oneshot::Sender<Coalesced>>) =
-        batch.into_iter().unzip();
+    // A caller that stopped waiting (its future dropped, e.g. by a timeout) may try again with
+    // the same made-up id: its task is not enqueued behind its back.
+    let (tasks, replies): (Vec<NewTask>, Vec<oneshot::Sender<Coalesced>>) = batch
+        .into_iter()
+        .filter(|(_, reply)| !reply.is_closed())
+        .unzip();
+    if tasks.is_empty() {
+        return;
+    }
     if let [task] = tasks.as_slice() {
         let coalesced = alone(&*store, task, false).await;
         if let Some(reply) = replies.into_iter().next() {

@@ -329,9 +329,21 @@ pub(crate) struct Inner {
     /// Quiet: this node's workers take no new task.
     quiet: AtomicBool,
     /// The paused queues as last read, and when.
-    paused: Mutex<(Option<tokio::time::Instant>, Arc<BTreeSet<String>>)>,
+    paused: Mutex<PausedCache>,
     /// Combines concurrent single enqueues into store batches.
     coalescer: Coalescer,
+}
+
+/// The paused queues as a claim sees them.
+#[derive(Default)]
+struct PausedCache {
+    /// When `set` was read; `None`: never, or forgotten (the next claim reads again).
+    at: Option<tokio::time::Instant>,
+    set: Arc<BTreeSet<String>>,
+    /// Bumped when the set is forgotten: a read that started before does not store its set.
+    generation: u64,
+    /// A background refresh is in flight.
+    refreshing: bool,
 }
 
 impl fmt::Debug for Tasks {
@@ -366,7 +378,7 @@ impl Tasks {
                 refused_schedules: AtomicU64::new(0),
                 metrics: TaskMetrics::default(),
                 quiet: AtomicBool::new(false),
-                paused: Mutex::new((None, Arc::default())),
+                paused: Mutex::default(),
             }),
         }
     }
@@ -468,29 +480,63 @@ impl Tasks {
         Ok(self.inner.store.paused_queues().await?)
     }
 
-    /// Makes the next claim read the paused queues again.
+    /// Makes the next claim read the paused queues again (a refresh in flight does not store
+    /// what it read before this).
     fn forget_paused(&self) {
-        sync::lock(&self.inner.paused).0 = None;
+        let mut cached = sync::lock(&self.inner.paused);
+        cached.at = None;
+        cached.generation += 1;
     }
 
-    /// The paused queues, read from the store at most every [`PAUSE_REFRESH`]; after a store
-    /// error, the last set read.
+    /// The paused queues, read from the store at most every [`PAUSE_REFRESH`]. A claim waits
+    /// for the read only when there is no set yet (or it was forgotten by a pause or resume on
+    /// this node); an older set is returned at once and refreshed in the background, so a
+    /// claim after an idle spell does not pay a round trip before its own. After a store error,
+    /// the last set read.
     pub(crate) async fn paused_cached(&self) -> Arc<BTreeSet<String>> {
-        {
-            let cached = sync::lock(&self.inner.paused);
-            if cached.0.is_some_and(|at| at.elapsed() < PAUSE_REFRESH) {
-                return cached.1.clone();
-            }
-        }
-        let fresh = match self.inner.store.paused_queues().await {
-            Ok(set) => Arc::new(set),
-            Err(err) => {
-                tracing::debug!(error = %err, "reading the paused queues failed; using the last set read");
-                sync::lock(&self.inner.paused).1.clone()
+        let generation = {
+            let mut cached = sync::lock(&self.inner.paused);
+            match cached.at {
+                Some(at) if at.elapsed() < PAUSE_REFRESH => return cached.set.clone(),
+                Some(_) => {
+                    if !cached.refreshing {
+                        cached.refreshing = true;
+                        let (tasks, generation) = (self.clone(), cached.generation);
+                        tokio::spawn(async move {
+                            tasks.refresh_paused(generation).await;
+                            sync::lock(&tasks.inner.paused).refreshing = false;
+                        });
+                    }
+                    return cached.set.clone();
+                }
+                None => cached.generation,
             }
         };
-        *sync::lock(&self.inner.paused) = (Some(tokio::time::Instant::now()), fresh.clone());
-        fresh
+        self.refresh_paused(generation).await
+    }
+
+    /// Reads the paused queues and keeps them, unless they were forgotten since `generation`;
+    /// what was read (or, after an error, the last set).
+    async fn refresh_paused(&self, generation: u64) -> Arc<BTreeSet<String>> {
+        let read = self.inner.store.paused_queues().await;
+        let mut cached = sync::lock(&self.inner.paused);
+        match read {
+            Ok(set) => {
+                let fresh = Arc::new(set);
+                if cached.generation == generation {
+                    cached.at = Some(tokio::time::Instant::now());
+                    cached.set = fresh.clone();
+                }
+                fresh
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "reading the paused queues failed; using the last set read");
+                if cached.generation == generation {
+                    cached.at = Some(tokio::time::Instant::now());
+                }
+                cached.set.clone()
+            }
+        }
     }
 
     /// How many tasks this node is running now.
@@ -668,9 +714,13 @@ impl Tasks {
 
     /// One try of `store_enqueue`: a single task goes through the coalescer (in one store call
     /// with other single enqueues waiting at the same time), a batch alone; and whether a
-    /// combined call that failed may have added the task.
+    /// combined call that failed may have added the task. A task that replaces one goes alone:
+    /// after a combined call that may have run, trying it again would replace the run the
+    /// first try started.
     async fn enqueue_step(&self, tasks: &[NewTask]) -> (Result<Vec<Enqueued>, StoreError>, bool) {
-        if let [task] = tasks {
+        if let [task] = tasks
+            && !task.replace
+        {
             let coalesced = self.inner.coalescer.enqueue(task).await;
             return (
                 coalesced.result.map(|outcome| vec![outcome]),

@@ -845,3 +845,119 @@ async fn concurrent_enqueues_share_calls_and_a_planted_key_fails_only_its_own() 
     );
     cancel.cancel();
 }
+
+/// Keys of the wrong type planted where a claim, an acknowledgement or a promotion reads them fail
+/// nothing half way: Redis keeps what a script wrote before an error, so a batch that stopped at
+/// one would strand the ids it had popped (in no list, or running without a lease). Every genuine
+/// task still runs; the planted ids are passed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_keys_of_another_type_strand_nothing_around_them() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let (api, tasks, runs) = counting_node(store, "n1", TaskConfig::default());
+    let mut genuine = Vec::new();
+    let mut enqueue = async |at: Option<std::time::SystemTime>| {
+        let submitted = tasks
+            .submit("work", &1, EnqueueOptions::default(), at)
+            .await
+            .expect("enqueue");
+        genuine.push(submitted.id);
+    };
+    for _ in 0..3 {
+        enqueue(None).await;
+    }
+    // A queued id whose record is a string, between genuine tasks of one claim batch.
+    run(&pool, &["SET", "stellar:task:string", "x"]).await;
+    run(&pool, &["LPUSH", "stellar:queue:default", "string"]).await;
+    for _ in 0..3 {
+        enqueue(None).await;
+    }
+    // A task of a name this node cannot run, whose parked list is a string.
+    run(
+        &pool,
+        &[
+            "HSET",
+            "stellar:task:foreign",
+            "id",
+            "foreign",
+            "name",
+            "other",
+            "queue",
+            "default",
+            "state",
+            "queued",
+        ],
+    )
+    .await;
+    run(&pool, &["LPUSH", "stellar:queue:default", "foreign"]).await;
+    run(&pool, &["SET", "stellar:tasks:parked:default other", "x"]).await;
+    enqueue(None).await;
+    // Due delayed ids: one whose record is a list, one whose queue key is a string.
+    run(&pool, &["RPUSH", "stellar:task:listed", "x"]).await;
+    run(&pool, &["ZADD", "stellar:tasks:delayed", "1", "listed"]).await;
+    run(
+        &pool,
+        &[
+            "HSET",
+            "stellar:task:stuck",
+            "id",
+            "stuck",
+            "name",
+            "work",
+            "queue",
+            "blocked",
+            "state",
+            "delayed",
+        ],
+    )
+    .await;
+    run(&pool, &["SET", "stellar:queue:blocked", "x"]).await;
+    run(&pool, &["ZADD", "stellar:tasks:delayed", "1", "stuck"]).await;
+    let soon = std::time::SystemTime::now() + Duration::from_millis(200);
+    for _ in 0..3 {
+        enqueue(Some(soon)).await;
+    }
+    tasks.start(&api);
+    for id in &genuine {
+        completed(&tasks, id).await;
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        10,
+        "every genuine task ran once"
+    );
+    let foreign: Option<u64> = pool
+        .query(
+            "LPOS",
+            redis::cmd("LPOS")
+                .arg("stellar:queue:default")
+                .arg("foreign"),
+        )
+        .await
+        .expect("lpos");
+    assert!(
+        foreign.is_some(),
+        "a task that could not be parked went back to its queue"
+    );
+    let in_flight: u64 = pool
+        .query("ZCARD", redis::cmd("ZCARD").arg("stellar:tasks:inflight"))
+        .await
+        .expect("zcard");
+    assert_eq!(in_flight, 0, "no lease left behind");
+    let stuck: Option<f64> = pool
+        .query(
+            "ZSCORE",
+            redis::cmd("ZSCORE")
+                .arg("stellar:tasks:delayed")
+                .arg("stuck"),
+        )
+        .await
+        .expect("zscore");
+    assert!(
+        stuck.is_some(),
+        "a task whose queue cannot take it stays delayed"
+    );
+    api.shutdown().await.expect("stops");
+    cancel.cancel();
+}
