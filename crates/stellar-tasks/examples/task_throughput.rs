@@ -11,7 +11,8 @@
 //!   per drained task (its CPU time, `INFO cpu`, over the drain: every command the node sent),
 //!   a figure the machine's other load hardly moves, beside raw `BRPOP`'s per item;
 //! - pickup latency: from `enqueue` returning to the handler starting, on an idle node, 500 times;
-//! - bulk enqueue rate: `TASKS` tasks by one caller with `Tasks::enqueue_many`, 1000 a batch.
+//! - bulk enqueue rate: `TASKS` tasks by one caller with `Tasks::enqueue_many`, 1000 a batch, and
+//!   Redis's CPU time per task of it, beside raw `LPUSH`'s per item by 50 callers.
 //!
 //! With `--backlog N`: N no-op tasks enqueued with `enqueue_many` (no worker running), then one
 //! node with `CONCURRENCY` workers drains them (rate: N over the drain time) while probes go one
@@ -191,7 +192,10 @@ async fn throughput(total: u64, concurrency: usize) -> Result<(), Error> {
     let raw_drain_rate = raw_drain(&bench.pool, enqueued, concurrency.min(16)).await?;
     let raw_drain_cost = (redis_usec(&bench.pool).await? - before) / enqueued as f64;
     let raw_pickup = raw_pickup(&bench.pool).await?;
-    let bulk_rate = bulk_enqueue(&bench.tasks, enqueued).await?;
+    let (bulk_rate, bulk_cost) = bulk_enqueue(&bench.tasks, &bench.pool, enqueued).await?;
+    let before = redis_usec(&bench.pool).await?;
+    raw_push(&bench.pool, per_caller).await?;
+    let raw_push_cost = (redis_usec(&bench.pool).await? - before) / enqueued as f64;
 
     let report_rate = |name, rate, raw_name, raw| report(name, "tasks/s", rate, raw_name, raw);
     report_rate(
@@ -211,6 +215,13 @@ async fn throughput(total: u64, concurrency: usize) -> Result<(), Error> {
         run_rate,
         "redis.brpop_drain_per_s",
         raw_drain_rate,
+    );
+    report(
+        "tasks.enqueue_bulk_redis_cpu_us_per_task",
+        "us",
+        bulk_cost,
+        "redis.lpush_c50_redis_cpu_us_per_item",
+        raw_push_cost,
     );
     report(
         "tasks.drain_redis_cpu_us_per_task",
@@ -290,13 +301,16 @@ async fn enqueue_concurrently(tasks: &Tasks, per_caller: u64) -> Result<f64, Err
 }
 
 /// Enqueues `total` tasks in batches of 1000 (one script call each) into a queue no worker
-/// serves, then deletes the queue; the rate in tasks per second.
-async fn bulk_enqueue(tasks: &Tasks, total: u64) -> Result<f64, Error> {
+/// serves, then deletes the queue; the rate in tasks per second and Redis's CPU time per task
+/// (the deletion not counted).
+async fn bulk_enqueue(tasks: &Tasks, pool: &RedisPool, total: u64) -> Result<(f64, f64), Error> {
+    let before = redis_usec(pool).await?;
     let started = Instant::now();
     enqueue_batches(tasks, total, "bulk").await?;
     let rate = total as f64 / started.elapsed().as_secs_f64();
+    let cost = (redis_usec(pool).await? - before) / total as f64;
     tasks.del_queue("bulk").await?;
-    Ok(rate)
+    Ok((rate, cost))
 }
 
 /// `total` no-op tasks into `queue` with `enqueue_many`, 1000 a batch.

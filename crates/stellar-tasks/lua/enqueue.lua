@@ -81,16 +81,23 @@ local function refusal(key, stored, replace, slot_key, schedule, leader)
   return nil
 end
 
--- Checks: nothing is written until every task passed. One read per task: its record's state
--- (read with pcall, so a key of another type is reported, not raised).
+-- Checks: nothing is written until every task passed. One read per new task (HLEN, with pcall,
+-- so a key of another type is reported, not raised), and the state of one that exists.
 local out = {}
 local added = {}
+-- The tasks whose key held something (deleted before the record is written).
+local held = {}
 for i = 1, #ARGV, 17 do
   local key, queue_key, _, id, _, _, _, _, due, _, replace, slot_key, remember, schedule, at,
     leader = unpack(ARGV, i, i + 15)
-  local stored = redis.pcall('HGET', key, 'state')
-  if type(stored) == 'table' and stored.err then
-    bad = wrong_type(key, 'hash') or ('ERR task ' .. id .. ': ' .. stored.err)
+  -- HLEN first: a new id (the common case) costs one read and no deletion.
+  local len = redis.pcall('HLEN', key)
+  local stored = false
+  if type(len) == 'table' then
+    bad = wrong_type(key, 'hash') or ('ERR task ' .. id .. ': ' .. tostring(len.err))
+  elseif len > 0 then
+    stored = redis.call('HGET', key, 'state')
+    held[i] = true
   end
   if not bad and not lists[queue_key] then
     bad = wrong_type(queue_key, 'list')
@@ -146,7 +153,9 @@ for _, i in ipairs(added) do
   end
   -- Whatever the key held goes: a replaced record, or a hash without a state (fields or an
   -- expiry planted by hand must not survive into the new record).
-  redis.call('DEL', key)
+  if held[i] then
+    redis.call('DEL', key)
+  end
   -- A failed-set entry of a replaced record, or left by a record that expired or was deleted.
   table.insert(ids, id)
   queues[queue] = true

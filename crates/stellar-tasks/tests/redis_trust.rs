@@ -961,3 +961,41 @@ async fn planted_keys_of_another_type_strand_nothing_around_them() {
     api.shutdown().await.expect("stops");
     cancel.cancel();
 }
+
+/// A hash without a state planted under an id (not a record any step writes) does not leak its
+/// fields or its expiry into the task enqueued with that id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_over_a_planted_stateless_hash_writes_a_clean_record() {
+    let server = RedisServer::start();
+    let cancel = CancellationToken::new();
+    let (pool, store) = store(&server, &cancel).await;
+    let (_api, tasks, _) = counting_node(store, "n1", TaskConfig::default());
+    run(&pool, &["HSET", "stellar:task:ghost", "planted", "1"]).await;
+    run(&pool, &["PEXPIRE", "stellar:task:ghost", "100000"]).await;
+    let options = EnqueueOptions {
+        id: Some("ghost".into()),
+        ..EnqueueOptions::default()
+    };
+    let submitted = tasks
+        .submit("work", &1, options, None)
+        .await
+        .expect("enqueue");
+    assert_eq!(submitted.outcome, Enqueued::Added);
+    let planted: Option<String> = pool
+        .query(
+            "HGET",
+            redis::cmd("HGET").arg("stellar:task:ghost").arg("planted"),
+        )
+        .await
+        .expect("hget");
+    let ttl: i64 = pool
+        .query("PTTL", redis::cmd("PTTL").arg("stellar:task:ghost"))
+        .await
+        .expect("pttl");
+    assert_eq!(
+        (planted, ttl),
+        (None, -1),
+        "the planted hash leaked into the record"
+    );
+    cancel.cancel();
+}
