@@ -172,19 +172,25 @@ for _, i in ipairs(added) do
     table.insert(pushes[queue_key], id)
     wake[channel] = queue
   end
-  local fields = { 'id', id, 'name', name, 'queue', queue, 'args', args, 'max_attempts', max,
-    'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', state }
-  if state == 'delayed' then
-    table.insert(fields, 'due_at')
-    table.insert(fields, due)
+  -- One HSET, its optional fields spelled out (no table per task).
+  if state == 'queued' and trace == '' then
+    redis.call('HSET', key, 'id', id, 'name', name, 'queue', queue, 'args', args, 'max_attempts',
+      max, 'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', state)
+  elseif state == 'queued' then
+    redis.call('HSET', key, 'id', id, 'name', name, 'queue', queue, 'args', args, 'max_attempts',
+      max, 'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', state, 'trace', trace)
+  elseif trace == '' then
+    redis.call('HSET', key, 'id', id, 'name', name, 'queue', queue, 'args', args, 'max_attempts',
+      max, 'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', state, 'due_at', due)
+  else
+    redis.call('HSET', key, 'id', id, 'name', name, 'queue', queue, 'args', args, 'max_attempts',
+      max, 'attempts', 0, 'enqueued_at', now, 'sig', sig, 'state', state, 'due_at', due, 'trace',
+      trace)
   end
-  if trace ~= '' then
-    table.insert(fields, 'trace')
-    table.insert(fields, trace)
-  end
-  redis.call('HSET', key, unpack(fields))
 end
-chunked('ZREM', KEYS[3], ids)
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  chunked('ZREM', KEYS[3], ids)
+end
 chunked('ZADD', KEYS[1], delayed)
 for _, queue_key in ipairs(push_order) do
   chunked('LPUSH', queue_key, pushes[queue_key])
