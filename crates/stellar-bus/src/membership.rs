@@ -11,8 +11,12 @@ use std::{
     time::Duration,
 };
 
+use futures_util::{
+    FutureExt,
+    future::{BoxFuture, Shared, WeakShared},
+};
 use serde::{Deserialize, Serialize};
-use stellar_core::{Api, Config, NodeId, ServerToken, time::now_ms};
+use stellar_core::{Api, Config, NodeId, ServerToken, sync, time::now_ms};
 use tracing::{debug, error, info, warn};
 
 use crate::{
@@ -27,6 +31,19 @@ use crate::{
 /// the store says about its expiry (someone with write access to Redis can replay an old record
 /// with a far-future score).
 pub const RECORD_SKEW: Duration = Duration::from_secs(1);
+
+/// How many heartbeat intervals the local view of the members is served after a read (see
+/// [`Membership::recent_incarnation`]). A joined node's heartbeat reads the members about once
+/// an interval, a little later each time than the read's start the view's age counts from:
+/// with one interval, the view went old for a moment every cycle and sent callers to read.
+/// What a read would add within two intervals, the view learns otherwise: runs announce
+/// themselves and their stop, a node it does not list is read for, and a call that goes
+/// unanswered makes its node's entry old.
+const VIEW_AGE_INTERVALS: u32 = 2;
+
+/// A read of the members that callers of [`Membership::recent_incarnation`] share: its result,
+/// an error included, is each one's.
+type SharedRead = Shared<BoxFuture<'static, ReadResult>>;
 
 /// One live node, as `stellar cluster status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,10 +168,11 @@ struct SignedRecord {
 ///
 /// Every read of the members ([`Membership::nodes`]) also refreshes a local view of which run
 /// holds each node's record, which [`Membership::recent_incarnation`] serves while it is younger
-/// than the heartbeat interval: a joined node's heartbeat reads the members every interval, so
+/// than two heartbeat intervals: a joined node's heartbeat reads the members every interval, so
 /// the hot path of RPC needs no read of its own. Runs that announce themselves or their stop on
 /// the bus (RPC does, see `stellar-rpc`) correct the view at once
-/// ([`Membership::note_incarnation`], [`Membership::note_stopped`]).
+/// ([`Membership::note_incarnation`], [`Membership::note_stopped`]), and a caller that got no
+/// reply from a run makes the view read again for its node ([`Membership::note_unanswered`]).
 ///
 /// Records [`Membership::nodes`] finds stale, or that are not records at all, are removed from
 /// the store (compare-and-delete, so a record renewed meanwhile stays). Records that are well
@@ -179,10 +197,14 @@ pub struct Membership {
     joined: Arc<AtomicBool>,
     /// The members as last read and corrected since, shared by every clone.
     view: Arc<MemberView>,
-    /// Held while [`Membership::recent_incarnation`] refreshes an old view, so callers that find
-    /// it old at the same time share one read.
-    refreshing: Arc<tokio::sync::Mutex<()>>,
+    /// The read [`Membership::recent_incarnation`] has in flight, which callers that need a
+    /// read join rather than queue behind: when the store is down or slow, each fails after one
+    /// read's wait, not after one per caller ahead of it. Weak, so the read ends (dropped) once
+    /// no caller waits for it.
+    reading: Arc<std::sync::Mutex<Option<WeakShared<BoxFuture<'static, ReadResult>>>>>,
 }
+
+type ReadResult = Result<(), Arc<TransportError>>;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -231,7 +253,7 @@ impl Membership {
             stats,
             joined: Arc::new(AtomicBool::new(false)),
             view: Arc::new(MemberView::new(settings.heartbeat_ttl + RECORD_SKEW)),
-            refreshing: Arc::default(),
+            reading: Arc::default(),
         }
     }
 
@@ -307,12 +329,13 @@ impl Membership {
     }
 
     /// The run holding the record of the live node `node` (its incarnation), from the local
-    /// view while it is younger than one heartbeat interval: no read of the store. A node the
+    /// view while it is younger than two heartbeat intervals: no read of the store. A node the
     /// view does not list is looked up with a read (it may have joined since), so `None` always
-    /// comes from a read. An older view is read again first, one read shared by the callers
-    /// that find it old at the same time.
+    /// comes from a read, as does the answer for a node whose last call went unanswered
+    /// ([`Membership::note_unanswered`]). An older view is read again first. Callers that need a
+    /// read while one is in flight join it and share its result, a failure included.
     ///
-    /// The view lags the store by up to one heartbeat interval, less where runs announce
+    /// The view lags the store by up to two heartbeat intervals, less where runs announce
     /// themselves and their stop ([`Membership::note_incarnation`],
     /// [`Membership::note_stopped`]): a run that died unannounced may still be listed.
     ///
@@ -322,35 +345,46 @@ impl Membership {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a dropped call leaves the view as it was, or refreshed.
+    /// Cancel safe: a dropped call leaves the view as it was, or refreshed; a read nobody waits
+    /// for any more is dropped.
     pub async fn recent_incarnation(&self, node: &NodeId) -> Result<Option<u64>, TransportError> {
-        let max_age = self.heartbeat_interval;
-        let mut lookup = self.view.lookup(node, max_age);
-        if lookup == Lookup::Old {
-            if self.refresh_view().await? {
-                return Ok(self.view.incarnation(node));
-            }
-            lookup = self.view.lookup(node, max_age);
-        }
-        match lookup {
+        let max_age = self.heartbeat_interval * VIEW_AGE_INTERVALS;
+        match self.view.lookup(node, max_age) {
             Lookup::Listed(incarnation) => Ok(Some(incarnation)),
-            // It may have joined since the view was read.
-            Lookup::Unlisted | Lookup::Old => {
-                self.nodes().await?;
+            // An old view is read again; a node it does not list may have joined since.
+            Lookup::Old | Lookup::Unlisted => {
+                self.read_shared().await?;
                 Ok(self.view.incarnation(node))
             }
         }
     }
 
-    /// Reads the members unless another caller did while this one waited for its turn; whether
-    /// this call read them.
-    async fn refresh_view(&self) -> Result<bool, TransportError> {
-        let _refreshing = self.refreshing.lock().await;
-        if self.view.is_recent(self.heartbeat_interval) {
-            return Ok(false);
-        }
-        self.nodes().await?;
-        Ok(true)
+    /// Reads the members, or joins the read another caller has in flight.
+    async fn read_shared(&self) -> Result<(), TransportError> {
+        let read = {
+            // Never held across an await: one look at the slot and maybe one store.
+            let mut reading = sync::lock(&self.reading);
+            let in_flight = reading
+                .as_ref()
+                .and_then(WeakShared::upgrade)
+                .filter(|read| read.peek().is_none());
+            match in_flight {
+                Some(read) => read,
+                None => {
+                    let read = self.start_read();
+                    *reading = read.downgrade();
+                    read
+                }
+            }
+        };
+        read.await.map_err(|err| TransportError::shared(&err))
+    }
+
+    fn start_read(&self) -> SharedRead {
+        let membership = self.clone();
+        async move { membership.nodes().await.map(|_| ()).map_err(Arc::new) }
+            .boxed()
+            .shared()
     }
 
     /// The run of `node` the local view lists, however old the view: no read.
@@ -371,6 +405,20 @@ impl Membership {
     /// would have expired.
     pub fn note_stopped(&self, node: &NodeId, incarnation: u64) {
         self.view.note_stopped(node, incarnation);
+    }
+
+    /// Tells the local view that a call to the run `incarnation` of `node` went unanswered (the
+    /// run may be dead, or another run may hold the node's record since an announcement this
+    /// view missed): if the view still lists that run, the next
+    /// [`Membership::recent_incarnation`] for `node` reads the store first.
+    pub fn note_unanswered(&self, node: &NodeId, incarnation: u64) {
+        self.view.note_unanswered(node, incarnation);
+    }
+
+    /// Every node the local view lists, however old the view, ordered by id: no read. What a
+    /// caller falls back on when a read of the members fails.
+    pub fn known_nodes(&self) -> Vec<NodeId> {
+        self.view.nodes()
     }
 
     fn seal(&self, info: &NodeInfo) -> String {
@@ -840,6 +888,124 @@ mod tests {
         assert_eq!(view.recent_incarnation(&a_id).await.expect("read"), None);
         assert_eq!(view.known_incarnation(b.node_id()), Some(b.incarnation()));
         b.shutdown().await.expect("b leaves");
+    }
+
+    /// A store whose reads of the members take `delay`, then fail while it is down; counts them.
+    #[derive(Debug)]
+    struct SlowStore {
+        inner: MemoryMembershipStore,
+        delay: Duration,
+        down: AtomicBool,
+        reads: AtomicU64,
+    }
+
+    impl SlowStore {
+        fn reads(&self) -> u64 {
+            self.reads.load(Ordering::Relaxed)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MembershipStore for SlowStore {
+        async fn heartbeat(
+            &self,
+            node: &NodeId,
+            incarnation: u64,
+            record: &str,
+            ttl: Duration,
+            claim: Claim,
+        ) -> Result<Beat, TransportError> {
+            let inner = &self.inner;
+            inner.heartbeat(node, incarnation, record, ttl, claim).await
+        }
+        async fn leave(&self, node: &NodeId, incarnation: u64) -> Result<bool, TransportError> {
+            self.inner.leave(node, incarnation).await
+        }
+        async fn remove_if(&self, node: &NodeId, record: &str) -> Result<bool, TransportError> {
+            self.inner.remove_if(node, record).await
+        }
+        async fn live(&self) -> Result<crate::LiveRecords, TransportError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(self.delay).await;
+            if self.down.load(Ordering::Relaxed) {
+                return Err(TransportError::Timeout {
+                    op: "test read",
+                    after: self.delay,
+                });
+            }
+            self.inner.live().await
+        }
+        async fn hold_connection(
+            &self,
+            connection: &str,
+            node: &NodeId,
+        ) -> Result<(), TransportError> {
+            self.inner.hold_connection(connection, node).await
+        }
+        async fn release_connection(
+            &self,
+            connection: &str,
+            node: &NodeId,
+        ) -> Result<bool, TransportError> {
+            self.inner.release_connection(connection, node).await
+        }
+        async fn connection_holder(
+            &self,
+            connection: &str,
+        ) -> Result<Option<NodeId>, TransportError> {
+            self.inner.connection_holder(connection).await
+        }
+        async fn forget_connections(&self, node: &NodeId) -> Result<u64, TransportError> {
+            self.inner.forget_connections(node).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn callers_that_need_a_read_share_one_and_its_failure() {
+        let store = Arc::new(SlowStore {
+            inner: MemoryMembershipStore::new(),
+            delay: Duration::from_secs(3),
+            down: AtomicBool::new(true),
+            reads: AtomicU64::new(0),
+        });
+        let client = api("client");
+        let membership = Membership::new(store.clone(), &client, settings(&client));
+        let a = NodeId::new("a").expect("valid id");
+        let calls = (0..10).map(|_| membership.recent_incarnation(&a));
+        let results = futures_util::future::join_all(calls).await;
+        for result in &results {
+            assert!(
+                matches!(
+                    result,
+                    Err(TransportError::Timeout {
+                        op: "test read",
+                        ..
+                    })
+                ),
+                "{result:?}"
+            );
+        }
+        assert_eq!(store.reads(), 1, "the callers read one after another");
+        // A caller that gives up leaves the read to those still waiting.
+        let caller = || {
+            let (membership, a) = (membership.clone(), a.clone());
+            tokio::spawn(async move { membership.recent_incarnation(&a).await })
+        };
+        let first = caller();
+        tokio::task::yield_now().await;
+        let second = caller();
+        tokio::task::yield_now().await;
+        first.abort();
+        assert!(second.await.expect("not aborted").is_err());
+        assert_eq!(
+            store.reads(),
+            2,
+            "a failure is not remembered, nor a read restarted"
+        );
+        // The store is back: the next read answers.
+        store.down.store(false, Ordering::Relaxed);
+        assert_eq!(membership.recent_incarnation(&a).await.expect("read"), None);
+        assert_eq!(store.reads(), 3);
     }
 
     #[tokio::test]

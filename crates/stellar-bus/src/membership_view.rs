@@ -27,6 +27,9 @@ struct State {
     runs: HashMap<NodeId, Seen>,
     /// Runs that said they stopped, each until it is forgotten.
     stopped: HashMap<(NodeId, u64), Instant>,
+    /// Nodes whose entry went old early (a call to the run it lists went unanswered), each with
+    /// when: only a read that began after that answers for the node again.
+    unanswered: HashMap<NodeId, Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +46,8 @@ pub(crate) enum Lookup {
     Listed(u64),
     /// The view is recent but does not list the node (it may have joined since).
     Unlisted,
-    /// The view is too old to answer (or was never read).
+    /// The view is too old to answer (or was never read), or its entry for this node went old
+    /// early ([`MemberView::note_unanswered`]).
     Old,
 }
 
@@ -69,18 +73,13 @@ impl MemberView {
         {
             return Lookup::Old;
         }
+        if state.unanswered.contains_key(node) {
+            return Lookup::Old;
+        }
         match state.runs.get(node) {
             Some(seen) => Lookup::Listed(seen.incarnation),
             None => Lookup::Unlisted,
         }
-    }
-
-    /// Whether the view's last read began less than `max_age` ago.
-    pub(crate) fn is_recent(&self, max_age: Duration) -> bool {
-        let state = self.state();
-        state
-            .read_at
-            .is_some_and(|read_at| read_at.elapsed() < max_age)
     }
 
     /// The run of `node` the view lists, however old the view.
@@ -88,12 +87,24 @@ impl MemberView {
         self.state().runs.get(node).map(|seen| seen.incarnation)
     }
 
+    /// Every node the view lists, however old the view, ordered by id.
+    pub(crate) fn nodes(&self) -> Vec<NodeId> {
+        let mut nodes: Vec<NodeId> = self.state().runs.keys().cloned().collect();
+        nodes.sort();
+        nodes
+    }
+
     /// Takes in the live `nodes` a read of the store that began at `read_at` found. What the
     /// view learned after `read_at` (a run that announced itself or said it stopped) stands,
-    /// and runs that said they stopped stay out.
+    /// and runs that said they stopped stay out. A read that began before the last one taken
+    /// in is ignored: it would bring back nodes the later read no longer found.
     pub(crate) fn refresh(&self, read_at: Instant, nodes: &[NodeInfo]) {
         let mut state = self.state();
+        if state.read_at.is_some_and(|latest| read_at < latest) {
+            return;
+        }
         state.prune_stopped(Instant::now());
+        state.unanswered.retain(|_, since| *since > read_at);
         state.runs.retain(|_, seen| seen.as_of > read_at);
         for node in nodes {
             if state
@@ -108,7 +119,23 @@ impl MemberView {
                 as_of: read_at,
             });
         }
-        state.read_at = state.read_at.max(Some(read_at));
+        state.read_at = Some(read_at);
+    }
+
+    /// A call to the run `incarnation` of `node` went unanswered: if the view still lists that
+    /// run, its entry is old from now on, until a read that begins later (or an announcement of
+    /// the node's run) answers for the node again. A run that died, or a view that missed a
+    /// handover, then costs one unanswered call, not one per call until the next read.
+    pub(crate) fn note_unanswered(&self, node: &NodeId, incarnation: u64) {
+        let now = Instant::now();
+        let mut state = self.state();
+        if state
+            .runs
+            .get(node)
+            .is_some_and(|seen| seen.incarnation == incarnation)
+        {
+            state.unanswered.insert(node.clone(), now);
+        }
     }
 
     /// The run `incarnation` of `node` announced that it holds the node's record and serves:
@@ -125,6 +152,8 @@ impl MemberView {
                 incarnation,
                 as_of: now,
             };
+            // The run spoke for itself after the call that went unanswered.
+            state.unanswered.remove(node);
         }
     }
 
@@ -248,5 +277,49 @@ mod tests {
             "forgotten once it could expire"
         );
         assert_eq!(view.incarnation(&id("b")), None, "b left");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_older_read_never_brings_back_a_node_a_newer_read_dropped() {
+        let view = view();
+        let older_read_began = Instant::now();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        // The newer read ends first: b left between the two reads' starts.
+        view.refresh(Instant::now(), &[info("a", 1)]);
+        view.refresh(older_read_began, &[info("a", 1), info("b", 7)]);
+        assert_eq!(
+            view.incarnation(&id("b")),
+            None,
+            "the older read was taken in"
+        );
+        assert_eq!(view.lookup(&id("b"), INTERVAL), Lookup::Unlisted);
+        assert_eq!(view.nodes(), [id("a")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_run_makes_its_entry_old_until_a_later_read() {
+        let view = view();
+        view.refresh(Instant::now(), &[info("a", 1), info("b", 7)]);
+        let read_began = Instant::now();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        view.note_unanswered(&id("a"), 1);
+        view.note_unanswered(&id("b"), 8);
+        assert_eq!(view.lookup(&id("a"), INTERVAL), Lookup::Old);
+        assert_eq!(
+            view.lookup(&id("b"), INTERVAL),
+            Lookup::Listed(7),
+            "another run of b went unanswered"
+        );
+        assert_eq!(view.incarnation(&id("a")), Some(1), "still known");
+        // A read that began before the call went unanswered does not answer for a.
+        view.refresh(read_began, &[info("a", 1), info("b", 7)]);
+        assert_eq!(view.lookup(&id("a"), INTERVAL), Lookup::Old);
+        tokio::time::advance(Duration::from_millis(5)).await;
+        view.refresh(Instant::now(), &[info("a", 1), info("b", 7)]);
+        assert_eq!(view.lookup(&id("a"), INTERVAL), Lookup::Listed(1));
+        // Nor does the mark outlive what the node's run says about itself.
+        view.note_unanswered(&id("a"), 1);
+        view.note_incarnation(&id("a"), 2);
+        assert_eq!(view.lookup(&id("a"), INTERVAL), Lookup::Listed(2));
     }
 }

@@ -85,6 +85,9 @@ impl TransportError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Connect { .. } | Self::Timeout { .. } => true,
+            Self::Backend { source, .. } if source.is::<SharedSource>() => source
+                .downcast_ref::<SharedSource>()
+                .is_some_and(|shared| shared.0.is_transient()),
             Self::Backend { source, .. } => {
                 source.downcast_ref::<redis::RedisError>().is_some_and(|e| {
                     e.is_io_error()
@@ -102,6 +105,49 @@ impl TransportError {
             }
             _ => false,
         }
+    }
+
+    /// A copy of `err`, the failure of one operation whose result several callers share: the
+    /// same variant and fields, its source (which cannot be cloned) shared behind the `Arc`.
+    pub(crate) fn shared(err: &Arc<TransportError>) -> Self {
+        let source =
+            || -> Box<dyn std::error::Error + Send + Sync> { Box::new(SharedSource(err.clone())) };
+        match &**err {
+            Self::InvalidUrl { url, reason } => Self::InvalidUrl {
+                url: url.clone(),
+                reason: reason.clone(),
+            },
+            Self::Connect { url, .. } => Self::Connect {
+                url: url.clone(),
+                source: source(),
+            },
+            Self::Timeout { op, after } => Self::Timeout { op, after: *after },
+            Self::Backend { op, .. } => Self::Backend {
+                op,
+                source: source(),
+            },
+            Self::Closed => Self::Closed,
+        }
+    }
+}
+
+/// The source of a shared [`TransportError`], seen through the `Arc` that shares it: it shows
+/// and chains as that error's own source.
+#[derive(Debug)]
+struct SharedSource(Arc<TransportError>);
+
+impl fmt::Display for SharedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::error::Error::source(&*self.0) {
+            Some(source) => fmt::Display::fmt(source, f),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for SharedSource {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0).and_then(std::error::Error::source)
     }
 }
 
@@ -235,5 +281,36 @@ impl Subscriber {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Closed,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_shared_error_keeps_its_variant_message_and_source() {
+        let timeout = Arc::new(TransportError::Timeout {
+            op: "EVALSHA",
+            after: Duration::from_secs(2),
+        });
+        let copy = TransportError::shared(&timeout);
+        assert!(matches!(
+            copy,
+            TransportError::Timeout { op: "EVALSHA", .. }
+        ));
+        assert!(copy.is_transient());
+        let backend = Arc::new(TransportError::Backend {
+            op: "ZRANGE",
+            source: "connection reset".into(),
+        });
+        let copy = TransportError::shared(&backend);
+        assert_eq!(copy.to_string(), "redis ZRANGE failed");
+        let source = copy.source().expect("a source");
+        assert_eq!(source.to_string(), "connection reset");
+        assert!(source.source().is_none());
+        assert_eq!(copy.is_transient(), backend.is_transient());
     }
 }

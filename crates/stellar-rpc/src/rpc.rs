@@ -14,9 +14,9 @@ use std::{
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value;
-use stellar_bus::{Bus, HandlerError, Membership, Message};
+use stellar_bus::{Bus, HandlerError, Membership, Message, TransportError};
 use stellar_core::{Api, Config, NodeId, TraceParent, sync};
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, time::Instant};
 use tracing::{Instrument, debug, info_span, instrument, warn};
 
 use crate::{Error, RemoteError, Result, metrics::RpcMetrics};
@@ -286,7 +286,8 @@ impl Rpc {
     }
 
     /// Calls `method` with `args` on `target` and waits as `wait` says, at most `timeout`
-    /// (default: the timeout of the [`RpcSettings`]).
+    /// (default: the timeout of the [`RpcSettings`]) from the call's start, reads of the
+    /// members included.
     ///
     /// - [`Wait::None`]: returns no replies once the request is published.
     /// - [`Wait::First`]: returns the first reply, whatever it is, or [`Error::Timeout`].
@@ -296,15 +297,19 @@ impl Rpc {
     ///
     /// A call to one node checks it against the membership's recent view
     /// ([`Membership::recent_incarnation`]), which reads the store only when the view is older
-    /// than one heartbeat interval or does not list the node. A [`Wait::All`] call to every node
-    /// reads the members while its request travels.
+    /// than two heartbeat intervals, does not list the node, or lists a run of it that left a
+    /// call unanswered: a call to one node that gets no reply tells the view
+    /// ([`Membership::note_unanswered`]). A [`Wait::All`] call to every node reads the members
+    /// while its request travels; if that read fails, the call expects the members the view
+    /// last knew ([`Membership::known_nodes`]), or, knowing none, returns whoever answered in
+    /// time: a call that was sent never fails for want of a read.
     ///
     /// # Errors
     ///
     /// [`Error::UnknownNode`] for a target that is not live, [`Error::Timeout`] for a first-reply
-    /// call with no reply, [`Error::Bus`] or [`Error::Membership`] when the backend fails (for a
-    /// [`Wait::All`] call to every node, a failed read of the members fails the call after its
-    /// request was sent).
+    /// call with no reply, [`Error::Bus`] or [`Error::Membership`] when the backend fails
+    /// before the request is sent ([`Error::Membership`] with
+    /// [`TransportError::Timeout`] when resolving the target takes the whole timeout).
     #[instrument(name = "rpc.call", skip_all, fields(node_id = %self.inner.bus.node_id(), method = %method))]
     pub async fn do_cluster(
         &self,
@@ -331,7 +336,15 @@ impl Rpc {
         timeout: Option<Duration>,
     ) -> Result<Vec<Reply>> {
         let after = timeout.unwrap_or(self.inner.settings.timeout);
-        let mut resolved = self.resolve(target).await?;
+        let deadline = Instant::now() + after;
+        let mut resolved = tokio::time::timeout_at(deadline, self.resolve(target))
+            .await
+            .map_err(|_| {
+                Error::Membership(TransportError::Timeout {
+                    op: "membership read",
+                    after,
+                })
+            })??;
         let request = Request {
             request_id: self.inner.next_request.fetch_add(1, Ordering::Relaxed),
             method: method.to_owned(),
@@ -365,19 +378,29 @@ impl Rpc {
             // A call to every node waits for every node live now, one that joined a moment ago
             // included: the members are read while the request travels.
             Some(entry) if resolved.node.is_none() && wait == Wait::All => {
-                let (sent, members) = tokio::join!(send, self.inner.membership.nodes());
+                let members = tokio::time::timeout_at(deadline, self.inner.membership.nodes());
+                let (sent, members) = tokio::join!(send, members);
                 sent?;
-                let members = members.map_err(Error::Membership)?;
-                resolved.expected = members.into_iter().map(|n| n.id).collect();
-                entry.expect(resolved.expected.clone());
+                if let Some(expected) = self.expected_members(members, after) {
+                    resolved.expected = expected;
+                    entry.expect(resolved.expected.clone());
+                }
             }
             _ => send.await?,
         }
         let Some(entry) = entry else {
             return Ok(Vec::new());
         };
-        let in_time = tokio::time::timeout(after, completed).await.is_ok();
+        let in_time = tokio::time::timeout_at(deadline, completed).await.is_ok();
         let replies = entry.finish();
+        if let (Some(node), Some(incarnation)) = (&resolved.node, resolved.incarnation)
+            && !replies.iter().any(|reply| &reply.node_id == node)
+        {
+            // The run may be dead, or another run may hold the node's record since an
+            // announcement this caller missed: the next call to the node reads the members.
+            debug!(request_id = request.request_id, %node, incarnation, "no reply from the node");
+            self.inner.membership.note_unanswered(node, incarnation);
+        }
         debug!(
             request_id = request.request_id,
             replies = replies.len(),
@@ -385,6 +408,33 @@ impl Rpc {
             "call ended"
         );
         collect(method, wait, after, &resolved.expected, replies)
+    }
+
+    /// The nodes a [`Wait::All`] call to every node waits for, given how reading the `members`
+    /// while its request travelled went. The request is out, so a failed read must not fail
+    /// the call (a caller that retried would run it twice): the members the view last knew
+    /// stand in, and `None`, when it knows none, lets the call collect replies until its
+    /// timeout.
+    fn expected_members(
+        &self,
+        members: Result<
+            Result<Vec<stellar_bus::NodeInfo>, TransportError>,
+            tokio::time::error::Elapsed,
+        >,
+        after: Duration,
+    ) -> Option<BTreeSet<NodeId>> {
+        let membership = &self.inner.membership;
+        let err = match members {
+            Ok(Ok(members)) => return Some(members.into_iter().map(|n| n.id).collect()),
+            Ok(Err(err)) => err,
+            Err(_) => TransportError::Timeout {
+                op: "membership read",
+                after,
+            },
+        };
+        let known = membership.known_nodes();
+        warn!(node_id = %self.inner.bus.node_id(), error = %err, known = known.len(), "could not read the members for a call to every node; expecting those last known");
+        (!known.is_empty()).then(|| known.into_iter().collect())
     }
 
     /// The live node `target` names and the run of it the call is for, from the membership's

@@ -1,11 +1,15 @@
 //! `do_cluster` on both backends: three nodes in one process, on memory or on a real Redis.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use serde_json::{Value, json};
 use stellar_bus::{
-    Bus, BusSettings, Membership, MembershipSettings, MembershipStore, MemoryMembershipStore,
-    MemoryTransport, RedisConfig, RedisMembershipStore, RedisPool, RedisTransport, Transport,
+    Beat, Bus, BusSettings, Claim, LiveRecords, Membership, MembershipSettings, MembershipStore,
+    MemoryMembershipStore, MemoryTransport, RedisConfig, RedisMembershipStore, RedisPool,
+    RedisTransport, Transport, TransportError,
 };
 use stellar_core::{Api, CancellationToken, Config, NodeId, ServerToken};
 use stellar_rpc::{Error, RemoteError, Rpc, RpcSettings, Target, Wait, builtins::NodeStatus};
@@ -60,16 +64,18 @@ impl Cluster {
 
     /// A node that joined the cluster and serves calls.
     async fn node(&self, id: &str) -> (Api, Rpc) {
-        let api = Api::new(Config {
-            id: Some(NodeId::new(id).expect("valid id")),
-            server_token: ServerToken::new("t"),
-            rpc_timeout: Duration::from_millis(1500),
-            heartbeat_interval: Duration::from_millis(100),
-            heartbeat_ttl: Duration::from_millis(1000),
-            shutdown_timeout: Duration::from_secs(2),
-            ..Config::default()
-        });
         let (transport, store) = self.backend().await;
+        self.node_on(id, transport, store).await
+    }
+
+    /// A node that joined the cluster and serves calls, its records in `store`.
+    async fn node_on(
+        &self,
+        id: &str,
+        transport: Arc<dyn Transport>,
+        store: Arc<dyn MembershipStore>,
+    ) -> (Api, Rpc) {
+        let api = Api::new(node_config(id));
         let bus = Bus::start(&api, transport, BusSettings::from(api.config()))
             .await
             .expect("bus");
@@ -105,9 +111,56 @@ impl Cluster {
         (api, rpc)
     }
 
+    /// As [`Cluster::replacement`], but the replacement serves unannounced, as if every
+    /// caller had missed its announcement (pub/sub is at most once).
+    async fn unannounced_replacement(&self, old: &Api) -> (Api, Rpc) {
+        let api = Api::new(old.config().clone());
+        let (transport, store) = self.backend().await;
+        let bus = Bus::start(&api, transport, BusSettings::from(api.config()))
+            .await
+            .expect("bus");
+        let settings = MembershipSettings::from(api.config());
+        Membership::new(store.clone(), &api, settings.clone())
+            .join_replacing(&api, old.incarnation())
+            .await
+            .expect("handover");
+        // A membership that did not join: `serve` announces nothing.
+        let rpc = Rpc::new(
+            bus,
+            Membership::new(store, &api, settings),
+            RpcSettings::from(api.config()),
+        );
+        rpc.serve();
+        (api, rpc)
+    }
+
+    /// A run of the node `id` that holds its membership record but is not on the bus: it
+    /// answers no call, as a run that died.
+    async fn silent_member(&self, id: &str) -> Api {
+        let api = Api::new(node_config(id));
+        let (_, store) = self.backend().await;
+        Membership::new(store, &api, MembershipSettings::from(api.config()))
+            .join(&api)
+            .await
+            .expect("join");
+        api
+    }
+
     /// A caller that never joins (as a CLI client), whose view of the members stays recent for
-    /// a minute once read: within that minute, only what runs announce changes it.
+    /// minutes once read: meanwhile, only what runs announce (and calls left unanswered)
+    /// changes it.
     async fn client(&self, id: &str) -> (Api, Rpc) {
+        let (transport, store) = self.backend().await;
+        self.client_on(id, transport, store).await
+    }
+
+    /// A client whose membership reads `store`.
+    async fn client_on(
+        &self,
+        id: &str,
+        transport: Arc<dyn Transport>,
+        store: Arc<dyn MembershipStore>,
+    ) -> (Api, Rpc) {
         let api = Api::new(Config {
             id: Some(NodeId::new(id).expect("valid id")),
             server_token: ServerToken::new("t"),
@@ -115,7 +168,6 @@ impl Cluster {
             heartbeat_interval: Duration::from_secs(60),
             ..Config::default()
         });
-        let (transport, store) = self.backend().await;
         let bus = Bus::start(&api, transport, BusSettings::from(api.config()))
             .await
             .expect("bus");
@@ -135,6 +187,95 @@ impl Cluster {
 
 fn id(s: &str) -> NodeId {
     NodeId::new(s).expect("valid id")
+}
+
+/// The configuration of a test node: fast heartbeat, short timeouts.
+fn node_config(id: &str) -> Config {
+    Config {
+        id: Some(NodeId::new(id).expect("valid id")),
+        server_token: ServerToken::new("t"),
+        rpc_timeout: Duration::from_millis(1500),
+        heartbeat_interval: Duration::from_millis(100),
+        heartbeat_ttl: Duration::from_millis(1000),
+        shutdown_timeout: Duration::from_secs(2),
+        ..Config::default()
+    }
+}
+
+/// How a [`FaultyStore`] answers reads of the members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    Pass,
+    /// Fail at once, as a store that refuses connections.
+    Fail,
+    /// Never answer, as a store that hangs (without the pool's timeout).
+    Hang,
+}
+
+/// A membership store whose reads of the members ([`MembershipStore::live`]) fail or hang on
+/// demand; everything else passes through.
+#[derive(Debug)]
+struct FaultyStore {
+    inner: Arc<dyn MembershipStore>,
+    reads: Mutex<Reads>,
+}
+
+impl FaultyStore {
+    fn new(inner: Arc<dyn MembershipStore>, reads: Reads) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            reads: Mutex::new(reads),
+        })
+    }
+
+    fn set(&self, reads: Reads) {
+        *self.reads.lock().expect("lock") = reads;
+    }
+}
+
+#[async_trait::async_trait]
+impl MembershipStore for FaultyStore {
+    async fn heartbeat(
+        &self,
+        node: &NodeId,
+        incarnation: u64,
+        record: &str,
+        ttl: Duration,
+        claim: Claim,
+    ) -> Result<Beat, TransportError> {
+        let inner = &self.inner;
+        inner.heartbeat(node, incarnation, record, ttl, claim).await
+    }
+    async fn leave(&self, node: &NodeId, incarnation: u64) -> Result<bool, TransportError> {
+        self.inner.leave(node, incarnation).await
+    }
+    async fn remove_if(&self, node: &NodeId, record: &str) -> Result<bool, TransportError> {
+        self.inner.remove_if(node, record).await
+    }
+    async fn live(&self) -> Result<LiveRecords, TransportError> {
+        let reads = *self.reads.lock().expect("lock");
+        match reads {
+            Reads::Pass => self.inner.live().await,
+            Reads::Fail => Err(TransportError::Closed),
+            Reads::Hang => std::future::pending().await,
+        }
+    }
+    async fn hold_connection(&self, connection: &str, node: &NodeId) -> Result<(), TransportError> {
+        self.inner.hold_connection(connection, node).await
+    }
+    async fn release_connection(
+        &self,
+        connection: &str,
+        node: &NodeId,
+    ) -> Result<bool, TransportError> {
+        self.inner.release_connection(connection, node).await
+    }
+    async fn connection_holder(&self, connection: &str) -> Result<Option<NodeId>, TransportError> {
+        self.inner.connection_holder(connection).await
+    }
+    async fn forget_connections(&self, node: &NodeId) -> Result<u64, TransportError> {
+        self.inner.forget_connections(node).await
+    }
 }
 
 /// Registers `test.count` on `rpc`: it records and returns the incarnation of `api`, the run
@@ -663,6 +804,108 @@ async fn announcements_speak_only_for_their_sender(cluster: Cluster) {
     assert_eq!(value["node_id"], json!("worker-1"));
 }
 
+async fn a_call_to_every_node_that_was_sent_returns_replies_when_the_members_cannot_be_read(
+    cluster: Cluster,
+) {
+    let (transport, store) = cluster.backend().await;
+    let faulty = FaultyStore::new(store, Reads::Pass);
+    let caller = cluster.node_on("n1", transport, faulty.clone()).await;
+    let _others = [cluster.node("n2").await, cluster.node("n3").await];
+    eventually("the caller's heartbeat read every member", || {
+        caller.1.membership().known_nodes() == [id("n1"), id("n2"), id("n3")]
+    })
+    .await;
+    faulty.set(Reads::Fail);
+    let replies = caller
+        .1
+        .call_all("api.ping", Value::Null)
+        .await
+        .expect("the request was sent: the call does not fail");
+    let answered: Vec<(&str, bool)> = replies
+        .iter()
+        .map(|r| (r.node_id.as_str(), r.result.is_ok()))
+        .collect();
+    assert_eq!(answered, [("n1", true), ("n2", true), ("n3", true)]);
+    // A caller that never read the members takes whoever answered in time.
+    let (transport, store) = cluster.backend().await;
+    let blind = FaultyStore::new(store, Reads::Fail);
+    let (_client_api, client) = cluster.client_on("c1", transport, blind).await;
+    let replies = client
+        .call_all("api.ping", Value::Null)
+        .await
+        .expect("the request was sent: the call does not fail");
+    let ids: Vec<&str> = replies.iter().map(|r| r.node_id.as_str()).collect();
+    assert_eq!(ids, ["n1", "n2", "n3"]);
+    assert_eq!(client.pending_calls(), 0);
+}
+
+async fn one_node_calls_end_at_their_timeout_when_the_members_cannot_be_read(cluster: Cluster) {
+    let _nodes = cluster.three().await;
+    let (transport, store) = cluster.backend().await;
+    let hanging = FaultyStore::new(store, Reads::Hang);
+    let (_client_api, client) = cluster.client_on("c1", transport, hanging.clone()).await;
+    let n2 = id("n2");
+    let calls = (0..5).map(|_| {
+        client.do_cluster(
+            "api.ping",
+            Value::Null,
+            Target::Node(n2.clone()),
+            Wait::First,
+            Some(Duration::from_millis(300)),
+        )
+    });
+    let results = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::future::join_all(calls),
+    )
+    .await
+    .expect("every call ends at its timeout");
+    for result in results {
+        assert!(
+            matches!(
+                result,
+                Err(Error::Membership(TransportError::Timeout { .. }))
+            ),
+            "{result:?}"
+        );
+    }
+    assert_eq!(client.pending_calls(), 0);
+    hanging.set(Reads::Pass);
+    let value = client
+        .call(&n2, "api.ping", Value::Null)
+        .await
+        .expect("the store is back");
+    assert_eq!(value["node_id"], json!("n2"));
+}
+
+async fn a_call_left_unanswered_makes_the_next_one_read_the_members(cluster: Cluster) {
+    let old = cluster.silent_member("worker-1").await;
+    let (_client_api, client) = cluster.client("c1").await;
+    client.membership().nodes().await.expect("read");
+    assert_eq!(
+        client.membership().known_incarnation(&id("worker-1")),
+        Some(old.incarnation())
+    );
+    // The run the client knows answers nothing; its replacement, which the client has not
+    // heard of, ignores requests for another run.
+    let calls = Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let (new_api, new) = cluster.unannounced_replacement(&old).await;
+    count_calls(&calls, &new, &new_api);
+    let unanswered = client
+        .call(&id("worker-1"), "test.count", Value::Null)
+        .await;
+    assert!(
+        matches!(unanswered, Err(Error::Timeout { .. })),
+        "{unanswered:?}"
+    );
+    let value = client
+        .call(&id("worker-1"), "test.count", Value::Null)
+        .await
+        .expect("the next call reads the members and reaches the holder");
+    assert_eq!(value, json!(new_api.incarnation()));
+    assert_eq!(*calls.lock().expect("lock"), [new_api.incarnation()]);
+}
+
 stellar_testkit::contract_cases!(
     wait_all_returns_one_reply_per_live_node_early,
     a_node_target_hits_exactly_that_node,
@@ -677,4 +920,7 @@ stellar_testkit::contract_cases!(
     a_direct_call_during_a_handover_runs_once_on_the_record_holder,
     a_stale_view_is_corrected_by_what_runs_announce,
     announcements_speak_only_for_their_sender,
+    a_call_to_every_node_that_was_sent_returns_replies_when_the_members_cannot_be_read,
+    one_node_calls_end_at_their_timeout_when_the_members_cannot_be_read,
+    a_call_left_unanswered_makes_the_next_one_read_the_members,
 );
