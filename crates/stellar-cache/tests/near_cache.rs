@@ -227,3 +227,26 @@ async fn reads_are_recorded_once_a_second_per_key() {
     let recorded = b.load::<u64>("seen").await.expect("load").last_read_at;
     assert!(recorded.is_some(), "A's read, as of B's plain read");
 }
+
+#[tokio::test]
+async fn a_task_looping_over_near_cache_hits_lets_other_tasks_run() {
+    let server = RedisServer::start();
+    let (b, store) = node_b(&server.url()).await;
+    b.save("hot", &1_u64, None).await.expect("save");
+    warm(&b, &store, "hot").await;
+    // One thread: the other task runs only when the loop below yields.
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn({
+        let ran = ran.clone();
+        async move { ran.store(true, std::sync::atomic::Ordering::SeqCst) }
+    });
+    let hits_before = store.near_cache_stats().expect("near").hits;
+    for _ in 0..1000 {
+        assert_eq!(load(&b, "hot").await, Some(1));
+    }
+    assert!(store.near_cache_stats().expect("near").hits >= hits_before + 900);
+    assert!(
+        ran.load(std::sync::atomic::Ordering::SeqCst),
+        "the loop never yielded"
+    );
+}

@@ -430,6 +430,9 @@ impl CacheValues for RedisCacheStore {
         let now = Instant::now();
         let record = slide.is_some() || stellar_core::sync::lock(&self.reads).claim(key, now);
         if !record && let Some(raw) = self.near_hit(&entry, now) {
+            // A hit touches no Tokio resource: spend coop budget, so a task looping over hits
+            // still yields to the others on its thread (the connection drivers among them).
+            tokio::task::coop::consume_budget().await;
             return Ok(Some(raw));
         }
         // Boxed: a near-cache hit then allocates a small future, not one sized for a Redis call.
