@@ -322,6 +322,26 @@ impl RedisPool {
         self.timed(op, timeout, work).await
     }
 
+    /// Runs `f` on `conn`, a connection of the caller's own ([`RedisPool::push_connection`]),
+    /// with a deadline of `timeout`; failures are mapped and counted as every other operation's.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisPool::query`].
+    pub async fn run_on<T, F>(
+        &self,
+        conn: &mut MultiplexedConnection,
+        op: &'static str,
+        timeout: Duration,
+        f: F,
+    ) -> Result<T, TransportError>
+    where
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    {
+        let work = async { f(conn).await.map_err(|err| self.backend_error(op, err)) };
+        self.timed(op, timeout, work).await
+    }
+
     async fn shared_connection(&self) -> Result<MultiplexedConnection, TransportError> {
         // The fast path is a read lock and a clone: no await, no contention between commands.
         if let Some(conn) = sync::read(&self.inner.shared).as_ref() {
@@ -358,6 +378,45 @@ impl RedisPool {
                 .map_err(|err| self.connect_error(err))
         };
         self.timed("SUBSCRIBE connect", self.config().connect_timeout, connect)
+            .await
+    }
+
+    /// Opens a dedicated RESP3 connection, outside the pool and the shared connection, whose
+    /// server pushes (client-tracking invalidations, and the library's disconnection notice when
+    /// it breaks) go to `on_push`. `on_push` runs on the connection's reader, in the order the
+    /// pushes and replies arrive, so it must not block: a push is handled before any reply that
+    /// follows it on the wire is handed to its caller.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::Connect`] or [`TransportError::Timeout`] when Redis does not answer
+    /// within the connect timeout (a server older than Redis 6 refuses RESP3).
+    pub async fn push_connection(
+        &self,
+        on_push: impl Fn(redis::PushInfo) + Send + Sync + 'static,
+    ) -> Result<MultiplexedConnection, TransportError> {
+        let info = self.inner.client.get_connection_info().clone();
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))
+            .map_err(|err| self.connect_error(err))?;
+        let config =
+            self.inner
+                .connection_config
+                .clone()
+                .set_push_sender(move |push: redis::PushInfo| {
+                    on_push(push);
+                    Ok::<(), std::convert::Infallible>(())
+                });
+        let connect = async {
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|err| self.connect_error(err))
+        };
+        self.timed("RESP3 connect", self.config().connect_timeout, connect)
             .await
     }
 

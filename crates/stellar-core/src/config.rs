@@ -146,6 +146,30 @@ pub const KEYS: &[ConfigKey] = &[
         "2000",
         redis_op_timeout
     ),
+    ConfigKey {
+        name: "cache_near_entries",
+        env: "STELLAR_CACHE_NEAR_ENTRIES",
+        flag: None,
+        default: "0",
+        expected: "a whole number from 0 to 10000000 (0: no near cache)",
+        parse: |value, config| {
+            config.cache_near_entries = number(value, 0..=10_000_000)?;
+            Ok(())
+        },
+        show: |config| config.cache_near_entries.to_string(),
+    },
+    ConfigKey {
+        name: "cache_near_bytes",
+        env: "STELLAR_CACHE_NEAR_BYTES",
+        flag: None,
+        default: "67108864",
+        expected: "a whole number of bytes from 1 to 68719476736",
+        parse: |value, config| {
+            config.cache_near_bytes = number(value, 1..=1 << 36)?;
+            Ok(())
+        },
+        show: |config| config.cache_near_bytes.to_string(),
+    },
     ms_key!(
         "rpc_timeout_ms",
         "STELLAR_RPC_TIMEOUT_MS",
@@ -441,6 +465,11 @@ pub struct Config {
     pub redis_connect_timeout: Duration,
     /// How long to wait for one Redis command (or for a pooled connection).
     pub redis_op_timeout: Duration,
+    /// How many cache entries a node keeps in its near cache (in memory, kept coherent by Redis
+    /// client tracking); 0 turns it off.
+    pub cache_near_entries: usize,
+    /// How many bytes of keys and values the near cache holds at most.
+    pub cache_near_bytes: usize,
     /// How long an RPC call waits for replies unless the call says otherwise.
     pub rpc_timeout: Duration,
     /// How often a node renews its membership record.
@@ -497,6 +526,8 @@ impl Default for Config {
             redis_pool_size: 16,
             redis_connect_timeout: Duration::from_millis(2000),
             redis_op_timeout: Duration::from_millis(2000),
+            cache_near_entries: 0,
+            cache_near_bytes: 64 * 1024 * 1024,
             rpc_timeout: Duration::from_millis(5000),
             heartbeat_interval: Duration::from_millis(1000),
             heartbeat_ttl: Duration::from_millis(5000),

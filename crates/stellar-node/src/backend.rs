@@ -6,7 +6,10 @@ use stellar_bus::{
     Bus, BusSettings, Membership, MembershipSettings, MembershipStore, MemoryMembershipStore,
     MemoryTransport, RedisConfig, RedisMembershipStore, RedisPool, RedisTransport, Transport,
 };
-use stellar_cache::{Cache, CacheConfig, MemoryCacheStore, RedisCacheStore, store::CacheStore};
+use stellar_cache::{
+    Cache, CacheConfig, MemoryCacheStore, RedisCacheStore,
+    store::{CacheStore, NearCacheLimits},
+};
 use stellar_core::{Api, CancellationToken, Config};
 use stellar_tasks::{
     MemoryTaskStore, RedisTaskStore, TaskDefinition, TaskStore, Tasks, WorkSignal,
@@ -62,7 +65,12 @@ impl Backend {
         Ok(Some(Self {
             transport: transport.clone(),
             membership: Arc::new(RedisMembershipStore::new(pool.clone())),
-            cache: Arc::new(RedisCacheStore::new(pool.clone())),
+            cache: Arc::new(
+                RedisCacheStore::new(pool.clone()).with_near_cache(NearCacheLimits {
+                    max_entries: config.cache_near_entries,
+                    max_bytes: config.cache_near_bytes,
+                }),
+            ),
             tasks: Arc::new(RedisTaskStore::new(pool.clone())),
             work_signal: WorkSignal::subscribed(transport),
             pool: Some(pool),

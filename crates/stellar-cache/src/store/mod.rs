@@ -22,11 +22,16 @@ use serde::{Deserialize, Serialize};
 
 mod error;
 mod memory_store;
+mod near;
+mod read_clock;
+mod redis_read;
 mod redis_store;
+mod tracking;
 
 pub use self::{
     error::{ItemKind, StoreError},
     memory_store::MemoryCacheStore,
+    near::{NearCacheLimits, NearCacheStats},
     redis_store::RedisCacheStore,
 };
 

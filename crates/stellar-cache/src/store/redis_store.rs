@@ -1,16 +1,29 @@
 //! The cache on Redis: one HASH per entry (`value`, `created_at`, `read_at`), plain LISTs, and
 //! locks as `SET NX PX` strings, every multi-step change one Lua script (`lua/`). Key names come
 //! from [`crate::keys`].
+//!
+//! A plain `load` is a script (read, record the read time) only when this node has not recorded
+//! a read of the key within the last second (`read_clock.rs`); otherwise it is one atomic
+//! pipeline of plain commands, or, with a near cache, often no Redis call at all (`near.rs`,
+//! `tracking.rs`).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
-use redis::{Pipeline, Script};
+use redis::{Pipeline, Script, aio::MultiplexedConnection};
 use stellar_bus::{RedisPool, TransportError};
+use tokio::time::Instant;
 
 use super::{
     CacheDump, CacheLists, CacheLocks, CacheValues, DumpItem, ItemKind, KeyInfo, LockInfo,
-    RawEntry, StoreError, Written,
+    NearCacheLimits, NearCacheStats, RawEntry, StoreError, Written,
+    near::NearCache,
+    read_clock::ReadClock,
+    redis_read::{self, parse_ms},
+    tracking::{Tracked, Tracking},
 };
 use crate::keys::Keys;
 
@@ -37,21 +50,116 @@ stellar_bus::lua_scripts!(
 
 /// A cache store on a shared Redis: values, counters and lists under `stellar:cache:`, locks
 /// under `stellar:lock:` (see [`RedisCacheStore::with_prefixes`]).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisCacheStore {
     pool: RedisPool,
     keys: Keys,
     scripts: Arc<Scripts>,
+    /// When this store last recorded a read of each key.
+    reads: Arc<Mutex<ReadClock>>,
+    /// The near cache and its tracking connection, if turned on.
+    near: Option<Arc<Tracking>>,
+}
+
+impl std::fmt::Debug for RedisCacheStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCacheStore")
+            .field("pool", &self.pool)
+            .field("keys", &self.keys)
+            .field("near_cache", &self.near_cache_stats())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisCacheStore {
-    /// A store on `pool`, with the default key prefixes.
+    /// A store on `pool`, with the default key prefixes and no near cache.
     pub fn new(pool: RedisPool) -> Self {
         Self {
             pool,
             keys: Keys::default(),
             scripts: Arc::new(Scripts::load()),
+            reads: Arc::default(),
+            near: None,
         }
+    }
+
+    /// The same store with a near cache of `limits` (none if `max_entries` is 0): loaded entries
+    /// are kept in this process's memory and served from there until anyone changes them, which
+    /// Redis reports on a dedicated RESP3 connection with `CLIENT TRACKING ON` (Redis 6 or
+    /// later). A write by another client is seen here once its invalidation arrives (a fraction
+    /// of a millisecond on a local network; see `docs/cache.md`); this store's own writes are
+    /// seen at once.
+    pub fn with_near_cache(mut self, limits: NearCacheLimits) -> Self {
+        self.near =
+            (limits.max_entries > 0).then(|| Arc::new(Tracking::new(NearCache::new(limits))));
+        self
+    }
+
+    /// The near cache's counters; `None` without a near cache.
+    pub fn near_cache_stats(&self) -> Option<NearCacheStats> {
+        self.near.as_ref().map(|tracking| tracking.near.stats())
+    }
+
+    /// Whether `key` is held by the near cache now.
+    pub fn is_near_cached(&self, key: &str) -> bool {
+        self.near
+            .as_ref()
+            .is_some_and(|tracking| tracking.near.contains(&self.keys.entry(key)))
+    }
+
+    /// Drops `key` from the near cache after this store changed it, so this node reads its own
+    /// writes without waiting for the invalidation Redis pushes.
+    fn forget(&self, key: &str) {
+        if let Some(tracking) = &self.near {
+            let entry = self.keys.entry(key);
+            tracking.near.invalidate([entry.as_bytes()]);
+        }
+    }
+
+    /// The near cache's entry of the Redis key `entry`, if it holds one it may serve.
+    fn near_hit(&self, entry: &str, now: Instant) -> Option<RawEntry> {
+        let tracking = self.near.as_ref()?;
+        tracking.near.get(entry, now)
+    }
+
+    /// Reads the Redis key `entry` (the caller's `key`), recording the read if `record`, on the
+    /// tracking connection if there is one (so the near cache may keep the reply).
+    async fn load_from_redis(
+        &self,
+        key: &str,
+        entry: &str,
+        slide: Option<Duration>,
+        record: bool,
+    ) -> Result<Option<RawEntry>, StoreError> {
+        let (script, slide) = (&self.scripts.load, ttl_arg(slide));
+        let read = async |conn: &mut MultiplexedConnection| {
+            if record {
+                redis_read::recording(conn, script, entry, &slide).await
+            } else {
+                redis_read::plain(conn, entry).await
+            }
+        };
+        let read = match self.tracked().await {
+            Some((tracking, tracked)) => tracking.read(&self.pool, tracked, entry, read).await,
+            None => {
+                let timeout = self.pool.config().op_timeout;
+                let read = self.pool.run("cache load", timeout, read).await;
+                // The script wrote: a near cache without its connection holds nothing, but
+                // replies still in flight on the lost connection must not go in.
+                if record {
+                    self.forget(key);
+                }
+                read
+            }
+        };
+        read.map(|read| read.entry)
+            .map_err(kind_error(key, ItemKind::Value))
+    }
+
+    /// The tracking connection, if there is a near cache and the connection is up.
+    async fn tracked(&self) -> Option<(&Tracking, Tracked)> {
+        let tracking = self.near.as_deref()?;
+        Some((tracking, tracking.connection(&self.pool).await?))
     }
 
     /// The same store with entries (values, counters, lists) under `entry_prefix` and locks under
@@ -273,10 +381,6 @@ fn literal(pattern: &str) -> Option<String> {
     Some(key)
 }
 
-fn parse_ms(text: &str) -> Option<u64> {
-    text.parse().ok()
-}
-
 /// Maps Redis's `WRONGTYPE` (the key holds the other kind of item) to
 /// [`StoreError::WrongKind`]; every other failure stays a Redis error.
 fn kind_error(key: &str, expected: ItemKind) -> impl FnOnce(TransportError) -> StoreError + '_ {
@@ -307,7 +411,9 @@ impl CacheValues for RedisCacheStore {
         let keys = [self.keys.entry(key), self.keys.lock(key)];
         let args = [json, &ttl_arg(ttl), token.unwrap_or("")];
         let script = &self.scripts.save;
-        let done: u8 = self.invoke("cache save", script, &keys, &args).await?;
+        let done = self.invoke::<u8>("cache save", script, &keys, &args).await;
+        self.forget(key);
+        let done = done?;
         Ok(if done == 1 {
             Written::Yes
         } else {
@@ -320,25 +426,28 @@ impl CacheValues for RedisCacheStore {
         key: &str,
         slide: Option<Duration>,
     ) -> Result<Option<RawEntry>, StoreError> {
-        let (keys, slide) = ([self.keys.entry(key)], ttl_arg(slide));
-        let script = &self.scripts.load;
-        let reply: Option<(String, String, String, i64, u64)> = self
-            .invoke("cache load", script, &keys, &[&slide])
-            .await
-            .map_err(kind_error(key, ItemKind::Value))?;
-        Ok(reply.map(|(json, created, read, pttl, now)| RawEntry {
-            json,
-            created_at_ms: parse_ms(&created),
-            last_read_at_ms: parse_ms(&read),
-            expires_at_ms: u64::try_from(pttl).ok().map(|pttl| now + pttl),
-        }))
+        let entry = self.keys.entry(key);
+        let now = Instant::now();
+        let record = slide.is_some() || stellar_core::sync::lock(&self.reads).claim(key, now);
+        if !record && let Some(raw) = self.near_hit(&entry, now) {
+            // A hit touches no Tokio resource: spend coop budget, so a task looping over hits
+            // still yields to the others on its thread (the connection drivers among them).
+            tokio::task::coop::consume_budget().await;
+            return Ok(Some(raw));
+        }
+        // Boxed: a near-cache hit then allocates a small future, not one sized for a Redis call.
+        Box::pin(self.load_from_redis(key, &entry, slide, record)).await
     }
 
     async fn destroy(&self, key: &str, token: Option<&str>) -> Result<Option<bool>, StoreError> {
         let keys = [self.keys.entry(key), self.keys.lock(key)];
         let script = &self.scripts.destroy;
         let args = [token.unwrap_or("")];
-        let outcome: i64 = self.invoke("cache destroy", script, &keys, &args).await?;
+        let outcome = self
+            .invoke::<i64>("cache destroy", script, &keys, &args)
+            .await;
+        self.forget(key);
+        let outcome = outcome?;
         Ok(match outcome {
             -1 => None,
             deleted => Some(deleted > 0),
@@ -354,7 +463,11 @@ impl CacheValues for RedisCacheStore {
         let keys = [self.keys.entry(key), self.keys.lock(key)];
         let args = [&by.to_string(), token.unwrap_or("")];
         let script = &self.scripts.increment;
-        let reply: Vec<i64> = self.invoke("cache increment", script, &keys, &args).await?;
+        let reply = self
+            .invoke::<Vec<i64>>("cache increment", script, &keys, &args)
+            .await;
+        self.forget(key);
+        let reply = reply?;
         let key = key.to_owned();
         match reply.as_slice() {
             [1, value] => Ok(Some(*value)),
@@ -535,11 +648,14 @@ impl CacheDump for RedisCacheStore {
         let mut cleared = 0;
         for chunk in self.keys(pattern).await?.chunks(UNLINK_CHUNK) {
             let keys: Vec<String> = chunk.iter().map(|key| self.keys.entry(key)).collect();
-            let deleted: u64 = self
+            let deleted = self
                 .pool
-                .query("UNLINK", redis::cmd("UNLINK").arg(&keys))
-                .await?;
-            cleared += deleted;
+                .query::<u64>("UNLINK", redis::cmd("UNLINK").arg(&keys))
+                .await;
+            if let Some(tracking) = &self.near {
+                tracking.near.invalidate(keys.iter().map(String::as_bytes));
+            }
+            cleared += deleted?;
         }
         Ok(cleared)
     }
@@ -554,7 +670,11 @@ impl CacheDump for RedisCacheStore {
 
     async fn import(&self, items: &[DumpItem]) -> Result<(), StoreError> {
         for item in items {
-            let () = self.pipeline("restore", &self.restore_pipe(item)).await?;
+            let restored = self
+                .pipeline::<()>("restore", &self.restore_pipe(item))
+                .await;
+            self.forget(item.key());
+            restored?;
         }
         Ok(())
     }

@@ -1,0 +1,156 @@
+//! The tracking connection of a [`NearCache`]: one RESP3 connection per store with
+//! `CLIENT TRACKING ON NOLOOP` (default mode), on which every read of the store is sent, so Redis
+//! remembers the keys this node holds and pushes their invalidations on the same connection.
+//!
+//! The load script runs there too: its own write (`read_at`, the sliding TTL) pushes nothing to
+//! this connection (`NOLOOP`), and its last call is a read (`PTTL`), which tracks the key again
+//! after Redis dropped it for the write. So a node recording its reads neither invalidates its
+//! own entry nor loses track of the key; its reply goes into the near cache like any other read.
+//! Writes go over the shared connection, so this node's own saves still reach it as pushes.
+//!
+//! The connection is opened on first use and again after a loss. A lost connection (the
+//! library's disconnection notice, an I/O error or a timeout) drops the whole near cache, since
+//! invalidations may have been lost with it. If it cannot be opened (a server refusing RESP3 or
+//! `CLIENT TRACKING`), reads go to the shared connection uncached and the next attempt waits
+//! [`RETRY_AFTER`].
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use redis::aio::MultiplexedConnection;
+use stellar_bus::{RedisPool, TransportError};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::{near::NearCache, redis_read::Read};
+
+/// How long after a failed attempt to open the tracking connection the next one is made.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// A tracking connection and the near-cache generation it serves.
+#[derive(Clone)]
+pub(crate) struct Tracked {
+    pub(crate) conn: MultiplexedConnection,
+    pub(crate) generation: u64,
+}
+
+pub(crate) struct Tracking {
+    pub(crate) near: Arc<NearCache>,
+    current: RwLock<Option<Tracked>>,
+    /// Serialises attempts to connect; holds when the last one failed.
+    connecting: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl Tracking {
+    pub(crate) fn new(near: NearCache) -> Self {
+        Self {
+            near: Arc::new(near),
+            current: RwLock::new(None),
+            connecting: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The live tracking connection, opened if needed; `None` while it cannot be opened.
+    pub(crate) async fn connection(&self, pool: &RedisPool) -> Option<Tracked> {
+        if let Some(tracked) = self.live() {
+            return Some(tracked);
+        }
+        let mut failed_at = self.connecting.lock().await;
+        if let Some(tracked) = self.live() {
+            return Some(tracked);
+        }
+        if failed_at.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+            return None;
+        }
+        match self.connect(pool).await {
+            Ok(tracked) => {
+                debug!(
+                    generation = tracked.generation,
+                    "near cache tracking connection open"
+                );
+                *failed_at = None;
+                *stellar_core::sync::write(&self.current) = Some(tracked.clone());
+                Some(tracked)
+            }
+            Err(err) => {
+                warn!(error = %err, "near cache off: no tracking connection, retrying in 1 s");
+                *failed_at = Some(Instant::now());
+                None
+            }
+        }
+    }
+
+    /// The current connection, unless it was lost.
+    fn live(&self) -> Option<Tracked> {
+        let current = stellar_core::sync::read(&self.current);
+        let tracked = current.as_ref()?;
+        (tracked.generation == self.near.generation()).then(|| tracked.clone())
+    }
+
+    async fn connect(&self, pool: &RedisPool) -> Result<Tracked, TransportError> {
+        let generation = self.near.generation();
+        let near = self.near.clone();
+        let mut conn = pool
+            .push_connection(move |push| near.on_push(&push, generation))
+            .await?;
+        let timeout = pool.config().op_timeout;
+        let tracking = redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .arg("NOLOOP")
+            .clone();
+        pool.run_on(&mut conn, "CLIENT TRACKING", timeout, async |conn| {
+            tracking.query_async::<()>(conn).await
+        })
+        .await?;
+        Ok(Tracked { conn, generation })
+    }
+
+    /// Runs the read `f` of the Redis key `entry` on `tracked` and offers its reply to the near
+    /// cache, which keeps it unless an invalidation of the key came in since just before it was
+    /// sent.
+    pub(crate) async fn read<F>(
+        &self,
+        pool: &RedisPool,
+        mut tracked: Tracked,
+        entry: &str,
+        f: F,
+    ) -> Result<Read, TransportError>
+    where
+        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<Read>,
+    {
+        let ticket = self.near.ticket(entry, tracked.generation);
+        let timeout = pool.config().op_timeout;
+        match pool
+            .run_on(&mut tracked.conn, "cache load", timeout, f)
+            .await
+        {
+            Ok(read) => {
+                self.near
+                    .admit(entry, read.kept().as_ref(), read.pttl, ticket);
+                Ok(read)
+            }
+            Err(err) => {
+                self.failed(&tracked, &err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Handles a failed read on `tracked`: anything but an error reply from Redis means the
+    /// connection is no longer trusted.
+    fn failed(&self, tracked: &Tracked, err: &TransportError) {
+        let replied = match err {
+            TransportError::Backend { source, .. } => source
+                .downcast_ref::<redis::RedisError>()
+                .is_some_and(|err| err.code().is_some()),
+            _ => false,
+        };
+        if !replied {
+            debug!(error = %err, "near cache tracking connection lost");
+            self.near.lost(tracked.generation);
+        }
+    }
+}
