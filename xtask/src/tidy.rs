@@ -189,6 +189,12 @@ mod tests {
             "crates/stellar-cli/src/supervisor.rs",
             "the supervisor's output forwarders and child waiters, one per worker process",
         ),
+        (
+            "crates/stellar-tasks/src/coalesce.rs",
+            "the enqueue coalescer of a `Tasks`, which may belong to no node (a client): its loop \
+             ends when the `Tasks` is dropped, each combined call with its store call (bounded \
+             by the command timeout), and every caller awaits its own answer",
+        ),
     ];
 
     /// `path:line: text` of every library source line where `hit(source, index)` holds, in the

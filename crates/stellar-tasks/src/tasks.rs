@@ -491,9 +491,9 @@ impl Tasks {
     /// The paused queues, read from the store at most every [`PAUSE_REFRESH`]. A claim waits
     /// for the read only when there is no set yet (or it was forgotten by a pause or resume on
     /// this node); an older set is returned at once and refreshed in the background, so a
-    /// claim after an idle spell does not pay a round trip before its own. After a store error,
-    /// the last set read.
-    pub(crate) async fn paused_cached(&self) -> Arc<BTreeSet<String>> {
+    /// claim after an idle spell does not pay a round trip before its own (the refresh is one of
+    /// `api`'s tasks). After a store error, the last set read.
+    pub(crate) async fn paused_cached(&self, api: &Api) -> Arc<BTreeSet<String>> {
         let generation = {
             let mut cached = sync::lock(&self.inner.paused);
             match cached.at {
@@ -502,7 +502,7 @@ impl Tasks {
                     if !cached.refreshing {
                         cached.refreshing = true;
                         let (tasks, generation) = (self.clone(), cached.generation);
-                        tokio::spawn(async move {
+                        api.spawn(async move {
                             tasks.refresh_paused(generation).await;
                             sync::lock(&tasks.inner.paused).refreshing = false;
                         });
