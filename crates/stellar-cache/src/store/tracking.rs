@@ -24,7 +24,10 @@ use stellar_bus::{RedisPool, TransportError};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{near::NearCache, redis_read::Read};
+use super::{
+    near::NearCache,
+    redis_read::{self, Read},
+};
 
 /// How long after a failed attempt to open the tracking connection the next one is made.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -139,16 +142,11 @@ impl Tracking {
         }
     }
 
-    /// Handles a failed read on `tracked`: anything but an error reply from Redis means the
-    /// connection is no longer trusted.
+    /// Handles a failed read on `tracked`: an error Redis sent (`WRONGTYPE`, `READONLY`…) is a
+    /// reply like any other; an I/O, parse or timeout error means the connection is no longer
+    /// trusted.
     fn failed(&self, tracked: &Tracked, err: &TransportError) {
-        let replied = match err {
-            TransportError::Backend { source, .. } => source
-                .downcast_ref::<redis::RedisError>()
-                .is_some_and(|err| err.code().is_some()),
-            _ => false,
-        };
-        if !replied {
+        if !redis_read::answered(err) {
             debug!(error = %err, "near cache tracking connection lost");
             self.near.lost(tracked.generation);
         }
