@@ -5,7 +5,9 @@
 //! The load script runs there too: its own write (`read_at`, the sliding TTL) pushes nothing to
 //! this connection (`NOLOOP`), and its last call is a read (`PTTL`), which tracks the key again
 //! after Redis dropped it for the write. So a node recording its reads neither invalidates its
-//! own entry nor loses track of the key; its reply goes into the near cache like any other read.
+//! own entry nor loses track of the key; its reply goes into the near cache like any other read,
+//! and, standing in for the push its write did not send, moves the key's epoch so that replies
+//! sent before it (with the older TTL or read time) are refused.
 //! Writes go over the shared connection, so this node's own saves still reach it as pushes.
 //!
 //! The connection is opened on first use and again after a loss. A lost connection (the
@@ -131,8 +133,9 @@ impl Tracking {
             .await
         {
             Ok(read) => {
+                let wrote = read.recorded_at_ms.is_some();
                 self.near
-                    .admit(entry, read.kept().as_ref(), read.pttl, ticket);
+                    .admit(entry, read.kept().as_ref(), read.pttl, wrote, ticket);
                 Ok(read)
             }
             Err(err) => {
