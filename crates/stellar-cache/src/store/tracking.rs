@@ -14,7 +14,8 @@
 //! library's disconnection notice, an I/O error or a timeout) drops the whole near cache, since
 //! invalidations may have been lost with it. If it cannot be opened (a server refusing RESP3 or
 //! `CLIENT TRACKING`), reads go to the shared connection uncached and the next attempt waits
-//! [`RETRY_AFTER`].
+//! [`RETRY_AFTER`]. One load at a time opens it; the loads that come meanwhile read uncached
+//! rather than wait for it.
 
 use std::{
     sync::{Arc, RwLock},
@@ -44,7 +45,8 @@ pub(crate) struct Tracked {
 pub(crate) struct Tracking {
     pub(crate) near: Arc<NearCache>,
     current: RwLock<Option<Tracked>>,
-    /// Serialises attempts to connect; holds when the last one failed.
+    /// Held by the one caller connecting (the others read uncached meanwhile); holds when the
+    /// last attempt failed.
     connecting: tokio::sync::Mutex<Option<Instant>>,
 }
 
@@ -57,12 +59,15 @@ impl Tracking {
         }
     }
 
-    /// The live tracking connection, opened if needed; `None` while it cannot be opened.
+    /// The live tracking connection, opened if needed; `None` while it cannot be opened or
+    /// another caller is opening it (so no load waits behind a connect: it reads uncached).
     pub(crate) async fn connection(&self, pool: &RedisPool) -> Option<Tracked> {
         if let Some(tracked) = self.live() {
             return Some(tracked);
         }
-        let mut failed_at = self.connecting.lock().await;
+        let Ok(mut failed_at) = self.connecting.try_lock() else {
+            return None;
+        };
         if let Some(tracked) = self.live() {
             return Some(tracked);
         }
