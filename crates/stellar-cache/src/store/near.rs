@@ -224,7 +224,9 @@ impl NearCache {
 
     /// Drops every entry and moves every epoch (the database was flushed, or imported into).
     pub(crate) fn clear(&self) {
-        self.state().clear();
+        let dropped = self.state().clear();
+        // Freed after the lock is released: a big map takes a while to free.
+        drop(dropped);
     }
 
     /// The tracking connection of `generation` is gone: pushes may have been lost, so drop
@@ -235,20 +237,25 @@ impl NearCache {
         if state.generation == generation {
             state.generation += 1;
             state.confirmed_at = None;
-            state.clear();
+            let dropped = state.clear();
+            drop(state);
+            drop(dropped);
         }
     }
 
     /// Handles a push of the tracking connection of `generation`.
     pub(crate) fn on_push(&self, push: &PushInfo, generation: u64) {
         match (&push.kind, push.data.first()) {
-            (PushKind::Invalidate, Some(Value::Array(keys))) => {
+            (PushKind::Invalidate, Some(Value::Array(keys)))
+                if keys.iter().all(|key| matches!(key, Value::BulkString(_))) =>
+            {
                 self.invalidate(keys.iter().filter_map(|key| match key {
                     Value::BulkString(bytes) => Some(bytes.as_slice()),
                     _ => None,
                 }));
             }
-            // Redis sends a null instead of keys when the database is flushed.
+            // Redis sends a null instead of keys when the database is flushed; a key in another
+            // form than a bulk string cannot be matched, so everything goes too.
             (PushKind::Invalidate, _) => self.clear(),
             (PushKind::Disconnection, _) => self.lost(generation),
             _ => {}
@@ -306,14 +313,19 @@ impl State {
         }
     }
 
-    fn clear(&mut self) {
-        self.entries.clear();
-        self.order.clear();
+    /// Empties the cache and moves every epoch; what it held, for the caller to free once the
+    /// lock is released.
+    fn clear(&mut self) -> (HashMap<String, Held>, VecDeque<(String, u64)>) {
+        let dropped = (
+            std::mem::take(&mut self.entries),
+            std::mem::take(&mut self.order),
+        );
         self.bytes = 0;
         for epoch in self.epochs.iter_mut() {
             *epoch += 1;
         }
         self.stats.clears += 1;
+        dropped
     }
 }
 
@@ -440,6 +452,16 @@ mod tests {
         let ticket = cache.ticket("other", 0);
         cache.admit("other", None, -2, false, ticket);
         assert!(cache.get("forever", Instant::now()).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invalidation_naming_a_key_in_another_form_drops_everything() {
+        let cache = near(10, 1 << 20);
+        assert!(read(&cache, "a", "1"));
+        let keys = vec![Value::SimpleString("a".to_owned())];
+        cache.on_push(&push(PushKind::Invalidate, vec![Value::Array(keys)]), 0);
+        assert!(!cache.contains("a"));
+        assert_eq!(cache.stats().clears, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -187,3 +187,46 @@ fn expires_at(now_ms: u64, pttl: i64) -> Option<u64> {
 pub(crate) fn parse_ms(text: &str) -> Option<u64> {
     text.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(err: RedisError) -> TransportError {
+        TransportError::Backend {
+            op: "cache load",
+            source: Box::new(err),
+        }
+    }
+
+    fn server_error(reply: &[u8]) -> ServerError {
+        match redis::parse_redis_value(reply) {
+            Ok(Value::ServerError(err)) => err,
+            other => panic!("not an error reply: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_replies_are_answers_and_keep_their_code() {
+        for reply in [
+            b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n".as_slice(),
+            b"-READONLY You can't write against a read only replica.\r\n",
+            b"-LOADING Redis is loading the dataset in memory\r\n",
+            b"-MASTERDOWN Link with MASTER is down\r\n",
+        ] {
+            let err = backend(server_error(reply).into());
+            assert!(answered(&err), "{err:?}");
+        }
+        let wrongtype = server_error(b"-WRONGTYPE Operation against a key\r\n");
+        assert!(has_server_code(&backend(wrongtype.into()), "WRONGTYPE"));
+
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(!answered(&backend(io.into())));
+        let timeout = TransportError::Timeout {
+            op: "cache load",
+            after: std::time::Duration::from_secs(2),
+        };
+        assert!(!answered(&timeout));
+        assert!(!has_server_code(&timeout, "WRONGTYPE"));
+    }
+}

@@ -92,8 +92,8 @@ impl RedisCacheStore {
 
     /// The same store with a near cache of `limits` (none if `max_entries` is 0): loaded entries
     /// are kept in this process's memory and served from there until anyone changes them, which
-    /// Redis reports on a dedicated RESP3 connection with `CLIENT TRACKING ON` (Redis 6 or
-    /// later). A write by another client is seen here once its invalidation arrives (a fraction
+    /// Redis reports on a dedicated RESP3 connection with `CLIENT TRACKING ON` (Redis 7 or
+    /// later, as for the rest of the cache). A write by another client is seen here once its invalidation arrives (a fraction
     /// of a millisecond on a local network; see `docs/cache.md`); this store's own writes are
     /// seen at once.
     pub fn with_near_cache(mut self, limits: NearCacheLimits) -> Self {

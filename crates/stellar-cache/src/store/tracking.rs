@@ -85,7 +85,12 @@ impl Tracking {
                 Some(tracked)
             }
             Err(err) => {
-                warn!(error = %err, "near cache off: no tracking connection, retrying in 1 s");
+                // Once per outage: the next attempts, one a second, say it at debug.
+                if failed_at.is_none() {
+                    warn!(error = %err, "near cache off: no tracking connection, retrying every 1 s");
+                } else {
+                    debug!(error = %err, "near cache still off: no tracking connection");
+                }
                 *failed_at = Some(Instant::now());
                 None
             }
