@@ -237,13 +237,20 @@ mod values {
             ),
             "a list is not a counter"
         );
-        assert!(matches!(
-            cache.load::<i64>("queue").await,
-            Err(Error::Store(StoreError::WrongKind {
-                expected: ItemKind::Value,
-                ..
-            }))
-        ));
+        // Twice: on Redis the second load within a second is a plain read, not the script.
+        for attempt in 0..2 {
+            let loaded = cache.load::<i64>("queue").await;
+            assert!(
+                matches!(
+                    loaded,
+                    Err(Error::Store(StoreError::WrongKind {
+                        expected: ItemKind::Value,
+                        ..
+                    }))
+                ),
+                "load {attempt}: {loaded:?}"
+            );
+        }
         cache.save("name", &"ada", None).await.expect("save");
         assert!(matches!(
             cache.increment("name", 1).await,

@@ -185,6 +185,31 @@ async fn a_lost_tracking_connection_empties_the_near_cache() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_reply_is_reported_and_keeps_the_near_cache() {
+    let server = RedisServer::start();
+    let (b, store) = node_b(&server.url()).await;
+    b.save("k", &1_u64, None).await.expect("save");
+    warm(&b, &store, "k").await;
+    b.push("queue", &1_u64).await.expect("push");
+    // The first load runs the script, the second (within a second) a plain read: Redis answers
+    // both with WRONGTYPE, which is the caller's mistake, not a lost connection.
+    for attempt in 0..2 {
+        let loaded = b.load::<u64>("queue").await;
+        assert!(
+            matches!(
+                loaded,
+                Err(Error::Store(
+                    stellar_cache::store::StoreError::WrongKind { .. }
+                ))
+            ),
+            "load {attempt}: {loaded:?}"
+        );
+    }
+    assert_eq!(store.near_cache_stats().expect("near").clears, 0);
+    assert!(store.is_near_cached("k"), "still held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flush_empties_the_near_cache() {
     let server = RedisServer::start();
     let raw = connect(&server.url()).await;

@@ -269,3 +269,61 @@ async fn browsing_skips_keys_of_foreign_types() {
     assert_eq!(names, ["mixed:list", "mixed:value"]);
     assert_eq!(page.total, 2, "the count matches the listing");
 }
+
+/// The least-privilege rule of `docs/security.md` before `+@transaction` was added to it.
+const RULE_WITHOUT_TRANSACTIONS: &[&str] = &[
+    "old",
+    "on",
+    ">pw",
+    "resetkeys",
+    "~stellar:*",
+    "resetchannels",
+    "&stellar:*",
+    "-@all",
+    "+@read",
+    "+@write",
+    "+@scripting",
+    "+@pubsub",
+    "+@connection",
+    "+@keyspace",
+    "+time",
+    "-@dangerous",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_loads_work_for_a_user_denied_multi_and_exec() {
+    let server = RedisServer::start();
+    let (admin, pool) = cache(&server.url()).await;
+    let () = pool
+        .query::<String>(
+            "ACL",
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg(RULE_WITHOUT_TRANSACTIONS),
+        )
+        .await
+        .map(drop)
+        .expect("acl");
+    admin.save("k", &7_u64, None).await.expect("save");
+    let url = format!("redis://old:pw@127.0.0.1:{}", server.port());
+    let limits = stellar_cache::store::NearCacheLimits {
+        max_entries: 100,
+        max_bytes: 1 << 20,
+    };
+    for near in [false, true] {
+        let store = RedisCacheStore::new(connect(&url).await);
+        let store = if near {
+            store.with_near_cache(limits)
+        } else {
+            store
+        };
+        let cache = cache_on(store);
+        // The first load records the read (a script); the next ones within a second are plain
+        // reads, which a user without MULTI/EXEC cannot run as a transaction.
+        for n in 0..3 {
+            let entry = cache.load::<u64>("k").await;
+            let value = entry.unwrap_or_else(|err| panic!("load {n} (near {near}): {err:?}"));
+            assert_eq!(value.value, 7);
+        }
+    }
+}

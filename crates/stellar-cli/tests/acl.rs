@@ -5,10 +5,13 @@ mod support;
 
 use std::{
     process::Output,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use stellar_bus::{RedisConfig, RedisPool};
+use stellar_cache::{Cache, CacheConfig, RedisCacheStore, store::NearCacheLimits};
+use stellar_core::NodeId;
 use stellar_testkit::{Process, RedisServer};
 use support::stellar;
 
@@ -30,6 +33,7 @@ const RULE: &[&str] = &[
     "+@pubsub",
     "+@connection",
     "+@keyspace",
+    "+@transaction",
     "+time",
     "-@dangerous",
 ];
@@ -119,6 +123,7 @@ async fn a_node_and_the_cli_work_as_the_least_privilege_acl_user() {
     let user = RedisPool::connect(RedisConfig::new(url(&redis)))
         .await
         .expect("redis as the acl user");
+    loads_and_restores_in_one_process(&user).await;
     assert!(
         user.query::<Vec<String>>("KEYS", redis::cmd("KEYS").arg("*"))
             .await
@@ -130,4 +135,31 @@ async fn a_node_and_the_cli_work_as_the_least_privilege_acl_user() {
             .is_err()
     );
     drop(node);
+}
+
+/// What one CLI call per load never exercises: a second load of a key within a second (a plain
+/// `MULTI`/`EXEC` read, with and without a near cache) and a restore (`MULTI`/`EXEC` too).
+async fn loads_and_restores_in_one_process(user: &RedisPool) {
+    let limits = NearCacheLimits {
+        max_entries: 100,
+        max_bytes: 1 << 20,
+    };
+    for store in [
+        RedisCacheStore::new(user.clone()),
+        RedisCacheStore::new(user.clone()).with_near_cache(limits),
+    ] {
+        let cache = Cache::new(
+            Arc::new(store),
+            NodeId::new("acl-test").expect("id"),
+            CacheConfig::default(),
+        );
+        for _ in 0..3 {
+            let entry = cache.load::<String>("greeting").await.expect("load");
+            assert_eq!(entry.value, "hi");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("cache.dump");
+        assert_eq!(cache.dump(&path).await.expect("dump"), 1);
+        assert_eq!(cache.restore(&path).await.expect("restore"), 1);
+    }
 }

@@ -157,13 +157,17 @@ impl NearCache {
     }
 
     /// Takes in the reply of a tracked read of `key`: the entry (`None`: absent) and its PTTL in
-    /// ms (negative: none). The connection counts as alive as of the ticket; the entry is held
-    /// only if nothing invalidated it since the ticket was taken. Whether it was inserted.
+    /// ms (negative: none). The connection counts as alive as of the ticket. Whatever was held
+    /// for the key is dropped; the reply is held in its place only if nothing invalidated the key
+    /// since the ticket was taken. A read that `wrote` (recorded its time, slid the TTL) moves
+    /// the key's epoch, since Redis pushes nothing to this connection for it (`NOLOOP`): replies
+    /// sent before it, with the older TTL or read time, are refused. Whether it was inserted.
     pub(crate) fn admit(
         &self,
         key: &str,
         raw: Option<&RawEntry>,
         pttl: i64,
+        wrote: bool,
         ticket: Ticket,
     ) -> bool {
         let mut state = self.state();
@@ -173,8 +177,15 @@ impl NearCache {
         if state.confirmed_at.is_none_or(|at| at < ticket.sent_at) {
             state.confirmed_at = Some(ticket.sent_at);
         }
+        let fresh = state.epochs[ticket.slot] == ticket.epoch;
+        if wrote {
+            state.epochs[ticket.slot] += 1;
+        }
+        // The reply is newer than what is held: an absent or expired key, or a refused reply,
+        // must not leave the older entry to be served.
+        state.remove(key);
         let Some(raw) = raw else { return false };
-        if state.epochs[ticket.slot] != ticket.epoch || self.limits.max_entries == 0 {
+        if !fresh || self.limits.max_entries == 0 {
             return false;
         }
         // Counted from before the read was sent, so the entry dies no later than in Redis.
@@ -213,7 +224,9 @@ impl NearCache {
 
     /// Drops every entry and moves every epoch (the database was flushed, or imported into).
     pub(crate) fn clear(&self) {
-        self.state().clear();
+        let dropped = self.state().clear();
+        // Freed after the lock is released: a big map takes a while to free.
+        drop(dropped);
     }
 
     /// The tracking connection of `generation` is gone: pushes may have been lost, so drop
@@ -224,20 +237,25 @@ impl NearCache {
         if state.generation == generation {
             state.generation += 1;
             state.confirmed_at = None;
-            state.clear();
+            let dropped = state.clear();
+            drop(state);
+            drop(dropped);
         }
     }
 
     /// Handles a push of the tracking connection of `generation`.
     pub(crate) fn on_push(&self, push: &PushInfo, generation: u64) {
         match (&push.kind, push.data.first()) {
-            (PushKind::Invalidate, Some(Value::Array(keys))) => {
+            (PushKind::Invalidate, Some(Value::Array(keys)))
+                if keys.iter().all(|key| matches!(key, Value::BulkString(_))) =>
+            {
                 self.invalidate(keys.iter().filter_map(|key| match key {
                     Value::BulkString(bytes) => Some(bytes.as_slice()),
                     _ => None,
                 }));
             }
-            // Redis sends a null instead of keys when the database is flushed.
+            // Redis sends a null instead of keys when the database is flushed; a key in another
+            // form than a bulk string cannot be matched, so everything goes too.
             (PushKind::Invalidate, _) => self.clear(),
             (PushKind::Disconnection, _) => self.lost(generation),
             _ => {}
@@ -295,14 +313,19 @@ impl State {
         }
     }
 
-    fn clear(&mut self) {
-        self.entries.clear();
-        self.order.clear();
+    /// Empties the cache and moves every epoch; what it held, for the caller to free once the
+    /// lock is released.
+    fn clear(&mut self) -> (HashMap<String, Held>, VecDeque<(String, u64)>) {
+        let dropped = (
+            std::mem::take(&mut self.entries),
+            std::mem::take(&mut self.order),
+        );
         self.bytes = 0;
         for epoch in self.epochs.iter_mut() {
             *epoch += 1;
         }
         self.stats.clears += 1;
+        dropped
     }
 }
 
@@ -336,7 +359,7 @@ mod tests {
     /// Reads `key` the way the store does: ticket, reply, admit.
     fn read(cache: &NearCache, key: &str, json: &str) -> bool {
         let ticket = cache.ticket(key, cache.generation());
-        cache.admit(key, Some(&raw(json)), -1, ticket)
+        cache.admit(key, Some(&raw(json)), -1, false, ticket)
     }
 
     fn push(kind: PushKind, data: Vec<Value>) -> PushInfo {
@@ -355,7 +378,7 @@ mod tests {
         // before this task gets to insert the reply it already holds.
         let ticket = cache.ticket("k", cache.generation());
         cache.on_push(&invalidation("k"), 0);
-        assert!(!cache.admit("k", Some(&raw("\"v1\"")), -1, ticket));
+        assert!(!cache.admit("k", Some(&raw("\"v1\"")), -1, false, ticket));
         assert_eq!(
             cache.get("k", Instant::now()),
             None,
@@ -380,7 +403,7 @@ mod tests {
         let in_flight = cache.ticket("b", 0);
         cache.on_push(&push(PushKind::Invalidate, vec![Value::Nil]), 0);
         assert_eq!(cache.stats().entries, 0, "a flush drops everything");
-        assert!(!cache.admit("b", Some(&raw("2")), -1, in_flight));
+        assert!(!cache.admit("b", Some(&raw("2")), -1, false, in_flight));
 
         assert!(read(&cache, "a", "1"));
         let in_flight = cache.ticket("b", 0);
@@ -391,7 +414,7 @@ mod tests {
             "a lost connection drops everything"
         );
         assert_eq!(cache.generation(), 1);
-        assert!(!cache.admit("b", Some(&raw("2")), -1, in_flight));
+        assert!(!cache.admit("b", Some(&raw("2")), -1, false, in_flight));
         assert_eq!(cache.get("a", Instant::now()), None);
 
         // The loss of an older connection is not the current one's.
@@ -405,7 +428,7 @@ mod tests {
         let cache = near(10, 1 << 20);
         let ticket = cache.ticket("short", 0);
         tokio::time::advance(Duration::from_millis(5)).await;
-        assert!(cache.admit("short", Some(&raw("1")), 100, ticket));
+        assert!(cache.admit("short", Some(&raw("1")), 100, false, ticket));
         tokio::time::advance(Duration::from_millis(94)).await;
         assert!(cache.get("short", Instant::now()).is_some());
         tokio::time::advance(Duration::from_millis(1)).await;
@@ -427,8 +450,50 @@ mod tests {
             "still held for when it answers again"
         );
         let ticket = cache.ticket("other", 0);
-        cache.admit("other", None, -2, ticket);
+        cache.admit("other", None, -2, false, ticket);
         assert!(cache.get("forever", Instant::now()).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_invalidation_naming_a_key_in_another_form_drops_everything() {
+        let cache = near(10, 1 << 20);
+        assert!(read(&cache, "a", "1"));
+        let keys = vec![Value::SimpleString("a".to_owned())];
+        cache.on_push(&push(PushKind::Invalidate, vec![Value::Array(keys)]), 0);
+        assert!(!cache.contains("a"));
+        assert_eq!(cache.stats().clears, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_saying_the_key_is_gone_drops_the_held_entry() {
+        let cache = near(10, 1 << 20);
+        assert!(read(&cache, "k", "1"));
+        // The key expired in Redis (or was deleted without a push reaching this node yet).
+        let ticket = cache.ticket("k", 0);
+        assert!(!cache.admit("k", None, -2, false, ticket));
+        assert!(!cache.contains("k"));
+        assert_eq!(cache.get("k", Instant::now()), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_that_wrote_refuses_replies_sent_before_it() {
+        let cache = near(10, 1 << 20);
+        // A plain read is sent, then a sliding load cuts the TTL to 100 ms; the sliding load's
+        // reply comes in first, the plain one (no TTL yet) after it.
+        let plain = cache.ticket("k", 0);
+        let sliding = cache.ticket("k", 0);
+        assert!(cache.admit("k", Some(&raw("1")), 100, true, sliding));
+        assert!(!cache.admit("k", Some(&raw("1")), -1, false, plain));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(
+            cache.get("k", Instant::now()),
+            None,
+            "the slide's deadline holds"
+        );
+
+        // A read sent after the write's reply arrived sees the write.
+        let after = cache.ticket("k", 0);
+        assert!(cache.admit("k", Some(&raw("1")), 100, false, after));
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,7 +8,10 @@
 //! `tracking.rs`).
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -16,6 +19,7 @@ use async_trait::async_trait;
 use redis::{Pipeline, Script, aio::MultiplexedConnection};
 use stellar_bus::{RedisPool, TransportError};
 use tokio::time::Instant;
+use tracing::warn;
 
 use super::{
     CacheDump, CacheLists, CacheLocks, CacheValues, DumpItem, ItemKind, KeyInfo, LockInfo,
@@ -59,6 +63,8 @@ pub struct RedisCacheStore {
     reads: Arc<Mutex<ReadClock>>,
     /// The near cache and its tracking connection, if turned on.
     near: Option<Arc<Tracking>>,
+    /// Set once Redis refused `MULTI` to this user: loads then always run the load script.
+    plain_denied: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for RedisCacheStore {
@@ -80,13 +86,14 @@ impl RedisCacheStore {
             scripts: Arc::new(Scripts::load()),
             reads: Arc::default(),
             near: None,
+            plain_denied: Arc::default(),
         }
     }
 
     /// The same store with a near cache of `limits` (none if `max_entries` is 0): loaded entries
     /// are kept in this process's memory and served from there until anyone changes them, which
-    /// Redis reports on a dedicated RESP3 connection with `CLIENT TRACKING ON` (Redis 6 or
-    /// later). A write by another client is seen here once its invalidation arrives (a fraction
+    /// Redis reports on a dedicated RESP3 connection with `CLIENT TRACKING ON` (Redis 7 or
+    /// later, as for the rest of the cache). A write by another client is seen here once its invalidation arrives (a fraction
     /// of a millisecond on a local network; see `docs/cache.md`); this store's own writes are
     /// seen at once.
     pub fn with_near_cache(mut self, limits: NearCacheLimits) -> Self {
@@ -132,12 +139,21 @@ impl RedisCacheStore {
         record: bool,
     ) -> Result<Option<RawEntry>, StoreError> {
         let (script, slide) = (&self.scripts.load, ttl_arg(slide));
+        let plain_denied = &self.plain_denied;
         let read = async |conn: &mut MultiplexedConnection| {
-            if record {
-                redis_read::recording(conn, script, entry, &slide).await
-            } else {
-                redis_read::plain(conn, entry).await
+            if record || plain_denied.load(Ordering::Relaxed) {
+                return redis_read::recording(conn, script, entry, &slide).await;
             }
+            if let Some(read) = redis_read::plain(conn, entry).await? {
+                return Ok(read);
+            }
+            if !plain_denied.swap(true, Ordering::Relaxed) {
+                warn!(
+                    "the redis user may not run MULTI/EXEC (grant +@transaction, see \
+                     docs/security.md): every load now runs the load script"
+                );
+            }
+            redis_read::recording(conn, script, entry, "").await
         };
         let read = match self.tracked().await {
             Some((tracking, tracked)) => tracking.read(&self.pool, tracked, entry, read).await,
@@ -146,7 +162,7 @@ impl RedisCacheStore {
                 let read = self.pool.run("cache load", timeout, read).await;
                 // The script wrote: a near cache without its connection holds nothing, but
                 // replies still in flight on the lost connection must not go in.
-                if record {
+                if record || self.plain_denied.load(Ordering::Relaxed) {
                     self.forget(key);
                 }
                 read
@@ -381,17 +397,11 @@ fn literal(pattern: &str) -> Option<String> {
     Some(key)
 }
 
-/// Maps Redis's `WRONGTYPE` (the key holds the other kind of item) to
-/// [`StoreError::WrongKind`]; every other failure stays a Redis error.
+/// Maps Redis's `WRONGTYPE` (the key holds the other kind of item), alone or inside a
+/// transaction's reply, to [`StoreError::WrongKind`]; every other failure stays a Redis error.
 fn kind_error(key: &str, expected: ItemKind) -> impl FnOnce(TransportError) -> StoreError + '_ {
     move |err| {
-        let wrong_type = match &err {
-            TransportError::Backend { source, .. } => source
-                .downcast_ref::<redis::RedisError>()
-                .is_some_and(|e| e.code() == Some("WRONGTYPE")),
-            _ => false,
-        };
-        if wrong_type {
+        if redis_read::has_server_code(&err, "WRONGTYPE") {
             StoreError::wrong_kind(key, expected)
         } else {
             StoreError::Redis(err)

@@ -5,14 +5,17 @@
 //! The load script runs there too: its own write (`read_at`, the sliding TTL) pushes nothing to
 //! this connection (`NOLOOP`), and its last call is a read (`PTTL`), which tracks the key again
 //! after Redis dropped it for the write. So a node recording its reads neither invalidates its
-//! own entry nor loses track of the key; its reply goes into the near cache like any other read.
+//! own entry nor loses track of the key; its reply goes into the near cache like any other read,
+//! and, standing in for the push its write did not send, moves the key's epoch so that replies
+//! sent before it (with the older TTL or read time) are refused.
 //! Writes go over the shared connection, so this node's own saves still reach it as pushes.
 //!
 //! The connection is opened on first use and again after a loss. A lost connection (the
 //! library's disconnection notice, an I/O error or a timeout) drops the whole near cache, since
 //! invalidations may have been lost with it. If it cannot be opened (a server refusing RESP3 or
 //! `CLIENT TRACKING`), reads go to the shared connection uncached and the next attempt waits
-//! [`RETRY_AFTER`].
+//! [`RETRY_AFTER`]. One load at a time opens it; the loads that come meanwhile read uncached
+//! rather than wait for it.
 
 use std::{
     sync::{Arc, RwLock},
@@ -24,7 +27,10 @@ use stellar_bus::{RedisPool, TransportError};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{near::NearCache, redis_read::Read};
+use super::{
+    near::NearCache,
+    redis_read::{self, Read},
+};
 
 /// How long after a failed attempt to open the tracking connection the next one is made.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -39,7 +45,8 @@ pub(crate) struct Tracked {
 pub(crate) struct Tracking {
     pub(crate) near: Arc<NearCache>,
     current: RwLock<Option<Tracked>>,
-    /// Serialises attempts to connect; holds when the last one failed.
+    /// Held by the one caller connecting (the others read uncached meanwhile); holds when the
+    /// last attempt failed.
     connecting: tokio::sync::Mutex<Option<Instant>>,
 }
 
@@ -52,12 +59,15 @@ impl Tracking {
         }
     }
 
-    /// The live tracking connection, opened if needed; `None` while it cannot be opened.
+    /// The live tracking connection, opened if needed; `None` while it cannot be opened or
+    /// another caller is opening it (so no load waits behind a connect: it reads uncached).
     pub(crate) async fn connection(&self, pool: &RedisPool) -> Option<Tracked> {
         if let Some(tracked) = self.live() {
             return Some(tracked);
         }
-        let mut failed_at = self.connecting.lock().await;
+        let Ok(mut failed_at) = self.connecting.try_lock() else {
+            return None;
+        };
         if let Some(tracked) = self.live() {
             return Some(tracked);
         }
@@ -75,7 +85,12 @@ impl Tracking {
                 Some(tracked)
             }
             Err(err) => {
-                warn!(error = %err, "near cache off: no tracking connection, retrying in 1 s");
+                // Once per outage: the next attempts, one a second, say it at debug.
+                if failed_at.is_none() {
+                    warn!(error = %err, "near cache off: no tracking connection, retrying every 1 s");
+                } else {
+                    debug!(error = %err, "near cache still off: no tracking connection");
+                }
                 *failed_at = Some(Instant::now());
                 None
             }
@@ -128,8 +143,9 @@ impl Tracking {
             .await
         {
             Ok(read) => {
+                let wrote = read.recorded_at_ms.is_some();
                 self.near
-                    .admit(entry, read.kept().as_ref(), read.pttl, ticket);
+                    .admit(entry, read.kept().as_ref(), read.pttl, wrote, ticket);
                 Ok(read)
             }
             Err(err) => {
@@ -139,16 +155,11 @@ impl Tracking {
         }
     }
 
-    /// Handles a failed read on `tracked`: anything but an error reply from Redis means the
-    /// connection is no longer trusted.
+    /// Handles a failed read on `tracked`: an error Redis sent (`WRONGTYPE`, `READONLY`…) is a
+    /// reply like any other; an I/O, parse or timeout error means the connection is no longer
+    /// trusted.
     fn failed(&self, tracked: &Tracked, err: &TransportError) {
-        let replied = match err {
-            TransportError::Backend { source, .. } => source
-                .downcast_ref::<redis::RedisError>()
-                .is_some_and(|err| err.code().is_some()),
-            _ => false,
-        };
-        if !replied {
+        if !redis_read::answered(err) {
             debug!(error = %err, "near cache tracking connection lost");
             self.near.lost(tracked.generation);
         }
