@@ -342,8 +342,6 @@ struct PausedCache {
     set: Arc<BTreeSet<String>>,
     /// Bumped when the set is forgotten: a read that started before does not store its set.
     generation: u64,
-    /// A background refresh is in flight.
-    refreshing: bool,
 }
 
 impl fmt::Debug for Tasks {
@@ -480,36 +478,23 @@ impl Tasks {
         Ok(self.inner.store.paused_queues().await?)
     }
 
-    /// Makes the next claim read the paused queues again (a refresh in flight does not store
-    /// what it read before this).
+    /// Makes the next claim read the paused queues again (a read in flight does not store what
+    /// it read before this).
     fn forget_paused(&self) {
         let mut cached = sync::lock(&self.inner.paused);
         cached.at = None;
         cached.generation += 1;
     }
 
-    /// The paused queues, read from the store at most every [`PAUSE_REFRESH`]. A claim waits
-    /// for the read only when there is no set yet (or it was forgotten by a pause or resume on
-    /// this node); an older set is returned at once and refreshed in the background, so a
-    /// claim after an idle spell does not pay a round trip before its own (the refresh is one of
-    /// `api`'s tasks). After a store error, the last set read.
-    pub(crate) async fn paused_cached(&self, api: &Api) -> Arc<BTreeSet<String>> {
+    /// The paused queues, read from the store at most every [`PAUSE_REFRESH`] (a claim waits for
+    /// the read when the set is older: the cached set is all that keeps a claim off a queue
+    /// another node paused). After a store error, the last set read.
+    pub(crate) async fn paused_cached(&self) -> Arc<BTreeSet<String>> {
         let generation = {
-            let mut cached = sync::lock(&self.inner.paused);
+            let cached = sync::lock(&self.inner.paused);
             match cached.at {
                 Some(at) if at.elapsed() < PAUSE_REFRESH => return cached.set.clone(),
-                Some(_) => {
-                    if !cached.refreshing {
-                        cached.refreshing = true;
-                        let (tasks, generation) = (self.clone(), cached.generation);
-                        api.spawn(async move {
-                            tasks.refresh_paused(generation).await;
-                            sync::lock(&tasks.inner.paused).refreshing = false;
-                        });
-                    }
-                    return cached.set.clone();
-                }
-                None => cached.generation,
+                _ => cached.generation,
             }
         };
         self.refresh_paused(generation).await

@@ -92,7 +92,7 @@ async fn claim_loop(pool: &Pool, api: &Api, permits: &Arc<Semaphore>) {
             break;
         };
         let seen = signal.generation();
-        let (request, paused) = claim_request(tasks, api, held.len()).await;
+        let (request, paused) = claim_request(tasks, held.len()).await;
         if tasks.is_quiet() || request.queues.is_empty() {
             // Quiet, or every queue paused: look again after the paused set may have changed.
             drop(held);
@@ -165,9 +165,9 @@ async fn free_permits(
 
 /// A claim of up to `max` tasks from this node's queues that are not paused; and whether any of
 /// its queues is paused.
-async fn claim_request(tasks: &Tasks, api: &Api, max: usize) -> (ClaimRequest, bool) {
+async fn claim_request(tasks: &Tasks, max: usize) -> (ClaimRequest, bool) {
     let config = &tasks.inner.config;
-    let paused = tasks.paused_cached(api).await;
+    let paused = tasks.paused_cached().await;
     let queues: Vec<String> = config
         .queues
         .iter()
