@@ -82,6 +82,7 @@ mod membership_store;
 mod membership_view;
 mod memory_transport;
 mod redis_pool;
+mod redis_target;
 mod redis_transport;
 mod replay;
 mod scripts;
@@ -98,7 +99,8 @@ pub use crate::{
         RedisMembershipStore,
     },
     memory_transport::MemoryTransport,
-    redis_pool::{RedisConfig, RedisPool},
+    redis_pool::{RedisConfig, RedisPool, ScanCursor},
+    redis_target::RedisConnection,
     redis_transport::RedisTransport,
     signer::RecordSigner,
     transport::{DEFAULT_SUBSCRIPTION_CAPACITY, RawSubscription, Transport, TransportError},

@@ -11,19 +11,26 @@ use std::{
     time::Duration,
 };
 
-use deadpool_redis::{Manager, Pool, PoolError, Runtime};
-use redis::{
-    AsyncConnectionConfig, FromRedisValue, IntoConnectionInfo, aio::MultiplexedConnection,
+use deadpool::{
+    Runtime,
+    managed::{Object, Pool, PoolError},
 };
+use redis::{AsyncConnectionConfig, FromRedisValue};
 use stellar_core::{redact_url, sync};
 
-use crate::{DEFAULT_SUBSCRIPTION_CAPACITY, TransportError};
+use crate::{
+    DEFAULT_SUBSCRIPTION_CAPACITY, TransportError,
+    redis_target::{BlockingManager, RedisConnection, Target},
+};
 
 /// How to reach Redis, and how long to wait for it.
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host[:port][/db]`, or `unix:///path/to.sock[?db=N&pass=P]`.
-    /// Reserved characters in a user or password are percent-encoded (`/` as `%2F`, `?` as
+    /// `redis://[user:password@]host[:port][/db]`, `unix:///path/to.sock[?db=N&pass=P]`,
+    /// `redis+sentinel://[user:password@]host:port[,host:port…]/master-name[/db]` (the master
+    /// the Sentinels name, found again after a failover; the credentials are the data nodes'),
+    /// or `redis+cluster://[user:password@]host:port[,host:port…]` (a Redis Cluster, through
+    /// any of these seed nodes; database 0 only). Reserved characters in a user or password are percent-encoded (`/` as `%2F`, `?` as
     /// `%3F`, `#` as `%23`, `@` as `%40`, `+` as `%2B`), as redis-rs decodes them.
     pub url: String,
     /// The most pooled command connections.
@@ -102,13 +109,13 @@ struct Inner {
     /// The URL with any password hidden: the only form that is logged or put in errors.
     redacted_url: String,
     /// Connections for blocking commands (`BLPOP`), which must not share a connection.
-    pool: Pool,
-    /// Opens the dedicated subscriber connections and the shared connection.
-    client: redis::Client,
+    pool: Pool<BlockingManager>,
+    /// What the URL names: opens the shared, pooled and subscriber connections.
+    target: Arc<Target>,
     /// One multiplexed connection shared by every non-blocking command: redis-rs pipelines
     /// concurrent requests on it, and unlike a pool checkout it costs no health-check `PING`.
     /// `None` until first use and after a connection error, so the next command reconnects.
-    shared: std::sync::RwLock<Option<MultiplexedConnection>>,
+    shared: std::sync::RwLock<Option<RedisConnection>>,
     /// Serialises reconnects of the shared connection, so a burst of commands opens one.
     reconnecting: tokio::sync::Mutex<()>,
     connection_config: AsyncConnectionConfig,
@@ -159,19 +166,16 @@ impl RedisPool {
                     .into(),
             ));
         }
-        let info = config.url.as_str().into_connection_info().map_err(|err| {
-            invalid(format!(
-                "{err} (percent-encode reserved characters in a password: / as %2F, ? as \
-                     %3F, # as %23, @ as %40, + as %2B)"
-            ))
-        })?;
+        let target = Arc::new(Target::parse(&config.url, config.connect_timeout).map_err(invalid)?);
         let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             // Every command gets its own deadline from `RedisPool::run`, so blocking commands
             // can wait longer than the default.
             .set_response_timeout(None);
-        let manager = Manager::new_with_config(info.clone(), connection_config.clone())
-            .map_err(|err| invalid(err.to_string()))?;
+        let manager = BlockingManager {
+            target: target.clone(),
+            config: connection_config.clone(),
+        };
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
             .runtime(Runtime::Tokio1)
@@ -180,13 +184,12 @@ impl RedisPool {
             .recycle_timeout(Some(config.op_timeout))
             .build()
             .map_err(|err| invalid(err.to_string()))?;
-        let client = redis::Client::open(info).map_err(|err| invalid(err.to_string()))?;
         let pool = Self {
             inner: Arc::new(Inner {
                 config,
                 redacted_url,
                 pool,
-                client,
+                target,
                 shared: std::sync::RwLock::new(None),
                 reconnecting: tokio::sync::Mutex::new(()),
                 connection_config,
@@ -207,6 +210,104 @@ impl RedisPool {
     /// The URL with any password hidden, for logs and errors.
     pub fn redacted_url(&self) -> &str {
         &self.inner.redacted_url
+    }
+
+    /// Whether the URL names a Redis Cluster (`redis+cluster://`).
+    pub fn is_cluster(&self) -> bool {
+        self.inner.target.is_cluster()
+    }
+
+    /// One `SCAN` step for keys matching the glob `pattern`, from `cursor` (start with
+    /// [`ScanCursor::default`]): the keys found and the cursor of the next step, `None` once every
+    /// key was seen. On a Redis Cluster the scan walks every master in turn (the masters are
+    /// listed by the first step), so it sees every key, not one shard's.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisPool::query`].
+    pub async fn scan_step(
+        &self,
+        cursor: ScanCursor,
+        pattern: &str,
+        count: u64,
+    ) -> Result<(Vec<String>, Option<ScanCursor>), TransportError> {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor.cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count);
+        if !self.is_cluster() {
+            let (next, keys): (u64, Vec<String>) = self.query("SCAN", &scan).await?;
+            let next = (next != 0).then_some(ScanCursor {
+                cursor: next,
+                ..cursor
+            });
+            return Ok((keys, next));
+        }
+        let masters = match cursor.masters {
+            Some(masters) => masters,
+            None => self.masters().await?,
+        };
+        let Some((host, port)) = masters.get(cursor.master).cloned() else {
+            return Ok((Vec::new(), None));
+        };
+        let routing = redis::cluster_routing::RoutingInfo::SingleNode(
+            redis::cluster_routing::SingleNodeRoutingInfo::ByAddress { host, port },
+        );
+        let reply = self
+            .run("SCAN", self.config().op_timeout, async |conn| match conn {
+                RedisConnection::Cluster(cluster) => {
+                    let value = cluster.route_command(scan, routing).await?;
+                    redis::from_redis_value::<(u64, Vec<String>)>(value)
+                        .map_err(redis::RedisError::from)
+                }
+                RedisConnection::Single(single) => scan.query_async(single).await,
+            })
+            .await;
+        let (next, keys) = reply?;
+        let next = if next != 0 {
+            Some(ScanCursor {
+                masters: Some(masters),
+                master: cursor.master,
+                cursor: next,
+            })
+        } else if cursor.master + 1 < masters.len() {
+            Some(ScanCursor {
+                masters: Some(masters),
+                master: cursor.master + 1,
+                cursor: 0,
+            })
+        } else {
+            None
+        };
+        Ok((keys, next))
+    }
+
+    /// The address of every master of the Redis Cluster, from `CLUSTER SLOTS`.
+    async fn masters(&self) -> Result<Arc<[(String, u16)]>, TransportError> {
+        let slots: Vec<redis::Value> = self
+            .query("CLUSTER SLOTS", &redis::cmd("CLUSTER").arg("SLOTS").clone())
+            .await?;
+        let mut masters = std::collections::BTreeSet::new();
+        for range in slots {
+            // [start, end, [host, port, id, …] (the master), replicas…]
+            let redis::Value::Array(range) = range else {
+                continue;
+            };
+            if let Some(redis::Value::Array(master)) = range.get(2) {
+                let host = master
+                    .first()
+                    .and_then(|h| redis::from_redis_value::<String>(h.clone()).ok());
+                let port = master
+                    .get(1)
+                    .and_then(|p| redis::from_redis_value::<u16>(p.clone()).ok());
+                if let (Some(host), Some(port)) = (host, port) {
+                    masters.insert((host, port));
+                }
+            }
+        }
+        Ok(masters.into_iter().collect())
     }
 
     /// Whether Redis answers a `PING` within the operation timeout (a readiness check).
@@ -251,18 +352,16 @@ impl RedisPool {
         f: F,
     ) -> Result<T, TransportError>
     where
-        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+        F: AsyncFnOnce(&mut RedisConnection) -> redis::RedisResult<T>,
     {
         let work = async {
             let mut conn = self.shared_connection().await?;
             match f(&mut conn).await {
                 Ok(value) => Ok(value),
                 Err(err) => {
-                    if err.is_io_error()
-                        || err.is_connection_dropped()
-                        || err.is_connection_refusal()
-                    {
-                        // Reconnect on the next command instead of failing forever.
+                    if must_reconnect(&err) {
+                        // Reconnect on the next command instead of failing forever (after a
+                        // Sentinel failover: to the new master).
                         sync::write(&self.inner.shared).take();
                     }
                     Err(self.backend_error(op, err))
@@ -311,13 +410,23 @@ impl RedisPool {
         f: F,
     ) -> Result<T, TransportError>
     where
-        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+        F: AsyncFnOnce(&mut RedisConnection) -> redis::RedisResult<T>,
     {
         let work = async {
-            let mut conn = self.connection(op).await?;
-            f(&mut conn)
-                .await
-                .map_err(|err| self.backend_error(op, err))
+            let pooled = self.connection(op).await?;
+            // A clone shares the pooled connection, which stays checked out until the command
+            // is done: no other command uses it meanwhile.
+            let mut conn = RedisConnection::clone(&pooled);
+            match f(&mut conn).await {
+                Ok(value) => Ok(value),
+                Err(err) => {
+                    if must_reconnect(&err) {
+                        // Not back into the pool: the next command gets a new connection.
+                        drop(Object::take(pooled));
+                    }
+                    Err(self.backend_error(op, err))
+                }
+            }
         };
         self.timed(op, timeout, work).await
     }
@@ -330,19 +439,19 @@ impl RedisPool {
     /// As [`RedisPool::query`].
     pub async fn run_on<T, F>(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConnection,
         op: &'static str,
         timeout: Duration,
         f: F,
     ) -> Result<T, TransportError>
     where
-        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+        F: AsyncFnOnce(&mut RedisConnection) -> redis::RedisResult<T>,
     {
         let work = async { f(conn).await.map_err(|err| self.backend_error(op, err)) };
         self.timed(op, timeout, work).await
     }
 
-    async fn shared_connection(&self) -> Result<MultiplexedConnection, TransportError> {
+    async fn shared_connection(&self) -> Result<RedisConnection, TransportError> {
         // The fast path is a read lock and a clone: no await, no contention between commands.
         if let Some(conn) = sync::read(&self.inner.shared).as_ref() {
             return Ok(conn.clone());
@@ -353,8 +462,8 @@ impl RedisPool {
         }
         let conn = self
             .inner
-            .client
-            .get_multiplexed_async_connection_with_config(&self.inner.connection_config)
+            .target
+            .connect(&self.inner.connection_config)
             .await
             .map_err(|err| self.connect_error(err))?;
         if self.inner.made_shared.swap(true, Ordering::Relaxed) {
@@ -372,8 +481,8 @@ impl RedisPool {
     pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub, TransportError> {
         let connect = async {
             self.inner
-                .client
-                .get_async_pubsub()
+                .target
+                .pubsub()
                 .await
                 .map_err(|err| self.connect_error(err))
         };
@@ -390,12 +499,28 @@ impl RedisPool {
     /// # Errors
     ///
     /// [`TransportError::Connect`] or [`TransportError::Timeout`] when Redis does not answer
-    /// within the connect timeout (a server older than Redis 6 refuses RESP3).
+    /// within the connect timeout (a server older than Redis 6 refuses RESP3);
+    /// [`TransportError::Unsupported`] on a Redis Cluster, which has no one server to track
+    /// keys on.
     pub async fn push_connection(
         &self,
         on_push: impl Fn(redis::PushInfo) + Send + Sync + 'static,
-    ) -> Result<MultiplexedConnection, TransportError> {
-        let info = self.inner.client.get_connection_info().clone();
+    ) -> Result<RedisConnection, TransportError> {
+        let server = self
+            .timed("RESP3 connect", self.config().connect_timeout, async {
+                self.inner
+                    .target
+                    .server()
+                    .await
+                    .map_err(|err| self.connect_error(err))
+            })
+            .await?;
+        let Some(server) = server else {
+            return Err(TransportError::Unsupported {
+                what: "a connection with server pushes (client tracking) on a Redis Cluster",
+            });
+        };
+        let info = server.get_connection_info().clone();
         let settings = info
             .redis_settings()
             .clone()
@@ -414,6 +539,7 @@ impl RedisPool {
             client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await
+                .map(RedisConnection::Single)
                 .map_err(|err| self.connect_error(err))
         };
         self.timed("RESP3 connect", self.config().connect_timeout, connect)
@@ -423,7 +549,7 @@ impl RedisPool {
     async fn connection(
         &self,
         op: &'static str,
-    ) -> Result<deadpool_redis::Connection, TransportError> {
+    ) -> Result<Object<BlockingManager>, TransportError> {
         self.inner.pool.get().await.map_err(|err| match err {
             PoolError::Backend(err) => self.connect_error(err),
             PoolError::Timeout(_) => TransportError::Timeout {
@@ -455,6 +581,28 @@ impl RedisPool {
             }
         }
     }
+}
+
+/// Whether a command that failed with `err` should drop its connection, so that the next
+/// command connects again: the connection broke, or the server became a replica (`READONLY`,
+/// after a Sentinel failover demoted it), so the next connection goes to the new master.
+fn must_reconnect(err: &redis::RedisError) -> bool {
+    err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+}
+
+/// A position in a [`RedisPool::scan_step`] walk of the keyspace (of every master, on a Redis
+/// Cluster).
+#[derive(Debug, Clone, Default)]
+pub struct ScanCursor {
+    /// The masters being walked, from the first step (a Redis Cluster only).
+    masters: Option<Arc<[(String, u16)]>>,
+    /// Which of them.
+    master: usize,
+    /// The SCAN cursor on it.
+    cursor: u64,
 }
 
 impl RedisPool {

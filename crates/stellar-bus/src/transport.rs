@@ -76,6 +76,12 @@ pub enum TransportError {
     /// The transport has been shut down.
     #[error("transport is shut down")]
     Closed,
+    /// What was asked for is not available on this kind of Redis deployment.
+    #[error("not supported: {what}")]
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+    },
 }
 
 impl TransportError {
@@ -127,6 +133,7 @@ impl TransportError {
                 source: source(),
             },
             Self::Closed => Self::Closed,
+            Self::Unsupported { what } => Self::Unsupported { what },
         }
     }
 }

@@ -2,8 +2,8 @@
 //! load script, which records the read time (and slides the TTL), or one atomic pipeline of plain
 //! commands, which records nothing.
 
-use redis::{ErrorKind, RedisError, Script, ServerError, Value, aio::MultiplexedConnection};
-use stellar_bus::TransportError;
+use redis::{ErrorKind, RedisError, Script, ServerError, Value};
+use stellar_bus::{RedisConnection, TransportError};
 
 use super::RawEntry;
 
@@ -36,7 +36,7 @@ impl Read {
 /// script ends with a read of the key (`PTTL`), so a tracking connection tracks the key again
 /// after the script's own write.
 pub(crate) async fn recording(
-    conn: &mut MultiplexedConnection,
+    conn: &mut RedisConnection,
     script: &Script,
     entry: &str,
     slide: &str,
@@ -69,7 +69,7 @@ pub(crate) async fn recording(
 /// panics its connection's driver on a refused `MULTI` (1.8, debug builds), and hides the code of
 /// an error inside `EXEC`'s reply (`WRONGTYPE` would not read as a wrong kind).
 pub(crate) async fn plain(
-    conn: &mut MultiplexedConnection,
+    conn: &mut RedisConnection,
     entry: &str,
 ) -> redis::RedisResult<Option<Read>> {
     let mut pipe = redis::pipe();

@@ -16,8 +16,8 @@ use std::{
 };
 
 use async_trait::async_trait;
-use redis::{Pipeline, Script, aio::MultiplexedConnection};
-use stellar_bus::{RedisPool, TransportError};
+use redis::{Pipeline, Script};
+use stellar_bus::{RedisConnection, RedisPool, TransportError};
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -140,7 +140,7 @@ impl RedisCacheStore {
     ) -> Result<Option<RawEntry>, StoreError> {
         let (script, slide) = (&self.scripts.load, ttl_arg(slide));
         let plain_denied = &self.plain_denied;
-        let read = async |conn: &mut MultiplexedConnection| {
+        let read = async |conn: &mut RedisConnection| {
             if record || plain_denied.load(Ordering::Relaxed) {
                 return redis_read::recording(conn, script, entry, &slide).await;
             }

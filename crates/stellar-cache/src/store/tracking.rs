@@ -22,8 +22,7 @@ use std::{
     time::Duration,
 };
 
-use redis::aio::MultiplexedConnection;
-use stellar_bus::{RedisPool, TransportError};
+use stellar_bus::{RedisConnection, RedisPool, TransportError};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -38,7 +37,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// A tracking connection and the near-cache generation it serves.
 #[derive(Clone)]
 pub(crate) struct Tracked {
-    pub(crate) conn: MultiplexedConnection,
+    pub(crate) conn: RedisConnection,
     pub(crate) generation: u64,
 }
 
@@ -134,7 +133,7 @@ impl Tracking {
         f: F,
     ) -> Result<Read, TransportError>
     where
-        F: AsyncFnOnce(&mut MultiplexedConnection) -> redis::RedisResult<Read>,
+        F: AsyncFnOnce(&mut RedisConnection) -> redis::RedisResult<Read>,
     {
         let ticket = self.near.ticket(entry, tracked.generation);
         let timeout = pool.config().op_timeout;
