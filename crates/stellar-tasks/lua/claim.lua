@@ -1,21 +1,24 @@
--- Claims up to ARGV[4] of the oldest ready tasks this node can run, from the queues in priority
+-- Claims up to ARGV[3] of the oldest ready tasks this node can run, from the queues in priority
 -- order, atomically leasing each one under a claim token never used before (a global counter, so
 -- re-enqueueing an id never repeats a token). A ready task of a name the node cannot run is parked
 -- (no attempt counted) until a node that can run it claims it; such parked tasks come first.
--- KEYS[1]  stellar:tasks:inflight              ZSET   id -> lease deadline (ms, Redis time)
--- KEYS[2]  stellar:tasks:claim-seq             STRING the claim token counter
--- KEYS[3]  stellar:tasks:claim-reply:<request> STRING "id token" lines of this request, for a re-ask
--- KEYS[4..] pairs, in priority order: stellar:queue:<queue> LIST, stellar:tasks:parked-names:<queue> SET
+-- KEYS[1]  stellar:{tasks}:inflight              ZSET   id -> lease deadline (ms, Redis time)
+-- KEYS[2]  stellar:{tasks}:claim-seq             STRING the claim token counter
+-- KEYS[3]  stellar:{tasks}:claim-reply:<request> STRING "id token" lines of this request, for a re-ask
+-- KEYS[4]  stellar:{tasks}:task:                 prefix of the records (KEYS[4] .. id, HASH)
+-- KEYS[5]  stellar:{tasks}:parked:               prefix of the parked lists (a list is
+--                                                KEYS[5] .. "<queue> <name>")
+-- KEYS[6..] pairs, in priority order: stellar:{tasks}:queue:<queue> LIST,
+--           stellar:{tasks}:parked-names:<queue> SET
+-- (Every key shares the `{tasks}` hash tag, so the script touches one Redis Cluster slot.)
 -- ARGV[1]  lease in ms
 -- ARGV[2]  the claiming node's id
--- ARGV[3]  task key prefix, "stellar:task:"
--- ARGV[4]  at most this many tasks
--- ARGV[5]  parked list prefix, "stellar:tasks:parked:" (a list is "<prefix><queue> <name>")
--- ARGV[6]  how many stale or parked ids one call may pass over at most
--- ARGV[7]  n = how many task names follow
--- ARGV[8 .. 7+n]  the task names this node can run
--- ARGV[8+n .. 7+n+q] the q queue names, in the order of the KEYS pairs
--- ARGV[8+n+q]      how long the reply (ids and tokens) is kept for a re-ask, in ms
+-- ARGV[3]  at most this many tasks
+-- ARGV[4]  how many stale or parked ids one call may pass over at most
+-- ARGV[5]  n = how many task names follow
+-- ARGV[6 .. 5+n]  the task names this node can run
+-- ARGV[6+n .. 5+n+q] the q queue names, in the order of the KEYS pairs
+-- ARGV[6+n+q]      how long the reply (ids and tokens) is kept for a re-ask, in ms
 -- Returns a flat array: how many ids it passed over, then 10 entries per claimed task:
 --   id, claim token, name, queue, args, attempts (this one included), max attempts, signature,
 --   how long it waited ready, in ms (since its enqueue or due time, to its claim), and the trace
@@ -26,7 +29,7 @@ if previous then
   local out = { 0 }
   for entry in string.gmatch(previous, '[^\n]+') do
     local id, token = string.match(entry, '^(.*) (%d+)$')
-    local key = ARGV[3] .. id
+    local key = KEYS[4] .. id
     local f = redis.call('HMGET', key, 'claims', 'state', 'name', 'queue', 'args', 'attempts',
       'max_attempts', 'sig', 'started_at', 'enqueued_at', 'due_at', 'trace')
     if f[1] == token and f[2] == 'running' then
@@ -43,11 +46,11 @@ if previous then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local wanted = tonumber(ARGV[4])
-local skip_limit = tonumber(ARGV[6])
-local n_names = tonumber(ARGV[7])
+local wanted = tonumber(ARGV[3])
+local skip_limit = tonumber(ARGV[4])
+local n_names = tonumber(ARGV[5])
 local runnable = {}
-for i = 8, 7 + n_names do
+for i = 6, 5 + n_names do
   runnable[ARGV[i]] = true
 end
 -- Tokens are the counter's next values: read once here (a counter that is not a whole number,
@@ -109,9 +112,9 @@ local function pop(list)
 end
 
 local pair = 0
-for i = 4, #KEYS, 2 do
+for i = 6, #KEYS, 2 do
   local queue_key, parked_names = KEYS[i], KEYS[i + 1]
-  local queue = ARGV[8 + n_names + pair]
+  local queue = ARGV[6 + n_names + pair]
   pair = pair + 1
   -- Parked tasks of names this node can run, first. The node's own names are looked up when the
   -- set is large (it holds any name ever parked in this queue).
@@ -121,7 +124,7 @@ for i = 4, #KEYS, 2 do
     if parked <= 64 then
       names = redis.call('SMEMBERS', parked_names)
     else
-      for i = 8, 7 + n_names do
+      for i = 6, 5 + n_names do
         if redis.call('SISMEMBER', parked_names, ARGV[i]) == 1 then
           table.insert(names, ARGV[i])
         end
@@ -129,7 +132,7 @@ for i = 4, #KEYS, 2 do
     end
     for _, name in ipairs(names) do
       if runnable[name] then
-        local list = ARGV[5] .. queue .. ' ' .. name
+        local list = KEYS[5] .. queue .. ' ' .. name
         while claimed < wanted and skipped < skip_limit do
           local ids = pop(list)
           if #ids == 0 then
@@ -137,7 +140,7 @@ for i = 4, #KEYS, 2 do
             break
           end
           for _, id in ipairs(ids) do
-            local key = ARGV[3] .. id
+            local key = KEYS[4] .. id
             local f = queued(key, queue, name)
             if f then
               take(key, id, f)
@@ -156,7 +159,7 @@ for i = 4, #KEYS, 2 do
     end
     -- Every id popped is dealt with, even past the skip budget: none is put back.
     for _, id in ipairs(ids) do
-      local key = ARGV[3] .. id
+      local key = KEYS[4] .. id
       local f = queued(key, queue, nil)
       if not f then
         -- A stale id is dropped.
@@ -164,7 +167,7 @@ for i = 4, #KEYS, 2 do
       elseif not runnable[f[2]] then
         -- Parked (pcall: a parked list planted with another type sends the id back to its
         -- queue instead of failing the call with ids popped and not yet dealt with).
-        local parked_list = ARGV[5] .. queue .. ' ' .. f[2]
+        local parked_list = KEYS[5] .. queue .. ' ' .. f[2]
         local pushed = redis.pcall('LPUSH', parked_list, id)
         if type(pushed) == 'table' and pushed.err then
           redis.call('RPUSH', queue_key, id)
@@ -184,7 +187,7 @@ if claimed > 0 then
   for i = 1, #leases, 200 do
     redis.call('ZADD', KEYS[1], unpack(leases, i, math.min(i + 199, #leases)))
   end
-  redis.call('SET', KEYS[3], table.concat(saved, '\n'), 'PX', ARGV[8 + n_names + pair])
+  redis.call('SET', KEYS[3], table.concat(saved, '\n'), 'PX', ARGV[6 + n_names + pair])
 end
 table.insert(out, 1, skipped)
 return out

@@ -1,13 +1,13 @@
 -- Records successes of several claims at once; each only for the current claim (late answers
 -- from lost leases are rejected one by one).
--- KEYS[1]  stellar:tasks:inflight
--- KEYS[2]  stellar:tasks:stats
--- KEYS[3]  stellar:tasks:stats:nodes  ZSET  node -> last counter update (ms)
+-- KEYS[1]  stellar:{tasks}:inflight
+-- KEYS[2]  stellar:{tasks}:stats
+-- KEYS[3]  stellar:{tasks}:stats:nodes  ZSET  node -> last counter update (ms)
+-- KEYS[4]  task key prefix, "stellar:{tasks}:task:" (KEYS[4] .. id)
+-- KEYS[5]  per-node counter prefix, "stellar:{tasks}:stats:node:" (a HASH per node, expiring)
 -- ARGV[1]  how long to keep completed records, in ms
--- ARGV[2]  task key prefix, "stellar:task:"
--- ARGV[3]  per-node counter prefix, "stellar:tasks:stats:node:" (a HASH per node, expiring)
--- ARGV[4]  how long a node's counters outlive its last update, in ms
--- ARGV[5..] pairs: id, claim token
+-- ARGV[2]  how long a node's counters outlive its last update, in ms
+-- ARGV[3..] pairs: id, claim token
 -- Returns one 1 (accepted) or 0 (rejected) per pair, in order; a pair whose claim completed the
 -- task already (a repeat after a lost reply) is accepted again without counting twice.
 -- Per task one read and two writes; the in-flight removals and the counters go once per batch.
@@ -17,9 +17,9 @@ local out = {}
 local done = {}
 local by_name = {}
 local by_node = {}
-for i = 5, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
-  local key = ARGV[2] .. id
+  local key = KEYS[4] .. id
   -- pcall: a key planted with another type is a rejected answer, not an error half way
   -- through the batch (Redis would keep the completions before it, their leases still held).
   local f = redis.pcall('HMGET', key, 'claims', 'state', 'name', 'node')
@@ -49,8 +49,8 @@ if #done > 0 then
   end
 end
 for node, n in pairs(by_node) do
-  redis.call('HINCRBY', ARGV[3] .. node, 'processed', n)
-  redis.call('PEXPIRE', ARGV[3] .. node, ARGV[4])
+  redis.call('HINCRBY', KEYS[5] .. node, 'processed', n)
+  redis.call('PEXPIRE', KEYS[5] .. node, ARGV[2])
   redis.call('ZADD', KEYS[3], now, node)
 end
 return out

@@ -1,8 +1,8 @@
 -- Deletes a task that is not running (queued, delayed, failed or completed). O(1): an id left in
 -- its queue list is stale and claims drop it.
--- KEYS[1]  stellar:task:<id>
--- KEYS[2]  stellar:tasks:delayed
--- KEYS[3]  stellar:tasks:failed
+-- KEYS[1]  stellar:{tasks}:task:<id>
+-- KEYS[2]  stellar:{tasks}:delayed
+-- KEYS[3]  stellar:{tasks}:failed
 -- ARGV[1]  id
 -- ARGV[2]  optional: delete only a task in this state ("delayed"); checked in the same step
 -- Returns 1 deleted, 0 absent, -1 running (not deleted: its worker still holds it), -2 not in the

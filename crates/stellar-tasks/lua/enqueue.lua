@@ -1,21 +1,27 @@
 -- Adds a batch of tasks in one atomic step, each unless a task with the same id has a record (the
 -- id is an idempotency key while its record is kept: pending, running, completed within
 -- retention, or failed). Every key is built by the caller (src/keys.rs).
--- KEYS[1]  stellar:tasks:delayed      ZSET  id -> due time (ms, Redis time)
--- KEYS[2]  stellar:tasks:queues       SET   every queue name
--- KEYS[3]  stellar:tasks:failed       ZSET  id -> failed time
--- KEYS[4]  stellar:tasks:last-slot    HASH  schedule -> its latest enqueued slot (ms)
--- KEYS[5]  stellar:tasks:schedules    HASH  a slot of a removed schedule is not enqueued
--- KEYS[6]  stellar:tasks:leader       STRING "<node> <epoch>"
--- ARGV     17 fields per task:
---   1 stellar:task:<id> (HASH, the record)   2 stellar:queue:<queue> (LIST: LPUSH in, RPOP out)
---   3 the queue's wake-up channel             4 id   5 name   6 queue   7 args (JSON)
---   8 max attempts   9 due time in ms since the epoch, or 0 for now   10 the record's signature
---   11 "1": replace a completed or failed task with this id
---   12 stellar:tasks:slot:<schedule>:<slot> (STRING) for a recurring slot, or ""
---   13 how long to remember the slot, in ms   14 the schedule's name   15 the slot's start (ms)
---   16 "<node> <epoch>" of the leader enqueueing the slot
---   17 the enqueue's trace context (W3C traceparent), or ""
+-- KEYS[1]  stellar:{tasks}:delayed      ZSET  id -> due time (ms, Redis time)
+-- KEYS[2]  stellar:{tasks}:queues       SET   every queue name
+-- KEYS[3]  stellar:{tasks}:failed       ZSET  id -> failed time
+-- KEYS[4]  stellar:{tasks}:last-slot    HASH  schedule -> its latest enqueued slot (ms)
+-- KEYS[5]  stellar:{tasks}:schedules    HASH  a slot of a removed schedule is not enqueued
+-- KEYS[6]  stellar:{tasks}:leader       STRING "<node> <epoch>"
+-- KEYS[7]  stellar:{tasks}:task:        prefix of the records: KEYS[7] .. id is a HASH
+-- KEYS[8]  stellar:{tasks}:queue:       prefix of the ready lists: KEYS[8] .. queue is a LIST
+--                                       (LPUSH in, RPOP out)
+-- KEYS[9]  stellar:{tasks}:slot:        prefix of the recurring slots' markers (STRING)
+-- ARGV[1]  the wake-up channel prefix (a channel, not a key): ARGV[1] .. queue
+-- ARGV[2..] 14 fields per task:
+--   1 id   2 name   3 queue   4 args (JSON)   5 max attempts
+--   6 due time in ms since the epoch, or 0 for now   7 the record's signature
+--   8 "1": replace a completed or failed task with this id
+--   9 "<schedule>:<slot>" (after KEYS[9]) for a recurring slot, or ""
+--   10 how long to remember the slot, in ms   11 the schedule's name   12 the slot's start (ms)
+--   13 "<node> <epoch>" of the leader enqueueing the slot
+--   14 the enqueue's trace context (W3C traceparent), or ""
+-- The keys built from the KEYS[7..9] prefixes share their slot (one hash tag): on a Redis
+-- Cluster the script touches one slot, declared by its KEYS.
 -- Returns one entry per task: "added", the state of the task holding its id, "slot" when its
 -- recurring slot was enqueued before (by any leader), "fenced" when its leader is deposed.
 -- Ready tasks wake their queue once per batch.
@@ -33,6 +39,19 @@ local function wrong_type(key, wanted)
       '; nothing of the batch was written'
   end
   return nil
+end
+
+-- The 17 values of the task whose fields start at ARGV[i]: its record, queue list, wake-up
+-- channel, the 9 fields up to its `replace` flag, its slot marker ("" for none), and the rest.
+local function task_at(i)
+  local id, name, queue, args, max, due, sig, replace, slot, remember, schedule, at, leader,
+    trace = unpack(ARGV, i, i + 13)
+  local slot_key = ''
+  if slot ~= '' then
+    slot_key = KEYS[9] .. slot
+  end
+  return KEYS[7] .. id, KEYS[8] .. queue, ARGV[1] .. queue, id, name, queue, args, max, due, sig,
+    replace, slot_key, remember, schedule, at, leader, trace
 end
 
 local bad = wrong_type(KEYS[1], 'zset') or wrong_type(KEYS[2], 'set') or
@@ -87,9 +106,9 @@ local out = {}
 local added = {}
 -- The tasks whose key held something (deleted before the record is written).
 local held = {}
-for i = 1, #ARGV, 17 do
+for i = 2, #ARGV, 14 do
   local key, queue_key, _, id, _, _, _, _, due, _, replace, slot_key, remember, schedule, at,
-    leader = unpack(ARGV, i, i + 15)
+    leader = task_at(i)
   -- HLEN first: a new id (the common case) costs one read and no deletion.
   local len = redis.pcall('HLEN', key)
   local stored = false
@@ -143,7 +162,7 @@ end
 
 for _, i in ipairs(added) do
   local key, queue_key, channel, id, name, queue, args, max, due, sig, _, slot_key, remember,
-    schedule, at, _, trace = unpack(ARGV, i, i + 16)
+    schedule, at, _, trace = task_at(i)
   if slot_key ~= '' then
     redis.call('SET', slot_key, '1', 'PX', remember)
     -- A last slot that is not a number (not written here) counts as none.

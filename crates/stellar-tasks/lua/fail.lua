@@ -1,18 +1,18 @@
 -- Records a failed attempt, only for the current claim: retry later, or move to the failed set.
--- KEYS[1]  stellar:task:<id>
--- KEYS[2]  stellar:tasks:inflight
--- KEYS[3]  stellar:tasks:delayed
--- KEYS[4]  stellar:tasks:failed     ZSET  id -> failed time
--- KEYS[5]  stellar:tasks:stats
--- KEYS[6]  stellar:tasks:stats:nodes  ZSET  node -> last counter update (ms)
+-- KEYS[1]  stellar:{tasks}:task:<id>
+-- KEYS[2]  stellar:{tasks}:inflight
+-- KEYS[3]  stellar:{tasks}:delayed
+-- KEYS[4]  stellar:{tasks}:failed     ZSET  id -> failed time
+-- KEYS[5]  stellar:{tasks}:stats
+-- KEYS[6]  stellar:{tasks}:stats:nodes  ZSET  node -> last counter update (ms)
 -- ARGV[1]  id
 -- ARGV[2]  claim token
 -- ARGV[3]  error message
 -- ARGV[4]  retry delay in ms (used only while attempts remain)
 -- ARGV[5]  "1": straight to the failed set whatever attempts remain (a record that fails
 --          verification)
--- ARGV[6]  per-node counter prefix, "stellar:tasks:stats:node:" (a HASH per node, expiring)
--- ARGV[7]  how long a node's counters outlive its last update, in ms
+-- KEYS[7]  per-node counter prefix, "stellar:{tasks}:stats:node:" (a HASH per node, expiring)
+-- ARGV[6]  how long a node's counters outlive its last update, in ms
 -- Returns 0 rejected, 1 scheduled for retry, 2 moved to the failed set.
 if redis.call('HGET', KEYS[1], 'claims') ~= ARGV[2] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
   return 0
@@ -35,7 +35,7 @@ redis.call('ZADD', KEYS[4], now, ARGV[1])
 redis.call('HINCRBY', KEYS[5], 'failed', 1)
 redis.call('HINCRBY', KEYS[5], 'failed:' .. f[3], 1)
 local node = f[4] or '?'
-redis.call('HINCRBY', ARGV[6] .. node, 'failed', 1)
-redis.call('PEXPIRE', ARGV[6] .. node, ARGV[7])
+redis.call('HINCRBY', KEYS[7] .. node, 'failed', 1)
+redis.call('PEXPIRE', KEYS[7] .. node, ARGV[6])
 redis.call('ZADD', KEYS[6], now, node)
 return 2

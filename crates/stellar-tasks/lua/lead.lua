@@ -1,6 +1,6 @@
 -- Takes or renews the scheduler leadership: a short lease with a fencing epoch.
--- KEYS[1]  stellar:tasks:leader        STRING  "<node id> <epoch>", with a TTL
--- KEYS[2]  stellar:tasks:leader-epoch  STRING  counter, bumped on every new leadership
+-- KEYS[1]  stellar:{tasks}:leader        STRING  "<node id> <epoch>", with a TTL
+-- KEYS[2]  stellar:{tasks}:leader-epoch  STRING  counter, bumped on every new leadership
 -- ARGV[1]  node id
 -- ARGV[2]  lease in ms
 -- Returns the epoch when this node leads (new or renewed), 0 when another node does.

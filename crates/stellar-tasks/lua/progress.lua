@@ -1,5 +1,5 @@
 -- Records the progress a running task reports, only for the current claim.
--- KEYS[1]  stellar:task:<id>
+-- KEYS[1]  stellar:{tasks}:task:<id>
 -- ARGV[1]  claim token
 -- ARGV[2]  the progress, JSON
 -- Returns 1 recorded, 0 when the claim is no longer current.

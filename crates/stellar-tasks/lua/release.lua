@@ -1,8 +1,8 @@
 -- Hands a running task back to the front of its queue at once (graceful stop), without counting
 -- the attempt, only for the current claim.
--- KEYS[1]  stellar:task:<id>
--- KEYS[2]  stellar:tasks:inflight
--- KEYS[3]  stellar:queue:<queue>
+-- KEYS[1]  stellar:{tasks}:task:<id>
+-- KEYS[2]  stellar:{tasks}:inflight
+-- KEYS[3]  stellar:{tasks}:queue:<queue>
 -- ARGV[1]  id
 -- ARGV[2]  claim token
 -- ARGV[3]  the wake-up channel of the queue

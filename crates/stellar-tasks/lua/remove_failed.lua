@@ -1,6 +1,6 @@
 -- Deletes a failed task.
--- KEYS[1]  stellar:task:<id>
--- KEYS[2]  stellar:tasks:failed
+-- KEYS[1]  stellar:{tasks}:task:<id>
+-- KEYS[2]  stellar:{tasks}:failed
 -- ARGV[1]  id
 -- Returns 1 deleted, 0 not a failed task.
 if redis.call('HGET', KEYS[1], 'state') ~= 'failed' then

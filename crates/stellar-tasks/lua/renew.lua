@@ -1,6 +1,6 @@
 -- Extends a lease, only for the current claim.
--- KEYS[1]  stellar:task:<id>
--- KEYS[2]  stellar:tasks:inflight
+-- KEYS[1]  stellar:{tasks}:task:<id>
+-- KEYS[2]  stellar:{tasks}:inflight
 -- ARGV[1]  id
 -- ARGV[2]  claim token
 -- ARGV[3]  lease in ms

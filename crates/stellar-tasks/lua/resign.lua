@@ -1,5 +1,5 @@
 -- Gives up the scheduler leadership, only if this node holds it.
--- KEYS[1]  stellar:tasks:leader
+-- KEYS[1]  stellar:{tasks}:leader
 -- ARGV[1]  node id
 -- Returns 1 resigned, 0 not the leader.
 local current = redis.call('GET', KEYS[1])

@@ -61,6 +61,7 @@ mod timetable;
 mod types;
 mod worker;
 
+pub use crate::keys::{LEGACY_PATTERNS, migrated_key};
 pub use crate::{
     error::{Error, HandlerError, Result, StoreError, TaskError},
     memory_store::MemoryTaskStore,

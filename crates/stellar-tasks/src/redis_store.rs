@@ -23,7 +23,8 @@ use crate::{
 use crate::keys::{
     self, CLAIM_SEQ, DELAYED, FAILED, INFLIGHT, LAST_SLOT, LEADER, LEADER_EPOCH, NODE_STATS_INDEX,
     NODE_STATS_PREFIX as NODE_STATS, PARKED_PREFIX as PARKED, PAUSED, QUEUE_PREFIX as QUEUE,
-    QUEUES, SCHEDULES, STATS, TASK_PREFIX as TASK, WAKE_PREFIX as WAKE, WORKERS,
+    QUEUES, SCHEDULES, SLOT_PREFIX as SLOT, STATS, TASK_PREFIX as TASK, WAKE_PREFIX as WAKE,
+    WORKERS,
 };
 /// How long a node's processed/failed counters outlive its last update (one hash per node id, and
 /// a restarted process is a new id: without expiry they would pile up forever).
@@ -85,16 +86,16 @@ impl RedisTaskStore {
             .invoke(
                 "task fail",
                 &self.scripts.fail,
-                &[&key, INFLIGHT, DELAYED, FAILED, STATS, NODE_STATS_INDEX],
                 &[
-                    &claimed.id,
-                    &token,
-                    error,
-                    &retry_in,
-                    bury,
+                    &key,
+                    INFLIGHT,
+                    DELAYED,
+                    FAILED,
+                    STATS,
+                    NODE_STATS_INDEX,
                     NODE_STATS,
-                    NODE_STATS_TTL,
                 ],
+                &[&claimed.id, &token, error, &retry_in, bury, NODE_STATS_TTL],
             )
             .await
             .map_err(StoreError::from)
@@ -258,13 +259,10 @@ fn parse_record(fields: &HashMap<String, String>) -> Option<TaskRecord> {
     })
 }
 
-/// The 17 fields of one task in `lua/enqueue.lua`.
-fn enqueue_fields(task: &NewTask) -> [String; 17] {
+/// The 14 fields of one task in `lua/enqueue.lua`.
+fn enqueue_fields(task: &NewTask) -> [String; 14] {
     let slot = task.slot.as_ref();
     [
-        keys::task(&task.id),
-        keys::queue(&task.queue),
-        keys::wake(&task.queue),
         task.id.clone(),
         task.name.clone(),
         task.queue.clone(),
@@ -273,7 +271,7 @@ fn enqueue_fields(task: &NewTask) -> [String; 17] {
         task.due_at_ms.unwrap_or(0).to_string(),
         task.signature.clone(),
         if task.replace { "1" } else { "0" }.to_owned(),
-        slot.map_or_else(String::new, |s| keys::slot(&s.schedule, s.at_ms)),
+        slot.map_or_else(String::new, |s| keys::slot_suffix(&s.schedule, s.at_ms)),
         slot.map_or_else(String::new, |s| ms(s.remember)),
         slot.map_or_else(String::new, |s| s.schedule.clone()),
         slot.map_or_else(String::new, |s| s.at_ms.to_string()),
@@ -289,6 +287,8 @@ fn claim_call(request: &ClaimRequest) -> (Vec<String>, Vec<String>) {
         INFLIGHT.to_owned(),
         CLAIM_SEQ.to_owned(),
         keys::claim_reply(&request.request_id),
+        TASK.to_owned(),
+        PARKED.to_owned(),
     ];
     for queue in &request.queues {
         keys.extend([keys::queue(queue), keys::parked_names(queue)]);
@@ -296,9 +296,7 @@ fn claim_call(request: &ClaimRequest) -> (Vec<String>, Vec<String>) {
     let mut args = vec![
         ms(request.lease),
         request.node.to_string(),
-        TASK.to_owned(),
         request.max.to_string(),
-        PARKED.to_owned(),
         CLAIM_SKIP_LIMIT.to_string(),
         request.names.len().to_string(),
     ];
@@ -398,9 +396,13 @@ impl TaskQueue for RedisTaskStore {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let args: Vec<String> = tasks.iter().flat_map(enqueue_fields).collect();
+        let args: Vec<String> = std::iter::once(WAKE.to_owned())
+            .chain(tasks.iter().flat_map(enqueue_fields))
+            .collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let keys = [DELAYED, QUEUES, FAILED, LAST_SLOT, SCHEDULES, LEADER];
+        let keys = [
+            DELAYED, QUEUES, FAILED, LAST_SLOT, SCHEDULES, LEADER, TASK, QUEUE, SLOT,
+        ];
         let reply: Vec<String> = self
             .pool
             .invoke("task enqueue", &self.scripts.enqueue, &keys, &args)
@@ -468,7 +470,7 @@ impl TaskQueue for RedisTaskStore {
     ) -> Result<Vec<bool>, StoreError> {
         let keep = ms(keep);
         let tokens: Vec<String> = claimed.iter().map(|c| c.token.to_string()).collect();
-        let mut args: Vec<&str> = vec![&keep, TASK, NODE_STATS, NODE_STATS_TTL];
+        let mut args: Vec<&str> = vec![&keep, NODE_STATS_TTL];
         for (one, token) in claimed.iter().zip(&tokens) {
             args.extend([one.id.as_str(), token.as_str()]);
         }
@@ -477,7 +479,7 @@ impl TaskQueue for RedisTaskStore {
             .invoke(
                 "task complete many",
                 &self.scripts.complete_many,
-                &[INFLIGHT, STATS, NODE_STATS_INDEX],
+                &[INFLIGHT, STATS, NODE_STATS_INDEX, TASK, NODE_STATS],
                 &args,
             )
             .await?;
@@ -549,8 +551,8 @@ impl TaskMaintenance for RedisTaskStore {
             .invoke(
                 "task reap",
                 &self.scripts.reap,
-                &[INFLIGHT, FAILED, STATS],
-                &[TASK, QUEUE, WAKE, &limit],
+                &[INFLIGHT, FAILED, STATS, TASK, QUEUE],
+                &[WAKE, &limit],
             )
             .await?;
         parse_reaped(flat)
@@ -562,8 +564,8 @@ impl TaskMaintenance for RedisTaskStore {
             .invoke(
                 "task promote",
                 &self.scripts.promote,
-                &[DELAYED],
-                &[TASK, QUEUE, WAKE, &limit],
+                &[DELAYED, TASK, QUEUE],
+                &[WAKE, &limit],
             )
             .await
             .map_err(StoreError::from)
@@ -626,8 +628,8 @@ impl TaskInspector for RedisTaskStore {
             .invoke(
                 "task retry",
                 &self.scripts.retry_failed,
-                &[&key, FAILED],
-                &[id, QUEUE, WAKE, signature.unwrap_or("")],
+                &[&key, FAILED, QUEUE],
+                &[id, WAKE, signature.unwrap_or("")],
             )
             .await?;
         Ok(moved == 1)
@@ -640,8 +642,8 @@ impl TaskInspector for RedisTaskStore {
             .invoke(
                 "task run now",
                 &self.scripts.run_now,
-                &[&key, DELAYED],
-                &[id, QUEUE, WAKE],
+                &[&key, DELAYED, QUEUE],
+                &[id, WAKE],
             )
             .await?;
         Ok(moved == 1)
@@ -791,8 +793,8 @@ impl TaskInspector for RedisTaskStore {
                 .invoke(
                     "queue delete",
                     &self.scripts.delete_queue,
-                    &[&key, QUEUES, &parked_names],
-                    &[TASK, queue, &batch, PARKED],
+                    &[&key, QUEUES, &parked_names, TASK, PARKED],
+                    &[queue, &batch],
                 )
                 .await?;
             deleted += gone;

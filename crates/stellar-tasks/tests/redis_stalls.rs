@@ -209,7 +209,10 @@ async fn queue_length(server: &RedisServer) -> u64 {
         .await
         .expect("redis");
     let length: u64 = admin
-        .query("LLEN", redis::cmd("LLEN").arg("stellar:queue:default"))
+        .query(
+            "LLEN",
+            redis::cmd("LLEN").arg("stellar:{tasks}:queue:default"),
+        )
         .await
         .expect("llen");
     length - 1

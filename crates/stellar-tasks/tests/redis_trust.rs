@@ -98,7 +98,7 @@ async fn a_task_written_by_hand_lands_in_the_failed_set_never_in_a_handler() {
         &pool,
         &[
             "HSET",
-            "stellar:task:evil",
+            "stellar:{tasks}:task:evil",
             "id",
             "evil",
             "name",
@@ -116,7 +116,7 @@ async fn a_task_written_by_hand_lands_in_the_failed_set_never_in_a_handler() {
         ],
     )
     .await;
-    run(&pool, &["LPUSH", "stellar:queue:default", "evil"]).await;
+    run(&pool, &["LPUSH", "stellar:{tasks}:queue:default", "evil"]).await;
     let genuine = tasks
         .enqueue("work", &1, EnqueueOptions::default())
         .await
@@ -192,7 +192,7 @@ async fn a_schedule_written_by_hand_never_runs() {
         ("copy", copied.clone()),
     ];
     for (id, json) in &forged {
-        run(&pool, &["HSET", "stellar:tasks:schedules", id, json]).await;
+        run(&pool, &["HSET", "stellar:{tasks}:schedules", id, json]).await;
     }
     tasks.start(&api);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -219,7 +219,7 @@ async fn a_schedule_written_by_hand_never_runs() {
     assert_eq!(refused, Some(("tasks_schedules_refused", 4)));
     api.shutdown().await.expect("stops");
     let ids: Vec<String> = pool
-        .query("KEYS", redis::cmd("KEYS").arg("stellar:task:*"))
+        .query("KEYS", redis::cmd("KEYS").arg("stellar:{tasks}:task:*"))
         .await
         .expect("keys");
     assert!(
@@ -228,7 +228,7 @@ async fn a_schedule_written_by_hand_never_runs() {
     );
     assert!(
         ids.iter()
-            .all(|key| key.starts_with("stellar:task:recur:genuine:")),
+            .all(|key| key.starts_with("stellar:{tasks}:task:recur:genuine:")),
         "a forged schedule produced a task: {ids:?}"
     );
     assert!(runs.load(Ordering::SeqCst) >= 5);
@@ -243,9 +243,15 @@ async fn a_leader_key_written_by_hand_does_not_stop_the_scheduler() {
     let node = NodeId::new("n1").expect("id");
     let lease = Duration::from_secs(3);
     for forged in [
-        vec!["SET", "stellar:tasks:leader", "x 1"],
-        vec!["SET", "stellar:tasks:leader", "nobody 7", "PX", "999999999"],
-        vec!["SET", "stellar:tasks:leader", "garbage", "PX", "2000"],
+        vec!["SET", "stellar:{tasks}:leader", "x 1"],
+        vec![
+            "SET",
+            "stellar:{tasks}:leader",
+            "nobody 7",
+            "PX",
+            "999999999",
+        ],
+        vec!["SET", "stellar:{tasks}:leader", "garbage", "PX", "2000"],
     ] {
         run(&pool, &forged).await;
         let epoch = store.try_lead(&node, lease).await.expect("lead");
@@ -257,7 +263,7 @@ async fn a_leader_key_written_by_hand_does_not_stop_the_scheduler() {
     }
     // A counter overwritten with text or a huge number does not stop every node from leading.
     for epoch in ["garbage", "99999999999999999999"] {
-        run(&pool, &["SET", "stellar:tasks:leader-epoch", epoch]).await;
+        run(&pool, &["SET", "stellar:{tasks}:leader-epoch", epoch]).await;
         assert!(
             store.try_lead(&node, lease).await.expect("lead").is_some(),
             "{epoch}"
@@ -292,7 +298,7 @@ async fn per_node_counters_expire_instead_of_piling_up() {
     let ttl: i64 = pool
         .query(
             "PTTL",
-            redis::cmd("PTTL").arg("stellar:tasks:stats:node:short-lived-1"),
+            redis::cmd("PTTL").arg("stellar:{tasks}:stats:node:short-lived-1"),
         )
         .await
         .expect("pttl");
@@ -322,7 +328,7 @@ async fn malformed_records_neither_stop_a_claim_nor_misalign_it() {
         &pool,
         &[
             "HSET",
-            "stellar:task:bare",
+            "stellar:{tasks}:task:bare",
             "id",
             "bare",
             "name",
@@ -332,12 +338,12 @@ async fn malformed_records_neither_stop_a_claim_nor_misalign_it() {
         ],
     )
     .await;
-    run(&pool, &["LPUSH", "stellar:queue:default", "bare"]).await;
+    run(&pool, &["LPUSH", "stellar:{tasks}:queue:default", "bare"]).await;
     run(
         &pool,
         &[
             "HSET",
-            "stellar:task:odd",
+            "stellar:{tasks}:task:odd",
             "id",
             "odd",
             "name",
@@ -355,7 +361,7 @@ async fn malformed_records_neither_stop_a_claim_nor_misalign_it() {
         ],
     )
     .await;
-    run(&pool, &["LPUSH", "stellar:queue:default", "odd"]).await;
+    run(&pool, &["LPUSH", "stellar:{tasks}:queue:default", "odd"]).await;
     for n in 3..6 {
         genuine.push(
             tasks
@@ -476,7 +482,7 @@ async fn a_planted_key_of_the_wrong_type_fails_a_batch_with_nothing_written() {
         at: None,
     };
     let length = async |queue: &str| -> u64 {
-        let list = format!("stellar:queue:{queue}");
+        let list = format!("stellar:{{tasks}}:queue:{queue}");
         pool.query("LLEN", redis::cmd("LLEN").arg(&list))
             .await
             .expect("llen")
@@ -498,7 +504,7 @@ async fn a_planted_key_of_the_wrong_type_fails_a_batch_with_nothing_written() {
     };
 
     // The second task's record key holds a string.
-    run(&pool, &["SET", "stellar:task:b1", "planted"]).await;
+    run(&pool, &["SET", "stellar:{tasks}:task:b1", "planted"]).await;
     let batch = vec![
         task("b0", "default"),
         task("b1", "default"),
@@ -508,7 +514,7 @@ async fn a_planted_key_of_the_wrong_type_fails_a_batch_with_nothing_written() {
     assert_eq!(length("default").await, 0, "ids were queued");
 
     // The third task's queue list holds a string.
-    run(&pool, &["SET", "stellar:queue:planted", "x"]).await;
+    run(&pool, &["SET", "stellar:{tasks}:queue:planted", "x"]).await;
     let batch = vec![
         task("c0", "default"),
         task("c1", "other"),
@@ -565,17 +571,17 @@ async fn bad_schedule_state_and_changed_recurrences_never_stop_a_schedule() {
         .expect("schedule");
     let mut binary = redis::cmd("HSET");
     binary
-        .arg("stellar:tasks:schedules")
+        .arg("stellar:{tasks}:schedules")
         .arg(&b"\xff\xfe"[..])
         .arg(&b"\xff"[..]);
     pool.query::<redis::Value>("HSET", &binary)
         .await
         .expect("hset");
     let far = (stellar_core::time::now_ms() + 10 * 86_400_000).to_string();
-    run(&pool, &["HSET", "stellar:tasks:last-slot", "ahead", &far]).await;
+    run(&pool, &["HSET", "stellar:{tasks}:last-slot", "ahead", &far]).await;
     run(
         &pool,
-        &["HSET", "stellar:tasks:last-slot", "garbage", "abc"],
+        &["HSET", "stellar:{tasks}:last-slot", "garbage", "abc"],
     )
     .await;
     tasks.start(&api);
@@ -595,7 +601,7 @@ async fn bad_schedule_state_and_changed_recurrences_never_stop_a_schedule() {
         let keys: Vec<String> = pool
             .query(
                 "KEYS",
-                redis::cmd("KEYS").arg(format!("stellar:task:recur:{id}:*")),
+                redis::cmd("KEYS").arg(format!("stellar:{{tasks}}:task:recur:{id}:*")),
             )
             .await
             .expect("keys");
@@ -616,7 +622,7 @@ async fn run_now_leaves_a_delayed_record_without_a_queue_untouched() {
         &pool,
         &[
             "HSET",
-            "stellar:task:queueless",
+            "stellar:{tasks}:task:queueless",
             "id",
             "queueless",
             "name",
@@ -627,13 +633,17 @@ async fn run_now_leaves_a_delayed_record_without_a_queue_untouched() {
     )
     .await;
     let due = (stellar_core::time::now_ms() + 3_600_000).to_string();
-    run(&pool, &["ZADD", "stellar:tasks:delayed", &due, "queueless"]).await;
+    run(
+        &pool,
+        &["ZADD", "stellar:{tasks}:delayed", &due, "queueless"],
+    )
+    .await;
     assert!(!tasks.run_now("queueless").await.expect("run now"));
     let state: Option<String> = pool
         .query(
             "HGET",
             redis::cmd("HGET")
-                .arg("stellar:task:queueless")
+                .arg("stellar:{tasks}:task:queueless")
                 .arg("state"),
         )
         .await
@@ -643,7 +653,7 @@ async fn run_now_leaves_a_delayed_record_without_a_queue_untouched() {
         .query(
             "ZSCORE",
             redis::cmd("ZSCORE")
-                .arg("stellar:tasks:delayed")
+                .arg("stellar:{tasks}:delayed")
                 .arg("queueless"),
         )
         .await
@@ -666,7 +676,7 @@ async fn the_reaper_takes_back_malformed_and_non_utf8_running_records() {
     let running = |id: &str, extra: &[&str]| {
         let mut fields = vec![
             "HSET".to_owned(),
-            format!("stellar:task:{id}"),
+            format!("stellar:{{tasks}}:task:{id}"),
             "id".to_owned(),
             id.to_owned(),
             "state".to_owned(),
@@ -685,12 +695,12 @@ async fn the_reaper_takes_back_malformed_and_non_utf8_running_records() {
         let fields = running(id, extra);
         let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
         run(&pool, &fields).await;
-        run(&pool, &["ZADD", "stellar:tasks:inflight", "0", id]).await;
+        run(&pool, &["ZADD", "stellar:{tasks}:inflight", "0", id]).await;
     }
     let long_name = "n".repeat(300);
     let mut binary = redis::cmd("HSET");
     binary
-        .arg("stellar:task:binary")
+        .arg("stellar:{tasks}:task:binary")
         .arg("id")
         .arg("binary")
         .arg("state")
@@ -706,7 +716,7 @@ async fn the_reaper_takes_back_malformed_and_non_utf8_running_records() {
     pool.query::<redis::Value>("HSET", &binary)
         .await
         .expect("hset");
-    run(&pool, &["ZADD", "stellar:tasks:inflight", "0", "binary"]).await;
+    run(&pool, &["ZADD", "stellar:{tasks}:inflight", "0", "binary"]).await;
 
     let mut reaped = store.reap(100).await.expect("reap reads the reply");
     reaped.sort_by(|a, b| a.queue.cmp(&b.queue));
@@ -732,7 +742,7 @@ async fn the_reaper_takes_back_malformed_and_non_utf8_running_records() {
             .query(
                 "HGET",
                 redis::cmd("HGET")
-                    .arg(format!("stellar:task:{id}"))
+                    .arg(format!("stellar:{{tasks}}:task:{id}"))
                     .arg("state"),
             )
             .await
@@ -756,7 +766,11 @@ async fn an_id_listed_twice_in_its_queue_runs_once() {
         ..EnqueueOptions::default()
     };
     tasks.enqueue("work", &1, options).await.expect("enqueue");
-    run(&pool, &["LPUSH", "stellar:queue:default", "twice", "twice"]).await;
+    run(
+        &pool,
+        &["LPUSH", "stellar:{tasks}:queue:default", "twice", "twice"],
+    )
+    .await;
     tasks.start(&api);
     completed(&tasks, "twice").await;
     // A second run would start within a claim of the first.
@@ -781,7 +795,11 @@ async fn concurrent_enqueues_share_calls_and_a_planted_key_fails_only_its_own() 
     let cancel = CancellationToken::new();
     let (pool, store) = store(&server, &cancel).await;
     let (_api, tasks, _) = counting_node(store, "n1", TaskConfig::default());
-    run(&pool, &["SET", "stellar:task:planted", "not a hash"]).await;
+    run(
+        &pool,
+        &["SET", "stellar:{tasks}:task:planted", "not a hash"],
+    )
+    .await;
     let script_calls = async || {
         let info: String = pool
             .query("INFO", redis::cmd("INFO").arg("commandstats"))
@@ -835,7 +853,10 @@ async fn concurrent_enqueues_share_calls_and_a_planted_key_fails_only_its_own() 
         }
     }
     let queued: u64 = pool
-        .query("LLEN", redis::cmd("LLEN").arg("stellar:queue:default"))
+        .query(
+            "LLEN",
+            redis::cmd("LLEN").arg("stellar:{tasks}:queue:default"),
+        )
         .await
         .expect("llen");
     assert_eq!(
@@ -868,8 +889,8 @@ async fn planted_keys_of_another_type_strand_nothing_around_them() {
         enqueue(None).await;
     }
     // A queued id whose record is a string, between genuine tasks of one claim batch.
-    run(&pool, &["SET", "stellar:task:string", "x"]).await;
-    run(&pool, &["LPUSH", "stellar:queue:default", "string"]).await;
+    run(&pool, &["SET", "stellar:{tasks}:task:string", "x"]).await;
+    run(&pool, &["LPUSH", "stellar:{tasks}:queue:default", "string"]).await;
     for _ in 0..3 {
         enqueue(None).await;
     }
@@ -878,7 +899,7 @@ async fn planted_keys_of_another_type_strand_nothing_around_them() {
         &pool,
         &[
             "HSET",
-            "stellar:task:foreign",
+            "stellar:{tasks}:task:foreign",
             "id",
             "foreign",
             "name",
@@ -890,17 +911,21 @@ async fn planted_keys_of_another_type_strand_nothing_around_them() {
         ],
     )
     .await;
-    run(&pool, &["LPUSH", "stellar:queue:default", "foreign"]).await;
-    run(&pool, &["SET", "stellar:tasks:parked:default other", "x"]).await;
+    run(
+        &pool,
+        &["LPUSH", "stellar:{tasks}:queue:default", "foreign"],
+    )
+    .await;
+    run(&pool, &["SET", "stellar:{tasks}:parked:default other", "x"]).await;
     enqueue(None).await;
     // Due delayed ids: one whose record is a list, one whose queue key is a string.
-    run(&pool, &["RPUSH", "stellar:task:listed", "x"]).await;
-    run(&pool, &["ZADD", "stellar:tasks:delayed", "1", "listed"]).await;
+    run(&pool, &["RPUSH", "stellar:{tasks}:task:listed", "x"]).await;
+    run(&pool, &["ZADD", "stellar:{tasks}:delayed", "1", "listed"]).await;
     run(
         &pool,
         &[
             "HSET",
-            "stellar:task:stuck",
+            "stellar:{tasks}:task:stuck",
             "id",
             "stuck",
             "name",
@@ -912,8 +937,8 @@ async fn planted_keys_of_another_type_strand_nothing_around_them() {
         ],
     )
     .await;
-    run(&pool, &["SET", "stellar:queue:blocked", "x"]).await;
-    run(&pool, &["ZADD", "stellar:tasks:delayed", "1", "stuck"]).await;
+    run(&pool, &["SET", "stellar:{tasks}:queue:blocked", "x"]).await;
+    run(&pool, &["ZADD", "stellar:{tasks}:delayed", "1", "stuck"]).await;
     let soon = std::time::SystemTime::now() + Duration::from_millis(200);
     for _ in 0..3 {
         enqueue(Some(soon)).await;
@@ -931,7 +956,7 @@ async fn planted_keys_of_another_type_strand_nothing_around_them() {
         .query(
             "LPOS",
             redis::cmd("LPOS")
-                .arg("stellar:queue:default")
+                .arg("stellar:{tasks}:queue:default")
                 .arg("foreign"),
         )
         .await
@@ -941,7 +966,7 @@ async fn planted_keys_of_another_type_strand_nothing_around_them() {
         "a task that could not be parked went back to its queue"
     );
     let in_flight: u64 = pool
-        .query("ZCARD", redis::cmd("ZCARD").arg("stellar:tasks:inflight"))
+        .query("ZCARD", redis::cmd("ZCARD").arg("stellar:{tasks}:inflight"))
         .await
         .expect("zcard");
     assert_eq!(in_flight, 0, "no lease left behind");
@@ -949,7 +974,7 @@ async fn planted_keys_of_another_type_strand_nothing_around_them() {
         .query(
             "ZSCORE",
             redis::cmd("ZSCORE")
-                .arg("stellar:tasks:delayed")
+                .arg("stellar:{tasks}:delayed")
                 .arg("stuck"),
         )
         .await
@@ -970,8 +995,12 @@ async fn an_enqueue_over_a_planted_stateless_hash_writes_a_clean_record() {
     let cancel = CancellationToken::new();
     let (pool, store) = store(&server, &cancel).await;
     let (_api, tasks, _) = counting_node(store, "n1", TaskConfig::default());
-    run(&pool, &["HSET", "stellar:task:ghost", "planted", "1"]).await;
-    run(&pool, &["PEXPIRE", "stellar:task:ghost", "100000"]).await;
+    run(
+        &pool,
+        &["HSET", "stellar:{tasks}:task:ghost", "planted", "1"],
+    )
+    .await;
+    run(&pool, &["PEXPIRE", "stellar:{tasks}:task:ghost", "100000"]).await;
     let options = EnqueueOptions {
         id: Some("ghost".into()),
         ..EnqueueOptions::default()
@@ -984,12 +1013,14 @@ async fn an_enqueue_over_a_planted_stateless_hash_writes_a_clean_record() {
     let planted: Option<String> = pool
         .query(
             "HGET",
-            redis::cmd("HGET").arg("stellar:task:ghost").arg("planted"),
+            redis::cmd("HGET")
+                .arg("stellar:{tasks}:task:ghost")
+                .arg("planted"),
         )
         .await
         .expect("hget");
     let ttl: i64 = pool
-        .query("PTTL", redis::cmd("PTTL").arg("stellar:task:ghost"))
+        .query("PTTL", redis::cmd("PTTL").arg("stellar:{tasks}:task:ghost"))
         .await
         .expect("pttl");
     assert_eq!(
