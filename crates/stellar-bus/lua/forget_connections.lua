@@ -1,7 +1,7 @@
 -- Forgets every connection recorded for a node that still names it as holder: a new run of the
 -- node holds none yet, so whatever is recorded belonged to a run that died (SIGKILL).
--- KEYS[1]  stellar:connections                 HASH  connection id -> node id
--- KEYS[2]  stellar:node-connections:<node id>  SET   the connections recorded for that node
+-- KEYS[1]  stellar:{members}:connections                 HASH  connection id -> node id
+-- KEYS[2]  stellar:{members}:node-connections:<node id>  SET   the connections recorded for that node
 -- ARGV[1]  node id
 -- Returns how many entries were removed.
 local removed = 0

@@ -1,7 +1,7 @@
 -- Registers or renews one node's membership record, on Redis time, unless another run of the
 -- node (another incarnation) holds the id.
--- KEYS[1]  stellar:nodes          ZSET  node id -> expiry (ms, Redis time)
--- KEYS[2]  stellar:node:<id>      HASH  info (the signed record), last_seen (ms), incarnation
+-- KEYS[1]  stellar:{members}:nodes          ZSET  node id -> expiry (ms, Redis time)
+-- KEYS[2]  stellar:{members}:node:<id>      HASH  info (the signed record), last_seen (ms), incarnation
 -- ARGV[1]  node id
 -- ARGV[2]  the signed record (JSON)
 -- ARGV[3]  ttl in ms

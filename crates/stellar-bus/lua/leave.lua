@@ -1,7 +1,7 @@
 -- Removes one node's membership record at once (graceful stop), unless another run of the node
 -- (another incarnation) has taken it over since.
--- KEYS[1]  stellar:nodes          ZSET
--- KEYS[2]  stellar:node:<id>      HASH
+-- KEYS[1]  stellar:{members}:nodes          ZSET
+-- KEYS[2]  stellar:{members}:node:<id>      HASH
 -- ARGV[1]  node id
 -- ARGV[2]  the leaving run's incarnation (decimal)
 -- Returns 1 if the record is gone, 0 if another run holds it (left alone).

@@ -1,6 +1,6 @@
 -- Forgets which node holds a connection, only if that node still holds it.
--- KEYS[1]  stellar:connections                 HASH  connection id -> node id
--- KEYS[2]  stellar:node-connections:<node id>  SET   the connections recorded for that node
+-- KEYS[1]  stellar:{members}:connections                 HASH  connection id -> node id
+-- KEYS[2]  stellar:{members}:node-connections:<node id>  SET   the connections recorded for that node
 -- ARGV[1]  connection id
 -- ARGV[2]  node id
 -- Returns 1 if removed, 0 if absent or held by another node.

@@ -1,7 +1,7 @@
 -- Removes one node's membership record if it is still exactly the record read (compare and
 -- delete): a stale or unreadable record found by a reader, never one renewed since.
--- KEYS[1]  stellar:nodes          ZSET
--- KEYS[2]  stellar:node:<id>      HASH
+-- KEYS[1]  stellar:{members}:nodes          ZSET
+-- KEYS[2]  stellar:{members}:node:<id>      HASH
 -- ARGV[1]  node id
 -- ARGV[2]  the record as read
 -- Returns 1 if removed, 0 if the record changed or is gone.

@@ -361,8 +361,8 @@ impl MembershipStore for RedisMembershipStore {
             .invoke(
                 OP,
                 &self.scripts.live_nodes,
-                &[keys::nodes()],
-                &[keys::node_prefix()],
+                &[keys::nodes(), keys::node_prefix()],
+                &[],
             )
             .await?;
         let Some((now_ms, flat)) = flat.split_first() else {

@@ -1,6 +1,7 @@
 -- Deletes one entry unless another owner holds the key's lock.
--- KEYS[1]  <prefix><key>
--- KEYS[2]  <lock prefix><key>
+-- KEYS[1]  <prefix>{<key>}
+-- KEYS[2]  <lock prefix>{<key>}
+--          (both carry the hash tag {<key>}: one slot on Redis Cluster)
 -- ARGV[1]  the caller's lock token, or ""
 -- Returns 1 deleted, 0 absent, -1 locked by someone else.
 local holder = redis.call('GET', KEYS[2])

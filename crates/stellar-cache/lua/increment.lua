@@ -1,6 +1,7 @@
 -- Adds to a counter entry, creating it at 0 (no TTL) when absent; honours locks like save.
--- KEYS[1]  <prefix><key>          HASH  value (a JSON integer), created_at
--- KEYS[2]  <lock prefix><key>
+-- KEYS[1]  <prefix>{<key>}        HASH  value (a JSON integer), created_at
+-- KEYS[2]  <lock prefix>{<key>}
+--          (both carry the hash tag {<key>}: one slot on Redis Cluster)
 -- ARGV[1]  amount (may be negative)
 -- ARGV[2]  the caller's lock token, or ""
 -- Returns { 1, new value }, { 0 } when locked by someone else, { -1 } when the key holds another

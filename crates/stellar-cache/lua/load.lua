@@ -1,5 +1,5 @@
 -- Reads one entry and records the read time; never rewrites the value.
--- KEYS[1]  <prefix><key>          HASH  value, created_at, read_at
+-- KEYS[1]  <prefix>{<key>}        HASH  value, created_at, read_at
 -- ARGV[1]  new ttl in ms (sliding expiry), or "" to keep the current one
 -- Returns nil when absent, else { value, created_at, previous read_at or "", pttl ms, now ms }.
 local fields = redis.call('HMGET', KEYS[1], 'value', 'created_at', 'read_at')

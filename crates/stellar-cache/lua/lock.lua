@@ -2,8 +2,9 @@
 -- Fencing tokens grow forever without a counter per key that lives forever: a new acquisition
 -- gets max(previous + 1, Redis time in microseconds), so the counter key may expire a day after
 -- its last use and the next token is still above every earlier one.
--- KEYS[1]  <lock prefix><key>                STRING  the holder's token, with a TTL
--- KEYS[2]  <lock prefix><key>\x1ffence       STRING  the last fencing token, kept a day
+-- KEYS[1]  <lock prefix>{<key>}              STRING  the holder's token, with a TTL
+-- KEYS[2]  <lock prefix>{<key>}\x1ffence     STRING  the last fencing token, kept a day
+--          (both carry the hash tag {<key>}: one slot on Redis Cluster)
 -- ARGV[1]  token
 -- ARGV[2]  ttl in ms
 -- Returns the fencing token of this acquisition, or 0 when another token holds the lock.

@@ -1,6 +1,7 @@
 -- Writes one entry unless another owner holds the key's lock.
--- KEYS[1]  <prefix><key>          HASH  value (JSON), created_at (ms), read_at (ms, optional)
--- KEYS[2]  <lock prefix><key>     STRING  the lock holder's token
+-- KEYS[1]  <prefix>{<key>}        HASH  value (JSON), created_at (ms), read_at (ms, optional)
+-- KEYS[2]  <lock prefix>{<key>}   STRING  the lock holder's token
+--          (both carry the hash tag {<key>}: one slot on Redis Cluster)
 -- ARGV[1]  value as JSON
 -- ARGV[2]  ttl in ms, or "" for none
 -- ARGV[3]  the writer's lock token, or "" for none

@@ -20,7 +20,7 @@ pub enum Error {
         /// The key.
         key: String,
     },
-    /// The key is empty or too long.
+    /// The key is empty, too long, starts with `}` or holds the control character U+001F.
     #[error("invalid key {key:?}: {reason}")]
     InvalidKey {
         /// The key, cut to its first 64 characters.

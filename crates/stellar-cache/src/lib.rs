@@ -21,7 +21,8 @@
 //! Two stores come with the crate, and one contract test suite (a module per capability) runs
 //! against both:
 //! - [`RedisCacheStore`]: a shared Redis, one atomic Lua script per multi-step operation, SCAN
-//!   instead of KEYS; entries under `stellar:cache:`, locks under `stellar:lock:`.
+//!   instead of KEYS; entries at `stellar:cache:{<key>}`, locks at `stellar:lock:{<key>}` (the key
+//!   is the hash tag, so on Redis Cluster an entry and its lock share a slot).
 //! - [`MemoryCacheStore`]: this process's memory, with the same semantics, for the embedded
 //!   backend and tests (Tokio's clock, so paused tests take no real time).
 //!

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use stellar_bus::{RedisConfig, RedisPool};
 use stellar_cache::{Cache, CacheConfig, RedisCacheStore};
-use stellar_core::NodeId;
+use stellar_core::{ConfigError, NodeId};
 use stellar_testkit::RedisServer;
 
 async fn connect(url: &str) -> RedisPool {
@@ -34,7 +34,9 @@ async fn other_clients_read_and_write_the_same_json() {
     let raw: String = pool
         .query(
             "HGET",
-            redis::cmd("HGET").arg("stellar:cache:profile").arg("value"),
+            redis::cmd("HGET")
+                .arg("stellar:cache:{profile}")
+                .arg("value"),
         )
         .await
         .expect("hget");
@@ -44,7 +46,7 @@ async fn other_clients_read_and_write_the_same_json() {
         .query::<u64>(
             "HSET",
             redis::cmd("HSET")
-                .arg("stellar:cache:external")
+                .arg("stellar:cache:{external}")
                 .arg("value")
                 .arg("[1,2,3]"),
         )
@@ -72,7 +74,7 @@ async fn loading_never_rewrites_the_value_or_resets_its_ttl() {
         cache.load::<String>("short").await.expect("load");
     }
     let pttl: i64 = pool
-        .query("PTTL", redis::cmd("PTTL").arg("stellar:cache:short"))
+        .query("PTTL", redis::cmd("PTTL").arg("stellar:cache:{short}"))
         .await
         .expect("pttl");
     assert!(
@@ -99,7 +101,8 @@ async fn loading_never_rewrites_the_value_or_resets_its_ttl() {
 async fn prefixes_are_configurable_and_kept_apart() {
     let server = RedisServer::start();
     let pool = connect(&server.url()).await;
-    let mine = cache_on(RedisCacheStore::new(pool.clone()).with_prefixes("app*1:", "app*1-lock:"));
+    let store = RedisCacheStore::new(pool.clone()).with_prefixes("app*1:", "app*1-lock:");
+    let mine = cache_on(store.expect("prefixes without braces"));
     let (other, _) = cache(&server.url()).await;
     mine.save("k", &1, None).await.expect("save");
     other.save("k", &2, None).await.expect("save");
@@ -107,7 +110,7 @@ async fn prefixes_are_configurable_and_kept_apart() {
     let exists: u64 = pool
         .query(
             "EXISTS",
-            redis::cmd("EXISTS").arg("app*1:k").arg("app*1-lock:k"),
+            redis::cmd("EXISTS").arg("app*1:{k}").arg("app*1-lock:{k}"),
         )
         .await
         .expect("exists");
@@ -122,6 +125,66 @@ async fn prefixes_are_configurable_and_kept_apart() {
         .save("k", &3, None)
         .await
         .expect("the other prefix's key is not locked");
+}
+
+#[tokio::test]
+async fn prefixes_with_braces_are_refused_by_name() {
+    let server = RedisServer::start();
+    let pool = connect(&server.url()).await;
+    let refused = RedisCacheStore::new(pool.clone()).with_prefixes("app:{x}:", "app-lock:");
+    let Err(err) = refused else {
+        panic!("a brace in the entry prefix was accepted");
+    };
+    assert!(
+        matches!(
+            err,
+            ConfigError::Invalid {
+                key: "entry_prefix",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let refused = RedisCacheStore::new(pool).with_prefixes("app:", "app-lock}");
+    let Err(err) = refused else {
+        panic!("a brace in the lock prefix was accepted");
+    };
+    let message = err.to_string();
+    assert!(
+        message.contains("`lock_prefix`") && message.contains("without `{` or `}`"),
+        "{message}"
+    );
+}
+
+/// The caller's key is the hash tag: braces inside it stay part of the name, and listings give
+/// the key back whole.
+#[tokio::test]
+async fn keys_with_braces_are_stored_tagged_and_listed_whole() {
+    let server = RedisServer::start();
+    let (cache, pool) = cache(&server.url()).await;
+    cache.save("a}b", &1, None).await.expect("save");
+    cache.push("{x}", &"item").await.expect("push");
+    let _guard = cache
+        .lock("{x}", Duration::from_secs(30))
+        .await
+        .expect("lock");
+    let exists: u64 = pool
+        .query(
+            "EXISTS",
+            redis::cmd("EXISTS")
+                .arg("stellar:cache:{a}b}")
+                .arg("stellar:cache:{{x}}")
+                .arg("stellar:lock:{{x}}"),
+        )
+        .await
+        .expect("exists");
+    assert_eq!(exists, 3);
+    assert_eq!(cache.keys("*").await.expect("keys"), ["a}b", "{x}"]);
+    assert_eq!(cache.keys("a}*").await.expect("keys"), ["a}b"]);
+    let locks = cache.locks().await.expect("locks");
+    let names: Vec<&str> = locks.iter().map(|lock| lock.key.as_str()).collect();
+    assert_eq!(names, ["{x}"], "the fencing counter is not a lock");
+    assert_eq!(cache.clear("*").await.expect("clear"), 2);
 }
 
 #[tokio::test]
@@ -173,7 +236,7 @@ async fn fencing_counters_expire_and_tokens_still_rise() {
         assert!(guard.fence() > last, "fences rise across keys and time");
         last = guard.fence();
         assert!(cache.unlock(&guard).await.expect("unlock"));
-        let counter = format!("stellar:lock:{key}\u{1f}fence");
+        let counter = format!("stellar:lock:{{{key}}}\u{1f}fence");
         let ttl: i64 = pool
             .query("PTTL", redis::cmd("PTTL").arg(&counter))
             .await
@@ -248,13 +311,13 @@ async fn browsing_skips_keys_of_foreign_types() {
     let mut planted = redis::pipe();
     planted
         .cmd("SET")
-        .arg("stellar:cache:mixed:string")
+        .arg("stellar:cache:{mixed:string}")
         .arg("x")
         .cmd("SADD")
-        .arg("stellar:cache:mixed:set")
+        .arg("stellar:cache:{mixed:set}")
         .arg("x")
         .cmd("ZADD")
-        .arg("stellar:cache:mixed:zset")
+        .arg("stellar:cache:{mixed:zset}")
         .arg(1)
         .arg("x");
     let timeout = pool.config().op_timeout;

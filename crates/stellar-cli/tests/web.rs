@@ -107,9 +107,12 @@ async fn connections_recorded(redis: &RedisServer) -> u64 {
     let pool = RedisPool::connect(RedisConfig::new(redis.url()))
         .await
         .expect("redis");
-    pool.query("HLEN", redis::cmd("HLEN").arg("stellar:connections"))
-        .await
-        .expect("hlen")
+    pool.query(
+        "HLEN",
+        redis::cmd("HLEN").arg("stellar:{members}:connections"),
+    )
+    .await
+    .expect("hlen")
 }
 
 /// Connects until the welcome names a worker other than those in `avoid`.

@@ -156,8 +156,12 @@ impl Cache {
 }
 
 fn check_key(key: &str) -> Result<()> {
+    // An empty key, or one starting with `}`, would leave its Redis hash tag empty: on Redis
+    // Cluster its entry and its lock would land in different slots (see `keys.rs`).
     let reason = if key.is_empty() {
         "it is empty"
+    } else if key.starts_with('}') {
+        "it starts with `}`"
     } else if key.len() > MAX_KEY_BYTES {
         "it is longer than 1 KiB"
     } else if key.contains(keys::SEPARATOR) {

@@ -18,6 +18,7 @@ use std::{
 use async_trait::async_trait;
 use redis::{Pipeline, Script};
 use stellar_bus::{RedisConnection, RedisPool, TransportError};
+use stellar_core::ConfigError;
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -52,8 +53,9 @@ stellar_bus::lua_scripts!(
     extend,
 );
 
-/// A cache store on a shared Redis: values, counters and lists under `stellar:cache:`, locks
-/// under `stellar:lock:` (see [`RedisCacheStore::with_prefixes`]).
+/// A cache store on a shared Redis: values, counters and lists at `stellar:cache:{<key>}`, locks
+/// at `stellar:lock:{<key>}` (see [`RedisCacheStore::with_prefixes`]); the key is the hash tag,
+/// so on Redis Cluster an entry and its lock share a slot.
 #[derive(Clone)]
 pub struct RedisCacheStore {
     pool: RedisPool,
@@ -178,16 +180,21 @@ impl RedisCacheStore {
         Some((tracking, tracking.connection(&self.pool).await?))
     }
 
-    /// The same store with entries (values, counters, lists) under `entry_prefix` and locks under
-    /// `lock_prefix`, to keep several caches apart on one Redis. Glob characters in a prefix are
-    /// taken literally.
+    /// The same store with entries (values, counters, lists) at `<entry_prefix>{<key>}` and locks
+    /// at `<lock_prefix>{<key>}`, to keep several caches apart on one Redis. Glob characters in a
+    /// prefix are taken literally.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`], naming `entry_prefix` or `lock_prefix`, if a prefix holds `{` or
+    /// `}`: the store adds the hash tag `{<key>}` itself.
     pub fn with_prefixes(
         mut self,
         entry_prefix: impl Into<String>,
         lock_prefix: impl Into<String>,
-    ) -> Self {
-        self.keys = Keys::new(entry_prefix, lock_prefix);
-        self
+    ) -> Result<Self, ConfigError> {
+        self.keys = Keys::new(entry_prefix, lock_prefix)?;
+        Ok(self)
     }
 
     /// Every Redis key matching the SCAN pattern `matcher`, sorted and deduplicated.
