@@ -127,6 +127,32 @@ fn checked_prefix(name: &'static str, prefix: String) -> Result<String, ConfigEr
     })
 }
 
+/// `SCAN` patterns of the layout before hash tags (releases before issue 15), with the default
+/// prefixes, for `stellar migrate`.
+pub const LEGACY_PATTERNS: &[&str] = &["stellar:cache:*", "stellar:lock:*"];
+
+/// The name a cache key of the layout before hash tags has now, with the default prefixes
+/// (`stellar:cache:<key>` becomes `stellar:cache:{<key>}`, `stellar:lock:<key>` and its fencing
+/// counter `stellar:lock:<key>\x1ffence` become `stellar:lock:{<key>}` and
+/// `stellar:lock:{<key>}\x1ffence`); `None` for a key in today's layout (its name right after the
+/// prefix is a `{…}` tag) or any other key.
+pub fn migrated_key(legacy: &str) -> Option<String> {
+    let keys = Keys::default();
+    let tagged = |name: &str| name.starts_with('{') && name.contains('}');
+    if let Some(name) = legacy.strip_prefix(ENTRY_PREFIX) {
+        return (!tagged(name) && !name.is_empty()).then(|| keys.entry(name));
+    }
+    let name = legacy.strip_prefix(LOCK_PREFIX)?;
+    if tagged(name) || name.is_empty() {
+        return None;
+    }
+    let fence_suffix = format!("{SEPARATOR}{FENCE}");
+    Some(match name.strip_suffix(&fence_suffix) {
+        Some(key) => keys.fence(key),
+        None => keys.lock(name),
+    })
+}
+
 /// Escapes glob characters of a literal prefix, so only the caller's pattern matches patterns.
 pub(crate) fn escape_glob(literal: &str) -> String {
     let mut escaped = String::with_capacity(literal.len());
@@ -141,6 +167,26 @@ pub(crate) fn escape_glob(literal: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn legacy_keys_map_to_the_tagged_layout() {
+        use super::migrated_key;
+        assert_eq!(
+            migrated_key("stellar:cache:user:1").as_deref(),
+            Some("stellar:cache:{user:1}")
+        );
+        assert_eq!(
+            migrated_key("stellar:lock:job").as_deref(),
+            Some("stellar:lock:{job}")
+        );
+        assert_eq!(
+            migrated_key("stellar:lock:job\u{1f}fence").as_deref(),
+            Some("stellar:lock:{job}\u{1f}fence")
+        );
+        assert_eq!(migrated_key("stellar:cache:{user:1}"), None);
+        assert_eq!(migrated_key("stellar:lock:{job}\u{1f}fence"), None);
+        assert_eq!(migrated_key("stellar:{tasks}:queues"), None);
+    }
+
     use redis::cluster_routing::Slot;
     use stellar_core::ConfigError;
 

@@ -53,6 +53,7 @@ mod keys;
 mod metrics;
 pub mod store;
 
+pub use crate::keys::{LEGACY_PATTERNS, migrated_key};
 pub use crate::{
     cache::{Cache, CacheConfig, Entry, KeyPage, LockGuard, Peeked},
     error::{Error, Result},

@@ -10,7 +10,7 @@ use stellar_tasks::TaskDefinition;
 use crate::{
     cache_cmd,
     cli::{Cli, Command},
-    cluster, logging, node, supervisor, tasks_cmd,
+    cluster, logging, migrate, node, supervisor, tasks_cmd,
 };
 
 /// The exit code of a start-up that failed on its configuration (`EX_CONFIG` in sysexits.h): an
@@ -216,6 +216,7 @@ impl App {
             Command::Tasks(tasks) => tasks_cmd::run(config, tasks.command, &self.tasks).await,
             Command::Cluster(cluster) => cluster::run(config, cluster.command).await,
             Command::Cache(cache) => cache_cmd::run(config, cache.command).await,
+            Command::Migrate(args) => migrate::run(config, args).await,
             Command::Completions { .. } | Command::Man => Ok(()),
         }
     }
@@ -230,7 +231,11 @@ fn configure(cli: &Cli) -> Result<(Config, Option<logging::Telemetry>)> {
     let asked = sources.flags.iter().any(|(key, _)| *key == "log")
         || sources.env.iter().any(|(name, _)| name == "STELLAR_LOG");
     let filter = match cli.command {
-        Command::Cluster(_) | Command::Cache(_) | Command::Tasks(_) if !asked => "warn",
+        Command::Cluster(_) | Command::Cache(_) | Command::Tasks(_) | Command::Migrate(_)
+            if !asked =>
+        {
+            "warn"
+        }
         _ => config.log.as_str(),
     };
     // An invalid log filter is a configuration error like any other, naming where it came from.

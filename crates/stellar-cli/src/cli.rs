@@ -43,6 +43,10 @@ pub(crate) enum Command {
     Cache(CacheArgs),
     /// Enqueue and inspect tasks (needs the cluster's Redis).
     Tasks(TasksArgs),
+    /// Move the keys of the layout before hash tags (releases before Redis Cluster support) to
+    /// today's names: renamed in place, or copied to another Redis with --to (e.g. a Redis
+    /// Cluster). Stop every node first; see docs/redis-keys.md.
+    Migrate(MigrateArgs),
     /// Print a shell completion script, e.g. `stellar completions bash > ~/.local/share/bash-completion/completions/stellar`.
     Completions {
         /// The shell.
@@ -50,6 +54,18 @@ pub(crate) enum Command {
     },
     /// Print the man page (roff), e.g. `stellar man > stellar.1`.
     Man,
+}
+
+/// `stellar migrate`.
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    /// Copy the keys to this Redis (any URL form, e.g. redis+cluster://…) instead of renaming
+    /// them in place; the originals are kept.
+    #[arg(long, value_name = "URL")]
+    pub(crate) to: Option<String>,
+    /// Count what would move, and move nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 /// `stellar tasks …`.

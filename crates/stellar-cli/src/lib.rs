@@ -32,6 +32,7 @@ mod cli;
 mod cluster;
 mod control;
 mod logging;
+mod migrate;
 mod node;
 mod output;
 mod supervisor;

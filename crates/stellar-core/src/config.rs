@@ -113,7 +113,7 @@ pub const KEYS: &[ConfigKey] = &[
         env: "STELLAR_REDIS_URL",
         flag: Some("--redis"),
         default: "(none: embedded in-memory backend)",
-        expected: "a redis://, rediss:// or unix:// URL",
+        expected: "a redis://, rediss://, unix://, redis+sentinel://host:port[,host:port…]/master or redis+cluster://host:port[,host:port…] URL",
         parse: |value, config| {
             config.redis_url = redis_url(value)?;
             Ok(())
@@ -802,7 +802,14 @@ fn redis_url(value: &str) -> Result<Option<String>, String> {
     if value.is_empty() {
         return Ok(None);
     }
-    let schemes = ["redis://", "rediss://", "unix://", "redis+unix://"];
+    let schemes = [
+        "redis://",
+        "rediss://",
+        "unix://",
+        "redis+unix://",
+        "redis+sentinel://",
+        "redis+cluster://",
+    ];
     if !schemes.iter().any(|scheme| value.starts_with(scheme)) {
         return Err(quote(&redact_url(value)));
     }

@@ -17,7 +17,7 @@ use std::{
 
 use async_trait::async_trait;
 use redis::{Pipeline, Script};
-use stellar_bus::{RedisConnection, RedisPool, TransportError};
+use stellar_bus::{RedisConnection, RedisPool, ScanCursor, TransportError};
 use stellar_core::ConfigError;
 use tokio::time::Instant;
 use tracing::warn;
@@ -98,7 +98,16 @@ impl RedisCacheStore {
     /// later, as for the rest of the cache). A write by another client is seen here once its invalidation arrives (a fraction
     /// of a millisecond on a local network; see `docs/cache.md`); this store's own writes are
     /// seen at once.
+    ///
+    /// On a Redis Cluster there is no one server to track keys on: the store runs without a near
+    /// cache, and says so in the log.
     pub fn with_near_cache(mut self, limits: NearCacheLimits) -> Self {
+        if limits.max_entries > 0 && self.pool.is_cluster() {
+            warn!(
+                "the near cache needs CLIENT TRACKING on one server: it is off on a Redis Cluster"
+            );
+            return self;
+        }
         self.near =
             (limits.max_entries > 0).then(|| Arc::new(Tracking::new(NearCache::new(limits))));
         self
@@ -199,34 +208,16 @@ impl RedisCacheStore {
 
     /// Every Redis key matching the SCAN pattern `matcher`, sorted and deduplicated.
     async fn scan(&self, matcher: &str) -> Result<Vec<String>, StoreError> {
-        let mut cursor = 0_u64;
+        let mut cursor = Some(ScanCursor::default());
         let mut found = Vec::new();
-        loop {
-            let (next, keys) = self.scan_step(cursor, matcher).await?;
+        while let Some(at) = cursor.take() {
+            let (keys, next) = self.pool.scan_step(at, matcher, SCAN_COUNT).await?;
             found.extend(keys);
-            if next == 0 {
-                break;
-            }
             cursor = next;
         }
         found.sort();
         found.dedup();
         Ok(found)
-    }
-
-    /// One `SCAN` call from `cursor`: the next cursor (0 at the end) and the keys it found.
-    async fn scan_step(
-        &self,
-        cursor: u64,
-        matcher: &str,
-    ) -> Result<(u64, Vec<String>), StoreError> {
-        let mut cmd = redis::cmd("SCAN");
-        cmd.arg(cursor)
-            .arg("MATCH")
-            .arg(matcher)
-            .arg("COUNT")
-            .arg(SCAN_COUNT);
-        Ok(self.pool.query("SCAN", &cmd).await?)
     }
 
     /// Redis keys matching `matcher`, sorted: at most `max`, and whether they are every match.
@@ -236,16 +227,16 @@ impl RedisCacheStore {
         matcher: &str,
         max: usize,
     ) -> Result<(Vec<String>, bool), StoreError> {
-        let mut cursor = 0_u64;
+        let mut cursor = ScanCursor::default();
         let mut found = std::collections::BTreeSet::new();
         let mut steps = 0;
         let complete = loop {
-            let (next, keys) = self.scan_step(cursor, matcher).await?;
+            let (keys, next) = self.pool.scan_step(cursor, matcher, SCAN_COUNT).await?;
             found.extend(keys);
             steps += 1;
-            if next == 0 {
+            let Some(next) = next else {
                 break found.len() <= max;
-            }
+            };
             if found.len() > max || steps >= MAX_BOUNDED_SCAN_STEPS {
                 break false;
             }
@@ -636,7 +627,13 @@ impl CacheDump for RedisCacheStore {
 
     async fn describe(&self, keys: &[String]) -> Result<Vec<KeyInfo>, StoreError> {
         let mut described = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(UNLINK_CHUNK) {
+        // A pipeline goes to one node: on a Redis Cluster, one key (one slot) per pipeline.
+        let per_pipeline = if self.pool.is_cluster() {
+            1
+        } else {
+            UNLINK_CHUNK
+        };
+        for chunk in keys.chunks(per_pipeline) {
             let mut pipe = redis::pipe();
             for key in chunk {
                 let entry = self.keys.entry(key);

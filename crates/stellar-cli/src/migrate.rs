@@ -1,0 +1,167 @@
+//! `stellar migrate`: moves the keys of the layout before hash tags (see docs/redis-keys.md) to
+//! today's names, in place (`RENAME`) or copied to another Redis, such as a Redis Cluster
+//! (`DUMP`, `RESTORE` with the key's remaining TTL). A key whose new name exists already is left
+//! where it is and reported: nothing is overwritten, so running it twice is safe.
+
+use anyhow::{Context, Result, bail};
+use stellar_bus::{RedisConfig, RedisPool, ScanCursor};
+use stellar_core::Config;
+
+use crate::cli::MigrateArgs;
+
+/// Keys per SCAN step.
+const SCAN_COUNT: u64 = 1000;
+
+/// The legacy key families: their SCAN patterns and the new name of each key.
+type Family = (&'static [&'static str], fn(&str) -> Option<String>);
+
+/// Every crate's legacy keys. Membership records and connection owners are not moved: they are
+/// rewritten within seconds by the nodes of this release.
+const FAMILIES: &[Family] = &[
+    (stellar_tasks::LEGACY_PATTERNS, stellar_tasks::migrated_key),
+    (stellar_cache::LEGACY_PATTERNS, stellar_cache::migrated_key),
+];
+
+/// What one run did.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Report {
+    moved: u64,
+    /// Keys left alone because their new name exists.
+    conflicts: Vec<String>,
+    /// Keys that vanished between the scan and the move (expired or deleted).
+    vanished: u64,
+}
+
+/// Runs `stellar migrate`.
+pub(crate) async fn run(config: Config, args: MigrateArgs) -> Result<()> {
+    let Some(redis) = RedisConfig::from_config(&config) else {
+        bail!(
+            "`stellar migrate` needs the Redis to migrate: pass --redis URL or set STELLAR_REDIS_URL"
+        );
+    };
+    let source = RedisPool::connect(redis.clone()).await?;
+    let target = match &args.to {
+        Some(url) => Some(
+            RedisPool::connect(RedisConfig {
+                url: url.clone(),
+                ..redis
+            })
+            .await
+            .context("connecting to the --to Redis")?,
+        ),
+        None => None,
+    };
+    if target.is_none() && source.is_cluster() {
+        bail!(
+            "a Redis Cluster holds no keys of the old layout (it never ran on one); migrate from the single Redis with --to"
+        );
+    }
+    let report = migrate(&source, target.as_ref(), args.dry_run).await?;
+    let verb = if args.dry_run { "would move" } else { "moved" };
+    eprintln!(
+        "{verb} {} key(s){}; {} key(s) left because their new name exists{}",
+        report.moved,
+        match &args.to {
+            Some(_) => " to the --to Redis (the originals are kept)",
+            None => "",
+        },
+        report.conflicts.len(),
+        if report.vanished > 0 {
+            format!("; {} expired meanwhile", report.vanished)
+        } else {
+            String::new()
+        },
+    );
+    for key in &report.conflicts {
+        eprintln!("  left: {key:?}");
+    }
+    Ok(())
+}
+
+/// Moves every legacy key of `source`: renamed in place, or copied to `target`.
+async fn migrate(source: &RedisPool, target: Option<&RedisPool>, dry_run: bool) -> Result<Report> {
+    let mut report = Report::default();
+    for (patterns, rename) in FAMILIES {
+        for pattern in *patterns {
+            let mut cursor = Some(ScanCursor::default());
+            while let Some(at) = cursor.take() {
+                let (keys, next) = source.scan_step(at, pattern, SCAN_COUNT).await?;
+                cursor = next;
+                for key in keys {
+                    let Some(new) = rename(&key) else { continue };
+                    if dry_run {
+                        report.moved += 1;
+                        continue;
+                    }
+                    match target {
+                        None => rename_in_place(source, &key, &new, &mut report).await?,
+                        Some(target) => copy(source, target, &key, &new, &mut report).await?,
+                    }
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn rename_in_place(
+    pool: &RedisPool,
+    key: &str,
+    new: &str,
+    report: &mut Report,
+) -> Result<()> {
+    let renamed = pool
+        .query::<u8>("RENAMENX", redis::cmd("RENAMENX").arg(key).arg(new))
+        .await;
+    match renamed {
+        Ok(1) => report.moved += 1,
+        Ok(_) => report.conflicts.push(key.to_owned()),
+        // ERR no such key: it expired after the scan saw it.
+        Err(err) if err.to_string().contains("failed") && !exists(pool, key).await? => {
+            report.vanished += 1;
+        }
+        Err(err) => return Err(err).with_context(|| format!("renaming {key:?}")),
+    }
+    Ok(())
+}
+
+async fn exists(pool: &RedisPool, key: &str) -> Result<bool> {
+    Ok(pool
+        .query::<u8>("EXISTS", redis::cmd("EXISTS").arg(key))
+        .await?
+        == 1)
+}
+
+async fn copy(
+    source: &RedisPool,
+    target: &RedisPool,
+    key: &str,
+    new: &str,
+    report: &mut Report,
+) -> Result<()> {
+    let mut read = redis::pipe();
+    read.cmd("DUMP").arg(key).cmd("PTTL").arg(key);
+    let (payload, pttl): (Option<Vec<u8>>, i64) = source
+        .run("DUMP", source.config().op_timeout, async |conn| {
+            read.query_async(conn).await
+        })
+        .await?;
+    let Some(payload) = payload else {
+        report.vanished += 1;
+        return Ok(());
+    };
+    // RESTORE takes 0 for no expiry; a key about to expire keeps at least 1 ms.
+    let ttl = if pttl < 0 { 0 } else { pttl.max(1) };
+    let restored = target
+        .query::<String>(
+            "RESTORE",
+            redis::cmd("RESTORE").arg(new).arg(ttl).arg(payload),
+        )
+        .await;
+    match restored {
+        Ok(_) => report.moved += 1,
+        Err(err) if format!("{err:?}").contains("BUSYKEY") => report.conflicts.push(key.to_owned()),
+        Err(err) => return Err(err).with_context(|| format!("restoring {key:?} as {new:?}")),
+    }
+    Ok(())
+}
