@@ -9,6 +9,9 @@
 //! missing, [`RedisServer::start`] panics with instructions, so a missing dependency never looks
 //! like a pass.
 //!
+//! [`RedisServer::command`] sends a command with a tiny blocking client and returns its
+//! [`Reply`].
+//!
 //! Contract suites run every case on both backends: [`contract_cases!`] expands each case into
 //! one test per [`BackendKind`], and [`eventually`] waits for what should happen.
 //!
@@ -19,6 +22,7 @@ pub mod bench;
 mod contract;
 mod process;
 mod redis_server;
+mod resp;
 
 pub use crate::{
     contract::{
@@ -26,4 +30,5 @@ pub use crate::{
     },
     process::Process,
     redis_server::RedisServer,
+    resp::Reply,
 };
