@@ -9,8 +9,10 @@
 //! missing, [`RedisServer::start`] panics with instructions, so a missing dependency never looks
 //! like a pass.
 //!
-//! [`RedisServer::command`] sends a command with a tiny blocking client and returns its
-//! [`Reply`].
+//! [`RedisCluster::start`] runs a Redis Cluster of such servers (3 masters, or more with
+//! replicas) made with `redis-cli --cluster create`, and can kill, restart, fail over and
+//! reshard its nodes. [`RedisServer::command`] and [`RedisCluster::command`] send a command
+//! with a tiny blocking client and return its [`Reply`].
 //!
 //! Contract suites run every case on both backends: [`contract_cases!`] expands each case into
 //! one test per [`BackendKind`], and [`eventually`] waits for what should happen.
@@ -21,6 +23,7 @@
 pub mod bench;
 mod contract;
 mod process;
+mod redis_cluster;
 mod redis_server;
 mod resp;
 
@@ -29,6 +32,7 @@ pub use crate::{
         ARRIVES_WITHIN, BackendKind, QUIET_FOR, eventually, eventually_async, eventually_within,
     },
     process::Process,
+    redis_cluster::{ClusterNode, RedisCluster, Role},
     redis_server::RedisServer,
     resp::Reply,
 };

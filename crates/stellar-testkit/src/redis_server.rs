@@ -277,6 +277,53 @@ fn server_binary() -> String {
     std::env::var("STELLAR_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
 }
 
+/// A tool that comes with Redis (`redis-cli`, `redis-sentinel`): the one beside
+/// `STELLAR_REDIS_SERVER` if there is one, else the one on `PATH`; `None` if neither exists.
+pub(crate) fn companion_binary(name: &str) -> Option<PathBuf> {
+    let beside_server = std::env::var_os("STELLAR_REDIS_SERVER")
+        .and_then(|server| Some(Path::new(&server).parent()?.join(name)));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join(name));
+    beside_server
+        .into_iter()
+        .chain(on_path)
+        .find(|candidate| candidate.is_file())
+}
+
+/// Polls `probe` every 20 ms until it returns `Ok`; after `within`, returns its last error.
+pub(crate) fn wait_for<T>(
+    within: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        match probe() {
+            Ok(value) => return Ok(value),
+            Err(reason) if Instant::now() > deadline => return Err(reason),
+            Err(_) => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Whether the master on `master_port` lists the replica on `replica_port` as online
+/// (`INFO replication`). A replica reports its link up once it has loaded the master's data,
+/// a moment before the master streams writes to it.
+pub(crate) fn replica_online(master_port: u16, replica_port: u16) -> Result<(), String> {
+    let info = resp::command(master_port, &["INFO", "replication"])
+        .map_err(|err| format!("master {master_port}: {err}"))?;
+    let text = info.text().unwrap_or_default();
+    let online = text.lines().any(|line| {
+        line.starts_with("slave")
+            && line.contains(&format!(",port={replica_port},"))
+            && line.contains(",state=online,")
+    });
+    online
+        .then_some(())
+        .ok_or_else(|| format!("master {master_port} has no online replica {replica_port}"))
+}
+
 /// A loopback port nobody listens on right now.
 pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free loopback port");
