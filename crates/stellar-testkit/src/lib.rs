@@ -11,8 +11,9 @@
 //!
 //! [`RedisCluster::start`] runs a Redis Cluster of such servers (3 masters, or more with
 //! replicas) made with `redis-cli --cluster create`, and can kill, restart, fail over and
-//! reshard its nodes. [`RedisServer::command`] and [`RedisCluster::command`] send a command
-//! with a tiny blocking client and return its [`Reply`].
+//! reshard its nodes. [`RedisSentinel::start`] runs a master, its replica and three sentinels
+//! that fail over when the master dies. [`RedisServer::command`] and [`RedisCluster::command`]
+//! send a command with a tiny blocking client and return its [`Reply`].
 //!
 //! Contract suites run every case on both backends: [`contract_cases!`] expands each case into
 //! one test per [`BackendKind`], and [`eventually`] waits for what should happen.
@@ -24,6 +25,7 @@ pub mod bench;
 mod contract;
 mod process;
 mod redis_cluster;
+mod redis_sentinel;
 mod redis_server;
 mod resp;
 
@@ -33,6 +35,7 @@ pub use crate::{
     },
     process::Process,
     redis_cluster::{ClusterNode, RedisCluster, Role},
+    redis_sentinel::RedisSentinel,
     redis_server::RedisServer,
     resp::Reply,
 };
