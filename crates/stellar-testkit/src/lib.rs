@@ -15,8 +15,9 @@
 //! that fail over when the master dies. [`RedisServer::command`] and [`RedisCluster::command`]
 //! send a command with a tiny blocking client and return its [`Reply`].
 //!
-//! Contract suites run every case on both backends: [`contract_cases!`] expands each case into
-//! one test per [`BackendKind`], and [`eventually`] waits for what should happen.
+//! Contract suites run every case on every backend: [`contract_cases!`] expands each case into
+//! one test per [`BackendKind`] (memory, Redis, Redis Cluster), and [`eventually`] waits for
+//! what should happen.
 //!
 //! [`Process`] owns a spawned process (a `stellar` node, say), collects its output lines, sends
 //! it signals, and kills it on drop.
