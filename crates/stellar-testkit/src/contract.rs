@@ -1,13 +1,15 @@
-//! Contract suites: every case runs once on the in-memory backend and once on a real Redis.
+//! Contract suites: every case runs on the in-memory backend, on a real Redis and on a real
+//! Redis Cluster.
 //!
 //! A suite writes each case as `async fn case(backend: B)`, where `B` is the suite's own harness
 //! (it knows the crate's stores) built from a [`BackendKind`] with `From<BackendKind>`, and lists
 //! the cases in [`contract_cases!`](crate::contract_cases). The kind says which backend a case
-//! runs on and, for Redis, owns the server, so it lives exactly as long as the case.
+//! runs on and, for Redis, owns the server or the cluster, so it lives exactly as long as the
+//! case.
 
 use std::time::Duration;
 
-use crate::RedisServer;
+use crate::{RedisCluster, RedisServer};
 
 /// How long a test waits for something that should happen.
 pub const ARRIVES_WITHIN: Duration = Duration::from_secs(5);
@@ -23,6 +25,8 @@ pub enum BackendKind {
     Memory,
     /// A real `redis-server` of the case's own, killed when the case ends.
     Redis(RedisServer),
+    /// A real Redis Cluster of the case's own (3 masters), killed when the case ends.
+    Cluster(RedisCluster),
 }
 
 impl BackendKind {
@@ -40,37 +44,71 @@ impl BackendKind {
         Self::Redis(RedisServer::start())
     }
 
+    /// A Redis Cluster backend on a freshly started cluster of 3 masters.
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisCluster::start`]: when `redis-server` or `redis-cli` is missing or the cluster
+    /// does not form.
+    pub fn cluster() -> Self {
+        Self::Cluster(RedisCluster::start())
+    }
+
     /// Whether this is the in-memory backend.
     pub fn is_memory(&self) -> bool {
         matches!(self, Self::Memory)
     }
 
-    /// The Redis URL; `None` for the in-memory backend.
+    /// The Redis URL (`redis://…`, or `redis+cluster://…` naming the cluster's masters);
+    /// `None` for the in-memory backend.
     pub fn url(&self) -> Option<String> {
-        self.server().map(RedisServer::url)
+        match self {
+            Self::Memory => None,
+            Self::Redis(server) => Some(server.url()),
+            Self::Cluster(cluster) => Some(cluster.url()),
+        }
     }
 
-    /// The Redis server; `None` for the in-memory backend.
+    /// The single Redis server; `None` for the in-memory and cluster backends.
     pub fn server(&self) -> Option<&RedisServer> {
         match self {
-            Self::Memory => None,
             Self::Redis(server) => Some(server),
+            Self::Memory | Self::Cluster(_) => None,
         }
     }
 
-    /// The Redis server, to kill or restart it; `None` for the in-memory backend.
+    /// The single Redis server, to kill or restart it; `None` for the in-memory and cluster
+    /// backends.
     pub fn server_mut(&mut self) -> Option<&mut RedisServer> {
         match self {
-            Self::Memory => None,
             Self::Redis(server) => Some(server),
+            Self::Memory | Self::Cluster(_) => None,
         }
     }
 
-    /// `memory` or `redis`, for messages.
+    /// The Redis Cluster; `None` for the other backends. (Not `cluster()`: that name builds
+    /// the backend, as `memory()` and `redis()` do.)
+    pub fn redis_cluster(&self) -> Option<&RedisCluster> {
+        match self {
+            Self::Cluster(cluster) => Some(cluster),
+            Self::Memory | Self::Redis(_) => None,
+        }
+    }
+
+    /// The Redis Cluster, to kill, restart or reshard its nodes; `None` for the other backends.
+    pub fn redis_cluster_mut(&mut self) -> Option<&mut RedisCluster> {
+        match self {
+            Self::Cluster(cluster) => Some(cluster),
+            Self::Memory | Self::Redis(_) => None,
+        }
+    }
+
+    /// `memory`, `redis` or `cluster`, for messages.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Memory => "memory",
             Self::Redis(_) => "redis",
+            Self::Cluster(_) => "cluster",
         }
     }
 }
@@ -102,12 +140,14 @@ pub async fn eventually_within(
     }
 }
 
-/// Expands each listed case into one `#[tokio::test]` per backend: `memory::<case>` and
-/// `redis::<case>`, each calling `<case>(From::from(kind))` with a fresh [`BackendKind`], so a
-/// case takes the suite's harness type (anything `From<BackendKind>`, or the kind itself).
+/// Expands each listed case into one `#[tokio::test]` per backend: `memory::<case>`,
+/// `redis::<case>` and `cluster::<case>`, each calling `<case>(From::from(kind))` with a fresh
+/// [`BackendKind`], so a case takes the suite's harness type (anything `From<BackendKind>`, or
+/// the kind itself).
 ///
-/// Both backends run on a two-thread runtime unless the test attributes are given, e.g. to run
-/// the memory cases on a paused clock:
+/// Every backend runs on a two-thread runtime unless the test attributes are given, e.g. to run
+/// the memory cases on a paused clock; the cluster cases take the Redis attribute unless they
+/// have their own:
 ///
 /// ```text
 /// stellar_testkit::contract_cases! {
@@ -115,7 +155,14 @@ pub async fn eventually_within(
 ///     redis: #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
 ///     cases: [values_expire, locks_exclude],
 /// }
-/// // or, with the default runtime for both:
+/// // or with an attribute for the cluster cases:
+/// stellar_testkit::contract_cases! {
+///     memory: #[tokio::test(start_paused = true)],
+///     redis: #[tokio::test(flavor = "multi_thread", worker_threads = 2)],
+///     cluster: #[tokio::test(flavor = "multi_thread", worker_threads = 4)],
+///     cases: [values_expire, locks_exclude],
+/// }
+/// // or, with the default runtime for all:
 /// stellar_testkit::contract_cases!(values_expire, locks_exclude);
 /// ```
 #[macro_export]
@@ -123,6 +170,7 @@ macro_rules! contract_cases {
     (
         memory: #[$memory:meta],
         redis: #[$redis:meta],
+        cluster: #[$cluster:meta],
         cases: [$($case:ident),* $(,)?] $(,)?
     ) => {
         mod memory {
@@ -140,6 +188,26 @@ macro_rules! contract_cases {
                     super::$case(::core::convert::From::from($crate::BackendKind::redis())).await;
                 }
             )*
+        }
+        mod cluster {
+            $(
+                #[$cluster]
+                async fn $case() {
+                    super::$case(::core::convert::From::from($crate::BackendKind::cluster())).await;
+                }
+            )*
+        }
+    };
+    (
+        memory: #[$memory:meta],
+        redis: #[$redis:meta],
+        cases: [$($case:ident),* $(,)?] $(,)?
+    ) => {
+        $crate::contract_cases! {
+            memory: #[$memory],
+            redis: #[$redis],
+            cluster: #[$redis],
+            cases: [$($case),*],
         }
     };
     ($($case:ident),* $(,)?) => {

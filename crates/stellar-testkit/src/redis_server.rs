@@ -3,13 +3,15 @@
 use std::{
     io::{ErrorKind, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use tempfile::TempDir;
+
+use crate::resp::{self, Reply};
 
 /// How long a fresh server may take to answer `PING`.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,8 +26,31 @@ const PORT_ATTEMPTS: usize = 5;
 pub struct RedisServer {
     port: u16,
     dir: TempDir,
-    extra_args: Vec<String>,
+    /// What to run, kept for [`RedisServer::restart`].
+    launch: Launch,
     child: Option<Child>,
+}
+
+/// How to run one server: the program, and the arguments around the common ones (port, bind
+/// address, no persistence, directory, log file).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Launch {
+    /// The binary; `None` runs `redis-server` (or `STELLAR_REDIS_SERVER`).
+    pub(crate) program: Option<String>,
+    /// Arguments before the common ones: a config file has to come first.
+    pub(crate) leading: Vec<String>,
+    /// Arguments after the common ones, which they override.
+    pub(crate) trailing: Vec<String>,
+}
+
+impl Launch {
+    /// `redis-server` with `args` after the common ones.
+    pub(crate) fn args<S: AsRef<str>>(args: &[S]) -> Self {
+        Self {
+            trailing: args.iter().map(|arg| arg.as_ref().to_owned()).collect(),
+            ..Self::default()
+        }
+    }
 }
 
 impl RedisServer {
@@ -45,6 +70,16 @@ impl RedisServer {
     ///
     /// As [`RedisServer::start`].
     pub fn start_with_args(args: &[&str]) -> Self {
+        Self::start_launch(|_, _| Launch::args(args))
+    }
+
+    /// Starts a server as `launch(dir, port)` says, asking again for each port tried, so the
+    /// arguments can name the server's directory or pick more ports (a cluster bus port).
+    ///
+    /// # Panics
+    ///
+    /// As [`RedisServer::start`].
+    pub(crate) fn start_launch(mut launch: impl FnMut(&Path, u16) -> Launch) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("stellar-redis-")
             .tempdir()
@@ -52,11 +87,12 @@ impl RedisServer {
         let mut server = Self {
             port: 0,
             dir,
-            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            launch: Launch::default(),
             child: None,
         };
         for attempt in 1..=PORT_ATTEMPTS {
             server.port = free_port();
+            server.launch = launch(server.dir.path(), server.port);
             match server.spawn() {
                 Ok(()) => return server,
                 Err(log) if log.contains("Address already in use") && attempt < PORT_ATTEMPTS => {}
@@ -119,14 +155,51 @@ impl RedisServer {
         ping(self.port)
     }
 
+    /// The process id; `None` after [`RedisServer::kill`].
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the server was started and not killed since (it may not answer yet; a process
+    /// that crashed by itself still counts).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Sends one command and returns its reply; a Redis error is a [`Reply::Error`].
+    ///
+    /// # Panics
+    ///
+    /// Panics if the server cannot be reached or the reply cannot be read.
+    pub fn command(&self, args: &[&str]) -> Reply {
+        self.try_command(args)
+            .unwrap_or_else(|err| panic!("{args:?} on port {}: {err}", self.port))
+    }
+
+    /// Sends commands on one connection, in order, and returns their replies: `SET` then
+    /// `WAIT 1 2000` waits for that write to reach a replica. (Each [`RedisServer::command`] has
+    /// a connection of its own.) A reply is read within 5 s.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the server cannot be reached or a reply cannot be read.
+    pub fn commands(&self, commands: &[&[&str]]) -> Vec<Reply> {
+        resp::commands(self.port, commands)
+            .unwrap_or_else(|err| panic!("{commands:?} on port {}: {err}", self.port))
+    }
+
+    /// As [`RedisServer::command`], returning I/O errors instead of panicking.
+    pub(crate) fn try_command(&self, args: &[&str]) -> std::io::Result<Reply> {
+        resp::command(self.port, args)
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("redis.log")
     }
 
     /// Starts the process and waits for `PING`; on failure returns the log.
     fn spawn(&mut self) -> Result<(), String> {
-        let binary =
-            std::env::var("STELLAR_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
+        let binary = self.launch.program.clone().unwrap_or_else(server_binary);
         self.spawn_with_binary(&binary)
     }
 
@@ -134,13 +207,14 @@ impl RedisServer {
         let log_path = self.log_path();
         let _ = std::fs::remove_file(&log_path);
         let mut child = Command::new(binary)
+            .args(&self.launch.leading)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(&log_path)
-            .args(&self.extra_args)
+            .args(&self.launch.trailing)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -198,7 +272,60 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
+/// The `redis-server` binary: `STELLAR_REDIS_SERVER`, else `redis-server` from `PATH`.
+fn server_binary() -> String {
+    std::env::var("STELLAR_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+/// A tool that comes with Redis (`redis-cli`, `redis-sentinel`): the one beside
+/// `STELLAR_REDIS_SERVER` if there is one, else the one on `PATH`; `None` if neither exists.
+pub(crate) fn companion_binary(name: &str) -> Option<PathBuf> {
+    let beside_server = std::env::var_os("STELLAR_REDIS_SERVER")
+        .and_then(|server| Some(Path::new(&server).parent()?.join(name)));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join(name));
+    beside_server
+        .into_iter()
+        .chain(on_path)
+        .find(|candidate| candidate.is_file())
+}
+
+/// Polls `probe` every 20 ms until it returns `Ok`; after `within`, returns its last error.
+pub(crate) fn wait_for<T>(
+    within: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        match probe() {
+            Ok(value) => return Ok(value),
+            Err(reason) if Instant::now() > deadline => return Err(reason),
+            Err(_) => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Whether the master on `master_port` lists the replica on `replica_port` as online
+/// (`INFO replication`). A replica reports its link up once it has loaded the master's data,
+/// a moment before the master streams writes to it.
+pub(crate) fn replica_online(master_port: u16, replica_port: u16) -> Result<(), String> {
+    let info = resp::command(master_port, &["INFO", "replication"])
+        .map_err(|err| format!("master {master_port}: {err}"))?;
+    let text = info.text().unwrap_or_default();
+    let online = text.lines().any(|line| {
+        line.starts_with("slave")
+            && line.contains(&format!(",port={replica_port},"))
+            && line.contains(",state=online,")
+    });
+    online
+        .then_some(())
+        .ok_or_else(|| format!("master {master_port} has no online replica {replica_port}"))
+}
+
+/// A loopback port nobody listens on right now.
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free loopback port");
     listener
         .local_addr()
@@ -229,10 +356,48 @@ mod tests {
     fn starts_answers_ping_and_stops_on_drop() {
         let server = RedisServer::start();
         let port = server.port();
+        let pid = server.pid().expect("running");
         assert!(server.ping());
         assert!(server.url().ends_with(&port.to_string()));
         drop(server);
         assert!(!ping(port), "server still answers after drop");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} left behind"
+        );
+    }
+
+    #[test]
+    fn answers_commands_and_errors_as_replies() {
+        let server = RedisServer::start();
+        assert_eq!(
+            server.command(&["SET", "greeting", "hello"]),
+            Reply::Status("OK".into())
+        );
+        assert_eq!(
+            server.command(&["GET", "greeting"]).text().as_deref(),
+            Some("hello")
+        );
+        assert_eq!(server.command(&["GET", "nothing"]), Reply::Nil);
+        assert!(matches!(
+            server.command(&["INCR", "greeting"]),
+            Reply::Error(message) if message.starts_with("ERR")
+        ));
+        let info = server.command(&["INFO", "replication"]);
+        assert_eq!(info.field("role").as_deref(), Some("master"));
+    }
+
+    #[test]
+    fn commands_share_one_connection() {
+        let server = RedisServer::start();
+        let replies = server.commands(&[&["CLIENT", "ID"], &["CLIENT", "ID"]]);
+        assert_eq!(replies.len(), 2);
+        assert_eq!(replies[0], replies[1], "the same client");
+        assert_ne!(
+            server.command(&["CLIENT", "ID"]),
+            replies[0],
+            "a new client"
+        );
     }
 
     #[test]
@@ -260,7 +425,7 @@ mod tests {
             let mut server = RedisServer {
                 port: free_port(),
                 dir,
-                extra_args: vec![],
+                launch: Launch::default(),
                 child: None,
             };
             server.spawn_with_binary("/nonexistent/redis-server")
