@@ -115,7 +115,10 @@ struct Inner {
     /// One multiplexed connection shared by every non-blocking command: redis-rs pipelines
     /// concurrent requests on it, and unlike a pool checkout it costs no health-check `PING`.
     /// `None` until first use and after a connection error, so the next command reconnects.
-    shared: std::sync::RwLock<Option<RedisConnection>>,
+    shared: std::sync::RwLock<Option<(u64, RedisConnection)>>,
+    /// How many shared connections were made: the number of the current one, so that a command
+    /// that failed drops only the connection it used, not a newer one another command made.
+    shared_made: AtomicU64,
     /// Serialises reconnects of the shared connection, so a burst of commands opens one.
     reconnecting: tokio::sync::Mutex<()>,
     connection_config: AsyncConnectionConfig,
@@ -191,6 +194,7 @@ impl RedisPool {
                 pool,
                 target,
                 shared: std::sync::RwLock::new(None),
+                shared_made: AtomicU64::new(0),
                 reconnecting: tokio::sync::Mutex::new(()),
                 connection_config,
                 counters: Arc::default(),
@@ -354,21 +358,43 @@ impl RedisPool {
     where
         F: AsyncFnOnce(&mut RedisConnection) -> redis::RedisResult<T>,
     {
+        let used = std::sync::atomic::AtomicU64::new(0);
         let work = async {
-            let mut conn = self.shared_connection().await?;
+            let (number, mut conn) = self.shared_connection().await?;
+            used.store(number, Ordering::Relaxed);
             match f(&mut conn).await {
                 Ok(value) => Ok(value),
                 Err(err) => {
                     if must_reconnect(&err) {
                         // Reconnect on the next command instead of failing forever (after a
                         // Sentinel failover: to the new master).
-                        sync::write(&self.inner.shared).take();
+                        self.drop_shared(number);
                     }
                     Err(self.backend_error(op, err))
                 }
             }
         };
-        self.timed(op, timeout, work).await
+        let result = self.timed(op, timeout, work).await;
+        if let Err(TransportError::Timeout { .. }) = &result {
+            // No answer in time: the server may be frozen or cut off (a master the Sentinels or
+            // the cluster replaced while its TCP connection stays open). The next command
+            // connects again instead of queueing behind it; commands in flight on the old
+            // connection finish or time out on their own.
+            self.drop_shared(used.load(Ordering::Relaxed));
+        }
+        result
+    }
+
+    /// Drops the shared connection if it is still number `number` (0: none was made yet).
+    fn drop_shared(&self, number: u64) {
+        let mut shared = sync::write(&self.inner.shared);
+        if number != 0
+            && shared
+                .as_ref()
+                .is_some_and(|(current, _)| *current == number)
+        {
+            shared.take();
+        }
     }
 
     /// Runs a Lua script by SHA (loading it on `NOSCRIPT`) with `keys` and `args`, within the
@@ -433,24 +459,19 @@ impl RedisPool {
                 call.arg(*arg);
             }
             let reply: T = call.invoke_async(conn).await?;
-            redis::cmd("INCR")
+            // One pipeline, so the fence write and the WAIT always share a connection: a cluster
+            // connection that resends a request after a connection error resends both (a WAIT
+            // alone on a new connection would count no write, and answer at once). A cluster
+            // routes the pipeline by its first key, the fence's.
+            let mut fenced = redis::pipe();
+            fenced
+                .cmd("INCR")
                 .arg(fence)
-                .query_async::<i64>(conn)
-                .await?;
-            let mut wait_cmd = redis::cmd("WAIT");
-            wait_cmd.arg(replicas).arg(wait.as_millis().max(1) as u64);
-            let acked: u64 = match conn {
-                RedisConnection::Single(single) => wait_cmd.query_async(single).await?,
-                RedisConnection::Cluster(cluster) => {
-                    use redis::cluster_routing::{
-                        Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
-                    };
-                    let route = Route::with_key(fence, SlotAddr::Master);
-                    let routing =
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                    redis::from_redis_value(cluster.route_command(wait_cmd, routing).await?)?
-                }
-            };
+                .ignore()
+                .cmd("WAIT")
+                .arg(replicas)
+                .arg(wait.as_millis().max(1) as u64);
+            let (acked,): (u64,) = fenced.query_async(conn).await?;
             Ok((reply, acked))
         })
         .await
@@ -510,7 +531,8 @@ impl RedisPool {
         self.timed(op, timeout, work).await
     }
 
-    async fn shared_connection(&self) -> Result<RedisConnection, TransportError> {
+    /// The shared connection and its number, made first if there is none.
+    async fn shared_connection(&self) -> Result<(u64, RedisConnection), TransportError> {
         // The fast path is a read lock and a clone: no await, no contention between commands.
         if let Some(conn) = sync::read(&self.inner.shared).as_ref() {
             return Ok(conn.clone());
@@ -531,21 +553,25 @@ impl RedisPool {
                 .reconnects
                 .fetch_add(1, Ordering::Relaxed);
         }
-        *sync::write(&self.inner.shared) = Some(conn.clone());
-        Ok(conn)
+        let number = self.inner.shared_made.fetch_add(1, Ordering::Relaxed) + 1;
+        *sync::write(&self.inner.shared) = Some((number, conn.clone()));
+        Ok((number, conn))
     }
 
     /// Opens a dedicated connection for SUBSCRIBE, outside the pool (a subscribed connection
     /// can run no other command).
     pub(crate) async fn pubsub(&self) -> Result<redis::aio::PubSub, TransportError> {
+        let per_node = self.config().connect_timeout;
         let connect = async {
             self.inner
                 .target
-                .pubsub()
+                .pubsub(per_node)
                 .await
                 .map_err(|err| self.connect_error(err))
         };
-        self.timed("SUBSCRIBE connect", self.config().connect_timeout, connect)
+        // Each seed node of a cluster gets the whole connect timeout.
+        let nodes = u32::try_from(self.inner.target.nodes()).unwrap_or(u32::MAX);
+        self.timed("SUBSCRIBE connect", per_node.saturating_mul(nodes), connect)
             .await
     }
 

@@ -96,10 +96,16 @@ impl Target {
                 .iter()
                 .map(|host| format!("redis://{userinfo}{host}"))
                 .collect();
+            // The error of a seed URL would quote it, credentials and all: name the rule instead.
             let client = ClusterClient::builder(seeds.clone())
                 .connection_timeout(connect_timeout)
                 .build()
-                .map_err(|err| err.to_string())?;
+                .map_err(|_| {
+                    "a seed node's address or the user and password do not parse (percent-encode \
+                     reserved characters in a password: / as %2F, ? as %3F, # as %23, @ as %40, \
+                     + as %2B)"
+                        .to_owned()
+                })?;
             return Ok(Self::Cluster { client, seeds });
         }
         if let Some(rest) = url.strip_prefix(SENTINEL_SCHEME) {
@@ -125,11 +131,17 @@ impl Target {
             }
             // The credentials are the data nodes'; Sentinels are asked without them.
             let sentinels: Vec<String> = hosts.iter().map(|h| format!("redis://{h}")).collect();
-            let mut node = redis::RedisConnectionInfo::default();
-            if let Ok(info) = format!("redis://{userinfo}127.0.0.1/{db}").into_connection_info() {
-                let settings = info.redis_settings();
-                node = settings.clone();
-            }
+            // The user and password are read the way redis-rs reads them in a `redis://` URL
+            // (percent-decoded); an error names neither.
+            let node = format!("redis://{userinfo}127.0.0.1/{db}")
+                .into_connection_info()
+                .map(|info| info.redis_settings().clone())
+                .map_err(|_| {
+                    format!(
+                        "the user or password does not parse (percent-encode reserved characters: \
+                         / as %2F, ? as %3F, # as %23, @ as %40, + as %2B); {form}"
+                    )
+                })?;
             let client = SentinelClient::build(
                 sentinels,
                 master.to_owned(),
@@ -148,6 +160,14 @@ impl Target {
         redis::Client::open(info)
             .map(Self::Single)
             .map_err(|err| err.to_string())
+    }
+
+    /// How many servers a new connection may have to try: a cluster's seed nodes, else 1.
+    pub(crate) fn nodes(&self) -> usize {
+        match self {
+            Self::Cluster { seeds, .. } => seeds.len().max(1),
+            _ => 1,
+        }
     }
 
     /// Whether this is a Redis Cluster.
@@ -187,17 +207,30 @@ impl Target {
     }
 
     /// A new subscriber connection: to the server, the master, or the first seed node of a
-    /// cluster that answers (a `PUBLISH` on any node of a Redis Cluster reaches every node).
-    pub(crate) async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+    /// cluster that answers within `per_seed` (a `PUBLISH` on any node of a Redis Cluster reaches
+    /// every node), so a frozen seed does not keep the others from being tried.
+    pub(crate) async fn pubsub(
+        &self,
+        per_seed: Duration,
+    ) -> redis::RedisResult<redis::aio::PubSub> {
         match self {
             Self::Cluster { seeds, .. } => {
                 let mut last = None;
                 for seed in seeds {
                     match redis::Client::open(seed.as_str()) {
-                        Ok(client) => match Box::pin(client.get_async_pubsub()).await {
-                            Ok(pubsub) => return Ok(pubsub),
-                            Err(err) => last = Some(err),
-                        },
+                        Ok(client) => {
+                            let connect = Box::pin(client.get_async_pubsub());
+                            match tokio::time::timeout(per_seed, connect).await {
+                                Ok(Ok(pubsub)) => return Ok(pubsub),
+                                Ok(Err(err)) => last = Some(err),
+                                Err(_) => {
+                                    last = Some(redis::RedisError::from((
+                                        redis::ErrorKind::Io,
+                                        "no answer from a seed node in time",
+                                    )));
+                                }
+                            }
+                        }
                         Err(err) => last = Some(err),
                     }
                 }
@@ -214,13 +247,14 @@ impl Target {
 }
 
 /// Splits `[userinfo@]host:port,host:port[/path]` into `"userinfo@"` (or ""), the hosts and the
-/// path after the first `/` (or "").
+/// path after the first `/` that follows them (or ""). The credentials end at the last `@`, so a
+/// `/` in a password is not taken for the path (and never shows in an error).
 fn split_multi_host(rest: &str) -> Result<(String, Vec<String>, String), String> {
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let (userinfo, hosts) = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
-        None => (String::new(), authority),
+    let (userinfo, after) = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => (format!("{userinfo}@"), after),
+        None => (String::new(), rest),
     };
+    let (hosts, path) = after.split_once('/').unwrap_or((after, ""));
     let hosts: Vec<String> = hosts.split(',').map(str::trim).map(str::to_owned).collect();
     if hosts.iter().any(|h| h.is_empty() || h.contains('?')) {
         return Err("expected a comma-separated list of host:port after the scheme".to_owned());
@@ -248,26 +282,14 @@ impl deadpool::managed::Manager for BlockingManager {
         conn: &mut RedisConnection,
         _: &deadpool::managed::Metrics,
     ) -> deadpool::managed::RecycleResult<redis::RedisError> {
-        // A demoted master answers PING too: ask for its role, so a connection to a server that
-        // became a replica is dropped, not reused for writes that would fail with READONLY.
-        match conn {
-            RedisConnection::Single(single) => {
-                let role: Vec<Value> = redis::cmd("ROLE").query_async(single).await?;
-                match role.first() {
-                    Some(Value::BulkString(role)) if role == b"master" => Ok(()),
-                    _ => Err(deadpool::managed::RecycleError::message(
-                        "the server is no longer a master",
-                    )),
-                }
-            }
-            RedisConnection::Cluster(cluster) => {
-                redis::cmd("PING")
-                    .query_async::<String>(cluster)
-                    .await
-                    .map(drop)?;
-                Ok(())
-            }
-        }
+        // PING, not ROLE (which least-privilege ACLs deny with @dangerous): a connection to a
+        // master that became a replica answers PING, but its first write fails with READONLY,
+        // and `run_blocking` then drops it instead of putting it back.
+        redis::cmd("PING")
+            .query_async::<String>(conn)
+            .await
+            .map(drop)?;
+        Ok(())
     }
 }
 
@@ -318,6 +340,29 @@ mod tests {
             Target::parse("redis+sentinel://u:p@h:26379,h:26380/main/3", T),
             Ok(Target::Sentinel(_))
         ));
+    }
+
+    #[test]
+    fn a_password_never_shows_in_an_error_and_a_slash_in_it_is_not_a_path() {
+        let Ok(Target::Cluster { seeds, .. }) =
+            Target::parse("redis+cluster://:pa%2Fss@h:7000,h:7001", T)
+        else {
+            panic!("a percent-encoded slash is part of the password");
+        };
+        assert_eq!(seeds[0], "redis://:pa%2Fss@h:7000");
+        for url in [
+            "redis+cluster://:zq/xy9@h:7000,h:7001",
+            "redis+cluster://:zq/xy9@h:7000/2",
+            "redis+sentinel://:a7/b8/c9@h:1/m/x",
+            "redis+sentinel://u:sq#rt@h:1/m",
+        ] {
+            let Err(err) = Target::parse(url, T) else {
+                panic!("{url} is refused");
+            };
+            for secret in ["zq/xy9", "xy9", "a7/b8", "b8/c9", "sq#rt"] {
+                assert!(!err.contains(secret), "{err} shows the password");
+            }
+        }
     }
 
     #[test]
