@@ -1,6 +1,6 @@
--- Deletes up to ARGV[3] waiting tasks of a queue (its list first, then its parked lists); when
+-- Deletes up to ARGV[2] waiting tasks of a queue (its list first, then its parked lists); when
 -- nothing is left, forgets the queue. Bounded work per call: the caller repeats while it returns
--- ARGV[3].
+-- ARGV[2].
 -- KEYS[1]  stellar:{tasks}:queue:<queue>               LIST
 -- KEYS[2]  stellar:{tasks}:queues                SET
 -- KEYS[3]  stellar:{tasks}:parked-names:<queue>  SET  names with parked tasks in this queue
