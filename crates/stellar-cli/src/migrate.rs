@@ -4,7 +4,7 @@
 //! where it is and reported: nothing is overwritten, so running it twice is safe.
 
 use anyhow::{Context, Result, bail};
-use stellar_bus::{RedisConfig, RedisPool, ScanCursor};
+use stellar_bus::{RedisConfig, RedisPool, ScanCursor, TransportError};
 use stellar_core::Config;
 
 use crate::cli::MigrateArgs;
@@ -57,9 +57,13 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> Result<()> {
         );
     }
     let report = migrate(&source, target.as_ref(), args.dry_run).await?;
-    let verb = if args.dry_run { "would move" } else { "moved" };
+    let (moved, left) = if args.dry_run {
+        ("would move", "would be left")
+    } else {
+        ("moved", "left")
+    };
     eprintln!(
-        "{verb} {} key(s){}; {} key(s) left because their new name exists{}",
+        "{moved} {} key(s){}; {} key(s) {left} because their new name exists{}",
         report.moved,
         match &args.to {
             Some(_) => " to the --to Redis (the originals are kept)",
@@ -73,7 +77,7 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> Result<()> {
         },
     );
     for key in &report.conflicts {
-        eprintln!("  left: {key:?}");
+        eprintln!("  {left}: {key:?}");
     }
     Ok(())
 }
@@ -90,12 +94,11 @@ async fn migrate(source: &RedisPool, target: Option<&RedisPool>, dry_run: bool) 
                 for key in keys {
                     let Some(new) = rename(&key) else { continue };
                     if dry_run {
-                        report.moved += 1;
-                        continue;
-                    }
-                    match target {
-                        None => rename_in_place(source, &key, &new, &mut report).await?,
-                        Some(target) => copy(source, target, &key, &new, &mut report).await?,
+                        would_move(target.unwrap_or(source), &key, &new, &mut report).await?;
+                    } else if let Some(target) = target {
+                        copy(source, target, &key, &new, &mut report).await?;
+                    } else {
+                        rename_in_place(source, &key, &new, &mut report).await?;
                     }
                 }
             }
@@ -104,6 +107,23 @@ async fn migrate(source: &RedisPool, target: Option<&RedisPool>, dry_run: bool) 
     Ok(report)
 }
 
+/// Counts `key` as it would be moved to `new` on `destination`: a conflict if `new` exists
+/// there, as the real run would find it.
+async fn would_move(
+    destination: &RedisPool,
+    key: &str,
+    new: &str,
+    report: &mut Report,
+) -> Result<()> {
+    if exists(destination, new).await? {
+        report.conflicts.push(key.to_owned());
+    } else {
+        report.moved += 1;
+    }
+    Ok(())
+}
+
+/// Renames `key` to `new` unless `new` exists (`RENAMENX`).
 async fn rename_in_place(
     pool: &RedisPool,
     key: &str,
@@ -117,7 +137,7 @@ async fn rename_in_place(
         Ok(1) => report.moved += 1,
         Ok(_) => report.conflicts.push(key.to_owned()),
         // ERR no such key: it expired after the scan saw it.
-        Err(err) if err.to_string().contains("failed") && !exists(pool, key).await? => {
+        Err(TransportError::Backend { .. }) if !exists(pool, key).await? => {
             report.vanished += 1;
         }
         Err(err) => return Err(err).with_context(|| format!("renaming {key:?}")),
@@ -125,6 +145,7 @@ async fn rename_in_place(
     Ok(())
 }
 
+/// Whether `key` exists on `pool`.
 async fn exists(pool: &RedisPool, key: &str) -> Result<bool> {
     Ok(pool
         .query::<u8>("EXISTS", redis::cmd("EXISTS").arg(key))
@@ -132,6 +153,8 @@ async fn exists(pool: &RedisPool, key: &str) -> Result<bool> {
         == 1)
 }
 
+/// Copies `key` of `source` to `new` on `target` with its remaining TTL, unless `new` exists
+/// there (`RESTORE` without `REPLACE` answers `BUSYKEY`).
 async fn copy(
     source: &RedisPool,
     target: &RedisPool,
