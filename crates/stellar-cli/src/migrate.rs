@@ -1,10 +1,15 @@
 //! `stellar migrate`: moves the keys of the layout before hash tags (see docs/redis-keys.md) to
 //! today's names, in place (`RENAME`) or copied to another Redis, such as a Redis Cluster
 //! (`DUMP`, `RESTORE` with the key's remaining TTL). A key whose new name exists already is left
-//! where it is and reported: nothing is overwritten, so running it twice is safe.
+//! where it is and reported: nothing is overwritten, so running it twice is safe. Nothing moves
+//! while nodes run on the Redis the keys move to (every node must be stopped first); a copy is
+//! made once, before the nodes start on the new Redis: a later copy would bring back keys they
+//! have since deleted.
 
 use anyhow::{Context, Result, bail};
-use stellar_bus::{RedisConfig, RedisPool, ScanCursor, TransportError};
+use stellar_bus::{
+    MembershipStore, RedisConfig, RedisMembershipStore, RedisPool, ScanCursor, TransportError,
+};
 use stellar_core::Config;
 
 use crate::cli::MigrateArgs;
@@ -39,6 +44,11 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> Result<()> {
             "`stellar migrate` needs the Redis to migrate: pass --redis URL or set STELLAR_REDIS_URL"
         );
     };
+    if args.to.as_deref() == Some(redis.url.as_str()) {
+        bail!(
+            "--to names the Redis being migrated: leave --to out to rename the keys in place there"
+        );
+    }
     let source = RedisPool::connect(redis.clone()).await?;
     let target = match &args.to {
         Some(url) => Some(
@@ -55,6 +65,22 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> Result<()> {
         bail!(
             "a Redis Cluster holds no keys of the old layout (it never ran on one); migrate from the single Redis with --to"
         );
+    }
+    let destination = target.as_ref().unwrap_or(&source);
+    let running = live_nodes(destination)
+        .await
+        .context("listing the nodes running on the Redis the keys move to")?;
+    if !running.is_empty() {
+        let problem = format!(
+            "node(s) {} run on {}: stop every node first (a killed node's record expires within \
+             heartbeat_ttl_ms)",
+            running.join(", "),
+            destination.redacted_url()
+        );
+        if !args.dry_run {
+            bail!(problem);
+        }
+        eprintln!("note: {problem}");
     }
     let report = migrate(&source, target.as_ref(), args.dry_run).await?;
     let (moved, left) = if args.dry_run {
@@ -80,6 +106,18 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> Result<()> {
         eprintln!("  {left}: {key:?}");
     }
     Ok(())
+}
+
+/// The ids of the nodes with a live membership record on `pool`. Keys must not move under live
+/// nodes: in place they would race the renames, and on a `--to` Redis they may have consumed
+/// (deleted) keys, such as an emptied queue or a released lock, that a copy would bring back.
+async fn live_nodes(pool: &RedisPool) -> Result<Vec<String>> {
+    let live = RedisMembershipStore::new(pool.clone()).live().await?;
+    Ok(live
+        .records
+        .into_iter()
+        .map(|record| record.id.to_string())
+        .collect())
 }
 
 /// Moves every legacy key of `source`: renamed in place, or copied to `target`.

@@ -220,9 +220,10 @@ fn wait_for_state(url: &str, id: &str, state: &str) -> Value {
 }
 
 /// What a node of this release finds on `url` after the move: the ready task runs, the delayed
-/// one keeps its due time, the values read back with their TTLs, the lock is still held.
-fn assert_served(url: &str, legacy: &Legacy) {
-    let _node = node(url, "after-migrate");
+/// one keeps its due time, the values read back with their TTLs, the lock is still held. Then
+/// `while_running` runs, and the node stops gracefully (its membership record goes with it).
+fn assert_served(url: &str, legacy: &Legacy, while_running: impl FnOnce()) {
+    let mut node = node(url, "after-migrate");
     wait_for_state(url, &legacy.ready, "completed");
     let (delayed, due_at) = &legacy.delayed;
     let record = json(url, &["tasks", "show", delayed, "--json"]);
@@ -251,6 +252,24 @@ fn assert_served(url: &str, legacy: &Legacy) {
         describe(&taken)
     );
     ok(url, &["cache", "unlock", "job", &legacy.lock_token]);
+    while_running();
+    node.signal("TERM");
+    assert!(node.wait_exit(Duration::from_secs(15)).success());
+}
+
+/// Asserts that `stellar migrate ARGS… --redis URL` refuses to run while the node runs on `on`.
+fn refused_under_a_live_node(url: &str, args: &[&str], on: &str) {
+    let mut full = vec!["migrate"];
+    full.extend_from_slice(args);
+    let output = cli(url, &full);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "node(s) after-migrate run on {on}: stop every node first"
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -268,7 +287,15 @@ fn migrate_renames_the_old_layout_in_place_and_a_second_run_moves_nothing() {
     );
     let left: Vec<String> = all_keys(&redis).into_iter().filter(|k| is_old(k)).collect();
     assert!(left.is_empty(), "old names left: {left:?}");
-    assert_served(&url, &legacy);
+    assert_served(&url, &legacy, || {
+        refused_under_a_live_node(&url, &[], &url);
+        let dry_run = migrate(&url, &["--dry-run"]);
+        assert!(
+            dry_run.starts_with("note: node(s) after-migrate run on")
+                && dry_run.contains("\nwould move 0 key(s)"),
+            "{dry_run}"
+        );
+    });
     let again = migrate(&url, &[]);
     assert_eq!(
         again,
@@ -360,5 +387,38 @@ fn migrate_copies_the_old_layout_to_a_redis_cluster() {
         )
     );
     assert_eq!(all_keys(&single), before, "the source changed");
-    assert_served(&cluster.url(), &legacy);
+    let again = migrate(&single.url(), &["--to", &cluster.url()]);
+    assert!(
+        again.starts_with(&format!(
+            "moved 0 key(s) to the --to Redis (the originals are kept); {} key(s) left because their new name exists\n",
+            legacy.n_keys
+        )),
+        "{again}"
+    );
+    assert_eq!(
+        again.matches("\n  left: ").count(),
+        legacy.n_keys,
+        "{again}"
+    );
+    // Once nodes run on the cluster, a copy would bring back what they consumed (the emptied
+    // queue, the released lock): it is refused.
+    assert_served(&cluster.url(), &legacy, || {
+        refused_under_a_live_node(&single.url(), &["--to", &cluster.url()], &cluster.url());
+    });
+}
+
+#[test]
+fn migrate_refuses_to_copy_a_redis_onto_itself() {
+    let redis = RedisServer::start();
+    let legacy = legacy_state(&redis);
+    let before = all_keys(&redis);
+    let output = cli(&redis.url(), &["migrate", "--to", &redis.url()]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("leave --to out"),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(all_keys(&redis), before);
+    assert!(legacy.n_keys > 0);
 }
