@@ -1,10 +1,15 @@
 //! `stellar migrate`: moves the keys of the layout before hash tags (see docs/redis-keys.md) to
 //! today's names, in place (`RENAME`) or copied to another Redis, such as a Redis Cluster
 //! (`DUMP`, `RESTORE` with the key's remaining TTL). A key whose new name exists already is left
-//! where it is and reported: nothing is overwritten, so running it twice is safe.
+//! where it is and reported: nothing is overwritten, so running it twice is safe. Nothing moves
+//! while nodes run on the Redis the keys move to (every node must be stopped first); a copy is
+//! made once, before the nodes start on the new Redis: a later copy would bring back keys they
+//! have since deleted.
 
 use anyhow::{Context, Result, bail};
-use stellar_bus::{RedisConfig, RedisPool, ScanCursor};
+use stellar_bus::{
+    MembershipStore, RedisConfig, RedisMembershipStore, RedisPool, ScanCursor, TransportError,
+};
 use stellar_core::Config;
 
 use crate::cli::MigrateArgs;
@@ -39,6 +44,11 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> Result<()> {
             "`stellar migrate` needs the Redis to migrate: pass --redis URL or set STELLAR_REDIS_URL"
         );
     };
+    if args.to.as_deref() == Some(redis.url.as_str()) {
+        bail!(
+            "--to names the Redis being migrated: leave --to out to rename the keys in place there"
+        );
+    }
     let source = RedisPool::connect(redis.clone()).await?;
     let target = match &args.to {
         Some(url) => Some(
@@ -56,10 +66,30 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> Result<()> {
             "a Redis Cluster holds no keys of the old layout (it never ran on one); migrate from the single Redis with --to"
         );
     }
+    let destination = target.as_ref().unwrap_or(&source);
+    let running = live_nodes(destination)
+        .await
+        .context("listing the nodes running on the Redis the keys move to")?;
+    if !running.is_empty() {
+        let problem = format!(
+            "node(s) {} run on {}: stop every node first (a killed node's record expires within \
+             heartbeat_ttl_ms)",
+            running.join(", "),
+            destination.redacted_url()
+        );
+        if !args.dry_run {
+            bail!(problem);
+        }
+        eprintln!("note: {problem}");
+    }
     let report = migrate(&source, target.as_ref(), args.dry_run).await?;
-    let verb = if args.dry_run { "would move" } else { "moved" };
+    let (moved, left) = if args.dry_run {
+        ("would move", "would be left")
+    } else {
+        ("moved", "left")
+    };
     eprintln!(
-        "{verb} {} key(s){}; {} key(s) left because their new name exists{}",
+        "{moved} {} key(s){}; {} key(s) {left} because their new name exists{}",
         report.moved,
         match &args.to {
             Some(_) => " to the --to Redis (the originals are kept)",
@@ -73,9 +103,21 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> Result<()> {
         },
     );
     for key in &report.conflicts {
-        eprintln!("  left: {key:?}");
+        eprintln!("  {left}: {key:?}");
     }
     Ok(())
+}
+
+/// The ids of the nodes with a live membership record on `pool`. Keys must not move under live
+/// nodes: in place they would race the renames, and on a `--to` Redis they may have consumed
+/// (deleted) keys, such as an emptied queue or a released lock, that a copy would bring back.
+async fn live_nodes(pool: &RedisPool) -> Result<Vec<String>> {
+    let live = RedisMembershipStore::new(pool.clone()).live().await?;
+    Ok(live
+        .records
+        .into_iter()
+        .map(|record| record.id.to_string())
+        .collect())
 }
 
 /// Moves every legacy key of `source`: renamed in place, or copied to `target`.
@@ -90,12 +132,11 @@ async fn migrate(source: &RedisPool, target: Option<&RedisPool>, dry_run: bool) 
                 for key in keys {
                     let Some(new) = rename(&key) else { continue };
                     if dry_run {
-                        report.moved += 1;
-                        continue;
-                    }
-                    match target {
-                        None => rename_in_place(source, &key, &new, &mut report).await?,
-                        Some(target) => copy(source, target, &key, &new, &mut report).await?,
+                        would_move(target.unwrap_or(source), &key, &new, &mut report).await?;
+                    } else if let Some(target) = target {
+                        copy(source, target, &key, &new, &mut report).await?;
+                    } else {
+                        rename_in_place(source, &key, &new, &mut report).await?;
                     }
                 }
             }
@@ -104,6 +145,23 @@ async fn migrate(source: &RedisPool, target: Option<&RedisPool>, dry_run: bool) 
     Ok(report)
 }
 
+/// Counts `key` as it would be moved to `new` on `destination`: a conflict if `new` exists
+/// there, as the real run would find it.
+async fn would_move(
+    destination: &RedisPool,
+    key: &str,
+    new: &str,
+    report: &mut Report,
+) -> Result<()> {
+    if exists(destination, new).await? {
+        report.conflicts.push(key.to_owned());
+    } else {
+        report.moved += 1;
+    }
+    Ok(())
+}
+
+/// Renames `key` to `new` unless `new` exists (`RENAMENX`).
 async fn rename_in_place(
     pool: &RedisPool,
     key: &str,
@@ -117,7 +175,7 @@ async fn rename_in_place(
         Ok(1) => report.moved += 1,
         Ok(_) => report.conflicts.push(key.to_owned()),
         // ERR no such key: it expired after the scan saw it.
-        Err(err) if err.to_string().contains("failed") && !exists(pool, key).await? => {
+        Err(TransportError::Backend { .. }) if !exists(pool, key).await? => {
             report.vanished += 1;
         }
         Err(err) => return Err(err).with_context(|| format!("renaming {key:?}")),
@@ -125,6 +183,7 @@ async fn rename_in_place(
     Ok(())
 }
 
+/// Whether `key` exists on `pool`.
 async fn exists(pool: &RedisPool, key: &str) -> Result<bool> {
     Ok(pool
         .query::<u8>("EXISTS", redis::cmd("EXISTS").arg(key))
@@ -132,6 +191,8 @@ async fn exists(pool: &RedisPool, key: &str) -> Result<bool> {
         == 1)
 }
 
+/// Copies `key` of `source` to `new` on `target` with its remaining TTL, unless `new` exists
+/// there (`RESTORE` without `REPLACE` answers `BUSYKEY`).
 async fn copy(
     source: &RedisPool,
     target: &RedisPool,

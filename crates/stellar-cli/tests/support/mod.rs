@@ -23,6 +23,31 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
+/// `GET path` on `127.0.0.1:port`, one request per connection: the status code and the body
+/// as JSON (`null` if it is not JSON).
+#[allow(dead_code)]
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
 /// Removes inherited `STELLAR_*` and `RUST_LOG` variables from `command`, and serves no HTTP
 /// unless the test sets `STELLAR_HTTP_ADDR` or `--http` (tests run in parallel; every node would
 /// want port 8080).
