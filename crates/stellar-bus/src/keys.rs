@@ -49,6 +49,10 @@ pub(crate) fn connections() -> &'static str {
     "stellar:{members}:connections"
 }
 
+/// The live-node set of the layout before hash tags (releases before issue 15), scored like
+/// [`nodes`]: `stellar migrate` refuses to run while it lists a live node of an old release.
+pub const LEGACY_NODES: &str = "stellar:nodes";
+
 #[cfg(test)]
 mod tests {
     use redis::cluster_routing::Slot;

@@ -90,6 +90,7 @@ mod signer;
 mod transport;
 mod unique;
 
+pub use crate::keys::LEGACY_NODES;
 pub use crate::{
     bus::{Bus, BusSettings, BusStats, HandlerId, Message, START_SKEW},
     error::{Error, HandlerError, Result},

@@ -82,6 +82,21 @@ pub(crate) async fn run(config: Config, args: MigrateArgs) -> Result<()> {
         }
         eprintln!("note: {problem}");
     }
+    let old_release = legacy_live_nodes(&source)
+        .await
+        .context("listing the nodes of an old release on the Redis the keys come from")?;
+    if !old_release.is_empty() {
+        let problem = format!(
+            "node(s) {} of a release before hash tags run on {}: stop every node first (they \
+             would keep writing keys of the old layout)",
+            old_release.join(", "),
+            source.redacted_url()
+        );
+        if !args.dry_run {
+            bail!(problem);
+        }
+        eprintln!("note: {problem}");
+    }
     let report = migrate(&source, target.as_ref(), args.dry_run).await?;
     let (moved, left) = if args.dry_run {
         ("would move", "would be left")
@@ -118,6 +133,19 @@ async fn live_nodes(pool: &RedisPool) -> Result<Vec<String>> {
         .into_iter()
         .map(|record| record.id.to_string())
         .collect())
+}
+
+/// The nodes the old layout's live set (`stellar:nodes`, scored by when each record expires, in
+/// Redis time) still holds a live record of.
+async fn legacy_live_nodes(pool: &RedisPool) -> Result<Vec<String>> {
+    let (seconds, micros): (u64, u64) = pool.query("TIME", &redis::cmd("TIME")).await?;
+    let now_ms = seconds * 1000 + micros / 1000;
+    let live = redis::cmd("ZRANGEBYSCORE")
+        .arg(stellar_bus::LEGACY_NODES)
+        .arg(now_ms)
+        .arg("+inf")
+        .clone();
+    Ok(pool.query("ZRANGEBYSCORE", &live).await?)
 }
 
 /// Moves every legacy key of `source`: renamed in place, or copied to `target`.
@@ -207,11 +235,13 @@ async fn copy(
             read.query_async(conn).await
         })
         .await?;
-    let Some(payload) = payload else {
+    // PTTL -2: the key expired between the two reads (a pipeline is not atomic on every
+    // server); copying it with no expiry would make a lock or a claim reply eternal.
+    let (Some(payload), false) = (payload, pttl == -2) else {
         report.vanished += 1;
         return Ok(());
     };
-    // RESTORE takes 0 for no expiry; a key about to expire keeps at least 1 ms.
+    // RESTORE takes 0 for no expiry (PTTL -1); a key about to expire keeps at least 1 ms.
     let ttl = if pttl < 0 { 0 } else { pttl.max(1) };
     let restored = target
         .query::<String>(

@@ -422,3 +422,36 @@ fn migrate_refuses_to_copy_a_redis_onto_itself() {
     assert_eq!(all_keys(&redis), before);
     assert!(legacy.n_keys > 0);
 }
+
+#[test]
+fn migrate_refuses_while_a_node_of_the_old_release_is_alive() {
+    let redis = RedisServer::start();
+    let legacy = legacy_state(&redis);
+    // A node of a release before hash tags: its record in the old live set expires in a minute.
+    let time = redis.command(&["TIME"]);
+    let seconds: u64 = time
+        .array()
+        .and_then(|t| t.first()?.text())
+        .expect("TIME")
+        .parse()
+        .expect("seconds");
+    let expires = (seconds * 1000 + 60_000).to_string();
+    redis.command(&["ZADD", "stellar:nodes", &expires, "old-node"]);
+    let before = all_keys(&redis);
+    let output = cli(&redis.url(), &["migrate"]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("node(s) old-node of a release before hash tags run on"),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(all_keys(&redis), before, "nothing moved");
+    // Its record gone (expired), the same run goes ahead.
+    redis.command(&["ZADD", "stellar:nodes", "1", "old-node"]);
+    let report = migrate(&redis.url(), &[]);
+    assert!(
+        report.starts_with(&format!("moved {} key(s)", legacy.n_keys)),
+        "{report}"
+    );
+}
