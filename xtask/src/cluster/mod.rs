@@ -3,6 +3,7 @@
 //! then checks.
 
 mod chaos;
+mod failover;
 pub(crate) mod harness;
 mod history;
 mod scenarios;
@@ -54,6 +55,13 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     (
         "15-rolling-restart-http",
         chaos::rolling_restart_under_http_load,
+    ),
+    ("16-cluster-master-kill", failover::cluster_master_kill),
+    ("17-cluster-reshard", failover::cluster_reshard),
+    ("18-sentinel-failover", failover::sentinel_failover),
+    (
+        "19-sentinel-failover-wait",
+        failover::sentinel_failover_wait,
     ),
 ];
 
