@@ -5,7 +5,8 @@
 //!   end-to-end against the real `stellar` binary, doc tests), then the cluster fault suite.
 //! - `cargo xtask bench [--quick] [--rounds N] [--redis URL] [--only PREFIX] [--backlog N,…]`:
 //!   each figure beside its raw-Redis baseline, as a ratio, median [min–max] over rounds;
-//!   `target/bench/results.json`.
+//!   `target/bench/results.json`; `--redis-cluster`: the task drain on a 3-master Redis Cluster
+//!   beside one Redis (`bench/cluster.rs`).
 //! - `cargo xtask cluster-test [FILTER]`: the fault scenarios (`cluster/scenarios.rs`) with real
 //!   processes, a real redis-server and real signals; logs under `target/cluster-test/`.
 //! - `cargo xtask soak [--minutes N] [--rate R]`: one node running R no-op tasks a second for N
@@ -46,6 +47,9 @@ usage: cargo xtask test                            fmt check, clippy -D warnings
                                                    --only: figures named PREFIX* (metrics, tasks, web, …)
        cargo xtask bench --backlog 10000,100000,1000000 [--rounds N]
                                                    task drain rate and pickup at each backlog size
+       cargo xtask bench --redis-cluster [--quick] [--rounds N]
+                                                   task drain over 3 queues on a 3-master Redis
+                                                   Cluster beside one Redis (target/bench/cluster.json)
        cargo xtask cluster-test [FILTER]           fault scenarios with real processes
        cargo xtask soak [--minutes N] [--rate R]   one node running R tasks/s for N minutes (60,
                                                    1000): its RSS after 1 min and at the end

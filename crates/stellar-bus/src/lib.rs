@@ -99,7 +99,7 @@ pub use crate::{
         RedisMembershipStore,
     },
     memory_transport::MemoryTransport,
-    redis_pool::{RedisConfig, RedisPool, ScanCursor},
+    redis_pool::{RedisConfig, RedisPool, Replication, ScanCursor},
     redis_target::RedisConnection,
     redis_transport::RedisTransport,
     signer::RecordSigner,

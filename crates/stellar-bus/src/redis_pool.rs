@@ -397,6 +397,65 @@ impl RedisPool {
         .await
     }
 
+    /// Runs a Lua script as [`RedisPool::invoke`] does, then `INCR fence` and `WAIT replicas
+    /// wait` (of `replication`) on the same connection (on a Redis Cluster, on the master of `fence`'s slot, which
+    /// must be the script's), so that everything the master wrote up to then (the script's writes,
+    /// and an earlier try's, made on another connection) is on at least `replicas` replicas when
+    /// this returns `Ok`: the script's reply and how many replicas acknowledged. (Asynchronous
+    /// replication: a failover otherwise may lose a write Redis acknowledged. `WAIT` counts the
+    /// writes of its own connection only; the fence write makes it count every earlier one.) On a
+    /// pooled connection of its own, as a blocking command: `WAIT` holds up its connection until
+    /// the replicas answer.
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisPool::query`]; the deadline is the operation timeout plus `wait`.
+    pub async fn invoke_replicated<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[&str],
+        replication: Replication<'_>,
+    ) -> Result<(T, u64), TransportError> {
+        let Replication {
+            fence,
+            replicas,
+            wait,
+        } = replication;
+        let timeout = self.config().op_timeout + wait;
+        self.run_blocking(op, timeout, async |conn| {
+            let mut call = script.prepare_invoke();
+            for key in keys {
+                call.key(*key);
+            }
+            for arg in args {
+                call.arg(*arg);
+            }
+            let reply: T = call.invoke_async(conn).await?;
+            redis::cmd("INCR")
+                .arg(fence)
+                .query_async::<i64>(conn)
+                .await?;
+            let mut wait_cmd = redis::cmd("WAIT");
+            wait_cmd.arg(replicas).arg(wait.as_millis().max(1) as u64);
+            let acked: u64 = match conn {
+                RedisConnection::Single(single) => wait_cmd.query_async(single).await?,
+                RedisConnection::Cluster(cluster) => {
+                    use redis::cluster_routing::{
+                        Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+                    };
+                    let route = Route::with_key(fence, SlotAddr::Master);
+                    let routing =
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                    redis::from_redis_value(cluster.route_command(wait_cmd, routing).await?)?
+                }
+            };
+            Ok((reply, acked))
+        })
+        .await
+    }
+
     /// Runs a blocking command (`BLPOP`, `BRPOP`, …) on a pooled connection of its own, with a
     /// deadline of `timeout` that must cover the command's own wait.
     ///
@@ -581,6 +640,18 @@ impl RedisPool {
             }
         }
     }
+}
+
+/// What [`RedisPool::invoke_replicated`] waits for: `replicas` replicas within `wait`, counted
+/// after a write to `fence` (a key in the script's slot).
+#[derive(Debug, Clone, Copy)]
+pub struct Replication<'a> {
+    /// A counter key in the slot of the script's keys, written before the `WAIT`.
+    pub fence: &'a str,
+    /// How many replicas must acknowledge.
+    pub replicas: usize,
+    /// How long `WAIT` waits for them.
+    pub wait: Duration,
 }
 
 /// Whether a command that failed with `err` should drop its connection, so that the next

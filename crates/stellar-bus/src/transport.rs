@@ -86,7 +86,8 @@ pub enum TransportError {
 
 impl TransportError {
     /// Whether this is a connection blip worth retrying (connection lost or refused, a timeout,
-    /// Redis loading its data after a restart), not a refused or malformed command. Retry only
+    /// Redis loading its data after a restart, a failover under way: `READONLY` from a demoted
+    /// master, `CLUSTERDOWN`, `MASTERDOWN`), not a refused or malformed command. Retry only
     /// what is idempotent: a lost reply may mean the command ran.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -105,6 +106,9 @@ impl TransportError {
                             redis::ErrorKind::Server(
                                 redis::ServerErrorKind::BusyLoading
                                     | redis::ServerErrorKind::TryAgain
+                                    | redis::ServerErrorKind::ReadOnly
+                                    | redis::ServerErrorKind::ClusterDown
+                                    | redis::ServerErrorKind::MasterDown
                             )
                         )
                 })

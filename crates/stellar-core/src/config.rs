@@ -236,6 +236,25 @@ pub const KEYS: &[ConfigKey] = &[
         "10000",
         task_enqueue_retry
     ),
+    ConfigKey {
+        name: "task_enqueue_wait_replicas",
+        env: "STELLAR_TASK_ENQUEUE_WAIT_REPLICAS",
+        flag: None,
+        default: "0",
+        expected: "a whole number from 0 to 16 (0: an enqueue does not wait for replicas)",
+        parse: |value, config| {
+            config.task_enqueue_wait_replicas = number(value, 0..=16)?;
+            Ok(())
+        },
+        show: |config| config.task_enqueue_wait_replicas.to_string(),
+    },
+    ms_key!(
+        "task_enqueue_wait_ms",
+        "STELLAR_TASK_ENQUEUE_WAIT_MS",
+        None,
+        "1000",
+        task_enqueue_wait
+    ),
     ms_key!(
         "shutdown_timeout_ms",
         "STELLAR_SHUTDOWN_TIMEOUT_MS",
@@ -487,6 +506,11 @@ pub struct Config {
     pub task_keep_completed: Duration,
     /// How long an enqueue with an id retries transient Redis errors before it fails.
     pub task_enqueue_retry: Duration,
+    /// How many replicas must hold an enqueue before it is acknowledged (Redis `WAIT` after the
+    /// enqueue); 0 does not wait. Without it a failover may lose enqueues Redis acknowledged.
+    pub task_enqueue_wait_replicas: usize,
+    /// How long an enqueue waits for those replicas before it fails.
+    pub task_enqueue_wait: Duration,
     /// How long a graceful stop may take before the node gives up on its tasks.
     pub shutdown_timeout: Duration,
     /// The log filter.
@@ -534,6 +558,8 @@ impl Default for Config {
             task_queues: vec!["default".to_owned()],
             task_concurrency: 10,
             task_lease: Duration::from_millis(30_000),
+            task_enqueue_wait_replicas: 0,
+            task_enqueue_wait: Duration::from_millis(1000),
             task_keep_completed: Duration::from_millis(3_600_000),
             task_enqueue_retry: Duration::from_millis(10_000),
             shutdown_timeout: Duration::from_millis(10_000),

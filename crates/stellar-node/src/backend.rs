@@ -71,7 +71,10 @@ impl Backend {
                     max_bytes: config.cache_near_bytes,
                 }),
             ),
-            tasks: Arc::new(RedisTaskStore::new(pool.clone())),
+            tasks: Arc::new(
+                RedisTaskStore::new(pool.clone())
+                    .with_enqueue_wait(config.task_enqueue_wait_replicas, config.task_enqueue_wait),
+            ),
             work_signal: WorkSignal::subscribed(transport),
             pool: Some(pool),
         }))

@@ -53,6 +53,11 @@ async fn main() -> Result<(), Error> {
         let size: u64 = args.get(1).ok_or("--backlog takes a size")?.parse()?;
         return backlog(size, concurrency(2)?).await;
     }
+    if args.first().map(String::as_str) == Some("--queues") {
+        let queues: usize = args.get(1).ok_or("--queues takes a count")?.parse()?;
+        let total: u64 = args.get(2).ok_or("--queues N takes a total")?.parse()?;
+        return drain_queues(queues, total, concurrency(3)?).await;
+    }
     let total: u64 = args.first().map_or(Ok(20_000), |n| n.parse())?;
     throughput(total, concurrency(1)?).await
 }
@@ -238,6 +243,34 @@ async fn throughput(total: u64, concurrency: usize) -> Result<(), Error> {
         report(name, "ms", ours, raw_name, raw);
     }
     println!("tasks: {enqueued}, worker concurrency: {concurrency}, enqueue callers: {CALLERS}");
+    bench.api.shutdown().await?;
+    Ok(())
+}
+
+/// `total` no-op tasks spread over `queues` queues (enqueued in batches first), then the rate at
+/// which one node with workers on every queue drains them: `tasks.drain_<n>q_per_s`, with no
+/// baseline of its own (`cargo xtask bench --redis-cluster` puts the same figure on one Redis
+/// beside the one on a Redis Cluster).
+async fn drain_queues(queues: usize, total: u64, concurrency: usize) -> Result<(), Error> {
+    let names: Vec<String> = (1..=queues).map(|n| format!("q{n}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let bench = Bench::new(concurrency, &refs).await?;
+    let per_queue = total / queues as u64;
+    for name in &names {
+        enqueue_batches(&bench.tasks, per_queue, name).await?;
+    }
+    let rate = bench.drain(per_queue * queues as u64).await;
+    report(
+        &format!("tasks.drain_{queues}q_per_s"),
+        "tasks/s",
+        rate,
+        "none",
+        0.0,
+    );
+    println!(
+        "tasks: {} over {queues} queues, worker concurrency: {concurrency}",
+        per_queue * queues as u64
+    );
     bench.api.shutdown().await?;
     Ok(())
 }

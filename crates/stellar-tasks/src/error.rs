@@ -110,6 +110,16 @@ pub enum StoreError {
     /// The backend refused the step (a script error, a wrong key type, an error reply).
     #[error("task store refused the operation")]
     Refused(#[source] TransportError),
+    /// The step ran, but fewer replicas than asked acknowledged it in time
+    /// (`task_enqueue_wait_replicas`): a failover now could lose it. Asking again is safe for the
+    /// idempotent steps (an enqueue adds nothing twice), and is what the retry of an enqueue does.
+    #[error("only {acked} of {wanted} replica(s) acknowledged the write in time")]
+    NotReplicated {
+        /// How many replicas were asked for.
+        wanted: usize,
+        /// How many acknowledged.
+        acked: u64,
+    },
     /// The backend answered with a reply of the wrong shape.
     #[error("malformed {op} reply: {detail}")]
     Malformed {
@@ -124,7 +134,7 @@ impl StoreError {
     /// Whether this is a connection blip worth retrying, not a refused or malformed step. Retry
     /// only what is idempotent: a lost reply may mean the step ran.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::NotReplicated { .. })
     }
 }
 

@@ -92,6 +92,9 @@ pub(crate) const WORKERS: &str = "stellar:{tasks}:workers";
 pub(crate) const LEADER: &str = "stellar:{tasks}:leader";
 /// The leadership epoch counter.
 pub(crate) const LEADER_EPOCH: &str = "stellar:{tasks}:leader-epoch";
+/// A counter every enqueue that waits for replicas bumps before its `WAIT`, so the wait covers
+/// every write the master made before it (see `RedisPool::invoke_replicated`).
+pub(crate) const REPLICATION_FENCE: &str = "stellar:{tasks}:replication-fence";
 /// The claim token counter.
 pub(crate) const CLAIM_SEQ: &str = "stellar:{tasks}:claim-seq";
 

@@ -9,7 +9,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use stellar_bus::RedisPool;
+use stellar_bus::{RedisPool, Replication};
 use stellar_core::{NodeId, TraceParent};
 
 use crate::{
@@ -23,8 +23,8 @@ use crate::{
 use crate::keys::{
     self, CLAIM_SEQ, DELAYED, FAILED, INFLIGHT, LAST_SLOT, LEADER, LEADER_EPOCH, NODE_STATS_INDEX,
     NODE_STATS_PREFIX as NODE_STATS, PARKED_PREFIX as PARKED, PAUSED, QUEUE_PREFIX as QUEUE,
-    QUEUES, SCHEDULES, SLOT_PREFIX as SLOT, STATS, TASK_PREFIX as TASK, WAKE_PREFIX as WAKE,
-    WORKERS,
+    QUEUES, REPLICATION_FENCE, SCHEDULES, SLOT_PREFIX as SLOT, STATS, TASK_PREFIX as TASK,
+    WAKE_PREFIX as WAKE, WORKERS,
 };
 /// How long a node's processed/failed counters outlive its last update (one hash per node id, and
 /// a restarted process is a new id: without expiry they would pile up forever).
@@ -60,6 +60,8 @@ stellar_bus::lua_scripts!(
 pub struct RedisTaskStore {
     pool: RedisPool,
     scripts: Arc<Scripts>,
+    /// Replicas an enqueue waits for, and for how long (`WAIT`); `None`: no wait.
+    enqueue_wait: Option<(usize, Duration)>,
 }
 
 impl RedisTaskStore {
@@ -68,7 +70,17 @@ impl RedisTaskStore {
         Self {
             pool,
             scripts: Arc::new(Scripts::load()),
+            enqueue_wait: None,
         }
+    }
+
+    /// The same store, acknowledging an enqueue only once `replicas` replicas hold it (Redis
+    /// `WAIT` for up to `wait` after the enqueue script); otherwise the enqueue fails with
+    /// [`StoreError::NotReplicated`], which the enqueue's retry treats as transient. 0 replicas:
+    /// no wait.
+    pub fn with_enqueue_wait(mut self, replicas: usize, wait: Duration) -> Self {
+        self.enqueue_wait = (replicas > 0).then_some((replicas, wait));
+        self
     }
 
     async fn record_failure(
@@ -403,10 +415,33 @@ impl TaskQueue for RedisTaskStore {
         let keys = [
             DELAYED, QUEUES, FAILED, LAST_SLOT, SCHEDULES, LEADER, TASK, QUEUE, SLOT,
         ];
-        let reply: Vec<String> = self
-            .pool
-            .invoke("task enqueue", &self.scripts.enqueue, &keys, &args)
-            .await?;
+        let reply: Vec<String> = match self.enqueue_wait {
+            None => {
+                self.pool
+                    .invoke("task enqueue", &self.scripts.enqueue, &keys, &args)
+                    .await?
+            }
+            Some((wanted, wait)) => {
+                let (reply, acked) = self
+                    .pool
+                    .invoke_replicated(
+                        "task enqueue",
+                        &self.scripts.enqueue,
+                        &keys,
+                        &args,
+                        Replication {
+                            fence: REPLICATION_FENCE,
+                            replicas: wanted,
+                            wait,
+                        },
+                    )
+                    .await?;
+                if acked < wanted as u64 {
+                    return Err(StoreError::NotReplicated { wanted, acked });
+                }
+                reply
+            }
+        };
         if reply.len() != tasks.len() {
             return Err(StoreError::Malformed {
                 op: "task enqueue",

@@ -3,7 +3,8 @@
 //! trivial route), as a ratio, repeated over rounds (5, `--quick` 2) and reported as the median
 //! with min–max. `--only PREFIX` runs only the measurements whose figures start with it
 //! (`metrics`, `tasks`, `web`, …); `--backlog` measures the task drain and pickup at each backlog
-//! size instead (`backlog.rs`). The measurements live in release-built examples of each crate
+//! size instead (`backlog.rs`), `--redis-cluster` the task drain on a Redis Cluster beside one
+//! Redis (`cluster.rs`). The measurements live in release-built examples of each crate
 //! (they print `BENCH {json}` lines); this runs them round-robin, adds the node's start-up time
 //! and idle memory, prints a table and writes `target/bench/results.json` with every round
 //! (`backlog.json` in the backlog mode).
@@ -23,6 +24,7 @@ use crate::cluster::{Env, harness::Redis};
 use self::stats::Sample;
 
 mod backlog;
+mod cluster;
 mod stats;
 pub(crate) mod web;
 
@@ -36,6 +38,8 @@ pub(super) struct Options {
     rounds: usize,
     /// Backlog sizes: measure the task queue at each instead of the usual figures.
     backlog: Option<Vec<u64>>,
+    /// Measure the task drain on a Redis Cluster beside one Redis instead (`cluster.rs`).
+    redis_cluster: bool,
 }
 
 impl Options {
@@ -77,6 +81,7 @@ impl Options {
             only: value_of("--only"),
             rounds,
             backlog,
+            redis_cluster: args.iter().any(|a| a == "--redis-cluster"),
         })
     }
 
@@ -147,6 +152,9 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
     if let Some(sizes) = &options.backlog {
         return backlog::run(root, &options, sizes);
+    }
+    if options.redis_cluster {
+        return cluster::run(root, &options);
     }
     let examples: Vec<Example> = examples(options.quick)
         .into_iter()
