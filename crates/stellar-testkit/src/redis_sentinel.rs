@@ -56,16 +56,7 @@ impl RedisSentinel {
             "--repl-diskless-sync-delay",
             "0",
         ]);
-        wait_until("the replica in sync", || {
-            let info = replica
-                .try_command(&["INFO", "replication"])
-                .map_err(|err| err.to_string())?;
-            let link = info.field("master_link_status");
-            if link.as_deref() != Some("up") {
-                return Err(format!("master_link_status is {link:?}"));
-            }
-            replica_online(master.port(), replica.port())
-        });
+        wait_until("the replica in sync", || in_sync(&master, &replica));
         let sentinels = (0..N_SENTINELS)
             .map(|_| RedisServer::start_launch(|dir, _| sentinel_launch(dir, master.port())))
             .collect();
@@ -120,6 +111,25 @@ impl RedisSentinel {
         self.servers[self.master].kill();
     }
 
+    /// Starts the other data server again (after a failover: the killed old master, with no
+    /// data) and makes it a replica of the master with `REPLICAOF`, as an operator would, then
+    /// waits until it is in sync. The sentinels would make it one too, but only some 8 s after
+    /// they see it back. Until then a master with one replica has none: writes that wait for a
+    /// replica (`WAIT 1`) wait in vain.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the server does not start, refuses `REPLICAOF`, or is not in sync within 30 s.
+    pub fn restart_replica(&mut self) {
+        let master_port = self.master_port().to_string();
+        let replica = &mut self.servers[1 - self.master];
+        replica.restart();
+        let reply = replica.command(&["REPLICAOF", "127.0.0.1", &master_port]);
+        assert_eq!(reply, Reply::Status("OK".into()), "REPLICAOF {master_port}");
+        let (master, replica) = (self.master(), self.replica());
+        wait_until("the restarted replica in sync", || in_sync(master, replica));
+    }
+
     /// Waits until every sentinel reports another master address
     /// (`SENTINEL get-master-addr-by-name stellar`) and that server says it is a master, then
     /// returns its port. After [`RedisSentinel::kill_master`] this takes the 1 s down-after
@@ -152,6 +162,18 @@ impl RedisSentinel {
             .unwrap_or_else(|| panic!("the sentinels promoted port {new_port}, none of ours"));
         new_port
     }
+}
+
+/// Whether `replica` has its link to `master` up and `master` streams writes to it.
+fn in_sync(master: &RedisServer, replica: &RedisServer) -> Result<(), String> {
+    let info = replica
+        .try_command(&["INFO", "replication"])
+        .map_err(|err| err.to_string())?;
+    let link = info.field("master_link_status");
+    if link.as_deref() != Some("up") {
+        return Err(format!("master_link_status is {link:?}"));
+    }
+    replica_online(master.port(), replica.port())
 }
 
 /// How to run one sentinel: its config file, written into its directory, comes first.

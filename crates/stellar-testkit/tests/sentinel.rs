@@ -53,13 +53,31 @@ fn killing_the_master_makes_the_sentinels_promote_the_replica() {
         Some("hello")
     );
 
+    assert_eq!(sentinel.replica().pid(), None, "the old master was killed");
+    sentinel.restart_replica();
+    let replica = sentinel.replica();
+    assert_eq!(replica.port(), old_port, "the old master comes back");
+    let info = replica.command(&["INFO", "replication"]);
+    assert_eq!(info.field("role").as_deref(), Some("slave"));
+    assert_eq!(info.field("master_port"), Some(new_port.to_string()));
+    assert_eq!(
+        sentinel
+            .master()
+            .commands(&[&["SET", "greeting", "again"], &["WAIT", "1", "2000"]]),
+        [Reply::Status("OK".into()), Reply::Integer(1)],
+        "writes reach the restarted replica"
+    );
+    assert_eq!(
+        replica.command(&["GET", "greeting"]).text().as_deref(),
+        Some("again")
+    );
+
     let pids: Vec<u32> = sentinel
         .sentinels()
         .iter()
-        .chain([sentinel.master()])
+        .chain([sentinel.master(), sentinel.replica()])
         .map(|server| server.pid().expect("running"))
         .collect();
-    assert_eq!(sentinel.replica().pid(), None, "the old master was killed");
     drop(sentinel);
     for pid in pids {
         assert!(

@@ -2,7 +2,6 @@
 //! freezing proxy, a Redis restart under load, and a long chaos run checked against its history.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
     fs::File,
     io::{ErrorKind, Read, Write},
     net::{Shutdown, TcpListener, TcpStream},
@@ -22,6 +21,7 @@ use nix::sys::signal::Signal;
 use super::{
     Row,
     harness::{Env, Node, Redis, TOKEN, cli, cli_json, enqueue, tally},
+    history::History,
 };
 
 /// A TCP proxy in front of Redis that can freeze traffic (both ways, connections held open, as a
@@ -300,50 +300,6 @@ pub(crate) fn redis_restart_recovery(env: &Env) -> Result<Row> {
     Ok(row)
 }
 
-/// What the history of a run says: Jepsen's queue checker, for tasks.
-#[derive(Debug, Default)]
-struct History {
-    acked: BTreeSet<String>,
-    attempted: BTreeSet<String>,
-    /// Accepted completions per id, from the workers' logs.
-    completions: BTreeMap<String, usize>,
-    starts: BTreeMap<String, usize>,
-}
-
-impl History {
-    fn read(dir: &Path, acks: &Path, prefix: &str, count: usize) -> Result<Self> {
-        let mut history = Self {
-            attempted: (0..count).map(|k| format!("{prefix}-{k}")).collect(),
-            ..Self::default()
-        };
-        history.acked = std::fs::read_to_string(acks)?
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        for entry in std::fs::read_dir(dir)? {
-            let text = std::fs::read_to_string(entry?.path()).unwrap_or_default();
-            for line in text.lines() {
-                let field = |name: &str| {
-                    line.split(&format!(" {name}="))
-                        .nth(1)
-                        .and_then(|rest| rest.split_whitespace().next())
-                        .map(|v| v.trim_matches('"').to_owned())
-                };
-                if line.contains("stellar.log task started") {
-                    if let Some(id) = field("text") {
-                        *history.starts.entry(id).or_default() += 1;
-                    }
-                } else if line.contains(" task completed")
-                    && let Some(id) = field("task_id")
-                {
-                    *history.completions.entry(id).or_default() += 1;
-                }
-            }
-        }
-        Ok(history)
-    }
-}
-
 /// 10,000 tasks on `--cluster 3`, a random worker SIGKILLed every 2 s and one Redis restart (AOF,
 /// fsync always); every enqueue acknowledgement, start and accepted completion is recorded, then
 /// checked: lost (acknowledged, never completed), duplicated (completed twice), unexpected (ran
@@ -403,7 +359,12 @@ pub(crate) fn long_chaos(env: &Env) -> Result<Row> {
     let drained = wait_drained(env, &redis, &acks, Duration::from_secs(60));
     supervisor.signal(Signal::SIGTERM);
     let _ = supervisor.wait_exit(Duration::from_secs(30));
-    let history = History::read(&env.dir, &acks, "chaos", COUNT)?;
+    let acked = std::fs::read_to_string(&acks)?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let attempted = (0..COUNT).map(|k| format!("chaos-{k}")).collect();
+    let history = History::read(&env.dir, acked, attempted)?;
     let mut row = Row {
         enqueued: history.acked.len(),
         recovery: Some(started.elapsed()),
@@ -426,12 +387,7 @@ pub(crate) fn long_chaos(env: &Env) -> Result<Row> {
     let counted = processed(env, &redis, "stellar.log")?;
     row.duplicate_completions += counted.saturating_sub(distinct.max(completed as u64));
     row.reexecutions = history.starts.values().map(|n| n - 1).sum();
-    let unexpected: Vec<&String> = history
-        .starts
-        .keys()
-        .chain(history.completions.keys())
-        .filter(|id| !history.attempted.contains(*id))
-        .collect();
+    let unexpected = history.unexpected();
     row.failure = if history.acked.len() < COUNT / 2 {
         Some(format!(
             "only {} enqueues acknowledged",

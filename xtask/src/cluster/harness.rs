@@ -1,5 +1,7 @@
 //! Real processes for the fault suite: a redis-server, `stellar` nodes and CLI calls, each owned
-//! by a guard that kills it on drop, with logs under `target/cluster-test/<scenario>/`.
+//! by a guard that kills it on drop, with logs under `target/cluster-test/<scenario>/`. Nodes and
+//! CLI calls run on any [`Backend`]: the single server here, or stellar-testkit's Redis Cluster
+//! and Sentinel set-ups.
 
 use std::{
     collections::BTreeMap,
@@ -20,6 +22,7 @@ use nix::{
     unistd::Pid,
 };
 use serde_json::Value;
+use stellar_testkit::{RedisCluster, RedisSentinel};
 
 pub(crate) const TOKEN: &str = "cluster-test-token";
 /// Set on every process a scenario starts (and inherited by the workers a supervisor starts), with
@@ -31,6 +34,38 @@ const OWNER_ENV: &str = "CLUSTER_TEST_OWNER";
 pub(crate) struct Env {
     pub(crate) bin: PathBuf,
     pub(crate) dir: PathBuf,
+}
+
+/// What a scenario's processes connect to: its URL is the `STELLAR_REDIS_URL` of every node and
+/// CLI call. A [`Redis`], a stellar-testkit [`RedisCluster`] (`redis+cluster://` naming its
+/// masters) or [`RedisSentinel`] (`redis+sentinel://` naming its sentinels), or a URL as is.
+pub(crate) trait Backend {
+    /// The URL processes are given.
+    fn url(&self) -> String;
+}
+
+impl Backend for Redis {
+    fn url(&self) -> String {
+        Redis::url(self)
+    }
+}
+
+impl Backend for String {
+    fn url(&self) -> String {
+        self.clone()
+    }
+}
+
+impl Backend for RedisCluster {
+    fn url(&self) -> String {
+        RedisCluster::url(self)
+    }
+}
+
+impl Backend for RedisSentinel {
+    fn url(&self) -> String {
+        RedisSentinel::url(self)
+    }
 }
 
 /// A redis-server on a free port.
@@ -60,16 +95,6 @@ impl Redis {
 
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// A handle on a server another guard owns: only its URL is used, dropping it kills nothing.
-    pub(crate) fn detached(port: u16) -> Self {
-        Self {
-            port,
-            dir: PathBuf::new(),
-            args: Vec::new(),
-            child: None,
-        }
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -152,21 +177,21 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    /// `stellar run --id NAME` on `redis`, with `extra` environment.
+    /// `stellar run --id NAME` on `backend`, with `extra` environment.
     pub(crate) fn start(
         env: &Env,
-        redis: &Redis,
+        backend: &dyn Backend,
         name: &str,
         extra: &[(&str, &str)],
     ) -> Result<Self> {
-        let mut node = Self::spawn(env, redis, name, &["run", "--id", name], extra)?;
+        let mut node = Self::spawn(env, backend, name, &["run", "--id", name], extra)?;
         node.wait_for("node ready", Duration::from_secs(15))?;
         Ok(node)
     }
 
     pub(crate) fn spawn(
         env: &Env,
-        redis: &Redis,
+        backend: &dyn Backend,
         name: &str,
         args: &[&str],
         extra: &[(&str, &str)],
@@ -179,7 +204,7 @@ impl Node {
             .env(OWNER_ENV, &env.dir)
             // Its own process group, as a shell runs a job: a scenario can signal the group.
             .process_group(0)
-            .env("STELLAR_REDIS_URL", redis.url())
+            .env("STELLAR_REDIS_URL", backend.url())
             .env("STELLAR_SERVER_TOKEN", TOKEN)
             .env("STELLAR_HEARTBEAT_INTERVAL_MS", "200")
             .env("STELLAR_HEARTBEAT_TTL_MS", "1500")
@@ -272,20 +297,20 @@ impl Drop for Node {
     }
 }
 
-/// Runs `stellar ARGS…` as a client of `redis`.
-pub(crate) fn cli(env: &Env, redis: &Redis, args: &[&str]) -> Result<Output> {
+/// Runs `stellar ARGS…` as a client of `backend`.
+pub(crate) fn cli(env: &Env, backend: &dyn Backend, args: &[&str]) -> Result<Output> {
     Command::new(&env.bin)
         .args(args)
         .env(OWNER_ENV, &env.dir)
-        .env("STELLAR_REDIS_URL", redis.url())
+        .env("STELLAR_REDIS_URL", backend.url())
         .env("STELLAR_SERVER_TOKEN", TOKEN)
         .stdin(Stdio::null())
         .output()
         .context("running the stellar CLI")
 }
 
-pub(crate) fn cli_json(env: &Env, redis: &Redis, args: &[&str]) -> Result<Value> {
-    let output = cli(env, redis, args)?;
+pub(crate) fn cli_json(env: &Env, backend: &dyn Backend, args: &[&str]) -> Result<Value> {
+    let output = cli(env, backend, args)?;
     serde_json::from_slice(&output.stdout).with_context(|| {
         format!(
             "`stellar {}` printed no JSON: {}",
@@ -299,12 +324,26 @@ pub(crate) fn cli_json(env: &Env, redis: &Redis, args: &[&str]) -> Result<Value>
 /// `stellar tasks enqueue --stdin` batch: all of them are waiting when this returns.
 pub(crate) fn enqueue(
     env: &Env,
-    redis: &Redis,
+    backend: &dyn Backend,
     prefix: &str,
     range: std::ops::Range<usize>,
     ms: u64,
 ) -> Result<Vec<String>> {
     let ids: Vec<String> = range.map(|k| format!("{prefix}-{k}")).collect();
+    enqueue_ids(env, backend, &ids, ms, &[])?;
+    Ok(ids)
+}
+
+/// Enqueues one `stellar.log` task per id (id and message alike), each working `ms`, in one
+/// `stellar tasks enqueue --stdin` batch, the CLI given `extra` environment. `Ok` means the CLI
+/// exited 0: the batch is acknowledged.
+pub(crate) fn enqueue_ids(
+    env: &Env,
+    backend: &dyn Backend,
+    ids: &[String],
+    ms: u64,
+    extra: &[(&str, &str)],
+) -> Result<()> {
     let lines: String = ids
         .iter()
         .map(|id| {
@@ -319,8 +358,9 @@ pub(crate) fn enqueue(
     let mut child = Command::new(&env.bin)
         .args(["tasks", "enqueue", "--stdin"])
         .env(OWNER_ENV, &env.dir)
-        .env("STELLAR_REDIS_URL", redis.url())
+        .env("STELLAR_REDIS_URL", backend.url())
         .env("STELLAR_SERVER_TOKEN", TOKEN)
+        .envs(extra.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -335,11 +375,12 @@ pub(crate) fn enqueue(
     let output = child.wait_with_output().context("waiting for the CLI")?;
     if !output.status.success() {
         bail!(
-            "enqueue of {prefix}-* failed: {}",
+            "enqueue of {}.. failed: {}",
+            ids.first().map_or("", String::as_str),
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    Ok(ids)
+    Ok(())
 }
 
 /// What the logs and the store say about a workload.
@@ -353,10 +394,15 @@ pub(crate) struct Tally {
 }
 
 /// Waits until every id is completed (or `within` passes), then counts.
-pub(crate) fn tally(env: &Env, redis: &Redis, ids: &[String], within: Duration) -> Result<Tally> {
+pub(crate) fn tally(
+    env: &Env,
+    backend: &dyn Backend,
+    ids: &[String],
+    within: Duration,
+) -> Result<Tally> {
     let deadline = Instant::now() + within;
     loop {
-        let stats = cli_json(env, redis, &["tasks", "stats", "--json"])?;
+        let stats = cli_json(env, backend, &["tasks", "stats", "--json"])?;
         let processed = stats["tasks"]["stellar.log"]["processed"]
             .as_u64()
             .unwrap_or(0);
@@ -367,12 +413,13 @@ pub(crate) fn tally(env: &Env, redis: &Redis, ids: &[String], within: Duration) 
     }
     let mut completed = 0;
     for id in ids {
-        let record = cli_json(env, redis, &["tasks", "show", id, "--json"]).unwrap_or(Value::Null);
+        let record =
+            cli_json(env, backend, &["tasks", "show", id, "--json"]).unwrap_or(Value::Null);
         if record["state"] == "completed" {
             completed += 1;
         }
     }
-    let stats = cli_json(env, redis, &["tasks", "stats", "--json"])?;
+    let stats = cli_json(env, backend, &["tasks", "stats", "--json"])?;
     let processed = stats["tasks"]["stellar.log"]["processed"]
         .as_u64()
         .unwrap_or(0);

@@ -1,12 +1,16 @@
-//! `cargo xtask cluster-test`: real `stellar` processes on a real redis-server, real signals,
-//! faults injected while a workload of uniquely identified tasks runs; then checks.
+//! `cargo xtask cluster-test`: real `stellar` processes on a real redis-server (or a Redis Cluster,
+//! or Sentinel), real signals, faults injected while a workload of uniquely identified tasks runs;
+//! then checks.
 
 mod chaos;
+mod failover;
 pub(crate) mod harness;
+mod history;
 mod scenarios;
 
 use std::{
-    path::Path,
+    panic::{AssertUnwindSafe, catch_unwind},
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -52,7 +56,33 @@ const SCENARIOS: &[(&str, Scenario)] = &[
         "15-rolling-restart-http",
         chaos::rolling_restart_under_http_load,
     ),
+    ("16-cluster-master-kill", failover::cluster_master_kill),
+    ("17-cluster-reshard", failover::cluster_reshard),
+    ("18-sentinel-failover", failover::sentinel_failover),
+    (
+        "19-sentinel-failover-wait",
+        failover::sentinel_failover_wait,
+    ),
 ];
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` (relative to the workspace root) or `target/`.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
+/// Runs a scenario; a panic (a stellar-testkit fixture that did not settle, say) is its failure,
+/// by the first line of its message (the panic hook has printed all of it). Unwinding has dropped
+/// the scenario's guards, so its processes are gone either way.
+fn run_scenario(scenario: Scenario, env: &Env) -> Result<Row> {
+    catch_unwind(AssertUnwindSafe(|| scenario(env))).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        bail!("panicked: {}", message.lines().next().unwrap_or_default())
+    })
+}
 
 pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
@@ -63,8 +93,9 @@ pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<()> {
     if !status.success() {
         bail!("building stellar-cli failed");
     }
-    let bin = root.join("target/debug/stellar");
-    let base = root.join("target/cluster-test");
+    let target = target_dir(root);
+    let bin = target.join("debug/stellar");
+    let base = target.join("cluster-test");
     println!(
         "{:<28} {:>8} {:>9} {:>5} {:>10} {:>7} {:>9}  verdict",
         "scenario", "enqueued", "completed", "lost", "dup-compl", "re-exec", "recovery"
@@ -82,7 +113,7 @@ pub(crate) fn run(root: &Path, filter: Option<&str>) -> Result<()> {
             dir: dir.clone(),
         };
         let started = Instant::now();
-        let mut row = scenario(&env).unwrap_or_else(|err| Row {
+        let mut row = run_scenario(*scenario, &env).unwrap_or_else(|err| Row {
             failure: Some(format!("{err:#}")),
             ..Row::default()
         });

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{
     Row,
-    harness::{Env, Node, Redis, cli, cli_json, enqueue, is_running, tally},
+    harness::{Backend, Env, Node, Redis, cli, cli_json, enqueue, is_running, tally},
 };
 
 /// Fills a row from a tally and applies the usual pass criteria.
@@ -45,20 +45,19 @@ pub(crate) fn row_from(tally: super::harness::Tally, max_reexecutions: usize) ->
 /// Enqueues in the background while the scenario injects faults.
 pub(crate) fn stream(
     env: &Env,
-    redis: &Redis,
+    backend: &dyn Backend,
     prefix: &'static str,
     count: usize,
     ms: u64,
 ) -> thread::JoinHandle<Result<Vec<String>>> {
-    let (env, url_port) = (env.clone(), redis.port);
+    let (env, url) = (env.clone(), backend.url());
     thread::spawn(move || {
-        let redis = RedisRef(url_port);
         let mut ids = Vec::new();
         for k in 0..count {
             // Retried: enqueues fail while Redis restarts.
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
-                match enqueue(&env, &redis.as_redis(), prefix, k..k + 1, ms) {
+                match enqueue(&env, &url, prefix, k..k + 1, ms) {
                     Ok(mut one) => {
                         ids.append(&mut one);
                         break;
@@ -72,15 +71,6 @@ pub(crate) fn stream(
         }
         Ok(ids)
     })
-}
-
-/// A port standing for a running Redis, for threads that only need its URL.
-struct RedisRef(u16);
-
-impl RedisRef {
-    fn as_redis(&self) -> Redis {
-        Redis::detached(self.0)
-    }
 }
 
 pub(crate) fn scale_up_and_down(env: &Env) -> Result<Row> {
