@@ -360,8 +360,12 @@ impl RedisPool {
     {
         let used = std::sync::atomic::AtomicU64::new(0);
         let work = async {
-            let (number, mut conn) = self.shared_connection().await?;
-            used.store(number, Ordering::Relaxed);
+            let (number, mut conn, made_here) = self.shared_connection().await?;
+            if !made_here {
+                // A connection this call made (and spent part of the deadline on) is not
+                // dropped for this call's timeout: under load that would rebuild it forever.
+                used.store(number, Ordering::Relaxed);
+            }
             match f(&mut conn).await {
                 Ok(value) => Ok(value),
                 Err(err) => {
@@ -450,29 +454,42 @@ impl RedisPool {
             wait,
         } = replication;
         let timeout = self.config().op_timeout + wait;
-        self.run_blocking(op, timeout, async |conn| {
-            let mut call = script.prepare_invoke();
-            for key in keys {
-                call.key(*key);
-            }
-            for arg in args {
-                call.arg(*arg);
-            }
-            let reply: T = call.invoke_async(conn).await?;
-            // One pipeline, so the fence write and the WAIT always share a connection: a cluster
-            // connection that resends a request after a connection error resends both (a WAIT
-            // alone on a new connection would count no write, and answer at once). A cluster
-            // routes the pipeline by its first key, the fence's.
-            let mut fenced = redis::pipe();
-            fenced
-                .cmd("INCR")
+        // The script, the fence write and the WAIT go as one pipeline, so they always share a
+        // connection and a server: a cluster connection that resends a request after a
+        // connection error (to the promoted replica, after a failover) resends all three, and the
+        // WAIT never answers for a script another server ran. A cluster routes the pipeline by
+        // its first key, the script's, in the fence's slot.
+        let pipeline = |hash: &str| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVALSHA")
+                .arg(hash)
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args);
+            pipe.cmd("INCR")
                 .arg(fence)
                 .ignore()
                 .cmd("WAIT")
                 .arg(replicas)
                 .arg(wait.as_millis().max(1) as u64);
-            let (acked,): (u64,) = fenced.query_async(conn).await?;
-            Ok((reply, acked))
+            pipe
+        };
+        self.run_blocking(op, timeout, async |conn| {
+            let first = pipeline(script.get_hash()).query_async(conn).await;
+            match first {
+                Err(err)
+                    if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    // Not loaded on this server yet (a new or promoted one): load it, once more.
+                    let mut call = script.prepare_invoke();
+                    let hash = call
+                        .key(keys.first().copied().unwrap_or_default())
+                        .load_async(conn)
+                        .await?;
+                    pipeline(&hash).query_async(conn).await
+                }
+                other => other,
+            }
         })
         .await
     }
@@ -492,21 +509,25 @@ impl RedisPool {
     where
         F: AsyncFnOnce(&mut RedisConnection) -> redis::RedisResult<T>,
     {
+        // The checkout has its own deadline, so a slow one (a connection to a frozen server
+        // failing its check) does not eat into the command's own wait.
+        let pooled = self
+            .timed(op, self.config().op_timeout, self.connection(op))
+            .await?;
+        let mut checkout = Checkout {
+            pooled: Some(pooled),
+            done: false,
+        };
         let work = async {
-            let pooled = self.connection(op).await?;
             // A clone shares the pooled connection, which stays checked out until the command
             // is done: no other command uses it meanwhile.
-            let mut conn = RedisConnection::clone(&pooled);
-            match f(&mut conn).await {
-                Ok(value) => Ok(value),
-                Err(err) => {
-                    if must_reconnect(&err) {
-                        // Not back into the pool: the next command gets a new connection.
-                        drop(Object::take(pooled));
-                    }
-                    Err(self.backend_error(op, err))
-                }
-            }
+            let mut conn = checkout.connection();
+            let result = f(&mut conn).await;
+            // Back into the pool only after a reply: a connection whose command failed on the
+            // connection, or never answered (timed out, or the caller gave up), may still run it
+            // later (a BLPOP would pop an item for nobody), so it is closed instead.
+            checkout.done = !matches!(&result, Err(err) if must_reconnect(err));
+            result.map_err(|err| self.backend_error(op, err))
         };
         self.timed(op, timeout, work).await
     }
@@ -531,15 +552,15 @@ impl RedisPool {
         self.timed(op, timeout, work).await
     }
 
-    /// The shared connection and its number, made first if there is none.
-    async fn shared_connection(&self) -> Result<(u64, RedisConnection), TransportError> {
+    /// The shared connection, its number, and whether this call made it (there was none).
+    async fn shared_connection(&self) -> Result<(u64, RedisConnection, bool), TransportError> {
         // The fast path is a read lock and a clone: no await, no contention between commands.
-        if let Some(conn) = sync::read(&self.inner.shared).as_ref() {
-            return Ok(conn.clone());
+        if let Some((number, conn)) = sync::read(&self.inner.shared).as_ref() {
+            return Ok((*number, conn.clone(), false));
         }
         let _turn = self.inner.reconnecting.lock().await;
-        if let Some(conn) = sync::read(&self.inner.shared).as_ref() {
-            return Ok(conn.clone());
+        if let Some((number, conn)) = sync::read(&self.inner.shared).as_ref() {
+            return Ok((*number, conn.clone(), false));
         }
         let conn = self
             .inner
@@ -555,7 +576,7 @@ impl RedisPool {
         }
         let number = self.inner.shared_made.fetch_add(1, Ordering::Relaxed) + 1;
         *sync::write(&self.inner.shared) = Some((number, conn.clone()));
-        Ok((number, conn))
+        Ok((number, conn, true))
     }
 
     /// Opens a dedicated connection for SUBSCRIBE, outside the pool (a subscribed connection
@@ -688,6 +709,33 @@ fn must_reconnect(err: &redis::RedisError) -> bool {
         || err.is_connection_dropped()
         || err.is_connection_refusal()
         || err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+}
+
+/// A connection checked out of the blocking pool: back into the pool when dropped after its
+/// command answered (`done`), closed otherwise.
+struct Checkout {
+    pooled: Option<Object<BlockingManager>>,
+    done: bool,
+}
+
+impl Checkout {
+    /// A handle on the checked-out connection.
+    fn connection(&self) -> RedisConnection {
+        self.pooled
+            .as_ref()
+            .map(|pooled| RedisConnection::clone(pooled))
+            .expect("checked out until dropped")
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if !self.done
+            && let Some(pooled) = self.pooled.take()
+        {
+            drop(Object::take(pooled));
+        }
+    }
 }
 
 /// A position in a [`RedisPool::scan_step`] walk of the keyspace (of every master, on a Redis

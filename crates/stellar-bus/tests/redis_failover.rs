@@ -1,12 +1,13 @@
 //! A pool on `redis+sentinel://` follows failovers: to the promoted replica after the master is
 //! frozen (its TCP connections stay open: commands time out, they never fail), and after a forced
 //! failover that demotes a live master (writes to it fail with READONLY). Real servers and real
-//! Sentinels (stellar-testkit's `RedisSentinel`).
+//! Sentinels (stellar-testkit's `RedisSentinel`). And a blocking command given up on never goes
+//! back into the pool still waiting on the server.
 
 use std::time::{Duration, Instant};
 
 use stellar_bus::{RedisConfig, RedisPool};
-use stellar_testkit::{RedisSentinel, Reply};
+use stellar_testkit::{RedisSentinel, RedisServer, Reply};
 
 /// Writes `key` until a write succeeds, on the shared connection or, with `blocking`, on a pooled
 /// one; panics after `within`.
@@ -100,4 +101,39 @@ async fn a_demoted_master_is_left_for_the_new_one() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_pop_given_up_on_takes_nothing_pushed_later() {
+    let server = RedisServer::start();
+    let pool = RedisPool::connect(RedisConfig::new(server.url()))
+        .await
+        .expect("redis");
+    for _ in 0..3 {
+        // The caller gives up long before the command's own deadline.
+        let pop = pool.run_blocking("BLPOP", Duration::from_secs(5), async |conn| {
+            redis::cmd("BLPOP")
+                .arg("q")
+                .arg(4)
+                .query_async::<Option<(String, String)>>(conn)
+                .await
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), pop)
+                .await
+                .is_err(),
+            "nothing to pop"
+        );
+    }
+    let pushed: u64 = pool
+        .query("LPUSH", redis::cmd("LPUSH").arg("q").arg("item"))
+        .await
+        .expect("push");
+    assert_eq!(pushed, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left: u64 = pool
+        .query("LLEN", redis::cmd("LLEN").arg("q"))
+        .await
+        .expect("llen");
+    assert_eq!(left, 1, "a BLPOP nobody waits for any more took the item");
 }

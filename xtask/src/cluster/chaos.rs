@@ -447,7 +447,7 @@ fn wait_drained(env: &Env, redis: &Redis, acks: &Path, within: Duration) -> Resu
             .as_u64()
             .unwrap_or(0);
         let idle = stats["in_flight"].as_u64() == Some(0)
-            && stats["queues"]["default"].as_u64().unwrap_or(0) == 0
+            && stats["queues"]["default"]["depth"].as_u64().unwrap_or(0) == 0
             && stats["delayed"].as_u64() == Some(0);
         if idle && done >= line_count(acks) as u64 {
             return Ok(());

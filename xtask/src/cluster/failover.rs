@@ -311,7 +311,7 @@ fn settle(env: &Env, backend: &dyn Backend, acked: &BTreeSet<String>) -> Result<
         }
         let stats = cli_json(env, backend, &["tasks", "stats", "--json"]).unwrap_or(Value::Null);
         let idle = stats["in_flight"].as_u64() == Some(0)
-            && stats["queues"]["default"].as_u64().unwrap_or(0) == 0
+            && stats["queues"]["default"]["depth"].as_u64().unwrap_or(0) == 0
             && stats["delayed"].as_u64() == Some(0);
         idle_reads = if idle { idle_reads + 1 } else { 0 };
         if idle_reads >= 3 {
