@@ -61,8 +61,10 @@ const MIN_ACKED: usize = 100;
 /// by milliseconds): losing it is not asynchronous replication.
 const REPLICATION_WINDOW: Duration = Duration::from_secs(2);
 /// How long a Sentinel set-up runs without a replica after its failover: enqueues that wait for
-/// one (row 19) are refused meanwhile, and retried.
-const REPLICA_BACK_AFTER: Duration = Duration::from_secs(2);
+/// one (row 19) are refused meanwhile, and retried. Long enough that, on a loaded machine, the
+/// producers get past reconnecting to the new master and have calls refused (2 s was not: a run
+/// under the whole test suite spent it all on reconnects and saw no refusal).
+const REPLICA_BACK_AFTER: Duration = Duration::from_secs(4);
 /// Slots moved past the task slot by the reshard: `redis-cli --cluster reshard` moves a master's
 /// lowest slots first, so every slot of its range below the task slot moves too.
 const NEIGHBOURS: usize = 16;
