@@ -266,10 +266,21 @@ async fn confirm_click(client: &Client, css: &str) {
         .unwrap_or_else(|err| panic!("{css}: {err}"));
     // The click returns once the dialog is open (or reports it): accept it either way.
     let _ = element.click().await;
+    // No dialog yet: the click may have hit a button the page had just re-rendered (it refreshes
+    // on its own), or the loaded machine is slow to open it. Click the current button again,
+    // which does nothing while a dialog is open, so at most one confirm() is ever accepted.
     eventually_within(
         &format!("the confirm() of {css} is accepted"),
-        Duration::from_secs(5),
-        async || client.accept_alert().await.is_ok(),
+        Duration::from_secs(15),
+        async || {
+            if client.accept_alert().await.is_ok() {
+                return true;
+            }
+            if let Ok(again) = client.find(Locator::Css(css)).await {
+                let _ = again.click().await;
+            }
+            false
+        },
     )
     .await;
 }
