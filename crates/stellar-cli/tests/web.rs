@@ -6,8 +6,6 @@ mod support;
 
 use std::{
     collections::BTreeSet,
-    io::{Read, Write},
-    net::TcpStream,
     os::unix::process::CommandExt,
     time::{Duration, Instant},
 };
@@ -16,34 +14,12 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use stellar_bus::{RedisConfig, RedisPool};
 use stellar_testkit::{Process, RedisServer};
-use support::{free_port, stellar};
+use support::{free_port, http_get, stellar};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungstenite::Message};
 
 const TOKEN: &str = "web-test-token";
 
 type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// `GET path` on `port`, one request per connection: (status, body).
-fn get(port: u16, path: &str) -> (u16, Value) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
 
 /// A WebSocket client and the welcome it got: (socket, connection id, node id).
 async fn client(port: u16) -> (Socket, String, String) {
@@ -171,7 +147,7 @@ async fn three_workers_serve_one_port_chat_across_workers_and_take_pushes_from_t
     let mut answered = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while answered.len() < 3 {
-        let (status, body) = get(port, "/api/status");
+        let (status, body) = http_get(port, "/api/status");
         assert_eq!(status, 200, "{body}");
         let nodes: BTreeSet<&str> = body["nodes"]
             .as_array()
@@ -184,7 +160,7 @@ async fn three_workers_serve_one_port_chat_across_workers_and_take_pushes_from_t
         }
         assert!(Instant::now() < deadline, "only {answered:?} answered");
     }
-    let (status, _) = get(port, "/readyz");
+    let (status, _) = http_get(port, "/readyz");
     assert_eq!(status, 200);
 
     // Two clients on two different workers, one room.
